@@ -1,0 +1,1367 @@
+/*
+ * config.c - deployq.yaml: built-in defaults, the file (libfyaml), ${NAME} references and
+ * the environment overrides (see config.h for the contract, docs/configuration.md for the
+ * keys).
+ *
+ * A load makes three passes over one libfyaml document. First every scalar is resolved
+ * (${NAME} replaced) into the node's meta data, so a missing variable fails the load
+ * whichever section holds it, each resolved value is registered for redaction before
+ * anything could log it, and later readers never see the raw references. Then the sections
+ * this module owns are read into dq_config. Last come the checks that span entries
+ * (`requires` targets and cycles). The document stays alive in cfg->doc so a later worker
+ * reads its own section (providers, probes, ...) with line numbers for its messages.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <libfyaml.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "event.h"
+#include "log.h"
+#include "util.h"
+
+#ifndef DQ_SCHEMAS_INSTALLED
+#define DQ_SCHEMAS_INSTALLED "/usr/local/share/deployq/schemas"
+#endif
+#ifndef DQ_SCHEMAS_SOURCE
+#define DQ_SCHEMAS_SOURCE "schemas"
+#endif
+
+#define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
+#define DEFAULT_REDIS_TIMEOUT_MS 2000
+#define DEFAULT_MAX_REQUEST_BYTES 65536
+#define DEFAULT_MAX_DEPTH 16
+#define DEFAULT_ISSUED_AT_WINDOW_MS 300000
+#define KEY_BYTES 32 /* an Ed25519 public key */
+#define NAME_MAX_LEN 63
+
+/* Top-level sections that later workers read from cfg->doc themselves. */
+static const char *const reserved_sections[] = {
+    "providers", "executor", "monitor", "rollback", "registry", "notifications", "locks",
+};
+
+/* The resolved text of one scalar, kept as the node's libfyaml meta data. */
+typedef struct scalar_meta {
+    int from_env; /* the text held a ${NAME} reference: it is a string, whatever it looks like */
+    char text[];
+} scalar_meta;
+
+/* What every reader needs to report "name:line: message". */
+typedef struct loader {
+    const char *name;
+    const char *path; /* the file read, or NULL for a string */
+    const char *dir; /* directory of the file, for a relative schemas_dir; NULL for strings */
+    char *err;
+    size_t errlen;
+    dq_config *cfg;
+} loader;
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...) DQ_PRINTF(3, 4);
+
+static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (ld->err != NULL && ld->errlen > 0) {
+        int line = dq_config_node_line(node);
+        if (line > 0)
+            snprintf(ld->err, ld->errlen, "%s:%d: %s", ld->name, line, msg);
+        else
+            snprintf(ld->err, ld->errlen, "%s: %s", ld->name, msg);
+    }
+    return -1;
+}
+
+static int set_str(char **dst, const char *s)
+{
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return -1;
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+static int buf_add(buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static int is_name_start(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int is_name_char(char c)
+{
+    return is_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/*
+ * Resolve the references in s[0..len): "${NAME}" becomes the variable's value, "$${" a
+ * literal "${". Returns a malloc'd string and sets *from_env when a variable was used; NULL
+ * with the reason in why otherwise. The reason names a variable, never a value.
+ */
+static char *expand(const char *s, size_t len, int *from_env, char *why, size_t whylen)
+{
+    buf b = {0};
+    size_t i = 0;
+
+    *from_env = 0;
+    if (buf_add(&b, "", 0) < 0)
+        goto oom;
+    while (i < len) {
+        if (s[i] == '$' && i + 2 < len && s[i + 1] == '$' && s[i + 2] == '{') {
+            if (buf_add(&b, "${", 2) < 0)
+                goto oom;
+            i += 3;
+            continue;
+        }
+        if (s[i] != '$' || i + 1 >= len || s[i + 1] != '{') {
+            if (buf_add(&b, s + i, 1) < 0)
+                goto oom;
+            i++;
+            continue;
+        }
+        size_t start = i + 2, end = start;
+        while (end < len && s[end] != '}')
+            end++;
+        if (end >= len) {
+            snprintf(why, whylen, "unterminated ${ reference (write $${ for a literal ${)");
+            goto fail;
+        }
+        int valid = end > start && is_name_start(s[start]);
+        for (size_t k = start; valid && k < end; k++)
+            valid = is_name_char(s[k]);
+        if (!valid) {
+            snprintf(why, whylen,
+                     "${%.*s} is not a valid reference: a name is letters, digits and _",
+                     (int)(end - start > 64 ? 64 : end - start), s + start);
+            goto fail;
+        }
+        char name[256];
+        if (end - start >= sizeof name) {
+            snprintf(why, whylen, "${%.64s...} names a variable that is too long", s + start);
+            goto fail;
+        }
+        memcpy(name, s + start, end - start);
+        name[end - start] = '\0';
+        const char *value = getenv(name);
+        if (value == NULL) {
+            snprintf(why, whylen, "${%s} is not set in the environment", name);
+            goto fail;
+        }
+        /* A reference is how a secret is written in this file: mask it from now on. */
+        dq_log_redact(value);
+        if (buf_add(&b, value, strlen(value)) < 0)
+            goto oom;
+        *from_env = 1;
+        i = end + 1;
+    }
+    return b.p;
+
+oom:
+    snprintf(why, whylen, "out of memory");
+fail:
+    free(b.p);
+    return NULL;
+}
+
+static void meta_clear(struct fy_node *node, void *meta, void *user)
+{
+    free(meta);
+}
+
+static int set_meta(loader *ld, struct fy_node *node, const char *text, size_t len, int from_env)
+{
+    scalar_meta *m = malloc(sizeof *m + len + 1);
+    if (m == NULL)
+        return fail_at(ld, node, "out of memory");
+    m->from_env = from_env;
+    memcpy(m->text, text, len);
+    m->text[len] = '\0';
+    if (fy_node_set_meta(node, m) != 0) {
+        free(m);
+        return fail_at(ld, node, "out of memory");
+    }
+    return 0;
+}
+
+/*
+ * Store the resolved text of every scalar below node as its meta data. Keys are taken
+ * literally (a key is a name, not a secret). A value left empty ("key:") gets no meta:
+ * dq_config_node_scalar() reports it as NULL. Recursion is bounded by libfyaml's depth limit.
+ */
+static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
+{
+    if (node == NULL)
+        return 0;
+    switch (fy_node_get_type(node)) {
+    case FYNT_SCALAR: {
+        if (fy_node_get_scalar_token(node) == NULL)
+            return 0;
+        size_t len = 0;
+        const char *raw = fy_node_get_scalar(node, &len);
+        if (raw == NULL)
+            raw = "";
+        if (is_key || memchr(raw, '$', len) == NULL)
+            return set_meta(ld, node, raw, len, 0);
+        char why[400];
+        int from_env;
+        char *text = expand(raw, len, &from_env, why, sizeof why);
+        if (text == NULL)
+            return fail_at(ld, node, "%s", why);
+        int rc = set_meta(ld, node, text, strlen(text), from_env);
+        free(text);
+        return rc;
+    }
+    case FYNT_SEQUENCE: {
+        void *it = NULL;
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate(node, &it)) != NULL)
+            if (resolve_tree(ld, item, 0) < 0)
+                return -1;
+        return 0;
+    }
+    case FYNT_MAPPING: {
+        void *it = NULL;
+        struct fy_node_pair *pair;
+        while ((pair = fy_node_mapping_iterate(node, &it)) != NULL) {
+            if (resolve_tree(ld, fy_node_pair_key(pair), 1) < 0 ||
+                resolve_tree(ld, fy_node_pair_value(pair), 0) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static const scalar_meta *meta_of(struct fy_node *node)
+{
+    if (node == NULL || fy_node_get_type(node) != FYNT_SCALAR)
+        return NULL;
+    return fy_node_get_meta(node);
+}
+
+/* YAML 1.2 core schema null: an empty value, or a plain null/Null/NULL/~. */
+static int is_null(struct fy_node *node)
+{
+    if (node == NULL)
+        return 1;
+    if (fy_node_get_type(node) != FYNT_SCALAR)
+        return 0;
+    const scalar_meta *m = meta_of(node);
+    if (m == NULL)
+        return 1;
+    size_t taglen = 0;
+    if (m->from_env || fy_node_get_style(node) != FYNS_PLAIN || fy_node_get_tag(node, &taglen))
+        return 0;
+    return strcmp(m->text, "") == 0 || strcmp(m->text, "~") == 0 ||
+           strcmp(m->text, "null") == 0 || strcmp(m->text, "Null") == 0 ||
+           strcmp(m->text, "NULL") == 0;
+}
+
+static int is_mapping(struct fy_node *node)
+{
+    return node != NULL && fy_node_get_type(node) == FYNT_MAPPING;
+}
+
+static int is_sequence(struct fy_node *node)
+{
+    return node != NULL && fy_node_get_type(node) == FYNT_SEQUENCE;
+}
+
+/* The node to point at for a pair's value: the value, or the key when the value is absent. */
+static struct fy_node *at(struct fy_node_pair *pair)
+{
+    struct fy_node *v = fy_node_pair_value(pair);
+    return v != NULL ? v : fy_node_pair_key(pair);
+}
+
+static const char *key_text(struct fy_node_pair *pair)
+{
+    const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
+    return k != NULL ? k : "";
+}
+
+/* A string value, or an error naming path. */
+static int want_string(loader *ld, struct fy_node_pair *pair, const char *path, const char **out)
+{
+    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
+    if (s == NULL || is_null(fy_node_pair_value(pair)))
+        return fail_at(ld, at(pair), "%s: must be a string", path);
+    *out = s;
+    return 0;
+}
+
+static int want_int(loader *ld, struct fy_node_pair *pair, const char *path, long long min,
+                    long long max, long long *out)
+{
+    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
+    if (s == NULL || dq_parse_int(s, min, max, out) < 0)
+        return fail_at(ld, at(pair), "%s: must be an integer from %lld to %lld", path, min, max);
+    return 0;
+}
+
+static int want_duration(loader *ld, struct fy_node_pair *pair, const char *path, int64_t *out)
+{
+    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
+    int64_t ms = s != NULL ? dq_duration_parse(s) : -1;
+    if (ms <= 0)
+        return fail_at(ld, at(pair), "%s: must be a duration above zero such as 1500ms, 2s, 5m",
+                       path);
+    *out = ms;
+    return 0;
+}
+
+static int want_bool(loader *ld, struct fy_node_pair *pair, const char *path, int *out)
+{
+    struct fy_node *v = fy_node_pair_value(pair);
+    const char *s = dq_config_node_scalar(v);
+    if (s != NULL && fy_node_get_style(v) == FYNS_PLAIN &&
+        (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0)) {
+        *out = 1;
+        return 0;
+    }
+    if (s != NULL && fy_node_get_style(v) == FYNS_PLAIN &&
+        (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0)) {
+        *out = 0;
+        return 0;
+    }
+    return fail_at(ld, at(pair), "%s: must be true or false", path);
+}
+
+/* A section must be a mapping; an empty one ("redis:" or "redis: {}") means defaults. */
+static int want_mapping(loader *ld, struct fy_node_pair *pair, const char *path,
+                        struct fy_node **out)
+{
+    struct fy_node *v = fy_node_pair_value(pair);
+    if (is_null(v)) {
+        *out = NULL;
+        return 0;
+    }
+    if (!is_mapping(v))
+        return fail_at(ld, at(pair), "%s: must be a mapping", path);
+    *out = v;
+    return 0;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > NAME_MAX_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 (i > 0 && (c == '.' || c == '_' || c == '-'));
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* Kafka's own rule for topic names: 1..249 of [A-Za-z0-9._-]. */
+static int valid_topic(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 249)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* A password written into a URL ("redis://user:pw@host") is a secret too. */
+static void redact_url_password(const char *url)
+{
+    const char *p = strstr(url, "://");
+    if (p == NULL)
+        return;
+    p += 3;
+    const char *at_sign = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    if (at_sign == NULL || (slash != NULL && slash < at_sign))
+        return;
+    const char *colon = memchr(p, ':', (size_t)(at_sign - p));
+    if (colon == NULL || at_sign - colon - 1 <= 0)
+        return;
+    char pw[512];
+    size_t n = (size_t)(at_sign - colon - 1);
+    if (n >= sizeof pw)
+        n = sizeof pw - 1;
+    memcpy(pw, colon + 1, n);
+    pw[n] = '\0';
+    dq_log_redact(pw);
+}
+
+static int kafka_key_is_secret(const char *key)
+{
+    return strstr(key, "password") != NULL || strstr(key, "secret") != NULL;
+}
+
+static char *default_schemas_dir(void)
+{
+    const char *env = getenv("DEPLOYQ_SCHEMAS");
+    if (env != NULL && env[0] != '\0')
+        return strdup(env);
+    struct stat st;
+    if (stat(DQ_SCHEMAS_INSTALLED, &st) == 0 && S_ISDIR(st.st_mode))
+        return strdup(DQ_SCHEMAS_INSTALLED);
+    return strdup(DQ_SCHEMAS_SOURCE);
+}
+
+/* ---- sections ---------------------------------------------------------------------- */
+
+static int read_kafka(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *map;
+    if (want_mapping(ld, section, "kafka", &map) < 0)
+        return -1;
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        char path[128];
+        snprintf(path, sizeof path, "kafka.%.100s", key_text(pair));
+        struct fy_node *v = fy_node_pair_value(pair);
+        const char *value = dq_config_node_scalar(v);
+        if (value == NULL || is_null(v))
+            return fail_at(ld, at(pair), "%s: must be a scalar value", path);
+        if (dq_config_set_kafka(ld->cfg, key_text(pair), value) < 0)
+            return fail_at(ld, at(pair), "out of memory");
+    }
+    return 0;
+}
+
+static int read_redis(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *map;
+    if (want_mapping(ld, section, "redis", &map) < 0)
+        return -1;
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        const char *k = key_text(pair);
+        if (strcmp(k, "url") == 0) {
+            const char *url;
+            if (want_string(ld, pair, "redis.url", &url) < 0)
+                return -1;
+            redact_url_password(url);
+            if (set_str(&ld->cfg->redis_url, url) < 0)
+                return fail_at(ld, at(pair), "out of memory");
+        } else if (strcmp(k, "timeout") == 0) {
+            int64_t ms;
+            if (want_duration(ld, pair, "redis.timeout", &ms) < 0)
+                return -1;
+            if (ms > INT32_MAX)
+                return fail_at(ld, at(pair), "redis.timeout: too long");
+            ld->cfg->redis_timeout_ms = (int)ms;
+        } else {
+            return fail_at(ld, fy_node_pair_key(pair),
+                           "redis: unknown key '%.64s' (known: url, timeout)", k);
+        }
+    }
+    return 0;
+}
+
+static int read_validator(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *map;
+    if (want_mapping(ld, section, "validator", &map) < 0)
+        return -1;
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        const char *k = key_text(pair);
+        long long n;
+        if (strcmp(k, "max_request_bytes") == 0) {
+            if (want_int(ld, pair, "validator.max_request_bytes", 1024, 1048576, &n) < 0)
+                return -1;
+            ld->cfg->max_request_bytes = (size_t)n;
+        } else if (strcmp(k, "max_depth") == 0) {
+            if (want_int(ld, pair, "validator.max_depth", 2, 64, &n) < 0)
+                return -1;
+            ld->cfg->max_depth = (int)n;
+        } else if (strcmp(k, "issued_at_window") == 0) {
+            if (want_duration(ld, pair, "validator.issued_at_window",
+                              &ld->cfg->issued_at_window_ms) < 0)
+                return -1;
+        } else {
+            return fail_at(ld, fy_node_pair_key(pair),
+                           "validator: unknown key '%.64s' (known: max_request_bytes, "
+                           "max_depth, issued_at_window)",
+                           k);
+        }
+    }
+    return 0;
+}
+
+static int read_topics(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *map;
+    if (want_mapping(ld, section, "topics", &map) < 0)
+        return -1;
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        const char *k = key_text(pair);
+        char **dst = strcmp(k, "requests") == 0 ? &ld->cfg->topic_requests
+                     : strcmp(k, "events") == 0 ? &ld->cfg->topic_events
+                     : strcmp(k, "dead") == 0   ? &ld->cfg->topic_dead
+                                                : NULL;
+        if (dst == NULL)
+            return fail_at(ld, fy_node_pair_key(pair),
+                           "topics: unknown key '%.64s' (known: requests, events, dead)", k);
+        char path[64];
+        snprintf(path, sizeof path, "topics.%s", k);
+        const char *name;
+        if (want_string(ld, pair, path, &name) < 0)
+            return -1;
+        if (!valid_topic(name))
+            return fail_at(ld, at(pair),
+                           "%s: a topic name is 1 to 249 of letters, digits, '.', '_', '-'",
+                           path);
+        if (set_str(dst, name) < 0)
+            return fail_at(ld, at(pair), "out of memory");
+    }
+    return 0;
+}
+
+static int read_schemas_dir(loader *ld, struct fy_node_pair *pair)
+{
+    const char *dir;
+    if (want_string(ld, pair, "schemas_dir", &dir) < 0)
+        return -1;
+    if (dir[0] == '\0')
+        return fail_at(ld, at(pair), "schemas_dir: must not be empty");
+    if (dir[0] == '/' || ld->dir == NULL) {
+        if (set_str(&ld->cfg->schemas_dir, dir) < 0)
+            return fail_at(ld, at(pair), "out of memory");
+        return 0;
+    }
+    /* Relative to the file, so the config works from any working directory. */
+    size_t n = strlen(ld->dir) + 1 + strlen(dir) + 1;
+    char *joined = malloc(n);
+    if (joined == NULL)
+        return fail_at(ld, at(pair), "out of memory");
+    snprintf(joined, n, "%s/%s", ld->dir, dir);
+    free(ld->cfg->schemas_dir);
+    ld->cfg->schemas_dir = joined;
+    return 0;
+}
+
+static int read_key(loader *ld, struct fy_node *entry, size_t index, dq_key *key)
+{
+    char path[64];
+    snprintf(path, sizeof path, "keys[%zu]", index);
+    if (!is_mapping(entry))
+        return fail_at(ld, entry, "%s: must be a mapping with id and public_key", path);
+
+    int has_id = 0, has_key = 0;
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(entry, &it)) != NULL) {
+        const char *k = key_text(pair);
+        char kpath[160];
+        snprintf(kpath, sizeof kpath, "%s.%.64s", path, k);
+        const char *s;
+        if (strcmp(k, "id") == 0) {
+            if (want_string(ld, pair, kpath, &s) < 0)
+                return -1;
+            if (s[0] == '\0')
+                return fail_at(ld, at(pair), "%s: must not be empty", kpath);
+            for (size_t i = 0; i < ld->cfg->n_keys; i++)
+                if (strcmp(ld->cfg->keys[i].id, s) == 0)
+                    return fail_at(ld, at(pair), "%s: duplicate key id '%.64s'", kpath, s);
+            if (set_str(&key->id, s) < 0)
+                return fail_at(ld, at(pair), "out of memory");
+            has_id = 1;
+        } else if (strcmp(k, "public_key") == 0) {
+            unsigned char raw[KEY_BYTES];
+            if (want_string(ld, pair, kpath, &s) < 0)
+                return -1;
+            if (dq_base64_decode(s, raw, sizeof raw) != KEY_BYTES)
+                return fail_at(ld, at(pair),
+                               "%s: must be the base64 of a 32-byte Ed25519 public key", kpath);
+            if (set_str(&key->public_key, s) < 0)
+                return fail_at(ld, at(pair), "out of memory");
+            has_key = 1;
+        } else if (strcmp(k, "role") == 0) {
+            if (want_string(ld, pair, kpath, &s) < 0)
+                return -1;
+            if (strcmp(s, "ci") != 0 && strcmp(s, "approver") != 0 && strcmp(s, "operator") != 0)
+                return fail_at(ld, at(pair), "%s: must be 'ci', 'approver' or 'operator'",
+                               kpath);
+            if (set_str(&key->role, s) < 0)
+                return fail_at(ld, at(pair), "out of memory");
+        } else if (strcmp(k, "retired") == 0) {
+            if (want_bool(ld, pair, kpath, &key->retired) < 0)
+                return -1;
+        } else {
+            return fail_at(ld, fy_node_pair_key(pair),
+                           "%s: unknown key '%.64s' (known: id, public_key, role, retired)",
+                           path, k);
+        }
+    }
+    if (!has_id)
+        return fail_at(ld, entry, "%s: id is missing", path);
+    if (!has_key)
+        return fail_at(ld, entry, "%s.public_key is missing (key '%.64s')", path, key->id);
+    if (key->role == NULL && set_str(&key->role, "ci") < 0)
+        return fail_at(ld, entry, "out of memory");
+    return 0;
+}
+
+static int read_keys(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *seq = fy_node_pair_value(section);
+    if (is_null(seq))
+        return 0;
+    if (!is_sequence(seq))
+        return fail_at(ld, at(section), "keys: must be a sequence of {id, public_key, role}");
+    int count = fy_node_sequence_item_count(seq);
+    if (count <= 0)
+        return 0;
+    ld->cfg->keys = calloc((size_t)count, sizeof *ld->cfg->keys);
+    if (ld->cfg->keys == NULL)
+        return fail_at(ld, seq, "out of memory");
+
+    void *it = NULL;
+    struct fy_node *entry;
+    while ((entry = fy_node_sequence_iterate(seq, &it)) != NULL) {
+        /* Counted before reading, so a failed entry is still freed with the config. */
+        dq_key *key = &ld->cfg->keys[ld->cfg->n_keys];
+        if (read_key(ld, entry, ld->cfg->n_keys, key) < 0) {
+            ld->cfg->n_keys++;
+            return -1;
+        }
+        ld->cfg->n_keys++;
+    }
+    return 0;
+}
+
+static int read_environment(loader *ld, const char *service, struct fy_node_pair *pair,
+                            dq_environment *env)
+{
+    const char *name = key_text(pair);
+    char path[256];
+    snprintf(path, sizeof path, "services.%s.environments.%.64s", service, name);
+    if (!valid_name(name))
+        return fail_at(ld, fy_node_pair_key(pair),
+                       "%s: an environment name must match ^[a-z0-9][a-z0-9._-]{0,62}$", path);
+    if (set_str(&env->name, name) < 0)
+        return fail_at(ld, at(pair), "out of memory");
+
+    struct fy_node *map = fy_node_pair_value(pair);
+    if (is_null(map))
+        return 0;
+    if (!is_mapping(map))
+        return fail_at(ld, at(pair), "%s: must be a mapping (or {} when empty)", path);
+    env->node = map;
+
+    void *it = NULL;
+    struct fy_node_pair *item;
+    while ((item = fy_node_mapping_iterate(map, &it)) != NULL) {
+        const char *k = key_text(item);
+        const char *s;
+        char kpath[336];
+        snprintf(kpath, sizeof kpath, "%s.%.64s", path, k);
+        if (strcmp(k, "requires") == 0) {
+            if (want_string(ld, item, kpath, &s) < 0)
+                return -1;
+            if (set_str(&env->requires, s) < 0)
+                return fail_at(ld, at(item), "out of memory");
+        } else if (strcmp(k, "approval") == 0) {
+            s = dq_config_node_scalar(fy_node_pair_value(item));
+            if (s != NULL && strcmp(s, "required") == 0)
+                env->approval = 1;
+            else if (s != NULL && strcmp(s, "none") == 0)
+                env->approval = 0;
+            else
+                return fail_at(ld, at(item), "%s: approval must be 'required' or 'none'", path);
+        }
+        /* Any other key belongs to a later worker (providers, probes, ...): kept in node. */
+    }
+    return 0;
+}
+
+/* Every `requires` names a sibling environment, and following them never loops. */
+static int check_requires(loader *ld, const dq_service *svc)
+{
+    for (size_t i = 0; i < svc->n_envs; i++) {
+        const dq_environment *env = &svc->envs[i];
+        if (env->requires == NULL)
+            continue;
+        struct fy_node *where = fy_node_mapping_lookup_by_string(env->node, "requires", FY_NT);
+        if (strcmp(env->requires, env->name) == 0)
+            return fail_at(ld, where, "services.%s.environments.%s: requires names itself",
+                           svc->name, env->name);
+        if (dq_config_environment(ld->cfg, svc->name, env->requires) == NULL)
+            return fail_at(ld, where,
+                           "services.%s.environments.%s: requires '%.64s', which is not an "
+                           "environment of service %s",
+                           svc->name, env->name, env->requires, svc->name);
+        /* A loop that does not pass through env is reported at one of its own members. */
+        const dq_environment *step = env;
+        for (size_t hops = 0; step != NULL && step->requires != NULL && hops <= svc->n_envs;
+             hops++) {
+            step = dq_config_environment(ld->cfg, svc->name, step->requires);
+            if (step == env)
+                return fail_at(ld, where,
+                               "services.%s.environments.%s: requires forms a cycle, so no "
+                               "deploy could ever pass it",
+                               svc->name, env->name);
+        }
+    }
+    return 0;
+}
+
+static int read_service(loader *ld, struct fy_node_pair *pair, dq_service *svc)
+{
+    const char *name = key_text(pair);
+    if (!valid_name(name))
+        return fail_at(ld, fy_node_pair_key(pair),
+                       "services.%.64s: a service name must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                       name);
+    if (set_str(&svc->name, name) < 0)
+        return fail_at(ld, at(pair), "out of memory");
+    char path[128];
+    snprintf(path, sizeof path, "services.%s", name);
+
+    struct fy_node *map = fy_node_pair_value(pair);
+    if (is_null(map))
+        return 0;
+    if (!is_mapping(map))
+        return fail_at(ld, at(pair), "%s: must be a mapping with environments", path);
+    svc->node = map;
+
+    void *it = NULL;
+    struct fy_node_pair *item;
+    while ((item = fy_node_mapping_iterate(map, &it)) != NULL) {
+        const char *k = key_text(item);
+        if (strcmp(k, "environments") != 0)
+            return fail_at(ld, fy_node_pair_key(item),
+                           "%s: unknown key '%.64s' (known: environments)", path, k);
+        char epath[160];
+        snprintf(epath, sizeof epath, "%s.environments", path);
+        struct fy_node *envs;
+        if (want_mapping(ld, item, epath, &envs) < 0)
+            return -1;
+        int count = envs != NULL ? fy_node_mapping_item_count(envs) : 0;
+        if (count <= 0)
+            continue;
+        svc->envs = calloc((size_t)count, sizeof *svc->envs);
+        if (svc->envs == NULL)
+            return fail_at(ld, envs, "out of memory");
+        void *eit = NULL;
+        struct fy_node_pair *epair;
+        while ((epair = fy_node_mapping_iterate(envs, &eit)) != NULL) {
+            dq_environment *env = &svc->envs[svc->n_envs++];
+            if (read_environment(ld, name, epair, env) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int read_services(loader *ld, struct fy_node_pair *section)
+{
+    struct fy_node *map;
+    if (want_mapping(ld, section, "services", &map) < 0)
+        return -1;
+    int count = map != NULL ? fy_node_mapping_item_count(map) : 0;
+    if (count <= 0)
+        return 0;
+    ld->cfg->services = calloc((size_t)count, sizeof *ld->cfg->services);
+    if (ld->cfg->services == NULL)
+        return fail_at(ld, map, "out of memory");
+
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        dq_service *svc = &ld->cfg->services[ld->cfg->n_services++];
+        if (read_service(ld, pair, svc) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < ld->cfg->n_services; i++)
+        if (check_requires(ld, &ld->cfg->services[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static int read_root(loader *ld, struct fy_node *root)
+{
+    if (is_null(root))
+        return 0;
+    if (!is_mapping(root))
+        return fail_at(ld, root, "the file must be a mapping of sections (kafka, redis, ...)");
+
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
+        const char *k = key_text(pair);
+        int rc = 0, reserved = 0;
+        if (strcmp(k, "kafka") == 0)
+            rc = read_kafka(ld, pair);
+        else if (strcmp(k, "redis") == 0)
+            rc = read_redis(ld, pair);
+        else if (strcmp(k, "validator") == 0)
+            rc = read_validator(ld, pair);
+        else if (strcmp(k, "topics") == 0)
+            rc = read_topics(ld, pair);
+        else if (strcmp(k, "schemas_dir") == 0)
+            rc = read_schemas_dir(ld, pair);
+        else if (strcmp(k, "keys") == 0)
+            rc = read_keys(ld, pair);
+        else if (strcmp(k, "services") == 0)
+            rc = read_services(ld, pair);
+        else {
+            for (size_t i = 0; i < sizeof reserved_sections / sizeof reserved_sections[0]; i++)
+                reserved |= strcmp(k, reserved_sections[i]) == 0;
+            if (!reserved)
+                return fail_at(ld, fy_node_pair_key(pair),
+                               "unknown top-level key '%.64s' (known: kafka, redis, validator, "
+                               "topics, schemas_dir, keys, services, providers, executor, "
+                               "monitor, rollback, registry, notifications, locks)",
+                               k);
+        }
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- parsing ----------------------------------------------------------------------- */
+
+static void diag_discard(struct fy_diag *diag, void *user, const char *text, size_t len)
+{
+    /* Errors are collected and reported through the caller's buffer, never printed. */
+}
+
+/* Report the first error libfyaml collected, if any. 1 when there was one. */
+static int syntax_error(loader *ld, struct fy_diag *diag)
+{
+    void *it = NULL;
+    struct fy_diag_error *e;
+    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
+        if (e->type < FYET_ERROR)
+            continue;
+        const char *msg = e->msg != NULL ? e->msg : "YAML syntax error";
+        if (ld->err != NULL && ld->errlen > 0) {
+            /* libfyaml's collected lines are already 1-based. */
+            if (e->line > 0)
+                snprintf(ld->err, ld->errlen, "%s:%d: %s", ld->name, e->line, msg);
+            else
+                snprintf(ld->err, ld->errlen, "%s: %s", ld->name, msg);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Parse a file (path) or a malloc'd text (ownership passes to libfyaml). A stream with no
+ * document (empty, or only comments) gives NULL with *empty set. The parser is driven by
+ * hand, not through fy_document_build_from_file(), because that stops after the first
+ * document: a stray "---" would silently drop the rest of the configuration.
+ */
+static struct fy_document *parse(loader *ld, const char *path, char *text, size_t len, int *empty)
+{
+    struct fy_diag *diag = NULL;
+    struct fy_parser *fyp = NULL;
+    struct fy_document *doc = NULL, *extra = NULL;
+
+    *empty = 0;
+    struct fy_diag_cfg dcfg;
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;
+    dcfg.output_fn = diag_discard;
+    dcfg.colorize = false;
+    diag = fy_diag_create(&dcfg);
+    if (diag == NULL)
+        goto oom;
+    fy_diag_set_collect_errors(diag, true);
+
+    /* RESOLVE_DOCUMENT expands aliases and merge keys, so readers never meet an alias. */
+    struct fy_parse_cfg pcfg = {
+        .flags = FYPCF_QUIET | FYPCF_RESOLVE_DOCUMENT | FYPCF_JSON_NONE,
+        .diag = diag,
+    };
+    fyp = fy_parser_create(&pcfg);
+    if (fyp == NULL)
+        goto oom;
+    int rc = path != NULL ? fy_parser_set_input_file(fyp, path)
+                          : fy_parser_set_malloc_string(fyp, text, len);
+    if (rc != 0)
+        goto oom;
+    text = NULL; /* now owned by the parser */
+
+    doc = fy_parse_load_document(fyp);
+    if (doc == NULL) {
+        *empty = !syntax_error(ld, diag);
+        goto done;
+    }
+    extra = fy_parse_load_document(fyp);
+    if (extra == NULL && syntax_error(ld, diag))
+        goto fail;
+    /* A trailing "---" with nothing after it is harmless; a second document is not. */
+    struct fy_node *extra_root = extra != NULL ? fy_document_root(extra) : NULL;
+    if (extra_root != NULL && (fy_node_get_type(extra_root) != FYNT_SCALAR ||
+                               fy_node_get_scalar_token(extra_root) != NULL)) {
+        fail_at(ld, extra_root,
+                "a second YAML document starts here; the configuration is one document");
+        goto fail;
+    }
+    goto done;
+
+oom:
+    fail_at(ld, NULL, "out of memory");
+fail:
+    fy_document_destroy(doc);
+    doc = NULL;
+done:
+    if (extra != NULL)
+        fy_parse_document_destroy(fyp, extra);
+    fy_parser_destroy(fyp);
+    fy_diag_destroy(diag);
+    free(text);
+    return doc;
+}
+
+/* The three passes over a parsed document; the config takes the document. */
+static dq_config *load_doc(loader *ld, struct fy_document *doc)
+{
+    dq_config *cfg = dq_config_new_default();
+    if (cfg == NULL) {
+        fy_document_destroy(doc);
+        fail_at(ld, NULL, "out of memory");
+        return NULL;
+    }
+    cfg->doc = doc; /* now owned by cfg */
+    ld->cfg = cfg;
+    if (ld->path != NULL && set_str(&cfg->path, ld->path) < 0) {
+        fail_at(ld, NULL, "out of memory");
+        goto fail;
+    }
+    if (doc != NULL) {
+        if (fy_document_register_meta(doc, meta_clear, NULL) != 0) {
+            fail_at(ld, NULL, "libfyaml refused the meta data hook");
+            goto fail;
+        }
+        struct fy_node *root = fy_document_root(doc);
+        if (resolve_tree(ld, root, 0) < 0 || read_root(ld, root) < 0)
+            goto fail;
+    }
+    dq_config_apply_env(cfg);
+    return cfg;
+
+fail:
+    dq_config_free(cfg);
+    return NULL;
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+dq_config *dq_config_new_default(void)
+{
+    dq_config *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL)
+        return NULL;
+    cfg->redis_url = strdup(DEFAULT_REDIS_URL);
+    cfg->redis_timeout_ms = DEFAULT_REDIS_TIMEOUT_MS;
+    cfg->max_request_bytes = DEFAULT_MAX_REQUEST_BYTES;
+    cfg->max_depth = DEFAULT_MAX_DEPTH;
+    cfg->issued_at_window_ms = DEFAULT_ISSUED_AT_WINDOW_MS;
+    cfg->schemas_dir = default_schemas_dir();
+    cfg->topic_requests = strdup(DQ_TOPIC_REQUESTS);
+    cfg->topic_events = strdup(DQ_TOPIC_EVENTS);
+    cfg->topic_dead = strdup(DQ_TOPIC_DEAD);
+    if (cfg->redis_url == NULL || cfg->schemas_dir == NULL || cfg->topic_requests == NULL ||
+        cfg->topic_events == NULL || cfg->topic_dead == NULL)
+        goto fail;
+    return cfg;
+
+fail:
+    dq_config_free(cfg);
+    return NULL;
+}
+
+dq_config *dq_config_load(const char *path, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (path == NULL || path[0] == '\0')
+        path = getenv("DEPLOYQ_CONFIG");
+    if (path == NULL || path[0] == '\0') {
+        loader ld = {.name = "defaults", .err = err, .errlen = errlen};
+        return load_doc(&ld, NULL);
+    }
+
+    loader ld = {.name = path, .path = path, .err = err, .errlen = errlen};
+    /* libfyaml only says "failed to open": check first to give the reason. */
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fail_at(&ld, NULL, "cannot read: %s", strerror(errno));
+        return NULL;
+    }
+    fclose(f);
+
+    char *dir = strdup(path);
+    if (dir == NULL) {
+        fail_at(&ld, NULL, "out of memory");
+        return NULL;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        dir[0] = '\0';
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    ld.dir = dir[0] != '\0' ? dir : NULL; /* a bare file name: relative to the cwd already */
+
+    int empty;
+    struct fy_document *doc = parse(&ld, path, NULL, 0, &empty);
+    dq_config *cfg = NULL;
+    if (doc != NULL || empty)
+        cfg = load_doc(&ld, doc);
+    free(dir);
+    return cfg;
+}
+
+dq_config *dq_config_load_string(const char *yaml, size_t len, const char *name, char *err,
+                                 size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    loader ld = {.name = name != NULL ? name : "<string>", .err = err, .errlen = errlen};
+    if (yaml == NULL)
+        yaml = "";
+    /* libfyaml keeps pointers into the text: give it a copy it owns and frees. */
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        fail_at(&ld, NULL, "out of memory");
+        return NULL;
+    }
+    memcpy(copy, yaml, len);
+    copy[len] = '\0';
+    int empty;
+    struct fy_document *doc = parse(&ld, NULL, copy, len, &empty);
+    if (doc == NULL && !empty)
+        return NULL;
+    return load_doc(&ld, doc);
+}
+
+void dq_config_free(dq_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    for (size_t i = 0; i < cfg->n_kafka; i++) {
+        free(cfg->kafka[i].key);
+        free(cfg->kafka[i].value);
+    }
+    free(cfg->kafka);
+    free(cfg->redis_url);
+    free(cfg->schemas_dir);
+    free(cfg->topic_requests);
+    free(cfg->topic_events);
+    free(cfg->topic_dead);
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        free(cfg->keys[i].id);
+        free(cfg->keys[i].public_key);
+        free(cfg->keys[i].role);
+    }
+    free(cfg->keys);
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        for (size_t j = 0; j < cfg->services[i].n_envs; j++) {
+            free(cfg->services[i].envs[j].name);
+            free(cfg->services[i].envs[j].requires);
+        }
+        free(cfg->services[i].envs);
+        free(cfg->services[i].name);
+    }
+    free(cfg->services);
+    fy_document_destroy(cfg->doc);
+    free(cfg);
+}
+
+int dq_config_set_kafka(dq_config *cfg, const char *key, const char *value)
+{
+    if (cfg == NULL || key == NULL || value == NULL)
+        return -1;
+    if (kafka_key_is_secret(key))
+        dq_log_redact(value);
+    for (size_t i = 0; i < cfg->n_kafka; i++) {
+        if (strcmp(cfg->kafka[i].key, key) == 0)
+            return set_str(&cfg->kafka[i].value, value);
+    }
+    dq_kv *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    cfg->kafka = grown;
+    char *k = strdup(key), *v = strdup(value);
+    if (k == NULL || v == NULL) {
+        free(k);
+        free(v);
+        return -1;
+    }
+    cfg->kafka[cfg->n_kafka].key = k;
+    cfg->kafka[cfg->n_kafka].value = v;
+    cfg->n_kafka++;
+    return 0;
+}
+
+const char *dq_config_kafka_get(const dq_config *cfg, const char *key)
+{
+    if (cfg == NULL || key == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_kafka; i++)
+        if (strcmp(cfg->kafka[i].key, key) == 0)
+            return cfg->kafka[i].value;
+    return NULL;
+}
+
+void dq_config_apply_env(dq_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    const char *brokers = getenv("DEPLOYQ_BROKERS");
+    if (brokers != NULL && brokers[0] != '\0' &&
+        dq_config_set_kafka(cfg, "bootstrap.servers", brokers) < 0)
+        dq_warn("config: out of memory applying DEPLOYQ_BROKERS");
+    const char *url = getenv("DEPLOYQ_REDIS_URL");
+    if (url != NULL && url[0] != '\0') {
+        redact_url_password(url);
+        if (set_str(&cfg->redis_url, url) < 0)
+            dq_warn("config: out of memory applying DEPLOYQ_REDIS_URL");
+    }
+}
+
+const dq_service *dq_config_service(const dq_config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        if (cfg->services[i].name != NULL && strcmp(cfg->services[i].name, name) == 0)
+            return &cfg->services[i];
+    return NULL;
+}
+
+const dq_environment *dq_config_environment(const dq_config *cfg, const char *service,
+                                            const char *env)
+{
+    const dq_service *svc = dq_config_service(cfg, service);
+    if (svc == NULL || env == NULL)
+        return NULL;
+    for (size_t i = 0; i < svc->n_envs; i++)
+        if (svc->envs[i].name != NULL && strcmp(svc->envs[i].name, env) == 0)
+            return &svc->envs[i];
+    return NULL;
+}
+
+const dq_key *dq_config_key(const dq_config *cfg, const char *id)
+{
+    if (cfg == NULL || id == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_keys; i++)
+        if (cfg->keys[i].id != NULL && strcmp(cfg->keys[i].id, id) == 0)
+            return &cfg->keys[i];
+    return NULL;
+}
+
+struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, const char *env)
+{
+    const dq_environment *e = dq_config_environment(cfg, service, env);
+    return e != NULL ? e->node : NULL;
+}
+
+int dq_config_node_line(struct fy_node *node)
+{
+    if (node == NULL)
+        return 0;
+    if (fy_node_get_type(node) == FYNT_SCALAR) {
+        struct fy_token *tok = fy_node_get_scalar_token(node);
+        const struct fy_mark *mark = tok != NULL ? fy_token_start_mark(tok) : NULL;
+        if (mark != NULL)
+            return mark->line + 1;
+    }
+    /* libfyaml 0.7 has no start mark for a mapping or sequence: point at the key that
+     * introduces it, which is also where a person looks for it. */
+    struct fy_node *parent = fy_node_get_parent(node);
+    if (is_mapping(parent)) {
+        void *it = NULL;
+        struct fy_node_pair *pair;
+        while ((pair = fy_node_mapping_iterate(parent, &it)) != NULL)
+            if (fy_node_pair_value(pair) == node && fy_node_pair_key(pair) != NULL)
+                return dq_config_node_line(fy_node_pair_key(pair));
+    }
+    void *it = NULL;
+    if (is_mapping(node)) {
+        struct fy_node_pair *first = fy_node_mapping_iterate(node, &it);
+        int line = first != NULL ? dq_config_node_line(fy_node_pair_key(first)) : 0;
+        if (line > 0)
+            return line;
+    } else if (is_sequence(node)) {
+        struct fy_node *first = fy_node_sequence_iterate(node, &it);
+        int line = dq_config_node_line(first);
+        if (line > 0)
+            return line;
+    }
+    return parent != NULL ? dq_config_node_line(parent) : 1;
+}
+
+const char *dq_config_node_scalar(struct fy_node *node)
+{
+    const scalar_meta *m = meta_of(node);
+    return m != NULL ? m->text : NULL;
+}
+
+/* YAML 1.2 core schema numbers that JSON can hold (not .inf/.nan). */
+static int plain_number(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] == '0' && s[1] == 'x' && s[2] != '\0') {
+        unsigned long long v = strtoull(s + 2, &end, 16);
+        if (*end != '\0' || errno != 0 || s[2] == '-' || s[2] == '+' || s[2] == ' ')
+            return 0;
+        *out = (double)v;
+        return 1;
+    }
+    if (s[0] == '0' && s[1] == 'o' && s[2] != '\0') {
+        unsigned long long v = strtoull(s + 2, &end, 8);
+        if (*end != '\0' || errno != 0 || s[2] == '-' || s[2] == '+' || s[2] == ' ')
+            return 0;
+        *out = (double)v;
+        return 1;
+    }
+    /* [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
+    const char *p = s;
+    if (*p == '-' || *p == '+')
+        p++;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9')
+        p++, digits++;
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9')
+            p++, digits++;
+    }
+    if (digits == 0)
+        return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '-' || *p == '+')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p != '\0')
+        return 0;
+    *out = strtod(s, NULL);
+    return 1;
+}
+
+static cJSON *scalar_json(struct fy_node *node)
+{
+    const scalar_meta *m = meta_of(node);
+    if (m == NULL)
+        return cJSON_CreateNull();
+    size_t taglen = 0;
+    const char *tag = fy_node_get_tag(node, &taglen);
+    int str_tag = tag != NULL && taglen == strlen("tag:yaml.org,2002:str") &&
+                  memcmp(tag, "tag:yaml.org,2002:str", taglen) == 0;
+    if (m->from_env || str_tag || fy_node_get_style(node) != FYNS_PLAIN)
+        return cJSON_CreateString(m->text);
+    if (is_null(node))
+        return cJSON_CreateNull();
+    const char *s = m->text;
+    if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0)
+        return cJSON_CreateTrue();
+    if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0)
+        return cJSON_CreateFalse();
+    double d;
+    if (plain_number(s, &d))
+        return cJSON_CreateNumber(d);
+    return cJSON_CreateString(s);
+}
+
+cJSON *dq_config_node_json(struct fy_node *node)
+{
+    if (node == NULL)
+        return cJSON_CreateNull();
+    switch (fy_node_get_type(node)) {
+    case FYNT_SCALAR:
+        return scalar_json(node);
+    case FYNT_SEQUENCE: {
+        cJSON *arr = cJSON_CreateArray();
+        void *it = NULL;
+        struct fy_node *item;
+        while (arr != NULL && (item = fy_node_sequence_iterate(node, &it)) != NULL) {
+            cJSON *child = dq_config_node_json(item);
+            if (child == NULL || !cJSON_AddItemToArray(arr, child)) {
+                cJSON_Delete(child);
+                goto fail_arr;
+            }
+        }
+        return arr;
+    fail_arr:
+        cJSON_Delete(arr);
+        return NULL;
+    }
+    case FYNT_MAPPING: {
+        cJSON *obj = cJSON_CreateObject();
+        void *it = NULL;
+        struct fy_node_pair *pair;
+        while (obj != NULL && (pair = fy_node_mapping_iterate(node, &it)) != NULL) {
+            const char *key = dq_config_node_scalar(fy_node_pair_key(pair));
+            if (key == NULL)
+                continue; /* a mapping or empty key has no JSON spelling */
+            cJSON *child = dq_config_node_json(fy_node_pair_value(pair));
+            if (child == NULL || !cJSON_AddItemToObject(obj, key, child)) {
+                cJSON_Delete(child);
+                goto fail_obj;
+            }
+        }
+        return obj;
+    fail_obj:
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    }
+    return NULL;
+}

@@ -1,0 +1,110 @@
+/*
+ * event.h - the event envelope of DESIGN.md and the deploy request.
+ *
+ * Every event on deployq.events has the same envelope:
+ *   {"schema":"deployq.event/v1","id":"<uuid>","type":"deploy.succeeded",
+ *    "deployment_id":"<uuid>","service":"api","environment":"production",
+ *    "version":"<sha>","at":"<RFC 3339 ms>","actor":"<program@host/pid>","fence":42,
+ *    "data":{...}}
+ * deployment_id, service, environment and version are absent only when unknown (a request
+ * too broken to read). A deploy request travels on deployq.requests signed, as
+ *   {"schema":"deployq.signed/v1","key_id":"ci-1","alg":"ed25519",
+ *    "signature":"<base64>","request":"<the exact JSON text of the request>"}
+ * so the signature covers exactly the bytes of "request" (see sign.h).
+ */
+#ifndef DQ_EVENT_H
+#define DQ_EVENT_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define DQ_EVENT_SCHEMA "deployq.event/v1"
+#define DQ_REQUEST_SCHEMA "deployq.request/v1"
+#define DQ_SIGNED_SCHEMA "deployq.signed/v1"
+
+#define DQ_TOPIC_REQUESTS "deployq.requests"
+#define DQ_TOPIC_EVENTS "deployq.events"
+#define DQ_TOPIC_DEAD "deployq.dead"
+
+/* Event types (schemas/events/<type>.json describes each one's data). */
+#define DQ_EV_VALIDATED "deploy.validated"
+#define DQ_EV_REJECTED "deploy.rejected"
+#define DQ_EV_AWAITING_APPROVAL "deploy.awaiting_approval"
+#define DQ_EV_STARTED "deploy.started"
+#define DQ_EV_PROVIDER_FAILED "provider.failed"
+#define DQ_EV_SUCCEEDED "deploy.succeeded"
+#define DQ_EV_FAILED "deploy.failed"
+#define DQ_EV_MONITOR_STARTED "monitor.started"
+#define DQ_EV_HEALTH_DEGRADED "health.degraded"
+#define DQ_EV_VERIFIED "deploy.verified"
+#define DQ_EV_ROLLBACK_REQUESTED "rollback.requested"
+#define DQ_EV_ROLLBACK_STARTED "rollback.started"
+#define DQ_EV_ROLLBACK_SUCCEEDED "rollback.succeeded"
+#define DQ_EV_ROLLBACK_FAILED "rollback.failed"
+#define DQ_EV_TRAFFIC_SWITCHED "traffic.switched"
+#define DQ_EV_NOTIFICATION_SENT "notification.sent"
+#define DQ_EV_NOTIFICATION_FAILED "notification.failed"
+
+/* NULL-terminated list of every type above. */
+extern const char *const dq_event_types[];
+int dq_event_type_known(const char *type);
+
+typedef struct dq_event {
+    char id[DQ_UUID_LEN + 1];
+    char *type;
+    char *deployment_id; /* NULL when unknown */
+    char *service;       /* NULL when unknown */
+    char *environment;   /* NULL when unknown */
+    char *version;       /* NULL when unknown */
+    int64_t at_ms;
+    char *actor;
+    int64_t fence; /* 0 before a lock was taken */
+    cJSON *data;   /* owned; never NULL (an empty object at least) */
+} dq_event;
+
+/* A new event with a random id, at = now, fence 0 and an empty data object. Strings are
+ * copied; any may be NULL except type. Returns NULL only on allocation failure. */
+dq_event *dq_event_new(const char *type, const char *deployment_id, const char *service,
+                       const char *environment, const char *version, const char *actor);
+void dq_event_free(dq_event *ev);
+
+/* Give the event a deterministic id derived from name (dq_uuid_from_name), so that the
+ * same logical event produced twice (after a redelivery) carries the same id. */
+void dq_event_set_id_from(dq_event *ev, const char *name);
+
+/* Encode to compact JSON; returns a malloc'd string the caller frees, or NULL. */
+char *dq_event_encode(const dq_event *ev);
+
+/* Decode (with the limits of json.h) into a new event. Checks the envelope's required
+ * members and their types; it does not validate data against a schema (schema.h does).
+ * Returns NULL and a one-line reason in err on failure. */
+dq_event *dq_event_decode(const char *buf, size_t len, char *err, size_t errlen);
+
+/* The Kafka message key of a target: "service/environment" into out. */
+char *dq_target_key(const char *service, const char *environment, char *out, size_t outlen);
+
+/* A deploy request (the inner, signed document). */
+typedef struct dq_request {
+    char *deployment_id;
+    char *service;
+    char *environment;
+    char *version;
+    char *strategy;     /* "rolling" | "blue-green" | NULL */
+    char *commit_at;    /* RFC 3339 or NULL */
+    char *requested_by; /* or NULL */
+    char *ci_run_url;   /* or NULL */
+    char *nonce;
+    char *issued_at;    /* RFC 3339 */
+} dq_request;
+
+void dq_request_free(dq_request *r);
+/* Build the JSON text of a request (compact, members in a fixed order). malloc'd. */
+char *dq_request_encode(const dq_request *r);
+/* Read a request out of a parsed object (already schema-checked or not: missing members
+ * stay NULL). Returns a new request; never fails except on allocation. */
+dq_request *dq_request_from_json(const cJSON *obj);
+
+#endif

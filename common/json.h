@@ -1,0 +1,40 @@
+/*
+ * json.h - parsing untrusted JSON safely. Size and nesting depth are checked by a scan
+ * over the raw bytes *before* cJSON sees them, so a hostile document cannot make the
+ * parser recurse deeply or allocate without bound.
+ */
+#ifndef DQ_JSON_H
+#define DQ_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#define DQ_JSON_MAX_BYTES_DEFAULT (64 * 1024)
+#define DQ_JSON_MAX_DEPTH_DEFAULT 16
+
+typedef enum {
+    DQ_JSON_OK = 0,
+    DQ_JSON_TOO_LARGE,
+    DQ_JSON_TOO_DEEP,
+    DQ_JSON_INVALID,
+    DQ_JSON_NOT_OBJECT,
+} dq_json_status;
+
+/* Parse buf[len] (need not be NUL-terminated). On success returns the root, which must
+ * be an object, and the caller frees it with cJSON_Delete. On failure returns NULL,
+ * sets *status (when not NULL) and writes a one-line reason into err. */
+cJSON *dq_json_parse(const char *buf, size_t len, size_t max_bytes, int max_depth,
+                     dq_json_status *status, char *err, size_t errlen);
+
+/* The maximum nesting depth of the JSON text (objects and arrays), counted without
+ * parsing, stopping early once it passes limit. Strings are skipped correctly. */
+int dq_json_depth(const char *buf, size_t len, int limit);
+
+/* Accessors that return NULL / fallback when the member is absent or of another type. */
+const char *dq_json_str(const cJSON *obj, const char *name);
+double dq_json_num(const cJSON *obj, const char *name, double fallback);
+
+/* Print compactly; returns a malloc'd string (free with free()). */
+char *dq_json_print(const cJSON *item);
+
+#endif

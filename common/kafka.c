@@ -1,0 +1,1134 @@
+/*
+ * kafka.c - the producer, the consumer loop, dead letters and topic creation (kafka.h).
+ *
+ * Every deployq program talks to Kafka through this file, so the delivery guarantees are
+ * decided once: producers are idempotent with acks=all and a send is only "done" when its
+ * delivery report says so; consumers store an offset only after the handler finished with
+ * the message (at-least-once), retry transient failures by pausing and rewinding the one
+ * partition, and move messages that can never be handled to the dead-letter topic so a
+ * partition never blocks. Configuration is layered: our defaults, then the user's kafka.*
+ * keys, then the few settings the guarantees depend on, which nobody may override.
+ */
+#include "kafka.h"
+
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "log.h"
+#include "util.h"
+
+#define SEND_SLICE_MS 100        /* how often a waiting send serves delivery reports */
+#define PURGE_WAIT_MS 1000       /* how long a timed-out send waits for its purge report */
+#define FREE_FLUSH_MS 10000      /* dq_producer_free's flush budget (kafka.h) */
+#define DEAD_SEND_TIMEOUT_MS 5000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define SEEK_TIMEOUT_MS 1000
+#define DEFAULT_MAX_ATTEMPTS 3
+#define DEFAULT_POLL_MS 100
+
+/* ---- configuration ---- */
+
+typedef struct conf_pair {
+    const char *key;
+    const char *value;
+} conf_pair;
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    dq_log_level l;
+
+    /* syslog levels, as librdkafka uses them */
+    if (level <= 3)
+        l = DQ_LOG_ERROR;
+    else if (level == 4)
+        l = DQ_LOG_WARN;
+    else if (level <= 6)
+        l = DQ_LOG_INFO;
+    else
+        l = DQ_LOG_DEBUG;
+    dq_log_write(l, "librdkafka", 0, "kafka %s: %s: %s", rk ? rd_kafka_name(rk) : "-", fac,
+                 buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(rk, why, sizeof why);
+        dq_error("kafka %s: fatal: %s", rd_kafka_name(rk), why);
+        return;
+    }
+    /* librdkafka reconnects by itself; a lost connection is worth a warning, not more. */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+        err == RD_KAFKA_RESP_ERR__RESOLVE)
+        dq_warn("kafka %s: %s", rd_kafka_name(rk), reason);
+    else
+        dq_error("kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+void dq_kafka_conf_set_logging(rd_kafka_conf_t *conf)
+{
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+}
+
+/* Any error text may quote the value, and a value may be a SASL password. */
+static void conf_error(char *err, size_t errlen, const char *key, const char *why)
+{
+    char raw[768];
+
+    snprintf(raw, sizeof raw, "kafka.%s: %s", key, why);
+    dq_redact(raw, err, errlen);
+}
+
+static int conf_apply(rd_kafka_conf_t *conf, const char *key, const char *value, char *err,
+                      size_t errlen)
+{
+    char why[512];
+
+    if (rd_kafka_conf_set(conf, key, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+        conf_error(err, errlen, key, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* defaults, then the user's kafka.* keys, then forced: the layering described on top. */
+static rd_kafka_conf_t *conf_build(const dq_config *cfg, const conf_pair *defaults,
+                                   const conf_pair *forced, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (!conf) {
+        snprintf(err, errlen, "kafka: out of memory");
+        return NULL;
+    }
+    for (const conf_pair *d = defaults; d && d->key; d++)
+        if (conf_apply(conf, d->key, d->value, err, errlen) < 0)
+            goto fail;
+    for (size_t i = 0; cfg && i < cfg->n_kafka; i++)
+        if (conf_apply(conf, cfg->kafka[i].key, cfg->kafka[i].value, err, errlen) < 0)
+            goto fail;
+    for (const conf_pair *f = forced; f && f->key; f++)
+        if (conf_apply(conf, f->key, f->value, err, errlen) < 0)
+            goto fail;
+    dq_kafka_conf_set_logging(conf);
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+rd_kafka_conf_t *dq_kafka_conf(const dq_config *cfg, char *err, size_t errlen)
+{
+    return conf_build(cfg, NULL, NULL, err, errlen);
+}
+
+/* bootstrap.servers as configured, for messages a person reads; never NULL. */
+static char *conf_brokers(const rd_kafka_conf_t *conf)
+{
+    char buf[1024];
+    size_t size = sizeof buf;
+
+    if (rd_kafka_conf_get(conf, "bootstrap.servers", buf, &size) != RD_KAFKA_CONF_OK ||
+        !buf[0])
+        return strdup("(bootstrap.servers not set)");
+    return strdup(buf);
+}
+
+/* "5" for 5000 ms, "1.5" for 1500 ms */
+static void seconds_text(int ms, char *out, size_t outlen)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, outlen, "%d", ms / 1000);
+    else
+        snprintf(out, outlen, "%.1f", ms / 1000.0);
+}
+
+/* ---- producer ---- */
+
+struct dq_producer {
+    rd_kafka_t *rk;
+    char *brokers; /* bootstrap.servers, for error messages */
+    int failed;    /* async failures since the last flush; touched atomically because
+                      delivery reports run in whichever thread polls */
+};
+
+/* One synchronous send's delivery report. It lives on the heap because a send that
+ * timed out must return before its report arrives: whoever comes second (the report or
+ * the abandoning sender) frees it. */
+enum { SEND_WAITING = 0, SEND_DONE, SEND_ABANDONED };
+
+typedef struct send_status {
+    int state;
+    rd_kafka_resp_err_t err;
+    int32_t partition;
+    int64_t offset;
+} send_status;
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    dq_producer *p = opaque;
+    send_status *st = m->_private;
+
+    (void)rk;
+    if (!st) {
+        if (m->err) {
+            __atomic_add_fetch(&p->failed, 1, __ATOMIC_SEQ_CST);
+            dq_warn("kafka: delivery to %s failed: %s",
+                    m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_err2str(m->err));
+        }
+        return;
+    }
+    st->err = m->err;
+    st->partition = m->partition;
+    st->offset = m->offset;
+    if (__atomic_exchange_n(&st->state, SEND_DONE, __ATOMIC_ACQ_REL) == SEND_ABANDONED)
+        free(st);
+}
+
+dq_producer *dq_producer_new(const dq_config *cfg, char *err, size_t errlen)
+{
+    static const conf_pair defaults[] = {{"linger.ms", "5"}, {NULL, NULL}};
+    /* "sent" must mean "on every in-sync replica, exactly once" (kafka.h) */
+    static const conf_pair forced[] = {
+        {"enable.idempotence", "true"}, {"acks", "all"}, {NULL, NULL}};
+    rd_kafka_conf_t *conf = NULL;
+    dq_producer *p;
+    char why[512];
+    const char *acks;
+
+    p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "kafka: out of memory");
+        goto fail;
+    }
+    acks = cfg ? dq_config_kafka_get(cfg, "acks") : NULL;
+    if (acks && strcmp(acks, "all") != 0 && strcmp(acks, "-1") != 0)
+        dq_warn("kafka.acks=%s ignored: deployq producers always use acks=all", acks);
+    conf = conf_build(cfg, defaults, forced, err, errlen);
+    if (!conf)
+        goto fail;
+    p->brokers = conf_brokers(conf);
+    if (!p->brokers) {
+        snprintf(err, errlen, "kafka: out of memory");
+        goto fail;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!p->rk) {
+        char raw[600];
+        snprintf(raw, sizeof raw, "kafka: %s", why);
+        dq_redact(raw, err, errlen);
+        goto fail;
+    }
+    conf = NULL; /* now owned by p->rk */
+    return p;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (p)
+        free(p->brokers);
+    free(p);
+    return NULL;
+}
+
+void dq_producer_free(dq_producer *p)
+{
+    if (!p)
+        return;
+    if (p->rk) {
+        int left;
+
+        rd_kafka_flush(p->rk, FREE_FLUSH_MS);
+        left = rd_kafka_outq_len(p->rk);
+        if (left > 0) {
+            dq_error("kafka: %d message(s) to %s not delivered at shutdown", left, p->brokers);
+            /* The purge makes their reports (and so their memory) come back now. */
+            rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(p->rk, PURGE_WAIT_MS);
+        }
+        if (__atomic_load_n(&p->failed, __ATOMIC_SEQ_CST) > 0)
+            dq_error("kafka: %d message(s) failed delivery since the last flush",
+                     __atomic_load_n(&p->failed, __ATOMIC_SEQ_CST));
+        rd_kafka_destroy(p->rk);
+    }
+    free(p->brokers);
+    free(p);
+}
+
+rd_kafka_t *dq_producer_handle(dq_producer *p)
+{
+    return p ? p->rk : NULL;
+}
+
+static rd_kafka_resp_err_t produce(dq_producer *p, const char *topic, const void *key,
+                                   size_t keylen, const void *value, size_t len, void *opaque)
+{
+    return rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+                             RD_KAFKA_V_KEY((void *)key, key ? keylen : 0),
+                             RD_KAFKA_V_VALUE((void *)value, value ? len : 0),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(opaque),
+                             RD_KAFKA_V_END);
+}
+
+/* dq_producer_send with a key that need not be NUL-terminated (dead letters reuse the
+ * original key bytes). */
+static int producer_send(dq_producer *p, const char *topic, const void *key, size_t keylen,
+                         const void *value, size_t len, int timeout_ms, int32_t *out_partition,
+                         int64_t *out_offset, char *err, size_t errlen)
+{
+    int64_t deadline;
+    rd_kafka_resp_err_t e;
+    send_status *st;
+    char secs[32], raw[768];
+
+    if (timeout_ms <= 0)
+        timeout_ms = 1;
+    deadline = dq_mono_ms() + timeout_ms;
+    st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(err, errlen, "kafka: out of memory");
+        return -1;
+    }
+    for (;;) {
+        e = produce(p, topic, key, keylen, value, len, st);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || dq_mono_ms() >= deadline)
+            break;
+        rd_kafka_poll(p->rk, SEND_SLICE_MS); /* serving reports drains the queue */
+    }
+    if (e) {
+        free(st);
+        snprintf(raw, sizeof raw, "kafka: cannot produce to %s: %s", topic, rd_kafka_err2str(e));
+        dq_redact(raw, err, errlen);
+        return -1;
+    }
+    while (__atomic_load_n(&st->state, __ATOMIC_ACQUIRE) != SEND_DONE) {
+        int64_t left = deadline - dq_mono_ms();
+        if (left <= 0)
+            break;
+        rd_kafka_poll(p->rk, (int)(left < SEND_SLICE_MS ? left : SEND_SLICE_MS));
+    }
+    seconds_text(timeout_ms, secs, sizeof secs);
+    if (__atomic_load_n(&st->state, __ATOMIC_ACQUIRE) != SEND_DONE) {
+        /* Not acknowledged in time. Purge it so it cannot land later behind the caller's
+         * back (the caller decides: retry, spool or fail); this purges every queued message
+         * of this producer, and async ones count as failed. */
+        int64_t until = dq_mono_ms() + PURGE_WAIT_MS;
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        while (__atomic_load_n(&st->state, __ATOMIC_ACQUIRE) != SEND_DONE &&
+               dq_mono_ms() < until)
+            rd_kafka_poll(p->rk, 50);
+        if (__atomic_exchange_n(&st->state, SEND_ABANDONED, __ATOMIC_ACQ_REL) != SEND_DONE) {
+            /* the report comes later and frees st */
+            snprintf(raw, sizeof raw, "broker %s unreachable after %s s", p->brokers, secs);
+            dq_redact(raw, err, errlen);
+            return -1;
+        }
+        if (st->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+            st->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+            free(st);
+            snprintf(raw, sizeof raw, "broker %s unreachable after %s s", p->brokers, secs);
+            dq_redact(raw, err, errlen);
+            return -1;
+        }
+        /* else the acknowledgement raced the purge: use it */
+    }
+    if (st->err) {
+        snprintf(raw, sizeof raw, "kafka: delivery to %s failed: %s", topic,
+                 rd_kafka_err2str(st->err));
+        free(st);
+        dq_redact(raw, err, errlen);
+        return -1;
+    }
+    if (out_partition)
+        *out_partition = st->partition;
+    if (out_offset)
+        *out_offset = st->offset;
+    free(st);
+    return 0;
+}
+
+int dq_producer_send(dq_producer *p, const char *topic, const char *key, const void *value,
+                     size_t len, int timeout_ms, int32_t *out_partition, int64_t *out_offset,
+                     char *err, size_t errlen)
+{
+    return producer_send(p, topic, key, key ? strlen(key) : 0, value, len, timeout_ms,
+                         out_partition, out_offset, err, errlen);
+}
+
+/* A message that could not even be queued is counted as failed too, so flush's count
+ * covers every send since the last flush. Returns 0 queued, -1 not queued. */
+int dq_producer_send_async(dq_producer *p, const char *topic, const char *key,
+                           const void *value, size_t len)
+{
+    rd_kafka_resp_err_t e;
+    int64_t deadline = dq_mono_ms() + 5000;
+
+    for (;;) {
+        e = produce(p, topic, key, key ? strlen(key) : 0, value, len, NULL);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || dq_mono_ms() >= deadline)
+            break;
+        rd_kafka_poll(p->rk, SEND_SLICE_MS);
+    }
+    if (e) {
+        __atomic_add_fetch(&p->failed, 1, __ATOMIC_SEQ_CST);
+        dq_warn("kafka: cannot produce to %s: %s", topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    rd_kafka_poll(p->rk, 0); /* serve reports that are already due */
+    return 0;
+}
+
+int dq_producer_flush(dq_producer *p, int timeout_ms)
+{
+    if (rd_kafka_flush(p->rk, timeout_ms) == RD_KAFKA_RESP_ERR__TIMED_OUT)
+        return -1;
+    return __atomic_exchange_n(&p->failed, 0, __ATOMIC_SEQ_CST);
+}
+
+/* ---- topics ---- */
+
+static const char *topic_or(const char *configured, const char *fallback)
+{
+    return configured && configured[0] ? configured : fallback;
+}
+
+/* Marks in exists[] which of names[] the cluster has. Asks for all topics, because asking
+ * for named ones may auto-create them with the broker's defaults. */
+static rd_kafka_resp_err_t topics_exist(rd_kafka_t *rk, const char *const names[], int n,
+                                        int exists[], int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+
+    if (e)
+        return e;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (md->topics[i].err)
+            continue;
+        for (int j = 0; j < n; j++)
+            if (strcmp(md->topics[i].topic, names[j]) == 0)
+                exists[j] = 1;
+    }
+    rd_kafka_metadata_destroy(md);
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms, char *err,
+                           size_t errlen)
+{
+    const char *names[3];
+    int counts[3] = {partitions, partitions, 1};
+    int exists[3] = {0, 0, 0};
+    rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
+    size_t n_new = 0;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_resp_err_t e;
+    char why[512], raw[768], secs[32], *brokers = NULL;
+    int64_t deadline;
+    int left, rc = -1;
+
+    if (timeout_ms <= 0)
+        timeout_ms = 1;
+    deadline = dq_mono_ms() + timeout_ms;
+    seconds_text(timeout_ms, secs, sizeof secs);
+    names[0] = topic_or(cfg ? cfg->topic_requests : NULL, DQ_TOPIC_REQUESTS);
+    names[1] = topic_or(cfg ? cfg->topic_events : NULL, DQ_TOPIC_EVENTS);
+    names[2] = topic_or(cfg ? cfg->topic_dead : NULL, DQ_TOPIC_DEAD);
+    if (partitions <= 0)
+        counts[0] = counts[1] = DQ_PARTITIONS_DEFAULT;
+
+    conf = dq_kafka_conf(cfg, err, errlen);
+    if (!conf)
+        goto out;
+    brokers = conf_brokers(conf);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!rk) {
+        snprintf(raw, sizeof raw, "kafka: %s", why);
+        dq_redact(raw, err, errlen);
+        goto out;
+    }
+    conf = NULL; /* now owned by rk */
+
+    /* Look before creating: where the topics exist nothing more is asked of the broker, so
+     * a program whose credentials may not create topics still starts, and the embedded
+     * broker (which has no CreateTopics) is fine too. */
+    e = topics_exist(rk, names, 3, exists, timeout_ms);
+    if (e) {
+        if (e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__TRANSPORT)
+            snprintf(raw, sizeof raw, "broker %s unreachable after %s s", brokers, secs);
+        else
+            snprintf(raw, sizeof raw, "kafka: listing topics on %s: %s", brokers,
+                     rd_kafka_err2str(e));
+        dq_redact(raw, err, errlen);
+        goto out;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (exists[i])
+            continue;
+        /* -1: the broker's default replication factor (Kafka >= 2.4), so one definition
+         * fits a single-broker development setup and a production cluster. */
+        nt[n_new] = rd_kafka_NewTopic_new(names[i], counts[i], -1, why, sizeof why);
+        if (!nt[n_new]) {
+            snprintf(err, errlen, "kafka: topic %s: %s", names[i], why);
+            goto out;
+        }
+        n_new++;
+    }
+    if (n_new == 0) {
+        rc = 0;
+        goto out;
+    }
+
+    left = (int)(deadline - dq_mono_ms());
+    if (left < 1)
+        left = 1;
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    if (!opts || rd_kafka_AdminOptions_set_request_timeout(opts, left, why, sizeof why) ||
+        rd_kafka_AdminOptions_set_operation_timeout(opts, left, why, sizeof why)) {
+        snprintf(err, errlen, "kafka: admin options: %s", opts ? why : "out of memory");
+        goto out;
+    }
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, nt, n_new, opts, q);
+    /* the request timeout fires first; the margin is for librdkafka to report it */
+    ev = rd_kafka_queue_poll(q, left + 1000);
+    if (!ev || rd_kafka_event_error(ev)) {
+        /* the broker answered the metadata request, so it is not unreachable */
+        snprintf(raw, sizeof raw, "kafka: creating topics on %s: %s", brokers,
+                 ev ? rd_kafka_event_error_string(ev) : "timed out");
+        dq_redact(raw, err, errlen);
+        goto out;
+    }
+    {
+        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
+        size_t n = 0;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
+
+        for (size_t i = 0; i < n; i++) {
+            rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[i]);
+            const char *msg = rd_kafka_topic_result_error_string(tr[i]);
+
+            /* another instance may have created it since we looked */
+            if (te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                continue;
+            if (te) {
+                snprintf(raw, sizeof raw, "kafka: cannot create topic %s: %s",
+                         rd_kafka_topic_result_name(tr[i]), msg ? msg : rd_kafka_err2str(te));
+                dq_redact(raw, err, errlen);
+                goto out;
+            }
+            dq_info("kafka: created topic %s", rd_kafka_topic_result_name(tr[i]));
+        }
+    }
+    rc = 0;
+out:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    for (size_t i = 0; i < n_new; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rk)
+        rd_kafka_destroy(rk);
+    free(brokers);
+    return rc;
+}
+
+/* ---- consumer ---- */
+
+/* A partition held back on one message: retried after a backoff, or waiting for its dead
+ * letter to be delivered. At most one per partition, because a partition does not move
+ * past a message that is being retried. */
+typedef struct part_state {
+    char *topic;
+    int32_t partition;
+    int64_t offset;     /* the message held back */
+    int attempts;       /* DQ_FAILED results for it */
+    int backoff_ms;     /* the next wait */
+    int64_t resume_at;  /* monotonic ms; 0 when the partition is not paused */
+    char *dead_error;   /* set once the handler gave up and only the dead letter is due */
+} part_state;
+
+struct dq_consumer {
+    rd_kafka_t *rk;
+    dq_producer *dead; /* borrowed */
+    char *topic_dead;
+    int max_attempts;
+    int poll_timeout_ms;
+    part_state *parts;
+    size_t n_parts, cap_parts;
+};
+
+static part_state *part_find(dq_consumer *c, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < c->n_parts; i++)
+        if (c->parts[i].partition == partition && strcmp(c->parts[i].topic, topic) == 0)
+            return &c->parts[i];
+    return NULL;
+}
+
+static part_state *part_get(dq_consumer *c, const char *topic, int32_t partition, int64_t offset)
+{
+    part_state *ps = part_find(c, topic, partition);
+
+    if (ps)
+        return ps;
+    if (c->n_parts == c->cap_parts) {
+        size_t cap = c->cap_parts ? c->cap_parts * 2 : 8;
+        part_state *np = realloc(c->parts, cap * sizeof *np);
+        if (!np)
+            return NULL;
+        c->parts = np;
+        c->cap_parts = cap;
+    }
+    ps = &c->parts[c->n_parts];
+    memset(ps, 0, sizeof *ps);
+    ps->topic = strdup(topic);
+    if (!ps->topic)
+        return NULL;
+    ps->partition = partition;
+    ps->offset = offset;
+    ps->backoff_ms = BACKOFF_MIN_MS;
+    c->n_parts++;
+    return ps;
+}
+
+static void part_drop(dq_consumer *c, part_state *ps)
+{
+    size_t i = (size_t)(ps - c->parts);
+
+    free(ps->topic);
+    free(ps->dead_error);
+    c->parts[i] = c->parts[c->n_parts - 1];
+    c->n_parts--;
+}
+
+static void one_partition(rd_kafka_topic_partition_list_t **list, const char *topic,
+                          int32_t partition, int64_t offset)
+{
+    *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(*list, topic, partition)->offset = offset;
+}
+
+static void partition_resume(dq_consumer *c, part_state *ps)
+{
+    rd_kafka_topic_partition_list_t *l;
+
+    one_partition(&l, ps->topic, ps->partition, RD_KAFKA_OFFSET_INVALID);
+    rd_kafka_resume_partitions(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    ps->resume_at = 0;
+}
+
+static void log_partitions(const char *what, const rd_kafka_topic_partition_list_t *l)
+{
+    char buf[1024];
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; l && i < l->cnt && used < sizeof buf; i++) {
+        int n = snprintf(buf + used, sizeof buf - used, "%s%s[%" PRId32 "]", i ? " " : "",
+                         l->elems[i].topic, l->elems[i].partition);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    dq_info("kafka: %s %d partition(s): %s", what, l ? l->cnt : 0, buf);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque)
+{
+    dq_consumer *c = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        log_partitions("assigned", partitions);
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, partitions);
+        else
+            re = rd_kafka_assign(rk, partitions);
+        break;
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        log_partitions(rd_kafka_assignment_lost(rk) ? "lost" : "revoked", partitions);
+        /* Whatever we held back belongs to the next owner now; it starts from the last
+         * committed offset, so the held-back message is not lost. Resume first so no pause
+         * outlives the assignment. */
+        for (int i = 0; i < partitions->cnt; i++) {
+            part_state *ps =
+                part_find(c, partitions->elems[i].topic, partitions->elems[i].partition);
+            if (!ps)
+                continue;
+            if (ps->resume_at)
+                partition_resume(c, ps);
+            part_drop(c, ps);
+        }
+        if (cooperative)
+            e = rd_kafka_incremental_unassign(rk, partitions);
+        else
+            re = rd_kafka_assign(rk, NULL);
+        break;
+    default:
+        dq_error("kafka: rebalance failed: %s", rd_kafka_err2str(err));
+        while (c->n_parts > 0) {
+            if (c->parts[0].resume_at)
+                partition_resume(c, &c->parts[0]);
+            part_drop(c, &c->parts[0]);
+        }
+        re = rd_kafka_assign(rk, NULL); /* what librdkafka asks for to resync */
+        break;
+    }
+    if (e) {
+        dq_error("kafka: (un)assign failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    if (re)
+        dq_error("kafka: assign failed: %s", rd_kafka_err2str(re));
+}
+
+dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
+                             dq_producer *dead, char *err, size_t errlen)
+{
+    static const conf_pair defaults[] = {
+        {"enable.auto.commit", "true"},  {"auto.commit.interval.ms", "1000"},
+        {"auto.offset.reset", "earliest"}, {"enable.partition.eof", "false"},
+        {"fetch.wait.max.ms", "50"},     {NULL, NULL}};
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    dq_consumer *c = NULL;
+    rd_kafka_resp_err_t e;
+    char why[512];
+
+    if (!opts || !opts->group_id || !opts->group_id[0] || !opts->topics || opts->n_topics == 0) {
+        snprintf(err, errlen, "kafka: a consumer needs a group id and at least one topic");
+        goto fail;
+    }
+    {
+        /* The group comes from the program, not from kafka.group.id: every worker kind
+         * needs its own group. Offsets are stored by us only (at-least-once). */
+        const conf_pair forced[] = {{"group.id", opts->group_id},
+                                    {"enable.auto.offset.store", "false"},
+                                    {NULL, NULL}};
+        conf = conf_build(cfg, defaults, forced, err, errlen);
+    }
+    if (!conf)
+        goto fail;
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "kafka: out of memory");
+        goto fail;
+    }
+    c->dead = dead;
+    c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_MAX_ATTEMPTS;
+    c->poll_timeout_ms = opts->poll_timeout_ms > 0 ? opts->poll_timeout_ms : DEFAULT_POLL_MS;
+    c->topic_dead = strdup(topic_or(cfg ? cfg->topic_dead : NULL, DQ_TOPIC_DEAD));
+    if (!c->topic_dead) {
+        snprintf(err, errlen, "kafka: out of memory");
+        goto fail;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, c);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!c->rk) {
+        char raw[600];
+        snprintf(raw, sizeof raw, "kafka: %s", why);
+        dq_redact(raw, err, errlen);
+        goto fail;
+    }
+    conf = NULL; /* now owned by c->rk */
+    /* one queue: rebalances, errors and logs are all served by rd_kafka_consumer_poll */
+    rd_kafka_poll_set_consumer(c->rk);
+
+    topics = rd_kafka_topic_partition_list_new((int)opts->n_topics);
+    for (size_t i = 0; i < opts->n_topics; i++)
+        rd_kafka_topic_partition_list_add(topics, opts->topics[i], RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        snprintf(err, errlen, "kafka: subscribe: %s", rd_kafka_err2str(e));
+        goto fail;
+    }
+    return c;
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (c && c->rk) {
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+    }
+    if (c)
+        free(c->topic_dead);
+    free(c);
+    return NULL;
+}
+
+void dq_consumer_free(dq_consumer *c)
+{
+    if (!c)
+        return;
+    if (c->rk) {
+        /* commits the stored offsets and leaves the group, so the partitions move on now
+         * instead of after a session timeout */
+        rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+        if (e)
+            dq_warn("kafka: consumer close: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(c->rk);
+    }
+    for (size_t i = 0; i < c->n_parts; i++) {
+        free(c->parts[i].topic);
+        free(c->parts[i].dead_error);
+    }
+    free(c->parts);
+    free(c->topic_dead);
+    free(c);
+}
+
+rd_kafka_t *dq_consumer_handle(dq_consumer *c)
+{
+    return c ? c->rk : NULL;
+}
+
+/* rd_kafka_offsets_store stores the offset as given (rdkafka.h: "it will NOT be + 1"), and
+ * the committed offset is the next one to read: hence offset + 1. */
+static void offset_store(dq_consumer *c, const char *topic, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_resp_err_t e;
+
+    one_partition(&l, topic, partition, offset + 1);
+    e = rd_kafka_offsets_store(c->rk, l);
+    if (!e)
+        e = l->elems[0].err;
+    if (e)
+        dq_warn("kafka: cannot store offset %s [%" PRId32 "] %" PRId64 ": %s", topic, partition,
+                offset, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Hold the partition back on this message: pause it, rewind to it, and resume after the
+ * backoff. Pausing first is what makes the rewind stick (librdkafka #3471), and only this
+ * partition waits: the others keep flowing and the loop keeps polling, so the consumer
+ * stays in the group. */
+static void hold_back(dq_consumer *c, part_state *ps, const dq_message *m)
+{
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_error_t *e;
+
+    one_partition(&l, m->topic, m->partition, RD_KAFKA_OFFSET_INVALID);
+    rd_kafka_pause_partitions(c->rk, l);
+    l->elems[0].offset = m->offset;
+    e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+    if (e) {
+        dq_error("kafka: cannot rewind %s [%" PRId32 "] to %" PRId64 ": %s", m->topic,
+                 m->partition, m->offset, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (l->elems[0].err) {
+        dq_error("kafka: cannot rewind %s [%" PRId32 "] to %" PRId64 ": %s", m->topic,
+                 m->partition, m->offset, rd_kafka_err2str(l->elems[0].err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+
+    ps->offset = m->offset;
+    ps->resume_at = dq_mono_ms() + ps->backoff_ms;
+    dq_debug("kafka: %s [%" PRId32 "] %" PRId64 " held back for %d ms", m->topic, m->partition,
+             m->offset, ps->backoff_ms);
+    ps->backoff_ms = ps->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ps->backoff_ms * 2;
+}
+
+/* Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF) and no NUL, so
+ * the bytes survive a round trip through a JSON string unchanged. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char b = s[i];
+        size_t n;
+        uint32_t cp;
+
+        if (b == 0)
+            return 0;
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xc2 && b <= 0xdf) {
+            n = 1;
+            cp = b & 0x1f;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            n = 2;
+            cp = b & 0x0f;
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            n = 3;
+            cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n >= len) /* truncated sequence */
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+/* bytes as a JSON string member when they are text, else base64 plus "<name>_encoding" */
+static int add_bytes(cJSON *o, const char *name, const char *bytes, size_t len)
+{
+    char enc_name[64];
+
+    if (!bytes)
+        return cJSON_AddNullToObject(o, name) ? 0 : -1;
+    if (utf8_valid((const unsigned char *)bytes, len)) {
+        char *s = strndup(bytes, len);
+        int rc = s && cJSON_AddStringToObject(o, name, s) ? 0 : -1;
+        free(s);
+        return rc;
+    }
+    {
+        char *b64 = dq_base64_encode((const unsigned char *)bytes, len);
+        int rc = b64 && cJSON_AddStringToObject(o, name, b64) ? 0 : -1;
+        free(b64);
+        snprintf(enc_name, sizeof enc_name, "%s_encoding", name);
+        if (rc == 0 && !cJSON_AddStringToObject(o, enc_name, "base64"))
+            rc = -1;
+        return rc;
+    }
+}
+
+static char *dead_letter_json(const dq_message *m, const char *error, int attempts)
+{
+    cJSON *o = cJSON_CreateObject();
+    char safe[1024], at[DQ_TIME_LEN + 1];
+    char *out = NULL;
+
+    if (!o)
+        return NULL;
+    dq_redact(error, safe, sizeof safe);
+    if (!cJSON_AddStringToObject(o, "schema", "deployq.dead/v1") ||
+        !cJSON_AddStringToObject(o, "topic", m->topic) ||
+        !cJSON_AddNumberToObject(o, "partition", m->partition) ||
+        !cJSON_AddNumberToObject(o, "offset", (double)m->offset) ||
+        add_bytes(o, "key", m->key, m->key_len) < 0 ||
+        !cJSON_AddStringToObject(o, "error", safe) ||
+        !cJSON_AddNumberToObject(o, "attempts", attempts) ||
+        add_bytes(o, "value", m->value, m->len) < 0 ||
+        !cJSON_AddStringToObject(o, "at", dq_time_format(dq_now_ms(), at)))
+        goto out;
+    out = cJSON_PrintUnformatted(o);
+out:
+    cJSON_Delete(o);
+    return out;
+}
+
+/* Returns 0 when the message may be passed (dead-lettered, or no dead-letter producer so
+ * only logged), -1 when the dead letter could not be delivered and the message must stay. */
+static int dead_letter(dq_consumer *c, const dq_message *m, const char *error, int attempts)
+{
+    char send_err[512], safe[1024];
+    char *doc;
+    int rc;
+
+    dq_redact(error, safe, sizeof safe);
+    if (!c->dead) {
+        dq_error("kafka: %s [%" PRId32 "] %" PRId64 " skipped (no dead-letter producer): %s",
+                 m->topic, m->partition, m->offset, safe);
+        return 0;
+    }
+    doc = dead_letter_json(m, error, attempts);
+    if (!doc) {
+        dq_error("kafka: cannot encode dead letter for %s [%" PRId32 "] %" PRId64, m->topic,
+                 m->partition, m->offset);
+        return -1;
+    }
+    rc = producer_send(c->dead, c->topic_dead, m->key, m->key_len, doc, strlen(doc),
+                       DEAD_SEND_TIMEOUT_MS, NULL, NULL, send_err, sizeof send_err);
+    free(doc);
+    if (rc < 0) {
+        dq_error("kafka: dead letter for %s [%" PRId32 "] %" PRId64
+                 " not delivered, will retry: %s",
+                 m->topic, m->partition, m->offset, send_err);
+        return -1;
+    }
+    dq_warn("kafka: %s [%" PRId32 "] %" PRId64 " dead-lettered to %s: %s", m->topic, m->partition,
+            m->offset, c->topic_dead, safe);
+    return 0;
+}
+
+static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_handler_fn handler,
+                           void *ctx)
+{
+    dq_message m;
+    part_state *ps;
+    dq_handle_result r;
+    char err[512];
+    const char *reason;
+
+    m.topic = rd_kafka_topic_name(rkm->rkt);
+    m.partition = rkm->partition;
+    m.offset = rkm->offset;
+    m.key = rkm->key;
+    m.key_len = rkm->key_len;
+    m.value = rkm->payload;
+    m.len = rkm->len;
+    m.timestamp_ms = rd_kafka_message_timestamp(rkm, NULL);
+
+    ps = part_find(c, m.topic, m.partition);
+    if (ps && ps->resume_at) {
+        /* fetched before the pause took effect; the rewind brings it back in order */
+        return;
+    }
+    if (ps && ps->offset != m.offset) {
+        /* the partition moved (a rebalance handed it back at another offset): the old
+         * hold-back no longer applies */
+        part_drop(c, ps);
+        ps = NULL;
+    }
+
+    if (ps && ps->dead_error) {
+        /* the handler already gave up; only the dead letter is owed */
+        if (dead_letter(c, &m, ps->dead_error, ps->attempts) == 0) {
+            offset_store(c, m.topic, m.partition, m.offset);
+            part_drop(c, ps);
+        } else {
+            hold_back(c, ps, &m);
+        }
+        return;
+    }
+
+    err[0] = '\0';
+    r = handler(ctx, &m, err, sizeof err);
+    switch (r) {
+    case DQ_HANDLED:
+        offset_store(c, m.topic, m.partition, m.offset);
+        if (ps)
+            part_drop(c, ps);
+        return;
+    case DQ_RETRY:
+        ps = part_get(c, m.topic, m.partition, m.offset);
+        break;
+    case DQ_POISON:
+        ps = part_get(c, m.topic, m.partition, m.offset);
+        if (ps)
+            ps->attempts++;
+        reason = err[0] ? err : "poison message";
+        goto dead;
+    case DQ_FAILED:
+    default:
+        ps = part_get(c, m.topic, m.partition, m.offset);
+        if (!ps)
+            break;
+        ps->attempts++;
+        reason = err[0] ? err : "handler failed";
+        if (ps->attempts >= c->max_attempts)
+            goto dead;
+        {
+            char safe[1024];
+            dq_redact(reason, safe, sizeof safe);
+            dq_warn("kafka: %s [%" PRId32 "] %" PRId64 " failed (attempt %d of %d): %s", m.topic,
+                    m.partition, m.offset, ps->attempts, c->max_attempts, safe);
+        }
+        break;
+    }
+    if (!ps) {
+        /* out of memory for the bookkeeping: still never skip the message */
+        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m.topic,
+                 m.partition, m.offset);
+        return;
+    }
+    hold_back(c, ps, &m);
+    return;
+
+dead:
+    if (!ps) {
+        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m.topic,
+                 m.partition, m.offset);
+        return;
+    }
+    if (dead_letter(c, &m, reason, ps->attempts) == 0) {
+        offset_store(c, m.topic, m.partition, m.offset);
+        part_drop(c, ps);
+        return;
+    }
+    free(ps->dead_error);
+    ps->dead_error = strdup(reason);
+    hold_back(c, ps, &m);
+}
+
+/* Resume partitions whose backoff passed; returns how long the next poll may block. */
+static int resume_due(dq_consumer *c)
+{
+    int64_t now = dq_mono_ms();
+    int64_t wait = c->poll_timeout_ms;
+
+    for (size_t i = 0; i < c->n_parts; i++) {
+        part_state *ps = &c->parts[i];
+        if (!ps->resume_at)
+            continue;
+        if (ps->resume_at <= now)
+            partition_resume(c, ps);
+        else if (ps->resume_at - now < wait)
+            wait = ps->resume_at - now;
+    }
+    return (int)wait;
+}
+
+int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
+                    volatile sig_atomic_t *stop)
+{
+    while (!*stop) {
+        rd_kafka_message_t *rkm;
+        int wait = resume_due(c);
+
+        rkm = rd_kafka_consumer_poll(c->rk, wait);
+        if (!rkm)
+            continue;
+        if (rkm->err) {
+            if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+                char why[512];
+                rd_kafka_fatal_error(c->rk, why, sizeof why);
+                dq_error("kafka: fatal consumer error: %s", why);
+                rd_kafka_message_destroy(rkm);
+                return -1;
+            }
+            if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                dq_debug("kafka: %s [%" PRId32 "] at end (%" PRId64 ")",
+                         rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rkm->partition,
+                         rkm->offset);
+            else
+                dq_warn("kafka: consumer: %s", rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        handle_message(c, rkm, handler, ctx);
+        rd_kafka_message_destroy(rkm);
+    }
+    return 0;
+}

@@ -1,0 +1,148 @@
+/*
+ * kafka.h - librdkafka, the way every deployq program uses it.
+ *
+ * Producer: enable.idempotence=true, acks=all, a small linger.ms; every send has a
+ * delivery report, and dq_producer_send() waits for it, so "sent" means "acknowledged by
+ * all in-sync replicas". Consumer: enable.auto.offset.store=false; an offset is stored
+ * only after its handler returned DQ_HANDLED (at-least-once, so handlers are idempotent);
+ * the loop polls with a short timeout so it sees the stop flag and keeps its group
+ * membership; a message that cannot be handled goes to deployq.dead with its partition,
+ * offset and the error, and the partition moves on. Any kafka.* configuration key is
+ * passed to librdkafka untouched (SASL, TLS, ...). librdkafka's own log lines go through
+ * log.h, so they are redacted like ours.
+ */
+#ifndef DQ_KAFKA_H
+#define DQ_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define DQ_PARTITIONS_DEFAULT 6
+
+/* A librdkafka configuration with every cfg->kafka pair applied, plus our log callback.
+ * The caller owns the result (pass it to rd_kafka_new, which takes it over).
+ * NULL with "kafka.<key>: <reason>" in err. */
+rd_kafka_conf_t *dq_kafka_conf(const dq_config *cfg, char *err, size_t errlen);
+
+/* Install deployq's log and error callbacks on conf: librdkafka's log lines go to log.h
+ * (levels <= 3 error, 4 warn, 5-6 info, 7 debug), client errors are logged. dq_kafka_conf()
+ * already does this; it is for handles built without a dq_config (the mock broker).
+ * The callbacks run on librdkafka's threads, so log.h must be thread-safe. */
+void dq_kafka_conf_set_logging(rd_kafka_conf_t *conf);
+
+/* Create the deployq topics where they do not exist (Admin API; "already exists" is
+ * fine): requests and events with `partitions` partitions, dead with 1. Waits at most
+ * timeout_ms. 0 ok, -1 with a reason in err. */
+int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms, char *err,
+                           size_t errlen);
+
+/* ---- producer ---- */
+
+typedef struct dq_producer dq_producer;
+
+dq_producer *dq_producer_new(const dq_config *cfg, char *err, size_t errlen);
+/* Flushes (up to 10 s), logs what was not delivered, frees. NULL is a no-op. */
+void dq_producer_free(dq_producer *p);
+
+/* Produce and wait until the broker acknowledged it (or timeout_ms passed).
+ * 0 delivered; -1 with a reason in err (e.g. "broker localhost:9092 unreachable after 5 s"
+ * or librdkafka's delivery error). When out_partition/out_offset are not NULL they receive
+ * the message's position. On timeout every message still queued on this producer is
+ * purged (so none lands later behind the caller's back); async ones count as failed. */
+int dq_producer_send(dq_producer *p, const char *topic, const char *key, const void *value,
+                     size_t len, int timeout_ms, int32_t *out_partition, int64_t *out_offset,
+                     char *err, size_t errlen);
+
+/* Produce without waiting; failures are counted. dq_producer_flush() waits for every
+ * outstanding report and returns the number of messages that failed since the last flush
+ * (0 means all delivered), or -1 when the timeout passed first. */
+int dq_producer_send_async(dq_producer *p, const char *topic, const char *key,
+                           const void *value, size_t len);
+int dq_producer_flush(dq_producer *p, int timeout_ms);
+
+rd_kafka_t *dq_producer_handle(dq_producer *p);
+
+/* ---- consumer ---- */
+
+typedef struct dq_message {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key; /* not NUL-terminated; may be NULL */
+    size_t key_len;
+    const char *value; /* not NUL-terminated; may be NULL */
+    size_t len;
+    int64_t timestamp_ms; /* -1 when unknown */
+} dq_message;
+
+typedef enum {
+    DQ_HANDLED = 0, /* done: store the offset */
+    DQ_RETRY,       /* a transient failure (Redis down, broker busy): retry later with
+                       backoff, for as long as it takes; never dead-lettered */
+    DQ_FAILED,      /* this message failed: retried up to max_attempts, then dead-lettered */
+    DQ_POISON,      /* this message can never be handled: dead-letter it now */
+} dq_handle_result;
+
+/* err receives the reason for DQ_FAILED / DQ_POISON (it goes into deployq.dead, so it must
+ * not contain secrets; it is passed through dq_redact() anyway). */
+typedef dq_handle_result (*dq_handler_fn)(void *ctx, const dq_message *m, char *err,
+                                          size_t errlen);
+
+typedef struct dq_consumer_opts {
+    const char *group_id;      /* required */
+    const char *const *topics; /* required */
+    size_t n_topics;
+    int max_attempts;          /* DQ_FAILED retries before dead-letter; default 3 */
+    int poll_timeout_ms;       /* default 100: how often the loop sees the stop flag */
+} dq_consumer_opts;
+
+typedef struct dq_consumer dq_consumer;
+
+/* Subscribe. dead (may be NULL: then poison messages are only logged and skipped) is the
+ * producer used for deployq.dead; it is borrowed, not owned. */
+dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
+                             dq_producer *dead, char *err, size_t errlen);
+
+/* Poll and handle until *stop becomes non-zero. Returns 0 after a clean stop, -1 on a
+ * fatal consumer error (reason logged). */
+int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
+                    volatile sig_atomic_t *stop);
+
+/* Commit stored offsets, leave the group (rd_kafka_consumer_close) and destroy. */
+void dq_consumer_free(dq_consumer *c);
+
+rd_kafka_t *dq_consumer_handle(dq_consumer *c);
+
+/* ---- stop signals ---- */
+
+/* Install SIGINT/SIGTERM handlers that only set the returned flag (and ignore SIGPIPE).
+ * The flag is process-wide. */
+volatile sig_atomic_t *dq_stop_flag_install(void);
+
+/* ---- the embedded broker (librdkafka's mock cluster) ----
+ *
+ * librdkafka's mock cluster speaks the real wire protocol, so clients cannot tell it from
+ * Kafka, but it is a test double with limits the user must know:
+ *   - it listens on random loopback ports only (a new port on every start), so clients
+ *     learn the address from dq_mock_broker_bootstraps(), not from a fixed config;
+ *   - it keeps everything in RAM: topics, messages and committed offsets are gone when it
+ *     stops (production points kafka.bootstrap.servers at a real cluster);
+ *   - a group rebalance waits for every known member to rejoin or for a whole
+ *     session.timeout.ms, so a consumer joining or leaving can stall the group for that
+ *     long: keep session.timeout.ms small (e.g. 6000, heartbeat.interval.ms 500) against it.
+ */
+
+typedef struct dq_mock_broker dq_mock_broker;
+
+/* Start a mock cluster of n_brokers on random loopback ports and create the deployq
+ * topics in it (partitions as above). RAM only: everything is gone when it stops. */
+dq_mock_broker *dq_mock_broker_new(int n_brokers, int partitions, char *err, size_t errlen);
+/* "127.0.0.1:port,..." */
+const char *dq_mock_broker_bootstraps(const dq_mock_broker *b);
+void dq_mock_broker_free(dq_mock_broker *b);
+
+#endif

@@ -1,0 +1,244 @@
+/*
+ * provider.h - deploy providers behind one interface, and the failover chain that runs them.
+ *
+ * A provider is a remote (or local) system that can build and release a service: a GitHub
+ * Actions workflow, Railway, a CircleCI pipeline, a local command, a generic webhook. Each
+ * is built from a cJSON config object and offers deploy, status, rollback and cancel. The
+ * chain runner tries the providers of a target in order, fails over only when a provider
+ * is *unavailable* (it could not start anything), and polls the one that started until a
+ * real terminal state or its deadline: it never assumes success.
+ *
+ * Every call carries the target's fencing token (header X-Deployq-Fence, and where the
+ * API allows, an input/parameter named "fence"), so a lock holder that lost its lease can
+ * be recognised downstream. Tokens never appear in error details: every detail passes
+ * through the provider's own scrubber and dq_redact().
+ *
+ * Not thread-safe per provider: one provider object serves one deploy at a time (the
+ * command provider is the exception, it guards its own run table).
+ */
+#ifndef DQ_PROVIDER_H
+#define DQ_PROVIDER_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+
+#define DQ_PROVIDER_ID_LEN 128
+#define DQ_PROVIDER_DETAIL_LEN 512
+#define DQ_PROVIDER_URL_LEN 512
+#define DQ_FENCE_HEADER "X-Deployq-Fence"
+
+/* What deploy/status/rollback/cancel are asked to act on. Strings are borrowed. */
+typedef struct dq_provider_request {
+    const char *deployment_id;
+    const char *service;
+    const char *environment;
+    const char *version;
+    int64_t fence;
+} dq_provider_request;
+
+/* Why a call did not succeed. UNAVAILABLE means nothing was started and the next provider
+ * may be tried; FAILED means the deploy itself failed (or the answer was not
+ * understood) and must be reported as deploy.failed, never failed over. */
+typedef enum { DQ_PROV_UNAVAILABLE = 1, DQ_PROV_FAILED = 2 } dq_provider_error_kind;
+
+typedef struct dq_provider_error {
+    dq_provider_error_kind kind;
+    /* One of: connect, timeout, http_5xx, unauthorized, payment_required, forbidden,
+     * rate_limited, no_run_created, bad_response, config (the provider.failed schema). */
+    char error_class[32];
+    long http_status; /* 0 when none */
+    char detail[DQ_PROVIDER_DETAIL_LEN]; /* one line, redacted, never holds a token */
+} dq_provider_error;
+
+typedef enum {
+    DQ_DEPLOY_IN_FLIGHT = 0,
+    DQ_DEPLOY_SUCCEEDED,
+    DQ_DEPLOY_FAILED,
+} dq_deploy_state;
+
+typedef struct dq_deploy_status {
+    dq_deploy_state state;
+    int timed_out;                   /* FAILED because the provider's own time limit hit */
+    char raw[64];                    /* the provider's word: "SUCCESS", "failure", "exit 1" */
+    char url[DQ_PROVIDER_URL_LEN];   /* where the deploy can be seen, or "" */
+    char log_url[DQ_PROVIDER_URL_LEN];
+    char *output; /* command provider: the bounded, redacted tail of its output, or NULL */
+} dq_deploy_status;
+
+/* Free status->output and zero the struct. Accepts NULL. */
+void dq_provider_status_clear(dq_deploy_status *st);
+
+typedef struct dq_provider dq_provider;
+
+/* Build a provider from its config object. Common keys: "type" (required), "name"
+ * (default: the type), "base_url", "token" (already resolved) or "token_env" (name of an
+ * environment variable holding it), "timeout" (per HTTP request, default 10s), "retries"
+ * (default 3), "retry_budget" (default 30s), "deadline" (default 20m), "poll_interval"
+ * (default 5s). docs/providers.md lists each type's keys. Returns NULL and a one-line
+ * reason (never a token) in err on a bad config. */
+dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen);
+void dq_provider_free(dq_provider *p);
+
+const char *dq_provider_name(const dq_provider *p);
+const char *dq_provider_type(const dq_provider *p);
+int64_t dq_provider_deadline_ms(const dq_provider *p);
+int64_t dq_provider_poll_interval_ms(const dq_provider *p);
+
+/* NULL-terminated list of the known types ("github-actions", "railway", ...). */
+extern const char *const dq_provider_types[];
+
+/* Start a deploy of req->version. On success returns 0 and the provider's deployment id
+ * (a string: run id, Railway deployment id, pipeline id, ...) in id. On failure returns
+ * -1 and fills *e. */
+int dq_provider_deploy(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen,
+                       dq_provider_error *e);
+
+/* Where deployment id stands. Returns 0 with *st filled (clear it with
+ * dq_provider_status_clear), or -1 with *e when the provider could not be asked or
+ * answered nonsense: UNAVAILABLE errors are worth asking again later. */
+int dq_provider_status(dq_provider *p, const dq_provider_request *req, const char *id,
+                       dq_deploy_status *st, dq_provider_error *e);
+
+/* Roll back. With a non-NULL id, the provider's native rollback of that deployment where
+ * one exists (Railway); otherwise a deploy of req->version (the version to return to).
+ * Returns 0 and the id to poll in new_id ("" when the provider gives none to poll), or -1
+ * with *e. */
+int dq_provider_rollback(dq_provider *p, const dq_provider_request *req, const char *id,
+                         char *new_id, size_t new_idlen, dq_provider_error *e);
+
+/* Ask the provider to stop deployment id. Best effort: returns 0 when the provider
+ * accepted, -1 with *e otherwise (also when the type cannot cancel). */
+int dq_provider_cancel(dq_provider *p, const dq_provider_request *req, const char *id,
+                       dq_provider_error *e);
+
+/* ---- the chain ---- */
+
+typedef enum {
+    DQ_CHAIN_SUCCEEDED = 0,
+    DQ_CHAIN_FAILED,  /* a real failure, or every provider unavailable */
+    DQ_CHAIN_TIMEOUT, /* started but no terminal state before the deadline: deploy.failed */
+    DQ_CHAIN_STOPPED, /* should_continue() said stop; nothing is concluded */
+} dq_chain_outcome;
+
+typedef struct dq_chain_callbacks {
+    void *ctx;
+    /* A provider accepted the deploy: record (provider, id) before anything else, so a
+     * restart resumes polling instead of deploying twice. May be NULL. */
+    void (*on_started)(void *ctx, const dq_provider *p, const char *provider_id);
+    /* A provider was unavailable and the chain moves on (one call per provider skipped).
+     * May be NULL. */
+    void (*on_provider_failed)(void *ctx, const dq_provider *p, const dq_provider_error *e);
+    /* Polled between steps (at least every 100 ms while waiting); 0 stops the chain with
+     * DQ_CHAIN_STOPPED (shutdown, lost lock). NULL means always continue. */
+    int (*should_continue)(void *ctx);
+} dq_chain_callbacks;
+
+typedef struct dq_chain_options {
+    int64_t poll_interval_ms; /* > 0 overrides every provider's poll_interval (tests) */
+    int64_t deadline_ms;      /* > 0 overrides every provider's deadline */
+    int cancel_on_timeout;    /* ask the provider to cancel a deploy that timed out */
+} dq_chain_options;
+
+typedef struct dq_chain_result {
+    dq_chain_outcome outcome;
+    char provider[64];       /* name of the provider that ran it, "" when none started */
+    char provider_type[32];
+    char provider_id[DQ_PROVIDER_ID_LEN];
+    char provider_status[64];
+    char url[DQ_PROVIDER_URL_LEN];
+    char log_url[DQ_PROVIDER_URL_LEN];
+    char error_class[32];    /* of the last failure, "" on success */
+    /* deploy.failed's "reason" enum when outcome is FAILED or TIMEOUT: build_failed,
+     * timeout, all_providers_unavailable, cancelled or internal (a refusal that is not a
+     * provider outage, an answer not understood); "" otherwise. */
+    char failure[32];
+    char reason[DQ_PROVIDER_DETAIL_LEN]; /* one redacted line for "detail"; "" on success */
+    int64_t duration_ms;
+    int providers_tried;
+    char *output; /* command output tail or NULL; freed by dq_chain_result_clear */
+} dq_chain_result;
+
+void dq_chain_result_clear(dq_chain_result *r);
+
+/* Run the chain for req: deploy on the first provider that is available, then poll it
+ * until a terminal state or its deadline. Status errors while polling never fail over
+ * (a deploy was started; a second one could run concurrently): they are retried until
+ * the deadline. Fills *result (clear it with dq_chain_result_clear) and returns its
+ * outcome. */
+dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_provider_request *req,
+                              const dq_chain_callbacks *cb, const dq_chain_options *opts,
+                              dq_chain_result *result);
+
+/* Resume polling a deployment that was already started (found in Redis after a crash),
+ * without deploying again. elapsed_ms is the time already spent since it started; it
+ * counts against the provider's deadline. */
+dq_chain_outcome dq_chain_resume(dq_provider *p, const char *provider_id, int64_t elapsed_ms,
+                                 const dq_provider_request *req, const dq_chain_callbacks *cb,
+                                 const dq_chain_options *opts, dq_chain_result *result);
+
+/* ---- for adapters (provider_*.c) only ---- */
+
+typedef struct dq_provider_ops {
+    const char *type;
+    /* Read type-specific keys into p->impl. Return 0, or -1 with err. */
+    int (*init)(dq_provider *p, const cJSON *config, char *err, size_t errlen);
+    int (*deploy)(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen,
+                  dq_provider_error *e);
+    int (*status)(dq_provider *p, const dq_provider_request *req, const char *id,
+                  dq_deploy_status *st, dq_provider_error *e);
+    int (*rollback)(dq_provider *p, const dq_provider_request *req, const char *id, char *new_id,
+                    size_t new_idlen, dq_provider_error *e);
+    int (*cancel)(dq_provider *p, const dq_provider_request *req, const char *id,
+                  dq_provider_error *e);
+    void (*destroy)(dq_provider *p);
+} dq_provider_ops;
+
+struct dq_provider {
+    const dq_provider_ops *ops;
+    char name[64];
+    char *base_url; /* without a trailing slash, or NULL */
+    char *token;    /* the secret; never copied into an error */
+    long timeout_ms;
+    int retries;
+    int64_t retry_budget_ms;
+    int64_t deadline_ms;
+    int64_t poll_interval_ms;
+    void *impl;
+};
+
+extern const dq_provider_ops dq_provider_github_ops;
+extern const dq_provider_ops dq_provider_railway_ops;
+extern const dq_provider_ops dq_provider_circleci_ops;
+extern const dq_provider_ops dq_provider_command_ops;
+extern const dq_provider_ops dq_provider_webhook_ops;
+
+/* Fill *e (kind, class, status, detail from fmt) with the detail scrubbed of p's token and
+ * passed through dq_redact(). Returns -1 so adapters can `return dq_provider_fail(...)`. */
+int dq_provider_fail(const dq_provider *p, dq_provider_error *e, dq_provider_error_kind kind,
+                     const char *error_class, long http_status, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Map a finished HTTP exchange to an error: transport errors, 429, 5xx, 401/402/403 are
+ * UNAVAILABLE; other 4xx are FAILED/config. what names the call ("dispatch"). Returns
+ * -1 (after filling *e) or 0 when the status is 2xx and there is no error. */
+int dq_provider_http_error(const dq_provider *p, const dq_http_response *r, const char *what,
+                           dq_provider_error *e);
+
+/* Send a request with p's timeout and retry policy. headers is NULL-terminated; the
+ * fence header is added here. Returns what dq_http_request returns. */
+int dq_provider_http(const dq_provider *p, const char *method, const char *url,
+                     const char *const *headers, const char *body, int idempotent, int64_t fence,
+                     dq_http_response *r);
+
+/* A string member of a config object, or NULL. Duration member in ms: fallback when
+ * absent, -1 when present but invalid. */
+const char *dq_provider_cfg_str(const cJSON *config, const char *key);
+int64_t dq_provider_cfg_duration(const cJSON *config, const char *key, int64_t fallback);
+
+/* Parse a JSON response body into a cJSON object (NULL when not JSON). */
+cJSON *dq_provider_parse_body(const dq_http_response *r);
+
+#endif

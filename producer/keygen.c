@@ -1,0 +1,91 @@
+/*
+ * keygen.c - `deployq keygen`: an Ed25519 key pair for signing deploy requests.
+ * The private key goes to a 0600 PEM file; the public key is printed as the
+ * configuration entry to paste under keys:.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "sign.h"
+
+static const char keygen_usage[] =
+    "Usage: deployq keygen --out FILE [--id KEY_ID] [--role ci|approver|operator]\n"
+    "\n"
+    "Create an Ed25519 key pair. The private key is written to FILE (PEM, mode 0600; an\n"
+    "existing file is never overwritten). The public key is printed as the entry to add\n"
+    "under `keys:` in deployq.yaml, so validators accept requests signed with FILE.\n"
+    "\n"
+    "  -o, --out FILE      where to write the private key (required)\n"
+    "  -i, --id KEY_ID     the key id requests will carry (default: the file's base name)\n"
+    "  -r, --role ROLE     ci (submits deploys, default), approver (approves production\n"
+    "                      deploys), operator (break-glass deploys)\n"
+    "  -h, --help          this help\n"
+    "\n"
+    "Example:\n"
+    "  deployq keygen --out ci.key --id ci-2026\n"
+    "  # store ci.key as a CI secret; add the printed entry to deployq.yaml\n";
+
+int dq_cmd_keygen(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, 'o'},
+        {"id", required_argument, NULL, 'i'},
+        {"role", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    dq_cli cli = {.verb = "keygen"};
+    const char *out = NULL, *id = NULL, *role = "ci";
+    char idbuf[128];
+    char err[256];
+    char *pub = NULL;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:i:r:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            out = optarg;
+            break;
+        case 'i':
+            id = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'h':
+            return dq_cli_usage(&cli, keygen_usage, 0, NULL);
+        default:
+            return dq_cli_usage(&cli, keygen_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&cli, keygen_usage, 2, "unexpected argument");
+    if (!out)
+        return dq_cli_usage(&cli, keygen_usage, 2, "--out FILE is required");
+    if (strcmp(role, "ci") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "operator") != 0)
+        return dq_cli_usage(&cli, keygen_usage, 2, "--role must be ci, approver or operator");
+    if (!id) {
+        const char *base = strrchr(out, '/');
+        size_t n;
+
+        base = base ? base + 1 : out;
+        n = strcspn(base, ".");
+        if (n == 0 || n >= sizeof idbuf)
+            return dq_cli_usage(&cli, keygen_usage, 2, "cannot derive a key id: pass --id");
+        memcpy(idbuf, base, n);
+        idbuf[n] = '\0';
+        id = idbuf;
+    }
+    if (dq_sign_keygen(out, &pub, err, sizeof err) != 0) {
+        dq_cli_fail(&cli, "%s", err);
+        return 1;
+    }
+    printf("# private key written to %s (keep it secret)\n", out);
+    printf("# add this under keys: in deployq.yaml\n");
+    printf("- id: %s\n  public_key: %s\n  role: %s\n", id, pub, role);
+    free(pub);
+    return 0;
+}

@@ -1,0 +1,273 @@
+/*
+ * submit.c - `deployq submit`: what a CI job runs. Builds a deploy request, signs its
+ * exact bytes with the CI key, produces it to deployq.requests (acks=all, idempotent)
+ * keyed service/environment, and prints the deployment id once the broker acknowledged.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "event.h"
+#include "kafka.h"
+#include "log.h"
+#include "sign.h"
+#include "stack.h"
+#include "util.h"
+
+static const char submit_usage[] =
+    "Usage: deployq submit --service NAME --env NAME --version VERSION [options]\n"
+    "\n"
+    "Submit a signed deploy request to deployq.requests and print its deployment id.\n"
+    "The request is accepted when the broker acknowledged it (acks=all); validators then\n"
+    "emit deploy.validated or deploy.rejected (with every reason) on deployq.events.\n"
+    "\n"
+    "  -s, --service NAME      the service, as named in deployq.yaml\n"
+    "  -e, --env NAME          the environment (e.g. staging, production)\n"
+    "  -v, --version VERSION   what to deploy: a git sha or an image tag\n"
+    "      --strategy S        rolling (default) or blue-green\n"
+    "      --commit-at TIME    commit time, RFC 3339 (for lead-time reports),\n"
+    "                          e.g. $(git show -s --format=%cI HEAD)\n"
+    "      --ci-run-url URL    link to the CI run (default: from GITHUB_* variables)\n"
+    "      --requested-by WHO  default: $GITHUB_ACTOR, else $USER\n"
+    "  -k, --key FILE          private key (PEM) to sign with (default: $DEPLOYQ_SIGNING_KEY,\n"
+    "                          else the running `deployq up` stack's CI key)\n"
+    "      --key-id ID         the key's id in deployq.yaml (default: $DEPLOYQ_KEY_ID, the\n"
+    "                          stack's, else the key file's base name)\n"
+    "  -t, --timeout SECONDS   give up when the broker has not acknowledged (default 10)\n"
+    "      --json              print {\"deployment_id\",\"partition\",\"offset\"} as JSON\n"
+    "      --dry-run           print the signed message instead of sending it\n"
+    "      --issued-at TIME    sign with this issued_at instead of now (reproducing\n"
+    "                          requests, clock-skew tests)\n"
+    "      --nonce NONCE       use this nonce instead of a random one (the same)\n"
+    "\n" DQ_CLI_COMMON_USAGE
+    "\n"
+    "Exit status: 0 accepted by the broker, 1 not accepted (reason on stderr), 2 usage.\n"
+    "\n"
+    "Example (GitHub Actions step):\n"
+    "  deployq submit --service api --env staging --version \"$GITHUB_SHA\" \\\n"
+    "    --commit-at \"$(git show -s --format=%cI HEAD)\"\n";
+
+enum {
+    OPT_STRATEGY = DQ_OPT_VERB_BASE,
+    OPT_COMMIT_AT,
+    OPT_CI_RUN_URL,
+    OPT_REQUESTED_BY,
+    OPT_KEY_ID,
+    OPT_JSON,
+    OPT_DRY_RUN,
+    OPT_ISSUED_AT,
+    OPT_NONCE,
+};
+
+/* The CI run's URL from the variables GitHub Actions sets, when they are there. */
+static char *github_run_url(void)
+{
+    const char *server = getenv("GITHUB_SERVER_URL");
+    const char *repo = getenv("GITHUB_REPOSITORY");
+    const char *run = getenv("GITHUB_RUN_ID");
+    char buf[2048];
+
+    if (!server || !repo || !run)
+        return NULL;
+    snprintf(buf, sizeof buf, "%s/%s/actions/runs/%s", server, repo, run);
+    return strdup(buf);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int dq_cmd_submit(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"service", required_argument, NULL, 's'},
+        {"env", required_argument, NULL, 'e'},
+        {"version", required_argument, NULL, 'v'},
+        {"strategy", required_argument, NULL, OPT_STRATEGY},
+        {"commit-at", required_argument, NULL, OPT_COMMIT_AT},
+        {"ci-run-url", required_argument, NULL, OPT_CI_RUN_URL},
+        {"requested-by", required_argument, NULL, OPT_REQUESTED_BY},
+        {"key", required_argument, NULL, 'k'},
+        {"key-id", required_argument, NULL, OPT_KEY_ID},
+        {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {"issued-at", required_argument, NULL, OPT_ISSUED_AT},
+        {"nonce", required_argument, NULL, OPT_NONCE},
+        DQ_CLI_COMMON_LONGOPTS,
+        {NULL, 0, NULL, 0},
+    };
+    dq_cli cli = {.verb = "submit"};
+    const char *service = NULL, *env = NULL, *version = NULL, *strategy = "rolling";
+    const char *commit_at = NULL, *ci_run_url = NULL, *requested_by = NULL;
+    const char *key_path = getenv("DEPLOYQ_SIGNING_KEY"), *key_id = getenv("DEPLOYQ_KEY_ID");
+    const char *issued_at = NULL, *nonce = NULL;
+    long long timeout_s = 10;
+    int json = 0, dry_run = 0, c, rc = 1;
+    char err[512], keyidbuf[128];
+    int64_t ms;
+    dq_request req = {0};
+    dq_stack *stack = NULL;
+    dq_config *cfg = NULL;
+    dq_signer *signer = NULL;
+    dq_producer *producer = NULL;
+    char *request_text = NULL, *signed_text = NULL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:e:v:k:t:c:X:h", opts, NULL)) != -1) {
+        int common = dq_cli_common_opt(&cli, c, optarg);
+
+        if (common < 0)
+            return 2;
+        if (common > 0)
+            continue;
+        switch (c) {
+        case 's': service = optarg; break;
+        case 'e': env = optarg; break;
+        case 'v': version = optarg; break;
+        case 'k': key_path = optarg; break;
+        case 't':
+            if (dq_parse_int(optarg, 1, 3600, &timeout_s) != 0)
+                return dq_cli_usage(&cli, submit_usage, 2, "--timeout must be 1..3600 seconds");
+            break;
+        case OPT_STRATEGY: strategy = optarg; break;
+        case OPT_COMMIT_AT: commit_at = optarg; break;
+        case OPT_CI_RUN_URL: ci_run_url = optarg; break;
+        case OPT_REQUESTED_BY: requested_by = optarg; break;
+        case OPT_KEY_ID: key_id = optarg; break;
+        case OPT_JSON: json = 1; break;
+        case OPT_DRY_RUN: dry_run = 1; break;
+        case OPT_ISSUED_AT: issued_at = optarg; break;
+        case OPT_NONCE: nonce = optarg; break;
+        case 'h': return dq_cli_usage(&cli, submit_usage, 0, NULL);
+        default: return dq_cli_usage(&cli, submit_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&cli, submit_usage, 2, "unexpected argument");
+    if (!service || !env || !version)
+        return dq_cli_usage(&cli, submit_usage, 2, "--service, --env and --version are required");
+    if (strcmp(strategy, "rolling") != 0 && strcmp(strategy, "blue-green") != 0)
+        return dq_cli_usage(&cli, submit_usage, 2, "--strategy must be rolling or blue-green");
+    if (commit_at && dq_time_parse(commit_at, &ms) != 0)
+        return dq_cli_usage(&cli, submit_usage, 2, "--commit-at is not an RFC 3339 time");
+    if (issued_at && dq_time_parse(issued_at, &ms) != 0)
+        return dq_cli_usage(&cli, submit_usage, 2, "--issued-at is not an RFC 3339 time");
+
+    stack = dq_stack_find();
+    if (!key_path && stack) {
+        key_path = stack->ci_key_path;
+        if (!key_id)
+            key_id = stack->ci_key_id;
+    }
+    if (!key_path) {
+        dq_cli_fail(&cli, "no signing key: pass --key FILE or set DEPLOYQ_SIGNING_KEY "
+                          "(create one with `deployq keygen`)");
+        goto out;
+    }
+    if (!key_id) {
+        const char *base = strrchr(key_path, '/');
+        size_t n;
+
+        base = base ? base + 1 : key_path;
+        n = strcspn(base, ".");
+        if (n == 0 || n >= sizeof keyidbuf) {
+            dq_cli_fail(&cli, "cannot derive a key id from %s: pass --key-id", key_path);
+            goto out;
+        }
+        memcpy(keyidbuf, base, n);
+        keyidbuf[n] = '\0';
+        key_id = keyidbuf;
+    }
+    signer = dq_signer_load(key_path, err, sizeof err);
+    if (!signer) {
+        dq_cli_fail(&cli, "%s", err);
+        goto out;
+    }
+
+    {
+        char id[DQ_UUID_LEN + 1], now[DQ_TIME_LEN + 1], nonce_buf[33];
+        unsigned char raw[16];
+
+        if (dq_uuid_v4(id) != 0 || dq_random_bytes(raw, sizeof raw) != 0) {
+            dq_cli_fail(&cli, "no randomness available");
+            goto out;
+        }
+        dq_hex(raw, sizeof raw, nonce_buf);
+        req.deployment_id = strdup(id);
+        req.service = strdup(service);
+        req.environment = strdup(env);
+        req.version = strdup(version);
+        req.strategy = strdup(strategy);
+        req.commit_at = dup_or_null(commit_at);
+        req.ci_run_url = ci_run_url ? strdup(ci_run_url) : github_run_url();
+        if (!requested_by)
+            requested_by = getenv("GITHUB_ACTOR") ? getenv("GITHUB_ACTOR") : getenv("USER");
+        req.requested_by = dup_or_null(requested_by);
+        req.nonce = strdup(nonce ? nonce : nonce_buf);
+        req.issued_at = strdup(issued_at ? issued_at : dq_time_format(dq_now_ms(), now));
+    }
+    request_text = dq_request_encode(&req);
+    signed_text = request_text ? dq_sign_envelope(signer, key_id, request_text) : NULL;
+    if (!signed_text) {
+        dq_cli_fail(&cli, "could not build the signed request");
+        goto out;
+    }
+    if (dry_run) {
+        printf("%s\n", signed_text);
+        rc = 0;
+        goto out;
+    }
+
+    cfg = dq_cli_load_config(&cli);
+    if (!cfg)
+        goto out;
+    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
+        dq_cli_fail(&cli, "no broker configured: pass --brokers, set DEPLOYQ_BROKERS, "
+                          "or start a stack with `deployq up`");
+        goto out;
+    }
+    producer = dq_producer_new(cfg, err, sizeof err);
+    if (!producer) {
+        dq_cli_fail(&cli, "%s", err);
+        goto out;
+    }
+    {
+        char key[256];
+        int32_t partition = -1;
+        int64_t offset = -1;
+
+        dq_target_key(service, env, key, sizeof key);
+        if (dq_producer_send(producer, cfg->topic_requests, key, signed_text, strlen(signed_text),
+                             (int)timeout_s * 1000, &partition, &offset, err, sizeof err) != 0) {
+            dq_cli_fail(&cli, "%s", err);
+            goto out;
+        }
+        if (json)
+            printf("{\"deployment_id\":\"%s\",\"partition\":%d,\"offset\":%lld}\n",
+                   req.deployment_id, (int)partition, (long long)offset);
+        else
+            printf("%s\n", req.deployment_id);
+    }
+    rc = 0;
+out:
+    dq_producer_free(producer);
+    free(signed_text);
+    free(request_text);
+    free(req.deployment_id);
+    free(req.service);
+    free(req.environment);
+    free(req.version);
+    free(req.strategy);
+    free(req.commit_at);
+    free(req.ci_run_url);
+    free(req.requested_by);
+    free(req.nonce);
+    free(req.issued_at);
+    dq_signer_free(signer);
+    dq_config_free(cfg);
+    dq_stack_free(stack);
+    return rc;
+}

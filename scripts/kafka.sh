@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# scripts/kafka.sh - a real Apache Kafka 4.x (single node, KRaft) for tests and CI.
+#
+# The machines that build deployq reach package registries only, so Kafka is not the
+# release tarball: its jars are resolved from Maven Central by Maven (scripts/kafka/pom.xml)
+# into a cache, and the broker runs as `java -cp "libs/*" kafka.Kafka server.properties`,
+# which is what bin/kafka-server-start.sh does.
+#
+#   kafka.sh fetch                        resolve the jars into the cache (no-op when cached)
+#   kafka.sh start [--port P] [--dir D]   format D, start the broker in the background, wait
+#                                         until it answers a metadata request, print
+#                                         "127.0.0.1:P" on stdout
+#   kafka.sh stop [--dir D]               SIGTERM, SIGKILL after 20 s
+#   kafka.sh status [--dir D]             print the address and exit 0 when running, else 1
+#   kafka.sh topics --bootstrap B         create deployq.requests, deployq.events (6
+#                                         partitions) and deployq.dead (1)
+#
+# Environment:
+#   KAFKA_VERSION    the org.apache.kafka:kafka_2.13 version (default 4.1.1)
+#   DEPLOYQ_CACHE    cache root (default ~/.cache/deployq); jars in kafka-<version>/libs
+#   DEPLOYQ_KAFKA_DIR  default --dir (default ${TMPDIR:-/tmp}/deployq-kafka)
+#   KAFKA_HEAP_OPTS  default -Xmx512m
+#   KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
+#   MAVEN_ARGS       extra arguments for mvn (e.g. -o to stay offline)
+#
+# Everything but the address goes to stderr, so `B=$(scripts/kafka.sh start)` works.
+set -euo pipefail
+
+readonly PROG=kafka.sh
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPT_DIR
+readonly KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+readonly CACHE_ROOT=${DEPLOYQ_CACHE:-$HOME/.cache/deployq}
+readonly KAFKA_HOME=$CACHE_ROOT/kafka-$KAFKA_VERSION
+readonly LIBS=$KAFKA_HOME/libs
+readonly DEFAULT_DIR=${DEPLOYQ_KAFKA_DIR:-${TMPDIR:-/tmp}/deployq-kafka}
+readonly START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
+readonly STOP_TIMEOUT=20
+
+die() {
+    echo "$PROG: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "$PROG: $*" >&2
+}
+
+usage() {
+    sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit "${1:-2}"
+}
+
+need_java() {
+    command -v java >/dev/null 2>&1 ||
+        die "java is missing (Kafka 4 needs Java 17 or newer); install it: scripts/install-deps.sh --with-java"
+    local line first second major
+    line=$(java -version 2>&1 | head -n 1)
+    # `openjdk version "17.0.15" ...` or, before Java 9, `"1.8.0_392"`.
+    read -r first second < <(printf '%s\n' "$line" |
+        sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p') || true
+    [ -n "${first:-}" ] || die "cannot read the Java version from: $line"
+    if [ "$first" = 1 ]; then major=${second:-0}; else major=$first; fi
+    [ "$major" -ge 17 ] ||
+        die "java $major found, Kafka 4 needs 17 or newer; install it: scripts/install-deps.sh --with-java"
+}
+
+need_mvn() {
+    command -v mvn >/dev/null 2>&1 ||
+        die "mvn (Maven) is missing; install it: scripts/install-deps.sh --with-java"
+}
+
+need_kcat() {
+    command -v kcat >/dev/null 2>&1 ||
+        die "kcat is missing (used to check the broker answers); install it: scripts/install-deps.sh"
+}
+
+# fetch: libs/ appears only complete (resolved into a temporary folder, then renamed), and
+# a lock keeps parallel test runs from resolving the same version twice.
+cmd_fetch() {
+    if [ -f "$LIBS/.complete" ]; then
+        return 0
+    fi
+    need_java
+    need_mvn
+    mkdir -p "$KAFKA_HOME"
+    exec 9>"$KAFKA_HOME/.lock"
+    flock 9
+    if [ -f "$LIBS/.complete" ]; then
+        exec 9>&-
+        return 0
+    fi
+    local tmp log
+    tmp=$(mktemp -d "$KAFKA_HOME/libs.tmp.XXXXXX")
+    log=$KAFKA_HOME/fetch.log
+    note "resolving org.apache.kafka:kafka_2.13:$KAFKA_VERSION from Maven Central (log: $log)"
+    # shellcheck disable=SC2086 # MAVEN_ARGS is a list of words on purpose
+    if ! mvn -B -q ${MAVEN_ARGS:-} -f "$SCRIPT_DIR/kafka/pom.xml" \
+        -Dkafka.version="$KAFKA_VERSION" \
+        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" \
+        >"$log" 2>&1; then
+        rm -rf "$tmp"
+        tail -n 20 "$log" >&2
+        die "could not resolve Kafka $KAFKA_VERSION with Maven (full log: $log)"
+    fi
+    [ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ] || {
+        rm -rf "$tmp"
+        die "Maven finished but kafka_2.13-$KAFKA_VERSION.jar is not among the jars"
+    }
+    touch "$tmp/.complete"
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+    exec 9>&-
+    note "Kafka $KAFKA_VERSION: $(find "$LIBS" -name '*.jar' | wc -l) jars in $LIBS"
+}
+
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# A free port P whose P+1 (the controller listener) is free too. The kernel picks P so
+# two parallel callers rarely collide; the bind check below is the real guard.
+pick_port() {
+    local p i
+    for i in $(seq 1 50); do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        if [ "$p" -lt 65535 ] && port_free "$p" && port_free $((p + 1)); then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free pair of ports found on 127.0.0.1"
+}
+
+# The pid in D/kafka.pid when that process is alive and is our broker (not a recycled pid).
+running_pid() {
+    local dir=$1 pid
+    [ -f "$dir/kafka.pid" ] || return 1
+    pid=$(cat "$dir/kafka.pid")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
+    echo "$pid"
+}
+
+java_opts() {
+    # The flags bin/kafka-run-class.sh uses, minus JMX and GC logs.
+    echo "${KAFKA_HEAP_OPTS:--Xmx512m} -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20" \
+        "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent" \
+        "-Djava.awt.headless=true -Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.xml"
+}
+
+cmd_start() {
+    local port="" dir=$DEFAULT_DIR
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --port) port=${2:?--port needs a value}; shift 2 ;;
+        --port=*) port=${1#*=}; shift ;;
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --dir=*) dir=${1#*=}; shift ;;
+        -h | --help) usage 0 ;;
+        *) note "start: unknown option $1"; usage ;;
+        esac
+    done
+    need_java
+    need_kcat
+    cmd_fetch
+
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    local pid
+    if pid=$(running_pid "$dir"); then
+        die "a broker is already running from $dir (pid $pid, $(cat "$dir/kafka.addr" 2>/dev/null)); stop it first: $PROG stop --dir $dir"
+    fi
+    if [ -z "$port" ]; then
+        port=$(pick_port)
+    else
+        case $port in *[!0-9]* | "") die "start: --port must be a number, not '$port'" ;; esac
+        port_free "$port" || die "port $port on 127.0.0.1 is in use"
+        port_free $((port + 1)) || die "port $((port + 1)) (the controller listener, port+1) is in use"
+    fi
+    local cport=$((port + 1)) data=$dir/data
+    rm -f "$dir/kafka.pid" "$dir/kafka.addr"
+
+    sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$data|g" \
+        "$SCRIPT_DIR/kafka/server.properties.in" >"$dir/server.properties"
+
+    # A data dir formatted earlier keeps its cluster id, so a restart keeps its topics;
+    # its listeners may change freely since they live in server.properties.
+    # shellcheck disable=SC2046 # java_opts is a list of words
+    if [ ! -f "$data/meta.properties" ]; then
+        local cluster_id=-
+        # A Kafka Uuid is 16 random bytes in URL-safe base64 without padding. One that
+        # starts with '-' would be read by StorageTool's argument parser as an option
+        # (1 start in 64 failed that way), so draw again.
+        while [[ $cluster_id == -* ]]; do
+            cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        done
+        if ! java $(java_opts) -cp "$LIBS/*" kafka.tools.StorageTool format \
+            --cluster-id "$cluster_id" --config "$dir/server.properties" \
+            >"$dir/format.log" 2>&1; then
+            tail -n 20 "$dir/format.log" >&2
+            die "formatting $data failed (log: $dir/format.log)"
+        fi
+    fi
+
+    # setsid: the broker must outlive the shell (and its Ctrl-C) that started it. In a
+    # script there is no job control, so the child is not a group leader and setsid
+    # execs java in place: $! is java's pid.
+    # shellcheck disable=SC2046
+    setsid java $(java_opts) -Dkafka.logs.dir="$dir" -cp "$LIBS/*" \
+        kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/kafka.pid"
+
+    local addr=127.0.0.1:$port deadline=$((SECONDS + START_TIMEOUT))
+    while :; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            note "the broker exited during start; last lines of $dir/kafka.log:"
+            tail -n 30 "$dir/kafka.log" >&2
+            rm -f "$dir/kafka.pid"
+            die "Kafka did not start (port $port, dir $dir)"
+        fi
+        # A metadata answer that lists our broker means listeners, controller quorum and
+        # metadata log are all up; an open port alone is not enough.
+        if kcat -L -b "$addr" -m 2 2>/dev/null | grep -q "broker 1 at $addr"; then
+            break
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            note "no metadata answer from $addr after ${START_TIMEOUT} s; last lines of $dir/kafka.log:"
+            tail -n 30 "$dir/kafka.log" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            rm -f "$dir/kafka.pid"
+            die "Kafka did not come up within ${START_TIMEOUT} s (port $port, dir $dir)"
+        fi
+        sleep 0.25
+    done
+    echo "$addr" >"$dir/kafka.addr"
+    echo "$addr"
+}
+
+cmd_stop() {
+    local dir=$DEFAULT_DIR
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --dir=*) dir=${1#*=}; shift ;;
+        -h | --help) usage 0 ;;
+        *) note "stop: unknown option $1"; usage ;;
+        esac
+    done
+    local pid
+    if ! pid=$(running_pid "$dir"); then
+        rm -f "$dir/kafka.pid" "$dir/kafka.addr"
+        note "no broker running from $dir"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            note "broker (pid $pid) still running ${STOP_TIMEOUT} s after SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$dir/kafka.pid" "$dir/kafka.addr"
+    note "stopped the broker (pid $pid) from $dir"
+}
+
+cmd_status() {
+    local dir=$DEFAULT_DIR
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --dir) dir=${2:?--dir needs a value}; shift 2 ;;
+        --dir=*) dir=${1#*=}; shift ;;
+        *) note "status: unknown option $1"; usage ;;
+        esac
+    done
+    running_pid "$dir" >/dev/null || return 1
+    cat "$dir/kafka.addr"
+}
+
+# Creates the topics with Kafka's own admin CLI (org.apache.kafka.tools.TopicCommand from
+# the same jars). --if-not-exists makes a second run a no-op; the three JVMs run in
+# parallel because each spends most of its ~2 s starting up.
+cmd_topics() {
+    local bootstrap=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --bootstrap | --bootstrap-server) bootstrap=${2:?--bootstrap needs a value}; shift 2 ;;
+        --bootstrap=*) bootstrap=${1#*=}; shift ;;
+        -h | --help) usage 0 ;;
+        *) note "topics: unknown option $1"; usage ;;
+        esac
+    done
+    [ -n "$bootstrap" ] || die "topics: --bootstrap HOST:PORT is required"
+    need_java
+    cmd_fetch
+    local tmp
+    tmp=$(mktemp -d)
+    local spec name parts pids=() failed=0
+    for spec in deployq.requests:6 deployq.events:6 deployq.dead:1; do
+        name=${spec%%:*}
+        parts=${spec##*:}
+        java -Xmx256m -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
+            -Dlog4j2.level=warn -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
+            --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
+            --partitions "$parts" --replication-factor 1 >"$tmp/$name.log" 2>&1 &
+        pids+=("$!")
+    done
+    local i=0
+    for spec in deployq.requests deployq.events deployq.dead; do
+        if ! wait "${pids[$i]}"; then
+            note "creating topic $spec failed:"
+            grep -v ' INFO ' "$tmp/$spec.log" | tail -n 10 >&2
+            failed=1
+        fi
+        i=$((i + 1))
+    done
+    rm -rf "$tmp"
+    [ "$failed" = 0 ] || die "topics: could not create every topic on $bootstrap"
+    note "topics ready on $bootstrap: deployq.requests (6), deployq.events (6), deployq.dead (1)"
+}
+
+main() {
+    [ $# -ge 1 ] || usage
+    local cmd=$1
+    shift
+    case $cmd in
+    fetch) cmd_fetch "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status "$@" ;;
+    topics) cmd_topics "$@" ;;
+    -h | --help | help) usage 0 ;;
+    *) note "unknown command '$cmd'"; usage ;;
+    esac
+}
+
+main "$@"

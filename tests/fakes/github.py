@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""github.py - a local double of the GitHub Actions REST API, as deployq uses it.
+
+  POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches
+       {"ref", "inputs", "return_run_details"?} -> 200 {workflow_run_id, run_url, html_url}
+       with return_run_details, 204 (no body) without; 400 for the field when the script
+       says refuse_return_run_details (older GitHub Enterprise Server)
+  GET  /repos/{o}/{r}/actions/workflows/{wf}/runs?event=&branch=&created=>=T
+       -> {"total_count", "workflow_runs": [...]}; a run shows up there list_delay_ms
+       (default 300) after its dispatch, as on the real service
+  GET  /repos/{o}/{r}/actions/runs/{id} -> the run: status queued|in_progress|completed,
+       conclusion null until completed
+  POST /repos/{o}/{r}/actions/runs/{id}/cancel -> 202
+
+The run's display_title is the workflow's run-name, "Deploy <service> <version>
+(<deployment_id>)" - the run listing does not echo inputs, so that is the only place the
+deployment id can be matched. Script modes: succeed, fail_after_building (conclusion
+failure), startup_failure, in_flight_forever, no_run (204 but no run is ever created),
+http_5xx/http_401/http_402/http_403/rate_limit on the dispatch, status_5xx on the run GET.
+"""
+
+import re
+import time
+
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import fakelib  # noqa: E402
+
+DISPATCH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/dispatches$")
+LIST = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/runs$")
+RUN = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs/(\d+)$")
+CANCEL = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs/(\d+)/cancel$")
+
+
+def gh_error(status, message):
+    return {"message": message, "documentation_url": "https://docs.github.com/rest",
+            "status": str(status)}
+
+
+class GitHub(fakelib.App):
+    def run_view(self, run):
+        s = self.state.script
+        return {
+            "id": run["id"], "name": "Deploy", "display_title": run["display_title"],
+            "event": "workflow_dispatch", "head_branch": run["ref"], "status": run["status"],
+            "conclusion": run["conclusion"], "workflow_id": 161335, "run_attempt": 1,
+            "created_at": fakelib.iso(run["created"]), "updated_at": fakelib.iso(time.time()),
+            "html_url": "https://github.com/%s/%s/actions/runs/%d" % (run["owner"], run["repo"], run["id"]),
+            "logs_url": "%s/repos/%s/%s/actions/runs/%d/logs" % (s.get("_base", ""), run["owner"],
+                                                                 run["repo"], run["id"]),
+        }
+
+    def advance(self, run):
+        """One poll of a run: move it along its scripted path."""
+        if run["status"] == "completed":
+            return
+        polls = run["polls"]
+        run["polls"] += 1
+        mode = run["mode"]
+        steps = run["steps"]
+        if mode == "startup_failure":
+            run["status"], run["conclusion"] = "completed", "startup_failure"
+        elif mode == "in_flight_forever":
+            run["status"] = "queued" if polls == 0 else "in_progress"
+        elif polls < steps:
+            run["status"] = "queued" if polls == 0 else "in_progress"
+        else:
+            run["status"] = "completed"
+            run["conclusion"] = "failure" if mode == "fail_after_building" else "success"
+        if run["status"] == "completed":
+            self.state.end_run(run)
+
+    def route(self, h, method, path, query, body, auth):
+        st = self.state
+        m = DISPATCH.match(path)
+        if m and method == "POST":
+            self.deploy_delay()
+            with st.lock:
+                if not auth["present"]:
+                    return 401, gh_error(401, "Requires authentication"), {}
+                r = fakelib.refusal(st, "deploy", gh_error)
+                if r:
+                    return r[0], r[2], r[1]
+                s = st.script
+                if not isinstance(body, dict) or "ref" not in body:
+                    return 422, gh_error(422, "Invalid request. \"ref\" wasn't supplied."), {}
+                inputs = body.get("inputs") or {}
+                if any(not isinstance(v, (str, bool, int)) for v in inputs.values()):
+                    return 422, gh_error(422, "Invalid request. inputs must be strings"), {}
+                details = body.get("return_run_details")
+                if details is not None and s.get("refuse_return_run_details"):
+                    return 400, gh_error(400, "Invalid request.\n\n\"return_run_details\" is not a permitted key."), {}
+                if s.get("mode") == "no_run":
+                    return 204, None, {}
+                rid = st.next_id()
+                run = {
+                    "id": rid, "owner": m.group(1), "repo": m.group(2), "workflow": m.group(3),
+                    "ref": body["ref"], "status": "queued", "conclusion": None, "polls": 0,
+                    "created": time.time(), "mode": s.get("mode", "succeed"),
+                    "steps": int(s.get("steps", 2)),
+                    "visible_at": time.time() + int(s.get("list_delay_ms", 300)) / 1000.0,
+                    "target": "%s/%s" % (inputs.get("service", ""), inputs.get("environment", "")),
+                    "display_title": "Deploy %s %s (%s)" % (inputs.get("service", ""), inputs.get("version", ""),
+                                                            inputs.get("deployment_id", "")),
+                }
+                st.runs[rid] = run
+                st.start_run(run["target"])
+                if details:
+                    base = "http://%s:%d" % h.server.server_address[:2]
+                    return 200, {"workflow_run_id": rid,
+                                 "run_url": "%s/repos/%s/%s/actions/runs/%d" % (base, m.group(1), m.group(2), rid),
+                                 "html_url": "https://github.com/%s/%s/actions/runs/%d" % (m.group(1), m.group(2), rid)}, {}
+                return 204, None, {}
+
+        m = LIST.match(path)
+        if m and method == "GET":
+            with st.lock:
+                if not auth["present"]:
+                    return 401, gh_error(401, "Requires authentication"), {}
+                since = None
+                created = query.get("created", "")
+                if created.startswith(">="):
+                    since = fakelib.parse_iso(created[2:])
+                now = time.time()
+                runs = [r for r in st.runs.values()
+                        if r["workflow"] == m.group(3) and r["visible_at"] <= now
+                        and (not query.get("branch") or query["branch"] == r["ref"])
+                        and (not query.get("event") or query["event"] == "workflow_dispatch")
+                        and (since is None or r["created"] >= since - 1)]
+                runs.sort(key=lambda r: -r["created"])
+                return 200, {"total_count": len(runs), "workflow_runs": [self.run_view(r) for r in runs]}, {}
+
+        m = RUN.match(path)
+        if m and method == "GET":
+            with st.lock:
+                if not auth["present"]:
+                    return 401, gh_error(401, "Requires authentication"), {}
+                r = fakelib.refusal(st, "status", gh_error)
+                if r:
+                    return r[0], r[2], r[1]
+                run = st.runs.get(int(m.group(3)))
+                if run is None:
+                    return 404, gh_error(404, "Not Found"), {}
+                self.advance(run)
+                return 200, self.run_view(run), {}
+
+        m = CANCEL.match(path)
+        if m and method == "POST":
+            with st.lock:
+                run = st.runs.get(int(m.group(3)))
+                if run is None:
+                    return 404, gh_error(404, "Not Found"), {}
+                if run["status"] == "completed":
+                    return 409, gh_error(409, "Cannot cancel a workflow run that is completed."), {}
+                run["status"], run["conclusion"] = "completed", "cancelled"
+                st.end_run(run)
+                return 202, {}, {}
+
+        return 404, gh_error(404, "Not Found"), {}
+
+
+if __name__ == "__main__":
+    fakelib.serve(GitHub, "GitHub Actions API double")

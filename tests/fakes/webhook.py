@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""webhook.py - a local double of a generic HTTP deploy endpoint (deployq's "webhook"
+provider), also used by the HTTP client's tests.
+
+  POST /deploy, POST /rollback  {"action", "deployment_id", "service", "environment",
+       "version", "fence"} -> 202 {"id": "wh-N", "status": "accepted"}; with script
+       "sync": true -> 200 {"id", "status": "succeeded" | "failed"} (the final answer)
+  GET  /status/{id}  -> {"status": "running" | "succeeded" | "failed", "url", "log_url"}
+  POST /cancel/{id}  -> 200 {"status": "canceled"}
+  GET  /big          -> a body of script "size" bytes (default 2 MiB)
+  GET  /slow         -> 200 after script "delay_ms"
+
+Script modes: succeed, fail_after_building, in_flight_forever, refusals on /deploy
+(http_5xx, http_401, http_402, http_403, rate_limit, with fail_times/retry_after) and
+status_5xx on /status. Auth is optional (Bearer); it is recorded as present or not.
+"""
+
+import re
+import time
+
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import fakelib  # noqa: E402
+
+STATUS = re.compile(r"^/status/([^/]+)$")
+CANCEL = re.compile(r"^/cancel/([^/]+)$")
+
+
+def wh_error(status, message):
+    return {"error": message}
+
+
+class Webhook(fakelib.App):
+    def route(self, h, method, path, query, body, auth):
+        st = self.state
+        if path in ("/deploy", "/rollback") and method == "POST":
+            self.deploy_delay()
+            with st.lock:
+                r = fakelib.refusal(st, "deploy", wh_error)
+                if r:
+                    return r[0], r[2], r[1]
+                s = st.script
+                if not isinstance(body, dict) or "deployment_id" not in body:
+                    return 400, {"error": "invalid_payload"}, {}
+                rid = "wh-%d" % st.next_id()
+                mode = s.get("mode", "succeed")
+                run = {"id": rid, "mode": mode, "steps": int(s.get("steps", 2)), "polls": 0,
+                       "status": "running", "target": "%s/%s" % (body.get("service"), body.get("environment"))}
+                st.runs[rid] = run
+                if s.get("sync"):
+                    status = "failed" if mode == "fail_after_building" else "succeeded"
+                    return 200, {"id": rid, "status": status}, {}
+                st.start_run(run["target"])
+                return 202, {"id": rid, "status": "accepted"}, {}
+
+        m = STATUS.match(path)
+        if m and method == "GET":
+            with st.lock:
+                r = fakelib.refusal(st, "status", wh_error)
+                if r:
+                    return r[0], r[2], r[1]
+                run = st.runs.get(m.group(1))
+                if run is None:
+                    return 404, {"error": "not_found"}, {}
+                if run["status"] == "running":
+                    polls = run["polls"]
+                    run["polls"] += 1
+                    if run["mode"] != "in_flight_forever" and polls >= run["steps"]:
+                        run["status"] = "failed" if run["mode"] == "fail_after_building" else "succeeded"
+                        st.end_run(run)
+                return 200, {"id": run["id"], "status": run["status"],
+                             "url": "https://example.test/deploys/" + run["id"],
+                             "log_url": "https://example.test/deploys/%s/log" % run["id"]}, {}
+
+        m = CANCEL.match(path)
+        if m and method == "POST":
+            with st.lock:
+                run = st.runs.get(m.group(1))
+                if run is None:
+                    return 404, {"error": "not_found"}, {}
+                if run["status"] == "running":
+                    run["status"] = "canceled"
+                    st.end_run(run)
+                return 200, {"status": run["status"]}, {}
+
+        if path == "/big" and method == "GET":
+            size = int(st.script.get("size", 2 * 1024 * 1024))
+            return 200, b"x" * size, {}
+        if path == "/slow":
+            time.sleep(int(st.script.get("delay_ms", 2000)) / 1000.0)
+            return 200, {"ok": True}, {}
+        return 404, {"error": "not_found"}, {}
+
+
+if __name__ == "__main__":
+    fakelib.serve(Webhook, "generic webhook deploy endpoint double")

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A canary secret in every secret slot of the configuration (Redis password, a Kafka
+# SASL password, a provider token) never appears in logs, events, the dead-letter topic
+# or CLI errors, even when things go wrong around it.
+. "$(dirname "$0")/helpers.sh"
+
+CANARY="canary-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+export DQ_REDIS_PASSWORD=$CANARY DQ_SASL_PASSWORD=$CANARY DQ_PROVIDER_TOKEN=$CANARY
+REDIS_EXTRA_ARGS="--requirepass $CANARY"
+REDIS_CLI_AUTH="-a $CANARY --no-auth-warning"
+start_redis
+REDIS_URL='redis://:${DQ_REDIS_PASSWORD}@127.0.0.1:'"$REDIS_PORT"
+start_broker
+write_config '
+providers:
+  github:
+    type: github-actions
+    token: ${DQ_PROVIDER_TOKEN}'
+# SASL settings that librdkafka accepts but does not use on a PLAINTEXT listener.
+sed -i 's/^kafka:$/kafka:\n  sasl.username: "deployq"\n  sasl.password: "${DQ_SASL_PASSWORD}"/' "$CONFIG"
+grep -q 'DQ_SASL_PASSWORD' "$CONFIG" || fail "config not written as intended"
+
+start_validator a
+id=$(submit --service api --env staging --version v1) || fail "submit failed"
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated with a password-protected Redis"
+id=$(submit --service nosuch --env staging --version v1)
+wait_event "$id" deploy.rejected 30 >/dev/null || fail "no rejection"
+printf 'garbage' | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" 2>/dev/null
+
+# Make things go wrong: Redis refuses the wrong password, Redis goes away, a bad broker.
+DQ_REDIS_PASSWORD=wrong-password timeout 5 "$VALIDATOR" --config "$CONFIG" >"$T/validator-wrongpw.log" 2>&1 || true
+"$DEPLOYQ" submit --config "$CONFIG" --key "$T/ci.key" --brokers 127.0.0.1:1 --timeout 2 \
+    --service api --env staging --version v1 >"$T/submit-unreachable.log" 2>&1 || true
+redis-cli -p "$REDIS_PORT" -a "$CANARY" --no-auth-warning shutdown nosave >/dev/null 2>&1 || true
+id=$(submit --service api --env staging --version v2)
+sleep 3 # the validator now fails to reach Redis and logs about it
+
+events >"$T/events.jsonl"
+kcat -C -b "$BROKERS" -t "$TOPIC_DEAD" -o beginning -e -q 2>/dev/null >"$T/dead.jsonl" || true
+[ -s "$T/events.jsonl" ] || fail "no events captured"
+grep -q 'unavailable' "$T/validator-a.log" || fail "the validator did not log the Redis outage"
+hits=$(grep -l -F "$CANARY" "$T"/*.log "$T"/*.jsonl || true)
+[ -z "$hits" ] || fail "canary secret found in: $hits"
+# The check itself works: the canary is in the environment the test gave the workers.
+grep -q -F "$CANARY" <(env) || fail "canary not set"
+echo "ok"

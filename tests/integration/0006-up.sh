@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `deployq up` runs the whole stack on one machine; a second `deployq` finds it without
+# flags; Ctrl-C (SIGINT) stops everything it started. (Always the embedded broker.)
+. "$(dirname "$0")/helpers.sh"
+
+"$DEPLOYQ" up >"$T/up.out" 2>"$T/up.log" &
+UP=$!
+PIDS+=("$UP")
+wait_for 30 test -s "$DEPLOYQ_STATE_DIR/stack.json" || fail "up did not write its state"
+grep -q 'deployq stack is up' "$T/up.out" || wait_for 5 grep -q 'deployq stack is up' "$T/up.out" || fail "up output"
+BROKERS=$(jq -r .brokers "$DEPLOYQ_STATE_DIR/stack.json")
+TOPIC_EVENTS=deployq.events
+redis_port=$(jq -r .redis_url "$DEPLOYQ_STATE_DIR/stack.json" | sed 's/.*://')
+redis-cli -p "$redis_port" ping | grep -q PONG || fail "up's redis does not answer"
+grep -q "kafka (embedded)  $BROKERS" "$T/up.out" || fail "up does not print the broker: $(cat "$T/up.out")"
+
+# A second `up` refuses: one stack per state directory.
+set +e
+"$DEPLOYQ" up 2>"$T/err2"; rc=$?
+set -e
+assert_eq "$rc" 1 "second up"
+grep -q 'already running' "$T/err2" || fail "second up message"
+
+# No flags at all: the stack's broker, config and CI key are found.
+id=$("$DEPLOYQ" submit --service demo --env staging --version v1) || fail "flagless submit"
+ev=$(wait_event "$id" deploy.validated 60) || fail "no deploy.validated from the stack"
+assert_eq "$(jq -r .data.key_id <<<"$ev")" ci-local "key id"
+
+validator_pid=$(pgrep -f "deployq-validator --config $DEPLOYQ_STATE_DIR" | head -n1)
+[ -n "$validator_pid" ] || fail "no validator process"
+redis_pid=$(pgrep -f "redis-server 127.0.0.1:$redis_port" | head -n1)
+
+# A worker that dies is restarted.
+kill -KILL "$validator_pid"
+wait_for 15 grep -q 'validator exited (signal 9); restarting it' "$T/up.log" || fail "restart not reported"
+new_validator() {
+    local p
+    p=$(pgrep -f "deployq-validator --config $DEPLOYQ_STATE_DIR" | head -n1)
+    [ -n "$p" ] && [ "$p" != "$validator_pid" ]
+}
+wait_for 15 new_validator || fail "validator not restarted"
+
+kill -INT "$UP"
+wait_for 20 bash -c "! kill -0 $UP 2>/dev/null" || fail "up did not stop on SIGINT"
+! pgrep -f "deployq-validator --config $DEPLOYQ_STATE_DIR" >/dev/null || fail "validator left running"
+[ -z "$redis_pid" ] || ! kill -0 "$redis_pid" 2>/dev/null || fail "redis-server left running"
+[ ! -e "$DEPLOYQ_STATE_DIR/stack.json" ] || fail "stale stack.json left behind"
+echo "ok"

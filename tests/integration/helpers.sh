@@ -1,0 +1,187 @@
+# helpers.sh - shared by every integration test (tests/integration/NNNN-*.sh).
+#
+# Each test sources this file, which gives it a scratch directory, a real redis-server on
+# a free port, a broker, a configuration with fresh signing keys, and helpers to run the
+# deployq binaries and read deployq.events with an independent client (kcat). Everything
+# a test starts is stopped on exit, whatever happened.
+#
+# The broker: the embedded one (`deployq broker`, librdkafka's mock cluster), fresh per
+# test, unless DEPLOYQ_TEST_BROKERS names a real Kafka; then each test uses topics of its
+# own (deployq.requests.<test>-<random>, ...) so tests never read each other's events.
+#
+# Binaries come from DEPLOYQ_BUILD (meson sets it), so tests run against the build tree.
+
+set -euo pipefail
+
+: "${DEPLOYQ_BUILD:?DEPLOYQ_BUILD must point at the meson build directory}"
+: "${DEPLOYQ_SOURCE:?DEPLOYQ_SOURCE must point at the source tree}"
+DEPLOYQ="$DEPLOYQ_BUILD/producer/deployq"
+VALIDATOR="$DEPLOYQ_BUILD/workers/validator/deployq-validator"
+PY=/usr/bin/python3
+export DEPLOYQ_SCHEMAS="$DEPLOYQ_SOURCE/schemas"
+
+TEST_NAME=$(basename "$0" .sh)
+T=$(mktemp -d "/tmp/dq-${TEST_NAME}.XXXXXX")
+export DEPLOYQ_STATE_DIR="$T/state" # never find a developer's running `deployq up`
+mkdir -p "$DEPLOYQ_STATE_DIR"
+PIDS=()
+
+log() { printf '# %s: %s\n' "$TEST_NAME" "$*" >&2; }
+fail() {
+    printf 'FAIL %s: %s\n' "$TEST_NAME" "$*" >&2
+    dump_logs
+    exit 1
+}
+dump_logs() {
+    for f in "$T"/*.log; do
+        [ -f "$f" ] || continue
+        printf -- '---- %s (last 30 lines)\n' "$(basename "$f")" >&2
+        tail -n 30 "$f" >&2 || true
+    done
+}
+
+cleanup() {
+    local rc=$?
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[i]}" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [ "$rc" -eq 0 ] && [ -z "${DQ_KEEP:-}" ]; then rm -rf "$T"; else echo "# kept $T" >&2; fi
+}
+trap cleanup EXIT
+
+free_port() { "$PY" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# wait_for SECONDS COMMAND...: run COMMAND until it succeeds, fail after SECONDS.
+wait_for() {
+    local secs=$1; shift
+    local end=$((SECONDS + secs))
+    until "$@"; do
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.2
+    done
+}
+
+start_redis() {
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$T" ${REDIS_EXTRA_ARGS:-} >"$T/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_for 10 redis-cli -p "$REDIS_PORT" ${REDIS_CLI_AUTH:-} ping >/dev/null 2>&1 || fail "redis-server did not start"
+    REDIS_URL=${REDIS_URL_OVERRIDE:-redis://127.0.0.1:$REDIS_PORT}
+}
+
+start_broker() {
+    if [ -n "${DEPLOYQ_TEST_BROKERS:-}" ]; then
+        BROKERS=$DEPLOYQ_TEST_BROKERS
+        local suffix
+        suffix="$TEST_NAME-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+        TOPIC_REQUESTS="deployq.requests.$suffix"
+        TOPIC_EVENTS="deployq.events.$suffix"
+        TOPIC_DEAD="deployq.dead.$suffix"
+        BROKER_KIND=kafka
+    else
+        "$DEPLOYQ" broker --address-file "$T/broker.addr" >"$T/broker.out" 2>"$T/broker.log" &
+        PIDS+=("$!")
+        wait_for 10 test -s "$T/broker.addr" || fail "embedded broker did not start"
+        BROKERS=$(cat "$T/broker.addr")
+        TOPIC_REQUESTS=deployq.requests
+        TOPIC_EVENTS=deployq.events
+        TOPIC_DEAD=deployq.dead
+        BROKER_KIND=embedded
+    fi
+    log "broker $BROKERS ($BROKER_KIND)"
+}
+
+# write_config [EXTRA_YAML]: keys, services, topics; extra YAML is appended verbatim.
+write_config() {
+    "$DEPLOYQ" keygen --out "$T/ci.key" --id ci-test >/dev/null
+    "$DEPLOYQ" keygen --out "$T/approver.key" --id approver-test --role approver >/dev/null
+    "$DEPLOYQ" keygen --out "$T/retired.key" --id ci-retired >/dev/null
+    "$DEPLOYQ" keygen --out "$T/stranger.key" --id ci-test >/dev/null # same id, other key
+    CONFIG="$T/deployq.yaml"
+    cat >"$CONFIG" <<YAML
+kafka:
+  bootstrap.servers: "$BROKERS"
+  session.timeout.ms: "6000"
+  heartbeat.interval.ms: "500"
+redis:
+  url: "$REDIS_URL"
+topics:
+  requests: "$TOPIC_REQUESTS"
+  events: "$TOPIC_EVENTS"
+  dead: "$TOPIC_DEAD"
+keys:
+  - id: ci-test
+    public_key: "$(pubkey "$T/ci.key")"
+    role: ci
+  - id: approver-test
+    public_key: "$(pubkey "$T/approver.key")"
+    role: approver
+  - id: ci-retired
+    public_key: "$(pubkey "$T/retired.key")"
+    role: ci
+    retired: true
+services:
+  demo:
+    environments:
+      staging: {}
+      production:
+        requires: staging
+  api:
+    environments:
+      staging: {}
+      production: {}
+${1:-}
+YAML
+}
+
+# The base64 public key of a PEM private key (what keygen printed), via openssl.
+pubkey() { openssl pkey -in "$1" -pubout -outform DER 2>/dev/null | tail -c 32 | base64 -w0; }
+
+# start_validator NAME [extra args]
+start_validator() {
+    local name=$1; shift
+    "$VALIDATOR" --config "$CONFIG" --log-level debug "$@" >"$T/validator-$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    eval "VALIDATOR_PID_$name=$pid"
+    # On a real Kafka the worker creates its topics at start (6 partitions); wait for
+    # that, or a producer could race it.
+    if [ "$BROKER_KIND" = kafka ]; then
+        wait_for 60 topic_ready "$TOPIC_REQUESTS" || fail "$TOPIC_REQUESTS was not created"
+        wait_for 30 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
+    fi
+}
+topic_ready() { kcat -L -b "$BROKERS" -t "$1" 2>/dev/null | grep -q "topic \"$1\" with 6 partitions"; }
+
+submit() { "$DEPLOYQ" submit --config "$CONFIG" --key "$T/ci.key" --key-id ci-test "$@"; }
+
+# Every event on the events topic, one JSON document a line (independent client: kcat).
+events() {
+    kcat -C -b "$BROKERS" -t "$TOPIC_EVENTS" -o beginning -e -q -f '%s\n' 2>/dev/null || true
+}
+# events_for DEPLOYMENT_ID
+events_for() { events | jq -c --arg id "$1" 'select(.deployment_id == $id)'; }
+
+# wait_event DEPLOYMENT_ID TYPE [SECONDS]: prints the event once it is on the topic.
+wait_event() {
+    local id=$1 type=$2 secs=${3:-30} end=$((SECONDS + ${3:-30})) out
+    while :; do
+        out=$(events_for "$id" | jq -c --arg t "$type" 'select(.type == $t)' | head -n 1)
+        [ -n "$out" ] && { printf '%s\n' "$out"; return 0; }
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.3
+    done
+}
+
+# Validate JSON lines on stdin against schemas/ with Python's jsonschema (independent).
+schema_check() { "$PY" "$DEPLOYQ_SOURCE/tests/integration/validate_events.py" "$DEPLOYQ_SOURCE/schemas"; }
+
+assert_eq() { [ "$1" == "$2" ] || fail "${3:-value}: expected '$2', got '$1'"; }
+alive() { kill -0 "$1" 2>/dev/null; }

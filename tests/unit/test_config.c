@@ -1,0 +1,609 @@
+/*
+ * test_config.c - config.h: defaults, a full file read field by field, every error with its
+ * exact "name:line: message", ${NAME} references (and that their values are masked from
+ * then on), the environment overrides, kafka pass-through order, and the YAML-to-cJSON view
+ * later workers read their sections through.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <libfyaml.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "testutil.h"
+
+#define KEY_A "rQKhOKJbc80BgVmbxIJeq4NjbAQOZmp4uABJ6k6Q+/M="
+#define KEY_B "yBUZPEWFXg5Jns5hd2V8tIwoodX3D5IyOedOBHWCeWk="
+
+static const char *const touched_env[] = {
+    "DEPLOYQ_CONFIG",         "DEPLOYQ_BROKERS",        "DEPLOYQ_REDIS_URL",
+    "DQ_TEST_KAFKA_PASSWORD", "DQ_TEST_REDIS_PASSWORD", "DQ_TEST_TOKEN",
+    "DQ_TEST_HOST",           "DQ_TEST_PORT",           "DQ_TEST_UNSET",
+    "GITHUB_TOKEN",
+};
+
+static int reset(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof touched_env / sizeof touched_env[0]; i++)
+        unsetenv(touched_env[i]);
+    dq_log_redact_clear();
+    return 0;
+}
+
+/* A path under tests/unit/data (meson sets DEPLOYQ_TEST_DATA). */
+static void data_path(const char *name, char *out, size_t len)
+{
+    const char *dir = getenv("DEPLOYQ_TEST_DATA");
+    assert_non_null(dir);
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+static dq_config *load_yaml(const char *yaml, char *err, size_t errlen)
+{
+    return dq_config_load_string(yaml, strlen(yaml), "deployq.yaml", err, errlen);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    setenv("DEPLOYQ_SCHEMAS", "/opt/schemas", 1);
+    dq_config *cfg = dq_config_new_default();
+    assert_non_null(cfg);
+    assert_null(cfg->path);
+    assert_null(cfg->doc);
+    assert_int_equal(cfg->n_kafka, 0);
+    assert_null(dq_config_kafka_get(cfg, "bootstrap.servers"));
+    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
+    assert_int_equal(cfg->redis_timeout_ms, 2000);
+    assert_int_equal(cfg->max_request_bytes, 65536);
+    assert_int_equal(cfg->max_depth, 16);
+    assert_int_equal(cfg->issued_at_window_ms, 300000);
+    assert_string_equal(cfg->schemas_dir, "/opt/schemas");
+    assert_string_equal(cfg->topic_requests, "deployq.requests");
+    assert_string_equal(cfg->topic_events, "deployq.events");
+    assert_string_equal(cfg->topic_dead, "deployq.dead");
+    assert_int_equal(cfg->n_keys, 0);
+    assert_int_equal(cfg->n_services, 0);
+    assert_null(dq_config_service(cfg, "api"));
+    assert_null(dq_config_key(cfg, "ci"));
+    dq_config_free(cfg);
+
+    /* Without DEPLOYQ_SCHEMAS: the installed directory when it exists, else the source. */
+    unsetenv("DEPLOYQ_SCHEMAS");
+    cfg = dq_config_new_default();
+    assert_non_null(cfg);
+    struct stat st;
+    int installed = stat(DQ_SCHEMAS_INSTALLED, &st) == 0 && S_ISDIR(st.st_mode);
+    assert_string_equal(cfg->schemas_dir, installed ? DQ_SCHEMAS_INSTALLED : DQ_SCHEMAS_SOURCE);
+    dq_config_free(cfg);
+
+    /* No path and no DEPLOYQ_CONFIG: defaults, no file. */
+    char err[256] = "untouched";
+    cfg = dq_config_load(NULL, err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(err, "");
+    assert_null(cfg->path);
+    assert_null(cfg->doc);
+    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
+    dq_config_free(cfg);
+
+    dq_config_free(NULL);
+}
+
+static void set_full_env(void)
+{
+    setenv("DQ_TEST_KAFKA_PASSWORD", "kafka-s3cret-pw", 1);
+    setenv("DQ_TEST_REDIS_PASSWORD", "redis-s3cret-pw", 1);
+}
+
+static void test_full_file(void **state)
+{
+    (void)state;
+    char path[512], err[512] = "";
+    set_full_env();
+    data_path("config-full.yaml", path, sizeof path);
+    dq_config *cfg = dq_config_load(path, err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    assert_string_equal(cfg->path, path);
+    assert_non_null(cfg->doc);
+
+    assert_int_equal(cfg->n_kafka, 5);
+    assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"),
+                        "broker-a:9092,broker-b:9092");
+    assert_string_equal(dq_config_kafka_get(cfg, "sasl.password"), "kafka-s3cret-pw");
+    assert_string_equal(dq_config_kafka_get(cfg, "linger.ms"), "5");
+    assert_null(dq_config_kafka_get(cfg, "acks"));
+
+    assert_string_equal(cfg->redis_url, "redis://:redis-s3cret-pw@redis.internal:6380/2");
+    assert_int_equal(cfg->redis_timeout_ms, 1500);
+    assert_int_equal(cfg->max_request_bytes, 131072);
+    assert_int_equal(cfg->max_depth, 8);
+    assert_int_equal(cfg->issued_at_window_ms, 120000);
+    assert_string_equal(cfg->topic_requests, "acme.requests");
+    assert_string_equal(cfg->topic_events, "acme.events");
+    assert_string_equal(cfg->topic_dead, "acme.dead");
+
+    /* A relative schemas_dir is taken from the file's directory. */
+    char want_schemas[600];
+    snprintf(want_schemas, sizeof want_schemas, "%s/../../../schemas", getenv("DEPLOYQ_TEST_DATA"));
+    assert_string_equal(cfg->schemas_dir, want_schemas);
+
+    assert_int_equal(cfg->n_keys, 3);
+    assert_string_equal(cfg->keys[0].id, "ci-2026");
+    assert_string_equal(cfg->keys[0].public_key, KEY_A);
+    assert_string_equal(cfg->keys[0].role, "ci");
+    assert_int_equal(cfg->keys[0].retired, 0);
+    const dq_key *alice = dq_config_key(cfg, "alice");
+    assert_ptr_equal(alice, &cfg->keys[1]);
+    assert_string_equal(alice->role, "approver");
+    assert_int_equal(alice->retired, 0);
+    assert_string_equal(cfg->keys[2].id, "ci-2025");
+    assert_int_equal(cfg->keys[2].retired, 1);
+    assert_null(dq_config_key(cfg, "bob"));
+
+    assert_int_equal(cfg->n_services, 2);
+    const dq_service *api = dq_config_service(cfg, "api");
+    assert_non_null(api);
+    assert_int_equal(api->n_envs, 2);
+    assert_string_equal(api->envs[0].name, "staging");
+    assert_null(api->envs[0].requires);
+    assert_int_equal(api->envs[0].approval, 0);
+    assert_non_null(api->envs[0].node); /* {} is a mapping */
+    const dq_environment *prod = dq_config_environment(cfg, "api", "production");
+    assert_non_null(prod);
+    assert_string_equal(prod->requires, "staging");
+    assert_int_equal(prod->approval, 1);
+    assert_int_equal(dq_config_node_line(prod->node), 35);
+
+    /* An environment's own keys stay readable for later workers, with lines. */
+    struct fy_node *env_node = dq_config_env_node(cfg, "api", "production");
+    assert_ptr_equal(env_node, prod->node);
+    struct fy_node *providers = fy_node_mapping_lookup_by_string(env_node, "providers", FY_NT);
+    assert_non_null(providers);
+    assert_int_equal(dq_config_node_line(providers), 38);
+    cJSON *j = dq_config_node_json(providers);
+    char *text = cJSON_PrintUnformatted(j);
+    assert_string_equal(text, "[\"github-actions\",\"railway\"]");
+    free(text);
+    cJSON_Delete(j);
+
+    const dq_environment *preview = dq_config_environment(cfg, "web.frontend", "preview");
+    assert_non_null(preview);
+    assert_null(preview->node); /* written as an empty value */
+    assert_null(dq_config_env_node(cfg, "web.frontend", "preview"));
+    const dq_environment *fprod = dq_config_environment(cfg, "web.frontend", "prod");
+    assert_string_equal(fprod->requires, "preview");
+    assert_int_equal(fprod->approval, 0);
+    assert_null(dq_config_environment(cfg, "api", "prod"));
+    assert_null(dq_config_environment(cfg, "nope", "prod"));
+
+    /* Reserved sections are kept in the document, references resolved. */
+    struct fy_node *root = fy_document_root(cfg->doc);
+    struct fy_node *token = fy_node_by_path(root, "/providers/github-actions/token", FY_NT,
+                                            FYNWF_DONT_FOLLOW);
+    assert_non_null(token);
+    assert_string_equal(dq_config_node_scalar(token), "kafka-s3cret-pw");
+    assert_int_equal(dq_config_node_line(token), 45);
+    struct fy_node *monitor = fy_node_mapping_lookup_by_string(root, "monitor", FY_NT);
+    assert_int_equal(dq_config_node_line(monitor), 46);
+    dq_config_free(cfg);
+}
+
+static void test_config_env_and_empty_file(void **state)
+{
+    (void)state;
+    char dir[64], path[128], err[256];
+    assert_int_equal(dq_test_tmpdir(dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/deployq.yaml", dir);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("# nothing configured yet\n", f);
+    fclose(f);
+    setenv("DEPLOYQ_CONFIG", path, 1);
+    dq_config *cfg = dq_config_load(NULL, err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->path, path);
+    assert_null(cfg->doc);
+    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
+    dq_config_free(cfg);
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("redis:\n  url: redis://from-config-env:6379\n", f);
+    fclose(f);
+    cfg = dq_config_load(NULL, err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->redis_url, "redis://from-config-env:6379");
+    dq_config_free(cfg);
+
+    /* A trailing document marker with nothing after it is harmless. */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("---\nredis:\n  timeout: 3s\n...\n---\n", f);
+    fclose(f);
+    cfg = dq_config_load(path, err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->redis_timeout_ms, 3000);
+    dq_config_free(cfg);
+
+    /* An explicit path beats DEPLOYQ_CONFIG. */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/missing.yaml", dir);
+    assert_null(dq_config_load(missing, err, sizeof err));
+    char want[256];
+    snprintf(want, sizeof want, "%s: cannot read: No such file or directory", missing);
+    assert_string_equal(err, want);
+
+    assert_int_equal(dq_test_rm_rf(dir), 0);
+}
+
+typedef struct bad_case {
+    const char *yaml;
+    const char *err;
+} bad_case;
+
+static const bad_case bad_cases[] = {
+    {"kafka:\n  a: 1\nkafak:\n  b: 2\n",
+     "deployq.yaml:3: unknown top-level key 'kafak' (known: kafka, redis, validator, topics, "
+     "schemas_dir, keys, services, providers, executor, monitor, rollback, registry, "
+     "notifications, locks)"},
+    {"services:\n  api:\n    environments:\n      prod: [1\n",
+     "deployq.yaml:5: flow sequence without a closing bracket"},
+    {"redis:\n  url: a\n  url: b\n", "deployq.yaml:3: duplicate key"},
+    {"- a\n- b\n", "deployq.yaml:1: the file must be a mapping of sections (kafka, redis, ...)"},
+    {"kafka: [a]\n", "deployq.yaml:1: kafka: must be a mapping"},
+    {"kafka:\n  linger.ms:\n", "deployq.yaml:2: kafka.linger.ms: must be a scalar value"},
+    {"kafka:\n  linger.ms: {a: 1}\n", "deployq.yaml:2: kafka.linger.ms: must be a scalar value"},
+    {"redis:\n  tmeout: 2s\n",
+     "deployq.yaml:2: redis: unknown key 'tmeout' (known: url, timeout)"},
+    {"redis:\n  timeout: soon\n",
+     "deployq.yaml:2: redis.timeout: must be a duration above zero such as 1500ms, 2s, 5m"},
+    {"redis:\n  url: [a]\n", "deployq.yaml:2: redis.url: must be a string"},
+    {"validator:\n  max_request_bytes: 1023\n",
+     "deployq.yaml:2: validator.max_request_bytes: must be an integer from 1024 to 1048576"},
+    {"validator:\n  max_request_bytes: 1048577\n",
+     "deployq.yaml:2: validator.max_request_bytes: must be an integer from 1024 to 1048576"},
+    {"validator:\n\n  max_depth: 65\n",
+     "deployq.yaml:3: validator.max_depth: must be an integer from 2 to 64"},
+    {"validator:\n  max_depth: 1\n",
+     "deployq.yaml:2: validator.max_depth: must be an integer from 2 to 64"},
+    {"validator:\n  issued_at_window: 0s\n",
+     "deployq.yaml:2: validator.issued_at_window: must be a duration above zero such as "
+     "1500ms, 2s, 5m"},
+    {"validator:\n  depth: 3\n",
+     "deployq.yaml:2: validator: unknown key 'depth' (known: max_request_bytes, max_depth, "
+     "issued_at_window)"},
+    {"topics:\n  request: x\n",
+     "deployq.yaml:2: topics: unknown key 'request' (known: requests, events, dead)"},
+    {"topics:\n  dead: 'bad topic'\n",
+     "deployq.yaml:2: topics.dead: a topic name is 1 to 249 of letters, digits, '.', '_', '-'"},
+    {"keys:\n  id: x\n", "deployq.yaml:1: keys: must be a sequence of {id, public_key, role}"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n  - id: a\n    public_key: " KEY_B "\n",
+     "deployq.yaml:4: keys[1].id: duplicate key id 'a'"},
+    {"keys:\n  - id: a\n    public_key: bm90IGEga2V5\n",
+     "deployq.yaml:3: keys[0].public_key: must be the base64 of a 32-byte Ed25519 public key"},
+    {"keys:\n  - id: a\n    public_key: 7qtt6Wyf8RD49W8BOtONL7FR79N98WXv539p7KG+zg==\n",
+     "deployq.yaml:3: keys[0].public_key: must be the base64 of a 32-byte Ed25519 public key"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: admin\n",
+     "deployq.yaml:4: keys[0].role: must be 'ci', 'approver' or 'operator'"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    retired: yes\n",
+     "deployq.yaml:4: keys[0].retired: must be true or false"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    rol: ci\n",
+     "deployq.yaml:4: keys[0]: unknown key 'rol' (known: id, public_key, role, retired)"},
+    {"keys:\n  - public_key: " KEY_A "\n", "deployq.yaml:2: keys[0]: id is missing"},
+    {"keys:\n  - id: a\n", "deployq.yaml:2: keys[0].public_key is missing (key 'a')"},
+    {"keys:\n  - ci\n", "deployq.yaml:2: keys[0]: must be a mapping with id and public_key"},
+    {"services:\n  API:\n    environments: {}\n",
+     "deployq.yaml:2: services.API: a service name must match ^[a-z0-9][a-z0-9._-]{0,62}$"},
+    {"services:\n  api:\n    enviroments: {}\n",
+     "deployq.yaml:3: services.api: unknown key 'enviroments' (known: environments)"},
+    {"services:\n  api: [prod]\n",
+     "deployq.yaml:2: services.api: must be a mapping with environments"},
+    {"services:\n  api:\n    environments:\n      -prod: {}\n",
+     "deployq.yaml:4: services.api.environments.-prod: an environment name must match "
+     "^[a-z0-9][a-z0-9._-]{0,62}$"},
+    {"services:\n  api:\n    environments:\n      prod: yes\n",
+     "deployq.yaml:4: services.api.environments.prod: must be a mapping (or {} when empty)"},
+    {"services:\n  api:\n    environments:\n      staging: {}\n      prod:\n"
+     "        requires: staging\n        approval: always\n",
+     "deployq.yaml:7: services.api.environments.prod: approval must be 'required' or 'none'"},
+    {"services:\n  api:\n    environments:\n      staging: {}\n      prod:\n"
+     "        requires: stagin\n",
+     "deployq.yaml:6: services.api.environments.prod: requires 'stagin', which is not an "
+     "environment of service api"},
+    {"services:\n  api:\n    environments:\n      prod: {requires: prod}\n",
+     "deployq.yaml:4: services.api.environments.prod: requires names itself"},
+    {"services:\n  api:\n    environments:\n      a: {requires: b}\n      b: {requires: a}\n",
+     "deployq.yaml:4: services.api.environments.a: requires forms a cycle, so no deploy "
+     "could ever pass it"},
+    {"services:\n  api:\n    environments:\n      a: {requires: b}\n      b: {requires: c}\n"
+     "      c: {requires: b}\n",
+     "deployq.yaml:5: services.api.environments.b: requires forms a cycle, so no deploy "
+     "could ever pass it"},
+    {"redis:\n  url: \"x${DQ_TEST_UNSET\"\n",
+     "deployq.yaml:2: unterminated ${ reference (write $${ for a literal ${)"},
+    {"redis:\n  url: \"${1X}\"\n",
+     "deployq.yaml:2: ${1X} is not a valid reference: a name is letters, digits and _"},
+    {"schemas_dir: ''\n", "deployq.yaml:1: schemas_dir: must not be empty"},
+    {"redis:\n  url: redis://a\n---\nkafka:\n  acks: all\n",
+     "deployq.yaml:4: a second YAML document starts here; the configuration is one document"},
+    {"redis:\n  url: redis://a\n---\nkafka: [\n",
+     "deployq.yaml:5: flow sequence without a closing bracket"},
+};
+
+static void test_errors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+        char err[512] = "";
+        dq_config *cfg = load_yaml(bad_cases[i].yaml, err, sizeof err);
+        if (cfg != NULL || strcmp(err, bad_cases[i].err) != 0)
+            print_error("case %zu:\n%s\ngot: %s\n", i, bad_cases[i].yaml, err);
+        assert_null(cfg);
+        assert_string_equal(err, bad_cases[i].err);
+    }
+}
+
+static void test_env_references(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    setenv("DQ_TEST_TOKEN", "tok-1234567890", 1);
+    setenv("DQ_TEST_HOST", "db.internal", 1);
+    setenv("DQ_TEST_PORT", "0042", 1);
+    dq_config *cfg = load_yaml("redis:\n"
+                               "  url: redis://${DQ_TEST_HOST}:6379/${DQ_TEST_PORT}\n"
+                               "kafka:\n"
+                               "  sasl.oauthbearer.config: \"token=${DQ_TEST_TOKEN}\"\n"
+                               "  client.id: $${NOT_A_REF}-$HOME-$\n"
+                               "  group.id: \"${DQ_TEST_HOST}${DQ_TEST_HOST}\"\n"
+                               "providers:\n"
+                               "  port: ${DQ_TEST_PORT}\n",
+                               err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    assert_string_equal(cfg->redis_url, "redis://db.internal:6379/0042");
+    assert_string_equal(dq_config_kafka_get(cfg, "sasl.oauthbearer.config"),
+                        "token=tok-1234567890");
+    assert_string_equal(dq_config_kafka_get(cfg, "client.id"), "${NOT_A_REF}-$HOME-$");
+    assert_string_equal(dq_config_kafka_get(cfg, "group.id"), "db.internaldb.internal");
+
+    /* A value from the environment is text, even when it looks like a number. */
+    struct fy_node *port =
+        fy_node_mapping_lookup_by_string(fy_node_mapping_lookup_by_string(
+                                             fy_document_root(cfg->doc), "providers", FY_NT),
+                                         "port", FY_NT);
+    cJSON *j = dq_config_node_json(port);
+    assert_true(cJSON_IsString(j));
+    assert_string_equal(j->valuestring, "0042");
+    cJSON_Delete(j);
+
+    /* Every substituted value is masked from now on. */
+    char out[256];
+    dq_redact("auth failed with tok-1234567890 at db.internal", out, sizeof out);
+    assert_string_equal(out, "auth failed with *** at ***");
+    dq_config_free(cfg);
+}
+
+static void test_missing_env(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    setenv("DQ_TEST_TOKEN", "tok-value-never-shown", 1);
+    dq_config *cfg = load_yaml("# secrets come from the environment\n"
+                               "kafka:\n"
+                               "  sasl.password: ${DQ_TEST_TOKEN}${GITHUB_TOKEN}\n",
+                               err, sizeof err);
+    assert_null(cfg);
+    assert_string_equal(err, "deployq.yaml:3: ${GITHUB_TOKEN} is not set in the environment");
+
+    /* Also in a section this module does not read. */
+    cfg = load_yaml("rollback:\n  notify:\n    - url: https://hooks/${GITHUB_TOKEN}\n", err,
+                    sizeof err);
+    assert_null(cfg);
+    assert_string_equal(err, "deployq.yaml:3: ${GITHUB_TOKEN} is not set in the environment");
+
+    /* Set but empty is a value, not a missing variable. */
+    setenv("GITHUB_TOKEN", "", 1);
+    cfg = load_yaml("kafka:\n  sasl.password: \"${GITHUB_TOKEN}\"\n", err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(dq_config_kafka_get(cfg, "sasl.password"), "");
+    dq_config_free(cfg);
+}
+
+static void test_env_overrides(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    setenv("DEPLOYQ_BROKERS", "env-broker:9092", 1);
+    setenv("DEPLOYQ_REDIS_URL", "redis://:env-pass-word@env-redis:6379", 1);
+    dq_config *cfg = load_yaml("kafka:\n  bootstrap.servers: file-broker:9092\n"
+                               "redis:\n  url: redis://file-redis:6379\n",
+                               err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"), "env-broker:9092");
+    assert_int_equal(cfg->n_kafka, 1);
+    assert_string_equal(cfg->redis_url, "redis://:env-pass-word@env-redis:6379");
+
+    /* A flag (-X) replaces the file's value; applying the environment again wins over it. */
+    assert_int_equal(dq_config_set_kafka(cfg, "bootstrap.servers", "flag-broker:9092"), 0);
+    assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"), "flag-broker:9092");
+    dq_config_apply_env(cfg);
+    assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"), "env-broker:9092");
+    assert_int_equal(cfg->n_kafka, 1);
+
+    /* The password in a Redis URL is masked. */
+    char out[128];
+    dq_redact("connect env-pass-word", out, sizeof out);
+    assert_string_equal(out, "connect ***");
+    dq_config_free(cfg);
+
+    /* Defaults (no file) get the overrides too. */
+    cfg = dq_config_load(NULL, err, sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"), "env-broker:9092");
+    assert_string_equal(cfg->redis_url, "redis://:env-pass-word@env-redis:6379");
+    dq_config_free(cfg);
+
+    assert_int_equal(dq_config_set_kafka(NULL, "a", "b"), -1);
+    dq_config_apply_env(NULL);
+}
+
+static void test_kafka_order(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    dq_config *cfg = load_yaml("kafka:\n"
+                               "  zeta.key: z\n"
+                               "  acks: all\n"
+                               "  enable.idempotence: true\n"
+                               "  linger.ms: 5\n"
+                               "  ssl.key.password: \"pem-pass-1\"\n"
+                               "  client.id: 'quoted'\n",
+                               err, sizeof err);
+    assert_non_null(cfg);
+    static const char *const keys[] = {"zeta.key",  "acks",             "enable.idempotence",
+                                       "linger.ms", "ssl.key.password", "client.id"};
+    static const char *const values[] = {"z", "all", "true", "5", "pem-pass-1", "quoted"};
+    assert_int_equal(cfg->n_kafka, 6);
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(cfg->kafka[i].key, keys[i]);
+        assert_string_equal(cfg->kafka[i].value, values[i]);
+    }
+    /* A new key from a flag goes at the end; a known one is replaced in place. */
+    assert_int_equal(dq_config_set_kafka(cfg, "debug", "broker"), 0);
+    assert_int_equal(dq_config_set_kafka(cfg, "acks", "1"), 0);
+    assert_int_equal(cfg->n_kafka, 7);
+    assert_string_equal(cfg->kafka[1].value, "1");
+    assert_string_equal(cfg->kafka[6].key, "debug");
+
+    /* Kafka's password keys are secrets even when written literally. */
+    char out[64];
+    dq_redact("x pem-pass-1 y", out, sizeof out);
+    assert_string_equal(out, "x *** y");
+    dq_config_free(cfg);
+}
+
+static void test_node_json(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    setenv("DQ_TEST_TOKEN", "ghp_0123456789", 1);
+    dq_config *cfg = load_yaml("providers:\n"
+                               "  t: true\n"
+                               "  f: False\n"
+                               "  i: 42\n"
+                               "  neg: -7\n"
+                               "  fl: 2.5\n"
+                               "  exp: 1e3\n"
+                               "  hex: 0x1F\n"
+                               "  n1: null\n"
+                               "  n2: ~\n"
+                               "  n3:\n"
+                               "  qs: \"42\"\n"
+                               "  sq: 'true'\n"
+                               "  tagged: !!str 17\n"
+                               "  word: yes\n"
+                               "  ver: 1.2.3\n"
+                               "  inf: .inf\n"
+                               "  tok: ${DQ_TEST_TOKEN}\n"
+                               "  list: [1, a, {k: v}]\n"
+                               "  empty: {}\n"
+                               "  chain:\n"
+                               "    - github-actions\n"
+                               "    - name: command\n"
+                               "      timeout: 10m\n"
+                               "  anchor: &a {x: 1}\n"
+                               "  alias: *a\n",
+                               err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    struct fy_node *p =
+        fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
+    assert_non_null(p);
+    cJSON *j = dq_config_node_json(p);
+    assert_non_null(j);
+    char *text = cJSON_PrintUnformatted(j);
+    assert_string_equal(text, "{\"t\":true,\"f\":false,\"i\":42,\"neg\":-7,\"fl\":2.5,\"exp\":1000,"
+                              "\"hex\":31,\"n1\":null,\"n2\":null,\"n3\":null,\"qs\":\"42\","
+                              "\"sq\":\"true\",\"tagged\":\"17\",\"word\":\"yes\","
+                              "\"ver\":\"1.2.3\",\"inf\":\".inf\",\"tok\":\"ghp_0123456789\","
+                              "\"list\":[1,\"a\",{\"k\":\"v\"}],\"empty\":{},"
+                              "\"chain\":[\"github-actions\",{\"name\":\"command\","
+                              "\"timeout\":\"10m\"}],\"anchor\":{\"x\":1},\"alias\":{\"x\":1}}");
+    free(text);
+    cJSON_Delete(j);
+
+    /* Lines: a scalar's own; a collection under a key, the key's. */
+    assert_int_equal(dq_config_node_line(p), 1);
+    struct fy_node *chain = fy_node_mapping_lookup_by_string(p, "chain", FY_NT);
+    assert_int_equal(dq_config_node_line(chain), 21);
+    assert_int_equal(dq_config_node_line(fy_node_sequence_get_by_index(chain, 1)), 23);
+    assert_int_equal(dq_config_node_line(fy_node_mapping_lookup_by_string(p, "tok", FY_NT)), 18);
+    assert_int_equal(dq_config_node_line(fy_node_mapping_lookup_by_string(p, "n3", FY_NT)), 11);
+    assert_int_equal(dq_config_node_line(NULL), 0);
+
+    assert_null(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "n3", FY_NT)));
+    assert_null(dq_config_node_scalar(chain));
+    assert_null(dq_config_node_scalar(NULL));
+    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "qs", FY_NT)),
+                        "42");
+
+    j = dq_config_node_json(NULL);
+    assert_true(cJSON_IsNull(j));
+    cJSON_Delete(j);
+    dq_config_free(cfg);
+}
+
+static void test_docs_example(void **state)
+{
+    (void)state;
+    char path[512], err[512] = "";
+    setenv("GITHUB_TOKEN", "ghp_example_token", 1);
+    setenv("DQ_TEST_REDIS_PASSWORD", "unused", 1);
+    snprintf(path, sizeof path, "%s/../../../docs/examples/deployq.yaml",
+             getenv("DEPLOYQ_TEST_DATA"));
+    setenv("REDIS_PASSWORD", "redis-example-pw", 1);
+    setenv("KAFKA_PASSWORD", "kafka-example-pw", 1);
+    dq_config *cfg = dq_config_load(path, err, sizeof err);
+    unsetenv("REDIS_PASSWORD");
+    unsetenv("KAFKA_PASSWORD");
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    const dq_environment *prod = dq_config_environment(cfg, "api", "production");
+    assert_non_null(prod);
+    assert_string_equal(prod->requires, "staging");
+    assert_int_equal(prod->approval, 1);
+    assert_true(cfg->n_keys >= 2);
+    dq_config_free(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, reset),
+        cmocka_unit_test_setup(test_full_file, reset),
+        cmocka_unit_test_setup(test_config_env_and_empty_file, reset),
+        cmocka_unit_test_setup(test_errors, reset),
+        cmocka_unit_test_setup(test_env_references, reset),
+        cmocka_unit_test_setup(test_missing_env, reset),
+        cmocka_unit_test_setup(test_env_overrides, reset),
+        cmocka_unit_test_setup(test_kafka_order, reset),
+        cmocka_unit_test_setup(test_node_json, reset),
+        cmocka_unit_test_setup(test_docs_example, reset),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

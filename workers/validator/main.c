@@ -1,0 +1,172 @@
+/*
+ * main.c - deployq-validator: consumes deployq.requests, judges each signed deploy
+ * request (validate.c) and emits deploy.validated or deploy.rejected on deployq.events.
+ * Run several in one consumer group to split the partitions; a request redelivered after
+ * a crash or a rebalance yields the same verdict event (same id), never a second one.
+ */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "kafka.h"
+#include "log.h"
+#include "redis.h"
+#include "schema.h"
+#include "util.h"
+#include "validate.h"
+
+static const char usage[] =
+    "Usage: deployq-validator [options]\n"
+    "\n"
+    "Consume deployq.requests, check each deploy request (size, JSON, schema, signature,\n"
+    "issued_at window, nonce, service/environment) and emit deploy.validated or\n"
+    "deploy.rejected with every reason on deployq.events. Stops cleanly on SIGTERM/SIGINT.\n"
+    "\n"
+    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
+    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
+    "      --redis-url URL   Redis for nonces (env DEPLOYQ_REDIS_URL wins)\n"
+    "  -g, --group ID        consumer group (default deployq-validator)\n"
+    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
+    "      --log-level L     debug|info|warn|error (default info)\n"
+    "  -h, --help            this help\n";
+
+enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL };
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"redis-url", required_argument, NULL, OPT_REDIS},
+        {"group", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL;
+    const char *group = "deployq-validator";
+    const char *kv[32];
+    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    char err[1024];
+    dq_config *cfg = NULL;
+    dq_validator val = {0};
+    dq_consumer *consumer = NULL;
+    volatile sig_atomic_t *stop;
+
+    while ((c = getopt_long(argc, argv, "c:g:X:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case OPT_BROKERS: brokers = optarg; break;
+        case OPT_REDIS: redis_url = optarg; break;
+        case 'g': group = optarg; break;
+        case 'X':
+            if (!strchr(optarg, '=') || n_kv >= 32) {
+                fprintf(stderr, "deployq-validator: -X %s: expected KEY=VALUE\n", optarg);
+                return 2;
+            }
+            kv[n_kv++] = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            level = dq_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "deployq-validator: --log-level %s: expected debug, info, warn or error\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "deployq-validator: unexpected argument '%s'\n", argv[optind]);
+        fputs(usage, stderr);
+        return 2;
+    }
+    dq_log_init("deployq-validator", (dq_log_level)level, -1);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    stop = dq_stop_flag_install();
+
+    cfg = dq_config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        dq_error("%s", err);
+        goto out;
+    }
+    for (int i = 0; i < n_kv; i++) {
+        char key[256];
+        const char *eq = strchr(kv[i], '=');
+        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
+
+        memcpy(key, kv[i], n);
+        key[n] = '\0';
+        dq_config_set_kafka(cfg, key, eq + 1);
+    }
+    if (brokers)
+        dq_config_set_kafka(cfg, "bootstrap.servers", brokers);
+    if (redis_url) {
+        free(cfg->redis_url);
+        cfg->redis_url = strdup(redis_url);
+    }
+    dq_config_apply_env(cfg);
+    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
+        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
+        goto out;
+    }
+
+    val.cfg = cfg;
+    dq_actor("deployq-validator", val.actor, sizeof val.actor);
+    val.schemas = dq_schema_set_load(cfg->schemas_dir, err, sizeof err);
+    if (!val.schemas) {
+        dq_error("schemas: %s", err);
+        goto out;
+    }
+    /* Redis may still be starting (compose, systemd): wait for it a while at start; later
+     * outages are handled per message (retry, never a lost request). */
+    for (int i = 0; i < 60 && !*stop && !val.redis; i++) {
+        val.redis = dq_redis_connect(cfg->redis_url, cfg->redis_timeout_ms, err, sizeof err);
+        if (!val.redis) {
+            if (i == 0)
+                dq_warn("redis: %s; retrying", err);
+            dq_sleep_ms(500);
+        }
+    }
+    if (!val.redis) {
+        dq_error("redis: %s", err);
+        goto out;
+    }
+    /* Create the topics where they are missing (a real cluster with auto-creation off);
+     * a principal without the right to create them gets a warning, not a stop. */
+    if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
+        dq_warn("could not ensure topics: %s", err);
+    val.producer = dq_producer_new(cfg, err, sizeof err);
+    if (!val.producer) {
+        dq_error("%s", err);
+        goto out;
+    }
+    {
+        const char *topics[] = {cfg->topic_requests};
+        dq_consumer_opts copts = {.group_id = group, .topics = topics, .n_topics = 1};
+
+        consumer = dq_consumer_new(cfg, &copts, val.producer, err, sizeof err);
+    }
+    if (!consumer) {
+        dq_error("%s", err);
+        goto out;
+    }
+    dq_info("consuming %s as group %s; emitting to %s", cfg->topic_requests, group,
+            cfg->topic_events);
+    rc = dq_consumer_run(consumer, dq_validator_handle, &val, stop) == 0 ? 0 : 1;
+    dq_info("stopping: %llu validated, %llu rejected", (unsigned long long)val.n_validated,
+            (unsigned long long)val.n_rejected);
+out:
+    dq_consumer_free(consumer);
+    dq_producer_free(val.producer);
+    dq_redis_free(val.redis);
+    dq_schema_set_free(val.schemas);
+    dq_config_free(cfg);
+    curl_global_cleanup();
+    return rc;
+}
