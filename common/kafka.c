@@ -13,6 +13,7 @@
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,9 +56,37 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                  buf);
 }
 
+/* The latest error librdkafka reported on any handle of this process (a refused TLS
+ * handshake, failed SASL authentication, connection refused ...). A send that times out
+ * quotes it, so "unreachable" comes with its cause on the same line. Process-wide because
+ * handles carry different opaques; it only ever feeds an error message. */
+static pthread_mutex_t last_error_mu = PTHREAD_MUTEX_INITIALIZER;
+static char last_error[256];
+
+static void last_error_set(const char *reason)
+{
+    pthread_mutex_lock(&last_error_mu);
+    dq_strlcpy(last_error, reason, sizeof last_error);
+    pthread_mutex_unlock(&last_error_mu);
+}
+
+/* " (last error: ...)" or "" into out. */
+static const char *last_error_suffix(char *out, size_t outlen)
+{
+    pthread_mutex_lock(&last_error_mu);
+    if (last_error[0])
+        snprintf(out, outlen, " (last error: %s)", last_error);
+    else if (outlen > 0)
+        out[0] = '\0';
+    pthread_mutex_unlock(&last_error_mu);
+    return out;
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     (void)opaque;
+    if (reason)
+        last_error_set(reason);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_fatal_error(rk, why, sizeof why);
@@ -328,14 +357,18 @@ static int producer_send(dq_producer *p, const char *topic, const void *key, siz
             rd_kafka_poll(p->rk, 50);
         if (__atomic_exchange_n(&st->state, SEND_ABANDONED, __ATOMIC_ACQ_REL) != SEND_DONE) {
             /* the report comes later and frees st */
-            snprintf(raw, sizeof raw, "broker %s unreachable after %s s", p->brokers, secs);
+            char why[300];
+            snprintf(raw, sizeof raw, "broker %s unreachable after %s s%s", p->brokers, secs,
+                     last_error_suffix(why, sizeof why));
             dq_redact(raw, err, errlen);
             return -1;
         }
         if (st->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
             st->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+            char why[300];
             free(st);
-            snprintf(raw, sizeof raw, "broker %s unreachable after %s s", p->brokers, secs);
+            snprintf(raw, sizeof raw, "broker %s unreachable after %s s%s", p->brokers, secs,
+                     last_error_suffix(why, sizeof why));
             dq_redact(raw, err, errlen);
             return -1;
         }
@@ -566,6 +599,17 @@ typedef struct part_state {
     char *dead_error;   /* set once the handler gave up and only the dead letter is due */
 } part_state;
 
+/* Messages of one partition whose handling is not finished, in delivery order: deferred
+ * ones until acknowledged, and handled ones that arrived behind a deferred one. Only the
+ * done prefix may be stored. */
+typedef struct pend_part {
+    char *topic;
+    int32_t partition;
+    int64_t *offsets;
+    unsigned char *done;
+    size_t head, n, cap; /* live entries are [head, n) */
+} pend_part;
+
 struct dq_consumer {
     rd_kafka_t *rk;
     dq_producer *dead; /* borrowed */
@@ -574,6 +618,10 @@ struct dq_consumer {
     int poll_timeout_ms;
     part_state *parts;
     size_t n_parts, cap_parts;
+    /* deferred acknowledgements: written by any thread, hence the mutex */
+    pthread_mutex_t pend_mu;
+    pend_part *pend;
+    size_t n_pend, cap_pend;
 };
 
 static part_state *part_find(dq_consumer *c, const char *topic, int32_t partition)
@@ -618,6 +666,81 @@ static void part_drop(dq_consumer *c, part_state *ps)
     free(ps->dead_error);
     c->parts[i] = c->parts[c->n_parts - 1];
     c->n_parts--;
+}
+
+/* ---- deferred acknowledgements (pend_mu held by the callers) ---- */
+
+static pend_part *pend_find(dq_consumer *c, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < c->n_pend; i++)
+        if (c->pend[i].partition == partition && strcmp(c->pend[i].topic, topic) == 0)
+            return &c->pend[i];
+    return NULL;
+}
+
+static pend_part *pend_get(dq_consumer *c, const char *topic, int32_t partition)
+{
+    pend_part *pp = pend_find(c, topic, partition);
+
+    if (pp)
+        return pp;
+    if (c->n_pend == c->cap_pend) {
+        size_t cap = c->cap_pend ? c->cap_pend * 2 : 8;
+        pend_part *np = realloc(c->pend, cap * sizeof *np);
+        if (!np)
+            return NULL;
+        c->pend = np;
+        c->cap_pend = cap;
+    }
+    pp = &c->pend[c->n_pend];
+    memset(pp, 0, sizeof *pp);
+    pp->topic = strdup(topic);
+    if (!pp->topic)
+        return NULL;
+    pp->partition = partition;
+    c->n_pend++;
+    return pp;
+}
+
+static void pend_drop(dq_consumer *c, pend_part *pp)
+{
+    size_t i = (size_t)(pp - c->pend);
+
+    free(pp->topic);
+    free(pp->offsets);
+    free(pp->done);
+    c->pend[i] = c->pend[c->n_pend - 1];
+    c->n_pend--;
+}
+
+/* Append offset to the partition's list. 0, or -1 out of memory. */
+static int pend_add(pend_part *pp, int64_t offset, int done)
+{
+    if (pp->head > 0 && pp->head == pp->n) {
+        pp->head = pp->n = 0;
+    } else if (pp->n == pp->cap && pp->head > 0) {
+        memmove(pp->offsets, pp->offsets + pp->head, (pp->n - pp->head) * sizeof *pp->offsets);
+        memmove(pp->done, pp->done + pp->head, pp->n - pp->head);
+        pp->n -= pp->head;
+        pp->head = 0;
+    }
+    if (pp->n == pp->cap) {
+        size_t cap = pp->cap ? pp->cap * 2 : 16;
+        int64_t *no = realloc(pp->offsets, cap * sizeof *no);
+        unsigned char *nd;
+        if (!no)
+            return -1;
+        pp->offsets = no;
+        nd = realloc(pp->done, cap);
+        if (!nd)
+            return -1;
+        pp->done = nd;
+        pp->cap = cap;
+    }
+    pp->offsets[pp->n] = offset;
+    pp->done[pp->n] = (unsigned char)done;
+    pp->n++;
+    return 0;
 }
 
 static void one_partition(rd_kafka_topic_partition_list_t **list, const char *topic,
@@ -683,6 +806,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 partition_resume(c, ps);
             part_drop(c, ps);
         }
+        /* unfinished deferred messages go to the next owner too; late acks are ignored */
+        pthread_mutex_lock(&c->pend_mu);
+        for (int i = 0; i < partitions->cnt; i++) {
+            pend_part *pp =
+                pend_find(c, partitions->elems[i].topic, partitions->elems[i].partition);
+            if (pp)
+                pend_drop(c, pp);
+        }
+        pthread_mutex_unlock(&c->pend_mu);
         if (cooperative)
             e = rd_kafka_incremental_unassign(rk, partitions);
         else
@@ -695,6 +827,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 partition_resume(c, &c->parts[0]);
             part_drop(c, &c->parts[0]);
         }
+        pthread_mutex_lock(&c->pend_mu);
+        while (c->n_pend > 0)
+            pend_drop(c, &c->pend[0]);
+        pthread_mutex_unlock(&c->pend_mu);
         re = rd_kafka_assign(rk, NULL); /* what librdkafka asks for to resync */
         break;
     }
@@ -738,6 +874,7 @@ dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
         snprintf(err, errlen, "kafka: out of memory");
         goto fail;
     }
+    pthread_mutex_init(&c->pend_mu, NULL);
     c->dead = dead;
     c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_MAX_ATTEMPTS;
     c->poll_timeout_ms = opts->poll_timeout_ms > 0 ? opts->poll_timeout_ms : DEFAULT_POLL_MS;
@@ -776,17 +913,23 @@ fail:
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
-    if (c)
+    if (c) {
         free(c->topic_dead);
+        pthread_mutex_destroy(&c->pend_mu);
+    }
     free(c);
     return NULL;
 }
+
+static void pend_flush(dq_consumer *c);
 
 void dq_consumer_free(dq_consumer *c)
 {
     if (!c)
         return;
     if (c->rk) {
+        /* acks that arrived after the loop stopped (threads finishing) still count */
+        pend_flush(c);
         /* commits the stored offsets and leaves the group, so the partitions move on now
          * instead of after a session timeout */
         rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
@@ -799,6 +942,10 @@ void dq_consumer_free(dq_consumer *c)
         free(c->parts[i].dead_error);
     }
     free(c->parts);
+    while (c->n_pend > 0)
+        pend_drop(c, &c->pend[0]);
+    free(c->pend);
+    pthread_mutex_destroy(&c->pend_mu);
     free(c->topic_dead);
     free(c);
 }
@@ -823,6 +970,63 @@ static void offset_store(dq_consumer *c, const char *topic, int32_t partition, i
         dq_warn("kafka: cannot store offset %s [%" PRId32 "] %" PRId64 ": %s", topic, partition,
                 offset, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* The message is finished: store its offset now, unless deferred messages before it are
+ * still running; then it waits in line behind them. */
+static void offset_done(dq_consumer *c, const char *topic, int32_t partition, int64_t offset)
+{
+    pend_part *pp;
+
+    pthread_mutex_lock(&c->pend_mu);
+    pp = pend_find(c, topic, partition);
+    if (pp && pp->n > pp->head) {
+        if (pend_add(pp, offset, 1) != 0)
+            dq_error("kafka: out of memory recording %s [%" PRId32 "] %" PRId64, topic,
+                     partition, offset);
+    } else {
+        offset_store(c, topic, partition, offset);
+    }
+    pthread_mutex_unlock(&c->pend_mu);
+}
+
+/* Store the done prefix of every partition's pending list. */
+static void pend_flush(dq_consumer *c)
+{
+    pthread_mutex_lock(&c->pend_mu);
+    for (size_t i = 0; i < c->n_pend; i++) {
+        pend_part *pp = &c->pend[i];
+        int64_t last = -1;
+
+        while (pp->head < pp->n && pp->done[pp->head]) {
+            last = pp->offsets[pp->head];
+            pp->head++;
+        }
+        if (last >= 0)
+            offset_store(c, pp->topic, pp->partition, last);
+    }
+    pthread_mutex_unlock(&c->pend_mu);
+}
+
+void dq_consumer_ack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset)
+{
+    pend_part *pp;
+
+    if (!c || !topic)
+        return;
+    pthread_mutex_lock(&c->pend_mu);
+    pp = pend_find(c, topic, partition);
+    for (size_t i = pp ? pp->head : 0; pp && i < pp->n; i++) {
+        if (pp->offsets[i] == offset) {
+            pp->done[i] = 1;
+            pp = NULL;
+            break;
+        }
+    }
+    if (pp || !pend_find(c, topic, partition))
+        dq_debug("kafka: ack of %s [%" PRId32 "] %" PRId64 " ignored (partition revoked)", topic,
+                 partition, offset);
+    pthread_mutex_unlock(&c->pend_mu);
 }
 
 /* Hold the partition back on this message: pause it, rewind to it, and resume after the
@@ -1015,7 +1219,7 @@ static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_han
     if (ps && ps->dead_error) {
         /* the handler already gave up; only the dead letter is owed */
         if (dead_letter(c, &m, ps->dead_error, ps->attempts) == 0) {
-            offset_store(c, m.topic, m.partition, m.offset);
+            offset_done(c, m.topic, m.partition, m.offset);
             part_drop(c, ps);
         } else {
             hold_back(c, ps, &m);
@@ -1027,10 +1231,24 @@ static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_han
     r = handler(ctx, &m, err, sizeof err);
     switch (r) {
     case DQ_HANDLED:
-        offset_store(c, m.topic, m.partition, m.offset);
+        offset_done(c, m.topic, m.partition, m.offset);
         if (ps)
             part_drop(c, ps);
         return;
+    case DQ_DEFERRED: {
+        pend_part *pp;
+
+        pthread_mutex_lock(&c->pend_mu);
+        pp = pend_get(c, m.topic, m.partition);
+        if (!pp || pend_add(pp, m.offset, 0) != 0)
+            /* never stored then: redelivered after a restart, which is safe */
+            dq_error("kafka: out of memory deferring %s [%" PRId32 "] %" PRId64, m.topic,
+                     m.partition, m.offset);
+        pthread_mutex_unlock(&c->pend_mu);
+        if (ps)
+            part_drop(c, ps);
+        return;
+    }
     case DQ_RETRY:
         ps = part_get(c, m.topic, m.partition, m.offset);
         break;
@@ -1073,7 +1291,7 @@ dead:
         return;
     }
     if (dead_letter(c, &m, reason, ps->attempts) == 0) {
-        offset_store(c, m.topic, m.partition, m.offset);
+        offset_done(c, m.topic, m.partition, m.offset);
         part_drop(c, ps);
         return;
     }
@@ -1107,6 +1325,7 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
         rd_kafka_message_t *rkm;
         int wait = resume_due(c);
 
+        pend_flush(c);
         rkm = rd_kafka_consumer_poll(c->rk, wait);
         if (!rkm)
             continue;
@@ -1130,5 +1349,6 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
         handle_message(c, rkm, handler, ctx);
         rd_kafka_message_destroy(rkm);
     }
+    pend_flush(c); /* acks that came in since the last poll count at close */
     return 0;
 }

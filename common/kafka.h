@@ -85,6 +85,10 @@ typedef enum {
                        backoff, for as long as it takes; never dead-lettered */
     DQ_FAILED,      /* this message failed: retried up to max_attempts, then dead-lettered */
     DQ_POISON,      /* this message can never be handled: dead-letter it now */
+    DQ_DEFERRED,    /* the handler took the message over (e.g. to a thread of its own):
+                       its offset is stored once dq_consumer_ack() says it is done, and
+                       a partition's offsets are stored only up to the first message not
+                       yet done, so a crash redelivers every message not finished */
 } dq_handle_result;
 
 /* err receives the reason for DQ_FAILED / DQ_POISON (it goes into deployq.dead, so it must
@@ -112,7 +116,14 @@ dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
 int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
                     volatile sig_atomic_t *stop);
 
-/* Commit stored offsets, leave the group (rd_kafka_consumer_close) and destroy. */
+/* Say that a message the handler answered DQ_DEFERRED for is done. Callable from any
+ * thread, also after the partition was revoked (then it is ignored: the next owner gets
+ * the message again). The loop stores the offsets of each partition's contiguous prefix
+ * of done messages (DQ_HANDLED ones behind a deferred one wait for it). */
+void dq_consumer_ack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset);
+
+/* Commit stored offsets, leave the group (rd_kafka_consumer_close) and destroy. Deferred
+ * messages not acknowledged by then are not committed (they are redelivered). */
 void dq_consumer_free(dq_consumer *c);
 
 rd_kafka_t *dq_consumer_handle(dq_consumer *c);

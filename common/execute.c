@@ -1,0 +1,614 @@
+/*
+ * execute.c - one deploy run (execute.h): chain from the configuration, idempotency
+ * records in Redis, deterministic events through a sink.
+ *
+ * The order of side effects is what makes a crash at any point harmless: the record of a
+ * started provider deployment is written before the first poll (a restart resumes, never
+ * deploys twice), and the terminal record only after the terminal event was delivered (a
+ * restart before that re-emits the same event id).
+ */
+#include "execute.h"
+
+#include <libfyaml.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define RECORD_WRITE_TRIES 3
+
+/* ---- configuration ---- */
+
+static struct fy_node *map_get(struct fy_node *map, const char *key)
+{
+    if (!map || fy_node_get_type(map) != FYNT_MAPPING)
+        return NULL;
+    return fy_node_mapping_lookup_by_string(map, key, FY_NT);
+}
+
+static const char *cfg_path(const dq_config *cfg)
+{
+    return cfg && cfg->path ? cfg->path : "deployq.yaml";
+}
+
+void dq_exec_chain_free(dq_provider **providers, size_t n)
+{
+    if (!providers)
+        return;
+    for (size_t i = 0; i < n; i++)
+        dq_provider_free(providers[i]);
+    free(providers);
+}
+
+int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *environment,
+                       dq_provider ***providers, size_t *n, char *err, size_t errlen)
+{
+    struct fy_node *env, *list, *named = NULL;
+    cJSON *arr = NULL, *defs = NULL;
+    dq_provider **ps = NULL;
+    size_t count = 0;
+    int line;
+
+    *providers = NULL;
+    *n = 0;
+    env = dq_config_env_node(cfg, service, environment);
+    list = map_get(env, "providers");
+    line = dq_config_node_line(list ? list : env);
+    if (!list) {
+        snprintf(err, errlen, "%s:%d: %s/%s: no providers configured (services.%s.environments.%s.providers)",
+                 cfg_path(cfg), line, service, environment, service, environment);
+        return -1;
+    }
+    arr = dq_config_node_json(list);
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
+        snprintf(err, errlen, "%s:%d: %s/%s: providers must be a non-empty list", cfg_path(cfg), line,
+                 service, environment);
+        goto fail;
+    }
+    if (cfg->doc)
+        named = map_get(fy_document_root(cfg->doc), "providers");
+    if (named)
+        defs = dq_config_node_json(named);
+    ps = calloc((size_t)cJSON_GetArraySize(arr), sizeof *ps);
+    if (!ps) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (cJSON *item = arr->child; item; item = item->next) {
+        cJSON *conf = item;
+        cJSON *copy = NULL;
+        char why[512];
+
+        if (cJSON_IsString(item)) {
+            /* a name of a top-level providers: entry; its key is its default name */
+            cJSON *def = cJSON_IsObject(defs) ? cJSON_GetObjectItemCaseSensitive(defs, item->valuestring) : NULL;
+            if (!cJSON_IsObject(def)) {
+                snprintf(err, errlen, "%s:%d: %s/%s: provider '%.64s' is not defined under providers:",
+                         cfg_path(cfg), line, service, environment, item->valuestring);
+                goto fail;
+            }
+            copy = cJSON_Duplicate(def, 1);
+            if (copy && !cJSON_GetObjectItemCaseSensitive(copy, "name"))
+                cJSON_AddStringToObject(copy, "name", item->valuestring);
+            conf = copy;
+        } else if (!cJSON_IsObject(item)) {
+            snprintf(err, errlen, "%s:%d: %s/%s: each provider is a mapping or a name", cfg_path(cfg),
+                     line, service, environment);
+            goto fail;
+        }
+        ps[count] = conf ? dq_provider_new(conf, why, sizeof why) : NULL;
+        cJSON_Delete(copy);
+        if (!ps[count]) {
+            snprintf(err, errlen, "%s:%d: %s/%s: provider %zu: %s", cfg_path(cfg), line, service,
+                     environment, count + 1, conf ? why : "out of memory");
+            goto fail;
+        }
+        for (size_t j = 0; j < count; j++) {
+            if (strcmp(dq_provider_name(ps[j]), dq_provider_name(ps[count])) == 0) {
+                snprintf(err, errlen, "%s:%d: %s/%s: provider name '%s' used twice in the chain",
+                         cfg_path(cfg), line, service, environment, dq_provider_name(ps[count]));
+                count++;
+                goto fail;
+            }
+        }
+        count++;
+    }
+    cJSON_Delete(arr);
+    cJSON_Delete(defs);
+    *providers = ps;
+    *n = count;
+    return 0;
+fail:
+    dq_exec_chain_free(ps, count);
+    cJSON_Delete(arr);
+    cJSON_Delete(defs);
+    return -1;
+}
+
+static int duration_key(const dq_config *cfg, struct fy_node *sec, const char *key, int64_t *out,
+                        char *err, size_t errlen)
+{
+    struct fy_node *v = map_get(sec, key);
+    const char *text = dq_config_node_scalar(v);
+    int64_t ms;
+
+    if (!v)
+        return 0;
+    ms = text ? dq_duration_parse(text) : -1;
+    if (ms < 0) {
+        snprintf(err, errlen, "%s:%d: executor.%s: expected a duration such as 30s", cfg_path(cfg),
+                 dq_config_node_line(v), key);
+        return -1;
+    }
+    *out = ms;
+    return 0;
+}
+
+int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen)
+{
+    struct fy_node *sec = NULL, *v;
+
+    s->lock_ttl_ms = 30000;
+    s->lock_wait_ms = 60000;
+    s->cancel_on_timeout = 0;
+    if (cfg && cfg->doc)
+        sec = map_get(fy_document_root(cfg->doc), "executor");
+    if (!sec)
+        return 0;
+    for (struct fy_node_pair *pair, *iter = NULL;
+         (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
+        const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
+        if (!k || (strcmp(k, "lock_ttl") != 0 && strcmp(k, "lock_wait") != 0 &&
+                   strcmp(k, "cancel_on_timeout") != 0)) {
+            snprintf(err, errlen, "%s:%d: executor: unknown key '%.64s'", cfg_path(cfg),
+                     dq_config_node_line(fy_node_pair_key(pair)), k ? k : "?");
+            return -1;
+        }
+    }
+    if (duration_key(cfg, sec, "lock_ttl", &s->lock_ttl_ms, err, errlen) < 0 ||
+        duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0)
+        return -1;
+    if (s->lock_ttl_ms < 300) {
+        snprintf(err, errlen, "%s:%d: executor.lock_ttl: at least 300ms", cfg_path(cfg),
+                 dq_config_node_line(map_get(sec, "lock_ttl")));
+        return -1;
+    }
+    v = map_get(sec, "cancel_on_timeout");
+    if (v) {
+        const char *t = dq_config_node_scalar(v);
+        if (t && strcmp(t, "true") == 0) {
+            s->cancel_on_timeout = 1;
+        } else if (!t || strcmp(t, "false") != 0) {
+            snprintf(err, errlen, "%s:%d: executor.cancel_on_timeout: expected true or false",
+                     cfg_path(cfg), dq_config_node_line(v));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- one run ---- */
+
+typedef struct run {
+    const dq_exec *x;
+    const dq_provider_request *req;
+    dq_provider *const *providers;
+    size_t n;
+    char record_key[128];
+    int sink_failed;
+    char sink_err[512];
+    int attempt;         /* 1-based position in the chain of the provider being tried */
+    int64_t started_at;  /* wall ms when the provider accepted */
+} run;
+
+static int url_ok(const char *u)
+{
+    return u && (strncmp(u, "https://", 8) == 0 || strncmp(u, "http://", 7) == 0);
+}
+
+/* A new event of the run's deployment with the fence, data.direct and a deterministic id
+ * from "<deployment_id>/<name>". */
+static dq_event *run_event(const run *r, const char *type, const char *name)
+{
+    const dq_provider_request *q = r->req;
+    dq_event *ev = dq_event_new(type, q->deployment_id, q->service, q->environment, q->version,
+                                r->x->actor ? r->x->actor : "deployq");
+    char idname[512];
+
+    if (!ev)
+        return NULL;
+    ev->fence = r->x->fence;
+    snprintf(idname, sizeof idname, "%s/%s", q->deployment_id, name);
+    dq_event_set_id_from(ev, idname);
+    if (r->x->direct) {
+        cJSON_AddBoolToObject(ev->data, "direct", 1);
+        if (r->x->direct_reason && r->x->direct_reason[0]) {
+            char safe[512];
+            dq_redact(r->x->direct_reason, safe, sizeof safe);
+            cJSON_AddStringToObject(ev->data, "direct_reason", safe);
+        }
+    }
+    return ev;
+}
+
+/* Deliver ev and free it. Returns 0 or -1 (remembered: the run stops). */
+static int emit(run *r, dq_event *ev)
+{
+    int rc;
+
+    if (!ev) {
+        r->sink_failed = 1;
+        snprintf(r->sink_err, sizeof r->sink_err, "out of memory building an event");
+        return -1;
+    }
+    rc = r->x->sink(r->x->sink_ctx, ev, r->sink_err, sizeof r->sink_err);
+    if (rc != 0)
+        r->sink_failed = 1;
+    else
+        dq_info("deploy %s: %s (fence %lld)", ev->deployment_id ? ev->deployment_id : "?", ev->type,
+                (long long)ev->fence);
+    dq_event_free(ev);
+    return rc;
+}
+
+static int run_continue(void *ctx)
+{
+    run *r = ctx;
+
+    if (r->sink_failed)
+        return 0;
+    return r->x->should_continue == NULL || r->x->should_continue(r->x->ctx);
+}
+
+static void emit_started(run *r, const char *provider, const char *provider_type, const char *id,
+                         int attempt)
+{
+    char name[256];
+    dq_event *ev;
+
+    snprintf(name, sizeof name, "%s/%s/%d", DQ_EV_STARTED, provider, attempt);
+    ev = run_event(r, DQ_EV_STARTED, name);
+    if (ev) {
+        cJSON_AddStringToObject(ev->data, "provider", provider);
+        cJSON_AddStringToObject(ev->data, "provider_type", provider_type);
+        cJSON_AddStringToObject(ev->data, "provider_deployment_id", id);
+        cJSON_AddNumberToObject(ev->data, "attempt", attempt);
+    }
+    emit(r, ev);
+}
+
+/* SET the record; a few tries, because losing it would let a restart deploy twice. */
+static int record_write(run *r, const char *json)
+{
+    char ttl[32];
+
+    if (!r->x->redis)
+        return 0;
+    snprintf(ttl, sizeof ttl, "%d", DQ_EXEC_RECORD_TTL_S);
+    for (int i = 0; i < RECORD_WRITE_TRIES; i++) {
+        const char *argv[] = {"SET", r->record_key, json, "EX", ttl};
+        size_t argvlen[5];
+        redisReply *rep;
+
+        for (int k = 0; k < 5; k++)
+            argvlen[k] = strlen(argv[k]);
+        rep = dq_redis_commandv(r->x->redis, 5, argv, argvlen);
+        if (rep && rep->type == REDIS_REPLY_STATUS) {
+            freeReplyObject(rep);
+            return 0;
+        }
+        if (rep)
+            freeReplyObject(rep);
+        dq_sleep_ms(200);
+    }
+    dq_error("deploy %s: cannot write %s to redis %s: %s", r->req->deployment_id, r->record_key,
+             dq_redis_where(r->x->redis), dq_redis_errstr(r->x->redis));
+    return -1;
+}
+
+static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
+{
+    run *r = ctx;
+    cJSON *o = cJSON_CreateObject();
+    char *json = NULL;
+
+    r->started_at = dq_now_ms();
+    /* which provider of the chain accepted: the chain tries them in order */
+    for (size_t i = 0; i < r->n; i++)
+        if (r->providers[i] == p)
+            r->attempt = (int)i + 1;
+    if (o && cJSON_AddStringToObject(o, "provider", dq_provider_name(p)) &&
+        cJSON_AddStringToObject(o, "provider_type", dq_provider_type(p)) &&
+        cJSON_AddStringToObject(o, "provider_id", provider_id) &&
+        cJSON_AddNumberToObject(o, "attempt", r->attempt) &&
+        cJSON_AddNumberToObject(o, "started_at_ms", (double)r->started_at) &&
+        cJSON_AddNumberToObject(o, "fence", (double)r->x->fence))
+        json = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    /* Recorded before anything else, polling included: from here a restart resumes. */
+    if (!json || record_write(r, json) != 0)
+        dq_error("deploy %s: %s %s started but NOT recorded: a restart now could deploy twice",
+                 r->req->deployment_id, dq_provider_name(p), provider_id);
+    free(json);
+    emit_started(r, dq_provider_name(p), dq_provider_type(p), provider_id, r->attempt);
+}
+
+static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provider_error *e)
+{
+    run *r = ctx;
+    char name[256];
+    dq_event *ev;
+    int attempt = 0;
+
+    for (size_t i = 0; i < r->n; i++)
+        if (r->providers[i] == p)
+            attempt = (int)i + 1;
+    snprintf(name, sizeof name, "%s/%s/%d", DQ_EV_PROVIDER_FAILED, dq_provider_name(p), attempt);
+    ev = run_event(r, DQ_EV_PROVIDER_FAILED, name);
+    if (ev) {
+        cJSON_AddStringToObject(ev->data, "provider", dq_provider_name(p));
+        cJSON_AddStringToObject(ev->data, "provider_type", dq_provider_type(p));
+        cJSON_AddStringToObject(ev->data, "error_class", e->error_class[0] ? e->error_class : "connect");
+        cJSON_AddStringToObject(ev->data, "detail", e->detail);
+        if (e->http_status >= 100 && e->http_status <= 599)
+            cJSON_AddNumberToObject(ev->data, "http_status", (double)e->http_status);
+        cJSON_AddNumberToObject(ev->data, "attempt", attempt);
+    }
+    emit(r, ev);
+}
+
+/* The terminal event of a chain result. */
+static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *failure,
+                                const char *detail)
+{
+    int ok = res && res->outcome == DQ_CHAIN_SUCCEEDED;
+    dq_event *ev = run_event(r, ok ? DQ_EV_SUCCEEDED : DQ_EV_FAILED, "terminal");
+
+    if (!ev)
+        return NULL;
+    if (ok) {
+        cJSON_AddStringToObject(ev->data, "provider", res->provider);
+        cJSON_AddStringToObject(ev->data, "provider_type", res->provider_type);
+        cJSON_AddStringToObject(ev->data, "provider_deployment_id", res->provider_id);
+        if (url_ok(res->url))
+            cJSON_AddStringToObject(ev->data, "url", res->url);
+        if (url_ok(res->log_url))
+            cJSON_AddStringToObject(ev->data, "log_url", res->log_url);
+        cJSON_AddNumberToObject(ev->data, "duration_ms", (double)(res->duration_ms > 0 ? res->duration_ms : 0));
+    } else {
+        cJSON_AddStringToObject(ev->data, "reason", failure);
+        if (res && res->provider[0])
+            cJSON_AddStringToObject(ev->data, "provider", res->provider);
+        if (res && res->provider_id[0])
+            cJSON_AddStringToObject(ev->data, "provider_deployment_id", res->provider_id);
+        if (res && res->provider_status[0])
+            cJSON_AddStringToObject(ev->data, "provider_status", res->provider_status);
+        if (res && url_ok(res->log_url))
+            cJSON_AddStringToObject(ev->data, "log_url", res->log_url);
+        if (res && res->error_class[0])
+            cJSON_AddStringToObject(ev->data, "error_class", res->error_class);
+        cJSON_AddStringToObject(ev->data, "detail", detail ? detail : "");
+        if (res)
+            cJSON_AddNumberToObject(ev->data, "duration_ms",
+                                    (double)(res->duration_ms > 0 ? res->duration_ms : 0));
+    }
+    if (res && res->output) {
+        char safe[4096];
+        dq_redact(res->output, safe, sizeof safe);
+        cJSON_AddStringToObject(ev->data, "output", safe);
+    }
+    return ev;
+}
+
+static void fill_outcome(dq_exec_outcome *out, const dq_event *ev)
+{
+    const char *s;
+
+    if (!out || !ev)
+        return;
+    dq_strlcpy(out->type, ev->type, sizeof out->type);
+    s = dq_json_str(ev->data, "reason");
+    dq_strlcpy(out->reason, s && strcmp(ev->type, DQ_EV_FAILED) == 0 ? s : "", sizeof out->reason);
+    s = dq_json_str(ev->data, "provider");
+    dq_strlcpy(out->provider, s ? s : "", sizeof out->provider);
+    s = dq_json_str(ev->data, "provider_deployment_id");
+    dq_strlcpy(out->provider_id, s ? s : "", sizeof out->provider_id);
+    s = dq_json_str(ev->data, "detail");
+    dq_strlcpy(out->detail, s ? s : "", sizeof out->detail);
+}
+
+/* Deliver the terminal event, then remember it. */
+static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char *err,
+                               size_t errlen)
+{
+    char *json;
+    cJSON *rec;
+    char *rec_json = NULL;
+
+    if (!ev) {
+        snprintf(err, errlen, "out of memory");
+        return DQ_EXEC_STOPPED;
+    }
+    fill_outcome(out, ev);
+    json = dq_event_encode(ev);
+    if (emit(r, ev) != 0) {
+        free(json);
+        snprintf(err, errlen, "terminal event not delivered: %s", r->sink_err);
+        return DQ_EXEC_STOPPED;
+    }
+    rec = cJSON_CreateObject();
+    if (rec && json && cJSON_AddStringToObject(rec, "terminal", json))
+        rec_json = cJSON_PrintUnformatted(rec);
+    cJSON_Delete(rec);
+    /* a lost terminal record costs a re-poll on redelivery, never a wrong outcome */
+    if (rec_json)
+        record_write(r, rec_json);
+    free(rec_json);
+    free(json);
+    return DQ_EXEC_DONE;
+}
+
+/* Read deployq:exec:<id>. 0 with *rec (NULL when absent); -1 when Redis failed. */
+static int record_read(run *r, cJSON **rec, char *err, size_t errlen)
+{
+    char *text = NULL;
+    char why[256];
+
+    *rec = NULL;
+    if (!r->x->redis)
+        return 0;
+    if (dq_redis_get(r->x->redis, r->record_key, &text) != 0) {
+        snprintf(err, errlen, "redis %s: %s", dq_redis_where(r->x->redis), dq_redis_errstr(r->x->redis));
+        return -1;
+    }
+    if (!text)
+        return 0;
+    *rec = dq_json_parse(text, strlen(text), 1 << 20, 16, NULL, why, sizeof why);
+    if (!*rec)
+        dq_warn("deploy %s: ignoring unreadable %s: %s", r->req->deployment_id, r->record_key, why);
+    free(text);
+    return 0;
+}
+
+dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, dq_exec_outcome *out,
+                          char *err, size_t errlen)
+{
+    dq_provider_request req = *req_in;
+    run r;
+    cJSON *rec = NULL;
+    dq_provider **providers = NULL;
+    size_t n = 0;
+    dq_chain_callbacks cb;
+    dq_chain_result res;
+    dq_exec_status st = DQ_EXEC_STOPPED;
+    char why[1024];
+    const char *terminal;
+
+    memset(&r, 0, sizeof r);
+    memset(&res, 0, sizeof res);
+    if (out)
+        memset(out, 0, sizeof *out);
+    req.fence = x->fence;
+    r.x = x;
+    r.req = &req;
+    snprintf(r.record_key, sizeof r.record_key, "deployq:exec:%s", req.deployment_id);
+
+    if (record_read(&r, &rec, err, errlen) != 0)
+        return DQ_EXEC_ERROR;
+
+    terminal = dq_json_str(rec, "terminal");
+    if (terminal) {
+        /* concluded by an earlier run: the same event again (same id), nothing else */
+        dq_event *ev = dq_event_decode(terminal, strlen(terminal), why, sizeof why);
+        if (ev) {
+            cJSON_Delete(rec);
+            if (out)
+                out->resumed = 1;
+            fill_outcome(out, ev);
+            if (emit(&r, ev) != 0) {
+                snprintf(err, errlen, "terminal event not delivered: %s", r.sink_err);
+                return DQ_EXEC_STOPPED;
+            }
+            return DQ_EXEC_DONE;
+        }
+        dq_warn("deploy %s: unreadable terminal record (%s); running again", req.deployment_id, why);
+    }
+
+    if ((x->chain_load ? x->chain_load(x->hook_ctx, &providers, &n, why, sizeof why) /* blue-green */
+                       : dq_exec_chain_load(x->cfg, req.service, req.environment, &providers, &n, why,
+                                            sizeof why)) != 0) {
+        cJSON_Delete(rec);
+        dq_error("deploy %s: %s", req.deployment_id, why);
+        return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+    }
+    r.providers = providers;
+    r.n = n;
+    cb.ctx = &r;
+    cb.on_started = on_started;
+    cb.on_provider_failed = on_provider_failed;
+    cb.should_continue = run_continue;
+
+    {
+        const char *pname = dq_json_str(rec, "provider");
+        const char *pid = dq_json_str(rec, "provider_id");
+        if (pname && pid) {
+            dq_provider *p = NULL;
+            int attempt = (int)dq_json_num(rec, "attempt", 1);
+            int64_t started = (int64_t)dq_json_num(rec, "started_at_ms", (double)dq_now_ms());
+            int64_t elapsed = dq_now_ms() - started;
+
+            for (size_t i = 0; i < n; i++)
+                if (strcmp(dq_provider_name(providers[i]), pname) == 0)
+                    p = providers[i];
+            if (out)
+                out->resumed = 1;
+            if (!p) {
+                snprintf(why, sizeof why, "deployment was started on provider %.64s (%.128s), which is no longer in the chain",
+                         pname, pid);
+                cJSON_Delete(rec);
+                dq_exec_chain_free(providers, n);
+                return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+            }
+            dq_info("deploy %s: resuming %s %s (started %lld ms ago); no new deploy", req.deployment_id,
+                    pname, pid, (long long)elapsed);
+            r.attempt = attempt;
+            /* the earlier run may have died before its deploy.started went out: same id */
+            emit_started(&r, pname, dq_provider_type(p), pid, attempt);
+            if (!r.sink_failed)
+                dq_chain_resume(p, pid, elapsed, &req, &cb, &x->chain, &res);
+            else
+                res.outcome = DQ_CHAIN_STOPPED;
+            cJSON_Delete(rec);
+            rec = NULL;
+            goto outcome;
+        }
+    }
+    cJSON_Delete(rec);
+    rec = NULL;
+    dq_chain_run(providers, n, &req, &cb, &x->chain, &res);
+
+outcome:
+    switch (res.outcome) {
+    case DQ_CHAIN_SUCCEEDED:
+        /* blue-green: the idle color is probed and traffic moved before success is told */
+        if (x->before_succeeded) {
+            int hook = x->before_succeeded(x->hook_ctx, &res, why, sizeof why);
+
+            if (hook > 0 || r.sink_failed) {
+                snprintf(err, errlen, "%s", r.sink_failed ? r.sink_err : "stopped");
+                st = DQ_EXEC_STOPPED;
+                break;
+            }
+            if (hook < 0) {
+                res.outcome = DQ_CHAIN_FAILED; /* so terminal_event writes deploy.failed */
+                st = conclude(&r, terminal_event(&r, &res, "internal", why), out, err, errlen);
+                break;
+            }
+        }
+        st = conclude(&r, terminal_event(&r, &res, NULL, NULL), out, err, errlen);
+        break;
+    case DQ_CHAIN_FAILED:
+    case DQ_CHAIN_TIMEOUT:
+        st = conclude(&r,
+                      terminal_event(&r, &res,
+                                     res.failure[0] ? res.failure
+                                                    : (res.outcome == DQ_CHAIN_TIMEOUT ? "timeout" : "internal"),
+                                     res.reason),
+                      out, err, errlen);
+        break;
+    case DQ_CHAIN_STOPPED:
+    default:
+        if (r.sink_failed)
+            snprintf(err, errlen, "event not delivered: %s", r.sink_err);
+        else
+            snprintf(err, errlen, "%s", res.reason[0] ? res.reason : "stopped");
+        st = DQ_EXEC_STOPPED;
+        break;
+    }
+    dq_chain_result_clear(&res);
+    dq_exec_chain_free(providers, n);
+    return st;
+}

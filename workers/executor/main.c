@@ -1,0 +1,550 @@
+/*
+ * main.c - deployq-executor: consumes deploy.validated from deployq.events, takes the
+ * target's fenced lock, runs the target's provider chain (common/execute.c) and emits
+ * deploy.started / provider.failed / deploy.succeeded / deploy.failed.
+ *
+ * The consumer loop never runs a deploy itself: it hands each deploy.validated to the
+ * queue of its target and keeps polling (so the group membership survives deploys that
+ * take twenty minutes). Each target with work has one thread that runs its queue in
+ * order, so a second deploy to a busy target waits its turn while other targets run in
+ * parallel; across executors the Redis lock serialises a target. A message's offset is
+ * stored only once its deploy reached a terminal event (DQ_DEFERRED + dq_consumer_ack),
+ * so an executor that dies mid-deploy leaves the message to the next owner, which finds
+ * the idempotency record and resumes polling the same provider deployment.
+ */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bluegreen.h"
+#include "config.h"
+#include "event.h"
+#include "execute.h"
+#include "json.h"
+#include "kafka.h"
+#include "lock.h"
+#include "log.h"
+#include "redis.h"
+#include "util.h"
+
+#define SEND_TIMEOUT_MS 5000
+#define RETRY_MIN_MS 200
+#define RETRY_MAX_MS 5000
+
+static const char usage[] =
+    "Usage: deployq-executor [options]\n"
+    "\n"
+    "Consume deploy.validated from deployq.events, take the target's lock and run its\n"
+    "provider chain (failover when a provider is unavailable), emitting deploy.started,\n"
+    "provider.failed, then deploy.succeeded or deploy.failed. Deploys to one target run one\n"
+    "at a time in order; different targets run in parallel. Stops cleanly on SIGTERM/SIGINT\n"
+    "(a deploy in progress is picked up again by the next executor, without a second deploy).\n"
+    "\n"
+    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
+    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
+    "      --redis-url URL   Redis for locks and idempotency records (env DEPLOYQ_REDIS_URL wins)\n"
+    "  -g, --group ID        consumer group (default deployq-executor)\n"
+    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
+    "      --log-level L     debug|info|warn|error (default info)\n"
+    "  -h, --help            this help\n";
+
+enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL };
+
+typedef struct job {
+    struct job *next;
+    dq_event *ev; /* the deploy.validated */
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+} job;
+
+typedef struct target {
+    struct target *next;
+    char key[300]; /* service/environment */
+    job *head, *tail; /* guarded by executor.mu; head is the job running */
+    pthread_t thread;
+    int joinable; /* a thread was started and not joined yet */
+    int running;  /* that thread has not yet decided to exit (guarded by mu) */
+    struct executor *ex;
+} target;
+
+typedef struct executor {
+    dq_config *cfg;
+    dq_exec_settings settings;
+    dq_producer *producer;
+    dq_consumer *consumer;
+    char actor[256];
+    volatile sig_atomic_t *stop;
+    pthread_mutex_t mu;
+    target *targets;
+    uint64_t n_done; /* atomic */
+} executor;
+
+/* What a running deploy checks between steps. */
+typedef struct job_ctx {
+    executor *ex;
+    dq_lock *lock;
+    char key[300];
+} job_ctx;
+
+static int not_stopped(void *ctx)
+{
+    executor *ex = ctx;
+    return !*ex->stop;
+}
+
+static int job_continue(void *ctx)
+{
+    job_ctx *j = ctx;
+    return !*j->ex->stop && !dq_lock_lost(j->lock);
+}
+
+/* The Kafka sink: keep trying (a broker outage must not lose the outcome) until the
+ * event is acknowledged, or the executor stops, or the lease is gone (then the event
+ * must not be emitted by us at all). */
+static int kafka_sink(void *ctx, const dq_event *ev, char *err, size_t errlen)
+{
+    job_ctx *j = ctx;
+    char *json = dq_event_encode(ev);
+    int64_t backoff = RETRY_MIN_MS;
+    int rc = -1;
+
+    if (!json) {
+        snprintf(err, errlen, "out of memory encoding %s", ev->type);
+        return -1;
+    }
+    while (job_continue(j)) {
+        if (dq_producer_send(j->ex->producer, j->ex->cfg->topic_events, j->key, json, strlen(json),
+                             SEND_TIMEOUT_MS, NULL, NULL, err, errlen) == 0) {
+            rc = 0;
+            break;
+        }
+        dq_warn("deploy %s: %s not delivered, retrying: %s", ev->deployment_id, ev->type, err);
+        dq_sleep_ms(backoff);
+        backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+    }
+    if (rc != 0 && !err[0])
+        snprintf(err, errlen, "%s", *j->ex->stop ? "stopping" : "lease lost");
+    free(json);
+    return rc;
+}
+
+/* ---- blue-green (bluegreen.h): deploy to the idle color, probe it, move traffic ---- */
+
+typedef struct bg_job {
+    job_ctx *jc;
+    dq_redis *redis;
+    const dq_event *v; /* the deploy.validated */
+    dq_bluegreen *bg;
+    char color[DQ_BG_COLOR_LEN]; /* the idle color this deployment goes to */
+} bg_job;
+
+/* dq_exec.chain_load: the idle color's provider chain. */
+static int bg_chain_load(void *ctx, dq_provider ***providers, size_t *n, char *err, size_t errlen)
+{
+    bg_job *b = ctx;
+    const dq_event *v = b->v;
+
+    if (!b->bg)
+        b->bg = dq_bg_load(b->jc->ex->cfg, v->service, v->environment, err, errlen);
+    if (!b->bg)
+        return -1;
+    if (dq_bg_pick_idle(b->redis, v->service, v->environment, v->deployment_id, b->color, err,
+                        errlen) != 0)
+        return -1;
+    dq_info("deploy %s of %s: blue-green, to the idle color %s", v->deployment_id, b->jc->key,
+            b->color);
+    return dq_bg_color_chain(b->bg, b->color, providers, n, err, errlen);
+}
+
+/* dq_exec.before_succeeded: probe the idle color, switch the router, record it, and
+ * emit traffic.switched, all before deploy.succeeded. */
+static int bg_before_succeeded(void *ctx, const dq_chain_result *res, char *detail, size_t len)
+{
+    bg_job *b = ctx;
+    const dq_event *v = b->v;
+    dq_bg_state st;
+    dq_event *ev;
+    char seed[128], err[512];
+    int rc;
+
+    (void)res;
+    rc = dq_bg_probe(b->bg, b->color, job_continue, b->jc, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            snprintf(detail, len, "blue-green: the idle color %s failed its probe, traffic not moved: %s",
+                     b->color, err);
+        return rc;
+    }
+    if (dq_bg_state_read(b->redis, v->service, v->environment, &st, err, sizeof err) != 0) {
+        dq_warn("deploy %s: %s; will retry", v->deployment_id, err);
+        return 1;
+    }
+    if (dq_bg_switch(b->bg, b->color, dq_lock_fence(b->jc->lock), err, sizeof err) != 0) {
+        snprintf(detail, len, "blue-green: %s is healthy but traffic was not moved: %s", b->color, err);
+        return -1;
+    }
+    if (dq_bg_set_live(b->redis, v->service, v->environment, b->color, v->version, err,
+                       sizeof err) != 0) {
+        dq_warn("deploy %s: traffic moved to %s but not recorded: %s; will retry",
+                v->deployment_id, b->color, err);
+        return 1;
+    }
+    snprintf(seed, sizeof seed, "%s:traffic.switched:%s", v->deployment_id, b->color);
+    ev = dq_bg_switched_event(v->deployment_id, v->service, v->environment, v->version,
+                              b->jc->ex->actor, dq_lock_fence(b->jc->lock),
+                              strcmp(st.live, b->color) == 0 ? dq_bg_other(b->color) : st.live,
+                              b->color, dq_bg_router_name(b->bg), seed);
+    rc = ev && kafka_sink(b->jc, ev, err, sizeof err) == 0 ? 0 : 1;
+    dq_event_free(ev);
+    if (rc == 0)
+        dq_info("deploy %s: traffic of %s moved to %s (router %s)", v->deployment_id, b->jc->key,
+                b->color, dq_bg_router_name(b->bg));
+    return rc;
+}
+
+/* ---- end of blue-green ---- */
+
+/* One attempt at a job. 1 when it reached its terminal event (the message may be
+ * acknowledged), 0 when it must be tried again (or left to the next owner on stop). */
+static int run_job(executor *ex, dq_redis **redis, const job *jb)
+{
+    const dq_event *v = jb->ev;
+    job_ctx jc = {.ex = ex};
+    dq_exec x;
+    dq_provider_request req = {.deployment_id = v->deployment_id, .service = v->service,
+                               .environment = v->environment, .version = v->version};
+    dq_exec_outcome out;
+    dq_exec_status st;
+    char err[1024];
+    bg_job bgj = {.jc = &jc, .v = v}; /* blue-green only */
+
+    dq_target_key(v->service, v->environment, jc.key, sizeof jc.key);
+    if (!*redis) {
+        *redis = dq_redis_connect(ex->cfg->redis_url, ex->cfg->redis_timeout_ms, err, sizeof err);
+        if (!*redis) {
+            dq_warn("deploy %s: redis: %s; will retry", v->deployment_id, err);
+            return 0;
+        }
+    }
+    /* Waits as long as the target is busy: queued, in order, never dropped. */
+    if (dq_lock_acquire(ex->cfg->redis_url, ex->cfg->redis_timeout_ms, v->service, v->environment,
+                        ex->settings.lock_ttl_ms, -1, not_stopped, ex, &jc.lock, err,
+                        sizeof err) != DQ_LOCK_TAKEN)
+        return 0;
+    dq_info("deploy %s of %s %s: lock taken (fence %lld)", v->deployment_id, jc.key, v->version,
+            (long long)dq_lock_fence(jc.lock));
+
+    memset(&x, 0, sizeof x);
+    x.cfg = ex->cfg;
+    x.redis = *redis;
+    x.fence = dq_lock_fence(jc.lock);
+    x.actor = ex->actor;
+    x.sink = kafka_sink;
+    x.sink_ctx = &jc;
+    x.should_continue = job_continue;
+    x.ctx = &jc;
+    x.chain.cancel_on_timeout = ex->settings.cancel_on_timeout;
+    /* blue-green (bluegreen.h): the idle color's chain, then probe and switch */
+    if (dq_bg_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
+        bgj.redis = *redis;
+        x.chain_load = bg_chain_load;
+        x.before_succeeded = bg_before_succeeded;
+        x.hook_ctx = &bgj;
+    }
+    st = dq_execute(&x, &req, &out, err, sizeof err);
+    dq_bg_free(bgj.bg);
+
+    if (st == DQ_EXEC_STOPPED && dq_lock_lost(jc.lock))
+        dq_error("deploy %s: lease on %s lost; stopped, will take the lock again and resume",
+                 v->deployment_id, jc.key);
+    else if (st == DQ_EXEC_STOPPED && !*ex->stop)
+        dq_warn("deploy %s: stopped: %s; will retry", v->deployment_id, err);
+    else if (st == DQ_EXEC_ERROR)
+        dq_warn("deploy %s: %s; will retry", v->deployment_id, err);
+    dq_lock_release(jc.lock);
+    if (st == DQ_EXEC_ERROR) {
+        /* a fresh connection next time */
+        dq_redis_free(*redis);
+        *redis = NULL;
+    }
+    return st == DQ_EXEC_DONE;
+}
+
+static void job_free(job *jb)
+{
+    if (!jb)
+        return;
+    dq_event_free(jb->ev);
+    free(jb->topic);
+    free(jb);
+}
+
+static void *target_main(void *arg)
+{
+    target *t = arg;
+    executor *ex = t->ex;
+    dq_redis *redis = NULL;
+    int64_t backoff = RETRY_MIN_MS;
+
+    for (;;) {
+        job *jb;
+
+        pthread_mutex_lock(&ex->mu);
+        jb = t->head;
+        if (!jb || *ex->stop) {
+            t->running = 0; /* decided under mu: the loop starts a new thread from now on */
+            pthread_mutex_unlock(&ex->mu);
+            break;
+        }
+        pthread_mutex_unlock(&ex->mu);
+
+        if (run_job(ex, &redis, jb)) {
+            dq_consumer_ack(ex->consumer, jb->topic, jb->partition, jb->offset);
+            __atomic_add_fetch(&ex->n_done, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_lock(&ex->mu);
+            t->head = jb->next;
+            if (!t->head)
+                t->tail = NULL;
+            pthread_mutex_unlock(&ex->mu);
+            job_free(jb);
+            backoff = RETRY_MIN_MS;
+            continue;
+        }
+        if (*ex->stop)
+            continue; /* the top of the loop exits; the job stays unacknowledged */
+        dq_sleep_ms(backoff);
+        backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+    }
+    dq_redis_free(redis);
+    return NULL;
+}
+
+/* The consumer handler: pick out deploy.validated and queue it on its target. */
+static dq_handle_result handle(void *ctx, const dq_message *m, char *err, size_t errlen)
+{
+    executor *ex = ctx;
+    dq_event *ev;
+    job *jb;
+    target *t;
+    char why[512], key[300];
+
+    ev = dq_event_decode(m->value ? m->value : "", m->len, why, sizeof why);
+    if (!ev) {
+        /* deployq.events is the workers' log; something unreadable is not ours to judge */
+        dq_warn("skipping unreadable event at %s [%d] %lld: %s", m->topic, (int)m->partition,
+                (long long)m->offset, why);
+        return DQ_HANDLED;
+    }
+    if (strcmp(ev->type, DQ_EV_VALIDATED) != 0) {
+        dq_event_free(ev);
+        return DQ_HANDLED;
+    }
+    if (!ev->deployment_id || !ev->service || !ev->environment || !ev->version) {
+        snprintf(err, errlen, "deploy.validated without deployment_id/service/environment/version");
+        dq_event_free(ev);
+        return DQ_POISON;
+    }
+    jb = calloc(1, sizeof *jb);
+    if (!jb || !(jb->topic = strdup(m->topic))) {
+        free(jb);
+        dq_event_free(ev);
+        return DQ_RETRY;
+    }
+    jb->ev = ev;
+    jb->partition = m->partition;
+    jb->offset = m->offset;
+    dq_target_key(ev->service, ev->environment, key, sizeof key);
+
+    pthread_mutex_lock(&ex->mu);
+    for (t = ex->targets; t; t = t->next)
+        if (strcmp(t->key, key) == 0)
+            break;
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&ex->mu);
+            job_free(jb);
+            return DQ_RETRY;
+        }
+        dq_strlcpy(t->key, key, sizeof t->key);
+        t->ex = ex;
+        t->next = ex->targets;
+        ex->targets = t;
+    }
+    if (t->tail)
+        t->tail->next = jb;
+    else
+        t->head = jb;
+    t->tail = jb;
+    if (!t->running) {
+        if (t->joinable) {
+            /* it decided to exit under mu and only returns now: a short join */
+            pthread_mutex_unlock(&ex->mu);
+            pthread_join(t->thread, NULL);
+            pthread_mutex_lock(&ex->mu);
+            t->joinable = 0;
+        }
+        t->running = 1;
+        if (pthread_create(&t->thread, NULL, target_main, t) != 0) {
+            t->running = 0;
+            dq_error("cannot start a thread for %s; the deploy waits for the next message", key);
+        } else {
+            t->joinable = 1;
+        }
+    }
+    pthread_mutex_unlock(&ex->mu);
+    dq_info("deploy %s of %s %s queued", ev->deployment_id, key, ev->version);
+    return DQ_DEFERRED;
+}
+
+static void targets_free(executor *ex)
+{
+    while (ex->targets) {
+        target *t = ex->targets;
+        ex->targets = t->next;
+        if (t->joinable)
+            pthread_join(t->thread, NULL);
+        while (t->head) {
+            job *jb = t->head;
+            t->head = jb->next;
+            job_free(jb);
+        }
+        free(t);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"redis-url", required_argument, NULL, OPT_REDIS},
+        {"group", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL;
+    const char *group = "deployq-executor";
+    const char *kv[32];
+    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    char err[1024];
+    executor ex;
+
+    memset(&ex, 0, sizeof ex);
+    while ((c = getopt_long(argc, argv, "c:g:X:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case OPT_BROKERS: brokers = optarg; break;
+        case OPT_REDIS: redis_url = optarg; break;
+        case 'g': group = optarg; break;
+        case 'X':
+            if (!strchr(optarg, '=') || n_kv >= 32) {
+                fprintf(stderr, "deployq-executor: -X %s: expected KEY=VALUE\n", optarg);
+                return 2;
+            }
+            kv[n_kv++] = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            level = dq_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "deployq-executor: --log-level %s: expected debug, info, warn or error\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "deployq-executor: unexpected argument '%s'\n", argv[optind]);
+        fputs(usage, stderr);
+        return 2;
+    }
+    dq_log_init("deployq-executor", (dq_log_level)level, -1);
+    /* before any thread: libcurl's global state is not thread-safe to set up */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    ex.stop = dq_stop_flag_install();
+    pthread_mutex_init(&ex.mu, NULL);
+
+    ex.cfg = dq_config_load(config_path, err, sizeof err);
+    if (!ex.cfg) {
+        dq_error("%s", err);
+        goto out;
+    }
+    for (int i = 0; i < n_kv; i++) {
+        char key[256];
+        const char *eq = strchr(kv[i], '=');
+        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
+
+        memcpy(key, kv[i], n);
+        key[n] = '\0';
+        dq_config_set_kafka(ex.cfg, key, eq + 1);
+    }
+    if (brokers)
+        dq_config_set_kafka(ex.cfg, "bootstrap.servers", brokers);
+    if (redis_url) {
+        free(ex.cfg->redis_url);
+        ex.cfg->redis_url = strdup(redis_url);
+    }
+    dq_config_apply_env(ex.cfg);
+    if (!dq_config_kafka_get(ex.cfg, "bootstrap.servers")) {
+        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
+        goto out;
+    }
+    if (dq_exec_settings_load(ex.cfg, &ex.settings, err, sizeof err) != 0) {
+        dq_error("%s", err);
+        goto out;
+    }
+    /* Check every configured chain now, so a typo shows at start and not at 3 a.m. */
+    for (size_t i = 0; i < ex.cfg->n_services; i++) {
+        const dq_service *s = &ex.cfg->services[i];
+        for (size_t k = 0; k < s->n_envs; k++) {
+            dq_provider **ps;
+            size_t np;
+            if (dq_exec_chain_load(ex.cfg, s->name, s->envs[k].name, &ps, &np, err, sizeof err) == 0)
+                dq_exec_chain_free(ps, np);
+            else
+                dq_warn("%s (deploys to it will fail)", err);
+        }
+    }
+    dq_actor("deployq-executor", ex.actor, sizeof ex.actor);
+    if (dq_kafka_ensure_topics(ex.cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
+        dq_warn("could not ensure topics: %s", err);
+    ex.producer = dq_producer_new(ex.cfg, err, sizeof err);
+    if (!ex.producer) {
+        dq_error("%s", err);
+        goto out;
+    }
+    {
+        const char *topics[] = {ex.cfg->topic_events};
+        dq_consumer_opts copts = {.group_id = group, .topics = topics, .n_topics = 1};
+
+        ex.consumer = dq_consumer_new(ex.cfg, &copts, ex.producer, err, sizeof err);
+    }
+    if (!ex.consumer) {
+        dq_error("%s", err);
+        goto out;
+    }
+    dq_info("consuming %s as group %s (lock ttl %lld ms)", ex.cfg->topic_events, group,
+            (long long)ex.settings.lock_ttl_ms);
+    rc = dq_consumer_run(ex.consumer, handle, &ex, ex.stop) == 0 ? 0 : 1;
+    /* a fatal consumer error also stops the deploy threads */
+    *ex.stop = 1;
+    dq_info("stopping: waiting for deploy threads");
+out:
+    targets_free(&ex);
+    dq_info("stopped: %llu deploy(s) concluded",
+            (unsigned long long)__atomic_load_n(&ex.n_done, __ATOMIC_SEQ_CST));
+    dq_consumer_free(ex.consumer);
+    dq_producer_free(ex.producer);
+    dq_config_free(ex.cfg);
+    pthread_mutex_destroy(&ex.mu);
+    curl_global_cleanup();
+    return rc;
+}
