@@ -14,6 +14,7 @@
 #include "sign.h"
 #include "stack.h"
 #include "util.h"
+#include "wait.h"
 
 static const char submit_usage[] =
     "Usage: deployq submit --service NAME --env NAME --version VERSION [options]\n"
@@ -34,8 +35,17 @@ static const char submit_usage[] =
     "                          else the running `deployq up` stack's CI key)\n"
     "      --key-id ID         the key's id in deployq.yaml (default: $DEPLOYQ_KEY_ID, the\n"
     "                          stack's, else the key file's base name)\n"
-    "  -t, --timeout SECONDS   give up when the broker has not acknowledged (default 10)\n"
-    "      --json              print {\"deployment_id\",\"partition\",\"offset\"} as JSON\n"
+    "  -t, --timeout SECONDS   give up when the broker has not acknowledged (default 10);\n"
+    "                          with --wait: give up waiting for the outcome (default 1800,\n"
+    "                          at most 86400)\n"
+    "      --json              print {\"deployment_id\",\"partition\",\"offset\"} as JSON;\n"
+    "                          with --wait, then each event as one JSON line and last\n"
+    "                          {\"deployment_id\",\"outcome\",\"exit_code\"}\n"
+    "  -w, --wait              follow the deployment on deployq.events, print each step as\n"
+    "                          it happens, and exit with its outcome (below)\n"
+    "      --override-freeze REASON\n"
+    "                          deploy through a change freeze; the reason is recorded in\n"
+    "                          deploy.validated\n"
     "      --dry-run           print the signed message instead of sending it\n"
     "      --issued-at TIME    sign with this issued_at instead of now (reproducing\n"
     "                          requests, clock-skew tests)\n"
@@ -43,6 +53,9 @@ static const char submit_usage[] =
     "\n" DQ_CLI_COMMON_USAGE
     "\n"
     "Exit status: 0 accepted by the broker, 1 not accepted (reason on stderr), 2 usage.\n"
+    "With --wait: 0 deployed (deploy.succeeded; deploy.verified where the target has\n"
+    "monitoring), 1 rejected, 2 usage, 3 failed, 4 rolled back, 5 timed out, 6 not sent\n"
+    "or could not follow deployq.events.\n"
     "\n"
     "Example (GitHub Actions step):\n"
     "  deployq submit --service api --env staging --version \"$GITHUB_SHA\" \\\n"
@@ -58,6 +71,7 @@ enum {
     OPT_DRY_RUN,
     OPT_ISSUED_AT,
     OPT_NONCE,
+    OPT_OVERRIDE_FREEZE,
 };
 
 /* The CI run's URL from the variables GitHub Actions sets, when they are there. */
@@ -96,6 +110,8 @@ int dq_cmd_submit(int argc, char **argv)
         {"dry-run", no_argument, NULL, OPT_DRY_RUN},
         {"issued-at", required_argument, NULL, OPT_ISSUED_AT},
         {"nonce", required_argument, NULL, OPT_NONCE},
+        {"wait", no_argument, NULL, 'w'},
+        {"override-freeze", required_argument, NULL, OPT_OVERRIDE_FREEZE},
         DQ_CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
@@ -103,9 +119,9 @@ int dq_cmd_submit(int argc, char **argv)
     const char *service = NULL, *env = NULL, *version = NULL, *strategy = "rolling";
     const char *commit_at = NULL, *ci_run_url = NULL, *requested_by = NULL;
     const char *key_path = getenv("DEPLOYQ_SIGNING_KEY"), *key_id = getenv("DEPLOYQ_KEY_ID");
-    const char *issued_at = NULL, *nonce = NULL;
-    long long timeout_s = 10;
-    int json = 0, dry_run = 0, c, rc = 1;
+    const char *issued_at = NULL, *nonce = NULL, *override_freeze = NULL;
+    long long timeout_s = -1;
+    int json = 0, dry_run = 0, wait = 0, c, rc = 1;
     char err[512], keyidbuf[128];
     int64_t ms;
     dq_request req = {0};
@@ -113,10 +129,11 @@ int dq_cmd_submit(int argc, char **argv)
     dq_config *cfg = NULL;
     dq_signer *signer = NULL;
     dq_producer *producer = NULL;
+    dq_follow *follow = NULL;
     char *request_text = NULL, *signed_text = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:v:k:t:c:X:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:e:v:k:t:wc:X:h", opts, NULL)) != -1) {
         int common = dq_cli_common_opt(&cli, c, optarg);
 
         if (common < 0)
@@ -129,9 +146,11 @@ int dq_cmd_submit(int argc, char **argv)
         case 'v': version = optarg; break;
         case 'k': key_path = optarg; break;
         case 't':
-            if (dq_parse_int(optarg, 1, 3600, &timeout_s) != 0)
-                return dq_cli_usage(&cli, submit_usage, 2, "--timeout must be 1..3600 seconds");
+            if (dq_parse_int(optarg, 1, 86400, &timeout_s) != 0)
+                return dq_cli_usage(&cli, submit_usage, 2, "--timeout must be 1..86400 seconds");
             break;
+        case 'w': wait = 1; break;
+        case OPT_OVERRIDE_FREEZE: override_freeze = optarg; break;
         case OPT_STRATEGY: strategy = optarg; break;
         case OPT_COMMIT_AT: commit_at = optarg; break;
         case OPT_CI_RUN_URL: ci_run_url = optarg; break;
@@ -155,6 +174,13 @@ int dq_cmd_submit(int argc, char **argv)
         return dq_cli_usage(&cli, submit_usage, 2, "--commit-at is not an RFC 3339 time");
     if (issued_at && dq_time_parse(issued_at, &ms) != 0)
         return dq_cli_usage(&cli, submit_usage, 2, "--issued-at is not an RFC 3339 time");
+    if (override_freeze && (!override_freeze[0] || strlen(override_freeze) > 512))
+        return dq_cli_usage(&cli, submit_usage, 2, "--override-freeze needs a reason (1..512 characters)");
+    if (!wait && timeout_s > 3600)
+        return dq_cli_usage(&cli, submit_usage, 2, "--timeout must be 1..3600 seconds without --wait");
+    if (wait && dry_run)
+        return dq_cli_usage(&cli, submit_usage, 2, "--wait and --dry-run do not go together");
+    rc = wait ? DQ_WAIT_ERROR : 1; /* until the request is sent (and, with --wait, followed) */
 
     stack = dq_stack_find();
     if (!key_path && stack) {
@@ -210,6 +236,18 @@ int dq_cmd_submit(int argc, char **argv)
         req.issued_at = strdup(issued_at ? issued_at : dq_time_format(dq_now_ms(), now));
     }
     request_text = dq_request_encode(&req);
+    if (request_text && override_freeze) {
+        /* The request schema has override_freeze; dq_request does not carry it, so it is
+         * added to the encoded text before signing (the signature covers these bytes). */
+        cJSON *doc = cJSON_Parse(request_text);
+        cJSON *o = doc ? cJSON_AddObjectToObject(doc, "override_freeze") : NULL;
+
+        free(request_text);
+        request_text = NULL;
+        if (o && cJSON_AddStringToObject(o, "reason", override_freeze))
+            request_text = cJSON_PrintUnformatted(doc);
+        cJSON_Delete(doc);
+    }
     signed_text = request_text ? dq_sign_envelope(signer, key_id, request_text) : NULL;
     if (!signed_text) {
         dq_cli_fail(&cli, "could not build the signed request");
@@ -229,6 +267,17 @@ int dq_cmd_submit(int argc, char **argv)
                           "or start a stack with `deployq up`");
         goto out;
     }
+    if (wait) {
+        /* Note where deployq.events ends *before* sending, so the verdict cannot be missed. */
+        follow = dq_follow_new(cfg, 10000, err, sizeof err);
+        if (!follow) {
+            dq_cli_fail(&cli, "%s", err);
+            goto out;
+        }
+    }
+    /* One message, sent and awaited: any batching delay is pure latency. */
+    if (!dq_config_kafka_get(cfg, "linger.ms"))
+        dq_config_set_kafka(cfg, "linger.ms", "0");
     producer = dq_producer_new(cfg, err, sizeof err);
     if (!producer) {
         dq_cli_fail(&cli, "%s", err);
@@ -241,7 +290,8 @@ int dq_cmd_submit(int argc, char **argv)
 
         dq_target_key(service, env, key, sizeof key);
         if (dq_producer_send(producer, cfg->topic_requests, key, signed_text, strlen(signed_text),
-                             (int)timeout_s * 1000, &partition, &offset, err, sizeof err) != 0) {
+                             (wait || timeout_s < 0 ? 10 : (int)timeout_s) * 1000, &partition, &offset,
+                             err, sizeof err) != 0) {
             dq_cli_fail(&cli, "%s", err);
             goto out;
         }
@@ -252,7 +302,13 @@ int dq_cmd_submit(int argc, char **argv)
             printf("%s\n", req.deployment_id);
     }
     rc = 0;
+    if (wait) {
+        fflush(stdout);
+        rc = dq_follow_run(follow, req.deployment_id, (timeout_s < 0 ? 1800 : timeout_s) * 1000LL, json,
+                           stdout, dq_stop_flag_install());
+    }
 out:
+    dq_follow_free(follow);
     dq_producer_free(producer);
     free(signed_text);
     free(request_text);

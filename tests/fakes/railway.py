@@ -12,6 +12,10 @@ Operations understood (recognised by field name in the query text):
   deploymentRedeploy(id, usePreviousImageTag) -> Deployment { id status }
   deploymentRollback(id) -> Boolean!
   deploymentCancel(id) -> Boolean!
+  variables(projectId, environmentId, serviceId) -> EnvironmentVariables (a JSON object
+      name -> value), from the script key "variables": {"<environmentId>": {NAME: value}}
+      or {"<environmentId>/<serviceId>": {...}} (the more specific wins); used by the
+      validator's drift gate (see the block marked "drift gate" below)
 
 Status paths per script mode (one step per deployment(id) poll, "steps" polls in flight):
   succeed              QUEUED, INITIALIZING, BUILDING, DEPLOYING ... SUCCESS
@@ -148,6 +152,17 @@ class Railway(fakelib.App):
                     dep["status"] = "REMOVED"
                     st.end_run(dep)
                 return 200, {"data": {"deploymentCancel": True}}, {}
+            # ---- drift gate (validator): variables(projectId, environmentId, serviceId) ----
+            if re.search(r"\bvariables\s*\(", q):
+                if not v.get("projectId") or not v.get("environmentId"):
+                    return 200, gql_errors("Variable \"$projectId\" of required type \"String!\" was not provided."), {}
+                table = st.script.get("variables") or {}
+                key = "%s/%s" % (v["environmentId"], v.get("serviceId"))
+                found = table.get(key, table.get(v["environmentId"]))
+                if found is None:
+                    return 200, gql_errors("Environment not found", "variables"), {}
+                return 200, {"data": {"variables": found}}, {}
+            # ---- end of the drift gate block ----
             if re.search(r"\bdeployment\s*\(", q):
                 r = fakelib.refusal(st, "status", http_error_body)
                 if r:

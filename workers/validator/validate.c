@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gates.h"
 #include "json.h"
 #include "log.h"
 #include "sign.h"
 #include "util.h"
 
-/* Copy attacker-controlled text for a message: printable ASCII only, bounded. */
-static const char *safe(const char *s, char *buf, size_t buflen)
+const char *dq_validator_safe(const char *s, char *buf, size_t buflen)
 {
     size_t i = 0;
 
@@ -32,10 +32,7 @@ static const char *safe(const char *s, char *buf, size_t buflen)
     return buf;
 }
 
-static void add_reason(dq_verdict *v, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void add_reason(dq_verdict *v, const char *code, const char *fmt, ...)
+void dq_verdict_add(dq_verdict *v, const char *code, const char *fmt, ...)
 {
     va_list ap;
     dq_reason *r;
@@ -92,9 +89,7 @@ void dq_verdict_clear(dq_verdict *v)
     memset(v, 0, sizeof *v);
 }
 
-/* Claim the nonce. 0 fresh or our own (a redelivery of this very message), 1 replayed,
- * -1 Redis unreachable. */
-static int claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
+int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
                        const char *nonce, char *owner, size_t ownerlen)
 {
     char key[256], me[256];
@@ -119,6 +114,66 @@ static int claim_nonce(dq_validator *val, const dq_message *m, const char *key_i
     return rc;
 }
 
+static void gate_report(void *ctx, const char *code, const char *message)
+{
+    dq_verdict_add(ctx, code, "%s", message);
+}
+
+/* The gates of common/gates.h for a request that is signed, on time and aimed at a
+ * configured target. -1 when Redis cannot be asked (retry), else 0 with reasons added. */
+static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms)
+{
+    const dq_config *cfg = val->cfg;
+    const dq_request *r = v->request;
+    const dq_environment *e = dq_config_environment(cfg, r->service, r->environment);
+    const char *override = dq_json_str(cJSON_GetObjectItemCaseSensitive(inner, "override_freeze"),
+                                       "reason");
+    const dq_freeze_window *fw;
+    dq_gates *g, *src = NULL;
+    char err[512], t1[DQ_TIME_LEN + 1], buf[160];
+
+    g = dq_gates_load(cfg, r->service, r->environment, err, sizeof err);
+    if (!g) {
+        dq_verdict_add(v, "internal", "configuration: %s", err);
+        return 0;
+    }
+    if (override)
+        dq_validator_safe(override, v->override_freeze, sizeof v->override_freeze);
+    fw = dq_gates_frozen(g, now_ms);
+    if (fw && !override)
+        dq_verdict_add(v, "freeze", "%s is frozen until %s (%s); pass --override-freeze REASON to deploy anyway",
+                   g->target, dq_time_format(fw->until_ms, t1), fw->reason);
+    if (e->requires && valid_version(r->version)) {
+        const char *state = g->needs_succeeded ? "succeeded" : "verified";
+        const char *word = g->needs_succeeded ? "deployed successfully" : "verified";
+        char key[512];
+        redisReply *rep;
+        long long found;
+
+        dq_gates_state_key(state, r->service, e->requires, r->version, key, sizeof key);
+        rep = dq_redis_command(val->redis, "EXISTS %s", key);
+        if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+            if (rep)
+                freeReplyObject(rep);
+            dq_gates_free(g);
+            return -1;
+        }
+        found = rep->integer;
+        freeReplyObject(rep);
+        if (!found)
+            dq_verdict_add(v, "promotion", "version %s has not been %s in %s (%s requires: %s)",
+                       dq_validator_safe(r->version, buf, sizeof buf), word, e->requires, r->environment,
+                       e->requires);
+        src = dq_gates_load(cfg, r->service, e->requires, err, sizeof err);
+    }
+    dq_gates_check_drift(g, src, gate_report, v);
+    v->awaiting = e->approval;
+    v->approval_timeout_ms = g->approval_timeout_ms;
+    dq_gates_free(src);
+    dq_gates_free(g);
+    return 0;
+}
+
 int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdict *v)
 {
     const dq_config *cfg = val->cfg;
@@ -127,55 +182,55 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
     cJSON *wrapper = NULL, *inner = NULL;
     const char *request_text = NULL, *sig = NULL, *key_id = NULL;
     const dq_key *key = NULL;
-    int sig_ok = 0, time_ok = 0;
+    int sig_ok = 0, time_ok = 0, replayed = 0;
 
     memset(v, 0, sizeof *v);
     if (!m->value || m->len == 0) {
-        add_reason(v, "bad_json", "empty message");
+        dq_verdict_add(v, "bad_json", "empty message");
         return 0;
     }
     wrapper = dq_json_parse(m->value, m->len, cfg->max_request_bytes, cfg->max_depth, &st, err,
                             sizeof err);
     if (!wrapper) {
-        add_reason(v, json_reason_code(st), "%s", err);
+        dq_verdict_add(v, json_reason_code(st), "%s", err);
         return 0;
     }
     if (dq_schema_validate(dq_schema_set_signed(val->schemas), wrapper, err, sizeof err) != 0) {
         if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(wrapper, "signature")) ||
             !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(wrapper, "key_id")))
-            add_reason(v, "missing_signature", "the request is not signed (no signature or key_id)");
+            dq_verdict_add(v, "missing_signature", "the request is not signed (no signature or key_id)");
         else
-            add_reason(v, "schema", "signed envelope: %s", safe(err, buf, sizeof buf));
+            dq_verdict_add(v, "schema", "signed envelope: %s", dq_validator_safe(err, buf, sizeof buf));
     }
     key_id = dq_json_str(wrapper, "key_id");
     sig = dq_json_str(wrapper, "signature");
     request_text = dq_json_str(wrapper, "request");
     if (key_id)
-        safe(key_id, v->key_id, sizeof v->key_id);
+        dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
     if (!request_text) {
         if (v->n_reasons == 0)
-            add_reason(v, "schema", "signed envelope: /request: required");
+            dq_verdict_add(v, "schema", "signed envelope: /request: required");
         goto done;
     }
 
     inner = dq_json_parse(request_text, strlen(request_text), cfg->max_request_bytes,
                           cfg->max_depth, &st, err, sizeof err);
     if (!inner) {
-        add_reason(v, json_reason_code(st), "request: %s", err);
+        dq_verdict_add(v, json_reason_code(st), "request: %s", err);
     } else {
         if (dq_schema_validate(dq_schema_set_request(val->schemas), inner, err, sizeof err) != 0)
-            add_reason(v, "schema", "request: %s", safe(err, buf, sizeof buf));
+            dq_verdict_add(v, "schema", "request: %s", dq_validator_safe(err, buf, sizeof buf));
         v->request = dq_request_from_json(inner);
     }
 
     if (key_id && sig) {
         key = dq_config_key(cfg, key_id);
         if (!key)
-            add_reason(v, "unknown_key", "key id '%s' is not configured", safe(key_id, buf, 80));
+            dq_verdict_add(v, "unknown_key", "key id '%s' is not configured", dq_validator_safe(key_id, buf, 80));
         else if (key->retired)
-            add_reason(v, "retired_key", "key id '%s' is retired", key->id);
+            dq_verdict_add(v, "retired_key", "key id '%s' is retired", key->id);
         else if (key->role && strcmp(key->role, "ci") != 0)
-            add_reason(v, "wrong_key_role", "key id '%s' has role %s; deploy requests need a ci key",
+            dq_verdict_add(v, "wrong_key_role", "key id '%s' has role %s; deploy requests need a ci key",
                        key->id, key->role);
         else {
             int ok = dq_verify(key->public_key, request_text, strlen(request_text), sig, err,
@@ -184,10 +239,10 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
             if (ok == 1)
                 sig_ok = 1;
             else if (ok == 0)
-                add_reason(v, "bad_signature", "signature does not match the request (key %s)",
+                dq_verdict_add(v, "bad_signature", "signature does not match the request (key %s)",
                            key->id);
             else
-                add_reason(v, "bad_signature", "malformed signature: %s", safe(err, buf, sizeof buf));
+                dq_verdict_add(v, "bad_signature", "malformed signature: %s", dq_validator_safe(err, buf, sizeof buf));
         }
     }
 
@@ -196,12 +251,12 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
 
         if (dq_time_parse(v->request->issued_at, &t) == 0) {
             if (now_ms - t > window)
-                add_reason(v, "stale", "issued_at %s is %lld s old; the window is %lld s",
-                           safe(v->request->issued_at, buf, 40), (long long)((now_ms - t) / 1000),
+                dq_verdict_add(v, "stale", "issued_at %s is %lld s old; the window is %lld s",
+                           dq_validator_safe(v->request->issued_at, buf, 40), (long long)((now_ms - t) / 1000),
                            (long long)(window / 1000));
             else if (t - now_ms > window)
-                add_reason(v, "future", "issued_at %s is %lld s in the future; the window is %lld s",
-                           safe(v->request->issued_at, buf, 40), (long long)((t - now_ms) / 1000),
+                dq_verdict_add(v, "future", "issued_at %s is %lld s in the future; the window is %lld s",
+                           dq_validator_safe(v->request->issued_at, buf, 40), (long long)((t - now_ms) / 1000),
                            (long long)(window / 1000));
             else
                 time_ok = 1;
@@ -210,18 +265,18 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
 
     if (v->request && v->request->service) {
         if (!dq_config_service(cfg, v->request->service))
-            add_reason(v, "unknown_service", "service '%s' is not in the configuration",
-                       safe(v->request->service, buf, 80));
+            dq_verdict_add(v, "unknown_service", "service '%s' is not in the configuration",
+                       dq_validator_safe(v->request->service, buf, 80));
         else if (v->request->environment &&
                  !dq_config_environment(cfg, v->request->service, v->request->environment))
-            add_reason(v, "unknown_environment", "service '%s' has no environment '%s'",
-                       safe(v->request->service, buf, 80),
-                       safe(v->request->environment, buf2, 80));
+            dq_verdict_add(v, "unknown_environment", "service '%s' has no environment '%s'",
+                       dq_validator_safe(v->request->service, buf, 80),
+                       dq_validator_safe(v->request->environment, buf2, 80));
     }
 
     if (sig_ok && time_ok && v->request && v->request->nonce) {
         char owner[256] = "";
-        int rc = claim_nonce(val, m, key->id, v->request->nonce, owner, sizeof owner);
+        int rc = dq_validator_claim_nonce(val, m, key->id, v->request->nonce, owner, sizeof owner);
 
         if (rc < 0) {
             v->transient = 1;
@@ -229,8 +284,20 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
             cJSON_Delete(wrapper);
             return -1;
         }
-        if (rc == 1)
-            add_reason(v, "replayed_nonce", "nonce already used by the request at %s", owner);
+        if (rc == 1) {
+            dq_verdict_add(v, "replayed_nonce", "nonce already used by the request at %s", owner);
+            replayed = 1;
+        }
+    }
+    /* The gates may call a provider: only for a request that is signed, on time, aimed at
+     * a configured target and not a replay. */
+    if (sig_ok && time_ok && !replayed && v->request && v->request->service && v->request->environment &&
+        dq_config_environment(cfg, v->request->service, v->request->environment) &&
+        run_gates(val, v, inner, now_ms) != 0) {
+        v->transient = 1;
+        cJSON_Delete(inner);
+        cJSON_Delete(wrapper);
+        return -1;
     }
 done:
     cJSON_Delete(inner);
@@ -270,6 +337,9 @@ dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const d
             cJSON_AddStringToObject(ev->data, "requested_by", r->requested_by);
         if (r->ci_run_url)
             cJSON_AddStringToObject(ev->data, "ci_run_url", r->ci_run_url);
+        if (v->override_freeze[0])
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(ev->data, "override_freeze"), "reason",
+                                    v->override_freeze);
     } else {
         cJSON *reasons = cJSON_AddArrayToObject(ev->data, "reasons");
 
@@ -290,14 +360,82 @@ dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const d
     return ev;
 }
 
+int dq_validator_emit(dq_validator *val, const dq_event *ev, char *err, size_t errlen)
+{
+    char *json = dq_event_encode(ev), key[256];
+    int rc;
+
+    if (!json) {
+        snprintf(err, errlen, "out of memory encoding %s", ev->type);
+        return -1;
+    }
+    if (ev->service && ev->environment)
+        dq_target_key(ev->service, ev->environment, key, sizeof key);
+    else
+        dq_strlcpy(key, "unknown", sizeof key);
+    rc = dq_producer_send(val->producer, val->cfg->topic_events, key, json, strlen(json), 10000,
+                          NULL, NULL, err, errlen);
+    free(json);
+    return rc;
+}
+
+/* A valid request for a target that requires approval: park the deploy.validated it
+ * would have produced in Redis and return deploy.awaiting_approval instead. NULL with
+ * *transient set when Redis cannot be asked. */
+static dq_event *park_for_approval(dq_validator *val, const dq_message *m, const dq_verdict *v,
+                                   const dq_event *validated, int *transient)
+{
+    char key[128], name[256], *json = dq_event_encode(validated);
+    long ttl = (long)(v->approval_timeout_ms / 1000);
+    dq_event *ev;
+    cJSON *source;
+
+    if (!json)
+        return NULL;
+    snprintf(key, sizeof key, "deployq:pending:%s", validated->deployment_id);
+    /* NX: a redelivered request must not resurrect a deployment already decided (the
+     * decision deletes the key; deployq:decided:<id> then stops a new one). */
+    if (dq_redis_set_nx(val->redis, key, json, ttl > 0 ? ttl : 1) < 0) {
+        free(json);
+        *transient = 1;
+        return NULL;
+    }
+    free(json);
+    ev = dq_event_new(DQ_EV_AWAITING_APPROVAL, validated->deployment_id, validated->service,
+                      validated->environment, validated->version, val->actor);
+    if (!ev)
+        return NULL;
+    snprintf(name, sizeof name, "awaiting:%s/%d/%lld", m->topic, (int)m->partition,
+             (long long)m->offset);
+    dq_event_set_id_from(ev, name);
+    cJSON_AddStringToObject(ev->data, "approval_role", "approver");
+    if (v->request->requested_by)
+        cJSON_AddStringToObject(ev->data, "requested_by", v->request->requested_by);
+    if (v->request->ci_run_url)
+        cJSON_AddStringToObject(ev->data, "ci_run_url", v->request->ci_run_url);
+    {
+        char until[DQ_TIME_LEN + 1];
+
+        cJSON_AddStringToObject(ev->data, "expires_at",
+                                dq_time_format(dq_now_ms() + (ttl > 0 ? ttl : 1) * 1000LL, until));
+    }
+    source = cJSON_AddObjectToObject(ev->data, "source");
+    cJSON_AddStringToObject(source, "topic", m->topic);
+    cJSON_AddNumberToObject(source, "partition", m->partition);
+    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
+    return ev;
+}
+
 dq_handle_result dq_validator_handle(void *ctx, const dq_message *m, char *err, size_t errlen)
 {
     dq_validator *val = ctx;
     dq_verdict v;
-    dq_event *ev = NULL;
-    char *json = NULL, key[256];
+    dq_event *ev = NULL, *out = NULL;
     dq_handle_result res = DQ_HANDLED;
+    char key[256];
 
+    if (dq_approval_peek(val, m))
+        return dq_approval_handle(val, m, err, errlen);
     if (dq_validate(val, m, dq_now_ms(), &v) != 0) {
         dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
                 dq_redis_errstr(val->redis), m->topic, (int)m->partition, (long long)m->offset);
@@ -305,26 +443,43 @@ dq_handle_result dq_validator_handle(void *ctx, const dq_message *m, char *err, 
         return DQ_RETRY;
     }
     ev = dq_verdict_event(val, m, &v);
-    json = ev ? dq_event_encode(ev) : NULL;
-    if (!json) {
+    if (!ev) {
         snprintf(err, errlen, "out of memory building the verdict");
         res = DQ_FAILED;
         goto out;
     }
-    if (ev->service && ev->environment)
-        dq_target_key(ev->service, ev->environment, key, sizeof key);
-    else
-        dq_strlcpy(key, "unknown", sizeof key);
-    if (dq_producer_send(val->producer, val->cfg->topic_events, key, json, strlen(json), 10000,
-                         NULL, NULL, err, errlen) != 0) {
-        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic,
+    out = ev;
+    if (v.n_reasons == 0 && v.awaiting) {
+        int transient = 0;
+
+        out = park_for_approval(val, m, &v, ev, &transient);
+        if (!out) {
+            if (transient)
+                dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
+                        dq_redis_errstr(val->redis), m->topic, (int)m->partition, (long long)m->offset);
+            else
+                snprintf(err, errlen, "out of memory parking the request for approval");
+            res = transient ? DQ_RETRY : DQ_FAILED;
+            goto out;
+        }
+    }
+    if (dq_validator_emit(val, out, err, errlen) != 0) {
+        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", out->type, m->topic,
                 (int)m->partition, (long long)m->offset, err);
         res = DQ_RETRY;
         goto out;
     }
-    if (v.n_reasons == 0) {
+    if (out->service && out->environment)
+        dq_target_key(out->service, out->environment, key, sizeof key);
+    else
+        dq_strlcpy(key, "unknown", sizeof key);
+    if (v.n_reasons == 0 && v.awaiting) {
+        val->n_awaiting++;
+        dq_info("%s %s deployment %s version %s", out->type, key, out->deployment_id, out->version);
+    } else if (v.n_reasons == 0) {
         val->n_validated++;
-        dq_info("%s %s deployment %s version %s", ev->type, key, ev->deployment_id, ev->version);
+        dq_info("%s %s deployment %s version %s%s%s", ev->type, key, ev->deployment_id, ev->version,
+                v.override_freeze[0] ? "; freeze overridden: " : "", v.override_freeze);
     } else {
         val->n_rejected++;
         dq_info("%s %s deployment %s: %s: %s%s", ev->type, key,
@@ -332,7 +487,8 @@ dq_handle_result dq_validator_handle(void *ctx, const dq_message *m, char *err, 
                 v.reasons[0].message, v.n_reasons > 1 ? " (and more)" : "");
     }
 out:
-    free(json);
+    if (out != ev)
+        dq_event_free(out);
     dq_event_free(ev);
     dq_verdict_clear(&v);
     return res;

@@ -8,6 +8,15 @@
  * the Ed25519 signature over the exact request bytes, the issued_at window, the service
  * and environment in the configuration, and last the nonce in Redis (SET NX EX), claimed
  * only by a request whose signature and time are good, so a forger cannot burn nonces.
+ *
+ * Then, for a request whose signature and time are good and whose target is configured,
+ * the gates of common/gates.h: a freeze window (passed with override_freeze, whose reason
+ * is recorded), promotion (the version must be verified, or succeeded, in the `requires`
+ * environment: a key the state consumer (state.c) records from deployq.events), and
+ * configuration drift (required variables at the provider, variables of the `requires`
+ * environment missing here). A target with `approval: required` does not get
+ * deploy.validated: the would-be event is parked in Redis (deployq:pending:<id>) and
+ * deploy.awaiting_approval is emitted; approval.c decides it later.
  */
 #ifndef DQ_VALIDATE_H
 #define DQ_VALIDATE_H
@@ -32,8 +41,9 @@ typedef struct dq_validator {
     dq_schema_set *schemas;   /* owned */
     dq_redis *redis;          /* owned */
     dq_producer *producer;    /* borrowed */
+    dq_schema *approval;      /* owned: schemas/approval.json */
     char actor[256];
-    uint64_t n_validated, n_rejected;
+    uint64_t n_validated, n_rejected, n_awaiting;
 } dq_validator;
 
 typedef struct dq_verdict {
@@ -42,7 +52,27 @@ typedef struct dq_verdict {
     dq_request *request;  /* parsed when the request text was readable, else NULL */
     char key_id[65];      /* when present in the wrapper */
     int transient;        /* Redis could not be asked: retry the message later */
+    char override_freeze[513]; /* the request's override_freeze.reason, or "" */
+    int awaiting;         /* valid, but the environment requires approval */
+    int64_t approval_timeout_ms;
 } dq_verdict;
+
+/* Add a reason (at most DQ_MAX_REASONS are kept). */
+void dq_verdict_add(dq_verdict *v, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Claim a nonce for the message m (key deployq:nonce:<key_id>:<nonce>). 0 fresh or our
+ * own (a redelivery of m), 1 replayed (owner gets the first user's position), -1 Redis
+ * unreachable. */
+int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
+                             const char *nonce, char *owner, size_t ownerlen);
+
+/* Emit ev on deployq.events keyed service/environment ("unknown" without a target).
+ * 0 acknowledged, -1 with a reason in err (retry later). */
+int dq_validator_emit(dq_validator *val, const dq_event *ev, char *err, size_t errlen);
+
+/* Copy attacker-controlled text for a message: printable ASCII only, bounded. */
+const char *dq_validator_safe(const char *s, char *buf, size_t buflen);
 
 /* Judge one message. now_ms is the validator's clock. Fills *v (free with
  * dq_verdict_clear). Returns 0, or -1 when a transient failure (Redis) prevents a verdict:
@@ -56,7 +86,34 @@ void dq_verdict_clear(dq_verdict *v);
 dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const dq_verdict *v);
 
 /* The consumer handler: judge, emit on deployq.events keyed service/environment, and
- * only then let the offset be stored. */
+ * only then let the offset be stored. Approval documents (approval.c) are told apart by
+ * their inner schema and handled there. */
 dq_handle_result dq_validator_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
 
+/* ---- approval.c ---- */
+
+#define DQ_APPROVAL_SCHEMA "deployq.approval/v1"
+
+/* 1 when m is a signed wrapper whose request text is an approval document. */
+int dq_approval_peek(const dq_validator *val, const dq_message *m);
+
+/* Decide a pending deployment from an approve/deny message: deploy.validated with
+ * approved_by on a valid approver's approval, deploy.rejected (denied, approval_unsigned,
+ * stale, ...) otherwise. A message for a deployment with nothing pending is logged and
+ * skipped. */
+dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err,
+                                    size_t errlen);
+
+/* ---- state.c ---- */
+
+/* What the validator learns from deployq.events (consumer group <group>-state): each
+ * deploy.verified and deploy.succeeded is recorded as dq_gates_state_key() for the
+ * promotion gate. ctx is a dq_state. */
+typedef struct dq_state {
+    const dq_config *cfg; /* borrowed */
+    dq_redis *redis;      /* owned: its own connection (this runs on its own thread) */
+    uint64_t n_recorded;
+} dq_state;
+
+dq_handle_result dq_state_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
 #endif

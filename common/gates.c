@@ -1,0 +1,709 @@
+/*
+ * gates.c - reading an environment's gate keys, the freeze test, and reading a target's
+ * variable names (a local command, or Railway's `variables` query) for the drift gate.
+ * See gates.h.
+ */
+#include "gates.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libfyaml.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define DRIFT_OUTPUT_MAX (256 * 1024)
+#define MAX_NAMES 4096
+
+static void free_list(char **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void dq_gates_names_free(char **names, size_t n)
+{
+    free_list(names, n);
+}
+
+void dq_gates_free(dq_gates *g)
+{
+    if (!g)
+        return;
+    free(g->target);
+    free_list(g->required_vars, g->n_required);
+    free_list(g->drift_ignore, g->n_ignore);
+    if (g->drift_check)
+        for (size_t i = 0; g->drift_check[i]; i++)
+            free(g->drift_check[i]);
+    free(g->drift_check);
+    cJSON_Delete(g->railway);
+    for (size_t i = 0; i < g->n_freeze; i++)
+        free(g->freeze[i].reason);
+    free(g->freeze);
+    free(g);
+}
+
+typedef struct reader {
+    const dq_config *cfg;
+    struct fy_node *env;
+    char prefix[300]; /* services.<svc>.environments.<env> */
+    char *err;
+    size_t errlen;
+} reader;
+
+static int fail_key(reader *rd, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail_key(reader *rd, const char *key, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    struct fy_node *n = rd->env ? fy_node_mapping_lookup_by_string(rd->env, key, FY_NT) : NULL;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(rd->err, rd->errlen, "%s:%d: %s.%s: %s", rd->cfg->path ? rd->cfg->path : "(config)",
+             n ? dq_config_node_line(n) : dq_config_node_line(rd->env), rd->prefix, key, msg);
+    return -1;
+}
+
+/* A list of names (strings) into *out. */
+static int read_names(reader *rd, const cJSON *envj, const char *key, char ***out, size_t *n)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(envj, key), *it;
+    size_t i = 0;
+
+    if (!arr || cJSON_IsNull(arr))
+        return 0;
+    if (!cJSON_IsArray(arr))
+        return fail_key(rd, key, "must be a list of variable names");
+    *out = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof **out);
+    if (!*out)
+        return fail_key(rd, key, "out of memory");
+    cJSON_ArrayForEach(it, arr)
+    {
+        const char *s = cJSON_GetStringValue(it);
+
+        if (!s || !s[0] || strchr(s, '=') || strpbrk(s, " \t\r\n"))
+            return fail_key(rd, key, "entry %zu is not a variable name", i + 1);
+        (*out)[i] = strdup(s);
+        if (!(*out)[i])
+            return fail_key(rd, key, "out of memory");
+        *n = ++i;
+    }
+    return 0;
+}
+
+static int64_t read_duration(reader *rd, const cJSON *envj, const char *key, int64_t fallback,
+                             int *bad)
+{
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(envj, key);
+    char buf[64];
+    int64_t ms;
+
+    if (!j || cJSON_IsNull(j))
+        return fallback;
+    if (cJSON_IsNumber(j))
+        snprintf(buf, sizeof buf, "%lld", (long long)j->valuedouble);
+    else if (cJSON_IsString(j))
+        dq_strlcpy(buf, j->valuestring, sizeof buf);
+    else
+        buf[0] = '\0';
+    ms = dq_duration_parse(buf);
+    if (ms <= 0) {
+        fail_key(rd, key, "must be a duration such as 30s, 5m, 24h");
+        *bad = 1;
+    }
+    return ms;
+}
+
+static int read_freeze(reader *rd, const cJSON *envj, dq_gates *g)
+{
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(envj, "freeze"), *it;
+    size_t i = 0;
+
+    if (!arr || cJSON_IsNull(arr))
+        return 0;
+    if (!cJSON_IsArray(arr))
+        return fail_key(rd, "freeze", "must be a list of {from, until, reason}");
+    g->freeze = calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof *g->freeze);
+    if (!g->freeze)
+        return fail_key(rd, "freeze", "out of memory");
+    cJSON_ArrayForEach(it, arr)
+    {
+        const char *from = dq_json_str(it, "from"), *until = dq_json_str(it, "until");
+        const char *reason = dq_json_str(it, "reason");
+        dq_freeze_window *w = &g->freeze[i];
+        const cJSON *m;
+
+        if (!cJSON_IsObject(it))
+            return fail_key(rd, "freeze", "entry %zu must be a mapping {from, until, reason}", i + 1);
+        cJSON_ArrayForEach(m, it)
+        {
+            if (strcmp(m->string, "from") != 0 && strcmp(m->string, "until") != 0 &&
+                strcmp(m->string, "reason") != 0)
+                return fail_key(rd, "freeze", "entry %zu: unknown key '%s' (known: from, until, reason)",
+                                i + 1, m->string);
+        }
+        if (!from || dq_time_parse(from, &w->from_ms) != 0)
+            return fail_key(rd, "freeze", "entry %zu: from must be an RFC 3339 time", i + 1);
+        if (!until || dq_time_parse(until, &w->until_ms) != 0)
+            return fail_key(rd, "freeze", "entry %zu: until must be an RFC 3339 time", i + 1);
+        if (w->until_ms <= w->from_ms)
+            return fail_key(rd, "freeze", "entry %zu: until must be after from", i + 1);
+        w->reason = strdup(reason && reason[0] ? reason : "change freeze");
+        if (!w->reason)
+            return fail_key(rd, "freeze", "out of memory");
+        g->n_freeze = ++i;
+    }
+    return 0;
+}
+
+/* The config of a provider entry: inline (a mapping) or the name of a top-level
+ * `providers` entry (a mapping name -> config, or a list of configs with `name`). */
+static cJSON *provider_entry(const dq_config *cfg, const cJSON *entry)
+{
+    const char *name = cJSON_GetStringValue(entry);
+    struct fy_node *root, *top;
+    cJSON *all, *found = NULL, *it;
+
+    if (cJSON_IsObject(entry))
+        return cJSON_Duplicate(entry, 1);
+    if (!name || !cfg->doc || !(root = fy_document_root(cfg->doc)) || !fy_node_is_mapping(root))
+        return NULL;
+    top = fy_node_mapping_lookup_by_string(root, "providers", FY_NT);
+    if (!top)
+        return NULL;
+    all = dq_config_node_json(top);
+    if (cJSON_IsObject(all)) {
+        it = cJSON_GetObjectItemCaseSensitive(all, name);
+        if (cJSON_IsObject(it)) {
+            found = cJSON_Duplicate(it, 1);
+            if (found && !cJSON_GetObjectItemCaseSensitive(found, "name"))
+                cJSON_AddStringToObject(found, "name", name);
+        }
+    } else if (cJSON_IsArray(all)) {
+        cJSON_ArrayForEach(it, all)
+        {
+            const char *n = dq_json_str(it, "name");
+
+            if (n && strcmp(n, name) == 0) {
+                found = cJSON_Duplicate(it, 1);
+                break;
+            }
+        }
+    }
+    cJSON_Delete(all);
+    return found;
+}
+
+static int read_railway(reader *rd, const cJSON *envj, dq_gates *g)
+{
+    const char *want = dq_json_str(envj, "drift_provider");
+    const cJSON *chain = cJSON_GetObjectItemCaseSensitive(envj, "providers"), *it;
+
+    if (!cJSON_IsArray(chain)) {
+        if (want)
+            return fail_key(rd, "drift_provider", "'%s' is not in this environment's providers", want);
+        return 0;
+    }
+    cJSON_ArrayForEach(it, chain)
+    {
+        cJSON *p = provider_entry(rd->cfg, it);
+        const char *type = dq_json_str(p, "type");
+        const char *name = dq_json_str(p, "name");
+
+        if (!name)
+            name = cJSON_GetStringValue(it) ? cJSON_GetStringValue(it) : type;
+        if (p && type && strcmp(type, "railway") == 0 && (!want || (name && strcmp(name, want) == 0))) {
+            g->railway = p;
+            break;
+        }
+        cJSON_Delete(p);
+    }
+    if (want && !g->railway)
+        return fail_key(rd, "drift_provider", "no railway provider named '%s' in this environment's providers",
+                        want);
+    if (g->railway && !dq_json_str(g->railway, "project_id") && g->n_required > 0)
+        return fail_key(rd, want ? "drift_provider" : "providers",
+                        "the railway provider needs project_id to read variables (required_vars)");
+    return 0;
+}
+
+dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *env, char *err,
+                        size_t errlen)
+{
+    reader rd = {.cfg = cfg, .err = err, .errlen = errlen};
+    const dq_environment *e = dq_config_environment(cfg, service, env);
+    dq_gates *g = calloc(1, sizeof *g);
+    cJSON *envj = NULL;
+    const cJSON *dc, *it, *pn;
+    char target[256];
+    int bad = 0;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!e) {
+        snprintf(err, errlen, "%s: service '%s' has no environment '%s'",
+                 cfg->path ? cfg->path : "(config)", service, env);
+        goto fail;
+    }
+    snprintf(target, sizeof target, "%s/%s", service, env);
+    g->target = strdup(target);
+    g->drift_timeout_ms = 30000;
+    g->approval_timeout_ms = 24LL * 3600 * 1000;
+    rd.env = e->node;
+    snprintf(rd.prefix, sizeof rd.prefix, "services.%s.environments.%s", service, env);
+    if (!g->target)
+        goto fail;
+    if (!e->node)
+        return g; /* an empty environment: no gates */
+    envj = dq_config_node_json(e->node);
+    if (!cJSON_IsObject(envj))
+        goto done;
+    if (read_names(&rd, envj, "required_vars", &g->required_vars, &g->n_required) != 0 ||
+        read_names(&rd, envj, "drift_ignore", &g->drift_ignore, &g->n_ignore) != 0 ||
+        read_freeze(&rd, envj, g) != 0)
+        goto fail;
+    dc = cJSON_GetObjectItemCaseSensitive(envj, "drift_check");
+    if (dc && !cJSON_IsNull(dc)) {
+        size_t i = 0;
+
+        if (!cJSON_IsArray(dc) || cJSON_GetArraySize(dc) == 0) {
+            fail_key(&rd, "drift_check", "must be a non-empty list: the program and its arguments");
+            goto fail;
+        }
+        g->drift_check = calloc((size_t)cJSON_GetArraySize(dc) + 1, sizeof *g->drift_check);
+        if (!g->drift_check)
+            goto fail;
+        cJSON_ArrayForEach(it, dc)
+        {
+            char num[64];
+            const char *s = cJSON_GetStringValue(it);
+
+            if (!s && cJSON_IsNumber(it)) {
+                snprintf(num, sizeof num, "%lld", (long long)it->valuedouble);
+                s = num;
+            }
+            if (!s) {
+                fail_key(&rd, "drift_check", "argument %zu is not a string", i + 1);
+                goto fail;
+            }
+            if (!(g->drift_check[i++] = strdup(s)))
+                goto fail;
+        }
+    }
+    g->drift_timeout_ms = read_duration(&rd, envj, "drift_timeout", g->drift_timeout_ms, &bad);
+    g->approval_timeout_ms = read_duration(&rd, envj, "approval_timeout", g->approval_timeout_ms, &bad);
+    if (bad)
+        goto fail;
+    pn = cJSON_GetObjectItemCaseSensitive(envj, "promotion_needs");
+    if (pn) {
+        const char *s = cJSON_GetStringValue(pn);
+
+        if (!s || (strcmp(s, "verified") != 0 && strcmp(s, "succeeded") != 0)) {
+            fail_key(&rd, "promotion_needs", "must be 'verified' or 'succeeded'");
+            goto fail;
+        }
+        g->needs_succeeded = strcmp(s, "succeeded") == 0;
+    }
+    if (read_railway(&rd, envj, g) != 0)
+        goto fail;
+    if (g->n_required > 0 && !dq_gates_can_read_vars(g)) {
+        fail_key(&rd, "required_vars",
+                 "nothing can read the variables: add drift_check or a railway provider with project_id");
+        goto fail;
+    }
+done:
+    cJSON_Delete(envj);
+    return g;
+fail:
+    if (err[0] == '\0')
+        snprintf(err, errlen, "out of memory");
+    cJSON_Delete(envj);
+    dq_gates_free(g);
+    return NULL;
+}
+
+const dq_freeze_window *dq_gates_frozen(const dq_gates *g, int64_t now_ms)
+{
+    for (size_t i = 0; g && i < g->n_freeze; i++)
+        if (now_ms >= g->freeze[i].from_ms && now_ms < g->freeze[i].until_ms)
+            return &g->freeze[i];
+    return NULL;
+}
+
+int dq_gates_can_read_vars(const dq_gates *g)
+{
+    return g && (g->drift_check || (g->railway && dq_json_str(g->railway, "project_id")));
+}
+
+/* ---- collecting names ---- */
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static int names_add(names *ns, const char *s, size_t len)
+{
+    char **nv;
+
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r'))
+        len--;
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    if (len == 0 || *s == '#')
+        return 0;
+    if (ns->n >= MAX_NAMES)
+        return -1;
+    if (ns->n == ns->cap) {
+        ns->cap = ns->cap ? ns->cap * 2 : 32;
+        nv = realloc(ns->v, ns->cap * sizeof *nv);
+        if (!nv)
+            return -1;
+        ns->v = nv;
+    }
+    ns->v[ns->n] = strndup(s, len);
+    if (!ns->v[ns->n])
+        return -1;
+    ns->n++;
+    return 0;
+}
+
+/* Run argv without a shell, its stdout into a malloc'd buffer, within timeout_ms. */
+static char *run_capture(char *const *argv, int64_t timeout_ms, char *err, size_t errlen)
+{
+    int fds[2], status = 0;
+    pid_t pid;
+    char *out = NULL;
+    size_t len = 0;
+    int64_t deadline = dq_mono_ms() + timeout_ms;
+    int timed_out = 0, too_long = 0;
+
+    if (pipe(fds) != 0) {
+        snprintf(err, errlen, "drift_check: pipe: %s", strerror(errno));
+        return NULL;
+    }
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    pid = fork();
+    if (pid < 0) {
+        snprintf(err, errlen, "drift_check: fork: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return NULL;
+    }
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+
+        setpgid(0, 0);
+        dup2(fds[1], 1);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    out = malloc(DRIFT_OUTPUT_MAX + 1);
+    while (out) {
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        int64_t left = deadline - dq_mono_ms();
+        ssize_t r;
+
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        if (poll(&pfd, 1, (int)(left > 200 ? 200 : left)) <= 0)
+            continue;
+        if (len >= DRIFT_OUTPUT_MAX) {
+            too_long = 1;
+            break;
+        }
+        r = read(fds[0], out + len, DRIFT_OUTPUT_MAX - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fds[0]);
+    if (timed_out || too_long || !out)
+        kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!out) {
+        snprintf(err, errlen, "drift_check: out of memory");
+        return NULL;
+    }
+    out[len] = '\0';
+    if (timed_out)
+        snprintf(err, errlen, "drift_check %s did not finish within %lld ms", argv[0],
+                 (long long)timeout_ms);
+    else if (too_long)
+        snprintf(err, errlen, "drift_check %s printed more than %d bytes", argv[0], DRIFT_OUTPUT_MAX);
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        snprintf(err, errlen, "drift_check %s could not be run", argv[0]);
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        snprintf(err, errlen, "drift_check %s failed (%s %d)", argv[0],
+                 WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    else
+        return out;
+    free(out);
+    return NULL;
+}
+
+static int read_command(const dq_gates *g, names *ns, char *err, size_t errlen)
+{
+    char *out = run_capture(g->drift_check, g->drift_timeout_ms, err, errlen);
+    char *line, *save = NULL;
+
+    if (!out)
+        return -1;
+    for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        /* NAME=value lines (the output of `env`) keep only the name: values are secrets. */
+        size_t n = strcspn(line, "=");
+
+        if (names_add(ns, line, n) != 0) {
+            snprintf(err, errlen, "drift_check: too many names");
+            free(out);
+            return -1;
+        }
+    }
+    free(out);
+    return 0;
+}
+
+static const char Q_VARIABLES[] =
+    "query deployqVariables($projectId: String!, $environmentId: String!, $serviceId: String) "
+    "{ variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }";
+
+static int read_railway_vars(const dq_gates *g, names *ns, char *err, size_t errlen)
+{
+    const cJSON *p = g->railway;
+    const char *base = dq_json_str(p, "base_url"), *token = dq_json_str(p, "token");
+    const char *token_env = dq_json_str(p, "token_env"), *kind = dq_json_str(p, "token_kind");
+    char auth[2048], *body = NULL;
+    const char *headers[3];
+    cJSON *req = cJSON_CreateObject(), *vars, *resp = NULL;
+    const cJSON *data, *v, *it;
+    dq_http_response r = {0};
+    dq_http_opts o = {0};
+    int rc = -1;
+
+    if (!base)
+        base = "https://backboard.railway.com/graphql/v2";
+    if (!token && token_env)
+        token = getenv(token_env);
+    if (!token || !token[0]) {
+        snprintf(err, errlen, "railway variables: no token (token or token_env)");
+        goto out;
+    }
+    if (kind && strcmp(kind, "project") == 0)
+        snprintf(auth, sizeof auth, "Project-Access-Token: %s", token);
+    else
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    headers[0] = auth;
+    headers[1] = "Content-Type: application/json";
+    headers[2] = NULL;
+    if (!req)
+        goto oom;
+    cJSON_AddStringToObject(req, "query", Q_VARIABLES);
+    vars = cJSON_AddObjectToObject(req, "variables");
+    cJSON_AddStringToObject(vars, "projectId", dq_json_str(p, "project_id"));
+    if (dq_json_str(p, "environment_id"))
+        cJSON_AddStringToObject(vars, "environmentId", dq_json_str(p, "environment_id"));
+    if (dq_json_str(p, "service_id"))
+        cJSON_AddStringToObject(vars, "serviceId", dq_json_str(p, "service_id"));
+    body = cJSON_PrintUnformatted(req);
+    if (!body)
+        goto oom;
+    o.method = "POST";
+    o.url = base;
+    o.headers = headers;
+    o.body = body;
+    o.timeout_ms = (long)(g->drift_timeout_ms < 10000 ? g->drift_timeout_ms : 10000);
+    o.max_retries = 2;
+    o.retry_budget_ms = g->drift_timeout_ms;
+    o.idempotent = 1; /* a query: repeating it is harmless */
+    if (dq_http_request(&o, &r) != 0) {
+        snprintf(err, errlen, "railway variables: %s", r.errstr[0] ? r.errstr : "no response");
+        goto out;
+    }
+    if (r.status != 200) {
+        snprintf(err, errlen, "railway variables: HTTP %ld", r.status);
+        goto out;
+    }
+    resp = dq_json_parse(r.body, r.body_len, DQ_HTTP_MAX_BODY, 32, NULL, NULL, 0);
+    if (!resp) {
+        snprintf(err, errlen, "railway variables: the answer is not JSON");
+        goto out;
+    }
+    if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(resp, "errors")) > 0) {
+        const char *msg = dq_json_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(resp, "errors"), 0),
+                                      "message");
+        char clean[256];
+
+        dq_redact(msg ? msg : "unknown error", clean, sizeof clean);
+        snprintf(err, errlen, "railway variables: %s", clean);
+        goto out;
+    }
+    data = cJSON_GetObjectItemCaseSensitive(resp, "data");
+    v = cJSON_GetObjectItemCaseSensitive(data, "variables");
+    if (!cJSON_IsObject(v)) {
+        snprintf(err, errlen, "railway variables: no variables object in the answer");
+        goto out;
+    }
+    /* Only the names: the values are secrets and are dropped with the response. */
+    cJSON_ArrayForEach(it, v)
+    {
+        if (names_add(ns, it->string, strlen(it->string)) != 0) {
+            snprintf(err, errlen, "railway variables: too many names");
+            goto out;
+        }
+    }
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory");
+out:
+    cJSON_Delete(resp);
+    cJSON_Delete(req);
+    free(body);
+    dq_http_response_free(&r);
+    return rc;
+}
+
+int dq_gates_read_vars(const dq_gates *g, char ***out, size_t *n, char *err, size_t errlen)
+{
+    names ns = {0};
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (g->drift_check)
+        rc = read_command(g, &ns, err, errlen);
+    else if (dq_gates_can_read_vars(g))
+        rc = read_railway_vars(g, &ns, err, errlen);
+    else {
+        snprintf(err, errlen, "%s: nothing configured to read its variables", g->target);
+        rc = -1;
+    }
+    if (rc != 0) {
+        free_list(ns.v, ns.n);
+        return -1;
+    }
+    *out = ns.v;
+    *n = ns.n;
+    return 0;
+}
+
+static int has(char *const *v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+/* Names joined for a message: "A, B, C" (bounded). */
+static void join(char *const *v, size_t n, char *out, size_t outlen)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < n && used + 4 < outlen; i++) {
+        int w = snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", v[i]);
+
+        if (w < 0 || (size_t)w >= outlen - used) {
+            snprintf(out + (outlen > 4 ? outlen - 4 : 0), 4, "...");
+            return;
+        }
+        used += (size_t)w;
+    }
+}
+
+int dq_gates_check_drift(const dq_gates *target, const dq_gates *source, dq_gate_report_fn fn,
+                         void *ctx)
+{
+    char err[512], msg[1024], list[700];
+    char **have = NULL, **src = NULL, **missing = NULL;
+    size_t n_have = 0, n_src = 0, n_missing = 0;
+    int reports = 0, compare = source && dq_gates_can_read_vars(source) && dq_gates_can_read_vars(target);
+
+    if (target->n_required == 0 && !compare)
+        return 0;
+    if (dq_gates_read_vars(target, &have, &n_have, err, sizeof err) != 0) {
+        snprintf(msg, sizeof msg, "cannot read the variables of %s: %s", target->target, err);
+        fn(ctx, "drift", msg);
+        return 1;
+    }
+    missing = calloc(target->n_required + 1, sizeof *missing);
+    for (size_t i = 0; missing && i < target->n_required; i++)
+        if (!has(have, n_have, target->required_vars[i]))
+            missing[n_missing++] = target->required_vars[i];
+    if (n_missing > 0) {
+        join(missing, n_missing, list, sizeof list);
+        snprintf(msg, sizeof msg, "required variables missing in %s: %s", target->target, list);
+        fn(ctx, "drift", msg);
+        reports++;
+    }
+    free(missing);
+    missing = NULL;
+    n_missing = 0;
+    if (compare) {
+        if (dq_gates_read_vars(source, &src, &n_src, err, sizeof err) != 0) {
+            snprintf(msg, sizeof msg, "cannot read the variables of %s to compare: %s",
+                     source->target, err);
+            fn(ctx, "drift", msg);
+            reports++;
+        } else {
+            missing = calloc(n_src + 1, sizeof *missing);
+            for (size_t i = 0; missing && i < n_src; i++)
+                if (!has(have, n_have, src[i]) &&
+                    !has(target->drift_ignore, target->n_ignore, src[i]))
+                    missing[n_missing++] = src[i];
+            if (n_missing > 0) {
+                join(missing, n_missing, list, sizeof list);
+                snprintf(msg, sizeof msg, "variables present in %s but missing in %s: %s",
+                         source->target, target->target, list);
+                fn(ctx, "drift", msg);
+                reports++;
+            }
+            free(missing);
+        }
+    }
+    free_list(have, n_have);
+    free_list(src, n_src);
+    return reports;
+}
+
+char *dq_gates_state_key(const char *state, const char *service, const char *env,
+                         const char *version, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "deployq:%s:%s:%s:%s", state, service, env, version);
+    return out;
+}

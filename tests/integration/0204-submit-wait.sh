@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# deployq submit --wait: follows the deployment on deployq.events and exits with its
+# outcome: 0 deployed (deploy.succeeded; deploy.verified where the target is monitored),
+# 1 rejected, 3 failed, 4 rolled back, 5 timed out, 6 cannot follow. The executor's,
+# monitor's and rollback worker's events are injected with kcat, as they would emit them.
+. "$(dirname "$0")/helpers.sh"
+. "$(dirname "$0")/helpers-gates.sh"
+
+start_redis
+start_broker
+write_config '  mon:
+    environments:
+      production:
+        monitor:
+          probes:
+            - {name: http, type: http, url: "http://127.0.0.1:1/health"}'
+start_validator a
+
+# wait_bg NAME ARGS...: run submit --wait in the background, output in $T/NAME.out.
+wait_bg() {
+    local name=$1; shift
+    submit --wait "$@" >"$T/$name.out" 2>"$T/$name.err" &
+    eval "PID_$name=$!"
+    PIDS+=("$!")
+}
+# id_of NAME: the deployment id (the first line) once it is printed.
+id_of() {
+    wait_for 20 test -s "$T/$1.out" || fail "$1: no deployment id printed"
+    head -n1 "$T/$1.out" | sed -e 's/.*"deployment_id":"\([^"]*\)".*/\1/'
+}
+# exit_of NAME: the exit status of the background submit, in $RC (not in a subshell:
+# only this shell can wait for its children).
+exit_of() { local pid; pid=$(eval echo "\$PID_$1"); RC=0; wait "$pid" || RC=$?; }
+succeeded='{"provider":"railway","provider_deployment_id":"d-1","duration_ms":1200,"url":"https://api.example"}'
+
+# 1 rejected: an unknown environment.
+rc=0; out=$(submit --wait --service api --env nowhere --version v1 --timeout 60) || rc=$?
+assert_eq "$rc" 1 "exit code, rejected"
+grep -q "deploy.rejected .*unknown_environment: service 'api' has no environment 'nowhere'" <<<"$out" ||
+    fail "no rejection line: $out"
+assert_eq "$(tail -n1 <<<"$out")" "$(head -n1 <<<"$out"): rejected" "last line"
+
+# 0 deployed: validated, then the executor's started and succeeded.
+wait_bg ok --service api --env staging --version v1 --timeout 120
+id=$(id_of ok)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.started "$id" api staging v1 '{"provider":"railway","provider_deployment_id":"d-1","attempt":1}'
+inject deploy.succeeded "$id" api staging v1 "$succeeded"
+exit_of ok; assert_eq "$RC" 0 "exit code, deployed"
+grep -q "deploy.validated .*api/staging v1  signed by ci-test" "$T/ok.out" || fail "no validated line: $(cat "$T/ok.out")"
+grep -q "deploy.started .*provider railway" "$T/ok.out" || fail "no started line"
+grep -q "deploy.succeeded .*provider railway, https://api.example" "$T/ok.out" || fail "no succeeded line"
+assert_eq "$(tail -n1 "$T/ok.out")" "$id: deployed" "last line"
+
+# 3 failed.
+wait_bg bad --service api --env staging --version v2 --timeout 120
+id=$(id_of bad)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.failed "$id" api staging v2 '{"reason":"build_failed","provider":"railway","provider_status":"FAILED"}'
+exit_of bad; assert_eq "$RC" 3 "exit code, failed"
+grep -q "deploy.failed .*provider railway, reason build_failed" "$T/bad.out" || fail "no failed line: $(cat "$T/bad.out")"
+
+# 4 rolled back: a monitored target is only settled by verified or a rollback; --json.
+wait_bg rb --service mon --env production --version v3 --timeout 120 --json
+id=$(id_of rb)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.succeeded "$id" mon production v3 "$succeeded"
+sleep 1
+alive "$PID_rb" || fail "exited at deploy.succeeded although the target is monitored"
+inject health.degraded "$id" mon production v3 '{"state":"degraded","probe":"http"}'
+inject rollback.succeeded "$id" mon production v3 \
+    '{"to_version":"v2","method":"redeploy","restored_at":"2026-11-26T10:00:00.000Z"}'
+exit_of rb; assert_eq "$RC" 4 "exit code, rolled back"
+assert_eq "$(tail -n1 "$T/rb.out")" "{\"deployment_id\":\"$id\",\"outcome\":\"rolled_back\",\"exit_code\":4}" "json outcome"
+assert_eq "$(sed -n '2,$p' "$T/rb.out" | head -n -1 | jq -r .type | tr '\n' ' ')" \
+    "deploy.validated deploy.succeeded health.degraded rollback.succeeded " "json event lines"
+
+# 0 on a monitored target once verified.
+wait_bg ver --service mon --env production --version v4 --timeout 120
+id=$(id_of ver)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.succeeded "$id" mon production v4 "$succeeded"
+inject deploy.verified "$id" mon production v4 '{"window_ms":60000,"samples":12}'
+exit_of ver; assert_eq "$RC" 0 "exit code, verified"
+
+# 5 timed out: validated, but nobody deploys it.
+rc=0; out=$(submit --wait --service api --env staging --version v5 --timeout 3) || rc=$?
+assert_eq "$rc" 5 "exit code, timed out"
+grep -q "^timed out after 3 s waiting for " <<<"$out" || fail "no timeout line: $out"
+
+# 6 the request cannot be followed (no broker).
+rc=0; submit --wait --service api --env staging --version v6 --timeout 5 --brokers 127.0.0.1:1 \
+    >/dev/null 2>"$T/nobroker.err" || rc=$?
+assert_eq "$rc" 6 "exit code, no broker"
+echo ok

@@ -1,0 +1,319 @@
+/*
+ * test_gates.c - gates.h: reading an environment's gate keys (and their errors with
+ * "path:line: key: message"), the freeze test at its boundaries, the drift gate through a
+ * drift_check command and through the Railway double's variables query, the comparison
+ * with the `requires` environment (drift_ignore), failing closed when the variables cannot
+ * be read, and that variable values never reach a report.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../fakes/fake_server.h"
+#include "config.h"
+#include "gates.h"
+#include "json.h"
+#include "util.h"
+
+#define HEAD                                                                                   \
+    "services:\n"                                                                          \
+    "  api:\n"                                                                             \
+    "    environments:\n"
+
+static dq_config *load(const char *yaml)
+{
+    char err[512];
+    dq_config *cfg = dq_config_load_string(yaml, strlen(yaml), "t.yaml", err, sizeof err);
+
+    if (!cfg)
+        fail_msg("config: %s", err);
+    return cfg;
+}
+
+static char *gate_error(const char *yaml, const char *env)
+{
+    static char err[512];
+    dq_config *cfg = load(yaml);
+    dq_gates *g = dq_gates_load(cfg, "api", env, err, sizeof err);
+
+    assert_null(g);
+    dq_config_free(cfg);
+    return err;
+}
+
+typedef struct reports {
+    int n;
+    char msg[8][1024];
+} reports;
+
+static void collect(void *ctx, const char *code, const char *message)
+{
+    reports *r = ctx;
+
+    assert_string_equal(code, "drift");
+    if (r->n < 8)
+        dq_strlcpy(r->msg[r->n], message, sizeof r->msg[0]);
+    r->n++;
+}
+
+static void test_empty_environment(void **state)
+{
+    (void)state;
+    dq_config *cfg = load(HEAD "      staging: {}\n      production:\n");
+    char err[512];
+    dq_gates *g = dq_gates_load(cfg, "api", "staging", err, sizeof err);
+    dq_gates *p = dq_gates_load(cfg, "api", "production", err, sizeof err);
+    reports r = {0};
+
+    assert_non_null(g);
+    assert_non_null(p);
+    assert_string_equal(g->target, "api/staging");
+    assert_int_equal(g->n_freeze, 0);
+    assert_int_equal(g->n_required, 0);
+    assert_null(dq_gates_frozen(g, dq_now_ms()));
+    assert_int_equal(dq_gates_can_read_vars(g), 0);
+    assert_int_equal(g->approval_timeout_ms, 24LL * 3600 * 1000);
+    assert_int_equal(g->needs_succeeded, 0);
+    /* Nothing declared, nothing to compare: the gate does nothing. */
+    assert_int_equal(dq_gates_check_drift(p, g, collect, &r), 0);
+    assert_int_equal(r.n, 0);
+    assert_null(dq_gates_load(cfg, "api", "nope", err, sizeof err));
+    assert_string_equal(err, "(config): service 'api' has no environment 'nope'");
+    dq_gates_free(g);
+    dq_gates_free(p);
+    dq_gates_free(NULL);
+    dq_config_free(cfg);
+}
+
+static void test_freeze_windows(void **state)
+{
+    (void)state;
+    dq_config *cfg = load(HEAD "      production:\n"
+                               "        freeze:\n"
+                               "          - from: 2026-12-20T00:00:00Z\n"
+                               "            until: 2027-01-02T00:00:00Z\n"
+                               "            reason: year end\n"
+                               "          - {from: \"2026-11-27T16:00:00+01:00\", until: \"2026-11-27T18:00:00+01:00\"}\n"
+                               "        promotion_needs: succeeded\n"
+                               "        approval_timeout: 2h\n");
+    char err[512];
+    dq_gates *g = dq_gates_load(cfg, "api", "production", err, sizeof err);
+    int64_t from, until, t;
+
+    assert_non_null(g);
+    assert_int_equal(g->n_freeze, 2);
+    assert_int_equal(g->needs_succeeded, 1);
+    assert_int_equal(g->approval_timeout_ms, 2LL * 3600 * 1000);
+    assert_int_equal(dq_time_parse("2026-12-20T00:00:00Z", &from), 0);
+    assert_int_equal(dq_time_parse("2027-01-02T00:00:00Z", &until), 0);
+    assert_null(dq_gates_frozen(g, from - 1));
+    assert_ptr_equal(dq_gates_frozen(g, from), &g->freeze[0]);
+    assert_string_equal(dq_gates_frozen(g, until - 1)->reason, "year end");
+    assert_null(dq_gates_frozen(g, until)); /* until is exclusive */
+    assert_int_equal(dq_time_parse("2026-11-27T15:30:00Z", &t), 0);
+    assert_ptr_equal(dq_gates_frozen(g, t), &g->freeze[1]);
+    assert_string_equal(g->freeze[1].reason, "change freeze"); /* the default */
+    assert_int_equal(dq_time_parse("2026-11-27T17:00:00Z", &t), 0);
+    assert_null(dq_gates_frozen(g, t));
+    dq_gates_free(g);
+    dq_config_free(cfg);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    assert_string_equal(gate_error(HEAD "      production:\n        freeze: soon\n", "production"),
+                        "(config):5: services.api.environments.production.freeze: must be a list of {from, until, reason}");
+    assert_string_equal(gate_error(HEAD "      production:\n        freeze:\n          - {from: yesterday, until: \"2027-01-02T00:00:00Z\"}\n",
+                                   "production"),
+                        "(config):5: services.api.environments.production.freeze: entry 1: from must be an RFC 3339 time");
+    assert_string_equal(gate_error(HEAD "      production:\n        freeze:\n          - {from: \"2027-01-02T00:00:00Z\", until: \"2027-01-01T00:00:00Z\"}\n",
+                                   "production"),
+                        "(config):5: services.api.environments.production.freeze: entry 1: until must be after from");
+    assert_string_equal(gate_error(HEAD "      production:\n        freeze:\n          - {form: \"2027-01-02T00:00:00Z\"}\n",
+                                   "production"),
+                        "(config):5: services.api.environments.production.freeze: entry 1: unknown key 'form' (known: from, until, reason)");
+    assert_string_equal(gate_error(HEAD "      production:\n        required_vars: [DATABASE_URL]\n", "production"),
+                        "(config):5: services.api.environments.production.required_vars: nothing can read the variables: "
+                        "add drift_check or a railway provider with project_id");
+    assert_string_equal(gate_error(HEAD "      production:\n        required_vars: [\"A=1\"]\n        drift_check: [env]\n",
+                                   "production"),
+                        "(config):5: services.api.environments.production.required_vars: entry 1 is not a variable name");
+    assert_string_equal(gate_error(HEAD "      production:\n        promotion_needs: deployed\n", "production"),
+                        "(config):5: services.api.environments.production.promotion_needs: must be 'verified' or 'succeeded'");
+    assert_string_equal(gate_error(HEAD "      production:\n        drift_check: []\n", "production"),
+                        "(config):5: services.api.environments.production.drift_check: must be a non-empty list: the program and its arguments");
+    assert_string_equal(gate_error(HEAD "      production:\n        approval_timeout: never\n", "production"),
+                        "(config):5: services.api.environments.production.approval_timeout: must be a duration such as 30s, 5m, 24h");
+    assert_string_equal(gate_error(HEAD "      production:\n        drift_provider: rw\n", "production"),
+                        "(config):5: services.api.environments.production.drift_provider: 'rw' is not in this environment's providers");
+    assert_string_equal(gate_error(HEAD "      production:\n        required_vars: [A]\n        providers:\n"
+                                        "          - {type: railway, service_id: s, environment_id: e, token: t}\n",
+                                   "production"),
+                        "(config):6: services.api.environments.production.providers: the railway provider needs project_id to read variables (required_vars)");
+}
+
+static void test_drift_command(void **state)
+{
+    (void)state;
+    /* printf (no shell): staging has A B C D, production A B=secret-value (a value is cut). */
+    dq_config *cfg = load(HEAD "      staging:\n"
+                               "        drift_check: [printf, \"A\\nB\\nC\\nD\\n\"]\n"
+                               "      production:\n"
+                               "        requires: staging\n"
+                               "        required_vars: [A, B, E, F]\n"
+                               "        drift_ignore: [D]\n"
+                               "        drift_check: [printf, \"A\\nB=secret-value\\n\\n# comment\\n\"]\n");
+    char err[512];
+    dq_gates *st = dq_gates_load(cfg, "api", "staging", err, sizeof err);
+    dq_gates *pr = dq_gates_load(cfg, "api", "production", err, sizeof err);
+    char **names;
+    size_t n;
+    reports r = {0};
+
+    assert_non_null(st);
+    assert_non_null(pr);
+    assert_int_equal(dq_gates_read_vars(pr, &names, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "A");
+    assert_string_equal(names[1], "B");
+    dq_gates_names_free(names, n);
+    assert_int_equal(dq_gates_check_drift(pr, st, collect, &r), 2);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.msg[0], "required variables missing in api/production: E, F");
+    assert_string_equal(r.msg[1], "variables present in api/staging but missing in api/production: C");
+    assert_null(strstr(r.msg[0], "secret-value"));
+    /* Without a source only the required variables count. */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(dq_gates_check_drift(pr, NULL, collect, &r), 1);
+    dq_gates_free(st);
+    dq_gates_free(pr);
+    dq_config_free(cfg);
+}
+
+static void test_drift_fails_closed(void **state)
+{
+    (void)state;
+    dq_config *cfg = load(HEAD "      a:\n        required_vars: [A]\n        drift_check: [\"false\"]\n"
+                               "      b:\n        required_vars: [A]\n        drift_check: [/nonexistent/program]\n"
+                               "      c:\n        required_vars: [A]\n        drift_check: [sleep, \"5\"]\n        drift_timeout: 300ms\n");
+    char err[512];
+    reports r = {0};
+    dq_gates *g;
+    int64_t t0;
+
+    g = dq_gates_load(cfg, "api", "a", err, sizeof err);
+    assert_int_equal(dq_gates_check_drift(g, NULL, collect, &r), 1);
+    assert_string_equal(r.msg[0], "cannot read the variables of api/a: drift_check false failed (exit 1)");
+    dq_gates_free(g);
+    g = dq_gates_load(cfg, "api", "b", err, sizeof err);
+    assert_int_equal(dq_gates_check_drift(g, NULL, collect, &r), 1);
+    assert_string_equal(r.msg[1], "cannot read the variables of api/b: drift_check /nonexistent/program could not be run");
+    dq_gates_free(g);
+    g = dq_gates_load(cfg, "api", "c", err, sizeof err);
+    t0 = dq_mono_ms();
+    assert_int_equal(dq_gates_check_drift(g, NULL, collect, &r), 1);
+    assert_true(dq_mono_ms() - t0 < 3000);
+    assert_string_equal(r.msg[2], "cannot read the variables of api/c: drift_check sleep did not finish within 300 ms");
+    dq_gates_free(g);
+    dq_config_free(cfg);
+}
+
+static void test_drift_railway(void **state)
+{
+    (void)state;
+    dq_fake f;
+    char yaml[2048], err[512];
+    dq_config *cfg;
+    dq_gates *st, *pr;
+    reports r = {0};
+    cJSON *calls;
+    const cJSON *call;
+
+    if (dq_fake_start(&f, "railway") != 0)
+        fail_msg("railway double did not start");
+    assert_int_equal(dq_fake_script(&f, "{\"variables\": {"
+                                        "\"env-stg\": {\"DATABASE_URL\": \"postgres://stg\", \"REDIS_URL\": \"r\", \"SENTRY_DSN\": \"s\"},"
+                                        "\"env-prd/svc-1\": {\"DATABASE_URL\": \"postgres://very-secret\"}}}"),
+                     0);
+    setenv("DQ_TEST_RAILWAY_TOKEN", "rw-token-123", 1);
+    snprintf(yaml, sizeof yaml,
+             "providers:\n"
+             "  rw-staging: {type: railway, base_url: \"%s/graphql/v2\", token_env: DQ_TEST_RAILWAY_TOKEN,\n"
+             "               project_id: prj, service_id: svc-1, environment_id: env-stg}\n"
+             HEAD "      staging:\n"
+             "        providers: [rw-staging]\n"
+             "      production:\n"
+             "        requires: staging\n"
+             "        required_vars: [DATABASE_URL, STRIPE_KEY]\n"
+             "        drift_ignore: [SENTRY_DSN]\n"
+             "        providers:\n"
+             "          - {type: github-actions, owner: o, repo: r, workflow: w}\n"
+             "          - {type: railway, name: rw, base_url: \"%s/graphql/v2\", token_env: DQ_TEST_RAILWAY_TOKEN,\n"
+             "             token_kind: project, project_id: prj, service_id: svc-1, environment_id: env-prd}\n"
+             "        drift_provider: rw\n",
+             f.base, f.base);
+    cfg = load(yaml);
+    st = dq_gates_load(cfg, "api", "staging", err, sizeof err);
+    pr = dq_gates_load(cfg, "api", "production", err, sizeof err);
+    assert_non_null(st);
+    assert_non_null(pr);
+    assert_int_equal(dq_gates_can_read_vars(st), 1);
+    assert_int_equal(dq_gates_check_drift(pr, st, collect, &r), 2);
+    assert_string_equal(r.msg[0], "required variables missing in api/production: STRIPE_KEY");
+    assert_string_equal(r.msg[1], "variables present in api/staging but missing in api/production: REDIS_URL");
+    assert_null(strstr(r.msg[0], "very-secret"));
+    calls = dq_fake_calls(&f);
+    assert_non_null(calls);
+    assert_int_equal(dq_fake_count(calls, "POST", "/graphql/v2"), 2);
+    call = dq_fake_call(calls, "POST", "/graphql/v2", 0);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "auth"), "scheme")->valuestring,
+                        "Project-Access-Token");
+    assert_string_equal(dq_json_str(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "body"), "variables"), "environmentId"),
+                        "env-prd");
+    call = dq_fake_call(calls, "POST", "/graphql/v2", 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(call, "auth"), "scheme")->valuestring, "Bearer");
+    cJSON_Delete(calls);
+    /* An environment the API does not know: GraphQL errors in a 200 fail the gate. */
+    assert_int_equal(dq_fake_script(&f, "{\"variables\": {}}"), 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(dq_gates_check_drift(pr, NULL, collect, &r), 1);
+    assert_string_equal(r.msg[0], "cannot read the variables of api/production: railway variables: Environment not found");
+    dq_gates_free(st);
+    dq_gates_free(pr);
+    dq_config_free(cfg);
+    dq_fake_stop(&f);
+    unsetenv("DQ_TEST_RAILWAY_TOKEN");
+}
+
+static void test_state_key(void **state)
+{
+    (void)state;
+    char buf[128];
+
+    assert_string_equal(dq_gates_state_key("verified", "api", "staging", "3f2c1ab", buf, sizeof buf),
+                        "deployq:verified:api:staging:3f2c1ab");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty_environment), cmocka_unit_test(test_freeze_windows),
+        cmocka_unit_test(test_errors),            cmocka_unit_test(test_drift_command),
+        cmocka_unit_test(test_drift_fails_closed), cmocka_unit_test(test_drift_railway),
+        cmocka_unit_test(test_state_key),
+    };
+    int rc;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,284 @@
+/*
+ * approval.c - deciding a deployment that waits for approval.
+ *
+ * `deployq approve|deny` sends, on deployq.requests, the same signed wrapper as a deploy
+ * request whose inner text is an approval document (schemas/approval.json):
+ *   {"schema":"deployq.approval/v1","deployment_id":"...","decision":"approve"|"deny",
+ *    "reason":"...","approver":"...","nonce":"...","issued_at":"..."}
+ * A decision counts only when it is signed by a configured, unretired key of role
+ * approver, inside the issued_at window, with a fresh nonce. Anything else about a pending
+ * deployment rejects it (fail closed: approval_unsigned, stale, ...), so a forged or
+ * mangled approval can cancel a deploy but never let one through. The first decision
+ * wins (deployq:decided:<id>, SET NX); the pending record is deleted once the verdict is
+ * on deployq.events, and a message for a deployment with nothing pending is skipped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "sign.h"
+#include "util.h"
+#include "validate.h"
+
+typedef struct parsed {
+    cJSON *wrapper, *inner;
+    const char *request_text;
+} parsed;
+
+static void parsed_clear(parsed *p)
+{
+    cJSON_Delete(p->inner);
+    cJSON_Delete(p->wrapper);
+    memset(p, 0, sizeof *p);
+}
+
+/* The wrapper and the inner document, when both are JSON objects. */
+static int parse_both(const dq_validator *val, const dq_message *m, parsed *p)
+{
+    const dq_config *cfg = val->cfg;
+
+    memset(p, 0, sizeof *p);
+    if (!m->value || m->len == 0)
+        return -1;
+    p->wrapper = dq_json_parse(m->value, m->len, cfg->max_request_bytes, cfg->max_depth, NULL, NULL, 0);
+    p->request_text = dq_json_str(p->wrapper, "request");
+    if (p->request_text)
+        p->inner = dq_json_parse(p->request_text, strlen(p->request_text), cfg->max_request_bytes,
+                                 cfg->max_depth, NULL, NULL, 0);
+    if (!p->inner) {
+        parsed_clear(p);
+        return -1;
+    }
+    return 0;
+}
+
+int dq_approval_peek(const dq_validator *val, const dq_message *m)
+{
+    parsed p;
+    int yes;
+
+    if (parse_both(val, m, &p) != 0)
+        return 0;
+    yes = dq_json_str(p.inner, "schema") && strcmp(dq_json_str(p.inner, "schema"), DQ_APPROVAL_SCHEMA) == 0;
+    parsed_clear(&p);
+    return yes;
+}
+
+static void add_source(cJSON *data, const dq_message *m)
+{
+    cJSON *source = cJSON_AddObjectToObject(data, "source");
+
+    cJSON_AddStringToObject(source, "topic", m->topic);
+    cJSON_AddNumberToObject(source, "partition", m->partition);
+    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
+}
+
+/* Check who signed the approval and when. Reasons go into v; *key_out is the verified
+ * approver key (NULL when the signature does not count). */
+static void check_signature(dq_validator *val, const parsed *p, int64_t now_ms, dq_verdict *v,
+                            const dq_key **key_out)
+{
+    const char *key_id = dq_json_str(p->wrapper, "key_id");
+    const char *sig = dq_json_str(p->wrapper, "signature");
+    const char *issued = dq_json_str(p->inner, "issued_at");
+    const dq_key *key;
+    char err[256], buf[128];
+    int64_t t;
+
+    *key_out = NULL;
+    if (!key_id || !sig) {
+        dq_verdict_add(v, "approval_unsigned", "the approval is not signed (no signature or key_id)");
+        return;
+    }
+    dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
+    key = dq_config_key(val->cfg, key_id);
+    if (!key)
+        dq_verdict_add(v, "approval_unsigned", "key id '%s' is not configured",
+                       dq_validator_safe(key_id, buf, 80));
+    else if (key->retired)
+        dq_verdict_add(v, "approval_unsigned", "key id '%s' is retired", key->id);
+    else if (!key->role || strcmp(key->role, "approver") != 0)
+        dq_verdict_add(v, "approval_unsigned", "key id '%s' has role %s; approvals need an approver key",
+                       key->id, key->role ? key->role : "ci");
+    else if (dq_verify(key->public_key, p->request_text, strlen(p->request_text), sig, err,
+                       sizeof err) != 1)
+        dq_verdict_add(v, "approval_unsigned", "signature does not match the approval (key %s)", key->id);
+    else
+        *key_out = key;
+    if (!issued || dq_time_parse(issued, &t) != 0)
+        return; /* the schema check reports it */
+    if (now_ms - t > val->cfg->issued_at_window_ms)
+        dq_verdict_add(v, "stale", "the approval's issued_at %s is %lld s old", dq_validator_safe(issued, buf, 40),
+                       (long long)((now_ms - t) / 1000));
+    else if (t - now_ms > val->cfg->issued_at_window_ms)
+        dq_verdict_add(v, "future", "the approval's issued_at %s is in the future",
+                       dq_validator_safe(issued, buf, 40));
+}
+
+/* Claim the right to decide deployment_id for message m: 1 ours (first, or a
+ * redelivery of m), 0 someone decided before, -1 Redis unreachable. */
+static int claim_decision(dq_validator *val, const dq_message *m, const char *deployment_id,
+                          long ttl)
+{
+    char key[128], me[256], *prev = NULL;
+    int rc;
+
+    snprintf(key, sizeof key, "deployq:decided:%s", deployment_id);
+    snprintf(me, sizeof me, "%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
+    rc = dq_redis_set_nx(val->redis, key, me, ttl);
+    if (rc != 0)
+        return rc;
+    if (dq_redis_get(val->redis, key, &prev) != 0)
+        return -1;
+    rc = prev && strcmp(prev, me) == 0;
+    free(prev);
+    return rc;
+}
+
+dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err, size_t errlen)
+{
+    parsed p;
+    dq_verdict v;
+    dq_event *pending = NULL, *ev = NULL;
+    const dq_key *key = NULL;
+    const char *dep, *decision, *reason;
+    char pkey[128], name[256], buf[600], schema_err[512], *text = NULL;
+    dq_handle_result res = DQ_HANDLED;
+    int64_t now = dq_now_ms();
+    int approved;
+
+    memset(&v, 0, sizeof v);
+    if (parse_both(val, m, &p) != 0)
+        return DQ_HANDLED; /* peek said yes: cannot happen; nothing to decide */
+    dep = dq_json_str(p.inner, "deployment_id");
+    decision = dq_json_str(p.inner, "decision");
+    reason = dq_json_str(p.inner, "reason");
+    if (!dep || !dq_uuid_valid(dep)) {
+        /* Nothing can be decided without a deployment id: a plain rejection of the message. */
+        dq_verdict_add(&v, "schema", "approval: /deployment_id: required, a UUID");
+        ev = dq_verdict_event(val, m, &v);
+        goto emit;
+    }
+    snprintf(pkey, sizeof pkey, "deployq:pending:%s", dep);
+    if (dq_redis_get(val->redis, pkey, &text) != 0) {
+        res = DQ_RETRY;
+        goto out;
+    }
+    if (!text) {
+        dq_warn("approval at %s/%d/%lld for deployment %s: nothing pending (decided, expired or unknown); skipped",
+                m->topic, (int)m->partition, (long long)m->offset, dep);
+        goto out;
+    }
+    pending = dq_event_decode(text, strlen(text), buf, sizeof buf);
+    if (!pending) {
+        redisReply *r = dq_redis_command(val->redis, "DEL %s", pkey);
+
+        dq_warn("pending record of %s unreadable (%s); dropped", dep, buf);
+        if (r)
+            freeReplyObject(r);
+        goto out;
+    }
+    if (val->approval &&
+        dq_schema_validate(val->approval, p.inner, schema_err, sizeof schema_err) != 0)
+        dq_verdict_add(&v, "schema", "approval: %s", dq_validator_safe(schema_err, buf, 300));
+    check_signature(val, &p, now, &v, &key);
+    if (key && v.n_reasons == 0) {
+        char owner[256] = "";
+        const char *nonce = dq_json_str(p.inner, "nonce");
+        int rc = nonce ? dq_validator_claim_nonce(val, m, key->id, nonce, owner, sizeof owner) : 0;
+
+        if (rc < 0) {
+            res = DQ_RETRY;
+            goto out;
+        }
+        if (rc == 1)
+            dq_verdict_add(&v, "replayed_nonce", "nonce already used by the message at %s", owner);
+    }
+    {
+        int rc = claim_decision(val, m, dep, 7L * 24 * 3600);
+
+        if (rc < 0) {
+            res = DQ_RETRY;
+            goto out;
+        }
+        if (rc == 0) {
+            dq_warn("deployment %s was already decided; approval at %s/%d/%lld skipped", dep, m->topic,
+                    (int)m->partition, (long long)m->offset);
+            goto out;
+        }
+    }
+    approved = v.n_reasons == 0 && decision && strcmp(decision, "approve") == 0;
+    if (v.n_reasons == 0 && !approved) {
+        if (reason)
+            dq_verdict_add(&v, "denied", "denied by %s: %s", key->id, dq_validator_safe(reason, buf, 500));
+        else
+            dq_verdict_add(&v, "denied", "denied by %s", key->id);
+    }
+    snprintf(name, sizeof name, "decision:%s/%d/%lld", m->topic, (int)m->partition,
+             (long long)m->offset);
+    if (approved) {
+        /* The parked deploy.validated, now with who approved it. */
+        ev = pending;
+        pending = NULL;
+        dq_event_set_id_from(ev, name);
+        ev->at_ms = now;
+        free(ev->actor);
+        ev->actor = strdup(val->actor);
+        cJSON_DeleteItemFromObjectCaseSensitive(ev->data, "approved_by");
+        cJSON_AddStringToObject(ev->data, "approved_by", key->id);
+    } else {
+        cJSON *reasons;
+
+        ev = dq_event_new(DQ_EV_REJECTED, pending->deployment_id, pending->service,
+                          pending->environment, pending->version, val->actor);
+        if (!ev)
+            goto oom;
+        dq_event_set_id_from(ev, name);
+        reasons = cJSON_AddArrayToObject(ev->data, "reasons");
+        for (int i = 0; i < v.n_reasons; i++) {
+            cJSON *o = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(o, "code", v.reasons[i].code);
+            cJSON_AddStringToObject(o, "message", v.reasons[i].message);
+            cJSON_AddItemToArray(reasons, o);
+        }
+        if (v.key_id[0] && dq_config_key(val->cfg, v.key_id))
+            cJSON_AddStringToObject(ev->data, "key_id", v.key_id);
+        add_source(ev->data, m);
+    }
+emit:
+    if (!ev || !ev->actor)
+        goto oom;
+    if (dq_validator_emit(val, ev, err, errlen) != 0) {
+        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic, (int)m->partition,
+                (long long)m->offset, err);
+        res = DQ_RETRY;
+        goto out;
+    }
+    if (text) {
+        redisReply *r = dq_redis_command(val->redis, "DEL %s", pkey);
+
+        if (r)
+            freeReplyObject(r);
+    }
+    if (strcmp(ev->type, DQ_EV_VALIDATED) == 0)
+        val->n_validated++;
+    else
+        val->n_rejected++;
+    dq_info("%s deployment %s after %s: %s", ev->type, ev->deployment_id ? ev->deployment_id : "-",
+            decision ? dq_validator_safe(decision, buf, 16) : "an approval",
+            v.n_reasons ? v.reasons[0].message : "approved");
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory deciding an approval");
+    res = DQ_FAILED;
+out:
+    dq_event_free(ev);
+    dq_event_free(pending);
+    free(text);
+    dq_verdict_clear(&v);
+    parsed_clear(&p);
+    return res;
+}
