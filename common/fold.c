@@ -1,0 +1,937 @@
+/*
+ * fold.c - the state fold of fold.h: events in log order -> per-target state, deployment
+ * timelines, rollbacks, stale-fence flags and a deterministic state hash.
+ *
+ * Targets and deployments are found through small open-addressing hash tables keyed by
+ * string (a million events must fold in seconds); every record lives in its own
+ * allocation so the pointers handed out stay valid while the tables grow.
+ */
+#include "fold.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "util.h"
+
+/* ---- a string-keyed hash table of pointers -------------------------------------------- */
+
+typedef struct {
+    const char **keys; /* borrowed from the values */
+    void **vals;
+    size_t cap, n;
+} strmap;
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void *strmap_get(const strmap *m, const char *key)
+{
+    if (m->cap == 0)
+        return NULL;
+    for (size_t i = str_hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i])
+            return NULL;
+        if (strcmp(m->keys[i], key) == 0)
+            return m->vals[i];
+    }
+}
+
+static int strmap_put(strmap *m, const char *key, void *val)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 64;
+        const char **nk = calloc(ncap, sizeof *nk);
+        void **nv = calloc(ncap, sizeof *nv);
+
+        if (!nk || !nv) {
+            free(nk);
+            free(nv);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->keys[i])
+                continue;
+            size_t j = str_hash(m->keys[i]) & (ncap - 1);
+            while (nk[j])
+                j = (j + 1) & (ncap - 1);
+            nk[j] = m->keys[i];
+            nv[j] = m->vals[i];
+        }
+        free(m->keys);
+        free(m->vals);
+        m->keys = nk;
+        m->vals = nv;
+        m->cap = ncap;
+    }
+    size_t i = str_hash(key) & (m->cap - 1);
+    while (m->keys[i])
+        i = (i + 1) & (m->cap - 1);
+    m->keys[i] = key;
+    m->vals[i] = val;
+    m->n++;
+    return 0;
+}
+
+static void strmap_free(strmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+}
+
+/* A growing array of pointers. */
+typedef struct {
+    void **v;
+    size_t n, cap;
+} ptrvec;
+
+static int ptrvec_push(ptrvec *p, void *x)
+{
+    if (p->n == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 16;
+        void **nv = realloc(p->v, ncap * sizeof *nv);
+
+        if (!nv)
+            return -1;
+        p->v = nv;
+        p->cap = ncap;
+    }
+    p->v[p->n++] = x;
+    return 0;
+}
+
+/* ---- the fold ---------------------------------------------------------------------------- */
+
+struct dq_fold {
+    strmap targets_by_key, deployments_by_id;
+    ptrvec targets, deployments, rollbacks;
+    dq_fold_stale_event *stale;
+    size_t n_stale, cap_stale;
+    dq_fold_target **sorted; /* dq_fold_targets() cache; NULL when out of date */
+    dq_fold_totals totals;
+};
+
+static const char unknown_type[] = "unknown";
+
+/* The static copy of a type name, so timelines need no string of their own. */
+static const char *intern_type(const char *type)
+{
+    for (size_t i = 0; dq_event_types[i]; i++)
+        if (strcmp(dq_event_types[i], type) == 0)
+            return dq_event_types[i];
+    return unknown_type;
+}
+
+const char *dq_deploy_outcome_name(dq_deploy_outcome o)
+{
+    static const char *const names[] = {"pending",   "awaiting_approval", "validated",
+                                        "running",   "succeeded",         "verified",
+                                        "failed",    "rejected",          "rolled_back"};
+    return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "unknown";
+}
+
+const char *dq_rollback_status_name(dq_rollback_status s)
+{
+    static const char *const names[] = {"requested", "started", "succeeded", "failed"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
+}
+
+dq_fold *dq_fold_new(void)
+{
+    return calloc(1, sizeof(dq_fold));
+}
+
+static void deployment_free(dq_fold_deployment *d)
+{
+    if (!d)
+        return;
+    free(d->id);
+    free(d->service);
+    free(d->environment);
+    free(d->version);
+    free(d->timeline);
+    free(d);
+}
+
+static void rollback_free(dq_fold_rollback *r)
+{
+    if (!r)
+        return;
+    free(r->service);
+    free(r->environment);
+    free(r->deployment_id);
+    free(r->from_version);
+    free(r->to_version);
+    free(r->reason);
+    free(r->requested_by);
+    cJSON_Delete(r->evidence);
+    free(r);
+}
+
+static void target_free(dq_fold_target *t)
+{
+    if (!t)
+        return;
+    free(t->key);
+    free(t->service);
+    free(t->environment);
+    free(t->current_version);
+    free(t->current_deployment_id);
+    free(t->last_verified_version);
+    free(t);
+}
+
+void dq_fold_free(dq_fold *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->targets.n; i++)
+        target_free(f->targets.v[i]);
+    for (size_t i = 0; i < f->deployments.n; i++)
+        deployment_free(f->deployments.v[i]);
+    for (size_t i = 0; i < f->rollbacks.n; i++)
+        rollback_free(f->rollbacks.v[i]);
+    for (size_t i = 0; i < f->n_stale; i++) {
+        free(f->stale[i].event_id);
+        free(f->stale[i].type);
+        free(f->stale[i].target);
+        free(f->stale[i].deployment_id);
+    }
+    free(f->stale);
+    free(f->targets.v);
+    free(f->deployments.v);
+    free(f->rollbacks.v);
+    strmap_free(&f->targets_by_key);
+    strmap_free(&f->deployments_by_id);
+    free(f->sorted);
+    free(f);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* Replace *slot with a copy of s (NULL clears). 0, -1 on allocation failure (unchanged). */
+static int set_str(char **slot, const char *s)
+{
+    char *c = NULL;
+
+    if (s && !(c = strdup(s)))
+        return -1;
+    free(*slot);
+    *slot = c;
+    return 0;
+}
+
+static dq_fold_target *target_find_or_add(dq_fold *f, const char *service, const char *env)
+{
+    char key[512];
+    dq_fold_target *t;
+
+    snprintf(key, sizeof key, "%s/%s", service, env);
+    t = strmap_get(&f->targets_by_key, key);
+    if (t)
+        return t;
+    t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->key = strdup(key);
+    t->service = strdup(service);
+    t->environment = strdup(env);
+    if (!t->key || !t->service || !t->environment || ptrvec_push(&f->targets, t) != 0) {
+        target_free(t);
+        return NULL;
+    }
+    if (strmap_put(&f->targets_by_key, t->key, t) != 0) {
+        f->targets.n--;
+        target_free(t);
+        return NULL;
+    }
+    free(f->sorted);
+    f->sorted = NULL;
+    f->totals.targets++;
+    return t;
+}
+
+static dq_fold_deployment *deployment_find_or_add(dq_fold *f, const dq_event *ev)
+{
+    dq_fold_deployment *d = strmap_get(&f->deployments_by_id, ev->deployment_id);
+
+    if (d)
+        return d;
+    d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->id = strdup(ev->deployment_id);
+    d->service = dup_or_null(ev->service);
+    d->environment = dup_or_null(ev->environment);
+    d->version = dup_or_null(ev->version);
+    d->first_at_ms = ev->at_ms;
+    d->step = intern_type(ev->type);
+    if (!d->id || (ev->service && !d->service) || (ev->environment && !d->environment) ||
+        (ev->version && !d->version) || ptrvec_push(&f->deployments, d) != 0) {
+        deployment_free(d);
+        return NULL;
+    }
+    if (strmap_put(&f->deployments_by_id, d->id, d) != 0) {
+        f->deployments.n--;
+        deployment_free(d);
+        return NULL;
+    }
+    f->totals.deployments++;
+    return d;
+}
+
+static int timeline_add(dq_fold_deployment *d, const dq_event *ev, int32_t partition,
+                        int64_t offset, int stale)
+{
+    if (d->n_timeline == d->cap_timeline) {
+        size_t ncap = d->cap_timeline ? d->cap_timeline * 2 : 8;
+        dq_fold_entry *nt = realloc(d->timeline, ncap * sizeof *nt);
+
+        if (!nt)
+            return -1;
+        d->timeline = nt;
+        d->cap_timeline = ncap;
+    }
+    d->timeline[d->n_timeline++] = (dq_fold_entry){
+        .type = intern_type(ev->type),
+        .at_ms = ev->at_ms,
+        .partition = partition,
+        .offset = offset,
+        .fence = ev->fence,
+        .stale = stale,
+    };
+    return 0;
+}
+
+static int stale_add(dq_fold *f, const dq_event *ev, const dq_fold_target *t,
+                     int32_t partition, int64_t offset)
+{
+    dq_fold_stale_event *s;
+
+    if (f->n_stale == f->cap_stale) {
+        size_t ncap = f->cap_stale ? f->cap_stale * 2 : 8;
+        dq_fold_stale_event *ns = realloc(f->stale, ncap * sizeof *ns);
+
+        if (!ns)
+            return -1;
+        f->stale = ns;
+        f->cap_stale = ncap;
+    }
+    s = &f->stale[f->n_stale];
+    *s = (dq_fold_stale_event){
+        .event_id = strdup(ev->id),
+        .type = strdup(ev->type),
+        .target = strdup(t->key),
+        .deployment_id = dup_or_null(ev->deployment_id),
+        .partition = partition,
+        .offset = offset,
+        .fence = ev->fence,
+        .newest_fence = t->max_fence,
+        .at_ms = ev->at_ms,
+    };
+    if (!s->event_id || !s->type || !s->target || (ev->deployment_id && !s->deployment_id)) {
+        free(s->event_id);
+        free(s->type);
+        free(s->target);
+        free(s->deployment_id);
+        return -1;
+    }
+    f->n_stale++;
+    return 0;
+}
+
+/* A time member of obj parsed to ms, or 0 when absent or not a time. */
+static int64_t json_time(const cJSON *obj, const char *name)
+{
+    const char *s = obj ? dq_json_str(obj, name) : NULL;
+    int64_t ms;
+
+    return s && dq_time_parse(s, &ms) == 0 ? ms : 0;
+}
+
+static dq_fold_rollback *rollback_open(dq_fold *f, dq_fold_target *t, const dq_event *ev)
+{
+    dq_fold_rollback *r = calloc(1, sizeof *r);
+
+    if (!r)
+        return NULL;
+    r->service = strdup(t->service);
+    r->environment = strdup(t->environment);
+    r->deployment_id = dup_or_null(ev->deployment_id);
+    r->from_version = dup_or_null(ev->version ? ev->version : t->current_version);
+    if (!r->service || !r->environment || (ev->deployment_id && !r->deployment_id) ||
+        ptrvec_push(&f->rollbacks, r) != 0) {
+        rollback_free(r);
+        return NULL;
+    }
+    t->last_rollback = r;
+    t->n_rollbacks++;
+    f->totals.rollbacks++;
+    return r;
+}
+
+/* Ends the target's in-flight deployment when it is d. */
+static void inflight_end(dq_fold_target *t, const dq_fold_deployment *d)
+{
+    if (d && t->inflight == d)
+        t->inflight = NULL;
+}
+
+/* Apply one event of a known target (fence already checked). 0, -1 on allocation failure. */
+static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
+                           const dq_event *ev)
+{
+    const char *type = intern_type(ev->type);
+    const cJSON *data = ev->data;
+    dq_fold_rollback *r = t->last_rollback;
+    int open_rb = r && (r->status == DQ_ROLLBACK_REQUESTED || r->status == DQ_ROLLBACK_STARTED);
+
+    if (d) {
+        d->last_at_ms = ev->at_ms;
+        if (ev->fence > d->fence)
+            d->fence = ev->fence;
+        if (!d->version && ev->version && !(d->version = strdup(ev->version)))
+            return -1;
+        if (strcmp(type, DQ_EV_NOTIFICATION_SENT) != 0 &&
+            strcmp(type, DQ_EV_NOTIFICATION_FAILED) != 0 && strcmp(type, unknown_type) != 0)
+            d->step = type;
+    }
+
+    if (strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_AWAITING_APPROVAL) == 0) {
+        if (strcmp(type, DQ_EV_VALIDATED) == 0)
+            t->n_validated++;
+        else
+            t->n_awaiting++;
+        if (d) {
+            if (strcmp(type, DQ_EV_VALIDATED) == 0) {
+                d->validated_at_ms = ev->at_ms;
+                d->commit_at_ms = json_time(data, "commit_at");
+                if (d->outcome < DQ_DEPLOY_VALIDATED)
+                    d->outcome = DQ_DEPLOY_VALIDATED;
+            } else if (d->outcome < DQ_DEPLOY_AWAITING_APPROVAL) {
+                d->outcome = DQ_DEPLOY_AWAITING_APPROVAL;
+            }
+            t->inflight = d;
+        }
+    } else if (strcmp(type, DQ_EV_REJECTED) == 0) {
+        t->n_rejected++;
+        if (d) {
+            d->outcome = DQ_DEPLOY_REJECTED;
+            d->rejected_at_ms = ev->at_ms;
+            inflight_end(t, d);
+        }
+    } else if (strcmp(type, DQ_EV_STARTED) == 0) {
+        t->n_started++;
+        if (d) {
+            if (!d->started_at_ms)
+                d->started_at_ms = ev->at_ms;
+            if (d->outcome < DQ_DEPLOY_RUNNING)
+                d->outcome = DQ_DEPLOY_RUNNING;
+            t->inflight = d;
+        }
+    } else if (strcmp(type, DQ_EV_SUCCEEDED) == 0) {
+        t->n_succeeded++;
+        if (set_str(&t->current_version, ev->version) != 0 ||
+            set_str(&t->current_deployment_id, ev->deployment_id) != 0)
+            return -1;
+        t->current_since_ms = ev->at_ms;
+        if (d) {
+            d->succeeded_at_ms = ev->at_ms;
+            if (d->outcome < DQ_DEPLOY_SUCCEEDED)
+                d->outcome = DQ_DEPLOY_SUCCEEDED;
+        }
+    } else if (strcmp(type, DQ_EV_FAILED) == 0) {
+        t->n_failed++;
+        if (d) {
+            d->failed_at_ms = ev->at_ms;
+            d->outcome = DQ_DEPLOY_FAILED;
+            inflight_end(t, d);
+        }
+    } else if (strcmp(type, DQ_EV_VERIFIED) == 0) {
+        t->n_verified++;
+        if (set_str(&t->last_verified_version, ev->version) != 0)
+            return -1;
+        t->last_verified_at_ms = ev->at_ms;
+        if (d) {
+            d->verified_at_ms = ev->at_ms;
+            if (d->outcome == DQ_DEPLOY_SUCCEEDED || d->outcome < DQ_DEPLOY_SUCCEEDED)
+                d->outcome = DQ_DEPLOY_VERIFIED;
+            inflight_end(t, d);
+        }
+    } else if (strcmp(type, DQ_EV_ROLLBACK_REQUESTED) == 0) {
+        const cJSON *evidence = cJSON_GetObjectItemCaseSensitive(data, "evidence");
+
+        r = rollback_open(f, t, ev);
+        if (!r)
+            return -1;
+        r->requested_at_ms = ev->at_ms;
+        if (set_str(&r->reason, dq_json_str(data, "reason")) != 0 ||
+            set_str(&r->requested_by, dq_json_str(data, "requested_by")) != 0 ||
+            set_str(&r->to_version, dq_json_str(data, "to_version")) != 0)
+            return -1;
+        if (cJSON_IsObject(evidence) && !(r->evidence = cJSON_Duplicate(evidence, 1)))
+            return -1;
+        r->detected_at_ms = json_time(evidence, "first_failure_at");
+        if (!r->detected_at_ms)
+            r->detected_at_ms = json_time(evidence, "detected_at");
+        if (!r->detected_at_ms)
+            r->detected_at_ms = ev->at_ms;
+        if (d) {
+            if (!d->rollback_requested_at_ms)
+                d->rollback_requested_at_ms = ev->at_ms;
+            d->outcome = DQ_DEPLOY_ROLLED_BACK;
+            inflight_end(t, d);
+        }
+    } else if (strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0 ||
+               strcmp(type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 ||
+               strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0) {
+        if (!open_rb) {
+            /* A rollback without a request (a manual one started directly) is still a
+             * rollback of this target. */
+            r = rollback_open(f, t, ev);
+            if (!r)
+                return -1;
+        }
+        if (dq_json_str(data, "to_version") &&
+            set_str(&r->to_version, dq_json_str(data, "to_version")) != 0)
+            return -1;
+        if (dq_json_str(data, "from_version") &&
+            set_str(&r->from_version, dq_json_str(data, "from_version")) != 0)
+            return -1;
+        if (strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0) {
+            r->status = DQ_ROLLBACK_STARTED;
+            r->started_at_ms = ev->at_ms;
+        } else if (strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0) {
+            r->status = DQ_ROLLBACK_FAILED;
+            r->finished_at_ms = ev->at_ms;
+            t->n_rollbacks_failed++;
+        } else {
+            int64_t restored = json_time(data, "restored_at");
+
+            r->status = DQ_ROLLBACK_SUCCEEDED;
+            r->finished_at_ms = ev->at_ms;
+            r->restored_at_ms = restored ? restored : ev->at_ms;
+            if (!r->detected_at_ms)
+                r->detected_at_ms = json_time(data, "detected_at");
+            if (!r->detected_at_ms)
+                r->detected_at_ms = r->requested_at_ms ? r->requested_at_ms : r->restored_at_ms;
+            t->n_rollbacks_succeeded++;
+            if (r->to_version) {
+                if (set_str(&t->current_version, r->to_version) != 0)
+                    return -1;
+                /* The version now serving came from an older deployment that this log may
+                 * not name; say "none" rather than keep the rolled-back one. */
+                free(t->current_deployment_id);
+                t->current_deployment_id = NULL;
+                t->current_since_ms = r->restored_at_ms;
+            }
+        }
+    }
+    return 0;
+}
+
+int dq_fold_apply_event(dq_fold *f, const dq_event *ev, int32_t partition, int64_t offset)
+{
+    dq_fold_target *t;
+    dq_fold_deployment *d = NULL;
+    int stale;
+
+    f->totals.events++;
+    if (!ev->service || !ev->environment) {
+        f->totals.untargeted++;
+        return DQ_FOLD_APPLIED;
+    }
+    t = target_find_or_add(f, ev->service, ev->environment);
+    if (!t)
+        return DQ_FOLD_ENOMEM;
+    stale = ev->fence > 0 && ev->fence < t->max_fence;
+    /* A stale event joins the timeline of a deployment already known, but never makes one
+     * up: a deployment only a lost lock holder speaks of did not happen. */
+    if (ev->deployment_id) {
+        d = stale ? strmap_get(&f->deployments_by_id, ev->deployment_id)
+                  : deployment_find_or_add(f, ev);
+        if (!d && !stale)
+            return DQ_FOLD_ENOMEM;
+    }
+    if (d && timeline_add(d, ev, partition, offset, stale) != 0)
+        return DQ_FOLD_ENOMEM;
+    if (stale) {
+        t->n_stale++;
+        f->totals.stale++;
+        if (stale_add(f, ev, t, partition, offset) != 0)
+            return DQ_FOLD_ENOMEM;
+        return DQ_FOLD_STALE;
+    }
+    if (ev->fence > t->max_fence)
+        t->max_fence = ev->fence;
+    t->n_events++;
+    t->last_event_at_ms = ev->at_ms;
+    if (!f->totals.first_at_ms || ev->at_ms < f->totals.first_at_ms)
+        f->totals.first_at_ms = ev->at_ms;
+    if (ev->at_ms > f->totals.last_at_ms)
+        f->totals.last_at_ms = ev->at_ms;
+    if (apply_to_target(f, t, d, ev) != 0)
+        return DQ_FOLD_ENOMEM;
+    return DQ_FOLD_APPLIED;
+}
+
+int dq_fold_apply(dq_fold *f, int32_t partition, int64_t offset, const void *payload,
+                  size_t len)
+{
+    char err[256];
+    dq_event *ev = dq_event_decode(payload, len, err, sizeof err);
+    int rc;
+
+    if (!ev) {
+        f->totals.events++;
+        f->totals.unreadable++;
+        return DQ_FOLD_UNREADABLE;
+    }
+    rc = dq_fold_apply_event(f, ev, partition, offset);
+    dq_event_free(ev);
+    return rc;
+}
+
+void dq_fold_get_totals(const dq_fold *f, dq_fold_totals *out)
+{
+    *out = f->totals;
+}
+
+static int target_cmp(const void *a, const void *b)
+{
+    const dq_fold_target *x = *(dq_fold_target *const *)a, *y = *(dq_fold_target *const *)b;
+
+    return strcmp(x->key, y->key);
+}
+
+dq_fold_target *const *dq_fold_targets(dq_fold *f, size_t *n)
+{
+    *n = f->targets.n;
+    if (!f->sorted && f->targets.n) {
+        f->sorted = malloc(f->targets.n * sizeof *f->sorted);
+        if (!f->sorted) {
+            *n = 0;
+            return NULL;
+        }
+        memcpy(f->sorted, f->targets.v, f->targets.n * sizeof *f->sorted);
+        qsort(f->sorted, f->targets.n, sizeof *f->sorted, target_cmp);
+    }
+    return f->sorted;
+}
+
+const dq_fold_target *dq_fold_target_get(const dq_fold *f, const char *service,
+                                         const char *environment)
+{
+    char key[512];
+
+    snprintf(key, sizeof key, "%s/%s", service, environment);
+    return strmap_get(&f->targets_by_key, key);
+}
+
+dq_fold_deployment *const *dq_fold_deployments(const dq_fold *f, size_t *n)
+{
+    *n = f->deployments.n;
+    return (dq_fold_deployment *const *)f->deployments.v;
+}
+
+const dq_fold_deployment *dq_fold_deployment_get(const dq_fold *f, const char *id)
+{
+    return strmap_get(&f->deployments_by_id, id);
+}
+
+dq_fold_rollback *const *dq_fold_rollbacks(const dq_fold *f, size_t *n)
+{
+    *n = f->rollbacks.n;
+    return (dq_fold_rollback *const *)f->rollbacks.v;
+}
+
+const dq_fold_stale_event *dq_fold_stale(const dq_fold *f, size_t *n)
+{
+    *n = f->n_stale;
+    return f->stale;
+}
+
+/* ---- the state hash ------------------------------------------------------------------- */
+
+static void hash_str(EVP_MD_CTX *md, const char *s)
+{
+    /* Length-prefixed so that no two different field lists give the same text. */
+    char len[24];
+    size_t n = s ? strlen(s) : 0;
+    int k = snprintf(len, sizeof len, s ? "%zu:" : "-:", n);
+
+    EVP_DigestUpdate(md, len, (size_t)k);
+    if (s)
+        EVP_DigestUpdate(md, s, n);
+}
+
+static void hash_int(EVP_MD_CTX *md, int64_t v)
+{
+    char buf[32];
+    int k = snprintf(buf, sizeof buf, "%lld;", (long long)v);
+
+    EVP_DigestUpdate(md, buf, (size_t)k);
+}
+
+void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char h[32];
+    unsigned int hl = 0;
+    dq_fold_target **sorted = NULL;
+    size_t n = f->targets.n;
+
+    out[0] = '\0';
+    if (!md)
+        return;
+    if (n && !(sorted = malloc(n * sizeof *sorted))) {
+        EVP_MD_CTX_free(md);
+        return;
+    }
+    if (n) {
+        memcpy(sorted, f->targets.v, n * sizeof *sorted);
+        qsort(sorted, n, sizeof *sorted, target_cmp);
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, "deployq.state/v1\n", 17);
+    for (size_t i = 0; i < n; i++) {
+        const dq_fold_target *t = sorted[i];
+        const dq_fold_rollback *r = t->last_rollback;
+
+        hash_str(md, t->key);
+        hash_str(md, t->current_version);
+        hash_str(md, t->current_deployment_id);
+        hash_int(md, t->current_since_ms);
+        hash_str(md, t->last_verified_version);
+        hash_int(md, t->last_verified_at_ms);
+        hash_str(md, t->inflight ? t->inflight->id : NULL);
+        hash_str(md, t->inflight ? t->inflight->step : NULL);
+        hash_int(md, t->inflight ? (int64_t)t->inflight->outcome : -1);
+        if (r) {
+            hash_str(md, r->deployment_id);
+            hash_str(md, r->from_version);
+            hash_str(md, r->to_version);
+            hash_str(md, dq_rollback_status_name(r->status));
+            hash_int(md, r->requested_at_ms);
+            hash_int(md, r->detected_at_ms);
+            hash_int(md, r->restored_at_ms);
+        } else {
+            hash_str(md, NULL);
+        }
+        hash_int(md, t->max_fence);
+        uint64_t counters[] = {t->n_events,     t->n_stale,     t->n_validated,
+                               t->n_rejected,   t->n_awaiting,  t->n_started,
+                               t->n_succeeded,  t->n_failed,    t->n_verified,
+                               t->n_rollbacks,  t->n_rollbacks_succeeded,
+                               t->n_rollbacks_failed};
+        for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++)
+            hash_int(md, (int64_t)counters[k]);
+        EVP_DigestUpdate(md, "\n", 1);
+    }
+    hash_int(md, (int64_t)f->totals.events);
+    hash_int(md, (int64_t)f->totals.unreadable);
+    hash_int(md, (int64_t)f->totals.untargeted);
+    hash_int(md, (int64_t)f->totals.stale);
+    hash_int(md, (int64_t)f->totals.deployments);
+    hash_int(md, (int64_t)f->totals.rollbacks);
+    EVP_DigestFinal_ex(md, h, &hl);
+    EVP_MD_CTX_free(md);
+    free(sorted);
+    dq_hex(h, sizeof h, out);
+}
+
+/* ---- JSON views ----------------------------------------------------------------------- */
+
+static void add_time(cJSON *o, const char *name, int64_t ms)
+{
+    char buf[DQ_TIME_LEN + 1];
+
+    if (ms)
+        cJSON_AddStringToObject(o, name, dq_time_format(ms, buf));
+}
+
+static void add_str(cJSON *o, const char *name, const char *s)
+{
+    if (s)
+        cJSON_AddStringToObject(o, name, s);
+}
+
+cJSON *dq_fold_rollback_json(const dq_fold_rollback *r)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return NULL;
+    add_str(o, "service", r->service);
+    add_str(o, "environment", r->environment);
+    add_str(o, "deployment_id", r->deployment_id);
+    add_str(o, "status", dq_rollback_status_name(r->status));
+    add_str(o, "from_version", r->from_version);
+    add_str(o, "to_version", r->to_version);
+    add_str(o, "reason", r->reason);
+    add_str(o, "requested_by", r->requested_by);
+    add_time(o, "requested_at", r->requested_at_ms);
+    add_time(o, "detected_at", r->detected_at_ms);
+    add_time(o, "started_at", r->started_at_ms);
+    add_time(o, "finished_at", r->finished_at_ms);
+    add_time(o, "restored_at", r->restored_at_ms);
+    if (r->status == DQ_ROLLBACK_SUCCEEDED && r->detected_at_ms)
+        cJSON_AddNumberToObject(o, "time_to_restore_ms",
+                                (double)(r->restored_at_ms - r->detected_at_ms));
+    if (r->evidence)
+        cJSON_AddItemToObject(o, "evidence", cJSON_Duplicate(r->evidence, 1));
+    return o;
+}
+
+cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return NULL;
+    add_str(o, "id", d->id);
+    add_str(o, "service", d->service);
+    add_str(o, "environment", d->environment);
+    add_str(o, "version", d->version);
+    add_str(o, "outcome", dq_deploy_outcome_name(d->outcome));
+    add_str(o, "step", d->step);
+    add_time(o, "first_at", d->first_at_ms);
+    add_time(o, "last_at", d->last_at_ms);
+    add_time(o, "commit_at", d->commit_at_ms);
+    add_time(o, "validated_at", d->validated_at_ms);
+    add_time(o, "started_at", d->started_at_ms);
+    add_time(o, "succeeded_at", d->succeeded_at_ms);
+    add_time(o, "failed_at", d->failed_at_ms);
+    add_time(o, "rejected_at", d->rejected_at_ms);
+    add_time(o, "verified_at", d->verified_at_ms);
+    add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
+    cJSON_AddNumberToObject(o, "fence", (double)d->fence);
+    if (with_timeline) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "timeline");
+
+        for (size_t i = 0; arr && i < d->n_timeline; i++) {
+            const dq_fold_entry *e = &d->timeline[i];
+            cJSON *x = cJSON_CreateObject();
+
+            if (!x)
+                break;
+            add_str(x, "type", e->type);
+            add_time(x, "at", e->at_ms);
+            cJSON_AddNumberToObject(x, "partition", e->partition);
+            cJSON_AddNumberToObject(x, "offset", (double)e->offset);
+            cJSON_AddNumberToObject(x, "fence", (double)e->fence);
+            if (e->stale)
+                cJSON_AddBoolToObject(x, "stale", 1);
+            cJSON_AddItemToArray(arr, x);
+        }
+    }
+    return o;
+}
+
+cJSON *dq_fold_target_json(const dq_fold_target *t)
+{
+    cJSON *o = cJSON_CreateObject(), *c;
+
+    if (!o)
+        return NULL;
+    add_str(o, "service", t->service);
+    add_str(o, "environment", t->environment);
+    add_str(o, "current_version", t->current_version);
+    add_str(o, "current_deployment_id", t->current_deployment_id);
+    add_time(o, "current_since", t->current_since_ms);
+    add_str(o, "last_verified_version", t->last_verified_version);
+    add_time(o, "last_verified_at", t->last_verified_at_ms);
+    if (t->inflight) {
+        cJSON *x = cJSON_AddObjectToObject(o, "in_flight");
+
+        if (x) {
+            add_str(x, "deployment_id", t->inflight->id);
+            add_str(x, "version", t->inflight->version);
+            add_str(x, "step", t->inflight->step);
+            add_str(x, "outcome", dq_deploy_outcome_name(t->inflight->outcome));
+            add_time(x, "since", t->inflight->first_at_ms);
+            add_time(x, "last_at", t->inflight->last_at_ms);
+        }
+    }
+    if (t->last_rollback)
+        cJSON_AddItemToObject(o, "last_rollback", dq_fold_rollback_json(t->last_rollback));
+    cJSON_AddNumberToObject(o, "fence", (double)t->max_fence);
+    add_time(o, "last_event_at", t->last_event_at_ms);
+    c = cJSON_AddObjectToObject(o, "counts");
+    if (c) {
+        cJSON_AddNumberToObject(c, "events", (double)t->n_events);
+        cJSON_AddNumberToObject(c, "stale", (double)t->n_stale);
+        cJSON_AddNumberToObject(c, "validated", (double)t->n_validated);
+        cJSON_AddNumberToObject(c, "rejected", (double)t->n_rejected);
+        cJSON_AddNumberToObject(c, "awaiting_approval", (double)t->n_awaiting);
+        cJSON_AddNumberToObject(c, "started", (double)t->n_started);
+        cJSON_AddNumberToObject(c, "succeeded", (double)t->n_succeeded);
+        cJSON_AddNumberToObject(c, "failed", (double)t->n_failed);
+        cJSON_AddNumberToObject(c, "verified", (double)t->n_verified);
+        cJSON_AddNumberToObject(c, "rollbacks", (double)t->n_rollbacks);
+        cJSON_AddNumberToObject(c, "rollbacks_succeeded", (double)t->n_rollbacks_succeeded);
+        cJSON_AddNumberToObject(c, "rollbacks_failed", (double)t->n_rollbacks_failed);
+    }
+    return o;
+}
+
+cJSON *dq_fold_state_json(dq_fold *f)
+{
+    char hash[DQ_FOLD_HASH_HEX_LEN + 1];
+    cJSON *o = cJSON_CreateObject(), *tot, *arr, *st;
+    dq_fold_target *const *targets;
+    size_t n;
+
+    if (!o)
+        return NULL;
+    dq_fold_state_hash(f, hash);
+    cJSON_AddStringToObject(o, "state_hash", hash);
+    tot = cJSON_AddObjectToObject(o, "totals");
+    if (tot) {
+        cJSON_AddNumberToObject(tot, "events", (double)f->totals.events);
+        cJSON_AddNumberToObject(tot, "unreadable", (double)f->totals.unreadable);
+        cJSON_AddNumberToObject(tot, "untargeted", (double)f->totals.untargeted);
+        cJSON_AddNumberToObject(tot, "stale", (double)f->totals.stale);
+        cJSON_AddNumberToObject(tot, "targets", (double)f->totals.targets);
+        cJSON_AddNumberToObject(tot, "deployments", (double)f->totals.deployments);
+        cJSON_AddNumberToObject(tot, "rollbacks", (double)f->totals.rollbacks);
+        add_time(tot, "first_at", f->totals.first_at_ms);
+        add_time(tot, "last_at", f->totals.last_at_ms);
+    }
+    arr = cJSON_AddArrayToObject(o, "targets");
+    targets = dq_fold_targets(f, &n);
+    for (size_t i = 0; arr && i < n; i++)
+        cJSON_AddItemToArray(arr, dq_fold_target_json(targets[i]));
+    st = cJSON_AddArrayToObject(o, "stale");
+    for (size_t i = 0; st && i < f->n_stale; i++) {
+        const dq_fold_stale_event *s = &f->stale[i];
+        cJSON *x = cJSON_CreateObject();
+
+        if (!x)
+            break;
+        add_str(x, "id", s->event_id);
+        add_str(x, "type", s->type);
+        add_str(x, "target", s->target);
+        add_str(x, "deployment_id", s->deployment_id);
+        cJSON_AddNumberToObject(x, "partition", s->partition);
+        cJSON_AddNumberToObject(x, "offset", (double)s->offset);
+        cJSON_AddNumberToObject(x, "fence", (double)s->fence);
+        cJSON_AddNumberToObject(x, "newest_fence", (double)s->newest_fence);
+        add_time(x, "at", s->at_ms);
+        cJSON_AddItemToArray(st, x);
+    }
+    return o;
+}

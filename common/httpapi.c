@@ -1,0 +1,1494 @@
+/*
+ * httpapi.c - the registry's read-only HTTP API, Server-Sent Events stream, Prometheus
+ * metrics and dashboard page (libmicrohttpd), plus the libcurl client of the CLI's --url.
+ *
+ * Why a thread per connection: an SSE client waits on a condition variable for the next
+ * published event; with one thread each, a slow or idle browser only ever blocks its own
+ * thread, and the code stays straight-line. Connections are capped (max_clients).
+ *
+ * Locks, never nested the other way round: the fold lock (the worker's) is taken alone to
+ * build a JSON document or to read metrics from the fold; ring_lock guards the stream
+ * ring and its clients; metrics_lock the figures the worker feeds. No socket write ever
+ * happens under any of them: documents are built, the lock released, then sent.
+ */
+#include "httpapi.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "event.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "reglog.h"
+#include "report.h"
+#include "util.h"
+
+#define EVENTS_LIMIT_DEFAULT 100
+#define EVENTS_LIMIT_MAX 1000
+#define ROLLBACKS_LIMIT_DEFAULT 20
+#define ROLLBACKS_LIMIT_MAX 500
+#define SERIES_BUCKETS_DEFAULT 24
+#define SERIES_BUCKETS_MAX 200
+/* An SSE refill copies at most this much from the ring at once, so one client never
+ * holds ring_lock long; the rest follows on the next read. */
+#define SSE_REFILL_BYTES (256 * 1024)
+#define DASHBOARD_MAX_BYTES (4 * 1024 * 1024)
+
+/* Prometheus histogram buckets (upper bounds, seconds). */
+static const double fsync_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05,   0.1,   0.25,   0.5,   1,    2.5};
+#define N_FSYNC_BOUNDS (sizeof fsync_bounds / sizeof fsync_bounds[0])
+static const double mttr_bounds[] = {60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400};
+#define N_MTTR_BOUNDS (sizeof mttr_bounds / sizeof mttr_bounds[0])
+
+typedef struct {
+    uint64_t seq; /* 0: empty slot */
+    char *json;
+    size_t len;
+} ring_slot;
+
+typedef struct {
+    char *buf;
+    size_t len;
+} staged_event;
+
+struct dq_httpapi {
+    struct MHD_Daemon *daemon;
+    int port;
+    int has_token;
+    unsigned char token_hash[32]; /* only the hash is kept for the comparison */
+    dq_fold *fold;
+    pthread_mutex_t *fold_lock;
+    char *registry_dir;
+    char *production_env;
+    char *dashboard_owned; /* the file read at start, when one was */
+    const char *dashboard;
+    size_t dashboard_len;
+    int heartbeat_ms;
+
+    pthread_mutex_t ring_lock;
+    pthread_cond_t ring_cond; /* CLOCK_MONOTONIC */
+    ring_slot *ring;
+    size_t ring_size;
+    uint64_t seq; /* the last sequence number given out */
+    int stopping;
+    unsigned sse_clients;
+
+    /* touched by the publishing (worker) thread only */
+    staged_event *staged;
+    size_t n_staged, cap_staged;
+
+    pthread_mutex_t metrics_lock;
+    int64_t *lag; /* per partition, -1 unknown */
+    int32_t n_lag;
+    uint64_t fsync_buckets[N_FSYNC_BOUNDS];
+    uint64_t fsync_count;
+    double fsync_sum;
+};
+
+/* ---- small text buffer ------------------------------------------------------------- */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *ns;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = 1;
+            return;
+        }
+        b->s = ns;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, p, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) DQ_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof tmp) {
+        sb_add(b, tmp, (size_t)n);
+        return;
+    }
+    {
+        char *big = malloc((size_t)n + 1);
+
+        if (!big) {
+            b->oom = 1;
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        sb_add(b, big, (size_t)n);
+        free(big);
+    }
+}
+
+/* ---- responses --------------------------------------------------------------------- */
+
+static enum MHD_Result send_buffer(struct MHD_Connection *c, unsigned status, char *body,
+                                   size_t len, const char *type)
+{
+    /* body is malloc'd; MHD frees it with free() */
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ret;
+
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"deployq\"");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Send o (consumed) as JSON. */
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSON *o)
+{
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    size_t n;
+    char *body;
+
+    cJSON_Delete(o);
+    if (!text)
+        return MHD_NO;
+    n = strlen(text);
+    body = malloc(n + 2);
+    if (!body) {
+        cJSON_free(text);
+        return MHD_NO;
+    }
+    memcpy(body, text, n);
+    body[n] = '\n';
+    body[n + 1] = '\0';
+    cJSON_free(text);
+    return send_buffer(c, status, body, n + 1, "application/json");
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt,
+                                  ...) DQ_PRINTF(3, 4);
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt,
+                                  ...)
+{
+    char msg[512];
+    va_list ap;
+    cJSON *o = cJSON_CreateObject();
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!o)
+        return MHD_NO;
+    cJSON_AddStringToObject(o, "error", msg);
+    return send_json(c, status, o);
+}
+
+/* ---- request helpers --------------------------------------------------------------- */
+
+static const char *arg(struct MHD_Connection *c, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+
+    return v && *v ? v : NULL;
+}
+
+static const char *arg_env(struct MHD_Connection *c)
+{
+    const char *v = arg(c, "env");
+
+    return v ? v : arg(c, "environment");
+}
+
+/* A time argument: RFC 3339, or a duration ("24h") meaning that long before now.
+ * 0 ok (*ms set, 0 when absent), -1 bad. */
+static int arg_time(struct MHD_Connection *c, const char *name, int64_t *ms)
+{
+    const char *v = arg(c, name);
+    int64_t d;
+
+    *ms = 0;
+    if (!v)
+        return 0;
+    if (dq_time_parse(v, ms) == 0)
+        return 0;
+    d = dq_duration_parse(v);
+    if (d < 0)
+        return -1;
+    *ms = dq_now_ms() - d;
+    return 0;
+}
+
+/* An integer argument in [min,max] with a default. 0 ok, -1 bad. */
+static int arg_int(struct MHD_Connection *c, const char *name, long long min, long long max,
+                   long long dflt, long long *out)
+{
+    const char *v = arg(c, name);
+
+    *out = dflt;
+    return v ? dq_parse_int(v, min, max, out) : 0;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* 1 when the request carries the configured bearer token (or none is configured). Both
+ * sides are hashed first so the comparison takes the same time whatever the length or
+ * the first differing byte. */
+static int authorized(const dq_httpapi *api, struct MHD_Connection *c)
+{
+    const char *h;
+    unsigned char got[32];
+    unsigned diff = 0;
+
+    if (!api->has_token)
+        return 1;
+    h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    dq_sha256(h, strlen(h), got);
+    for (size_t i = 0; i < sizeof got; i++)
+        diff |= (unsigned)(got[i] ^ api->token_hash[i]);
+    return diff == 0;
+}
+
+static uint64_t ring_seq(dq_httpapi *api)
+{
+    uint64_t s;
+
+    pthread_mutex_lock(&api->ring_lock);
+    s = api->seq;
+    pthread_mutex_unlock(&api->ring_lock);
+    return s;
+}
+
+static void add_time(cJSON *o, const char *name, int64_t ms)
+{
+    char t[DQ_TIME_LEN + 1];
+
+    if (ms)
+        cJSON_AddStringToObject(o, name, dq_time_format(ms, t));
+}
+
+/* ---- /api/targets, /api/deployments/{id}, /api/rollbacks ---------------------------- */
+
+static enum MHD_Result h_targets(dq_httpapi *api, struct MHD_Connection *c)
+{
+    const char *svc = arg(c, "service"), *env = arg_env(c);
+    /* Read the stream position before the state: every event up to it is already folded
+     * (the worker folds before it publishes), so a client that streams from it misses
+     * nothing. */
+    uint64_t seq = ring_seq(api);
+    char hash[DQ_FOLD_HASH_HEX_LEN + 1];
+    dq_fold_totals tot;
+    cJSON *o = cJSON_CreateObject(), *arr, *t;
+    size_t n;
+
+    if (!o)
+        return MHD_NO;
+    pthread_mutex_lock(api->fold_lock);
+    dq_fold_state_hash(api->fold, hash);
+    dq_fold_get_totals(api->fold, &tot);
+    arr = cJSON_CreateArray();
+    if (arr) {
+        dq_fold_target *const *targets = dq_fold_targets(api->fold, &n);
+
+        for (size_t i = 0; i < n; i++) {
+            if ((svc && !str_eq(svc, targets[i]->service)) ||
+                (env && !str_eq(env, targets[i]->environment)))
+                continue;
+            cJSON_AddItemToArray(arr, dq_fold_target_json(targets[i]));
+        }
+    }
+    pthread_mutex_unlock(api->fold_lock);
+    cJSON_AddNumberToObject(o, "seq", (double)seq);
+    cJSON_AddStringToObject(o, "state_hash", hash);
+    t = cJSON_AddObjectToObject(o, "totals");
+    if (t) {
+        cJSON_AddNumberToObject(t, "events", (double)tot.events);
+        cJSON_AddNumberToObject(t, "unreadable", (double)tot.unreadable);
+        cJSON_AddNumberToObject(t, "stale", (double)tot.stale);
+        cJSON_AddNumberToObject(t, "targets", (double)tot.targets);
+        cJSON_AddNumberToObject(t, "deployments", (double)tot.deployments);
+        cJSON_AddNumberToObject(t, "rollbacks", (double)tot.rollbacks);
+        add_time(t, "first_at", tot.first_at_ms);
+        add_time(t, "last_at", tot.last_at_ms);
+    }
+    cJSON_AddItemToObject(o, "targets", arr ? arr : cJSON_CreateArray());
+    return send_json(c, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result h_deployment(dq_httpapi *api, struct MHD_Connection *c, const char *id)
+{
+    const dq_fold_deployment *d;
+    cJSON *o = NULL;
+
+    pthread_mutex_lock(api->fold_lock);
+    d = dq_fold_deployment_get(api->fold, id);
+    if (d)
+        o = dq_fold_deployment_json(d, 1);
+    pthread_mutex_unlock(api->fold_lock);
+    if (!d)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "no deployment %.64s in the registry", id);
+    return o ? send_json(c, MHD_HTTP_OK, o) : MHD_NO;
+}
+
+static enum MHD_Result h_rollbacks(dq_httpapi *api, struct MHD_Connection *c)
+{
+    const char *svc = arg(c, "service"), *env = arg_env(c);
+    long long limit;
+    cJSON *o, *arr;
+    dq_fold_rollback *const *rb;
+    size_t n;
+
+    if (arg_int(c, "limit", 1, ROLLBACKS_LIMIT_MAX, ROLLBACKS_LIMIT_DEFAULT, &limit) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "limit: expected 1 to %d",
+                          ROLLBACKS_LIMIT_MAX);
+    o = cJSON_CreateObject();
+    arr = o ? cJSON_AddArrayToObject(o, "rollbacks") : NULL;
+    if (!arr) {
+        cJSON_Delete(o);
+        return MHD_NO;
+    }
+    pthread_mutex_lock(api->fold_lock);
+    rb = dq_fold_rollbacks(api->fold, &n);
+    /* newest first: the fold keeps them in log order */
+    for (size_t i = n; i > 0 && cJSON_GetArraySize(arr) < limit; i--) {
+        const dq_fold_rollback *r = rb[i - 1];
+
+        if ((svc && !str_eq(svc, r->service)) || (env && !str_eq(env, r->environment)))
+            continue;
+        cJSON_AddItemToArray(arr, dq_fold_rollback_json(r));
+    }
+    pthread_mutex_unlock(api->fold_lock);
+    return send_json(c, MHD_HTTP_OK, o);
+}
+
+/* ---- /api/report, /api/series -------------------------------------------------------- */
+
+static enum MHD_Result h_report(dq_httpapi *api, struct MHD_Connection *c)
+{
+    dq_report_opts ro = {.service = arg(c, "service"),
+                         .environment = arg_env(c),
+                         .production_env = api->production_env};
+    dq_report rep;
+    int rc;
+
+    if (arg_time(c, "since", &ro.since_ms) != 0 || arg_time(c, "until", &ro.until_ms) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "since/until: expected an RFC 3339 time or a duration like 24h");
+    pthread_mutex_lock(api->fold_lock);
+    rc = dq_report_compute(api->fold, &ro, &rep);
+    pthread_mutex_unlock(api->fold_lock);
+    if (rc != 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    return send_json(c, MHD_HTTP_OK, dq_report_json(&rep));
+}
+
+static int in_bucket(int64_t at, int64_t since, int64_t width, long long nb, long long *i)
+{
+    if (!at || at < since)
+        return 0;
+    *i = (at - since) / width;
+    return *i < nb;
+}
+
+/* Deployments (by their first event) and rollbacks (by their request) per time bucket:
+ * the dashboard's chart. The window defaults to the fold's first to last event. */
+static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
+{
+    int64_t since, until, width;
+    long long nb;
+    uint64_t *deploys = NULL, *failed = NULL, *rollbacks = NULL;
+    cJSON *o = NULL, *arr;
+    dq_fold_totals tot;
+    enum MHD_Result ret = MHD_NO;
+
+    if (arg_time(c, "since", &since) != 0 || arg_time(c, "until", &until) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "since/until: expected an RFC 3339 time or a duration like 24h");
+    if (arg_int(c, "buckets", 1, SERIES_BUCKETS_MAX, SERIES_BUCKETS_DEFAULT, &nb) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "buckets: expected 1 to %d",
+                          SERIES_BUCKETS_MAX);
+    deploys = calloc((size_t)nb, sizeof *deploys);
+    failed = calloc((size_t)nb, sizeof *failed);
+    rollbacks = calloc((size_t)nb, sizeof *rollbacks);
+    if (!deploys || !failed || !rollbacks)
+        goto out;
+    pthread_mutex_lock(api->fold_lock);
+    dq_fold_get_totals(api->fold, &tot);
+    if (!since)
+        since = tot.first_at_ms;
+    if (!until)
+        until = tot.last_at_ms + 1;
+    if (until <= since)
+        until = since + 1;
+    width = (until - since + nb - 1) / nb;
+    {
+        size_t n;
+        dq_fold_deployment *const *ds = dq_fold_deployments(api->fold, &n);
+        dq_fold_rollback *const *rb;
+        long long i;
+
+        for (size_t k = 0; k < n; k++) {
+            if (!in_bucket(ds[k]->first_at_ms, since, width, nb, &i))
+                continue;
+            deploys[i]++;
+            if (ds[k]->outcome == DQ_DEPLOY_FAILED || ds[k]->outcome == DQ_DEPLOY_REJECTED)
+                failed[i]++;
+        }
+        rb = dq_fold_rollbacks(api->fold, &n);
+        for (size_t k = 0; k < n; k++) {
+            int64_t at = rb[k]->requested_at_ms ? rb[k]->requested_at_ms : rb[k]->started_at_ms;
+
+            if (in_bucket(at, since, width, nb, &i))
+                rollbacks[i]++;
+        }
+    }
+    pthread_mutex_unlock(api->fold_lock);
+    o = cJSON_CreateObject();
+    if (!o)
+        goto out;
+    add_time(o, "since", since);
+    add_time(o, "until", until);
+    cJSON_AddNumberToObject(o, "bucket_ms", (double)width);
+    arr = cJSON_AddArrayToObject(o, "buckets");
+    for (long long i = 0; arr && i < nb; i++) {
+        cJSON *x = cJSON_CreateObject();
+
+        if (!x)
+            break;
+        add_time(x, "start", since + i * width);
+        cJSON_AddNumberToObject(x, "deploys", (double)deploys[i]);
+        cJSON_AddNumberToObject(x, "failed", (double)failed[i]);
+        cJSON_AddNumberToObject(x, "rollbacks", (double)rollbacks[i]);
+        cJSON_AddItemToArray(arr, x);
+    }
+    ret = send_json(c, MHD_HTTP_OK, o);
+out:
+    free(deploys);
+    free(failed);
+    free(rollbacks);
+    return ret;
+}
+
+/* ---- /api/events: a scan of the registry files, keyset-paged ---------------------------
+ * Order: (at, partition, offset), ascending or descending; the cursor is the key of the
+ * last event of the previous page, "AT.PARTITION.OFFSET". One pass over the log keeps the
+ * best `limit` events in a heap, so a page costs one read of the log and O(n log limit). */
+
+typedef struct {
+    int64_t at;
+    int32_t partition;
+    int64_t offset;
+    uint64_t seq;
+    char *payload;
+    size_t len;
+} ev_item;
+
+typedef struct {
+    ev_item *v;
+    size_t n, cap;
+    int dir; /* +1 ascending, -1 descending */
+} ev_heap;
+
+static int key_cmp(int64_t at1, int32_t p1, int64_t o1, int64_t at2, int32_t p2, int64_t o2)
+{
+    if (at1 != at2)
+        return at1 < at2 ? -1 : 1;
+    if (p1 != p2)
+        return p1 < p2 ? -1 : 1;
+    if (o1 != o2)
+        return o1 < o2 ? -1 : 1;
+    return 0;
+}
+
+/* > 0 when a comes later than b in the requested order (a is "worse" for this page). */
+static int worse(const ev_heap *h, const ev_item *a, const ev_item *b)
+{
+    return h->dir * key_cmp(a->at, a->partition, a->offset, b->at, b->partition, b->offset);
+}
+
+/* The heap keeps the worst item at the top, so a better candidate replaces it. */
+static void heap_down(ev_heap *h, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        ev_item t;
+
+        if (l < h->n && worse(h, &h->v[l], &h->v[m]) > 0)
+            m = l;
+        if (r < h->n && worse(h, &h->v[r], &h->v[m]) > 0)
+            m = r;
+        if (m == i)
+            return;
+        t = h->v[i];
+        h->v[i] = h->v[m];
+        h->v[m] = t;
+        i = m;
+    }
+}
+
+static void heap_up(ev_heap *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        ev_item t;
+
+        if (worse(h, &h->v[i], &h->v[p]) <= 0)
+            return;
+        t = h->v[i];
+        h->v[i] = h->v[p];
+        h->v[p] = t;
+        i = p;
+    }
+}
+
+/* Heapsort in place: repeatedly move the worst item to the end, so the array ends in page
+ * order (best first). No qsort: its comparator could not see h->dir without a global, and
+ * several connections sort at once. */
+static void heap_sort(ev_heap *h)
+{
+    size_t n = h->n;
+
+    while (h->n > 1) {
+        ev_item t = h->v[0];
+
+        h->v[0] = h->v[h->n - 1];
+        h->v[h->n - 1] = t;
+        h->n--;
+        heap_down(h, 0);
+    }
+    h->n = n;
+}
+
+typedef struct {
+    const char *service, *env, *type, *deployment;
+    int64_t since, until;
+    int has_cursor;
+    int64_t c_at;
+    int32_t c_p;
+    int64_t c_o;
+} ev_filter;
+
+static int parse_cursor(const char *s, ev_filter *f)
+{
+    char *end;
+    long long a, p, o;
+
+    errno = 0;
+    a = strtoll(s, &end, 10);
+    if (errno || *end != '.')
+        return -1;
+    p = strtoll(end + 1, &end, 10);
+    if (errno || *end != '.' || p < 0 || p > INT32_MAX)
+        return -1;
+    o = strtoll(end + 1, &end, 10);
+    if (errno || *end || o < 0)
+        return -1;
+    f->has_cursor = 1;
+    f->c_at = a;
+    f->c_p = (int32_t)p;
+    f->c_o = o;
+    return 0;
+}
+
+/* Whether a record's raw bytes could match: a cheap test before decoding. */
+static int might_match(const dq_reglog_entry *e, const char *s)
+{
+    return !s || memmem(e->payload, e->len, s, strlen(s)) != NULL;
+}
+
+static enum MHD_Result h_events(dq_httpapi *api, struct MHD_Connection *c)
+{
+    ev_filter f = {.service = arg(c, "service"),
+                   .env = arg_env(c),
+                   .type = arg(c, "type"),
+                   .deployment = arg(c, "deployment")};
+    const char *order = arg(c, "order"), *cur = arg(c, "cursor");
+    long long limit;
+    ev_heap h = {.dir = 1};
+    char err[512];
+    dq_reglog_iter *it = NULL;
+    dq_reglog_entry e;
+    int rc;
+    cJSON *o = NULL, *arr;
+    enum MHD_Result ret = MHD_NO;
+
+    if (!api->registry_dir)
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no registry directory configured");
+    if (arg_int(c, "limit", 1, EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEFAULT, &limit) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "limit: expected 1 to %d", EVENTS_LIMIT_MAX);
+    if (arg_time(c, "since", &f.since) != 0 || arg_time(c, "until", &f.until) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST,
+                          "since/until: expected an RFC 3339 time or a duration like 24h");
+    if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "order: expected asc or desc");
+    if (order && strcmp(order, "desc") == 0)
+        h.dir = -1;
+    if (cur && parse_cursor(cur, &f) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "cursor: not a cursor this API gave out");
+    h.cap = (size_t)limit;
+    h.v = calloc(h.cap, sizeof *h.v);
+    if (!h.v)
+        return MHD_NO;
+    it = dq_reglog_iter_open(api->registry_dir, err, sizeof err);
+    if (!it) {
+        /* A registry that has stored nothing yet has no directory: an empty page. */
+        rc = 0;
+        goto answer;
+    }
+    while ((rc = dq_reglog_iter_next(it, &e, err, sizeof err)) == 1) {
+        char derr[128];
+        dq_event *ev;
+        ev_item cand;
+
+        if (!might_match(&e, f.service) || !might_match(&e, f.env) ||
+            !might_match(&e, f.type) || !might_match(&e, f.deployment))
+            continue;
+        ev = dq_event_decode((const char *)e.payload, e.len, derr, sizeof derr);
+        if (!ev)
+            continue;
+        cand = (ev_item){.at = ev->at_ms, .partition = e.partition, .offset = e.kafka_offset,
+                         .seq = e.seq};
+        if ((f.service && !str_eq(f.service, ev->service)) ||
+            (f.env && !str_eq(f.env, ev->environment)) || (f.type && !str_eq(f.type, ev->type)) ||
+            (f.deployment && !str_eq(f.deployment, ev->deployment_id)) ||
+            (f.since && ev->at_ms < f.since) || (f.until && ev->at_ms >= f.until)) {
+            dq_event_free(ev);
+            continue;
+        }
+        dq_event_free(ev);
+        if (f.has_cursor && h.dir * key_cmp(cand.at, cand.partition, cand.offset, f.c_at, f.c_p,
+                                            f.c_o) <= 0)
+            continue;
+        if (h.n == h.cap && worse(&h, &cand, &h.v[0]) >= 0)
+            continue;
+        cand.payload = malloc(e.len ? e.len : 1);
+        if (!cand.payload) {
+            rc = -1;
+            snprintf(err, sizeof err, "out of memory");
+            break;
+        }
+        memcpy(cand.payload, e.payload, e.len);
+        cand.len = e.len;
+        if (h.n == h.cap) {
+            free(h.v[0].payload);
+            h.v[0] = cand;
+            heap_down(&h, 0);
+        } else {
+            h.v[h.n] = cand;
+            heap_up(&h, h.n);
+            h.n++;
+        }
+    }
+answer:
+    if (rc < 0) {
+        ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "reading the registry: %s", err);
+        goto out;
+    }
+    heap_sort(&h);
+    o = cJSON_CreateObject();
+    arr = o ? cJSON_AddArrayToObject(o, "events") : NULL;
+    if (!arr)
+        goto out;
+    for (size_t i = 0; i < h.n; i++) {
+        cJSON *x = cJSON_CreateObject(),
+              *ev = dq_json_parse(h.v[i].payload, h.v[i].len, DQ_REGLOG_MAX_PAYLOAD, 64, NULL,
+                                  err, sizeof err);
+
+        if (!x || !ev) {
+            cJSON_Delete(x);
+            cJSON_Delete(ev);
+            continue;
+        }
+        cJSON_AddNumberToObject(x, "partition", h.v[i].partition);
+        cJSON_AddNumberToObject(x, "offset", (double)h.v[i].offset);
+        cJSON_AddNumberToObject(x, "seq", (double)h.v[i].seq);
+        cJSON_AddItemToObject(x, "event", ev);
+        cJSON_AddItemToArray(arr, x);
+    }
+    if (h.n == h.cap && h.n > 0) {
+        char next[96];
+        const ev_item *l = &h.v[h.n - 1];
+
+        snprintf(next, sizeof next, "%lld.%d.%lld", (long long)l->at, (int)l->partition,
+                 (long long)l->offset);
+        cJSON_AddStringToObject(o, "next_cursor", next);
+    } else {
+        cJSON_AddNullToObject(o, "next_cursor");
+    }
+    ret = send_json(c, MHD_HTTP_OK, o);
+    o = NULL;
+out:
+    cJSON_Delete(o);
+    dq_reglog_iter_close(it);
+    for (size_t i = 0; i < h.n; i++)
+        free(h.v[i].payload);
+    free(h.v);
+    return ret;
+}
+
+/* ---- /metrics ------------------------------------------------------------------------ */
+
+static void metric_head(sbuf *b, const char *name, const char *type, const char *help)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
+{
+    static const dq_deploy_outcome outcomes[] = {
+        DQ_DEPLOY_PENDING,   DQ_DEPLOY_AWAITING_APPROVAL, DQ_DEPLOY_VALIDATED,
+        DQ_DEPLOY_RUNNING,   DQ_DEPLOY_SUCCEEDED,         DQ_DEPLOY_VERIFIED,
+        DQ_DEPLOY_FAILED,    DQ_DEPLOY_REJECTED,          DQ_DEPLOY_ROLLED_BACK,
+    };
+    uint64_t by_outcome[sizeof outcomes / sizeof outcomes[0]] = {0};
+    uint64_t c_validated = 0, c_rejected = 0, c_started = 0, c_succeeded = 0, c_failed = 0,
+             c_verified = 0, c_rb = 0, c_rb_ok = 0, c_rb_failed = 0, inflight = 0;
+    uint64_t mttr_buckets[N_MTTR_BOUNDS] = {0}, mttr_count = 0;
+    double mttr_sum = 0;
+    dq_fold_totals tot;
+    sbuf b = {0};
+    uint64_t seq;
+    unsigned clients;
+
+    pthread_mutex_lock(api->fold_lock);
+    dq_fold_get_totals(api->fold, &tot);
+    {
+        size_t n;
+        dq_fold_target *const *ts = dq_fold_targets(api->fold, &n);
+        dq_fold_deployment *const *ds;
+        dq_fold_rollback *const *rb;
+
+        for (size_t i = 0; i < n; i++) {
+            const dq_fold_target *t = ts[i];
+
+            c_validated += t->n_validated;
+            c_rejected += t->n_rejected;
+            c_started += t->n_started;
+            c_succeeded += t->n_succeeded;
+            c_failed += t->n_failed;
+            c_verified += t->n_verified;
+            c_rb += t->n_rollbacks;
+            c_rb_ok += t->n_rollbacks_succeeded;
+            c_rb_failed += t->n_rollbacks_failed;
+            inflight += t->inflight != NULL;
+        }
+        ds = dq_fold_deployments(api->fold, &n);
+        for (size_t i = 0; i < n; i++)
+            if ((size_t)ds[i]->outcome < sizeof by_outcome / sizeof by_outcome[0])
+                by_outcome[ds[i]->outcome]++;
+        rb = dq_fold_rollbacks(api->fold, &n);
+        for (size_t i = 0; i < n; i++) {
+            double s;
+
+            if (rb[i]->status != DQ_ROLLBACK_SUCCEEDED || !rb[i]->detected_at_ms)
+                continue;
+            s = (double)(rb[i]->restored_at_ms - rb[i]->detected_at_ms) / 1000.0;
+            if (s < 0)
+                s = 0;
+            mttr_count++;
+            mttr_sum += s;
+            for (size_t k = 0; k < N_MTTR_BOUNDS; k++)
+                if (s <= mttr_bounds[k])
+                    mttr_buckets[k]++;
+        }
+    }
+    pthread_mutex_unlock(api->fold_lock);
+
+    metric_head(&b, "deployq_deploys_total", "counter",
+                "Deploy events folded by the registry, by outcome.");
+    sb_printf(&b, "deployq_deploys_total{outcome=\"validated\"} %llu\n", (unsigned long long)c_validated);
+    sb_printf(&b, "deployq_deploys_total{outcome=\"rejected\"} %llu\n", (unsigned long long)c_rejected);
+    sb_printf(&b, "deployq_deploys_total{outcome=\"started\"} %llu\n", (unsigned long long)c_started);
+    sb_printf(&b, "deployq_deploys_total{outcome=\"succeeded\"} %llu\n", (unsigned long long)c_succeeded);
+    sb_printf(&b, "deployq_deploys_total{outcome=\"failed\"} %llu\n", (unsigned long long)c_failed);
+    sb_printf(&b, "deployq_deploys_total{outcome=\"verified\"} %llu\n", (unsigned long long)c_verified);
+    metric_head(&b, "deployq_deployments", "gauge",
+                "Deployments known to the registry, by where each stands now.");
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
+        sb_printf(&b, "deployq_deployments{outcome=\"%s\"} %llu\n",
+                  dq_deploy_outcome_name(outcomes[i]), (unsigned long long)by_outcome[i]);
+    metric_head(&b, "deployq_deployments_in_flight", "gauge",
+                "Targets with a deployment in flight.");
+    sb_printf(&b, "deployq_deployments_in_flight %llu\n", (unsigned long long)inflight);
+    metric_head(&b, "deployq_rollbacks_total", "counter", "Rollbacks, by result.");
+    sb_printf(&b, "deployq_rollbacks_total{result=\"requested\"} %llu\n", (unsigned long long)c_rb);
+    sb_printf(&b, "deployq_rollbacks_total{result=\"succeeded\"} %llu\n", (unsigned long long)c_rb_ok);
+    sb_printf(&b, "deployq_rollbacks_total{result=\"failed\"} %llu\n", (unsigned long long)c_rb_failed);
+    metric_head(&b, "deployq_mttr_seconds", "histogram",
+                "Time to restore of succeeded rollbacks (trouble began -> restored).");
+    for (size_t k = 0; k < N_MTTR_BOUNDS; k++)
+        sb_printf(&b, "deployq_mttr_seconds_bucket{le=\"%g\"} %llu\n", mttr_bounds[k],
+                  (unsigned long long)mttr_buckets[k]);
+    sb_printf(&b, "deployq_mttr_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)mttr_count);
+    sb_printf(&b, "deployq_mttr_seconds_sum %.3f\n", mttr_sum);
+    sb_printf(&b, "deployq_mttr_seconds_count %llu\n", (unsigned long long)mttr_count);
+    metric_head(&b, "deployq_registry_events_total", "counter",
+                "Records folded into the live state.");
+    sb_printf(&b, "deployq_registry_events_total %llu\n", (unsigned long long)tot.events);
+    metric_head(&b, "deployq_registry_stale_events_total", "counter",
+                "Events ignored because their fencing token was stale.");
+    sb_printf(&b, "deployq_registry_stale_events_total %llu\n", (unsigned long long)tot.stale);
+    metric_head(&b, "deployq_registry_unreadable_events_total", "counter",
+                "Stored records that are not deployq events.");
+    sb_printf(&b, "deployq_registry_unreadable_events_total %llu\n",
+              (unsigned long long)tot.unreadable);
+    metric_head(&b, "deployq_registry_targets", "gauge", "Deploy targets known.");
+    sb_printf(&b, "deployq_registry_targets %llu\n", (unsigned long long)tot.targets);
+
+    pthread_mutex_lock(&api->metrics_lock);
+    metric_head(&b, "deployq_registry_consumer_lag", "gauge",
+                "Messages of deployq.events not yet stored, per partition.");
+    for (int32_t p = 0; p < api->n_lag; p++)
+        if (api->lag[p] >= 0)
+            sb_printf(&b, "deployq_registry_consumer_lag{partition=\"%d\"} %lld\n", (int)p,
+                      (long long)api->lag[p]);
+    metric_head(&b, "deployq_registry_fsync_seconds", "histogram",
+                "Latency of each group commit (write + fdatasync).");
+    {
+        uint64_t cum = 0;
+
+        for (size_t k = 0; k < N_FSYNC_BOUNDS; k++) {
+            cum += api->fsync_buckets[k];
+            sb_printf(&b, "deployq_registry_fsync_seconds_bucket{le=\"%g\"} %llu\n",
+                      fsync_bounds[k], (unsigned long long)cum);
+        }
+    }
+    sb_printf(&b, "deployq_registry_fsync_seconds_bucket{le=\"+Inf\"} %llu\n",
+              (unsigned long long)api->fsync_count);
+    sb_printf(&b, "deployq_registry_fsync_seconds_sum %.6f\n", api->fsync_sum);
+    sb_printf(&b, "deployq_registry_fsync_seconds_count %llu\n",
+              (unsigned long long)api->fsync_count);
+    pthread_mutex_unlock(&api->metrics_lock);
+
+    pthread_mutex_lock(&api->ring_lock);
+    seq = api->seq;
+    clients = api->sse_clients;
+    pthread_mutex_unlock(&api->ring_lock);
+    metric_head(&b, "deployq_registry_stream_events_total", "counter",
+                "Events published to /api/stream.");
+    sb_printf(&b, "deployq_registry_stream_events_total %llu\n", (unsigned long long)seq);
+    metric_head(&b, "deployq_registry_stream_clients", "gauge", "Open /api/stream connections.");
+    sb_printf(&b, "deployq_registry_stream_clients %u\n", clients);
+    if (b.oom) {
+        free(b.s);
+        return MHD_NO;
+    }
+    return send_buffer(c, MHD_HTTP_OK, b.s, b.len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* ---- /api/stream (Server-Sent Events) --------------------------------------------------- */
+
+typedef struct {
+    dq_httpapi *api;
+    uint64_t next; /* the next sequence number to send */
+    sbuf out;      /* text not yet handed to MHD */
+    size_t off;
+} sse_client;
+
+/* Fill cl->out with what the client should get next, waiting up to one heartbeat.
+ * Returns 0, or -1 when the server is stopping. Called with ring_lock held. */
+static int sse_refill(dq_httpapi *api, sse_client *cl)
+{
+    struct timespec dl;
+    uint64_t oldest;
+
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += api->heartbeat_ms / 1000;
+    dl.tv_nsec += (long)(api->heartbeat_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    while (!api->stopping && cl->next > api->seq)
+        if (pthread_cond_timedwait(&api->ring_cond, &api->ring_lock, &dl) == ETIMEDOUT)
+            break;
+    if (api->stopping)
+        return -1;
+    if (cl->next > api->seq) {
+        /* a comment line: keeps proxies from closing an idle stream, and lets MHD notice a
+         * client that went away */
+        sb_printf(&cl->out, ": keep-alive\n\n");
+        return 0;
+    }
+    oldest = api->seq >= api->ring_size ? api->seq - api->ring_size + 1 : 1;
+    if (cl->next < oldest) {
+        /* The client fell further behind than the ring holds: tell it to reload. */
+        sb_printf(&cl->out, "event: reset\ndata: {\"missed_from\":%llu,\"resume_at\":%llu}\n\n",
+                  (unsigned long long)cl->next, (unsigned long long)oldest);
+        cl->next = oldest;
+    }
+    while (cl->next <= api->seq && cl->out.len < SSE_REFILL_BYTES) {
+        const ring_slot *s = &api->ring[cl->next % api->ring_size];
+
+        if (s->seq == cl->next) {
+            sb_printf(&cl->out, "id: %llu\ndata: ", (unsigned long long)s->seq);
+            sb_add(&cl->out, s->json, s->len);
+            sb_add(&cl->out, "\n\n", 2);
+        }
+        cl->next++;
+    }
+    return 0;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    sse_client *cl = cls;
+    dq_httpapi *api = cl->api;
+    size_t n;
+
+    if (cl->off >= cl->out.len) {
+        int rc;
+
+        cl->out.len = 0;
+        cl->off = 0;
+        pthread_mutex_lock(&api->ring_lock);
+        rc = sse_refill(api, cl);
+        pthread_mutex_unlock(&api->ring_lock);
+        if (rc != 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (cl->out.oom)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    n = cl->out.len - cl->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, cl->out.s + cl->off, n);
+    cl->off += n;
+    return (ssize_t)n;
+}
+
+static void sse_free(void *cls)
+{
+    sse_client *cl = cls;
+
+    pthread_mutex_lock(&cl->api->ring_lock);
+    cl->api->sse_clients--;
+    pthread_mutex_unlock(&cl->api->ring_lock);
+    free(cl->out.s);
+    free(cl);
+}
+
+static enum MHD_Result h_stream(dq_httpapi *api, struct MHD_Connection *c)
+{
+    const char *after = arg(c, "after");
+    const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    long long from = -1;
+    sse_client *cl;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (after && dq_parse_int(after, 0, INT64_MAX, &from) != 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "after: expected a stream sequence number");
+    if (from < 0 && last && *last && dq_parse_int(last, 0, INT64_MAX, &from) != 0)
+        from = -1;
+    cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return MHD_NO;
+    cl->api = api;
+    pthread_mutex_lock(&api->ring_lock);
+    cl->next = from >= 0 ? (uint64_t)from + 1 : api->seq + 1;
+    if (cl->next > api->seq + 1)
+        cl->next = api->seq + 1;
+    api->sse_clients++;
+    pthread_mutex_unlock(&api->ring_lock);
+    sb_printf(&cl->out, "retry: 2000\n: deployq event stream from %llu\n\n",
+              (unsigned long long)cl->next);
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, cl, sse_free);
+    if (!r) {
+        sse_free(cl);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- routing --------------------------------------------------------------------------- */
+
+static enum MHD_Result h_dashboard(dq_httpapi *api, struct MHD_Connection *c)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (!api->dashboard)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "no dashboard in this build");
+    r = MHD_create_response_from_buffer(api->dashboard_len, (void *)api->dashboard,
+                                        MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    /* The page is self-contained: inline script and style, data from this origin only. */
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'unsafe-inline'; "
+                            "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "
+                            "base-uri 'none'; form-action 'none'");
+    ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result h_health(dq_httpapi *api, struct MHD_Connection *c)
+{
+    dq_fold_totals tot;
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return MHD_NO;
+    pthread_mutex_lock(api->fold_lock);
+    dq_fold_get_totals(api->fold, &tot);
+    pthread_mutex_unlock(api->fold_lock);
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddNumberToObject(o, "events", (double)tot.events);
+    cJSON_AddNumberToObject(o, "seq", (double)ring_seq(api));
+    return send_json(c, MHD_HTTP_OK, o);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    dq_httpapi *api = cls;
+    static const char dep_prefix[] = "/api/deployments/";
+
+    (void)version;
+    (void)upload_data;
+    (void)upload_data_size;
+    (void)con_cls;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the registry API is read-only");
+    if (strcmp(url, "/healthz") == 0)
+        return h_health(api, c);
+    if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
+        return h_dashboard(api, c);
+    if (!authorized(api, c))
+        return send_error(c, MHD_HTTP_UNAUTHORIZED, "a bearer token is required");
+    if (strcmp(url, "/api/targets") == 0)
+        return h_targets(api, c);
+    if (strncmp(url, dep_prefix, sizeof dep_prefix - 1) == 0) {
+        /* exactly one more path segment: the id */
+        const char *slash = strrchr(url, '/');
+
+        if (slash == url + sizeof dep_prefix - 2 && slash[1])
+            return h_deployment(api, c, slash + 1);
+    }
+    if (strcmp(url, "/api/rollbacks") == 0)
+        return h_rollbacks(api, c);
+    if (strcmp(url, "/api/events") == 0)
+        return h_events(api, c);
+    if (strcmp(url, "/api/report") == 0)
+        return h_report(api, c);
+    if (strcmp(url, "/api/series") == 0)
+        return h_series(api, c);
+    if (strcmp(url, "/api/stream") == 0)
+        return h_stream(api, c);
+    if (strcmp(url, "/metrics") == 0)
+        return h_metrics(api, c);
+    return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint: %.200s", url);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    dq_warn("http: %s", msg);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+/* Split "HOST:PORT" / "[V6]:PORT" / ":PORT" into host (NULL for any) and port. */
+static int split_listen(const char *listen, char *host, size_t hostlen, char *port,
+                        size_t portlen)
+{
+    const char *colon;
+
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+
+        if (!close || close[1] != ':' || (size_t)(close - listen - 1) >= hostlen)
+            return -1;
+        memcpy(host, listen + 1, (size_t)(close - listen - 1));
+        host[close - listen - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon || (size_t)(colon - listen) >= hostlen)
+            return -1;
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+    }
+    if (dq_strlcpy(port, colon + 1, portlen) >= portlen || !port[0])
+        return -1;
+    {
+        long long p;
+
+        if (dq_parse_int(port, 0, 65535, &p) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errlen)
+{
+    const char *listen = opts && opts->listen ? opts->listen : DQ_HTTPAPI_DEFAULT_LISTEN;
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
+                    *ai = NULL;
+    pthread_condattr_t ca;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+    dq_httpapi *api = NULL;
+    int g;
+
+    if (!opts || !opts->fold || !opts->fold_lock) {
+        snprintf(err, errlen, "http: no state fold given");
+        return NULL;
+    }
+    if (split_listen(listen, host, sizeof host, port, sizeof port) != 0) {
+        snprintf(err, errlen, "http: listen address '%.200s': expected HOST:PORT", listen);
+        return NULL;
+    }
+    g = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (g != 0) {
+        snprintf(err, errlen, "http: listen address '%.200s': %s", listen, gai_strerror(g));
+        return NULL;
+    }
+    api = calloc(1, sizeof *api);
+    if (!api)
+        goto nomem;
+    pthread_mutex_init(&api->ring_lock, NULL);
+    pthread_mutex_init(&api->metrics_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&api->ring_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    api->fold = opts->fold;
+    api->fold_lock = opts->fold_lock;
+    api->heartbeat_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 15000;
+    api->ring_size = opts->ring_size ? opts->ring_size : 1024;
+    api->ring = calloc(api->ring_size, sizeof *api->ring);
+    api->production_env = strdup(opts->production_env ? opts->production_env : "production");
+    if (!api->ring || !api->production_env)
+        goto nomem;
+    if (opts->registry_dir && !(api->registry_dir = strdup(opts->registry_dir)))
+        goto nomem;
+    if (opts->token && *opts->token) {
+        api->has_token = 1;
+        dq_sha256(opts->token, strlen(opts->token), api->token_hash);
+        dq_log_redact(opts->token);
+    }
+    api->dashboard = opts->dashboard_html;
+    if (opts->dashboard_path && *opts->dashboard_path) {
+        size_t len;
+        char *page = dq_read_file(opts->dashboard_path, DASHBOARD_MAX_BYTES, &len);
+
+        if (page) {
+            api->dashboard_owned = page;
+            api->dashboard = page;
+        } else {
+            dq_warn("http: dashboard file %s: %s; serving the built-in page",
+                    opts->dashboard_path, strerror(errno));
+        }
+    }
+    if (api->dashboard)
+        api->dashboard_len = strlen(api->dashboard);
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    api->daemon = MHD_start_daemon(
+        /* the logger first, so MHD reports nothing through its own stderr logger */
+        flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+        opts->max_clients ? opts->max_clients : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_END);
+    if (!api->daemon) {
+        snprintf(err, errlen, "http: cannot listen on %.200s (in use, or not an address of "
+                              "this host)", listen);
+        goto fail;
+    }
+    info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    api->port = info ? info->port : 0;
+    freeaddrinfo(ai);
+    return api;
+nomem:
+    snprintf(err, errlen, "http: out of memory");
+fail:
+    freeaddrinfo(ai);
+    dq_httpapi_stop(api);
+    return NULL;
+}
+
+int dq_httpapi_port(const dq_httpapi *api)
+{
+    return api ? api->port : 0;
+}
+
+void dq_httpapi_stop(dq_httpapi *api)
+{
+    if (!api)
+        return;
+    pthread_mutex_lock(&api->ring_lock);
+    api->stopping = 1;
+    pthread_cond_broadcast(&api->ring_cond);
+    pthread_mutex_unlock(&api->ring_lock);
+    if (api->daemon)
+        MHD_stop_daemon(api->daemon);
+    for (size_t i = 0; api->ring && i < api->ring_size; i++)
+        free(api->ring[i].json);
+    free(api->ring);
+    dq_httpapi_drop_staged(api);
+    free(api->staged);
+    free(api->lag);
+    free(api->registry_dir);
+    free(api->production_env);
+    free(api->dashboard_owned);
+    pthread_cond_destroy(&api->ring_cond);
+    pthread_mutex_destroy(&api->ring_lock);
+    pthread_mutex_destroy(&api->metrics_lock);
+    free(api);
+}
+
+uint64_t dq_httpapi_publish(dq_httpapi *api, const void *event_json, size_t len)
+{
+    char err[128];
+    cJSON *o;
+    char *text;
+    uint64_t seq;
+    ring_slot *s;
+
+    if (!api || !event_json)
+        return 0;
+    o = dq_json_parse(event_json, len, DQ_REGLOG_MAX_PAYLOAD, 64, NULL, err, sizeof err);
+    text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!text)
+        return 0;
+    pthread_mutex_lock(&api->ring_lock);
+    seq = ++api->seq;
+    s = &api->ring[seq % api->ring_size];
+    free(s->json);
+    s->seq = seq;
+    s->json = text; /* cJSON's allocator is malloc here: freed with free() */
+    s->len = strlen(text);
+    pthread_cond_broadcast(&api->ring_cond);
+    pthread_mutex_unlock(&api->ring_lock);
+    return seq;
+}
+
+void dq_httpapi_stage(dq_httpapi *api, const void *event_json, size_t len)
+{
+    char *copy;
+
+    if (!api || !event_json)
+        return;
+    if (api->n_staged == api->cap_staged) {
+        size_t cap = api->cap_staged ? api->cap_staged * 2 : 64;
+        staged_event *ns = realloc(api->staged, cap * sizeof *ns);
+
+        if (!ns)
+            return; /* the stream is best effort; the log and the fold are not affected */
+        api->staged = ns;
+        api->cap_staged = cap;
+    }
+    copy = malloc(len ? len : 1);
+    if (!copy)
+        return;
+    memcpy(copy, event_json, len);
+    api->staged[api->n_staged++] = (staged_event){.buf = copy, .len = len};
+}
+
+void dq_httpapi_publish_staged(dq_httpapi *api)
+{
+    if (!api)
+        return;
+    for (size_t i = 0; i < api->n_staged; i++)
+        dq_httpapi_publish(api, api->staged[i].buf, api->staged[i].len);
+    dq_httpapi_drop_staged(api);
+}
+
+void dq_httpapi_drop_staged(dq_httpapi *api)
+{
+    if (!api)
+        return;
+    for (size_t i = 0; i < api->n_staged; i++)
+        free(api->staged[i].buf);
+    api->n_staged = 0;
+}
+
+void dq_httpapi_set_lag(dq_httpapi *api, int32_t partition, int64_t lag)
+{
+    if (!api || partition < 0 || partition > 65535)
+        return;
+    pthread_mutex_lock(&api->metrics_lock);
+    if (partition >= api->n_lag) {
+        int64_t *nl = realloc(api->lag, ((size_t)partition + 1) * sizeof *nl);
+
+        if (nl) {
+            for (int32_t i = api->n_lag; i <= partition; i++)
+                nl[i] = -1;
+            api->lag = nl;
+            api->n_lag = partition + 1;
+        }
+    }
+    if (partition < api->n_lag)
+        api->lag[partition] = lag < 0 ? -1 : lag;
+    pthread_mutex_unlock(&api->metrics_lock);
+}
+
+void dq_httpapi_observe_fsync(dq_httpapi *api, double seconds)
+{
+    if (!api)
+        return;
+    if (seconds < 0)
+        seconds = 0;
+    pthread_mutex_lock(&api->metrics_lock);
+    for (size_t k = 0; k < N_FSYNC_BOUNDS; k++) {
+        if (seconds <= fsync_bounds[k]) {
+            api->fsync_buckets[k]++;
+            break;
+        }
+    }
+    api->fsync_count++;
+    api->fsync_sum += seconds;
+    pthread_mutex_unlock(&api->metrics_lock);
+}
+
+/* ---- the client ------------------------------------------------------------------------ */
+
+cJSON *dq_httpapi_get(const char *base_url, const char *path, const char *token, long *status,
+                      char *err, size_t errlen)
+{
+    char *url = NULL, *auth = NULL;
+    const char *headers[3] = {"Accept: application/json", NULL, NULL};
+    dq_http_opts o = {.method = "GET", .timeout_ms = 30000, .max_retries = 2,
+                      .retry_budget_ms = 20000, .idempotent = 1};
+    dq_http_response resp = {0};
+    cJSON *doc = NULL;
+    size_t bl;
+
+    if (status)
+        *status = 0;
+    if (!base_url || !path) {
+        snprintf(err, errlen, "no URL given");
+        return NULL;
+    }
+    bl = strlen(base_url);
+    while (bl && base_url[bl - 1] == '/')
+        bl--;
+    url = malloc(bl + strlen(path) + 1);
+    if (!url) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    memcpy(url, base_url, bl);
+    memcpy(url + bl, path, strlen(path) + 1);
+    if (token && *token) {
+        size_t n = strlen(token) + sizeof "Authorization: Bearer ";
+
+        auth = malloc(n);
+        if (!auth) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        snprintf(auth, n, "Authorization: Bearer %s", token);
+        headers[1] = auth;
+    }
+    o.url = url;
+    o.headers = headers;
+    if (dq_http_request(&o, &resp) != 0) {
+        snprintf(err, errlen, "%s: %s", url, resp.errstr[0] ? resp.errstr : "no response");
+        goto out;
+    }
+    if (status)
+        *status = resp.status;
+    if (resp.truncated) {
+        snprintf(err, errlen, "%s: the answer is larger than %d bytes", url, DQ_HTTP_MAX_BODY);
+        goto out;
+    }
+    {
+        char perr[256];
+
+        doc = dq_json_parse(resp.body, resp.body_len, DQ_HTTP_MAX_BODY, 64, NULL, perr,
+                            sizeof perr);
+        if (resp.status != 200) {
+            const char *msg = doc ? dq_json_str(doc, "error") : NULL;
+
+            snprintf(err, errlen, "HTTP %ld: %.300s", resp.status,
+                     msg ? msg : "unexpected answer from the registry");
+            cJSON_Delete(doc);
+            doc = NULL;
+        } else if (!doc) {
+            snprintf(err, errlen, "%s: %s", url, perr);
+        }
+    }
+out:
+    dq_http_response_free(&resp);
+    free(url);
+    if (auth) {
+        /* the header held the token: do not leave it in freed memory */
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+    return doc;
+}

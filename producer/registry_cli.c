@@ -1,0 +1,1307 @@
+/*
+ * registry_cli.c - the verbs that read the registry: `deployq status`, `history`,
+ * `replay`, `verify` and `report`.
+ *
+ * They read the registry files directly (common/reglog.h: no lock, so they work while the
+ * registry runs; a commit in progress is not yet durable and is quietly left out) and fold
+ * the events with common/fold.h, so the figures are exactly the live registry's.
+ * Every verb reads its records through a reg_source: today the files; a --url mode that
+ * pages through the registry's HTTP API only has to provide another source_open_*().
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libfyaml.h>
+
+#include "cli.h"
+#include "fold.h"
+#include "json.h"
+#include "log.h"
+#include "reglog.h"
+#include "report.h"
+#include "httpapi.h"
+#include "sign.h"
+#include "stack.h"
+#include "util.h"
+
+/* ---- where records come from ---------------------------------------------------------- */
+
+typedef struct reg_source reg_source;
+struct reg_source {
+    /* 1 with the next record in *e (payload valid until the next call), 0 at the end, -1
+     * with a one-line reason in err. Records come partition by partition, each in log
+     * order. */
+    int (*next)(reg_source *s, dq_reglog_entry *e, char *err, size_t errlen);
+    void (*close)(reg_source *s);
+    void *impl;
+    uint64_t n;       /* records returned so far */
+    int progress;     /* print progress on stderr (a TTY) */
+    int64_t start_mono, last_report_mono;
+};
+
+static int file_next(reg_source *s, dq_reglog_entry *e, char *err, size_t errlen)
+{
+    return dq_reglog_iter_next(s->impl, e, err, errlen);
+}
+
+static void file_close(reg_source *s)
+{
+    dq_reglog_iter_close(s->impl);
+}
+
+/* --url: the whole log fetched through /api/events (pages of 1,000, in (at, partition,
+ * offset) order), then put back into per-partition log order, which is what every reader
+ * here expects. Held in memory: fine for the logs a person reads over HTTP; read the files
+ * (--dir) for very large ones. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    char *payload;
+    size_t len;
+} url_record;
+
+typedef struct {
+    url_record *v;
+    size_t n, cap, next;
+} url_source;
+
+static int url_record_cmp(const void *a, const void *b)
+{
+    const url_record *x = a, *y = b;
+
+    if (x->partition != y->partition)
+        return x->partition < y->partition ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int url_next(reg_source *s, dq_reglog_entry *e, char *err, size_t errlen)
+{
+    url_source *u = s->impl;
+    const url_record *r;
+
+    (void)err;
+    (void)errlen;
+    if (u->next >= u->n)
+        return 0;
+    r = &u->v[u->next++];
+    e->partition = r->partition;
+    e->kafka_offset = r->offset;
+    e->seq = u->next - 1;
+    e->payload = (const unsigned char *)r->payload;
+    e->len = r->len;
+    return 1;
+}
+
+static void url_close(reg_source *s)
+{
+    url_source *u = s->impl;
+
+    for (size_t i = 0; u && i < u->n; i++)
+        free(u->v[i].payload);
+    if (u)
+        free(u->v);
+    free(u);
+}
+
+static url_source *url_fetch(const char *base, const char *token, char *err, size_t errlen)
+{
+    url_source *u = calloc(1, sizeof *u);
+    char path[512], cursor[128] = "";
+
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (;;) {
+        long status = 0;
+        cJSON *page, *items;
+        const char *nc;
+
+        snprintf(path, sizeof path, "/api/events?order=asc&limit=1000%s%s",
+                 cursor[0] ? "&cursor=" : "", cursor);
+        page = dq_httpapi_get(base, path, token, &status, err, errlen);
+        if (!page)
+            goto fail;
+        items = cJSON_GetObjectItemCaseSensitive(page, "events");
+        if (!cJSON_IsArray(items))
+            items = cJSON_GetObjectItemCaseSensitive(page, "items");
+        if (!cJSON_IsArray(items)) {
+            snprintf(err, errlen, "%s%s: unexpected answer (no events array)", base, path);
+            cJSON_Delete(page);
+            goto fail;
+        }
+        for (const cJSON *it = items->child; it; it = it->next) {
+            const cJSON *ev = cJSON_GetObjectItemCaseSensitive(it, "event");
+            url_record r;
+
+            if (u->n == u->cap) {
+                size_t cap = u->cap ? u->cap * 2 : 1024;
+                url_record *v = realloc(u->v, cap * sizeof *v);
+
+                if (!v) {
+                    cJSON_Delete(page);
+                    snprintf(err, errlen, "out of memory");
+                    goto fail;
+                }
+                u->v = v;
+                u->cap = cap;
+            }
+            r.partition = (int32_t)dq_json_num(it, "partition", -1);
+            r.offset = (int64_t)dq_json_num(it, "offset", -1);
+            r.payload = ev ? cJSON_PrintUnformatted(ev) : NULL;
+            if (!r.payload) {
+                cJSON_Delete(page);
+                snprintf(err, errlen, "%s%s: an item without its event", base, path);
+                goto fail;
+            }
+            r.len = strlen(r.payload);
+            u->v[u->n++] = r;
+        }
+        nc = dq_json_str(page, "next_cursor");
+        if (!nc || !*nc || strlen(nc) >= sizeof cursor) {
+            cJSON_Delete(page);
+            break;
+        }
+        dq_strlcpy(cursor, nc, sizeof cursor);
+        cJSON_Delete(page);
+    }
+    qsort(u->v, u->n, sizeof *u->v, url_record_cmp);
+    return u;
+fail:
+    for (size_t i = 0; i < u->n; i++)
+        free(u->v[i].payload);
+    free(u->v);
+    free(u);
+    return NULL;
+}
+
+/* Options every reading verb shares. */
+typedef struct {
+    dq_cli cli;
+    const char *dir;  /* --dir */
+    const char *url;  /* --url: the registry's HTTP API */
+    const char *token; /* --token, else $DEPLOYQ_REGISTRY_TOKEN */
+    char dirbuf[PATH_MAX];
+} reg_opts;
+
+/* The registry directory: --dir, else registry.dir of the configuration, else the running
+ * `deployq up` stack's (<state dir>/registry), else $DEPLOYQ_STATE_DIR/registry, else
+ * ./deployq-registry (the worker's own defaults, in the same order). */
+static const char *registry_dir(reg_opts *o, const dq_config *cfg)
+{
+    const char *st;
+    dq_stack *stack;
+
+    if (o->dir)
+        return o->dir;
+    if (cfg && cfg->doc) {
+        struct fy_node *n = fy_node_by_path(fy_document_root(cfg->doc), "/registry/dir",
+                                            (size_t)-1, FYNWF_DONT_FOLLOW);
+        const char *v = n ? dq_config_node_scalar(n) : NULL;
+
+        if (v) {
+            dq_strlcpy(o->dirbuf, v, sizeof o->dirbuf);
+            return o->dirbuf;
+        }
+    }
+    stack = dq_stack_find();
+    if (stack) {
+        char *sd = dq_stack_dir(0);
+
+        dq_stack_free(stack);
+        if (sd) {
+            snprintf(o->dirbuf, sizeof o->dirbuf, "%s/registry", sd);
+            free(sd);
+            return o->dirbuf;
+        }
+    }
+    st = getenv("DEPLOYQ_STATE_DIR");
+    if (st && *st) {
+        snprintf(o->dirbuf, sizeof o->dirbuf, "%s/registry", st);
+        return o->dirbuf;
+    }
+    return "./deployq-registry";
+}
+
+static reg_source *source_open(reg_opts *o, char *err, size_t errlen)
+{
+    dq_config *cfg = NULL;
+    const char *dir = o->dir;
+    reg_source *s;
+    dq_reglog_iter *it;
+
+    if (o->url) {
+        url_source *u = url_fetch(o->url, o->token ? o->token : getenv("DEPLOYQ_REGISTRY_TOKEN"),
+                                  err, errlen);
+
+        if (!u)
+            return NULL;
+        s = calloc(1, sizeof *s);
+        if (!s) {
+            reg_source tmp = {.impl = u};
+            url_close(&tmp);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        s->next = url_next;
+        s->close = url_close;
+        s->impl = u;
+        s->progress = 0;
+        s->start_mono = s->last_report_mono = dq_mono_ms();
+        return s;
+    }
+    if (!dir) {
+        cfg = dq_cli_load_config(&o->cli);
+        if (!cfg) {
+            snprintf(err, errlen, "cannot load the configuration");
+            return NULL;
+        }
+        dir = registry_dir(o, cfg);
+        if (dir != o->dirbuf) {
+            dq_strlcpy(o->dirbuf, dir, sizeof o->dirbuf);
+            dir = o->dirbuf;
+        }
+        dq_config_free(cfg);
+    }
+    o->dir = dir;
+    it = dq_reglog_iter_open(dir, err, errlen);
+    if (!it)
+        return NULL;
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        dq_reglog_iter_close(it);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->next = file_next;
+    s->close = file_close;
+    s->impl = it;
+    s->progress = isatty(STDERR_FILENO);
+    s->start_mono = s->last_report_mono = dq_mono_ms();
+    return s;
+}
+
+/* The next record, with progress on stderr (a TTY) about every half second. */
+static int source_next(reg_source *s, dq_reglog_entry *e, char *err, size_t errlen)
+{
+    int rc = s->next(s, e, err, errlen);
+
+    if (rc == 1)
+        s->n++;
+    if (s->progress && (s->n & 0xffff) == 0) {
+        int64_t now = dq_mono_ms();
+
+        if (now - s->last_report_mono >= 500) {
+            double secs = (double)(now - s->start_mono) / 1000.0;
+
+            fprintf(stderr, "\r%llu records read (%.0f/s)   ", (unsigned long long)s->n,
+                    secs > 0 ? (double)s->n / secs : 0.0);
+            s->last_report_mono = now;
+        }
+    }
+    return rc;
+}
+
+static void source_close(reg_source *s)
+{
+    if (!s)
+        return;
+    if (s->progress && dq_mono_ms() - s->start_mono >= 500)
+        fprintf(stderr, "\r%llu records read%20s\n", (unsigned long long)s->n, "");
+    s->close(s);
+    free(s);
+}
+
+/* ---- shared option handling ----------------------------------------------------------- */
+
+enum {
+    OPT_DIR = DQ_OPT_VERB_BASE,
+    OPT_URL,
+    OPT_SERVICE,
+    OPT_ENV,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_TYPE,
+    OPT_DEPLOYMENT,
+    OPT_AT,
+    OPT_JSON,
+    OPT_CSV,
+    OPT_PROD_ENV,
+    OPT_SIGN,
+    OPT_KEY_ID,
+    OPT_CHECKPOINT,
+    OPT_PUBKEY,
+    OPT_OUT,
+    OPT_TOKEN,
+};
+
+#define REG_LONGOPTS                                                                       \
+    DQ_CLI_COMMON_LONGOPTS, {"dir", required_argument, NULL, OPT_DIR},                     \
+        {"url", required_argument, NULL, OPT_URL},                                         \
+        {"token", required_argument, NULL, OPT_TOKEN},                                     \
+        {"json", no_argument, NULL, OPT_JSON}
+
+#define REG_USAGE                                                                          \
+    "  -d, --dir DIR         the registry directory (default: registry.dir of the\n"       \
+    "                        configuration, else the running stack's, else\n"              \
+    "                        $DEPLOYQ_STATE_DIR/registry, else ./deployq-registry)\n"      \
+    "      --url URL         read through the registry's HTTP API instead of the files\n" \
+    "                        (e.g. http://127.0.0.1:8787; fetches the whole log)\n"        \
+    "      --token T         the API's bearer token (default $DEPLOYQ_REGISTRY_TOKEN)\n"   \
+    "      --json            machine-readable output\n"
+
+/* Handle the options every reading verb has. 1 handled, 0 not ours, -1 bad value. */
+static int reg_opt(reg_opts *o, int c, const char *arg, int *json)
+{
+    switch (c) {
+    case 'd':
+    case OPT_DIR: o->dir = arg; return 1;
+    case OPT_URL: o->url = arg; return 1;
+    case OPT_TOKEN: o->token = arg; return 1;
+    case OPT_JSON: *json = 1; return 1;
+    default: return dq_cli_common_opt(&o->cli, c, arg);
+    }
+}
+
+/* A point in time: RFC 3339, or a duration meaning that long ago ("24h", "7d"). */
+static int parse_when(const char *s, int64_t *ms)
+{
+    int64_t d;
+
+    if (dq_time_parse(s, ms) == 0)
+        return 0;
+    d = dq_duration_parse(s);
+    if (d < 0)
+        return -1;
+    *ms = dq_now_ms() - d;
+    return 0;
+}
+
+static void print_json(cJSON *j)
+{
+    char *txt = j ? cJSON_Print(j) : NULL;
+
+    if (txt) {
+        fputs(txt, stdout);
+        fputc('\n', stdout);
+    }
+    free(txt);
+}
+
+/* ---- folding: status, replay, report -------------------------------------------------- */
+
+typedef struct {
+    int64_t at_ms;          /* 0: no time limit */
+    int32_t at_partition;   /* -1: --at OFFSET applies to every partition */
+    int64_t at_offset;      /* -1: no offset limit */
+} fold_limit;
+
+/* Fold the registry (up to the limit, when one is given) into a new fold. NULL with the
+ * error printed. */
+static dq_fold *fold_registry(reg_opts *o, const fold_limit *lim)
+{
+    char err[512];
+    reg_source *s = source_open(o, err, sizeof err);
+    dq_fold *f;
+    dq_reglog_entry e;
+    int rc;
+
+    if (!s) {
+        dq_cli_fail(&o->cli, "%s", err);
+        return NULL;
+    }
+    f = dq_fold_new();
+    if (!f) {
+        source_close(s);
+        dq_cli_fail(&o->cli, "out of memory");
+        return NULL;
+    }
+    while ((rc = source_next(s, &e, err, sizeof err)) == 1) {
+        if (lim && lim->at_offset >= 0 &&
+            (lim->at_partition < 0 || lim->at_partition == e.partition) &&
+            e.kafka_offset > lim->at_offset)
+            continue;
+        if (lim && lim->at_ms) {
+            /* The time limit needs the event's own time: a cheap look at "at" first. */
+            dq_event *ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
+            int r;
+
+            if (ev && ev->at_ms > lim->at_ms) {
+                dq_event_free(ev);
+                continue;
+            }
+            if (ev)
+                r = dq_fold_apply_event(f, ev, e.partition, e.kafka_offset);
+            else
+                r = dq_fold_apply(f, e.partition, e.kafka_offset, e.payload, e.len);
+            dq_event_free(ev);
+            if (r == DQ_FOLD_ENOMEM) {
+                rc = -1;
+                snprintf(err, sizeof err, "out of memory");
+                break;
+            }
+            continue;
+        }
+        if (dq_fold_apply(f, e.partition, e.kafka_offset, e.payload, e.len) == DQ_FOLD_ENOMEM) {
+            rc = -1;
+            snprintf(err, sizeof err, "out of memory");
+            break;
+        }
+    }
+    source_close(s);
+    if (rc < 0) {
+        dq_cli_fail(&o->cli, "%s/%s", o->dir, err);
+        dq_fold_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static int target_selected(const dq_fold_target *t, const char *service, const char *env)
+{
+    return (!service || strcmp(service, t->service) == 0) &&
+           (!env || strcmp(env, t->environment) == 0);
+}
+
+static const char *or_dash(const char *s)
+{
+    return s && *s ? s : "-";
+}
+
+static void short_time(int64_t ms, char *out, size_t len)
+{
+    char t[DQ_TIME_LEN + 1];
+
+    if (!ms) {
+        dq_strlcpy(out, "-", len);
+        return;
+    }
+    dq_time_format(ms, t);
+    /* "2026-01-01T10:00:00.000Z" -> "2026-01-01 10:00:00" */
+    t[10] = ' ';
+    t[19] = '\0';
+    dq_strlcpy(out, t, len);
+}
+
+static void print_targets_table(dq_fold *f, const char *service, const char *env)
+{
+    dq_fold_target *const *ts;
+    size_t n, shown = 0;
+
+    ts = dq_fold_targets(f, &n);
+    printf("%-28s %-16s %-19s %-16s %-32s %s\n", "TARGET", "CURRENT", "SINCE", "VERIFIED",
+           "IN FLIGHT", "LAST ROLLBACK");
+    for (size_t i = 0; i < n; i++) {
+        const dq_fold_target *t = ts[i];
+        char since[32], inflight[128], rb[160];
+
+        if (!target_selected(t, service, env))
+            continue;
+        shown++;
+        short_time(t->current_since_ms, since, sizeof since);
+        if (t->inflight)
+            snprintf(inflight, sizeof inflight, "%.16s %s", or_dash(t->inflight->version),
+                     or_dash(t->inflight->step));
+        else
+            dq_strlcpy(inflight, "-", sizeof inflight);
+        if (t->last_rollback) {
+            const dq_fold_rollback *r = t->last_rollback;
+            char when[32];
+            const char *probe = r->evidence ? dq_json_str(r->evidence, "probe") : NULL;
+
+            short_time(r->requested_at_ms ? r->requested_at_ms : r->started_at_ms, when,
+                       sizeof when);
+            snprintf(rb, sizeof rb, "%s %s -> %s (%s%s%s)", when, or_dash(r->from_version),
+                     or_dash(r->to_version), dq_rollback_status_name(r->status),
+                     probe ? ", probe " : "", probe ? probe : "");
+        } else {
+            dq_strlcpy(rb, "-", sizeof rb);
+        }
+        printf("%-28s %-16.16s %-19s %-16.16s %-32s %s\n", t->key, or_dash(t->current_version),
+               since, or_dash(t->last_verified_version), inflight, rb);
+    }
+    if (!shown)
+        printf("(no targets)\n");
+}
+
+/* JSON of the state, restricted to the selected targets (the hash covers everything). */
+static cJSON *state_json(dq_fold *f, const char *service, const char *env)
+{
+    cJSON *j = dq_fold_state_json(f), *arr, *keep;
+
+    if (!j || (!service && !env))
+        return j;
+    arr = cJSON_DetachItemFromObject(j, "targets");
+    keep = cJSON_AddArrayToObject(j, "targets");
+    for (cJSON *t = arr ? arr->child : NULL; t && keep;) {
+        cJSON *next = t->next;
+        const char *s = dq_json_str(t, "service"), *e = dq_json_str(t, "environment");
+
+        if ((!service || (s && strcmp(s, service) == 0)) && (!env || (e && strcmp(e, env) == 0)))
+            cJSON_AddItemToArray(keep, cJSON_DetachItemViaPointer(arr, t));
+        t = next;
+    }
+    cJSON_Delete(arr);
+    return j;
+}
+
+static const char status_usage[] =
+    "Usage: deployq status [--service NAME] [--env NAME] [--json] [--dir DIR]\n"
+    "\n"
+    "Per deploy target, from the registry: the version running now and since when, the last\n"
+    "verified version, the deploy in flight and its step, the last rollback and its\n"
+    "evidence. Events ignored for a stale fencing token are listed with --json (\"stale\").\n"
+    "\n"
+    "  -s, --service NAME    only this service\n"
+    "  -e, --env NAME        only this environment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+
+int dq_cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        REG_LONGOPTS,
+        {"service", required_argument, NULL, 's'},
+        {"env", required_argument, NULL, 'e'},
+        {NULL, 0, NULL, 0},
+    };
+    reg_opts o = {.cli = {.verb = "status"}};
+    const char *service = NULL, *env = NULL;
+    int c, json = 0;
+    dq_fold *f;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
+        int r = reg_opt(&o, c, optarg, &json);
+
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 's': service = optarg; break;
+        case 'e': env = optarg; break;
+        case 'h': return dq_cli_usage(&o.cli, status_usage, 0, NULL);
+        default: return dq_cli_usage(&o.cli, status_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&o.cli, status_usage, 2, "unexpected argument");
+    f = fold_registry(&o, NULL);
+    if (!f)
+        return 1;
+    if (json) {
+        cJSON *j = state_json(f, service, env);
+
+        print_json(j);
+        cJSON_Delete(j);
+    } else {
+        print_targets_table(f, service, env);
+    }
+    dq_fold_free(f);
+    return 0;
+}
+
+static const char replay_usage[] =
+    "Usage: deployq replay [--at TIME|OFFSET|P:OFFSET] [--service NAME] [--env NAME] [--json]\n"
+    "\n"
+    "Fold the registry into the state of every target and print it with its state hash.\n"
+    "Without --at the whole log is folded: the hash equals the live registry's. With --at\n"
+    "the state as it was then:\n"
+    "  --at 2026-01-02T10:00:00Z   events whose time is at or before it (also \"2h\": that\n"
+    "                              long ago)\n"
+    "  --at 1234                   records up to Kafka offset 1234 in every partition\n"
+    "  --at 3:1234                 partition 3 up to offset 1234, other partitions whole\n"
+    "\n"
+    "  -s, --service NAME    only show this service (the hash covers everything)\n"
+    "  -e, --env NAME        only show this environment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+
+int dq_cmd_replay(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        REG_LONGOPTS,
+        {"at", required_argument, NULL, OPT_AT},
+        {"service", required_argument, NULL, 's'},
+        {"env", required_argument, NULL, 'e'},
+        {NULL, 0, NULL, 0},
+    };
+    reg_opts o = {.cli = {.verb = "replay"}};
+    const char *service = NULL, *env = NULL, *at = NULL;
+    fold_limit lim = {.at_partition = -1, .at_offset = -1};
+    int c, json = 0;
+    dq_fold *f;
+    char hash[DQ_FOLD_HASH_HEX_LEN + 1];
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
+        int r = reg_opt(&o, c, optarg, &json);
+
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case OPT_AT: at = optarg; break;
+        case 's': service = optarg; break;
+        case 'e': env = optarg; break;
+        case 'h': return dq_cli_usage(&o.cli, replay_usage, 0, NULL);
+        default: return dq_cli_usage(&o.cli, replay_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&o.cli, replay_usage, 2, "unexpected argument");
+    if (at) {
+        const char *colon = strchr(at, ':');
+        long long p, off;
+
+        if (dq_parse_int(at, 0, INT64_MAX, &off) == 0) {
+            lim.at_offset = off;
+        } else if (colon && colon - at < 8 && !strchr(at, 'T')) {
+            char pbuf[8];
+
+            memcpy(pbuf, at, (size_t)(colon - at));
+            pbuf[colon - at] = '\0';
+            if (dq_parse_int(pbuf, 0, INT32_MAX, &p) != 0 ||
+                dq_parse_int(colon + 1, 0, INT64_MAX, &off) != 0)
+                return dq_cli_usage(&o.cli, replay_usage, 2,
+                                    "--at P:OFFSET needs two non-negative numbers");
+            lim.at_partition = (int32_t)p;
+            lim.at_offset = off;
+        } else if (parse_when(at, &lim.at_ms) != 0) {
+            return dq_cli_usage(&o.cli, replay_usage, 2,
+                                "--at expects an RFC 3339 time, a duration, OFFSET or P:OFFSET");
+        }
+    }
+    f = fold_registry(&o, at ? &lim : NULL);
+    if (!f)
+        return 1;
+    dq_fold_state_hash(f, hash);
+    if (json) {
+        cJSON *j = state_json(f, service, env);
+
+        if (j && at)
+            cJSON_AddStringToObject(j, "at", at);
+        print_json(j);
+        cJSON_Delete(j);
+    } else {
+        dq_fold_totals tot;
+        size_t n_stale;
+        const dq_fold_stale_event *st = dq_fold_stale(f, &n_stale);
+
+        dq_fold_get_totals(f, &tot);
+        print_targets_table(f, service, env);
+        printf("\n%llu events folded%s%s; %llu stale-fence events ignored\n",
+               (unsigned long long)tot.events, at ? " up to " : "", at ? at : "",
+               (unsigned long long)tot.stale);
+        for (size_t i = 0; i < n_stale; i++)
+            printf("  stale: p%d offset %lld %s %s fence %lld < %lld\n", (int)st[i].partition,
+                   (long long)st[i].offset, st[i].target, st[i].type, (long long)st[i].fence,
+                   (long long)st[i].newest_fence);
+        printf("state hash %s\n", hash);
+    }
+    dq_fold_free(f);
+    return 0;
+}
+
+static const char report_usage[] =
+    "Usage: deployq report [--since T] [--until T] [--service NAME] [--env NAME]\n"
+    "                      [--json | --csv]\n"
+    "\n"
+    "Delivery figures from the registry: deployment success rate, time to restore (MTTR,\n"
+    "first failing probe -> rollback succeeded; median and p90), deployment frequency, lead\n"
+    "time (commit -> deployed), change-failure rate, share of bad changes stopped before\n"
+    "production, time to deploy. common/report.h defines each figure exactly.\n"
+    "\n"
+    "      --since T         deployments that began at or after T (RFC 3339, or \"7d\": that\n"
+    "                        long ago)\n"
+    "      --until T         ... and before T\n"
+    "  -s, --service NAME    only this service\n"
+    "  -e, --env NAME        only this environment\n"
+    "      --production-env NAME  the environment that counts as production (default\n"
+    "                        production)\n"
+    "      --csv             metric,value lines\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+
+int dq_cmd_report(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        REG_LONGOPTS,
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"until", required_argument, NULL, OPT_UNTIL},
+        {"service", required_argument, NULL, 's'},
+        {"env", required_argument, NULL, 'e'},
+        {"production-env", required_argument, NULL, OPT_PROD_ENV},
+        {"csv", no_argument, NULL, OPT_CSV},
+        {NULL, 0, NULL, 0},
+    };
+    reg_opts o = {.cli = {.verb = "report"}};
+    dq_report_opts ro = {0};
+    dq_report rep;
+    int c, json = 0, csv = 0;
+    dq_fold *f;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
+        int r = reg_opt(&o, c, optarg, &json);
+
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case OPT_SINCE:
+            if (parse_when(optarg, &ro.since_ms) != 0)
+                return dq_cli_usage(&o.cli, report_usage, 2, "--since: not a time or duration");
+            break;
+        case OPT_UNTIL:
+            if (parse_when(optarg, &ro.until_ms) != 0)
+                return dq_cli_usage(&o.cli, report_usage, 2, "--until: not a time or duration");
+            break;
+        case 's': ro.service = optarg; break;
+        case 'e': ro.environment = optarg; break;
+        case OPT_PROD_ENV: ro.production_env = optarg; break;
+        case OPT_CSV: csv = 1; break;
+        case 'h': return dq_cli_usage(&o.cli, report_usage, 0, NULL);
+        default: return dq_cli_usage(&o.cli, report_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&o.cli, report_usage, 2, "unexpected argument");
+    if (json && csv)
+        return dq_cli_usage(&o.cli, report_usage, 2, "--json and --csv exclude each other");
+    f = fold_registry(&o, NULL);
+    if (!f)
+        return 1;
+    if (dq_report_compute(f, &ro, &rep) != 0) {
+        dq_fold_free(f);
+        dq_cli_fail(&o.cli, "out of memory");
+        return 1;
+    }
+    if (json) {
+        cJSON *j = dq_report_json(&rep);
+
+        print_json(j);
+        cJSON_Delete(j);
+    } else if (csv) {
+        dq_report_write_csv(&rep, stdout);
+    } else {
+        dq_report_write_table(&rep, stdout);
+    }
+    dq_fold_free(f);
+    return 0;
+}
+
+/* ---- history -------------------------------------------------------------------------- */
+
+static const char history_usage[] =
+    "Usage: deployq history [--service NAME] [--env NAME] [--since T] [--until T]\n"
+    "                       [--type TYPE] [--deployment ID] [--json]\n"
+    "\n"
+    "The registry's events in log order (partition by partition), filtered. --json prints\n"
+    "each event exactly as stored (one JSON document a line: what an auditor keeps).\n"
+    "\n"
+    "  -s, --service NAME    only this service\n"
+    "  -e, --env NAME        only this environment\n"
+    "      --since T         events at or after T (RFC 3339, or \"24h\": that long ago)\n"
+    "      --until T         events before T\n"
+    "  -t, --type TYPE       only this event type (repeatable)\n"
+    "      --deployment ID   only this deployment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+
+int dq_cmd_history(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        REG_LONGOPTS,
+        {"service", required_argument, NULL, 's'},
+        {"env", required_argument, NULL, 'e'},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"until", required_argument, NULL, OPT_UNTIL},
+        {"type", required_argument, NULL, 't'},
+        {"deployment", required_argument, NULL, OPT_DEPLOYMENT},
+        {NULL, 0, NULL, 0},
+    };
+    reg_opts o = {.cli = {.verb = "history"}};
+    const char *service = NULL, *env = NULL, *deployment = NULL, *types[16];
+    int64_t since = 0, until = 0;
+    int c, json = 0, n_types = 0, rc;
+    reg_source *s;
+    dq_reglog_entry e;
+    char err[512];
+    uint64_t shown = 0;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "s:e:t:d:c:X:h", opts, NULL)) != -1) {
+        int r = reg_opt(&o, c, optarg, &json);
+
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 's': service = optarg; break;
+        case 'e': env = optarg; break;
+        case 't':
+            if (n_types == 16)
+                return dq_cli_usage(&o.cli, history_usage, 2, "at most 16 --type options");
+            types[n_types++] = optarg;
+            break;
+        case OPT_DEPLOYMENT: deployment = optarg; break;
+        case OPT_SINCE:
+            if (parse_when(optarg, &since) != 0)
+                return dq_cli_usage(&o.cli, history_usage, 2, "--since: not a time or duration");
+            break;
+        case OPT_UNTIL:
+            if (parse_when(optarg, &until) != 0)
+                return dq_cli_usage(&o.cli, history_usage, 2, "--until: not a time or duration");
+            break;
+        case 'h': return dq_cli_usage(&o.cli, history_usage, 0, NULL);
+        default: return dq_cli_usage(&o.cli, history_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&o.cli, history_usage, 2, "unexpected argument");
+    s = source_open(&o, err, sizeof err);
+    if (!s) {
+        dq_cli_fail(&o.cli, "%s", err);
+        return 1;
+    }
+    if (!json)
+        printf("%-24s %-4s %-9s %-24s %-28s %-16s %-6s %s\n", "AT", "P", "OFFSET", "TYPE",
+               "TARGET", "VERSION", "FENCE", "DEPLOYMENT");
+    while ((rc = source_next(s, &e, err, sizeof err)) == 1) {
+        dq_event *ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
+        int keep = ev != NULL;
+
+        if (keep && service && (!ev->service || strcmp(ev->service, service) != 0))
+            keep = 0;
+        if (keep && env && (!ev->environment || strcmp(ev->environment, env) != 0))
+            keep = 0;
+        if (keep && deployment && (!ev->deployment_id || strcmp(ev->deployment_id, deployment) != 0))
+            keep = 0;
+        if (keep && since && ev->at_ms < since)
+            keep = 0;
+        if (keep && until && ev->at_ms >= until)
+            keep = 0;
+        if (keep && n_types) {
+            int any = 0;
+
+            for (int i = 0; i < n_types && !any; i++)
+                any = strcmp(types[i], ev->type) == 0;
+            keep = any;
+        }
+        /* An unreadable record is shown only when nothing filters it out. */
+        if (!ev && !service && !env && !deployment && !since && !until && !n_types)
+            keep = 1;
+        if (keep) {
+            shown++;
+            if (json) {
+                fwrite(e.payload, 1, e.len, stdout);
+                fputc('\n', stdout);
+            } else if (ev) {
+                char at[DQ_TIME_LEN + 1], target[160];
+
+                snprintf(target, sizeof target, "%s/%s", or_dash(ev->service),
+                         or_dash(ev->environment));
+                printf("%-24s %-4d %-9lld %-24s %-28s %-16.16s %-6lld %s\n",
+                       dq_time_format(ev->at_ms, at), (int)e.partition,
+                       (long long)e.kafka_offset, ev->type, target, or_dash(ev->version),
+                       (long long)ev->fence, or_dash(ev->deployment_id));
+            } else {
+                printf("%-24s %-4d %-9lld (not a deployq event: %zu bytes)\n", "-",
+                       (int)e.partition, (long long)e.kafka_offset, e.len);
+            }
+        }
+        dq_event_free(ev);
+    }
+    source_close(s);
+    if (rc < 0) {
+        fflush(stdout);
+        dq_cli_fail(&o.cli, "%s/%s", o.dir, err);
+        return 1;
+    }
+    if (!json && !shown)
+        printf("(no events)\n");
+    return 0;
+}
+
+/* ---- verify and checkpoints ----------------------------------------------------------- */
+
+#define CHECKPOINT_SCHEMA "deployq.checkpoint/v1"
+#define SIGNED_CHECKPOINT_SCHEMA "deployq.signed-checkpoint/v1"
+
+/* The SHA-256 of a record rebuilt from what the iterator returns (the layout of
+ * docs/registry-format.md), so a checkpoint's head can be checked at any record count. */
+static void record_hash(const dq_reglog_entry *e, const unsigned char prev[DQ_REGLOG_HASH_LEN],
+                        unsigned char *buf, unsigned char out[DQ_REGLOG_HASH_LEN])
+{
+    uint32_t len = (uint32_t)e->len, crc;
+    uint64_t seq = e->seq;
+    int32_t part = e->partition;
+    int64_t off = e->kafka_offset;
+    unsigned int hl;
+    size_t total = DQ_REGLOG_HEADER_LEN + e->len;
+
+    memcpy(buf, DQ_REGLOG_MAGIC, 4);
+    for (int i = 0; i < 4; i++)
+        buf[4 + i] = (unsigned char)(len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[8 + i] = (unsigned char)(seq >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        buf[16 + i] = (unsigned char)((uint32_t)part >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[20 + i] = (unsigned char)((uint64_t)off >> (8 * i));
+    memcpy(buf + 28, prev, DQ_REGLOG_HASH_LEN);
+    memcpy(buf + DQ_REGLOG_HEADER_LEN, e->payload, e->len);
+    crc = dq_reglog_crc32c(buf, total);
+    for (int i = 0; i < 4; i++)
+        buf[total + i] = (unsigned char)(crc >> (8 * i));
+    EVP_Digest(buf, total + 4, out, &hl, EVP_sha256(), NULL);
+}
+
+/* Check a signed checkpoint against the log: the signature, then for every partition it
+ * names, that the log still has that many records and that the record at that count
+ * hashes to the recorded head. 0 matches, 1 mismatch (printed), -1 error (err). */
+static int check_checkpoint(reg_opts *o, const char *path, const char *pubkey, char *err,
+                            size_t errlen)
+{
+    size_t len;
+    char *txt = dq_read_file(path, 1 << 20, &len);
+    cJSON *signed_doc = NULL, *cp = NULL, *parts;
+    const char *body, *sig, *key_id;
+    dq_config *cfg = NULL;
+    reg_source *s = NULL;
+    dq_reglog_entry e;
+    unsigned char *buf = NULL, prev[DQ_REGLOG_HASH_LEN], h[DQ_REGLOG_HASH_LEN];
+    size_t bufcap = 0;
+    int rc = -1, bad = 0, r;
+
+    if (!txt) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    signed_doc = dq_json_parse(txt, len, 1 << 20, 8, NULL, err, errlen);
+    if (!signed_doc)
+        goto out;
+    body = dq_json_str(signed_doc, "checkpoint");
+    sig = dq_json_str(signed_doc, "signature");
+    key_id = dq_json_str(signed_doc, "key_id");
+    if (!body || !sig || !key_id ||
+        strcmp(or_dash(dq_json_str(signed_doc, "schema")), SIGNED_CHECKPOINT_SCHEMA) != 0) {
+        snprintf(err, errlen, "%s: not a signed checkpoint", path);
+        goto out;
+    }
+    if (!pubkey) {
+        const dq_key *k;
+
+        cfg = dq_cli_load_config(&o->cli);
+        k = cfg ? dq_config_key(cfg, key_id) : NULL;
+        if (!k) {
+            snprintf(err, errlen, "key %s is not in the configuration: pass --pubkey", key_id);
+            goto out;
+        }
+        pubkey = k->public_key;
+    }
+    r = dq_verify(pubkey, body, strlen(body), sig, err, errlen);
+    if (r < 0)
+        goto out;
+    if (r == 0) {
+        printf("checkpoint %s: signature INVALID\n", path);
+        rc = 1;
+        goto out;
+    }
+    cp = dq_json_parse(body, strlen(body), 1 << 20, 8, NULL, err, errlen);
+    if (!cp)
+        goto out;
+    parts = cJSON_GetObjectItemCaseSensitive(cp, "partitions");
+    s = source_open(o, err, errlen);
+    if (!s)
+        goto out;
+    memset(prev, 0, sizeof prev);
+    {
+        int32_t cur = -1;
+        uint64_t count = 0;
+
+        /* Walk every record once, hashing as the writer did, and compare at each
+         * partition's checkpointed count. */
+        for (;;) {
+            r = source_next(s, &e, err, errlen);
+            if (r < 0)
+                goto out;
+            if (r == 0 || e.partition != cur) {
+                /* partition cur ended: was its checkpoint reached? */
+                for (cJSON *p = parts ? parts->child : NULL; p && cur >= 0; p = p->next) {
+                    if ((int32_t)dq_json_num(p, "partition", -1) == cur &&
+                        (uint64_t)dq_json_num(p, "records", 0) > count) {
+                        printf("p%d: the log has %llu records, the checkpoint %llu: records "
+                               "were removed from the end\n", (int)cur,
+                               (unsigned long long)count,
+                               (unsigned long long)dq_json_num(p, "records", 0));
+                        bad = 1;
+                    }
+                }
+                if (r == 0)
+                    break;
+                cur = e.partition;
+                count = 0;
+                memset(prev, 0, sizeof prev);
+            }
+            if (bufcap < DQ_REGLOG_OVERHEAD + e.len) {
+                unsigned char *nb = realloc(buf, DQ_REGLOG_OVERHEAD + e.len);
+
+                if (!nb) {
+                    snprintf(err, errlen, "out of memory");
+                    goto out;
+                }
+                buf = nb;
+                bufcap = DQ_REGLOG_OVERHEAD + e.len;
+            }
+            record_hash(&e, prev, buf, h);
+            memcpy(prev, h, sizeof prev);
+            count++;
+            for (cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
+                char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+                const char *want = dq_json_str(p, "head");
+
+                if ((int32_t)dq_json_num(p, "partition", -1) != cur ||
+                    (uint64_t)dq_json_num(p, "records", 0) != count)
+                    continue;
+                dq_hex(h, sizeof h, hex);
+                if (!want || strcmp(want, hex) != 0) {
+                    printf("p%d: record %llu hashes to %s, the checkpoint says %s: the log "
+                           "was rewritten\n", (int)cur, (unsigned long long)(count - 1), hex,
+                           or_dash(want));
+                    bad = 1;
+                }
+            }
+        }
+    }
+    printf("checkpoint %s (key %s, %s): %s\n", path, key_id,
+           or_dash(dq_json_str(cp, "at")), bad ? "DOES NOT MATCH the log" : "matches the log");
+    rc = bad;
+out:
+    source_close(s);
+    free(buf);
+    free(txt);
+    cJSON_Delete(signed_doc);
+    cJSON_Delete(cp);
+    dq_config_free(cfg);
+    return rc;
+}
+
+/* A signed checkpoint of an intact log: {"schema":SIGNED_CHECKPOINT_SCHEMA,"key_id",
+ * "alg":"ed25519","signature","checkpoint":"<text>"} where the text is {"schema":
+ * CHECKPOINT_SCHEMA,"at","records","partitions":[{"partition","records","head"}]}. */
+static char *make_checkpoint(const dq_reglog_report *rep, const char *key_path,
+                             const char *key_id, char *err, size_t errlen)
+{
+    dq_signer *signer = dq_signer_load(key_path, err, errlen);
+    cJSON *cp = NULL, *doc = NULL, *arr;
+    char *body = NULL, *sig = NULL, *out = NULL, at[DQ_TIME_LEN + 1];
+
+    if (!signer)
+        return NULL;
+    cp = cJSON_CreateObject();
+    if (!cp)
+        goto out;
+    cJSON_AddStringToObject(cp, "schema", CHECKPOINT_SCHEMA);
+    cJSON_AddStringToObject(cp, "at", dq_time_format(dq_now_ms(), at));
+    cJSON_AddNumberToObject(cp, "records", (double)rep->records);
+    arr = cJSON_AddArrayToObject(cp, "partitions");
+    for (size_t i = 0; arr && i < rep->n_partitions; i++) {
+        cJSON *p = cJSON_CreateObject();
+        char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+
+        if (!p)
+            goto out;
+        cJSON_AddNumberToObject(p, "partition", rep->partitions[i].partition);
+        cJSON_AddNumberToObject(p, "records", (double)rep->partitions[i].records);
+        cJSON_AddStringToObject(p, "head", dq_hex(rep->partitions[i].head_hash,
+                                                  DQ_REGLOG_HASH_LEN, hex));
+        cJSON_AddItemToArray(arr, p);
+    }
+    body = cJSON_PrintUnformatted(cp);
+    sig = body ? dq_sign(signer, body, strlen(body)) : NULL;
+    if (!sig)
+        goto out;
+    doc = cJSON_CreateObject();
+    if (!doc)
+        goto out;
+    cJSON_AddStringToObject(doc, "schema", SIGNED_CHECKPOINT_SCHEMA);
+    cJSON_AddStringToObject(doc, "key_id", key_id);
+    cJSON_AddStringToObject(doc, "alg", "ed25519");
+    cJSON_AddStringToObject(doc, "signature", sig);
+    cJSON_AddStringToObject(doc, "checkpoint", body);
+    out = cJSON_PrintUnformatted(doc);
+out:
+    if (!out && !err[0])
+        snprintf(err, errlen, "cannot build the checkpoint");
+    cJSON_Delete(cp);
+    cJSON_Delete(doc);
+    free(body);
+    free(sig);
+    dq_signer_free(signer);
+    return out;
+}
+
+static const char verify_usage[] =
+    "Usage: deployq verify [--json] [--dir DIR]\n"
+    "                      [--sign KEYFILE --key-id ID [--out FILE]]\n"
+    "                      [--checkpoint FILE [--pubkey BASE64]]\n"
+    "\n"
+    "Walk every hash chain of the registry: magic, length, crc32c, sequence, the prev-hash\n"
+    "link, partition and offset order, segment names (docs/registry-format.md). Prints\n"
+    "every partition's record count and head hash, and the first broken link by file and\n"
+    "byte offset. Exit status 0 only for an intact log, 1 when a link is broken, 2 on a\n"
+    "usage error or an unreadable directory.\n"
+    "\n"
+    "      --sign KEYFILE    after an intact verify, write a checkpoint (head hashes, record\n"
+    "                        counts, time) signed with this Ed25519 key, to publish\n"
+    "                        elsewhere: a log later cut short or rewritten no longer matches\n"
+    "      --key-id ID       the signing key's id (required with --sign)\n"
+    "      --out FILE        write the checkpoint there (default: stdout)\n"
+    "      --checkpoint FILE check the log against a signed checkpoint too\n"
+    "      --pubkey BASE64   its public key (default: the key with its key_id in the\n"
+    "                        configuration's keys)\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+
+int dq_cmd_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        REG_LONGOPTS,
+        {"sign", required_argument, NULL, OPT_SIGN},
+        {"key-id", required_argument, NULL, OPT_KEY_ID},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+        {"pubkey", required_argument, NULL, OPT_PUBKEY},
+        {NULL, 0, NULL, 0},
+    };
+    reg_opts o = {.cli = {.verb = "verify"}};
+    const char *sign = NULL, *key_id = NULL, *out_path = NULL, *checkpoint = NULL,
+               *pubkey = NULL;
+    int c, json = 0, rc;
+    dq_reglog_report rep = {0};
+    char err[512] = "";
+    dq_config *cfg;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "d:c:X:h", opts, NULL)) != -1) {
+        int r = reg_opt(&o, c, optarg, &json);
+
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case OPT_SIGN: sign = optarg; break;
+        case OPT_KEY_ID: key_id = optarg; break;
+        case OPT_OUT: out_path = optarg; break;
+        case OPT_CHECKPOINT: checkpoint = optarg; break;
+        case OPT_PUBKEY: pubkey = optarg; break;
+        case 'h': return dq_cli_usage(&o.cli, verify_usage, 0, NULL);
+        default: return dq_cli_usage(&o.cli, verify_usage, 2, NULL);
+        }
+    }
+    if (optind < argc)
+        return dq_cli_usage(&o.cli, verify_usage, 2, "unexpected argument");
+    if (sign && !key_id)
+        return dq_cli_usage(&o.cli, verify_usage, 2, "--sign needs --key-id");
+    if (o.url) {
+        dq_cli_fail(&o.cli, "--url: verify reads the files themselves; run it where they are");
+        return 2;
+    }
+    if (!o.dir) {
+        cfg = dq_cli_load_config(&o.cli);
+        if (!cfg)
+            return 2;
+        o.dir = registry_dir(&o, cfg);
+        if (o.dir != o.dirbuf) {
+            dq_strlcpy(o.dirbuf, o.dir, sizeof o.dirbuf);
+            o.dir = o.dirbuf;
+        }
+        dq_config_free(cfg);
+    }
+    rc = dq_reglog_verify_dir(o.dir, &rep, err, sizeof err);
+    if (rc < 0) {
+        dq_cli_fail(&o.cli, "%s", err);
+        return 2;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject(), *arr;
+
+        if (j) {
+            cJSON_AddStringToObject(j, "dir", o.dir);
+            cJSON_AddBoolToObject(j, "intact", rc == 0);
+            cJSON_AddNumberToObject(j, "records", (double)rep.records);
+            arr = cJSON_AddArrayToObject(j, "partitions");
+            for (size_t i = 0; arr && i < rep.n_partitions; i++) {
+                const dq_reglog_partition_report *p = &rep.partitions[i];
+                cJSON *x = cJSON_CreateObject();
+                char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+
+                if (!x)
+                    break;
+                cJSON_AddNumberToObject(x, "partition", p->partition);
+                cJSON_AddNumberToObject(x, "records", (double)p->records);
+                cJSON_AddStringToObject(x, "head", dq_hex(p->head_hash, DQ_REGLOG_HASH_LEN, hex));
+                cJSON_AddBoolToObject(x, "ok", p->ok);
+                if (!p->ok)
+                    cJSON_AddStringToObject(x, "error", p->error);
+                cJSON_AddItemToArray(arr, x);
+            }
+            if (rc != 0)
+                cJSON_AddStringToObject(j, "first_error", rep.first_error);
+        }
+        print_json(j);
+        cJSON_Delete(j);
+    } else {
+        for (size_t i = 0; i < rep.n_partitions; i++) {
+            const dq_reglog_partition_report *p = &rep.partitions[i];
+            char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+
+            printf("p%-4d %10llu records  head %s  %s\n", (int)p->partition,
+                   (unsigned long long)p->records, dq_hex(p->head_hash, DQ_REGLOG_HASH_LEN, hex),
+                   p->ok ? "ok" : p->error);
+        }
+        if (rc == 0)
+            printf("intact: %llu records in %zu partitions under %s\n",
+                   (unsigned long long)rep.records, rep.n_partitions, o.dir);
+    }
+    if (rc != 0)
+        dq_cli_fail(&o.cli, "%s/%s (%zu of %zu partitions broken)", o.dir, rep.first_error,
+                    rep.errors, rep.n_partitions);
+    if (rc == 0 && checkpoint) {
+        int cr = check_checkpoint(&o, checkpoint, pubkey, err, sizeof err);
+
+        if (cr < 0) {
+            dq_cli_fail(&o.cli, "checkpoint: %s", err);
+            rc = 1;
+        } else if (cr > 0) {
+            rc = 1;
+        }
+    }
+    if (rc == 0 && sign) {
+        char *cp;
+
+        err[0] = '\0';
+        cp = make_checkpoint(&rep, sign, key_id, err, sizeof err);
+        if (!cp) {
+            dq_cli_fail(&o.cli, "checkpoint: %s", err);
+            rc = 1;
+        } else if (out_path) {
+            FILE *fp = fopen(out_path, "w");
+
+            if (!fp || fprintf(fp, "%s\n", cp) < 0 || fclose(fp) != 0) {
+                dq_cli_fail(&o.cli, "%s: %s", out_path, strerror(errno));
+                rc = 1;
+            } else if (!json) {
+                printf("signed checkpoint written to %s\n", out_path);
+            }
+        } else {
+            printf("%s\n", cp);
+        }
+        free(cp);
+    }
+    dq_reglog_report_free(&rep);
+    return rc == 0 ? 0 : 1;
+}

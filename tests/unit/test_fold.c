@@ -1,0 +1,374 @@
+/*
+ * test_fold.c - the state fold (common/fold.c): a deploy's life folded into its target,
+ * fencing (stale events flagged, never applied), rollbacks with evidence, timelines, and a
+ * state hash that depends only on each partition's order.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fold.h"
+#include "util.h"
+
+#define D1 "11111111-1111-4111-8111-111111111111"
+#define D2 "22222222-2222-4222-8222-222222222222"
+#define D3 "33333333-3333-4333-8333-333333333333"
+
+/* Fold one event given as envelope fields and a data text; returns dq_fold_apply's result. */
+static int put(dq_fold *f, int32_t part, int64_t off, const char *type, const char *dep,
+               const char *svc, const char *env, const char *ver, const char *at,
+               int64_t fence, const char *data)
+{
+    dq_event *ev = dq_event_new(type, dep, svc, env, ver, "test@host/1");
+    char name[64], *txt;
+    int rc;
+
+    assert_non_null(ev);
+    snprintf(name, sizeof name, "%d/%lld", part, (long long)off);
+    dq_event_set_id_from(ev, name);
+    assert_int_equal(dq_time_parse(at, &ev->at_ms), 0);
+    ev->fence = fence;
+    if (data) {
+        cJSON_Delete(ev->data);
+        ev->data = cJSON_Parse(data);
+        assert_non_null(ev->data);
+    }
+    txt = dq_event_encode(ev);
+    assert_non_null(txt);
+    rc = dq_fold_apply(f, part, off, txt, strlen(txt));
+    free(txt);
+    dq_event_free(ev);
+    return rc;
+}
+
+static int64_t ms(const char *at)
+{
+    int64_t v = 0;
+
+    assert_int_equal(dq_time_parse(at, &v), 0);
+    return v;
+}
+
+#define VALIDATED_DATA                                                                     \
+    "{\"key_id\":\"ci\",\"issued_at\":\"2026-01-01T09:59:00Z\",\"strategy\":\"rolling\","    \
+    "\"commit_at\":\"2026-01-01T09:00:00Z\",\"source\":{\"topic\":\"t\",\"partition\":0,"     \
+    "\"offset\":1}}"
+
+static void test_deploy_lifecycle(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    const dq_fold_deployment *d;
+
+    assert_int_equal(put(f, 0, 0, DQ_EV_VALIDATED, D1, "api", "prod", "v1",
+                         "2026-01-01T10:00:00Z", 0, VALIDATED_DATA), DQ_FOLD_APPLIED);
+    assert_int_equal(put(f, 0, 1, DQ_EV_STARTED, D1, "api", "prod", "v1",
+                         "2026-01-01T10:00:01Z", 7, NULL), DQ_FOLD_APPLIED);
+    t = dq_fold_target_get(f, "api", "prod");
+    assert_non_null(t);
+    assert_null(t->current_version);
+    assert_non_null(t->inflight);
+    assert_string_equal(t->inflight->id, D1);
+    assert_string_equal(t->inflight->step, "deploy.started");
+    assert_int_equal(t->inflight->outcome, DQ_DEPLOY_RUNNING);
+
+    put(f, 0, 2, DQ_EV_SUCCEEDED, D1, "api", "prod", "v1", "2026-01-01T10:05:00Z", 7, NULL);
+    put(f, 0, 3, DQ_EV_MONITOR_STARTED, D1, "api", "prod", "v1", "2026-01-01T10:05:01Z", 7,
+        NULL);
+    assert_string_equal(t->current_version, "v1");
+    assert_string_equal(t->current_deployment_id, D1);
+    assert_int_equal(t->current_since_ms, ms("2026-01-01T10:05:00Z"));
+    assert_null(t->last_verified_version);
+    /* still in flight while it is being watched */
+    assert_non_null(t->inflight);
+    assert_string_equal(t->inflight->step, "monitor.started");
+
+    put(f, 0, 4, DQ_EV_VERIFIED, D1, "api", "prod", "v1", "2026-01-01T10:20:00Z", 7, NULL);
+    assert_string_equal(t->last_verified_version, "v1");
+    assert_int_equal(t->last_verified_at_ms, ms("2026-01-01T10:20:00Z"));
+    assert_null(t->inflight);
+    assert_int_equal(t->max_fence, 7);
+    assert_int_equal(t->n_events, 5);
+    assert_int_equal(t->n_validated, 1);
+    assert_int_equal(t->n_started, 1);
+    assert_int_equal(t->n_succeeded, 1);
+    assert_int_equal(t->n_verified, 1);
+
+    d = dq_fold_deployment_get(f, D1);
+    assert_non_null(d);
+    assert_int_equal(d->outcome, DQ_DEPLOY_VERIFIED);
+    assert_int_equal(d->commit_at_ms, ms("2026-01-01T09:00:00Z"));
+    assert_int_equal(d->validated_at_ms, ms("2026-01-01T10:00:00Z"));
+    assert_int_equal(d->succeeded_at_ms, ms("2026-01-01T10:05:00Z"));
+    assert_int_equal(d->n_timeline, 5);
+    assert_string_equal(d->timeline[2].type, "deploy.succeeded");
+    assert_int_equal(d->timeline[2].offset, 2);
+    assert_int_equal(d->timeline[2].fence, 7);
+
+    /* a second deploy that fails leaves the current version alone */
+    put(f, 0, 5, DQ_EV_VALIDATED, D2, "api", "prod", "v2", "2026-01-02T10:00:00Z", 0,
+        VALIDATED_DATA);
+    put(f, 0, 6, DQ_EV_FAILED, D2, "api", "prod", "v2", "2026-01-02T10:01:00Z", 8,
+        "{\"reason\":\"build_failed\"}");
+    assert_string_equal(t->current_version, "v1");
+    assert_null(t->inflight);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->outcome, DQ_DEPLOY_FAILED);
+    assert_int_equal(t->n_failed, 1);
+    dq_fold_free(f);
+}
+
+static void test_stale_fence_flagged_not_applied(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    const dq_fold_stale_event *st;
+    size_t n;
+
+    put(f, 2, 10, DQ_EV_STARTED, D1, "web", "prod", "v1", "2026-01-01T10:00:00Z", 4, NULL);
+    put(f, 2, 11, DQ_EV_STARTED, D2, "web", "prod", "v2", "2026-01-01T10:01:00Z", 5, NULL);
+    /* the holder of fence 4 lost its lease and still reports success: ignored */
+    assert_int_equal(put(f, 2, 12, DQ_EV_SUCCEEDED, D1, "web", "prod", "v1",
+                         "2026-01-01T10:02:00Z", 4, NULL), DQ_FOLD_STALE);
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_null(t->current_version);
+    assert_int_equal(t->n_succeeded, 0);
+    assert_int_equal(t->n_stale, 1);
+    assert_int_equal(t->max_fence, 5);
+    assert_int_equal(dq_fold_deployment_get(f, D1)->outcome, DQ_DEPLOY_RUNNING);
+    st = dq_fold_stale(f, &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(st[0].type, "deploy.succeeded");
+    assert_string_equal(st[0].target, "web/prod");
+    assert_string_equal(st[0].deployment_id, D1);
+    assert_int_equal(st[0].partition, 2);
+    assert_int_equal(st[0].offset, 12);
+    assert_int_equal(st[0].fence, 4);
+    assert_int_equal(st[0].newest_fence, 5);
+    /* the stale event is on the timeline, marked */
+    assert_int_equal(dq_fold_deployment_get(f, D1)->n_timeline, 2);
+    assert_int_equal(dq_fold_deployment_get(f, D1)->timeline[1].stale, 1);
+
+    /* a deployment only a stale holder speaks of is not made up */
+    assert_int_equal(put(f, 2, 99, DQ_EV_SUCCEEDED, "44444444-4444-4444-8444-444444444444",
+                         "web", "prod", "evil", "2026-01-01T10:02:30Z", 3, NULL),
+                     DQ_FOLD_STALE);
+    assert_null(dq_fold_deployment_get(f, "44444444-4444-4444-8444-444444444444"));
+    assert_int_equal(t->n_stale, 2);
+    assert_null(t->current_version);
+
+    /* the same fence as the newest is current; fence 0 (before any lock) always applies */
+    assert_int_equal(put(f, 2, 13, DQ_EV_SUCCEEDED, D2, "web", "prod", "v2",
+                         "2026-01-01T10:03:00Z", 5, NULL), DQ_FOLD_APPLIED);
+    assert_string_equal(t->current_version, "v2");
+    assert_int_equal(put(f, 2, 14, DQ_EV_VALIDATED, D3, "web", "prod", "v3",
+                         "2026-01-01T11:00:00Z", 0, VALIDATED_DATA), DQ_FOLD_APPLIED);
+    assert_string_equal(t->inflight->id, D3);
+    dq_fold_free(f);
+}
+
+static void test_rollback_with_evidence(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    const dq_fold_rollback *r;
+    dq_fold_rollback *const *all;
+    size_t n;
+
+    put(f, 1, 0, DQ_EV_SUCCEEDED, D1, "api", "prod", "v1", "2026-01-01T10:00:00Z", 1, NULL);
+    put(f, 1, 1, DQ_EV_VERIFIED, D1, "api", "prod", "v1", "2026-01-01T10:15:00Z", 1, NULL);
+    put(f, 1, 2, DQ_EV_VALIDATED, D2, "api", "prod", "v2", "2026-01-02T10:00:00Z", 0,
+        VALIDATED_DATA);
+    put(f, 1, 3, DQ_EV_SUCCEEDED, D2, "api", "prod", "v2", "2026-01-02T10:05:00Z", 2, NULL);
+    put(f, 1, 4, DQ_EV_ROLLBACK_REQUESTED, D2, "api", "prod", "v2", "2026-01-02T10:09:00Z",
+        2,
+        "{\"reason\":\"error rate\",\"requested_by\":\"deployq-monitor\",\"to_version\":\"v1\","
+        "\"evidence\":{\"probe\":\"http\",\"kind\":\"status\",\"observed\":503,"
+        "\"threshold\":200,\"first_failure_at\":\"2026-01-02T10:07:00Z\","
+        "\"detected_at\":\"2026-01-02T10:08:30Z\"}}");
+    t = dq_fold_target_get(f, "api", "prod");
+    r = t->last_rollback;
+    assert_non_null(r);
+    assert_int_equal(r->status, DQ_ROLLBACK_REQUESTED);
+    assert_string_equal(r->reason, "error rate");
+    assert_string_equal(r->deployment_id, D2);
+    assert_string_equal(r->from_version, "v2");
+    assert_int_equal(r->detected_at_ms, ms("2026-01-02T10:07:00Z"));
+    assert_int_equal(cJSON_GetObjectItem(r->evidence, "observed")->valueint, 503);
+    assert_null(t->inflight);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->outcome, DQ_DEPLOY_ROLLED_BACK);
+
+    put(f, 1, 5, DQ_EV_ROLLBACK_STARTED, D2, "api", "prod", "v2", "2026-01-02T10:09:10Z", 3,
+        "{\"to_version\":\"v1\",\"method\":\"redeploy\"}");
+    assert_int_equal(r->status, DQ_ROLLBACK_STARTED);
+    put(f, 1, 6, DQ_EV_ROLLBACK_SUCCEEDED, D2, "api", "prod", "v2", "2026-01-02T10:12:00Z", 3,
+        "{\"to_version\":\"v1\",\"method\":\"redeploy\","
+        "\"restored_at\":\"2026-01-02T10:11:30Z\"}");
+    assert_int_equal(r->status, DQ_ROLLBACK_SUCCEEDED);
+    assert_int_equal(r->restored_at_ms, ms("2026-01-02T10:11:30Z"));
+    assert_string_equal(t->current_version, "v1");
+    assert_null(t->current_deployment_id);
+    assert_string_equal(t->last_verified_version, "v1");
+    assert_int_equal(t->n_rollbacks, 1);
+    assert_int_equal(t->n_rollbacks_succeeded, 1);
+    all = dq_fold_rollbacks(f, &n);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(all[0], r);
+
+    /* a rollback that starts without a request still counts as one */
+    put(f, 1, 7, DQ_EV_ROLLBACK_STARTED, NULL, "api", "prod", NULL, "2026-01-03T10:00:00Z", 4,
+        "{\"to_version\":\"v0\",\"method\":\"redeploy\"}");
+    put(f, 1, 8, DQ_EV_ROLLBACK_FAILED, NULL, "api", "prod", NULL, "2026-01-03T10:01:00Z", 4,
+        "{\"reason\":\"provider down\"}");
+    assert_int_equal(t->n_rollbacks, 2);
+    assert_int_equal(t->last_rollback->status, DQ_ROLLBACK_FAILED);
+    assert_string_equal(t->last_rollback->to_version, "v0");
+    assert_string_equal(t->current_version, "v1");
+    dq_fold_free(f);
+}
+
+/* Two targets in two partitions: the order across partitions must not matter.
+ * interleave: p1, p0, p1, p0, ... instead of all of p0 then all of p1. drop_last: leave out
+ * web's deploy.succeeded. */
+static void fold_scenario(dq_fold *f, int interleave, int drop_last)
+{
+    static const char *const types[] = {DQ_EV_VALIDATED, DQ_EV_STARTED, DQ_EV_SUCCEEDED};
+    static const char *const times[] = {"2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z",
+                                        "2026-01-01T10:02:00Z"};
+    int order[6][2];
+    int n = 0;
+
+    for (int i = 0; i < 6; i++) {
+        int part = interleave ? 1 - i % 2 : i / 3;
+        int step = interleave ? i / 2 : i % 3;
+
+        order[n][0] = part;
+        order[n][1] = step;
+        n++;
+    }
+    for (int i = 0; i < n; i++) {
+        int part = order[i][0], step = order[i][1];
+
+        if (drop_last && part == 1 && step == 2)
+            continue;
+        put(f, part, step, types[step], part == 0 ? D1 : D2, part == 0 ? "api" : "web",
+            "prod", "v9", times[step], step ? 3 : 0, step == 0 ? VALIDATED_DATA : NULL);
+    }
+}
+
+static void test_state_hash_order_independent(void **state)
+{
+    (void)state;
+    dq_fold *a = dq_fold_new(), *b = dq_fold_new(), *c = dq_fold_new(), *e = dq_fold_new();
+    char ha[DQ_FOLD_HASH_HEX_LEN + 1], hb[DQ_FOLD_HASH_HEX_LEN + 1];
+    char hc[DQ_FOLD_HASH_HEX_LEN + 1], he[DQ_FOLD_HASH_HEX_LEN + 1];
+    dq_fold_totals ta, tb;
+
+    fold_scenario(a, 0, 0);
+    fold_scenario(b, 1, 0);
+    fold_scenario(c, 0, 1);
+    dq_fold_get_totals(a, &ta);
+    dq_fold_get_totals(b, &tb);
+    assert_int_equal(ta.events, 6);
+    assert_int_equal(tb.events, 6);
+    assert_string_equal(dq_fold_target_get(b, "web", "prod")->current_version, "v9");
+    dq_fold_state_hash(a, ha);
+    dq_fold_state_hash(b, hb);
+    dq_fold_state_hash(c, hc);
+    dq_fold_state_hash(e, he);
+    assert_int_equal(strlen(ha), 64);
+    assert_string_equal(ha, hb);
+    assert_string_not_equal(ha, hc);
+    assert_string_not_equal(ha, he);
+    /* the hash of an empty fold is fixed: sha256("deployq.state/v1\n0;0;0;0;0;0;") */
+    assert_string_equal(he, "8d3f87596fa82019fab67d1bffd0bbbf14a1194b99f84f17bb0563cb6f30d455");
+    dq_fold_free(a);
+    dq_fold_free(b);
+    dq_fold_free(c);
+    dq_fold_free(e);
+}
+
+static void test_unreadable_and_untargeted(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    dq_fold_totals tot;
+    size_t n;
+
+    assert_int_equal(dq_fold_apply(f, 0, 0, "{not json", 9), DQ_FOLD_UNREADABLE);
+    assert_int_equal(dq_fold_apply(f, 0, 1, "", 0), DQ_FOLD_UNREADABLE);
+    assert_int_equal(put(f, 0, 2, DQ_EV_REJECTED, NULL, NULL, NULL, NULL,
+                         "2026-01-01T10:00:00Z", 0,
+                         "{\"reasons\":[{\"code\":\"bad_json\",\"message\":\"x\"}]}"),
+                     DQ_FOLD_APPLIED);
+    dq_fold_get_totals(f, &tot);
+    assert_int_equal(tot.events, 3);
+    assert_int_equal(tot.unreadable, 2);
+    assert_int_equal(tot.untargeted, 1);
+    assert_int_equal(tot.targets, 0);
+    assert_null(dq_fold_targets(f, &n));
+    assert_int_equal(n, 0);
+    dq_fold_free(f);
+}
+
+static void test_targets_sorted_and_json(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    dq_fold_target *const *ts;
+    size_t n;
+    cJSON *j, *st;
+    char *txt;
+
+    put(f, 0, 0, DQ_EV_SUCCEEDED, D1, "web", "staging", "w1", "2026-01-01T10:00:00Z", 2, NULL);
+    put(f, 1, 0, DQ_EV_STARTED, D2, "api", "prod", "a1", "2026-01-01T10:00:00Z", 3, NULL);
+    put(f, 2, 0, DQ_EV_VERIFIED, D3, "api", "dev", "d1", "2026-01-01T10:00:00Z", 1, NULL);
+    ts = dq_fold_targets(f, &n);
+    assert_int_equal(n, 3);
+    assert_string_equal(ts[0]->key, "api/dev");
+    assert_string_equal(ts[1]->key, "api/prod");
+    assert_string_equal(ts[2]->key, "web/staging");
+
+    j = dq_fold_target_json(ts[1]);
+    txt = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "in_flight"));
+    assert_string_equal(txt, "{\"deployment_id\":\"" D2 "\",\"version\":\"a1\","
+                             "\"step\":\"deploy.started\",\"outcome\":\"running\","
+                             "\"since\":\"2026-01-01T10:00:00.000Z\","
+                             "\"last_at\":\"2026-01-01T10:00:00.000Z\"}");
+    free(txt);
+    cJSON_Delete(j);
+
+    st = dq_fold_state_json(f);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(st, "targets")), 3);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(st, "totals"), "events")->valueint,
+                     3);
+    assert_int_equal(strlen(cJSON_GetObjectItem(st, "state_hash")->valuestring), 64);
+    cJSON_Delete(st);
+
+    j = dq_fold_deployment_json(dq_fold_deployment_get(f, D1), 1);
+    assert_string_equal(cJSON_GetObjectItem(j, "outcome")->valuestring, "succeeded");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "timeline")), 1);
+    cJSON_Delete(j);
+    dq_fold_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deploy_lifecycle),
+        cmocka_unit_test(test_stale_fence_flagged_not_applied),
+        cmocka_unit_test(test_rollback_with_evidence),
+        cmocka_unit_test(test_state_hash_order_independent),
+        cmocka_unit_test(test_unreadable_and_untargeted),
+        cmocka_unit_test(test_targets_sorted_and_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

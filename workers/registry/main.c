@@ -1,0 +1,623 @@
+/*
+ * main.c - deployq-registry: keeps every event of deployq.events in the append-only,
+ * hash-chained log of common/reglog.h (docs/registry-format.md), one writer per partition,
+ * and folds each stored event into the live state (common/fold.h).
+ *
+ * Why its own consumer loop instead of dq_consumer: the resume point must come from the
+ * log, not from Kafka. On assignment each partition's log is opened (recovering a torn
+ * tail) and the consumer is positioned at the log's last offset + 1; a batch of messages
+ * is appended, made durable with one dq_reglog_commit (one fdatasync per partition), and
+ * only then are the Kafka offsets committed, synchronously. A redelivered message is
+ * refused by the log (offset not above the last) and skipped, so nothing is stored twice
+ * and a kill -9 anywhere leaves no gap. A failed write or fdatasync, or corruption found
+ * on open, ends the process with exit status 1: it is never retried or skipped.
+ */
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libfyaml.h>
+
+#include "config.h"
+#include "fold.h"
+#include "httpapi.h"
+#include "kafka.h"
+#include "log.h"
+#include "reglog.h"
+#include "util.h"
+
+/* HTTP API: the dashboard page, generated at build time from dashboard.html (embed.py). */
+#include "dashboard_html.h"
+
+static const char usage[] =
+    "Usage: deployq-registry [options]\n"
+    "\n"
+    "Consume every event of deployq.events and keep it in an append-only, hash-chained log\n"
+    "on local disk (one directory per partition; docs/registry-format.md), with group\n"
+    "commit: a batch of events, one fdatasync, then the Kafka offsets. A restart resumes\n"
+    "exactly where the log ends. Run several in one consumer group to split partitions\n"
+    "(each with its own --dir, or sharing one: a partition has one writer at a time).\n"
+    "Stops cleanly on SIGTERM/SIGINT; exits 1 on a storage error or corruption.\n"
+    "\n"
+    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
+    "  -d, --dir DIR         registry directory (default: registry.dir, else\n"
+    "                        $DEPLOYQ_STATE_DIR/registry, else ./deployq-registry)\n"
+    "      --batch N         at most N events per group commit (default registry.batch,\n"
+    "                        else 5000)\n"
+    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
+    "      --redis-url URL   accepted for uniformity with the other workers (unused)\n"
+    "  -g, --group ID        consumer group (default deployq-registry)\n"
+    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
+    "      --log-level L     debug|info|warn|error (default info)\n"
+    "  -h, --help            this help\n";
+
+enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL, OPT_BATCH };
+
+/* One partition this process writes. */
+typedef struct {
+    dq_reglog *log;    /* NULL when not assigned */
+    int64_t appended;  /* offset of the last message appended in this batch, -1 none */
+} part;
+
+typedef struct {
+    const dq_config *cfg;
+    const char *dir;
+    dq_reglog_opts log_opts;
+    rd_kafka_t *rk;
+    part *parts;
+    int32_t n_parts;
+    /* The live state. The HTTP API (another thread) reads it under fold_lock. */
+    pthread_mutex_t fold_lock;
+    dq_fold *fold;
+    int64_t *folded_upto; /* per partition: last Kafka offset folded, -1 none */
+    /* HTTP API (common/httpapi.h): NULL when registry.http.listen is off. Events are staged
+     * as they are appended and published once their group commit is durable. */
+    dq_httpapi *api;
+    int64_t lag_mono; /* when consumer lag was last reported */
+    int fatal;
+    /* figures for the log and the benchmark */
+    uint64_t n_appended, n_duplicates, n_commits, n_syncs;
+    int64_t first_append_mono, last_commit_mono;
+} registry;
+
+static part *part_get(registry *r, int32_t p)
+{
+    if (p < 0 || p > 65535)
+        return NULL;
+    if (p >= r->n_parts) {
+        int32_t n = p + 1;
+        part *np = realloc(r->parts, (size_t)n * sizeof *np);
+        int64_t *nf = realloc(r->folded_upto, (size_t)n * sizeof *nf);
+
+        if (np)
+            r->parts = np;
+        if (nf)
+            r->folded_upto = nf;
+        if (!np || !nf)
+            return NULL;
+        for (int32_t i = r->n_parts; i < n; i++) {
+            r->parts[i] = (part){.log = NULL, .appended = -1};
+            r->folded_upto[i] = -1;
+        }
+        r->n_parts = n;
+    }
+    return &r->parts[p];
+}
+
+/* Fold what the logs of the given partitions hold beyond what the live state has seen
+ * (everything on the first assignment; after a partition came back, what another
+ * instance appended meanwhile). The iterator reads the whole directory; records of other
+ * partitions are skipped. */
+static int fold_catch_up(registry *r, const rd_kafka_topic_partition_list_t *parts)
+{
+    char err[512];
+    dq_reglog_iter *it;
+    dq_reglog_entry e;
+    int rc;
+    uint64_t n = 0;
+    int want = 0;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        part *p = part_get(r, parts->elems[i].partition);
+
+        if (p && p->log &&
+            dq_reglog_last_offset(p->log) > r->folded_upto[parts->elems[i].partition])
+            want = 1;
+    }
+    if (!want)
+        return 0;
+    it = dq_reglog_iter_open(r->dir, err, sizeof err);
+    if (!it) {
+        dq_error("replay for the live state: %s", err);
+        return -1;
+    }
+    pthread_mutex_lock(&r->fold_lock);
+    while ((rc = dq_reglog_iter_next(it, &e, err, sizeof err)) == 1) {
+        int mine = 0;
+
+        for (int i = 0; i < parts->cnt && !mine; i++)
+            mine = parts->elems[i].partition == e.partition;
+        if (!mine || e.partition >= r->n_parts ||
+            e.kafka_offset <= r->folded_upto[e.partition])
+            continue;
+        if (dq_fold_apply(r->fold, e.partition, e.kafka_offset, e.payload, e.len) ==
+            DQ_FOLD_ENOMEM) {
+            rc = -1;
+            snprintf(err, sizeof err, "out of memory");
+            break;
+        }
+        r->folded_upto[e.partition] = e.kafka_offset;
+        n++;
+    }
+    pthread_mutex_unlock(&r->fold_lock);
+    dq_reglog_iter_close(it);
+    if (rc < 0) {
+        dq_error("replay for the live state: %s", err);
+        return -1;
+    }
+    if (n)
+        dq_info("live state: folded %llu stored events", (unsigned long long)n);
+    return 0;
+}
+
+/* ---- HTTP API (common/httpapi.h) ---------------------------------------------------- */
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Report, per partition this process stores, how far the log is behind the partition's
+ * high watermark (librdkafka's cached value from the last fetch: no broker round trip). */
+static void report_lag(registry *r)
+{
+    for (int32_t i = 0; i < r->n_parts; i++) {
+        int64_t lo, hi, next;
+
+        if (!r->parts[i].log) {
+            dq_httpapi_set_lag(r->api, i, -1);
+            continue;
+        }
+        if (rd_kafka_get_watermark_offsets(r->rk, r->cfg->topic_events, i, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        next = dq_reglog_last_offset(r->parts[i].log) + 1;
+        if (next < lo)
+            next = lo;
+        dq_httpapi_set_lag(r->api, i, hi > next ? hi - next : 0);
+    }
+}
+
+/* registry.http.*: listen (default 127.0.0.1:8787, "off"), token (a ${ENV} secret),
+ * dashboard_file. An address given in the file must work; the default one may be taken
+ * (another registry on this host), which only costs the API: a warning. 0, or -1. */
+static const char *config_registry(const dq_config *cfg, const char *key);
+static int start_http(registry *r, const dq_config *cfg)
+{
+    const char *listen = config_registry(cfg, "http/listen");
+    const char *token = config_registry(cfg, "http/token");
+    dq_httpapi_opts o = {
+        .listen = listen ? listen : DQ_HTTPAPI_DEFAULT_LISTEN,
+        .token = token,
+        .fold = r->fold,
+        .fold_lock = &r->fold_lock,
+        .registry_dir = r->dir,
+        .dashboard_html = dq_dashboard_html,
+        .dashboard_path = config_registry(cfg, "http/dashboard_file"),
+    };
+    char err[512];
+
+    if (listen && strcmp(listen, "off") == 0) {
+        dq_info("http: off (registry.http.listen)");
+        return 0;
+    }
+    r->api = dq_httpapi_start(&o, err, sizeof err);
+    if (!r->api) {
+        if (listen) {
+            dq_error("registry.http.listen: %s", err);
+            return -1;
+        }
+        dq_warn("%s; running without the HTTP API (set registry.http.listen)", err);
+        return 0;
+    }
+    if (!token && strncmp(o.listen, "127.", 4) != 0 && strncmp(o.listen, "[::1]", 5) != 0 &&
+        strncmp(o.listen, "localhost:", 10) != 0)
+        dq_warn("http: %s is not a loopback address and registry.http.token is not set",
+                o.listen);
+    dq_info("http: serving on %s (port %d), dashboard at /%s", o.listen,
+            dq_httpapi_port(r->api), token ? ", bearer token required" : "");
+    return 0;
+}
+
+/* ---- end of HTTP API ------------------------------------------------------------------ */
+
+/* Make every appended event durable, then commit the Kafka offsets. 0, or -1 (fatal). */
+static int flush(registry *r)
+{
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
+    int rc = 0;
+
+    for (int32_t i = 0; i < r->n_parts; i++) {
+        part *p = &r->parts[i];
+
+        if (!p->log || p->appended < 0)
+            continue;
+        double t0 = mono_seconds(); /* HTTP API: fsync latency metric */
+
+        if (dq_reglog_commit(p->log) != DQ_REGLOG_OK) {
+            dq_error("p%d: %s; stopping (a failed fdatasync is never retried)", (int)i,
+                     dq_reglog_errstr(p->log));
+            rc = -1;
+            break;
+        }
+        r->n_syncs++; /* one fdatasync per partition in the group (two on a segment roll) */
+        dq_httpapi_observe_fsync(r->api, mono_seconds() - t0);
+        rd_kafka_topic_partition_list_add(offs, r->cfg->topic_events, i)->offset =
+            p->appended + 1;
+        p->appended = -1;
+    }
+    if (rc == 0)
+        dq_httpapi_publish_staged(r->api); /* HTTP API: durable now, so visible to streams */
+    if (rc == 0 && offs->cnt > 0) {
+        rd_kafka_resp_err_t e;
+
+        r->n_commits++;
+        r->last_commit_mono = dq_mono_ms();
+        /* The log is the truth (a restart seeks from it), so a failed offset commit only
+         * delays what lag monitors see; it is worth a warning, not a stop. */
+        e = rd_kafka_commit(r->rk, offs, 0);
+        if (e)
+            dq_warn("kafka offset commit: %s", rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+    return rc;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    registry *r = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    char msg[512];
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            part *p = part_get(r, tp->partition);
+
+            if (!p) {
+                dq_error("p%d: cannot track the partition", (int)tp->partition);
+                r->fatal = 1;
+                return;
+            }
+            if (!p->log) {
+                p->log = dq_reglog_open(r->dir, tp->partition, &r->log_opts, msg, sizeof msg);
+                if (!p->log) {
+                    dq_error("%s/%s", r->dir, msg);
+                    r->fatal = 1;
+                    return;
+                }
+            }
+            /* Resume exactly where the log ends, whatever Kafka's committed offset says. */
+            tp->offset = dq_reglog_count(p->log) ? dq_reglog_last_offset(p->log) + 1
+                                                 : RD_KAFKA_OFFSET_BEGINNING;
+            if (dq_reglog_count(p->log))
+                dq_info("p%d: %llu records stored; resuming at offset %lld", (int)tp->partition,
+                        (unsigned long long)dq_reglog_count(p->log), (long long)tp->offset);
+            else
+                dq_info("p%d: empty; resuming at the beginning", (int)tp->partition);
+        }
+        if (fold_catch_up(r, parts) != 0) {
+            r->fatal = 1;
+            return;
+        }
+        if (coop)
+            rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
+        else
+            rd_kafka_assign(rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        if (flush(r) != 0)
+            r->fatal = 1;
+        for (int i = 0; i < parts->cnt; i++) {
+            part *p = part_get(r, parts->elems[i].partition);
+
+            if (p && p->log) {
+                dq_info("p%d: revoked after %llu records", (int)parts->elems[i].partition,
+                        (unsigned long long)dq_reglog_count(p->log));
+                dq_reglog_close(p->log);
+                p->log = NULL;
+            }
+        }
+        if (coop)
+            rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+        else
+            rd_kafka_assign(rk, NULL);
+    } else {
+        dq_error("rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* Append one message to its partition's log. 0, or -1 (fatal). */
+static int handle(registry *r, const rd_kafka_message_t *m)
+{
+    part *p;
+    int rc;
+
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            return 0;
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+            char reason[256];
+
+            rd_kafka_fatal_error(r->rk, reason, sizeof reason);
+            dq_error("kafka: %s", reason);
+            return -1;
+        }
+        dq_warn("kafka: %s", rd_kafka_message_errstr(m));
+        return 0;
+    }
+    p = part_get(r, m->partition);
+    if (!p || !p->log) {
+        /* A message fetched just before its partition was revoked: the next owner reads it
+         * from its own log position. */
+        return 0;
+    }
+    rc = dq_reglog_append(p->log, m->offset, m->payload, m->len);
+    if (rc == DQ_REGLOG_EOFFSET) {
+        r->n_duplicates++;
+        dq_debug("p%d: offset %lld already stored; skipped", (int)m->partition,
+                 (long long)m->offset);
+        return 0;
+    }
+    if (rc != DQ_REGLOG_OK) {
+        dq_error("p%d: offset %lld: %s", (int)m->partition, (long long)m->offset,
+                 dq_reglog_errstr(p->log));
+        return -1;
+    }
+    if (!r->n_appended)
+        r->first_append_mono = dq_mono_ms();
+    r->n_appended++;
+    p->appended = m->offset;
+    dq_httpapi_stage(r->api, m->payload, m->len); /* HTTP API: published after the commit */
+    pthread_mutex_lock(&r->fold_lock);
+    if (dq_fold_apply(r->fold, m->partition, m->offset, m->payload, m->len) == DQ_FOLD_ENOMEM)
+        rc = -1;
+    r->folded_upto[m->partition] = m->offset;
+    pthread_mutex_unlock(&r->fold_lock);
+    if (rc != 0)
+        dq_error("live state: out of memory");
+    return rc;
+}
+
+/* registry.<key> from the configuration as text, or NULL. */
+static const char *config_registry(const dq_config *cfg, const char *key)
+{
+    char path[64];
+    struct fy_node *n;
+
+    if (!cfg->doc)
+        return NULL;
+    snprintf(path, sizeof path, "/registry/%s", key);
+    n = fy_node_by_path(fy_document_root(cfg->doc), path, (size_t)-1, FYNWF_DONT_FOLLOW);
+    return n ? dq_config_node_scalar(n) : NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"dir", required_argument, NULL, 'd'},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"redis-url", required_argument, NULL, OPT_REDIS},
+        {"group", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *brokers = NULL, *dir = NULL, *batch_arg = NULL;
+    const char *group = "deployq-registry";
+    const char *kv[32];
+    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    long long batch = 5000;
+    char err[1024], dirbuf[PATH_MAX], hash[DQ_FOLD_HASH_HEX_LEN + 1];
+    dq_config *cfg = NULL;
+    registry r = {.fold_lock = PTHREAD_MUTEX_INITIALIZER};
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    volatile sig_atomic_t *stop;
+
+    while ((c = getopt_long(argc, argv, "c:d:g:X:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 'd': dir = optarg; break;
+        case OPT_BATCH: batch_arg = optarg; break;
+        case OPT_BROKERS: brokers = optarg; break;
+        case OPT_REDIS: break;
+        case 'g': group = optarg; break;
+        case 'X':
+            if (!strchr(optarg, '=') || n_kv >= 32) {
+                fprintf(stderr, "deployq-registry: -X %s: expected KEY=VALUE\n", optarg);
+                return 2;
+            }
+            kv[n_kv++] = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            level = dq_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "deployq-registry: --log-level %s: expected debug, info, warn "
+                                "or error\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "deployq-registry: unexpected argument '%s'\n", argv[optind]);
+        fputs(usage, stderr);
+        return 2;
+    }
+    dq_log_init("deployq-registry", (dq_log_level)level, -1);
+    stop = dq_stop_flag_install();
+
+    cfg = dq_config_load(config_path, err, sizeof err);
+    if (!cfg) {
+        dq_error("%s", err);
+        goto out;
+    }
+    for (int i = 0; i < n_kv; i++) {
+        char key[256];
+        const char *eq = strchr(kv[i], '=');
+        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
+
+        memcpy(key, kv[i], n);
+        key[n] = '\0';
+        dq_config_set_kafka(cfg, key, eq + 1);
+    }
+    if (brokers)
+        dq_config_set_kafka(cfg, "bootstrap.servers", brokers);
+    dq_config_apply_env(cfg);
+    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
+        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
+        goto out;
+    }
+    if (!batch_arg)
+        batch_arg = config_registry(cfg, "batch");
+    if (batch_arg && dq_parse_int(batch_arg, 1, 1000000, &batch) != 0) {
+        dq_error("registry.batch / --batch %s: expected a number from 1 to 1000000", batch_arg);
+        goto out;
+    }
+    {
+        const char *seg = config_registry(cfg, "segment_bytes");
+        long long v;
+
+        if (seg && dq_parse_int(seg, 4096, (long long)1 << 40, &v) != 0) {
+            dq_error("registry.segment_bytes %s: expected a number of bytes >= 4096", seg);
+            goto out;
+        }
+        r.log_opts.segment_bytes = seg ? (uint64_t)v : 0;
+    }
+    if (!dir)
+        dir = config_registry(cfg, "dir");
+    if (!dir) {
+        const char *st = getenv("DEPLOYQ_STATE_DIR");
+
+        if (st && *st) {
+            snprintf(dirbuf, sizeof dirbuf, "%s/registry", st);
+            dir = dirbuf;
+        } else {
+            dir = "./deployq-registry";
+        }
+    }
+    r.cfg = cfg;
+    r.dir = dir;
+    r.fold = dq_fold_new();
+    if (!r.fold) {
+        dq_error("out of memory");
+        goto out;
+    }
+    if (start_http(&r, cfg) != 0) /* HTTP API */
+        goto out;
+
+    if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
+        dq_warn("could not ensure topics: %s", err);
+    conf = dq_kafka_conf(cfg, err, sizeof err);
+    if (!conf) {
+        dq_error("%s", err);
+        goto out;
+    }
+    /* Offsets are committed by hand after the fdatasync; the start position comes from the
+     * log (rebalance_cb), so auto.offset.reset only matters for an empty log. */
+    if (rd_kafka_conf_set(conf, "group.id", group, err, sizeof err) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, sizeof err) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof err) !=
+            RD_KAFKA_CONF_OK) {
+        dq_error("kafka: %s", err);
+        goto out;
+    }
+    if (!dq_config_kafka_get(cfg, "fetch.wait.max.ms"))
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", NULL, 0);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, &r);
+    r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!r.rk) {
+        dq_error("kafka: %s", err);
+        goto out;
+    }
+    conf = NULL; /* now owned by r.rk */
+    rd_kafka_poll_set_consumer(r.rk);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, cfg->topic_events, RD_KAFKA_PARTITION_UA);
+    if (rd_kafka_subscribe(r.rk, topics) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        dq_error("kafka: cannot subscribe to %s", cfg->topic_events);
+        goto out;
+    }
+    dq_info("storing %s in %s as group %s (group commit of up to %lld events)",
+            cfg->topic_events, dir, group, batch);
+
+    rc = 0;
+    while (!*stop && !r.fatal) {
+        /* The short timeout lets the loop see the stop flag; the zero timeouts after the
+         * first message gather what is already fetched into one group commit. */
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r.rk, 100);
+        long long n = 0;
+
+        while (m) {
+            if (handle(&r, m) != 0)
+                r.fatal = 1;
+            rd_kafka_message_destroy(m);
+            if (r.fatal || ++n >= batch)
+                break;
+            m = rd_kafka_consumer_poll(r.rk, 0);
+        }
+        if (!r.fatal && n && flush(&r) != 0)
+            r.fatal = 1;
+        if (r.api && dq_mono_ms() - r.lag_mono >= 1000) { /* HTTP API: lag metric */
+            r.lag_mono = dq_mono_ms();
+            report_lag(&r);
+        }
+    }
+    if (!r.fatal && flush(&r) != 0)
+        r.fatal = 1;
+    if (r.fatal)
+        rc = 1;
+    dq_fold_state_hash(r.fold, hash);
+    dq_info("stopping: appended %llu events in %llu group commits (%llu partition "
+            "fdatasyncs) over %lld ms, %llu duplicates skipped; state hash %s",
+            (unsigned long long)r.n_appended, (unsigned long long)r.n_commits,
+            (unsigned long long)r.n_syncs,
+            (long long)(r.n_appended ? r.last_commit_mono - r.first_append_mono : 0),
+            (unsigned long long)r.n_duplicates, hash);
+out:
+    if (r.rk) {
+        /* Leaving the group runs the revoke callback, which closes the logs. */
+        rd_kafka_consumer_close(r.rk);
+        rd_kafka_destroy(r.rk);
+    }
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (topics)
+        rd_kafka_topic_partition_list_destroy(topics);
+    dq_httpapi_stop(r.api); /* HTTP API: before the fold it reads */
+    for (int32_t i = 0; i < r.n_parts; i++)
+        dq_reglog_close(r.parts[i].log);
+    free(r.parts);
+    free(r.folded_upto);
+    dq_fold_free(r.fold);
+    dq_config_free(cfg);
+    return rc;
+}
