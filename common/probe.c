@@ -1,0 +1,536 @@
+/*
+ * probe.c - HTTP and Prometheus health probes (see probe.h): configuration, one bounded
+ * attempt through http.h, and the judging of what came back into a sample.
+ */
+#include "probe.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_HEADERS 16
+#define MAX_TIMEOUT_MS 60000
+
+void dq_probe_free(dq_probe *p)
+{
+    if (!p)
+        return;
+    free(p->name);
+    free(p->url);
+    if (p->headers) {
+        for (char **h = p->headers; *h; h++)
+            free(*h);
+        free(p->headers);
+    }
+    free(p->body_match);
+    if (p->body_regex)
+        regfree(&p->re);
+    free(p->body_regex);
+    free(p->query);
+    free(p);
+}
+
+const char *dq_probe_op_name(dq_probe_op op)
+{
+    static const char *const names[] = {"gt", "ge", "lt", "le", "eq", "ne"};
+    return (unsigned)op < sizeof names / sizeof names[0] ? names[op] : "?";
+}
+
+const char *dq_missing_policy_name(dq_missing_policy m)
+{
+    static const char *const names[] = {"fail", "ignore", "hold"};
+    return (unsigned)m < sizeof names / sizeof names[0] ? names[m] : "?";
+}
+
+const char *dq_sample_outcome_name(dq_sample_outcome o)
+{
+    static const char *const names[] = {"pass", "fail", "missing"};
+    return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "?";
+}
+
+int dq_probe_compare(dq_probe_op op, double v, double t)
+{
+    switch (op) {
+    case DQ_OP_GT: return v > t;
+    case DQ_OP_GE: return v >= t;
+    case DQ_OP_LT: return v < t;
+    case DQ_OP_LE: return v <= t;
+    case DQ_OP_EQ: return v == t;
+    case DQ_OP_NE: return v != t;
+    }
+    return 0;
+}
+
+/* A duration member: a string ("500ms") or a number of seconds. -2 when absent. */
+static int64_t duration_member(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    char buf[32];
+
+    if (!v || cJSON_IsNull(v))
+        return -2;
+    if (cJSON_IsString(v))
+        return dq_duration_parse(v->valuestring);
+    if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble) {
+        snprintf(buf, sizeof buf, "%lld", (long long)v->valuedouble);
+        return dq_duration_parse(buf);
+    }
+    return -1;
+}
+
+static const char *const probe_keys[] = {
+    "name", "type", "url", "headers", "timeout", "missing", "expect_status", "max_latency",
+    "body_match", "body_regex", "query", "op", "threshold", NULL,
+};
+
+dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t default_timeout_ms,
+                             char *err, size_t errlen)
+{
+    dq_probe *p = NULL;
+    const cJSON *it;
+    const char *s;
+    int64_t d;
+
+    if (!cJSON_IsObject(obj)) {
+        snprintf(err, errlen, "%s: expected a mapping", where);
+        return NULL;
+    }
+    cJSON_ArrayForEach(it, obj) {
+        int known = 0;
+        for (const char *const *k = probe_keys; *k && !known; k++)
+            known = strcmp(*k, it->string) == 0;
+        if (!known) {
+            snprintf(err, errlen, "%s.%s: unknown key", where, it->string);
+            return NULL;
+        }
+    }
+    p = calloc(1, sizeof *p);
+    if (!p)
+        goto oom;
+    s = dq_json_str(obj, "name");
+    if (!s || !s[0] || strlen(s) > 64) {
+        snprintf(err, errlen, "%s.name: required, 1 to 64 characters", where);
+        goto fail;
+    }
+    if (!(p->name = strdup(s)))
+        goto oom;
+    s = dq_json_str(obj, "type");
+    if (!s || strcmp(s, "http") == 0) {
+        p->type = DQ_PROBE_HTTP;
+    } else if (strcmp(s, "prometheus") == 0) {
+        p->type = DQ_PROBE_PROMETHEUS;
+    } else {
+        snprintf(err, errlen, "%s.type: expected http or prometheus", where);
+        goto fail;
+    }
+    s = dq_json_str(obj, "url");
+    if (!s || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)) {
+        snprintf(err, errlen, "%s.url: required, an http:// or https:// URL", where);
+        goto fail;
+    }
+    if (!(p->url = strdup(s)))
+        goto oom;
+
+    it = cJSON_GetObjectItemCaseSensitive(obj, "headers");
+    if (it) {
+        int n = cJSON_GetArraySize(it), i = 0;
+        const cJSON *h;
+        if (!cJSON_IsArray(it) || n > MAX_HEADERS) {
+            snprintf(err, errlen, "%s.headers: expected a list of at most %d \"Name: value\" lines",
+                     where, MAX_HEADERS);
+            goto fail;
+        }
+        if (!(p->headers = calloc((size_t)n + 1, sizeof *p->headers)))
+            goto oom;
+        cJSON_ArrayForEach(h, it) {
+            if (!cJSON_IsString(h) || !strchr(h->valuestring, ':') ||
+                strpbrk(h->valuestring, "\r\n")) {
+                snprintf(err, errlen, "%s.headers[%d]: expected \"Name: value\"", where, i);
+                goto fail;
+            }
+            if (!(p->headers[i++] = strdup(h->valuestring)))
+                goto oom;
+        }
+    }
+
+    d = duration_member(obj, "timeout");
+    if (d == -2) {
+        p->timeout_ms = default_timeout_ms > 0 ? default_timeout_ms : 5000;
+    } else if (d <= 0 || d > MAX_TIMEOUT_MS) {
+        snprintf(err, errlen, "%s.timeout: expected a duration up to 60s", where);
+        goto fail;
+    } else {
+        p->timeout_ms = d;
+    }
+
+    s = dq_json_str(obj, "missing");
+    if (!s || strcmp(s, "fail") == 0) {
+        p->missing = DQ_MISSING_FAIL;
+    } else if (strcmp(s, "ignore") == 0) {
+        p->missing = DQ_MISSING_IGNORE;
+    } else if (strcmp(s, "hold") == 0) {
+        p->missing = DQ_MISSING_HOLD;
+    } else {
+        snprintf(err, errlen, "%s.missing: expected fail, ignore or hold", where);
+        goto fail;
+    }
+
+    if (p->type == DQ_PROBE_HTTP) {
+        const char *wrong = cJSON_GetObjectItemCaseSensitive(obj, "query") ? "query"
+                          : cJSON_GetObjectItemCaseSensitive(obj, "op") ? "op"
+                          : cJSON_GetObjectItemCaseSensitive(obj, "threshold") ? "threshold"
+                          : NULL;
+        if (wrong) {
+            snprintf(err, errlen, "%s.%s: only for type: prometheus", where, wrong);
+            goto fail;
+        }
+        it = cJSON_GetObjectItemCaseSensitive(obj, "expect_status");
+        if (it) {
+            if (!cJSON_IsNumber(it) || it->valuedouble < 100 || it->valuedouble > 599 ||
+                it->valuedouble != (double)(long)it->valuedouble) {
+                snprintf(err, errlen, "%s.expect_status: expected an HTTP status 100..599", where);
+                goto fail;
+            }
+            p->expect_status = (long)it->valuedouble;
+        }
+        d = duration_member(obj, "max_latency");
+        if (d == -1 || d == 0) {
+            snprintf(err, errlen, "%s.max_latency: expected a duration (e.g. 500ms)", where);
+            goto fail;
+        }
+        p->max_latency_ms = d > 0 ? d : 0;
+        /* the request must be allowed to run well past the limit, or a slow answer would
+         * look like no answer at all and the evidence would not say how slow it was */
+        if (p->max_latency_ms > 0 && p->timeout_ms <= p->max_latency_ms &&
+            cJSON_GetObjectItemCaseSensitive(obj, "timeout")) {
+            snprintf(err, errlen, "%s.timeout: must be longer than max_latency", where);
+            goto fail;
+        }
+        if (p->max_latency_ms > 0 && !cJSON_GetObjectItemCaseSensitive(obj, "timeout") &&
+            p->timeout_ms < p->max_latency_ms * 2)
+            p->timeout_ms = p->max_latency_ms * 2 > MAX_TIMEOUT_MS ? MAX_TIMEOUT_MS
+                                                                   : p->max_latency_ms * 2;
+        s = dq_json_str(obj, "body_match");
+        if (cJSON_GetObjectItemCaseSensitive(obj, "body_match") && (!s || !s[0])) {
+            snprintf(err, errlen, "%s.body_match: expected a non-empty string", where);
+            goto fail;
+        }
+        if (s && !(p->body_match = strdup(s)))
+            goto oom;
+        s = dq_json_str(obj, "body_regex");
+        if (cJSON_GetObjectItemCaseSensitive(obj, "body_regex") && (!s || !s[0])) {
+            snprintf(err, errlen, "%s.body_regex: expected a non-empty string", where);
+            goto fail;
+        }
+        if (s) {
+            int rc = regcomp(&p->re, s, REG_EXTENDED | REG_NOSUB);
+            if (rc != 0) {
+                char why[128];
+                regerror(rc, &p->re, why, sizeof why);
+                snprintf(err, errlen, "%s.body_regex: %s", where, why);
+                goto fail;
+            }
+            if (!(p->body_regex = strdup(s))) {
+                regfree(&p->re);
+                goto oom;
+            }
+        }
+    } else {
+        const char *wrong = cJSON_GetObjectItemCaseSensitive(obj, "expect_status") ? "expect_status"
+                          : cJSON_GetObjectItemCaseSensitive(obj, "max_latency") ? "max_latency"
+                          : cJSON_GetObjectItemCaseSensitive(obj, "body_match") ? "body_match"
+                          : cJSON_GetObjectItemCaseSensitive(obj, "body_regex") ? "body_regex"
+                          : NULL;
+        static const char *const ops[] = {"gt", "ge", "lt", "le", "eq", "ne"};
+        int found = 0;
+        if (wrong) {
+            snprintf(err, errlen, "%s.%s: only for type: http", where, wrong);
+            goto fail;
+        }
+        s = dq_json_str(obj, "query");
+        if (!s || !s[0]) {
+            snprintf(err, errlen, "%s.query: required for type: prometheus", where);
+            goto fail;
+        }
+        if (!(p->query = strdup(s)))
+            goto oom;
+        s = dq_json_str(obj, "op");
+        for (size_t i = 0; s && i < sizeof ops / sizeof ops[0]; i++) {
+            if (strcmp(s, ops[i]) == 0) {
+                p->op = (dq_probe_op)i;
+                found = 1;
+            }
+        }
+        if (!found) {
+            snprintf(err, errlen, "%s.op: required, one of gt, ge, lt, le, eq, ne", where);
+            goto fail;
+        }
+        it = cJSON_GetObjectItemCaseSensitive(obj, "threshold");
+        if (!cJSON_IsNumber(it)) {
+            snprintf(err, errlen, "%s.threshold: required, a number", where);
+            goto fail;
+        }
+        p->threshold = it->valuedouble;
+    }
+    return p;
+oom:
+    snprintf(err, errlen, "%s: out of memory", where);
+fail:
+    dq_probe_free(p);
+    return NULL;
+}
+
+/* A body excerpt fit for an event: printable ASCII only, cut, secrets masked. */
+static void excerpt(const char *body, size_t len, char *out, size_t outlen)
+{
+    char raw[80];
+    size_t n = 0;
+
+    for (size_t i = 0; body && i < len && n + 1 < sizeof raw && n < 64; i++)
+        raw[n++] = (body[i] >= 0x20 && body[i] < 0x7f) ? body[i] : '.';
+    raw[n] = '\0';
+    dq_redact(raw, out, outlen);
+}
+
+static void set_check(dq_sample *out, dq_sample_outcome o, const char *check)
+{
+    out->outcome = o;
+    dq_strlcpy(out->check, check, sizeof out->check);
+}
+
+void dq_probe_judge_http(const dq_probe *p, int got_response, long status, const char *body,
+                         size_t body_len, int64_t latency_ms, const char *curl_error,
+                         dq_sample *out)
+{
+    char why[160];
+
+    out->status = got_response ? status : 0;
+    out->latency_ms = got_response ? latency_ms : -1;
+    out->has_value = 0;
+    out->observed[0] = '\0';
+    if (!got_response) {
+        dq_redact(curl_error && curl_error[0] ? curl_error : "no response", why, sizeof why);
+        set_check(out, DQ_SAMPLE_MISSING, DQ_CHECK_NO_RESPONSE);
+        snprintf(out->observed, sizeof out->observed, "no response");
+        snprintf(out->detail, sizeof out->detail, "no response: %s", why);
+        return;
+    }
+    if (p->expect_status ? status != p->expect_status : (status < 200 || status > 299)) {
+        set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_STATUS);
+        if (p->expect_status)
+            snprintf(out->detail, sizeof out->detail, "status %ld, expected %ld", status,
+                     p->expect_status);
+        else
+            snprintf(out->detail, sizeof out->detail, "status %ld, expected 2xx", status);
+        return;
+    }
+    if (p->max_latency_ms > 0 && latency_ms > p->max_latency_ms) {
+        set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_LATENCY);
+        snprintf(out->detail, sizeof out->detail, "latency %lld ms, limit %lld ms",
+                 (long long)latency_ms, (long long)p->max_latency_ms);
+        return;
+    }
+    if (p->body_match || p->body_regex) {
+        /* the body is bounded by http.h and NUL-terminated; a NUL inside ends the match */
+        const char *b = body ? body : "";
+        int ok = 1;
+        if (p->body_match && !strstr(b, p->body_match))
+            ok = 0;
+        if (ok && p->body_regex && regexec(&p->re, b, 0, NULL, 0) != 0)
+            ok = 0;
+        if (!ok) {
+            set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_BODY);
+            excerpt(body, body_len, out->observed, sizeof out->observed);
+            snprintf(out->detail, sizeof out->detail, "body \"%.60s\" does not %s", out->observed,
+                     p->body_match ? "contain the expected text" : "match the expected pattern");
+            return;
+        }
+    }
+    set_check(out, DQ_SAMPLE_PASS, DQ_CHECK_OK);
+    snprintf(out->detail, sizeof out->detail, "status %ld in %lld ms", status, (long long)latency_ms);
+}
+
+/* Prometheus sample values are strings: "0.07", "NaN", "+Inf". 0 ok, -1 unusable. */
+static int prom_value(const cJSON *pair, double *v)
+{
+    const cJSON *s = cJSON_GetArrayItem(pair, 1);
+    char *end;
+
+    if (!cJSON_IsArray(pair) || !cJSON_IsString(s) || !s->valuestring[0])
+        return -1;
+    *v = strtod(s->valuestring, &end);
+    if (*end != '\0' || isnan(*v))
+        return -1;
+    return 0;
+}
+
+static void missing_data(dq_sample *out, const char *what)
+{
+    set_check(out, DQ_SAMPLE_MISSING, DQ_CHECK_NO_DATA);
+    dq_strlcpy(out->observed, what, sizeof out->observed);
+    snprintf(out->detail, sizeof out->detail, "no data: %s", what);
+}
+
+void dq_probe_judge_prometheus(const dq_probe *p, int got_response, long status,
+                               const char *body, size_t body_len, const char *why,
+                               dq_sample *out)
+{
+    cJSON *doc = NULL;
+    const cJSON *data, *result;
+    const char *rtype;
+    char err[128], text[128];
+    int have = 0, breach = 0;
+    double worst = 0;
+
+    out->status = got_response ? status : 0;
+    out->has_value = 0;
+    out->observed[0] = '\0';
+    if (!got_response) {
+        dq_redact(why && why[0] ? why : "no response", text, sizeof text);
+        char msg[160];
+        snprintf(msg, sizeof msg, "prometheus unreachable: %s", text);
+        missing_data(out, msg);
+        return;
+    }
+    if (status != 200) {
+        snprintf(text, sizeof text, "prometheus answered %ld", status);
+        missing_data(out, text);
+        return;
+    }
+    doc = dq_json_parse(body ? body : "", body_len, DQ_HTTP_MAX_BODY, 64, NULL, err, sizeof err);
+    data = cJSON_GetObjectItemCaseSensitive(doc, "data");
+    result = cJSON_GetObjectItemCaseSensitive(data, "result");
+    rtype = dq_json_str(data, "resultType");
+    if (!doc || !rtype || !result || !dq_json_str(doc, "status") ||
+        strcmp(dq_json_str(doc, "status"), "success") != 0) {
+        missing_data(out, "unreadable prometheus answer");
+        goto out;
+    }
+    if (strcmp(rtype, "scalar") == 0) {
+        double v;
+        if (prom_value(result, &v) == 0) {
+            have = 1;
+            worst = v;
+            breach = dq_probe_compare(p->op, v, p->threshold);
+        }
+    } else if (strcmp(rtype, "vector") == 0 && cJSON_IsArray(result)) {
+        const cJSON *series;
+        /* several series: the probe fails when any one breaches, and reports that one */
+        cJSON_ArrayForEach(series, result) {
+            double v;
+            if (prom_value(cJSON_GetObjectItemCaseSensitive(series, "value"), &v) != 0)
+                continue;
+            if (!have || (!breach && dq_probe_compare(p->op, v, p->threshold))) {
+                worst = v;
+                breach = dq_probe_compare(p->op, v, p->threshold);
+            }
+            have = 1;
+        }
+    } else {
+        missing_data(out, "query result is not a scalar or vector");
+        goto out;
+    }
+    if (!have) {
+        missing_data(out, cJSON_GetArraySize(result) == 0 ? "empty result" : "NaN");
+        goto out;
+    }
+    out->value = worst;
+    out->has_value = 1;
+    snprintf(out->observed, sizeof out->observed, "%g", worst);
+    if (breach) {
+        set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_VALUE);
+        snprintf(out->detail, sizeof out->detail, "value %g %s %g", worst, dq_probe_op_name(p->op),
+                 p->threshold);
+    } else {
+        set_check(out, DQ_SAMPLE_PASS, DQ_CHECK_OK);
+        snprintf(out->detail, sizeof out->detail, "value %g", worst);
+    }
+out:
+    cJSON_Delete(doc);
+}
+
+void dq_probe_run(const dq_probe *p, dq_sample *out)
+{
+    dq_http_opts o = {0};
+    dq_http_response resp = {0};
+    char *url = NULL;
+    int64_t t0;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    out->at_ms = dq_now_ms();
+    out->latency_ms = -1;
+    o.url = p->url;
+    o.headers = (const char *const *)p->headers;
+    o.timeout_ms = (long)p->timeout_ms;
+    o.max_retries = 0;
+    o.retry_budget_ms = p->timeout_ms + 1000;
+    if (p->type == DQ_PROBE_PROMETHEUS) {
+        char *q = dq_http_escape(p->query);
+        size_t n = strlen(p->url) + (q ? strlen(q) : 0) + 16;
+        url = q ? malloc(n) : NULL;
+        if (!url) {
+            free(q);
+            dq_probe_judge_prometheus(p, 0, 0, NULL, 0, "out of memory", out);
+            return;
+        }
+        snprintf(url, n, "%s%cquery=%s", p->url, strchr(p->url, '?') ? '&' : '?', q);
+        free(q);
+        o.url = url;
+    }
+    t0 = dq_mono_ms();
+    rc = dq_http_request(&o, &resp);
+    if (p->type == DQ_PROBE_HTTP)
+        dq_probe_judge_http(p, rc == 0, resp.status, resp.body, resp.body_len, dq_mono_ms() - t0,
+                            resp.errstr, out);
+    else
+        dq_probe_judge_prometheus(p, rc == 0, resp.status, resp.body, resp.body_len, resp.errstr,
+                                  out);
+    dq_http_response_free(&resp);
+    free(url);
+}
+
+cJSON *dq_sample_observed_json(const dq_sample *s)
+{
+    if (strcmp(s->check, DQ_CHECK_STATUS) == 0)
+        return cJSON_CreateNumber((double)s->status);
+    if (strcmp(s->check, DQ_CHECK_LATENCY) == 0)
+        return cJSON_CreateNumber((double)s->latency_ms);
+    if (s->has_value) {
+        if (isinf(s->value))
+            return cJSON_CreateString(s->value > 0 ? "+Inf" : "-Inf");
+        return cJSON_CreateNumber(s->value);
+    }
+    if (strcmp(s->check, DQ_CHECK_OK) == 0 && s->latency_ms >= 0)
+        return cJSON_CreateNumber((double)s->latency_ms);
+    return cJSON_CreateString(s->observed[0] ? s->observed : s->check);
+}
+
+cJSON *dq_probe_threshold_json(const dq_probe *p, const char *check)
+{
+    if (strcmp(check, DQ_CHECK_STATUS) == 0)
+        return p->expect_status ? cJSON_CreateNumber((double)p->expect_status)
+                                : cJSON_CreateString("2xx");
+    if (strcmp(check, DQ_CHECK_LATENCY) == 0)
+        return cJSON_CreateNumber((double)p->max_latency_ms);
+    if (strcmp(check, DQ_CHECK_BODY) == 0) {
+        char buf[200];
+        dq_redact(p->body_match ? p->body_match : p->body_regex, buf, sizeof buf);
+        return cJSON_CreateString(buf);
+    }
+    if (strcmp(check, DQ_CHECK_NO_RESPONSE) == 0 || strcmp(check, DQ_CHECK_NO_DATA) == 0)
+        return cJSON_CreateString("data");
+    if (p->type == DQ_PROBE_PROMETHEUS)
+        return isinf(p->threshold) ? cJSON_CreateString(p->threshold > 0 ? "+Inf" : "-Inf")
+                                   : cJSON_CreateNumber(p->threshold);
+    if (p->max_latency_ms > 0)
+        return cJSON_CreateNumber((double)p->max_latency_ms);
+    return p->expect_status ? cJSON_CreateNumber((double)p->expect_status)
+                            : cJSON_CreateString("2xx");
+}

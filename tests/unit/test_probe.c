@@ -1,0 +1,417 @@
+/*
+ * test_probe.c - probe.h: reading probe settings (and refusing bad ones with the key
+ * named), judging HTTP answers (status, latency, body substring and regex, no answer),
+ * judging Prometheus answers (scalar, vector, several series, empty, NaN, errors), and
+ * real single-attempt runs against tests/fakes/health.py and prometheus.py.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../fakes/fake_server.h"
+#include "log.h"
+#include "probe.h"
+
+/* Test input is trusted text; parsed the house way all the same. */
+static cJSON *parse(const char *s)
+{
+    const char *end = NULL;
+    return cJSON_ParseWithLengthOpts(s, strlen(s) + 1, &end, 1); /* the NUL included */
+}
+
+static dq_probe *probe_of(const char *json)
+{
+    char err[512] = "";
+    cJSON *o = parse(json);
+    dq_probe *p;
+
+    assert_non_null(o);
+    p = dq_probe_from_json(o, "m.probes[0]", 1000, err, sizeof err);
+    cJSON_Delete(o);
+    if (!p)
+        fail_msg("probe refused: %s", err);
+    return p;
+}
+
+static void refused(const char *json, const char *expected_err)
+{
+    char err[512] = "";
+    cJSON *o = parse(json);
+    dq_probe *p;
+
+    assert_non_null(o);
+    p = dq_probe_from_json(o, "m.probes[0]", 1000, err, sizeof err);
+    cJSON_Delete(o);
+    assert_null(p);
+    assert_string_equal(err, expected_err);
+}
+
+static void test_config_http(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"health\",\"type\":\"http\",\"url\":\"http://x/health\","
+                           "\"expect_status\":204,\"max_latency\":\"800ms\",\"body_match\":\"ok\","
+                           "\"missing\":\"hold\",\"headers\":[\"X-Token: abc\"]}");
+    (void)state;
+    assert_string_equal(p->name, "health");
+    assert_int_equal(p->type, DQ_PROBE_HTTP);
+    assert_int_equal(p->expect_status, 204);
+    assert_int_equal(p->max_latency_ms, 800);
+    /* the default timeout (1000) is below twice max_latency: twice max_latency it is */
+    assert_int_equal(p->timeout_ms, 1600);
+    assert_string_equal(p->body_match, "ok");
+    assert_int_equal(p->missing, DQ_MISSING_HOLD);
+    assert_string_equal(p->headers[0], "X-Token: abc");
+    assert_null(p->headers[1]);
+    dq_probe_free(p);
+
+    p = probe_of("{\"name\":\"h\",\"url\":\"https://x/\",\"timeout\":\"3s\"}");
+    assert_int_equal(p->type, DQ_PROBE_HTTP);
+    assert_int_equal(p->expect_status, 0);
+    assert_int_equal(p->timeout_ms, 3000);
+    assert_int_equal(p->missing, DQ_MISSING_FAIL);
+    dq_probe_free(p);
+    dq_probe_free(NULL);
+}
+
+static void test_config_prometheus(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"errors\",\"type\":\"prometheus\",\"url\":\"http://p/api/v1/query\","
+                           "\"query\":\"sum(rate(x[1m]))\",\"op\":\"ge\",\"threshold\":0.05,"
+                           "\"missing\":\"ignore\"}");
+    (void)state;
+    assert_int_equal(p->type, DQ_PROBE_PROMETHEUS);
+    assert_string_equal(p->query, "sum(rate(x[1m]))");
+    assert_int_equal(p->op, DQ_OP_GE);
+    assert_true(p->threshold == 0.05);
+    assert_int_equal(p->missing, DQ_MISSING_IGNORE);
+    dq_probe_free(p);
+}
+
+static void test_config_refusals(void **state)
+{
+    (void)state;
+    refused("[]", "m.probes[0]: expected a mapping");
+    refused("{\"url\":\"http://x/\"}", "m.probes[0].name: required, 1 to 64 characters");
+    refused("{\"name\":\"a\",\"url\":\"ftp://x/\"}",
+            "m.probes[0].url: required, an http:// or https:// URL");
+    refused("{\"name\":\"a\",\"type\":\"tcp\",\"url\":\"http://x/\"}",
+            "m.probes[0].type: expected http or prometheus");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"colour\":1}", "m.probes[0].colour: unknown key");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"missing\":\"maybe\"}",
+            "m.probes[0].missing: expected fail, ignore or hold");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"expect_status\":99}",
+            "m.probes[0].expect_status: expected an HTTP status 100..599");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"max_latency\":\"fast\"}",
+            "m.probes[0].max_latency: expected a duration (e.g. 500ms)");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"body_regex\":\"(\"}",
+            "m.probes[0].body_regex: Unmatched ( or \\(");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"max_latency\":\"2s\",\"timeout\":\"2s\"}",
+            "m.probes[0].timeout: must be longer than max_latency");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"op\":\"gt\"}",
+            "m.probes[0].op: only for type: prometheus");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"headers\":[\"no colon\"]}",
+            "m.probes[0].headers[0]: expected \"Name: value\"");
+    refused("{\"name\":\"a\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"op\":\"gt\",\"threshold\":1}",
+            "m.probes[0].query: required for type: prometheus");
+    refused("{\"name\":\"a\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"query\":\"q\",\"op\":\"above\","
+            "\"threshold\":1}",
+            "m.probes[0].op: required, one of gt, ge, lt, le, eq, ne");
+    refused("{\"name\":\"a\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"query\":\"q\",\"op\":\"gt\","
+            "\"threshold\":\"1\"}",
+            "m.probes[0].threshold: required, a number");
+    refused("{\"name\":\"a\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"query\":\"q\",\"op\":\"gt\","
+            "\"threshold\":1,\"max_latency\":\"1s\"}",
+            "m.probes[0].max_latency: only for type: http");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"timeout\":\"2m\"}",
+            "m.probes[0].timeout: expected a duration up to 60s");
+}
+
+static void test_judge_http(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"h\",\"url\":\"http://x/\",\"expect_status\":200,"
+                           "\"max_latency\":\"500ms\",\"body_match\":\"ok\"}");
+    dq_probe *any = probe_of("{\"name\":\"h\",\"url\":\"http://x/\",\"body_regex\":\"^v[0-9]+ ready$\"}");
+    dq_sample s;
+    (void)state;
+
+    dq_probe_judge_http(p, 1, 200, "all ok", 6, 120, "", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_string_equal(s.check, DQ_CHECK_OK);
+    assert_string_equal(s.detail, "status 200 in 120 ms");
+
+    dq_probe_judge_http(p, 1, 503, "ok", 2, 10, "", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_STATUS);
+    assert_string_equal(s.detail, "status 503, expected 200");
+    assert_int_equal(s.status, 503);
+
+    /* status is judged before latency, latency before the body */
+    dq_probe_judge_http(p, 1, 200, "nope", 4, 812, "", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_LATENCY);
+    assert_string_equal(s.detail, "latency 812 ms, limit 500 ms");
+    assert_int_equal(s.latency_ms, 812);
+
+    dq_probe_judge_http(p, 1, 200, "fine\x01", 5, 10, "", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_BODY);
+    assert_string_equal(s.observed, "fine.");
+    assert_string_equal(s.detail, "body \"fine.\" does not contain the expected text");
+
+    dq_probe_judge_http(p, 0, 0, NULL, 0, 0, "Failed to connect to 127.0.0.1 port 9: refused", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.check, DQ_CHECK_NO_RESPONSE);
+    assert_string_equal(s.detail, "no response: Failed to connect to 127.0.0.1 port 9: refused");
+    assert_int_equal(s.latency_ms, -1);
+
+    /* no expected status: any 2xx */
+    dq_probe_judge_http(any, 1, 204, "v12 ready", 9, 10, "", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    dq_probe_judge_http(any, 1, 302, "v12 ready", 9, 10, "", &s);
+    assert_string_equal(s.detail, "status 302, expected 2xx");
+    dq_probe_judge_http(any, 1, 200, "v12 starting", 12, 10, "", &s);
+    assert_string_equal(s.check, DQ_CHECK_BODY);
+    assert_string_equal(s.detail, "body \"v12 starting\" does not match the expected pattern");
+    dq_probe_free(p);
+    dq_probe_free(any);
+}
+
+static void test_judge_body_secret_masked(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"h\",\"url\":\"http://x/\",\"body_match\":\"ready\"}");
+    dq_sample s;
+    (void)state;
+
+    dq_log_redact("hunter2-Secret");
+    dq_probe_judge_http(p, 1, 200, "token=hunter2-Secret", 20, 1, "", &s);
+    assert_string_equal(s.observed, "token=***");
+    assert_null(strstr(s.detail, "hunter2"));
+    dq_log_redact_clear();
+    dq_probe_free(p);
+}
+
+#define PROM(rtype, result) \
+    "{\"status\":\"success\",\"data\":{\"resultType\":\"" rtype "\",\"result\":" result "}}"
+
+static void judge_prom(const dq_probe *p, long status, const char *body, dq_sample *s)
+{
+    dq_probe_judge_prometheus(p, 1, status, body, strlen(body), "", s);
+}
+
+static void test_judge_prometheus(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"errors\",\"type\":\"prometheus\",\"url\":\"http://p/\","
+                           "\"query\":\"q\",\"op\":\"gt\",\"threshold\":0.05}");
+    dq_sample s;
+    (void)state;
+
+    judge_prom(p, 200, PROM("vector", "[{\"metric\":{},\"value\":[1700000000.1,\"0.01\"]}]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_true(s.has_value && s.value == 0.01);
+    assert_string_equal(s.detail, "value 0.01");
+
+    judge_prom(p, 200, PROM("scalar", "[1700000000.1,\"0.09\"]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_VALUE);
+    assert_string_equal(s.detail, "value 0.09 gt 0.05");
+
+    /* several series: any breach fails the probe, and that value is reported */
+    judge_prom(p, 200, PROM("vector", "[{\"metric\":{},\"value\":[1,\"0.01\"]},"
+                                      "{\"metric\":{},\"value\":[1,\"0.2\"]},"
+                                      "{\"metric\":{},\"value\":[1,\"0.02\"]}]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_true(s.value == 0.2);
+
+    judge_prom(p, 200, PROM("vector", "[]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.check, DQ_CHECK_NO_DATA);
+    assert_string_equal(s.detail, "no data: empty result");
+
+    judge_prom(p, 200, PROM("vector", "[{\"metric\":{},\"value\":[1,\"NaN\"]}]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: NaN");
+
+    judge_prom(p, 200, PROM("scalar", "[1,\"+Inf\"]"), &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_true(isinf(s.value));
+    {
+        cJSON *o = dq_sample_observed_json(&s);
+        assert_string_equal(o->valuestring, "+Inf");
+        cJSON_Delete(o);
+    }
+
+    judge_prom(p, 503, "{\"status\":\"error\"}", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: prometheus answered 503");
+
+    judge_prom(p, 200, "{\"status\":\"success\"}", &s);
+    assert_string_equal(s.detail, "no data: unreadable prometheus answer");
+    judge_prom(p, 200, "not json", &s);
+    assert_string_equal(s.detail, "no data: unreadable prometheus answer");
+    judge_prom(p, 200, PROM("matrix", "[]"), &s);
+    assert_string_equal(s.detail, "no data: query result is not a scalar or vector");
+
+    dq_probe_judge_prometheus(p, 0, 0, NULL, 0, "Connection refused", &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: prometheus unreachable: Connection refused");
+    dq_probe_free(p);
+}
+
+static void test_compare(void **state)
+{
+    (void)state;
+    assert_true(dq_probe_compare(DQ_OP_GT, 2, 1));
+    assert_false(dq_probe_compare(DQ_OP_GT, 1, 1));
+    assert_true(dq_probe_compare(DQ_OP_GE, 1, 1));
+    assert_true(dq_probe_compare(DQ_OP_LT, 0, 1));
+    assert_false(dq_probe_compare(DQ_OP_LE, 2, 1));
+    assert_true(dq_probe_compare(DQ_OP_EQ, 1, 1));
+    assert_true(dq_probe_compare(DQ_OP_NE, 1, 2));
+    assert_string_equal(dq_probe_op_name(DQ_OP_LE), "le");
+}
+
+static void test_threshold_json(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"h\",\"url\":\"http://x/\",\"max_latency\":\"250ms\",\"body_match\":\"up\"}");
+    cJSON *j;
+    (void)state;
+
+    j = dq_probe_threshold_json(p, DQ_CHECK_STATUS);
+    assert_string_equal(j->valuestring, "2xx");
+    cJSON_Delete(j);
+    j = dq_probe_threshold_json(p, DQ_CHECK_LATENCY);
+    assert_int_equal((int)j->valuedouble, 250);
+    cJSON_Delete(j);
+    j = dq_probe_threshold_json(p, DQ_CHECK_BODY);
+    assert_string_equal(j->valuestring, "up");
+    cJSON_Delete(j);
+    j = dq_probe_threshold_json(p, DQ_CHECK_NO_RESPONSE);
+    assert_string_equal(j->valuestring, "data");
+    cJSON_Delete(j);
+    dq_probe_free(p);
+}
+
+/* The doubles live in a setup/teardown pair, so a failing assertion cannot leave them
+ * running (and the test hanging on their open output). */
+static dq_fake health, prom;
+
+static int doubles_up(void **state)
+{
+    (void)state;
+    if (dq_fake_start(&health, "health") != 0)
+        return -1;
+    return dq_fake_start(&prom, "prometheus");
+}
+
+static int doubles_down(void **state)
+{
+    (void)state;
+    if (health.pid > 0)
+        dq_fake_stop(&health);
+    if (prom.pid > 0)
+        dq_fake_stop(&prom);
+    return 0;
+}
+
+/* Real runs: one attempt, bounded by the timeout, against the doubles. */
+static void test_run_against_doubles(void **state)
+{
+    char json[512];
+    dq_probe *p, *q, *dead;
+    dq_sample s;
+    int64_t t0;
+    (void)state;
+
+    snprintf(json, sizeof json,
+             "{\"name\":\"h\",\"url\":\"%s/health\",\"expect_status\":200,\"max_latency\":\"300ms\","
+             "\"body_match\":\"ok\",\"timeout\":\"1s\"}", health.base);
+    p = probe_of(json);
+    dq_probe_run(p, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_int_equal(s.status, 200);
+    assert_true(s.at_ms > 0);
+
+    assert_int_equal(dq_fake_script(&health, "{\"status\":500,\"body\":\"boom\"}"), 0);
+    dq_probe_run(p, &s);
+    assert_string_equal(s.detail, "status 500, expected 200");
+
+    assert_int_equal(dq_fake_script(&health, "{\"latency_ms\":500}"), 0);
+    dq_probe_run(p, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_LATENCY);
+    assert_true(s.latency_ms >= 500 && s.latency_ms < 1000);
+
+    /* slower than the timeout: no response, after one attempt only */
+    assert_int_equal(dq_fake_script(&health, "{\"latency_ms\":2500}"), 0);
+    t0 = dq_mono_ms();
+    dq_probe_run(p, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.check, DQ_CHECK_NO_RESPONSE);
+    assert_true(dq_mono_ms() - t0 < 1800);
+    dq_probe_free(p);
+
+    snprintf(json, sizeof json,
+             "{\"name\":\"e\",\"type\":\"prometheus\",\"url\":\"%s/api/v1/query\","
+             "\"query\":\"sum(rate(http_errors_total{job=\\\"api\\\"}[1m]))\",\"op\":\"gt\",\"threshold\":0.05}",
+             prom.base);
+    q = probe_of(json);
+    assert_int_equal(dq_fake_script(&prom, "{\"value\":0.07}"), 0);
+    dq_probe_run(q, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_true(s.value == 0.07);
+    {
+        /* the query arrived intact (escaped on the way) */
+        cJSON *calls = dq_fake_calls(&prom);
+        const cJSON *last = cJSON_GetArrayItem(cJSON_GetObjectItem(calls, "calls"), 0);
+        assert_string_equal(cJSON_GetObjectItem(last, "query")->valuestring,
+                            "sum(rate(http_errors_total{job=\"api\"}[1m]))");
+        cJSON_Delete(calls);
+    }
+    assert_int_equal(dq_fake_script(&prom, "{\"value\":null}"), 0);
+    dq_probe_run(q, &s);
+    assert_string_equal(s.detail, "no data: empty result");
+    assert_int_equal(dq_fake_script(&prom, "{\"value\":\"NaN\",\"result_type\":\"scalar\"}"), 0);
+    dq_probe_run(q, &s);
+    assert_string_equal(s.detail, "no data: NaN");
+    assert_int_equal(dq_fake_script(&prom, "{\"value\":0.01}"), 0);
+    dq_probe_run(q, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    dq_probe_free(q);
+
+    /* nothing listens: missing, not a crash and not a retry loop */
+    dq_fake_stop(&health);
+    snprintf(json, sizeof json, "{\"name\":\"d\",\"url\":\"%s/health\"}", health.base);
+    dead = probe_of(json);
+    dq_probe_run(dead, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.check, DQ_CHECK_NO_RESPONSE);
+    dq_probe_free(dead);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_http),
+        cmocka_unit_test(test_config_prometheus),
+        cmocka_unit_test(test_config_refusals),
+        cmocka_unit_test(test_judge_http),
+        cmocka_unit_test(test_judge_body_secret_masked),
+        cmocka_unit_test(test_judge_prometheus),
+        cmocka_unit_test(test_compare),
+        cmocka_unit_test(test_threshold_json),
+        cmocka_unit_test_setup_teardown(test_run_against_doubles, doubles_up, doubles_down),
+    };
+    dq_log_init("test_probe", DQ_LOG_ERROR, 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
