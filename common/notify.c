@@ -1,0 +1,520 @@
+/*
+ * notify.c - notifications (notify.h): the settings of a target, the message, delivery
+ * to a Slack-compatible incoming webhook and to a generic JSON webhook, and the
+ * notification.* event that reports the delivery.
+ *
+ * The URLs are credentials: they are registered for redaction as soon as they are read,
+ * and an error about a delivery is built here from the status and curl's transport class,
+ * never from text that could hold the URL.
+ */
+#include "notify.h"
+
+#include <libfyaml.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_RETRIES 3
+#define DEFAULT_BUDGET_MS 15000
+
+const char *const dq_notify_types[] = {
+    DQ_EV_ROLLBACK_REQUESTED, DQ_EV_ROLLBACK_SUCCEEDED, DQ_EV_ROLLBACK_FAILED,
+    DQ_EV_FAILED,             DQ_EV_SUCCEEDED,          DQ_EV_VERIFIED,
+    NULL,
+};
+
+/* The default `on`: what always needs a person's attention. */
+#define DEFAULT_ON_MASK 0x0fu
+
+static int type_bit(const char *type)
+{
+    for (int i = 0; type && dq_notify_types[i]; i++)
+        if (strcmp(dq_notify_types[i], type) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- configuration ---- */
+
+static struct fy_node *map_get(struct fy_node *map, const char *key)
+{
+    if (!map || fy_node_get_type(map) != FYNT_MAPPING)
+        return NULL;
+    return fy_node_mapping_lookup_by_string(map, key, FY_NT);
+}
+
+static const char *cfg_path(const dq_config *cfg)
+{
+    return cfg && cfg->path ? cfg->path : "deployq.yaml";
+}
+
+void dq_notify_config_clear(dq_notify_config *nc)
+{
+    if (!nc)
+        return;
+    free(nc->slack_url);
+    free(nc->webhook_url);
+    free(nc->dashboard_url);
+    memset(nc, 0, sizeof *nc);
+}
+
+/* A URL member: absent is fine, anything but an http(s) URL is an error. The message
+ * names the key, never the value. */
+static int url_key(const dq_config *cfg, struct fy_node *sec, const char *where, const char *key,
+                   char **out, char *err, size_t errlen)
+{
+    struct fy_node *v = map_get(sec, key);
+    const char *text = dq_config_node_scalar(v);
+
+    if (!v)
+        return 0;
+    if (!text || (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)) {
+        snprintf(err, errlen, "%s:%d: %s.%s: expected an http:// or https:// URL", cfg_path(cfg),
+                 dq_config_node_line(v), where, key);
+        return -1;
+    }
+    *out = strdup(text);
+    if (!*out) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A positive duration member; absent leaves *out alone. */
+static int duration_key(const dq_config *cfg, struct fy_node *sec, const char *where, const char *key,
+                        int64_t *out, char *err, size_t errlen)
+{
+    struct fy_node *v = map_get(sec, key);
+    const char *text = dq_config_node_scalar(v);
+    int64_t ms;
+
+    if (!v)
+        return 0;
+    ms = text ? dq_duration_parse(text) : -1;
+    if (ms <= 0) {
+        snprintf(err, errlen, "%s:%d: %s.%s: expected a duration such as 5s", cfg_path(cfg),
+                 dq_config_node_line(v), where, key);
+        return -1;
+    }
+    *out = ms;
+    return 0;
+}
+
+int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
+                          dq_notify_config *nc, char *err, size_t errlen)
+{
+    struct fy_node *sec, *v;
+    const char *where = "notify";
+
+    memset(nc, 0, sizeof *nc);
+    nc->on_mask = DEFAULT_ON_MASK;
+    nc->timeout_ms = DEFAULT_TIMEOUT_MS;
+    nc->retries = DEFAULT_RETRIES;
+    nc->retry_budget_ms = DEFAULT_BUDGET_MS;
+    sec = map_get(dq_config_env_node(cfg, service, environment), "notify");
+    if (!sec && cfg && cfg->doc) {
+        sec = map_get(fy_document_root(cfg->doc), "notifications");
+        where = "notifications";
+    }
+    if (!sec)
+        return 0;
+    if (fy_node_get_type(sec) != FYNT_MAPPING) {
+        snprintf(err, errlen, "%s:%d: %s: expected a mapping", cfg_path(cfg), dq_config_node_line(sec),
+                 where);
+        return -1;
+    }
+    for (struct fy_node_pair *pair, *iter = NULL;
+         (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
+        static const char *const known[] = {"slack_webhook", "webhook", "on", "dashboard_url",
+                                            "timeout", "retries", "retry_budget", NULL};
+        const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
+        int ok = 0;
+
+        for (int i = 0; k && known[i]; i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok) {
+            snprintf(err, errlen, "%s:%d: %s: unknown key '%.64s'", cfg_path(cfg),
+                     dq_config_node_line(fy_node_pair_key(pair)), where, k ? k : "?");
+            goto fail;
+        }
+    }
+    if (url_key(cfg, sec, where, "slack_webhook", &nc->slack_url, err, errlen) != 0 ||
+        url_key(cfg, sec, where, "webhook", &nc->webhook_url, err, errlen) != 0 ||
+        url_key(cfg, sec, where, "dashboard_url", &nc->dashboard_url, err, errlen) != 0)
+        goto fail;
+    /* A webhook URL written literally (not as ${NAME}) is still a credential. */
+    if (nc->slack_url)
+        dq_log_redact(nc->slack_url);
+    if (nc->webhook_url)
+        dq_log_redact(nc->webhook_url);
+
+    if ((v = map_get(sec, "on")) != NULL) {
+        if (fy_node_get_type(v) != FYNT_SEQUENCE) {
+            snprintf(err, errlen, "%s:%d: %s.on: expected a list of event types", cfg_path(cfg),
+                     dq_config_node_line(v), where);
+            goto fail;
+        }
+        nc->on_mask = 0;
+        for (struct fy_node *item, *iter = NULL; (item = fy_node_sequence_iterate(v, (void **)&iter)) != NULL;) {
+            const char *t = dq_config_node_scalar(item);
+            int bit = type_bit(t);
+
+            if (bit < 0) {
+                snprintf(err, errlen,
+                         "%s:%d: %s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
+                         "rollback.failed, deploy.failed, deploy.succeeded, deploy.verified",
+                         cfg_path(cfg), dq_config_node_line(item), where, t ? t : "?");
+                goto fail;
+            }
+            nc->on_mask |= 1u << bit;
+        }
+    }
+    if (duration_key(cfg, sec, where, "timeout", &nc->timeout_ms, err, errlen) != 0 ||
+        duration_key(cfg, sec, where, "retry_budget", &nc->retry_budget_ms, err, errlen) != 0)
+        goto fail;
+    if ((v = map_get(sec, "retries")) != NULL) {
+        long long n;
+
+        if (dq_parse_int(dq_config_node_scalar(v), 0, 10, &n) != 0) {
+            snprintf(err, errlen, "%s:%d: %s.retries: expected an integer from 0 to 10", cfg_path(cfg),
+                     dq_config_node_line(v), where);
+            goto fail;
+        }
+        nc->retries = (int)n;
+    }
+    return 0;
+fail:
+    dq_notify_config_clear(nc);
+    return -1;
+}
+
+int dq_notify_wants(const dq_notify_config *nc, const char *type)
+{
+    int bit = type_bit(type);
+
+    if (!nc || bit < 0 || (!nc->slack_url && !nc->webhook_url))
+        return 0;
+    return (nc->on_mask >> bit) & 1u;
+}
+
+/* ---- the message ---- */
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} buf;
+
+/* Append text, escaping what Slack's mrkdwn treats as control characters. */
+static void put_esc(buf *b, const char *text)
+{
+    for (const char *p = text ? text : ""; *p && !b->oom; p++) {
+        const char *rep = *p == '&' ? "&amp;" : *p == '<' ? "&lt;" : *p == '>' ? "&gt;" : NULL;
+        size_t n = rep ? strlen(rep) : 1;
+
+        if (b->len + n + 1 > b->cap) {
+            size_t cap = b->cap ? b->cap * 2 : 512;
+            char *s;
+
+            while (cap < b->len + n + 1)
+                cap *= 2;
+            if (!(s = realloc(b->s, cap))) {
+                b->oom = 1;
+                return;
+            }
+            b->s = s;
+            b->cap = cap;
+        }
+        memcpy(b->s + b->len, rep ? rep : p, n);
+        b->len += n;
+        b->s[b->len] = '\0';
+    }
+}
+
+static void putf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(buf *b, const char *fmt, ...)
+{
+    char tmp[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    put_esc(b, tmp);
+}
+
+/* "4.2 s", "3 min 12 s" */
+static void fmt_duration(int64_t ms, char *out, size_t outlen)
+{
+    if (ms < 0)
+        ms = 0;
+    if (ms < 60000)
+        snprintf(out, outlen, "%.1f s", (double)ms / 1000.0);
+    else
+        snprintf(out, outlen, "%lld min %lld s", (long long)(ms / 60000), (long long)((ms % 60000) / 1000));
+}
+
+/* dashboard_url with {service} and {environment} filled in. */
+static void put_dashboard(buf *b, const char *tmpl, const char *service, const char *environment)
+{
+    char out[2048];
+    size_t o = 0;
+
+    for (const char *p = tmpl; *p && o + 1 < sizeof out;) {
+        const char *val = NULL;
+        size_t skip = 0;
+
+        if (strncmp(p, "{service}", 9) == 0) {
+            val = service;
+            skip = 9;
+        } else if (strncmp(p, "{environment}", 13) == 0) {
+            val = environment;
+            skip = 13;
+        }
+        if (skip) {
+            for (const char *v = val ? val : ""; *v && o + 1 < sizeof out; v++)
+                out[o++] = *v;
+            p += skip;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    putf(b, "\nDashboard: %s", out);
+}
+
+char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_notify_links *links,
+                     const char *note)
+{
+    buf b = {0};
+    const cJSON *d = ev->data;
+    const char *svc = ev->service ? ev->service : "?", *env = ev->environment ? ev->environment : "?";
+    const char *ver = ev->version ? ev->version : "?";
+    const char *from = dq_json_str(d, "from_version"), *to = dq_json_str(d, "to_version");
+    const char *reason = dq_json_str(d, "reason"), *detail = dq_json_str(d, "detail");
+    char dur[64];
+
+    if (!from)
+        from = ev->version;
+    if (strcmp(ev->type, DQ_EV_ROLLBACK_REQUESTED) == 0) {
+        const cJSON *evi = cJSON_GetObjectItemCaseSensitive(d, "evidence");
+
+        putf(&b, "Rollback requested for %s/%s: version %s", svc, env, from ? from : "?");
+        if (to)
+            putf(&b, ", to return to %s", to);
+        putf(&b, ".\nWhy: %s (requested by %s)", reason ? reason : "no reason given",
+             dq_json_str(d, "requested_by") ? dq_json_str(d, "requested_by") : "?");
+        if (cJSON_IsObject(evi)) {
+            const cJSON *obs = cJSON_GetObjectItemCaseSensitive(evi, "observed");
+            const cJSON *thr = cJSON_GetObjectItemCaseSensitive(evi, "threshold");
+            char o[64] = "?", t[64] = "?";
+
+            if (cJSON_IsNumber(obs))
+                snprintf(o, sizeof o, "%g", obs->valuedouble);
+            else if (cJSON_IsString(obs))
+                snprintf(o, sizeof o, "%s", obs->valuestring);
+            if (cJSON_IsNumber(thr))
+                snprintf(t, sizeof t, "%g", thr->valuedouble);
+            else if (cJSON_IsString(thr))
+                snprintf(t, sizeof t, "%s", thr->valuestring);
+            putf(&b, "\nEvidence: probe %s (%s) observed %s, threshold %s",
+                 dq_json_str(evi, "probe") ? dq_json_str(evi, "probe") : "?",
+                 dq_json_str(evi, "kind") ? dq_json_str(evi, "kind") : "?", o, t);
+            if (dq_json_str(evi, "first_failure_at"))
+                putf(&b, ", first failure at %s", dq_json_str(evi, "first_failure_at"));
+        }
+    } else if (strcmp(ev->type, DQ_EV_ROLLBACK_SUCCEEDED) == 0) {
+        int64_t mttr = (int64_t)dq_json_num(d, "mttr_ms", -1);
+
+        putf(&b, "Rolled back %s/%s from %s to %s (%s", svc, env, from ? from : "?", to ? to : "?",
+             dq_json_str(d, "method") ? dq_json_str(d, "method") : "?");
+        if (dq_json_str(d, "provider"))
+            putf(&b, " via %s", dq_json_str(d, "provider"));
+        put_esc(&b, ").");
+        if (mttr >= 0) {
+            fmt_duration(mttr, dur, sizeof dur);
+            putf(&b, "\nMTTR %s: detected %s, decided %s, restored %s.", dur,
+                 dq_json_str(d, "detected_at") ? dq_json_str(d, "detected_at") : "?",
+                 dq_json_str(d, "decided_at") ? dq_json_str(d, "decided_at") : "?",
+                 dq_json_str(d, "restored_at") ? dq_json_str(d, "restored_at") : "?");
+        }
+        if (reason)
+            putf(&b, "\nWhy: %s", reason);
+    } else if (strcmp(ev->type, DQ_EV_ROLLBACK_FAILED) == 0) {
+        putf(&b, "Rollback of %s/%s FAILED: %s", svc, env, reason ? reason : "no reason given");
+        if (from)
+            putf(&b, "\nVersion %s may still be serving", from);
+        if (to)
+            putf(&b, " (tried to return to %s)", to);
+        if (from)
+            put_esc(&b, ".");
+        if (detail)
+            putf(&b, "\nDetail: %s", detail);
+        put_esc(&b, "\nA person must act.");
+    } else if (strcmp(ev->type, DQ_EV_FAILED) == 0) {
+        putf(&b, "Deploy of %s/%s version %s failed: %s", svc, env, ver, reason ? reason : "?");
+        if (dq_json_str(d, "provider"))
+            putf(&b, " (provider %s)", dq_json_str(d, "provider"));
+        if (detail && detail[0])
+            putf(&b, "\nDetail: %s", detail);
+    } else if (strcmp(ev->type, DQ_EV_SUCCEEDED) == 0) {
+        putf(&b, "Deployed %s/%s version %s", svc, env, ver);
+        if (dq_json_str(d, "provider"))
+            putf(&b, " via %s", dq_json_str(d, "provider"));
+        put_esc(&b, ".");
+    } else if (strcmp(ev->type, DQ_EV_VERIFIED) == 0) {
+        fmt_duration((int64_t)dq_json_num(d, "window_ms", 0), dur, sizeof dur);
+        putf(&b, "Verified %s/%s version %s: healthy for its %s window (%d samples).", svc, env, ver, dur,
+             (int)dq_json_num(d, "samples", 0));
+    } else {
+        putf(&b, "%s for %s/%s version %s.", ev->type, svc, env, ver);
+    }
+    if (note && note[0])
+        putf(&b, "\n%s", note);
+    if (links && links->ci_run_url && links->ci_run_url[0])
+        putf(&b, "\nCI run: %s", links->ci_run_url);
+    if (links && links->provider_url && links->provider_url[0])
+        putf(&b, "\nDeploy: %s", links->provider_url);
+    if (links && links->log_url && links->log_url[0])
+        putf(&b, "\nProvider log: %s", links->log_url);
+    if (nc && nc->dashboard_url)
+        put_dashboard(&b, nc->dashboard_url, ev->service, ev->environment);
+    if (ev->deployment_id)
+        putf(&b, "\nDeployment %s", ev->deployment_id);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s ? b.s : strdup("");
+}
+
+/* ---- delivery ---- */
+
+static void deliver(const dq_notify_config *nc, const char *channel, const char *url, const char *body,
+                    const char *type, int slack, dq_notify_result *r)
+{
+    char type_header[96];
+    const char *headers[] = {"Content-Type: application/json", type_header, NULL};
+    dq_http_opts o = {0};
+    dq_http_response resp = {0};
+    int rc;
+
+    memset(r, 0, sizeof *r);
+    dq_strlcpy(r->channel, channel, sizeof r->channel);
+    snprintf(type_header, sizeof type_header, "X-Deployq-Event: %s", type);
+    o.method = "POST";
+    o.url = url;
+    o.headers = headers;
+    o.body = body;
+    o.timeout_ms = (long)nc->timeout_ms;
+    o.max_retries = nc->retries;
+    o.retry_budget_ms = nc->retry_budget_ms;
+    o.backoff_base_ms = 200;
+    /* A notification repeated after a timeout is a duplicate message, not a second
+     * deploy: worth it, the message matters more. */
+    o.idempotent = 1;
+    rc = dq_http_request(&o, &resp);
+    r->attempts = resp.attempts > 0 ? resp.attempts : 1;
+    r->http_status = resp.status;
+    if (rc != 0) {
+        /* curl's text can name the host and path, which is the secret: say only what kind
+         * of failure it was. */
+        snprintf(r->error, sizeof r->error, "%s after %d attempt%s",
+                 resp.error == DQ_HTTP_ERR_CONNECT   ? "connection failed"
+                 : resp.error == DQ_HTTP_ERR_TIMEOUT ? "timed out"
+                                                     : "request could not be made",
+                 r->attempts, r->attempts == 1 ? "" : "s");
+    } else if (resp.status < 200 || resp.status > 299 || (slack && resp.status != 200)) {
+        char word[48] = "";
+
+        /* Slack answers errors with a short word (invalid_payload, no_service): keep it
+         * when it looks like one. */
+        if (slack && resp.body && resp.body_len > 0 && resp.body_len < sizeof word) {
+            int plain = 1;
+            for (size_t i = 0; i < resp.body_len; i++)
+                plain &= (resp.body[i] >= 'a' && resp.body[i] <= 'z') || resp.body[i] == '_';
+            if (plain)
+                snprintf(word, sizeof word, " (%s)", resp.body);
+        }
+        snprintf(r->error, sizeof r->error, "HTTP %ld%s after %d attempt%s", resp.status, word,
+                 r->attempts, r->attempts == 1 ? "" : "s");
+    } else {
+        r->ok = 1;
+    }
+    dq_http_response_free(&resp);
+}
+
+size_t dq_notify_send(const dq_notify_config *nc, const dq_event *ev, const char *text,
+                      dq_notify_result out[DQ_NOTIFY_MAX_CHANNELS])
+{
+    size_t n = 0;
+
+    if (!nc || !ev)
+        return 0;
+    if (nc->slack_url) {
+        cJSON *o = cJSON_CreateObject();
+        char *body = NULL;
+
+        if (o && cJSON_AddStringToObject(o, "text", text ? text : ""))
+            body = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (body) {
+            deliver(nc, "slack", nc->slack_url, body, ev->type, 1, &out[n]);
+        } else {
+            memset(&out[n], 0, sizeof out[n]);
+            dq_strlcpy(out[n].channel, "slack", sizeof out[n].channel);
+            out[n].attempts = 1;
+            snprintf(out[n].error, sizeof out[n].error, "out of memory");
+        }
+        free(body);
+        n++;
+    }
+    if (nc->webhook_url) {
+        char *body = dq_event_encode(ev);
+
+        if (body) {
+            deliver(nc, "webhook", nc->webhook_url, body, ev->type, 0, &out[n]);
+        } else {
+            memset(&out[n], 0, sizeof out[n]);
+            dq_strlcpy(out[n].channel, "webhook", sizeof out[n].channel);
+            out[n].attempts = 1;
+            snprintf(out[n].error, sizeof out[n].error, "out of memory");
+        }
+        free(body);
+        n++;
+    }
+    return n;
+}
+
+dq_event *dq_notify_event(const dq_event *trigger, const dq_notify_result *r, const char *actor)
+{
+    dq_event *ev = dq_event_new(r->ok ? DQ_EV_NOTIFICATION_SENT : DQ_EV_NOTIFICATION_FAILED,
+                                trigger->deployment_id, trigger->service, trigger->environment,
+                                trigger->version, actor);
+    char name[160], clean[DQ_NOTIFY_ERR_LEN];
+
+    if (!ev)
+        return NULL;
+    snprintf(name, sizeof name, "notification:%s:%s", trigger->id, r->channel);
+    dq_event_set_id_from(ev, name);
+    ev->fence = trigger->fence;
+    if (!cJSON_AddStringToObject(ev->data, "channel", r->channel) ||
+        !cJSON_AddStringToObject(ev->data, "trigger_event_id", trigger->id) ||
+        !cJSON_AddStringToObject(ev->data, "trigger_type", trigger->type) ||
+        !cJSON_AddNumberToObject(ev->data, "attempts", r->attempts > 0 ? r->attempts : 1) ||
+        (r->http_status > 0 && !cJSON_AddNumberToObject(ev->data, "http_status", (double)r->http_status)) ||
+        (!r->ok && !cJSON_AddStringToObject(ev->data, "error",
+                                            dq_redact(r->error[0] ? r->error : "failed", clean, sizeof clean)))) {
+        dq_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}

@@ -1,0 +1,98 @@
+/*
+ * notify.h - telling people what happened to a deploy: a Slack-compatible incoming
+ * webhook ({"text": ...}, answered 200 "ok") and a generic JSON webhook (the event
+ * itself), with the retry policy of http.h and a bounded total time.
+ *
+ * Used by deployq-rollback, which sees every event of deployq.events: it notifies on
+ * rollback.requested/succeeded/failed and deploy.failed by default, and on
+ * deploy.succeeded/verified when the target's configuration asks for them. A notification
+ * that cannot be delivered is reported (the caller emits notification.failed), never
+ * retried forever, and never holds up a rollback: callers send after the rollback's own
+ * events, and one dq_notify_send() takes at most about two retry budgets.
+ *
+ * Webhook URLs are secrets (a Slack URL is its own credential): they are registered with
+ * dq_log_redact() when loaded and never copied into a result, an error or an event.
+ *
+ * Configuration: services.<s>.environments.<e>.notify, else the top-level `notifications`
+ * section (same shape), e.g.
+ *   notify:
+ *     slack_webhook: ${SLACK_URL}
+ *     webhook: ${NOTIFY_URL}
+ *     on: [rollback.requested, rollback.succeeded, rollback.failed, deploy.failed]
+ *     dashboard_url: https://grafana.example/d/api?env={environment}
+ *     timeout: 5s      # per attempt
+ *     retries: 3       # after the first attempt
+ *     retry_budget: 15s
+ */
+#ifndef DQ_NOTIFY_H
+#define DQ_NOTIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "event.h"
+
+#define DQ_NOTIFY_MAX_CHANNELS 2
+#define DQ_NOTIFY_ERR_LEN 256
+
+typedef struct dq_notify_config {
+    char *slack_url;     /* secret; NULL when not configured */
+    char *webhook_url;   /* secret; NULL when not configured */
+    char *dashboard_url; /* not a secret; "{service}"/"{environment}" are filled in */
+    unsigned on_mask;    /* one bit per type of dq_notify_types */
+    int64_t timeout_ms;  /* per attempt, default 5 s */
+    int retries;         /* default 3 */
+    int64_t retry_budget_ms; /* default 15 s */
+} dq_notify_config;
+
+/* NULL-terminated: the event types a notification may be sent for. */
+extern const char *const dq_notify_types[];
+
+/* Read the notification settings of service/environment (see above). A target without
+ * any gets a config with no channel (dq_notify_enabled() is 0): that is not an error.
+ * Returns 0, or -1 with "path:line: message" in err (an unknown type in `on`, a bad
+ * duration, a URL that is not http(s)); err never holds a URL. Clear with
+ * dq_notify_config_clear(). */
+int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
+                          dq_notify_config *nc, char *err, size_t errlen);
+void dq_notify_config_clear(dq_notify_config *nc);
+
+/* 1 when at least one channel is configured and type is in `on`. */
+int dq_notify_wants(const dq_notify_config *nc, const char *type);
+
+/* Links a message can carry; any may be NULL or "". */
+typedef struct dq_notify_links {
+    const char *ci_run_url;
+    const char *provider_url; /* where the deploy can be seen */
+    const char *log_url;      /* the provider's log */
+} dq_notify_links;
+
+/* The human message about ev: what happened to which service/environment, the versions,
+ * why (reason, failing probe, MTTR of a rollback), an optional note (e.g. "a person must
+ * act"), and the links (dashboard from nc). Plain text with Slack's &, <, > escaped.
+ * malloc'd; NULL on allocation failure. */
+char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_notify_links *links,
+                     const char *note);
+
+typedef struct dq_notify_result {
+    char channel[16]; /* "slack" or "webhook" */
+    int ok;           /* delivered (2xx; Slack: 200) */
+    int attempts;     /* HTTP attempts made, >= 1 */
+    long http_status; /* last status, 0 when no response */
+    char error[DQ_NOTIFY_ERR_LEN]; /* "" when ok; one line, never the URL */
+} dq_notify_result;
+
+/* Send ev to every configured channel: text to Slack as {"text": text}, ev's JSON to the
+ * generic webhook (header X-Deployq-Event: <type>). Fills out[0..n-1] and returns n (0
+ * when no channel is configured). Blocks at most about retry_budget per channel. */
+size_t dq_notify_send(const dq_notify_config *nc, const dq_event *ev, const char *text,
+                      dq_notify_result out[DQ_NOTIFY_MAX_CHANNELS]);
+
+/* The notification.sent / notification.failed event reporting r about trigger: same
+ * deployment_id/service/environment/version, data {channel, trigger_event_id,
+ * trigger_type, attempts, http_status?, error?}, and an id derived from the trigger's id
+ * and the channel (a redelivery reports with the same id). NULL on allocation failure. */
+dq_event *dq_notify_event(const dq_event *trigger, const dq_notify_result *r, const char *actor);
+
+#endif

@@ -1,0 +1,83 @@
+# helpers-rollback.sh - what the rollback and notification tests (05xx) share; source it
+# after helpers.sh and helpers-executor.sh (provider doubles: start_fake NAME KIND,
+# fake_script, fake_calls).
+#
+# No executor or monitor runs: the tests put deploy.succeeded / deploy.verified /
+# rollback.requested on the events topic with kcat, exactly as those workers would, and
+# read what deployq-rollback emits and what the doubles (providers, Slack) received.
+
+ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
+
+# write_rollback_config SERVICES_YAML [TOP_LEVEL_YAML]
+write_rollback_config() {
+    CONFIG="$T/deployq.yaml"
+    cat >"$CONFIG" <<YAML
+kafka:
+  bootstrap.servers: "$BROKERS"
+  session.timeout.ms: "6000"
+  heartbeat.interval.ms: "500"
+redis:
+  url: "$REDIS_URL"
+topics:
+  requests: "$TOPIC_REQUESTS"
+  events: "$TOPIC_EVENTS"
+  dead: "$TOPIC_DEAD"
+executor:
+  lock_ttl: 5s
+  lock_wait: 10s
+${2:-}
+services:
+$1
+YAML
+}
+
+# start_rollback NAME [extra args]: sets ROLLBACK_PID_<NAME>, returns once it has partitions.
+start_rollback() {
+    local name=$1; shift
+    "$ROLLBACK" --config "$CONFIG" --log-level debug "$@" >>"$T/rollback-$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    eval "ROLLBACK_PID_$name=$pid"
+    if [ "$BROKER_KIND" = kafka ]; then
+        wait_for 60 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
+    fi
+    wait_for 30 grep -q 'assigned' "$T/rollback-$name.log" || fail "rollback worker $name never got partitions"
+}
+
+new_uuid() { cat /proc/sys/kernel/random/uuid; }
+now_rfc3339() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
+ago_rfc3339() { date -u -d "@$(($(date +%s) - $1))" +%Y-%m-%dT%H:%M:%S.000Z; }
+ms_of() { date -u -d "$1" +%s%3N; }
+
+# inject TYPE SERVICE ENV VERSION DEPLOYMENT_ID DATA_JSON [EVENT_ID] [AT]: one event on the
+# events topic as the executor or the monitor would put it (keyed service/env). Prints its id.
+inject() {
+    local type=$1 svc=$2 env=$3 version=$4 dep=$5 data=$6 id=${7:-$(new_uuid)} at=${8:-$(now_rfc3339)}
+    jq -cn --arg id "$id" --arg type "$type" --arg dep "$dep" --arg svc "$svc" --arg env "$env" \
+        --arg v "$version" --arg at "$at" --argjson data "$data" \
+        '{schema:"deployq.event/v1",id:$id,type:$type,deployment_id:$dep,service:$svc,
+          environment:$env,version:$v,at:$at,actor:"deployq-test@host/1",fence:1,data:$data}' |
+        kcat -P -b "$BROKERS" -t "$TOPIC_EVENTS" -k "$svc/$env" 2>>"$T/kcat.log" ||
+        fail "kcat could not produce $type"
+    printf '%s\n' "$id"
+}
+# succeeded PROVIDER PROVIDER_ID: deploy.succeeded data
+succeeded_data() { jq -cn --arg p "$1" --arg i "$2" '{provider:$p,provider_deployment_id:$i,duration_ms:1000}'; }
+verified_data='{"window_ms":60000,"samples":12}'
+
+# rollback_outcome REQUEST_ID [SECONDS]: the rollback.succeeded/failed of a request, once there.
+rollback_outcome() {
+    local id=$1 end=$((SECONDS + ${2:-60})) out
+    while :; do
+        out=$(events | jq -c --arg id "$id" 'select((.type == "rollback.succeeded" or .type == "rollback.failed") and .data.request_id == $id)' | head -n 1)
+        [ -n "$out" ] && { printf '%s\n' "$out"; return 0; }
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.3
+    done
+}
+# notifications TRIGGER_EVENT_ID: the notification.* events about a trigger.
+notifications() { events | jq -c --arg id "$1" 'select((.type | startswith("notification.")) and .data.trigger_event_id == $id)'; }
+# notifications_ge TRIGGER_EVENT_ID N: at least N notification.* events (for wait_for).
+notifications_ge() { [ "$(notifications "$1" | wc -l)" -ge "$2" ]; }
+# slack_texts NAME: the texts the Slack double received, one JSON string a line.
+slack_texts() { fake_calls "$1" | jq -c '.calls[] | select(.path | startswith("/services/")) | .body.text'; }

@@ -1,0 +1,268 @@
+/*
+ * test_notify.c - notifications (common/notify.c): the settings of a target (environment
+ * `notify`, else top-level `notifications`, and their errors), the message text, delivery
+ * to the Slack double (tests/fakes/slack.py) with retries, and the notification.* event
+ * that reports it, never carrying the webhook URL.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../fakes/fake_server.h"
+#include "config.h"
+#include "event.h"
+#include "json.h"
+#include "log.h"
+#include "notify.h"
+
+#define SECRET_PATH "/services/T1/B1/s3cr3t-hook-path"
+
+static dq_fake slack;
+
+static int setup(void **state)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    dq_log_init("test_notify", DQ_LOG_OFF, 0);
+    return dq_fake_start(&slack, "slack");
+}
+
+static int teardown(void **state)
+{
+    dq_fake_stop(&slack);
+    curl_global_cleanup();
+    return 0;
+}
+
+static int reset(void **state) { return dq_fake_reset(&slack); }
+
+static dq_config *load(const char *yaml, char *err, size_t errlen)
+{
+    return dq_config_load_string(yaml, strlen(yaml), "n.yaml", err, errlen);
+}
+
+static void test_config_env_and_defaults(void **state)
+{
+    char err[512];
+    dq_notify_config nc;
+    dq_config *cfg;
+
+    setenv("TEST_SLACK_URL", "https://hooks.example/services/T/B/xyz-secret", 1);
+    cfg = load("notifications:\n"
+               "  webhook: https://hooks.example/all\n"
+               "services:\n"
+               "  api:\n"
+               "    environments:\n"
+               "      production:\n"
+               "        notify:\n"
+               "          slack_webhook: ${TEST_SLACK_URL}\n"
+               "          on: [deploy.verified, rollback.failed]\n"
+               "          dashboard_url: https://grafana.example/d/{service}\n"
+               "          timeout: 2s\n"
+               "          retries: 1\n"
+               "      staging: {}\n",
+               err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(dq_notify_config_load(cfg, "api", "production", &nc, err, sizeof err), 0);
+    assert_string_equal(nc.slack_url, "https://hooks.example/services/T/B/xyz-secret");
+    assert_null(nc.webhook_url); /* the environment's section replaces the top level */
+    assert_int_equal(nc.timeout_ms, 2000);
+    assert_int_equal(nc.retries, 1);
+    assert_int_equal(nc.retry_budget_ms, 15000);
+    assert_true(dq_notify_wants(&nc, "deploy.verified"));
+    assert_true(dq_notify_wants(&nc, "rollback.failed"));
+    assert_false(dq_notify_wants(&nc, "rollback.requested"));
+    assert_false(dq_notify_wants(&nc, "deploy.started"));
+    dq_notify_config_clear(&nc);
+
+    /* staging has no `notify`: the top level, with the default `on` */
+    assert_int_equal(dq_notify_config_load(cfg, "api", "staging", &nc, err, sizeof err), 0);
+    assert_null(nc.slack_url);
+    assert_string_equal(nc.webhook_url, "https://hooks.example/all");
+    assert_true(dq_notify_wants(&nc, "rollback.requested"));
+    assert_true(dq_notify_wants(&nc, "rollback.succeeded"));
+    assert_true(dq_notify_wants(&nc, "rollback.failed"));
+    assert_true(dq_notify_wants(&nc, "deploy.failed"));
+    assert_false(dq_notify_wants(&nc, "deploy.succeeded"));
+    assert_false(dq_notify_wants(&nc, "deploy.verified"));
+    dq_notify_config_clear(&nc);
+    dq_config_free(cfg);
+
+    /* nothing configured: not an error, nothing wanted */
+    cfg = load("services:\n  api:\n    environments:\n      production: {}\n", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(dq_notify_config_load(cfg, "api", "production", &nc, err, sizeof err), 0);
+    assert_false(dq_notify_wants(&nc, "rollback.failed"));
+    dq_notify_config_clear(&nc);
+    dq_config_free(cfg);
+}
+
+static void test_config_errors(void **state)
+{
+    static const struct {
+        const char *section;
+        const char *expected;
+    } cases[] = {
+        {"  on: [deploy.started]\n", "deployq.yaml:3: notifications.on: 'deploy.started' is not one of"},
+        {"  slack_webhook: ftp://x.example/hook-secret\n",
+         "deployq.yaml:2: notifications.slack_webhook: expected an http:// or https:// URL"},
+        {"  timeout: soon\n", "deployq.yaml:2: notifications.timeout: expected a duration such as 5s"},
+        {"  retries: 99\n", "deployq.yaml:2: notifications.retries: expected an integer from 0 to 10"},
+        {"  slack: https://x.example\n", "deployq.yaml:2: notifications: unknown key 'slack'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char yaml[512], err[512];
+        dq_notify_config nc;
+        dq_config *cfg;
+
+        /* `on` is checked once a channel exists, so that case has one on line 2 */
+        snprintf(yaml, sizeof yaml, "notifications:\n%s%sservices:\n  api:\n    environments:\n      prod: {}\n",
+                 strstr(cases[i].section, "on:") ? "  webhook: https://x.example/h\n" : "", cases[i].section);
+        cfg = load(yaml, err, sizeof err);
+        assert_non_null(cfg);
+        assert_int_equal(dq_notify_config_load(cfg, "api", "prod", &nc, err, sizeof err), -1);
+        assert_memory_equal(err, cases[i].expected, strlen(cases[i].expected));
+        assert_null(strstr(err, "hook-secret"));
+        dq_config_free(cfg);
+    }
+}
+
+static dq_event *rollback_succeeded(void)
+{
+    dq_event *ev = dq_event_new("rollback.succeeded", "4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a", "api", "production",
+                                "v2", "test@host/1");
+
+    assert_non_null(ev);
+    cJSON_AddStringToObject(ev->data, "from_version", "v2");
+    cJSON_AddStringToObject(ev->data, "to_version", "v1");
+    cJSON_AddStringToObject(ev->data, "method", "redeploy");
+    cJSON_AddStringToObject(ev->data, "provider", "primary");
+    cJSON_AddStringToObject(ev->data, "detected_at", "2026-11-26T10:00:00.000Z");
+    cJSON_AddStringToObject(ev->data, "decided_at", "2026-11-26T10:00:03.000Z");
+    cJSON_AddStringToObject(ev->data, "restored_at", "2026-11-26T10:00:07.500Z");
+    cJSON_AddNumberToObject(ev->data, "mttr_ms", 7500);
+    cJSON_AddStringToObject(ev->data, "reason", "p99 > 800 <ms> & rising");
+    return ev;
+}
+
+static void test_text(void **state)
+{
+    dq_notify_config nc = {.dashboard_url = "https://grafana.example/d/{service}?env={environment}"};
+    dq_notify_links links = {.ci_run_url = "https://ci.example/run/7", .log_url = "https://logs.example/1"};
+    dq_event *ev = rollback_succeeded();
+    char *text = dq_notify_text(&nc, ev, &links, "note here");
+
+    assert_non_null(text);
+    assert_string_equal(text,
+                        "Rolled back api/production from v2 to v1 (redeploy via primary).\n"
+                        "MTTR 7.5 s: detected 2026-11-26T10:00:00.000Z, decided 2026-11-26T10:00:03.000Z, "
+                        "restored 2026-11-26T10:00:07.500Z.\n"
+                        "Why: p99 &gt; 800 &lt;ms&gt; &amp; rising\n"
+                        "note here\n"
+                        "CI run: https://ci.example/run/7\n"
+                        "Provider log: https://logs.example/1\n"
+                        "Dashboard: https://grafana.example/d/api?env=production\n"
+                        "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    ev = dq_event_new("rollback.failed", NULL, "api", "staging", "v1", "t");
+    cJSON_AddStringToObject(ev->data, "reason", "no verified version");
+    cJSON_AddStringToObject(ev->data, "from_version", "v1");
+    text = dq_notify_text(NULL, ev, NULL, NULL);
+    assert_string_equal(text, "Rollback of api/staging FAILED: no verified version\n"
+                              "Version v1 may still be serving.\nA person must act.");
+    free(text);
+    dq_event_free(ev);
+}
+
+static void test_send_and_report(void **state)
+{
+    char slack_url[256], hook_url[256];
+    dq_notify_config nc = {.timeout_ms = 2000, .retries = 2, .retry_budget_ms = 5000};
+    dq_notify_result res[DQ_NOTIFY_MAX_CHANNELS];
+    dq_event *ev = rollback_succeeded(), *rep;
+    cJSON *calls;
+    const cJSON *c;
+    char *json;
+
+    snprintf(slack_url, sizeof slack_url, "%s" SECRET_PATH, slack.base);
+    snprintf(hook_url, sizeof hook_url, "%s/generic/s3cr3t-two", slack.base);
+    nc.slack_url = slack_url;
+    nc.webhook_url = hook_url;
+
+    /* one 503, then "ok": delivered on the second attempt; the JSON hook gets the event */
+    assert_int_equal(dq_fake_script(&slack, "{\"mode\":\"http_5xx\",\"fail_times\":1}"), 0);
+    assert_int_equal(dq_notify_send(&nc, ev, "hello <b>", res), 2);
+    assert_string_equal(res[0].channel, "slack");
+    assert_int_equal(res[0].ok, 1);
+    assert_int_equal(res[0].attempts, 2);
+    assert_int_equal(res[0].http_status, 200);
+    assert_string_equal(res[0].error, "");
+    assert_string_equal(res[1].channel, "webhook");
+    assert_int_equal(res[1].ok, 1);
+    assert_int_equal(res[1].attempts, 1);
+    calls = dq_fake_calls(&slack);
+    assert_int_equal(dq_fake_count(calls, "POST", SECRET_PATH), 2);
+    c = dq_fake_call(calls, "POST", SECRET_PATH, 1);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "body"), "text")->valuestring,
+                        "hello <b>");
+    c = dq_fake_call(calls, "POST", "/generic/", 0);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "body"), "id")->valuestring,
+                        ev->id);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "headers"),
+                                                         "X-Deployq-Event")->valuestring,
+                        "rollback.succeeded");
+    cJSON_Delete(calls);
+
+    rep = dq_notify_event(ev, &res[0], "test@host/1");
+    assert_string_equal(rep->type, "notification.sent");
+    assert_string_equal(rep->service, "api");
+    assert_string_equal(dq_json_str(rep->data, "trigger_event_id"), ev->id);
+    assert_int_equal((int)dq_json_num(rep->data, "attempts", 0), 2);
+    dq_event_free(rep);
+
+    /* always 503: failed after 1 + retries attempts, the error without the URL */
+    assert_int_equal(dq_fake_script(&slack, "{\"mode\":\"http_5xx\"}"), 0);
+    nc.webhook_url = NULL;
+    assert_int_equal(dq_notify_send(&nc, ev, "x", res), 1);
+    assert_int_equal(res[0].ok, 0);
+    assert_int_equal(res[0].attempts, 3);
+    assert_string_equal(res[0].error, "HTTP 503 (service_unavailable) after 3 attempts");
+    rep = dq_notify_event(ev, &res[0], "test@host/1");
+    assert_string_equal(rep->type, "notification.failed");
+    json = dq_event_encode(rep);
+    assert_null(strstr(json, "s3cr3t"));
+    assert_string_equal(dq_json_str(rep->data, "error"), "HTTP 503 (service_unavailable) after 3 attempts");
+    /* the same trigger and channel: the same report id, whatever the outcome */
+    {
+        dq_event *again = dq_notify_event(ev, &res[0], "other@host/2");
+        assert_string_equal(again->id, rep->id);
+        dq_event_free(again);
+    }
+    free(json);
+    dq_event_free(rep);
+
+    /* nobody listening: a connection failure, the URL not named */
+    nc.slack_url = "http://127.0.0.1:1/services/s3cr3t";
+    nc.retries = 0;
+    assert_int_equal(dq_notify_send(&nc, ev, "x", res), 1);
+    assert_int_equal(res[0].ok, 0);
+    assert_string_equal(res[0].error, "connection failed after 1 attempt");
+    dq_event_free(ev);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_env_and_defaults),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_text),
+        cmocka_unit_test_setup(test_send_and_report, reset),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

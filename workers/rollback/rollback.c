@@ -1,0 +1,943 @@
+/*
+ * rollback.c - deployq-rollback's handler (rollback.h): per-target history in Redis,
+ * rollback requests turned into a restore of the last verified version, notifications.
+ *
+ * The order of side effects makes a crash at any point harmless, as in execute.c:
+ * rollback.started is emitted before the provider is called, the record of the provider
+ * deployment that was accepted is written before it is polled (a restart resumes it
+ * instead of rolling back again), and the terminal record only after the terminal event
+ * was delivered (a restart before that re-emits the same event id). Notifications are
+ * sent last, each at most once per trigger event and channel as far as Redis can tell.
+ */
+#include "rollback.h"
+
+#include <libfyaml.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bluegreen.h"
+#include "event.h"
+#include "json.h"
+#include "lock.h"
+#include "log.h"
+#include "notify.h"
+#include "provider.h"
+#include "util.h"
+
+#define SEND_TIMEOUT_MS 5000
+#define RETRY_MIN_MS 200
+#define RETRY_MAX_MS 5000
+#define NOTIFY_EVENT_TRIES 3
+#define RECORD_TTL_S (7 * 24 * 3600)
+#define VERIFIED_KEEP 50
+#define KEY_LEN 512
+#define RECORD_MAX_BYTES (256 * 1024)
+
+/* ---- emitting ---- */
+
+/* Deliver ev keyed by its target. tries <= 0: until delivered or the worker stops (an
+ * outcome must not be lost); otherwise that many attempts (a notification report must
+ * never hold up the partition). */
+static int emit(dq_rollbacker *rb, const dq_event *ev, int tries, char *err, size_t errlen)
+{
+    char key[300], *json = dq_event_encode(ev);
+    int64_t backoff = RETRY_MIN_MS;
+    int rc = -1;
+
+    if (!json) {
+        snprintf(err, errlen, "out of memory encoding %s", ev->type);
+        return -1;
+    }
+    dq_target_key(ev->service, ev->environment, key, sizeof key);
+    for (int i = 0; !*rb->stop && (tries <= 0 || i < tries); i++) {
+        if (dq_producer_send(rb->producer, rb->cfg->topic_events, key, json, strlen(json), SEND_TIMEOUT_MS,
+                             NULL, NULL, err, errlen) == 0) {
+            rc = 0;
+            break;
+        }
+        dq_warn("%s of %s not delivered, retrying: %s", ev->type, key, err);
+        dq_sleep_ms(backoff);
+        backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
+    }
+    if (rc != 0 && *rb->stop)
+        snprintf(err, errlen, "stopping");
+    free(json);
+    return rc;
+}
+
+/* ---- Redis helpers ---- */
+
+static void tkey(char *out, size_t outlen, const char *what, const char *service, const char *environment)
+{
+    snprintf(out, outlen, "deployq:rb:%s:%s/%s", what, service, environment);
+}
+
+/* Take a reply: 0 when it is one, -1 (reason in err) when Redis failed or answered an
+ * error. Frees the reply. */
+static int reply_ok(dq_rollbacker *rb, redisReply *r, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    if (!r) {
+        snprintf(err, errlen, "redis: %s", dq_redis_errstr(rb->redis));
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "redis: %.200s", r->str ? r->str : "error");
+        rc = -1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* GET key parsed as a JSON object into *out (NULL when absent or not JSON). 0, or -1 when
+ * Redis could not be asked. */
+static int get_json(dq_rollbacker *rb, const char *key, cJSON **out, char *err, size_t errlen)
+{
+    char *s = NULL;
+    char why[128];
+
+    *out = NULL;
+    if (dq_redis_get(rb->redis, key, &s) != 0) {
+        snprintf(err, errlen, "redis: %s", dq_redis_errstr(rb->redis));
+        return -1;
+    }
+    if (s)
+        *out = dq_json_parse(s, strlen(s), RECORD_MAX_BYTES, 32, NULL, why, sizeof why);
+    free(s);
+    return 0;
+}
+
+static int set_json(dq_rollbacker *rb, const char *key, const cJSON *obj, long ttl_s, char *err, size_t errlen)
+{
+    char *s = dq_json_print(obj);
+    redisReply *r;
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (ttl_s > 0)
+        r = dq_redis_command(rb->redis, "SET %s %s EX %ld", key, s, ttl_s);
+    else
+        r = dq_redis_command(rb->redis, "SET %s %s", key, s);
+    free(s);
+    return reply_ok(rb, r, err, errlen);
+}
+
+/* ---- per-target history ---- */
+
+static int link_set(dq_rollbacker *rb, const char *deployment_id, const char *field, const char *value,
+                    char *err, size_t errlen)
+{
+    char key[KEY_LEN];
+
+    if (!deployment_id || !value || !value[0])
+        return 0;
+    snprintf(key, sizeof key, "deployq:rb:dep:%s", deployment_id);
+    if (reply_ok(rb, dq_redis_command(rb->redis, "HSET %s %s %s", key, field, value), err, errlen) != 0)
+        return -1;
+    return reply_ok(rb, dq_redis_command(rb->redis, "EXPIRE %s %d", key, RECORD_TTL_S), err, errlen);
+}
+
+static int set_current(dq_rollbacker *rb, const dq_event *ev, const char *version, const char *deployment_id,
+                       char *err, size_t errlen)
+{
+    char key[KEY_LEN];
+    cJSON *o = cJSON_CreateObject();
+    int rc;
+
+    if (!o || !cJSON_AddStringToObject(o, "version", version) ||
+        (deployment_id && !cJSON_AddStringToObject(o, "deployment_id", deployment_id))) {
+        cJSON_Delete(o);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    tkey(key, sizeof key, "current", ev->service, ev->environment);
+    rc = set_json(rb, key, o, 0, err, errlen);
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* Remember what a later rollback needs from this event. 0, or -1 when Redis failed. */
+static int track(dq_rollbacker *rb, const dq_event *ev, char *err, size_t errlen)
+{
+    const cJSON *d = ev->data;
+    char key[KEY_LEN];
+
+    if (strcmp(ev->type, DQ_EV_VALIDATED) == 0)
+        return link_set(rb, ev->deployment_id, "ci_run_url", dq_json_str(d, "ci_run_url"), err, errlen);
+    if (strcmp(ev->type, DQ_EV_FAILED) == 0)
+        return link_set(rb, ev->deployment_id, "log_url", dq_json_str(d, "log_url"), err, errlen);
+    if (strcmp(ev->type, DQ_EV_SUCCEEDED) == 0 && ev->version) {
+        const char *prov = dq_json_str(d, "provider"), *pid = dq_json_str(d, "provider_deployment_id");
+
+        if (prov && pid) {
+            cJSON *o = cJSON_CreateObject();
+            char *s;
+            int rc;
+
+            if (!o || !cJSON_AddStringToObject(o, "provider", prov) ||
+                !cJSON_AddStringToObject(o, "provider_id", pid) ||
+                (ev->deployment_id && !cJSON_AddStringToObject(o, "deployment_id", ev->deployment_id)) ||
+                !(s = dq_json_print(o))) {
+                cJSON_Delete(o);
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            cJSON_Delete(o);
+            tkey(key, sizeof key, "deploys", ev->service, ev->environment);
+            rc = reply_ok(rb, dq_redis_command(rb->redis, "HSET %s %s %s", key, ev->version, s), err, errlen);
+            free(s);
+            if (rc != 0)
+                return -1;
+        }
+        if (link_set(rb, ev->deployment_id, "url", dq_json_str(d, "url"), err, errlen) != 0)
+            return -1;
+        return set_current(rb, ev, ev->version, ev->deployment_id, err, errlen);
+    }
+    if (strcmp(ev->type, DQ_EV_VERIFIED) == 0 && ev->version) {
+        /* newest first, each version once: a re-verified version moves to the front */
+        tkey(key, sizeof key, "verified", ev->service, ev->environment);
+        if (reply_ok(rb, dq_redis_command(rb->redis, "LREM %s 0 %s", key, ev->version), err, errlen) != 0 ||
+            reply_ok(rb, dq_redis_command(rb->redis, "LPUSH %s %s", key, ev->version), err, errlen) != 0 ||
+            reply_ok(rb, dq_redis_command(rb->redis, "LTRIM %s 0 %d", key, VERIFIED_KEEP - 1), err, errlen) != 0)
+            return -1;
+        return 0;
+    }
+    if (strcmp(ev->type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 && dq_json_str(d, "to_version"))
+        return set_current(rb, ev, dq_json_str(d, "to_version"), NULL, err, errlen);
+    return 0;
+}
+
+/* ---- notifications ---- */
+
+/* Notify about trigger on the target's channels. force: send even when the type is not in
+ * `on` (the notify policy: the message is the whole point). Never fails the caller: a
+ * problem is logged and reported as notification.failed. */
+static void notify(dq_rollbacker *rb, const dq_event *trigger, const char *note, int force)
+{
+    dq_notify_config nc;
+    dq_notify_result res[DQ_NOTIFY_MAX_CHANNELS];
+    dq_notify_links links = {0};
+    char err[512], key[KEY_LEN];
+    char *text = NULL, *ci = NULL, *url = NULL, *log_url = NULL, *done = NULL;
+    size_t n;
+
+    if (!trigger->service || !trigger->environment)
+        return;
+    if (dq_notify_config_load(rb->cfg, trigger->service, trigger->environment, &nc, err, sizeof err) != 0) {
+        dq_error("%s/%s: notifications not sent: %s", trigger->service, trigger->environment, err);
+        return;
+    }
+    if (!(force ? (nc.slack_url || nc.webhook_url) : dq_notify_wants(&nc, trigger->type))) {
+        if (force)
+            dq_warn("%s/%s: %s needs a person but no notification channel is configured (notify:)",
+                    trigger->service, trigger->environment, trigger->type);
+        dq_notify_config_clear(&nc);
+        return;
+    }
+    snprintf(key, sizeof key, "deployq:rb:notified:%s", trigger->id);
+    if (dq_redis_get(rb->redis, key, &done) == 0 && done) {
+        dq_debug("%s %s: already notified", trigger->type, trigger->id);
+        free(done);
+        dq_notify_config_clear(&nc);
+        return;
+    }
+    if (trigger->deployment_id) {
+        redisReply *r = dq_redis_command(rb->redis, "HMGET deployq:rb:dep:%s ci_run_url url log_url",
+                                         trigger->deployment_id);
+
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+            if (r->element[0]->type == REDIS_REPLY_STRING)
+                ci = strdup(r->element[0]->str);
+            if (r->element[1]->type == REDIS_REPLY_STRING)
+                url = strdup(r->element[1]->str);
+            if (r->element[2]->type == REDIS_REPLY_STRING)
+                log_url = strdup(r->element[2]->str);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    links.ci_run_url = dq_json_str(trigger->data, "ci_run_url") ? dq_json_str(trigger->data, "ci_run_url") : ci;
+    links.provider_url = dq_json_str(trigger->data, "url") ? dq_json_str(trigger->data, "url") : url;
+    links.log_url = dq_json_str(trigger->data, "log_url") ? dq_json_str(trigger->data, "log_url") : log_url;
+    text = dq_notify_text(&nc, trigger, &links, note);
+    n = dq_notify_send(&nc, trigger, text ? text : trigger->type, res);
+    for (size_t i = 0; i < n; i++) {
+        dq_event *ev = dq_notify_event(trigger, &res[i], rb->actor);
+
+        if (res[i].ok) {
+            rb->n_notified++;
+            dq_info("%s/%s: notified via %s about %s (%d attempt%s)", trigger->service, trigger->environment,
+                    res[i].channel, trigger->type, res[i].attempts, res[i].attempts == 1 ? "" : "s");
+        } else {
+            rb->n_notify_failed++;
+            dq_warn("%s/%s: notification via %s about %s failed: %s", trigger->service, trigger->environment,
+                    res[i].channel, trigger->type, res[i].error);
+        }
+        if (!ev || emit(rb, ev, NOTIFY_EVENT_TRIES, err, sizeof err) != 0)
+            dq_warn("%s/%s: the notification report for %s was not delivered: %s", trigger->service,
+                    trigger->environment, trigger->type, ev ? err : "out of memory");
+        dq_event_free(ev);
+    }
+    /* Delivered or given up on: either way not again for this trigger. */
+    if (n > 0) {
+        redisReply *r = dq_redis_command(rb->redis, "SET %s 1 EX %d", key, RECORD_TTL_S);
+        if (r)
+            freeReplyObject(r);
+    }
+    free(text);
+    free(ci);
+    free(url);
+    free(log_url);
+    dq_notify_config_clear(&nc);
+}
+
+/* ---- one rollback ---- */
+
+typedef struct run {
+    dq_rollbacker *rb;
+    const dq_event *req;
+    dq_lock *lock;
+    char record_key[KEY_LEN];
+    char rollback_id[DQ_UUID_LEN + 1]; /* the provider's deployment_id for this rollback */
+    const char *from_version;
+    const char *to_version;
+    const char *method;
+    int64_t started_at_ms;
+    int record_failed;
+    dq_event *terminal; /* the delivered outcome, notified once the lock is released */
+    char err[512];
+} run;
+
+static int run_continue(void *ctx)
+{
+    run *r = ctx;
+    return !*r->rb->stop && !dq_lock_lost(r->lock);
+}
+
+static int run_continue_stop(void *ctx)
+{
+    dq_rollbacker *rb = ctx;
+    return !*rb->stop;
+}
+
+static int write_started(run *r, const char *provider, const char *provider_id)
+{
+    cJSON *o = cJSON_CreateObject();
+    int rc;
+
+    if (!o || !cJSON_AddStringToObject(o, "state", "started") || !cJSON_AddStringToObject(o, "method", r->method) ||
+        !cJSON_AddStringToObject(o, "provider", provider) ||
+        !cJSON_AddStringToObject(o, "provider_id", provider_id ? provider_id : "") ||
+        !cJSON_AddStringToObject(o, "to_version", r->to_version) ||
+        !cJSON_AddNumberToObject(o, "started_at_ms", (double)r->started_at_ms)) {
+        cJSON_Delete(o);
+        return -1;
+    }
+    rc = set_json(r->rb, r->record_key, o, RECORD_TTL_S, r->err, sizeof r->err);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
+{
+    run *r = ctx;
+
+    if (write_started(r, dq_provider_name(p), provider_id) != 0) {
+        /* Go on: the rollback runs; only a crash before its end would repeat it. */
+        r->record_failed = 1;
+        dq_warn("rollback %s: could not record the provider deployment: %s", r->req->id, r->err);
+    }
+}
+
+static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provider_error *e)
+{
+    run *r = ctx;
+    dq_warn("rollback %s: provider %s unavailable (%s), trying the next: %s", r->req->id, dq_provider_name(p),
+            e->error_class, e->detail);
+}
+
+/* A new event about the request: same deployment, the failing version, the lock's fence,
+ * an id derived from the request's id and kind. */
+static dq_event *new_event(run *r, const char *type, const char *kind)
+{
+    const dq_event *req = r->req;
+    dq_event *ev = dq_event_new(type, req->deployment_id, req->service, req->environment, r->from_version,
+                                r->rb->actor);
+    char name[128];
+
+    if (!ev)
+        return NULL;
+    snprintf(name, sizeof name, "%s:%s", kind, req->id);
+    dq_event_set_id_from(ev, name);
+    ev->fence = r->lock ? dq_lock_fence(r->lock) : 0;
+    if (!cJSON_AddStringToObject(ev->data, "request_id", req->id) ||
+        (r->from_version && !cJSON_AddStringToObject(ev->data, "from_version", r->from_version)) ||
+        (r->to_version && !cJSON_AddStringToObject(ev->data, "to_version", r->to_version))) {
+        dq_event_free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+/* The times of MTTR: detection (the first failing probe), decision (the request). */
+static void mttr_times(const dq_event *req, int64_t *detected, int64_t *decided)
+{
+    const cJSON *evi = cJSON_GetObjectItemCaseSensitive(req->data, "evidence");
+    const char *s = dq_json_str(evi, "first_failure_at");
+
+    *decided = req->at_ms;
+    if (!s || dq_time_parse(s, detected) != 0) {
+        s = dq_json_str(evi, "detected_at");
+        if (!s || dq_time_parse(s, detected) != 0)
+            *detected = req->at_ms;
+    }
+    if (*detected > *decided)
+        *detected = *decided;
+}
+
+/* Emit the terminal event, record it, and report. 0 done, -1 not delivered (stopping). */
+static int conclude(run *r, dq_event *ev)
+{
+    dq_rollbacker *rb = r->rb;
+    cJSON *rec = NULL;
+    char *json = NULL;
+    const cJSON *parsed;
+
+    if (emit(rb, ev, 0, r->err, sizeof r->err) != 0)
+        return -1;
+    json = dq_event_encode(ev);
+    rec = cJSON_CreateObject();
+    parsed = json ? dq_json_parse(json, strlen(json), RECORD_MAX_BYTES, 32, NULL, r->err, sizeof r->err) : NULL;
+    if (rec && parsed && cJSON_AddStringToObject(rec, "state", "done"))
+        cJSON_AddItemToObject(rec, "terminal", (cJSON *)parsed);
+    else
+        cJSON_Delete((cJSON *)parsed);
+    if (!rec || set_json(rb, r->record_key, rec, RECORD_TTL_S, r->err, sizeof r->err) != 0)
+        dq_warn("rollback %s: outcome delivered but not recorded (a redelivery re-emits the same event): %s",
+                r->req->id, r->err);
+    cJSON_Delete(rec);
+    free(json);
+    return 0;
+}
+
+static int fail_with(run *r, const char *reason, const char *provider, const char *detail)
+{
+    dq_event *ev = new_event(r, DQ_EV_ROLLBACK_FAILED, "rollback.outcome");
+    char clean[1024];
+    int rc;
+
+    if (!ev)
+        return -1;
+    dq_redact(reason, clean, sizeof clean);
+    cJSON_AddStringToObject(ev->data, "reason", clean);
+    if (r->method)
+        cJSON_AddStringToObject(ev->data, "method", r->method);
+    if (provider && provider[0])
+        cJSON_AddStringToObject(ev->data, "provider", provider);
+    if (detail && detail[0]) {
+        dq_redact(detail, clean, sizeof clean);
+        cJSON_AddStringToObject(ev->data, "detail", clean);
+    }
+    rc = conclude(r, ev);
+    if (rc == 0) {
+        r->rb->n_failed++;
+        dq_error("rollback of %s/%s %s%s%s failed: %s", r->req->service, r->req->environment,
+                 r->from_version ? r->from_version : "?", r->to_version ? " -> " : "",
+                 r->to_version ? r->to_version : "", clean);
+        r->terminal = ev; /* notified by the caller after the lock is released */
+        return 0;
+    }
+    dq_event_free(ev);
+    return rc;
+}
+
+static int succeed_with(run *r, const dq_chain_result *res, int64_t restored_at)
+{
+    dq_event *ev = new_event(r, DQ_EV_ROLLBACK_SUCCEEDED, "rollback.outcome");
+    int64_t detected, decided;
+    char t1[DQ_TIME_LEN + 1], t2[DQ_TIME_LEN + 1], t3[DQ_TIME_LEN + 1];
+    const char *reason = dq_json_str(r->req->data, "reason");
+    int rc;
+
+    if (!ev)
+        return -1;
+    mttr_times(r->req, &detected, &decided);
+    if (restored_at < decided)
+        restored_at = decided;
+    cJSON_AddStringToObject(ev->data, "method", r->method);
+    if (res->provider[0])
+        cJSON_AddStringToObject(ev->data, "provider", res->provider);
+    if (res->provider_id[0])
+        cJSON_AddStringToObject(ev->data, "provider_deployment_id", res->provider_id);
+    if (strncmp(res->url, "http", 4) == 0)
+        cJSON_AddStringToObject(ev->data, "url", res->url);
+    cJSON_AddStringToObject(ev->data, "detected_at", dq_time_format(detected, t1));
+    cJSON_AddStringToObject(ev->data, "decided_at", dq_time_format(decided, t2));
+    cJSON_AddStringToObject(ev->data, "restored_at", dq_time_format(restored_at, t3));
+    cJSON_AddNumberToObject(ev->data, "mttr_ms", (double)(restored_at - detected));
+    if (reason)
+        cJSON_AddStringToObject(ev->data, "reason", reason);
+    rc = conclude(r, ev);
+    if (rc == 0) {
+        r->rb->n_succeeded++;
+        dq_info("rollback of %s/%s %s -> %s succeeded (%s via %s): MTTR %.1f s (detected %s, decided %s, "
+                "restored %s; %.1f s from decision to restore)",
+                r->req->service, r->req->environment, r->from_version ? r->from_version : "?", r->to_version,
+                r->method, res->provider[0] ? res->provider : "?", (double)(restored_at - detected) / 1000.0, t1,
+                t2, t3, (double)(restored_at - decided) / 1000.0);
+        r->terminal = ev; /* notified by the caller after the lock is released */
+        return 0;
+    }
+    dq_event_free(ev);
+    return rc;
+}
+
+static dq_provider *chain_find(dq_provider **chain, size_t n, const char *name)
+{
+    for (size_t i = 0; name && i < n; i++)
+        if (strcmp(dq_provider_name(chain[i]), name) == 0)
+            return chain[i];
+    return NULL;
+}
+
+/* The version to return to: the newest verified one that is not the failing one.
+ * 0 with *out (malloc'd, NULL when there is none), -1 when Redis failed. */
+static int pick_verified(run *r, char **out)
+{
+    char key[KEY_LEN];
+    redisReply *rep;
+
+    *out = NULL;
+    tkey(key, sizeof key, "verified", r->req->service, r->req->environment);
+    rep = dq_redis_command(r->rb->redis, "LRANGE %s 0 -1", key);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY)
+        return reply_ok(r->rb, rep, r->err, sizeof r->err) == 0 ? 0 : -1;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *e = rep->element[i];
+        if (e->type == REDIS_REPLY_STRING && (!r->from_version || strcmp(e->str, r->from_version) != 0)) {
+            *out = strdup(e->str);
+            break;
+        }
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* Restore r->to_version. Returns 0 when concluded (an outcome event delivered), -1 when
+ * it must be tried again (stopping, lease lost, broker down). */
+/* ---- blue-green (bluegreen.h): a rollback within the window is a switch back ---- */
+
+/* When the target is blue-green and the color that is not live still runs r->to_version
+ * (or a resumed switch back already made it live), switch traffic to it: rollback.started,
+ * the router call, traffic.switched, then rollback.succeeded with method traffic_switch.
+ * Returns 1 when it handled the rollback (*rc as restore() returns), 0 when a switch back
+ * is not possible (the caller restores by provider as usual). */
+static int bg_switch_back(run *r, const cJSON *rec, int *rc)
+{
+    dq_rollbacker *rb = r->rb;
+    const dq_event *req = r->req;
+    const char *rec_method = dq_json_str(rec, "method");
+    int resumed = rec_method && strcmp(rec_method, "traffic_switch") == 0;
+    dq_bluegreen *bg;
+    dq_bg_state st;
+    dq_chain_result res;
+    const char *back = NULL;
+    char err[512], seed[128];
+    dq_event *ev;
+
+    if (!dq_bg_configured(rb->cfg, req->service, req->environment) || (rec && !resumed))
+        return 0;
+    bg = dq_bg_load(rb->cfg, req->service, req->environment, err, sizeof err);
+    if (!bg || dq_bg_state_read(rb->redis, req->service, req->environment, &st, err, sizeof err) != 0) {
+        dq_warn("rollback %s: no switch back (%s); restoring by provider", req->id, err);
+        dq_bg_free(bg);
+        return 0;
+    }
+    if (st.live[0] && strcmp(dq_bg_state_version(&st, dq_bg_other(st.live)), r->to_version) == 0)
+        back = dq_bg_other(st.live);
+    else if (resumed && st.live[0] && strcmp(dq_bg_state_version(&st, st.live), r->to_version) == 0)
+        back = st.live; /* switched before we stopped: the same switch again is harmless */
+    if (!back) {
+        dq_info("rollback %s: no color of %s/%s runs %s any more; restoring by provider", req->id,
+                req->service, req->environment, r->to_version);
+        dq_bg_free(bg);
+        return 0;
+    }
+    r->method = "traffic_switch";
+    r->started_at_ms = resumed ? (int64_t)dq_json_num(rec, "started_at_ms", (double)dq_now_ms()) : dq_now_ms();
+    *rc = -1;
+    if (!resumed) {
+        ev = new_event(r, DQ_EV_ROLLBACK_STARTED, "rollback.started");
+        if (!ev) {
+            snprintf(r->err, sizeof r->err, "out of memory");
+            goto out;
+        }
+        cJSON_AddStringToObject(ev->data, "method", r->method);
+        cJSON_AddStringToObject(ev->data, "provider", dq_bg_router_name(bg));
+        if (dq_json_str(req->data, "reason"))
+            cJSON_AddStringToObject(ev->data, "reason", dq_json_str(req->data, "reason"));
+        if (emit(rb, ev, 0, r->err, sizeof r->err) != 0) {
+            dq_event_free(ev);
+            goto out;
+        }
+        dq_event_free(ev);
+        if (write_started(r, dq_bg_router_name(bg), "") != 0)
+            dq_warn("rollback %s: switch back not recorded: %s", req->id, r->err);
+    }
+    dq_info("rollback %s of %s/%s: %s -> %s by switching traffic back to %s (fence %lld)", req->id,
+            req->service, req->environment, r->from_version ? r->from_version : "?", r->to_version, back,
+            (long long)dq_lock_fence(r->lock));
+    if (dq_bg_switch(bg, back, dq_lock_fence(r->lock), err, sizeof err) != 0) {
+        *rc = fail_with(r, "the router did not switch traffic back", dq_bg_router_name(bg), err);
+        goto out;
+    }
+    if (dq_bg_set_live(rb->redis, req->service, req->environment, back, NULL, err, sizeof err) != 0) {
+        snprintf(r->err, sizeof r->err, "traffic switched back to %s but not recorded: %s", back, err);
+        goto out;
+    }
+    snprintf(seed, sizeof seed, "traffic.switched:%s", req->id);
+    ev = dq_bg_switched_event(req->deployment_id, req->service, req->environment, r->to_version,
+                              rb->actor, dq_lock_fence(r->lock), dq_bg_other(back), back,
+                              dq_bg_router_name(bg), seed);
+    if (ev && cJSON_AddStringToObject(ev->data, "request_id", req->id) &&
+        emit(rb, ev, 0, r->err, sizeof r->err) == 0) {
+        memset(&res, 0, sizeof res);
+        dq_strlcpy(res.provider, dq_bg_router_name(bg), sizeof res.provider);
+        *rc = succeed_with(r, &res, dq_now_ms());
+    } else if (!ev) {
+        snprintf(r->err, sizeof r->err, "out of memory");
+    }
+    dq_event_free(ev);
+out:
+    dq_bg_free(bg);
+    return 1;
+}
+
+/* ---- end of blue-green ---- */
+
+static int restore(run *r, const cJSON *rec)
+{
+    dq_rollbacker *rb = r->rb;
+    const dq_event *req = r->req;
+    dq_provider **chain = NULL;
+    size_t n = 0;
+    dq_provider_request preq = {.deployment_id = r->rollback_id, .service = req->service,
+                                .environment = req->environment, .version = r->to_version,
+                                .fence = dq_lock_fence(r->lock)};
+    dq_chain_callbacks cb = {.ctx = r, .on_started = on_started, .on_provider_failed = on_provider_failed,
+                             .should_continue = run_continue};
+    dq_chain_options opts = {0};
+    dq_chain_result res;
+    dq_chain_outcome outcome;
+    dq_provider *native = NULL;
+    char *deploy_rec = NULL, err[512], detail[DQ_PROVIDER_DETAIL_LEN + 64];
+    cJSON *dj = NULL;
+    int rc = -1;
+
+    memset(&res, 0, sizeof res);
+    if (bg_switch_back(r, rec, &rc)) /* blue-green: a switch back, when the old color is there */
+        return rc;
+    if (dq_exec_chain_load(rb->cfg, req->service, req->environment, &chain, &n, err, sizeof err) != 0)
+        return fail_with(r, "no provider chain to roll back with", NULL, err);
+
+    if (rec) {
+        /* A run of this request accepted a provider deployment before we stopped: poll it. */
+        const char *prov = dq_json_str(rec, "provider"), *pid = dq_json_str(rec, "provider_id");
+        dq_provider *p = chain_find(chain, n, prov);
+        int64_t started = (int64_t)dq_json_num(rec, "started_at_ms", (double)dq_now_ms());
+
+        r->method = dq_json_str(rec, "method") ? dq_json_str(rec, "method") : "redeploy";
+        r->started_at_ms = started;
+        if (!p) {
+            rc = fail_with(r, "the provider of the interrupted rollback is no longer configured", prov, NULL);
+            goto out;
+        }
+        dq_info("rollback %s: resuming %s deployment %s on %s", req->id, r->method, pid && pid[0] ? pid : "-",
+                dq_provider_name(p));
+        if (!pid || !pid[0]) {
+            /* Railway's deploymentRollback answers true and gives nothing to poll. */
+            dq_strlcpy(res.provider, dq_provider_name(p), sizeof res.provider);
+            outcome = DQ_CHAIN_SUCCEEDED;
+        } else {
+            outcome = dq_chain_resume(p, pid, dq_now_ms() - started, &preq, &cb, &opts, &res);
+        }
+        goto judged;
+    }
+
+    /* What the version's own deploy left: a Railway deployment can be rolled back to. */
+    {
+        char key[KEY_LEN];
+        redisReply *rep;
+
+        tkey(key, sizeof key, "deploys", req->service, req->environment);
+        rep = dq_redis_command(rb->redis, "HGET %s %s", key, r->to_version);
+        if (!rep) {
+            snprintf(r->err, sizeof r->err, "redis: %s", dq_redis_errstr(rb->redis));
+            goto out;
+        }
+        if (rep->type == REDIS_REPLY_STRING)
+            deploy_rec = strdup(rep->str);
+        freeReplyObject(rep);
+        if (deploy_rec)
+            dj = dq_json_parse(deploy_rec, strlen(deploy_rec), RECORD_MAX_BYTES, 8, NULL, err, sizeof err);
+        native = chain_find(chain, n, dq_json_str(dj, "provider"));
+        if (native && strcmp(dq_provider_type(native), "railway") != 0)
+            native = NULL;
+    }
+    r->method = native ? "provider_rollback" : "redeploy";
+    r->started_at_ms = dq_now_ms();
+    {
+        dq_event *ev = new_event(r, DQ_EV_ROLLBACK_STARTED, "rollback.started");
+
+        if (!ev) {
+            snprintf(r->err, sizeof r->err, "out of memory");
+            goto out;
+        }
+        cJSON_AddStringToObject(ev->data, "method", r->method);
+        cJSON_AddStringToObject(ev->data, "provider", dq_provider_name(native ? native : chain[0]));
+        if (dq_json_str(req->data, "reason"))
+            cJSON_AddStringToObject(ev->data, "reason", dq_json_str(req->data, "reason"));
+        if (emit(rb, ev, 0, r->err, sizeof r->err) != 0) {
+            dq_event_free(ev);
+            goto out;
+        }
+        dq_event_free(ev);
+    }
+    dq_info("rollback %s of %s/%s: %s -> %s by %s (fence %lld)", req->id, req->service, req->environment,
+            r->from_version ? r->from_version : "?", r->to_version, r->method, (long long)preq.fence);
+
+    if (native) {
+        char new_id[DQ_PROVIDER_ID_LEN];
+        dq_provider_error e;
+
+        if (dq_provider_rollback(native, &preq, dq_json_str(dj, "provider_id"), new_id, sizeof new_id, &e) == 0) {
+            on_started(r, native, new_id);
+            if (new_id[0]) {
+                outcome = dq_chain_resume(native, new_id, 0, &preq, &cb, &opts, &res);
+            } else {
+                dq_strlcpy(res.provider, dq_provider_name(native), sizeof res.provider);
+                dq_strlcpy(res.provider_type, dq_provider_type(native), sizeof res.provider_type);
+                outcome = DQ_CHAIN_SUCCEEDED;
+            }
+            goto judged;
+        }
+        if (e.kind == DQ_PROV_FAILED) {
+            rc = fail_with(r, "the provider refused the rollback", dq_provider_name(native), e.detail);
+            goto out;
+        }
+        /* Unavailable: nothing was started there, so a redeploy through the chain (which
+         * fails over) is safe. */
+        dq_warn("rollback %s: %s rollback unavailable (%s), redeploying %s through the chain instead", req->id,
+                dq_provider_name(native), e.error_class, r->to_version);
+        r->method = "redeploy";
+    }
+    outcome = dq_chain_run(chain, n, &preq, &cb, &opts, &res);
+
+judged:
+    switch (outcome) {
+    case DQ_CHAIN_SUCCEEDED:
+        rc = succeed_with(r, &res, dq_now_ms());
+        break;
+    case DQ_CHAIN_FAILED:
+    case DQ_CHAIN_TIMEOUT:
+        snprintf(detail, sizeof detail, "%s%s%s", res.failure[0] ? res.failure : "failed", res.reason[0] ? ": " : "",
+                 res.reason);
+        rc = fail_with(r, outcome == DQ_CHAIN_TIMEOUT ? "the restore did not finish before the deadline"
+                                                      : "the restore failed",
+                       res.provider, detail);
+        break;
+    case DQ_CHAIN_STOPPED:
+        snprintf(r->err, sizeof r->err, "%s", dq_lock_lost(r->lock) ? "lease lost" : "stopping");
+        rc = -1;
+        break;
+    }
+out:
+    dq_chain_result_clear(&res);
+    cJSON_Delete(dj);
+    free(deploy_rec);
+    dq_exec_chain_free(chain, n);
+    return rc;
+}
+
+/* The target's policy: 1 auto (default), 0 notify. */
+static int policy_auto(const dq_rollbacker *rb, const dq_event *req)
+{
+    struct fy_node *env = dq_config_env_node(rb->cfg, req->service, req->environment);
+    struct fy_node *v = env && fy_node_get_type(env) == FYNT_MAPPING ? fy_node_mapping_lookup_by_string(env, "rollback", FY_NT)
+                                                                      : NULL;
+    const char *s = dq_config_node_scalar(v);
+
+    if (!v || (s && strcmp(s, "auto") == 0))
+        return 1;
+    if (!s || strcmp(s, "notify") != 0)
+        dq_error("%s:%d: services.%s.environments.%s.rollback: expected auto or notify; acting as notify",
+                 rb->cfg->path ? rb->cfg->path : "deployq.yaml", dq_config_node_line(v), req->service,
+                 req->environment);
+    return 0;
+}
+
+static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char *err, size_t errlen)
+{
+    run r;
+    cJSON *rec = NULL, *cur = NULL;
+    char *picked = NULL, lerr[512];
+    dq_handle_result result = DQ_RETRY;
+    dq_lock_status ls;
+
+    memset(&r, 0, sizeof r);
+    r.rb = rb;
+    r.req = req;
+    if (!req->service || !req->environment) {
+        snprintf(err, errlen, "rollback.requested %s names no service/environment", req->id);
+        return DQ_POISON;
+    }
+    snprintf(r.record_key, sizeof r.record_key, "deployq:rb:req:%s", req->id);
+    {
+        char name[128];
+        snprintf(name, sizeof name, "rollback:%s", req->id);
+        dq_uuid_from_name(name, r.rollback_id);
+    }
+    if (get_json(rb, r.record_key, &rec, err, errlen) != 0)
+        return DQ_RETRY;
+    if (rec && strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
+        /* Concluded earlier: only the notifications may still be owed. */
+        const cJSON *term = cJSON_GetObjectItemCaseSensitive(rec, "terminal");
+        char *json = term ? dq_json_print(term) : NULL;
+        dq_event *tev = json ? dq_event_decode(json, strlen(json), lerr, sizeof lerr) : NULL;
+
+        dq_info("rollback %s: already concluded (%s)", req->id, tev ? tev->type : "?");
+        notify(rb, req, NULL, 0);
+        if (tev)
+            notify(rb, tev, NULL, 0);
+        dq_event_free(tev);
+        free(json);
+        cJSON_Delete(rec);
+        return DQ_HANDLED;
+    }
+
+    if (!policy_auto(rb, req)) {
+        char note[600];
+
+        snprintf(note, sizeof note,
+                 "Policy for %s/%s is `rollback: notify`: nothing was rolled back. A person must decide "
+                 "(deployq rollback --service %s --env %s --reason ...).",
+                 req->service, req->environment, req->service, req->environment);
+        dq_warn("rollback requested for %s/%s (%s); policy notify: not rolling back",
+                req->service, req->environment, dq_json_str(req->data, "reason") ? dq_json_str(req->data, "reason") : "");
+        notify(rb, req, note, 1);
+        cJSON_Delete(rec);
+        return DQ_HANDLED;
+    }
+
+    /* The monitor watches a restored version too. When *that* fails, rolling back again
+     * would walk down the history on its own; a person decides instead. A request that
+     * names its target version (deployq rollback --to) is a person's decision already. */
+    if (!cJSON_GetObjectItemCaseSensitive(req->data, "to_version") &&
+        strcmp(dq_json_str(req->data, "trigger") ? dq_json_str(req->data, "trigger") : "",
+               DQ_EV_ROLLBACK_SUCCEEDED) == 0) {
+        char note[600];
+
+        snprintf(note, sizeof note,
+                 "The version restored by a rollback of %s/%s is failing too: not rolling back any "
+                 "further on my own. A person must decide (deployq rollback --service %s --env %s "
+                 "--to VERSION --reason ...).",
+                 req->service, req->environment, req->service, req->environment);
+        dq_warn("rollback requested for %s/%s after a rollback; not rolling back further",
+                req->service, req->environment);
+        notify(rb, req, note, 1);
+        cJSON_Delete(rec);
+        return DQ_HANDLED;
+    }
+
+    /* The failing version: the request's, else what runs now. */
+    r.from_version = req->version ? req->version : dq_json_str(req->data, "from_version");
+    if (!r.from_version) {
+        char key[KEY_LEN];
+
+        tkey(key, sizeof key, "current", req->service, req->environment);
+        if (get_json(rb, key, &cur, err, errlen) != 0)
+            goto out;
+        r.from_version = dq_json_str(cur, "version");
+    }
+
+    ls = dq_lock_acquire(rb->cfg->redis_url, rb->cfg->redis_timeout_ms, req->service, req->environment,
+                         rb->settings.lock_ttl_ms, rb->settings.lock_wait_ms, run_continue_stop, rb, &r.lock,
+                         lerr, sizeof lerr);
+    if (ls != DQ_LOCK_TAKEN) {
+        snprintf(err, errlen, "%s/%s: lock not taken: %s", req->service, req->environment,
+                 ls == DQ_LOCK_BUSY ? "busy" : lerr);
+        dq_warn("rollback %s: %s; will retry", req->id, err);
+        goto out;
+    }
+
+    if (rec) {
+        r.to_version = dq_json_str(rec, "to_version");
+    } else if (dq_json_str(req->data, "to_version")) {
+        r.to_version = dq_json_str(req->data, "to_version");
+    } else {
+        if (pick_verified(&r, &picked) != 0) {
+            snprintf(err, errlen, "%s", r.err);
+            goto out;
+        }
+        r.to_version = picked;
+    }
+    if (!r.to_version) {
+        char reason[300];
+
+        snprintf(reason, sizeof reason,
+                 "no verified version of %s/%s to return to (other than %s): no blind rollback", req->service,
+                 req->environment, r.from_version ? r.from_version : "the failing one");
+        result = fail_with(&r, reason, NULL, NULL) == 0 ? DQ_HANDLED : DQ_RETRY;
+        goto out;
+    }
+    result = restore(&r, rec) == 0 ? DQ_HANDLED : DQ_RETRY;
+    if (result != DQ_HANDLED)
+        snprintf(err, errlen, "rollback %s: %s", req->id, r.err);
+out:
+    dq_lock_release(r.lock);
+    if (r.terminal) {
+        /* After the outcome and outside the lock: a slow or dead webhook delays neither
+         * the restore nor the target's next deploy. */
+        notify(rb, req, NULL, 0);
+        notify(rb, r.terminal, NULL, 0);
+        dq_event_free(r.terminal);
+    }
+    free(picked);
+    cJSON_Delete(cur);
+    cJSON_Delete(rec);
+    return result;
+}
+
+dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, size_t errlen)
+{
+    dq_rollbacker *rb = ctx;
+    dq_event *ev;
+    dq_handle_result res = DQ_HANDLED;
+    char why[512];
+
+    ev = dq_event_decode(m->value ? m->value : "", m->len, why, sizeof why);
+    if (!ev) {
+        /* deployq.events is the workers' log; something unreadable is not ours to judge */
+        dq_warn("skipping unreadable event at %s [%d] %lld: %s", m->topic, (int)m->partition,
+                (long long)m->offset, why);
+        return DQ_HANDLED;
+    }
+    if (strcmp(ev->type, DQ_EV_ROLLBACK_REQUESTED) == 0) {
+        res = on_request(rb, ev, err, errlen);
+    } else if (ev->service && ev->environment) {
+        if (track(rb, ev, err, errlen) != 0) {
+            dq_warn("%s %s: %s; will retry", ev->type, ev->id, err);
+            res = DQ_RETRY;
+        } else if (strcmp(ev->type, DQ_EV_FAILED) == 0 || strcmp(ev->type, DQ_EV_SUCCEEDED) == 0 ||
+                   strcmp(ev->type, DQ_EV_VERIFIED) == 0) {
+            /* rollback.succeeded/failed were notified by whoever emitted them */
+            notify(rb, ev, NULL, 0);
+        }
+    }
+    dq_event_free(ev);
+    return res;
+}

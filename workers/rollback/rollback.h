@@ -1,0 +1,56 @@
+/*
+ * rollback.h - the work of deployq-rollback, one event of deployq.events at a time.
+ *
+ * The worker reads the whole events topic in partition order (a target's events are on
+ * one partition, so it sees a target's history in the order it happened) and keeps, per
+ * target, in Redis:
+ *   deployq:rb:verified:<svc>/<env>   list of verified versions, newest first (deploy.verified)
+ *   deployq:rb:deploys:<svc>/<env>    hash version -> {"provider","provider_id","deployment_id"}
+ *                                     (deploy.succeeded: what a provider rollback needs)
+ *   deployq:rb:current:<svc>/<env>    {"version","deployment_id"} now serving
+ *   deployq:rb:dep:<deployment_id>    hash of links for notifications (ci_run_url, url,
+ *                                     log_url), kept 7 days
+ * and, per rollback request, the idempotency record deployq:rb:req:<request event id>
+ * ({"state":"started","provider","provider_id","method","to_version","started_at_ms"},
+ * then {"state":"done","terminal":<event>}), so a redelivered request resumes polling the
+ * provider deployment it started or only re-reports the outcome, never rolls back twice;
+ * and deployq:rb:notified:<event id> once the notifications about an event went out.
+ *
+ * On rollback.requested it applies the target's policy (`rollback: auto | notify`): with
+ * notify it only sends a notification; with auto it takes the target's lock (lock.h),
+ * picks the version (data.to_version, else the newest verified one that is not the
+ * failing version: never a blind rollback), restores it (a Railway provider rollback of
+ * the recorded deployment, else a redeploy of that version through the chain with
+ * failover), polls to a terminal state and emits rollback.started then rollback.succeeded
+ * (with detected_at / decided_at / restored_at / mttr_ms) or rollback.failed, each with
+ * the lock's fence and an id derived from the request's id. Notifications go out after
+ * those events (notify.h); their delivery is reported as notification.sent / failed.
+ */
+#ifndef DQ_ROLLBACK_H
+#define DQ_ROLLBACK_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "execute.h"
+#include "kafka.h"
+#include "redis.h"
+
+typedef struct dq_rollbacker {
+    const dq_config *cfg;    /* borrowed */
+    dq_producer *producer;   /* borrowed: events go to cfg->topic_events */
+    dq_redis *redis;         /* borrowed: state and records */
+    dq_exec_settings settings; /* lock_ttl, lock_wait */
+    char actor[256];
+    volatile sig_atomic_t *stop;
+    uint64_t n_succeeded, n_failed, n_notified, n_notify_failed;
+} dq_rollbacker;
+
+/* The consumer handler (kafka.h): ctx is a dq_rollbacker. DQ_HANDLED once the event's
+ * effects are done (or it is not ours), DQ_RETRY while Redis, the broker or the target's
+ * lock is not available (the partition waits, in order), DQ_POISON for a
+ * rollback.requested that names no target. */
+dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
+
+#endif
