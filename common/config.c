@@ -39,6 +39,7 @@
 #define DEFAULT_ISSUED_AT_WINDOW_MS 300000
 #define KEY_BYTES 32 /* an Ed25519 public key */
 #define NAME_MAX_LEN 63
+#define CONFIG_MAX_BYTES (4 * 1024 * 1024) /* far above any real configuration */
 
 /* Top-level sections that later workers read from cfg->doc themselves. */
 static const char *const reserved_sections[] = {
@@ -890,8 +891,43 @@ static int syntax_error(loader *ld, struct fy_diag *diag)
     return 0;
 }
 
+/* Offset of the first byte of text[len] that is not part of well-formed UTF-8 (RFC 3629:
+ * no overlong forms, no surrogates, nothing above U+10FFFF), or len. */
+static size_t utf8_invalid_at(const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        else
+            return i;
+        if (len - i <= n || s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= n; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 /*
- * Parse a file (path) or a malloc'd text (ownership passes to libfyaml). A stream with no
+ * Parse a file (path) or a malloc'd text (ownership passes to parse, then libfyaml); a file
+ * is read into memory first. Text that is not UTF-8 is refused. A stream with no
  * document (empty, or only comments) gives NULL with *empty set. The parser is driven by
  * hand, not through fy_document_build_from_file(), because that stops after the first
  * document: a stray "---" would silently drop the rest of the configuration.
@@ -903,6 +939,28 @@ static struct fy_document *parse(loader *ld, const char *path, char *text, size_
     struct fy_document *doc = NULL, *extra = NULL;
 
     *empty = 0;
+    /* libfyaml 0.7 never returns from a directive ("%" starting a line) followed by a byte
+     * that is not UTF-8 (found by tests/fuzz). A YAML stream is Unicode text anyway: refuse
+     * anything else before the parser sees it, which means reading a file here. */
+    if (path != NULL) {
+        text = dq_read_file(path, CONFIG_MAX_BYTES, &len);
+        if (text == NULL) {
+            fail_at(ld, NULL, "cannot read: %s", strerror(errno));
+            return NULL;
+        }
+        path = NULL;
+    }
+    size_t bad = utf8_invalid_at(text, len);
+    if (bad < len) {
+        int line = 1;
+        for (size_t i = 0; i < bad; i++)
+            line += text[i] == '\n';
+        if (ld->err != NULL && ld->errlen > 0)
+            snprintf(ld->err, ld->errlen, "%s:%d: not UTF-8 text (byte %zu)", ld->name, line,
+                     bad);
+        free(text);
+        return NULL;
+    }
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
@@ -921,9 +979,7 @@ static struct fy_document *parse(loader *ld, const char *path, char *text, size_
     fyp = fy_parser_create(&pcfg);
     if (fyp == NULL)
         goto oom;
-    int rc = path != NULL ? fy_parser_set_input_file(fyp, path)
-                          : fy_parser_set_malloc_string(fyp, text, len);
-    if (rc != 0)
+    if (fy_parser_set_malloc_string(fyp, text, len) != 0)
         goto oom;
     text = NULL; /* now owned by the parser */
 
@@ -1207,6 +1263,30 @@ struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, co
     return e != NULL ? e->node : NULL;
 }
 
+/* The line of node or, failing that, of its first key or item, looking only downwards:
+ * 0 when nothing below has a mark (an empty scalar has no token). Never climbing is what
+ * keeps dq_config_node_line finite: a child without a line once sent it back up to the
+ * parent, whose first child was that child again ("-", or a mapping with an empty key). */
+static int node_line_down(struct fy_node *node)
+{
+    void *it = NULL;
+
+    if (node == NULL)
+        return 0;
+    if (fy_node_get_type(node) == FYNT_SCALAR) {
+        struct fy_token *tok = fy_node_get_scalar_token(node);
+        const struct fy_mark *mark = tok != NULL ? fy_token_start_mark(tok) : NULL;
+        return mark != NULL ? mark->line + 1 : 0;
+    }
+    if (is_mapping(node)) {
+        struct fy_node_pair *first = fy_node_mapping_iterate(node, &it);
+        return first != NULL ? node_line_down(fy_node_pair_key(first)) : 0;
+    }
+    if (is_sequence(node))
+        return node_line_down(fy_node_sequence_iterate(node, &it));
+    return 0;
+}
+
 int dq_config_node_line(struct fy_node *node)
 {
     if (node == NULL)
@@ -1224,21 +1304,16 @@ int dq_config_node_line(struct fy_node *node)
         void *it = NULL;
         struct fy_node_pair *pair;
         while ((pair = fy_node_mapping_iterate(parent, &it)) != NULL)
-            if (fy_node_pair_value(pair) == node && fy_node_pair_key(pair) != NULL)
-                return dq_config_node_line(fy_node_pair_key(pair));
+            if (fy_node_pair_value(pair) == node && fy_node_pair_key(pair) != NULL) {
+                int line = node_line_down(fy_node_pair_key(pair));
+                if (line > 0)
+                    return line;
+                break;
+            }
     }
-    void *it = NULL;
-    if (is_mapping(node)) {
-        struct fy_node_pair *first = fy_node_mapping_iterate(node, &it);
-        int line = first != NULL ? dq_config_node_line(fy_node_pair_key(first)) : 0;
-        if (line > 0)
-            return line;
-    } else if (is_sequence(node)) {
-        struct fy_node *first = fy_node_sequence_iterate(node, &it);
-        int line = dq_config_node_line(first);
-        if (line > 0)
-            return line;
-    }
+    int line = node_line_down(node);
+    if (line > 0)
+        return line;
     return parent != NULL ? dq_config_node_line(parent) : 1;
 }
 

@@ -31,6 +31,7 @@ int dq_uuid_v4(char out[DQ_UUID_LEN + 1]);
 /* A name-based UUID: the first 16 bytes of SHA-256(name), version 5 layout. The same name
  * always gives the same id: used for event ids that must survive redelivery. */
 void dq_uuid_from_name(const char *name, char out[DQ_UUID_LEN + 1]);
+/* 1 when s is a UUID in canonical lower-case form (8-4-4-4-12 hex), else 0. */
 int dq_uuid_valid(const char *s);
 
 int dq_random_bytes(unsigned char *buf, size_t len);

@@ -342,6 +342,18 @@ static const bad_case bad_cases[] = {
      "deployq.yaml:4: a second YAML document starts here; the configuration is one document"},
     {"redis:\n  url: redis://a\n---\nkafka: [\n",
      "deployq.yaml:5: flow sequence without a closing bracket"},
+    /* Found by tests/fuzz (fuzz_config): an item or key with no text of its own once sent
+     * the line lookup of the error message back and forth between parent and child until
+     * the stack overflowed. */
+    {"-\n", "deployq.yaml:1: the file must be a mapping of sections (kafka, redis, ...)"},
+    {": x\n", "deployq.yaml:1: unknown top-level key '' (known: kafka, redis, validator, topics, "
+     "schemas_dir, keys, services, providers, executor, monitor, rollback, registry, "
+     "notifications, locks)"},
+    /* Also found by fuzz_config: libfyaml 0.7 never returned from "%" followed by a byte
+     * that is not UTF-8, so text that is not UTF-8 is refused before it is parsed. */
+    {"kafka:\n  a: 1\n%\xfd\n", "deployq.yaml:3: not UTF-8 text (byte 15)"},
+    {"redis:\n  url: \"\xc0\x80\"\n", "deployq.yaml:2: not UTF-8 text (byte 15)"},
+    {"redis:\n  url: \"\xed\xa0\x80\"\n", "deployq.yaml:2: not UTF-8 text (byte 15)"},
 };
 
 static void test_errors(void **state)

@@ -135,7 +135,9 @@ static void test_uuid_valid(void **state)
 {
     (void)state;
     assert_true(dq_uuid_valid("49dd1596-1be0-5ebd-98cb-e74f2ae51135"));
-    assert_true(dq_uuid_valid("49DD1596-1BE0-5EBD-98CB-E74F2AE51135"));
+    /* upper case is not canonical: the schemas refuse it, so must we */
+    assert_false(dq_uuid_valid("49DD1596-1BE0-5EBD-98CB-E74F2AE51135"));
+    assert_false(dq_uuid_valid("49dd1596-1be0-5ebd-98cb-e74f2aE51135"));
     assert_false(dq_uuid_valid("49dd1596-1be0-5ebd-98cb-e74f2ae5113"));
     assert_false(dq_uuid_valid("49dd1596-1be0-5ebd-98cb-e74f2ae511355"));
     assert_false(dq_uuid_valid("49dd1596x1be0-5ebd-98cb-e74f2ae51135"));

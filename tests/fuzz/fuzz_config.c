@@ -1,0 +1,103 @@
+/*
+ * fuzz_config.c - libFuzzer harness for the YAML configuration loader,
+ * dq_config_load_string (libfyaml underneath), and for the readers every worker then
+ * calls on the loaded configuration: service, environment and key lookups, the
+ * environment nodes as cJSON (dq_config_node_json) and their line numbers.
+ *
+ * ${NAME} references resolve against the process environment; the harness sets
+ * FUZZ_SECRET and FUZZ_EMPTY so the seeds can exercise substitution, and clears the
+ * redaction list after each input so it cannot grow over a run.
+ *
+ * Invariants beyond "no crash, no leak, no undefined behaviour":
+ *  - a refusal always says why (a non-empty error);
+ *  - every service and environment listed in the result is found again by name.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libfyaml.h>
+
+#include "config.h"
+#include "fuzz.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int strict; /* DQ_FUZZ_STRICT=1: no known issue is worked around */
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    dq_fuzz_quiet();
+    strict = getenv("DQ_FUZZ_STRICT") != NULL && strcmp(getenv("DQ_FUZZ_STRICT"), "1") == 0;
+    setenv("FUZZ_SECRET", "s3cr3t-fuzz-value", 1);
+    setenv("FUZZ_EMPTY", "", 1);
+    /* The loader's overrides must not depend on the machine the fuzzer runs on. */
+    unsetenv("DEPLOYQ_BROKERS");
+    unsetenv("DEPLOYQ_REDIS_URL");
+    unsetenv("DEPLOYQ_SCHEMAS");
+    return 0;
+}
+
+static void walk(const dq_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const dq_service *svc = &cfg->services[i];
+
+        DQ_FUZZ_CHECK(dq_config_service(cfg, svc->name) != NULL, "service %zu not found", i);
+        for (size_t j = 0; j < svc->n_envs; j++) {
+            const dq_environment *env = &svc->envs[j];
+            struct fy_node *node = dq_config_env_node(cfg, svc->name, env->name);
+            cJSON *json = dq_config_node_json(node);
+
+            DQ_FUZZ_CHECK(dq_config_environment(cfg, svc->name, env->name) != NULL,
+                          "environment %zu of service %zu not found", j, i);
+            DQ_FUZZ_CHECK(json != NULL, "dq_config_node_json returned NULL");
+            (void)dq_config_node_line(node);
+            cJSON_Delete(json);
+        }
+    }
+    for (size_t i = 0; i < cfg->n_keys; i++)
+        DQ_FUZZ_CHECK(dq_config_key(cfg, cfg->keys[i].id) != NULL, "key %zu not found", i);
+    for (size_t i = 0; i < cfg->n_kafka; i++)
+        DQ_FUZZ_CHECK(dq_config_kafka_get(cfg, cfg->kafka[i].key) != NULL, "kafka %zu", i);
+    /* The whole document, so the sections of later workers (providers, monitor, ...) go
+     * through the conversion too. */
+    if (cfg->doc) {
+        cJSON *whole = dq_config_node_json(fy_document_root(cfg->doc));
+
+        DQ_FUZZ_CHECK(whole != NULL, "the document does not convert");
+        cJSON_Delete(whole);
+    }
+}
+
+/* KNOWN ISSUE, reported to the lead (docs/reliability.md, "Fuzzing"): libfyaml 0.7.12
+ * (Debian 12) crashes in fy_parser_destroy on some placements of a tab after an explicit
+ * key, e.g. the 6 bytes of tests/fuzz/known/libfyaml-0.7-segv-explicit-key-tab.yaml.
+ * A crash in the system library cannot be caught, so inputs with a tab are not fed to the
+ * loader; DQ_FUZZ_STRICT=1 feeds them anyway. */
+static int skip_known(const uint8_t *data, size_t size)
+{
+    return !strict && memchr(data, '\t', size) != NULL;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char err[1024] = "";
+    dq_config *cfg;
+
+    if (skip_known(data, size))
+        return 0;
+    cfg = dq_config_load_string((const char *)data, size, "fuzz.yaml", err, sizeof err);
+
+    if (!cfg) {
+        DQ_FUZZ_CHECK(err[0] != '\0', "a refused configuration without a reason");
+    } else {
+        walk(cfg);
+        dq_config_free(cfg);
+    }
+    dq_log_redact_clear();
+    return 0;
+}
