@@ -7,13 +7,30 @@
 # which is what bin/kafka-server-start.sh does.
 #
 #   kafka.sh fetch                        resolve the jars into the cache (no-op when cached)
-#   kafka.sh start [--port P] [--dir D]   format D, start the broker in the background, wait
+#   kafka.sh start [--port P] [--dir D] [--secure]
+#                                         format D, start the broker in the background, wait
 #                                         until it answers a metadata request, print
-#                                         "127.0.0.1:P" on stdout
+#                                         "127.0.0.1:P" on stdout. --secure: the only
+#                                         listener is SASL_SSL (SCRAM-SHA-512 over TLS) with
+#                                         ACLs; see "Secure mode" below
 #   kafka.sh stop [--dir D]               SIGTERM, SIGKILL after 20 s
 #   kafka.sh status [--dir D]             print the address and exit 0 when running, else 1
-#   kafka.sh topics --bootstrap B         create deployq.requests, deployq.events (6
-#                                         partitions) and deployq.dead (1)
+#   kafka.sh topics --bootstrap B [--command-config F]
+#                                         create deployq.requests, deployq.events (6
+#                                         partitions) and deployq.dead (1); F: Java client
+#                                         properties (D/client/admin.properties when secure)
+#
+# Secure mode (start --secure; a data dir stays in the mode it was formatted in):
+#   D/tls/ca.pem, ca.key          a throw-away CA made with openssl
+#   D/tls/broker.pem              the broker's key and certificate (127.0.0.1, localhost)
+#   D/client/<user>.password      SCRAM-SHA-512 users admin (super user), ci, validator,
+#                                 executor, monitor, rollback, registry (random passwords,
+#                                 created at format time)
+#   D/client/<user>.properties    Java client properties (AclCommand, TopicCommand, ...)
+#   D/client/<user>.kcat          kcat -F file for that user (SASL PLAIN inside TLS: the
+#                                 librdkafka of Debian 12 cannot do SCRAM with Kafka 4)
+#   The topics are created and the ACL table of docs/operations.md ("Kafka security") is
+#   applied before the address is printed.
 #
 # Environment:
 #   KAFKA_VERSION    the org.apache.kafka:kafka_2.13 version (default 4.1.1)
@@ -47,7 +64,7 @@ note() {
 }
 
 usage() {
-    sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,45s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 
@@ -68,6 +85,11 @@ need_java() {
 need_mvn() {
     command -v mvn >/dev/null 2>&1 ||
         die "mvn (Maven) is missing; install it: scripts/install-deps.sh --with-java"
+}
+
+need_openssl() {
+    command -v openssl >/dev/null 2>&1 ||
+        die "openssl is missing (start --secure makes its certificates with it); install it: scripts/install-deps.sh"
 }
 
 need_kcat() {
@@ -149,10 +171,137 @@ java_opts() {
         "-Djava.awt.headless=true -Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.xml"
 }
 
+# ---- secure mode ----
+
+readonly SECURE_USERS="admin ci validator executor monitor rollback registry"
+
+# The certificates: a CA, and a broker certificate for 127.0.0.1 and localhost that also
+# serves as the broker's client certificate on the controller listener (mTLS). EC P-256
+# keys are quick to make; the broker key is PKCS#8, the only PEM key form Kafka reads.
+make_tls() {
+    local tls=$1
+    [ -f "$tls/broker.pem" ] && [ -f "$tls/ca.pem" ] && return 0
+    mkdir -p "$tls"
+    chmod 700 "$tls"
+    (
+        set -e
+        cd "$tls"
+        umask 077
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days 30 -subj "/CN=deployq test CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out broker.key
+        openssl req -new -key broker.key -subj "/CN=deployq-broker" -out broker.csr
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+            "extendedKeyUsage=serverAuth,clientAuth" "basicConstraints=CA:FALSE" >broker.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -days 30 -extfile broker.ext -out broker.crt
+        cat broker.key broker.crt >broker.pem
+        rm -f broker.csr broker.ext
+        chmod 644 ca.pem
+    ) >"$tls/openssl.log" 2>&1 || {
+        cat "$tls/openssl.log" >&2
+        die "could not make the test certificates in $tls"
+    }
+}
+
+# One random password per user, and the client files that use it.
+make_clients() {
+    local dir=$1 addr=$2 client=$1/client user pw
+    mkdir -p "$client"
+    chmod 700 "$client"
+    for user in $SECURE_USERS; do
+        if [ ! -s "$client/$user.password" ]; then
+            (umask 077 && od -An -N18 -tx1 /dev/urandom | tr -d ' \n' >"$client/$user.password")
+        fi
+        pw=$(cat "$client/$user.password")
+        (
+            umask 077
+            cat >"$client/$user.properties" <<PROPS
+bootstrap.servers=$addr
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$user" password="$pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+PROPS
+            # PLAIN: librdkafka before 2.6.1 (kcat, deployq on Debian 12) cannot do SCRAM
+            # against Kafka 4; see server-secure.properties.in.
+            cat >"$client/$user.kcat" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanisms=PLAIN
+sasl.username=$user
+sasl.password=$pw
+ssl.ca.location=$dir/tls/ca.pem
+PROPS
+        )
+    done
+}
+
+# The PLAIN login module's user table: user_<name>="<password>" for every user.
+plain_users() {
+    local dir=$1 user
+    for user in $SECURE_USERS; do
+        printf 'user_%s="%s" ' "$user" "$(cat "$dir/client/$user.password")"
+    done
+}
+
+scram_args() {
+    local dir=$1 user
+    for user in $SECURE_USERS; do
+        printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$dir/client/$user.password")]"
+    done
+}
+
+# kafka_tool CLASS LOG ARGS...: one of Kafka's admin CLIs from the same jars.
+kafka_tool() {
+    local class=$1 log=$2
+    shift 2
+    java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
+        -Dlog4j2.level=warn -cp "$LIBS/*" "$class" "$@" >"$log" 2>&1
+}
+
+# The ACL table of docs/operations.md ("Kafka security"). Literal resource names: a
+# principal gets exactly these topics and its own consumer group. WRITE and READ imply
+# DESCRIBE; an idempotent producer needs only WRITE on its topics (KIP-679). Each line is
+# one AclCommand run (a JVM, ~2 s), so the runs go in parallel.
+apply_acls() {
+    local dir=$1 addr=$2 cc=$1/client/admin.properties tmp
+    local -a rules=(
+        "--allow-principal User:ci --operation Write --operation Describe --topic deployq.requests"
+        "--allow-principal User:validator --operation Read --topic deployq.requests --topic deployq.events --group deployq-validator --group deployq-validator-state"
+        "--allow-principal User:validator --allow-principal User:executor --allow-principal User:monitor --allow-principal User:rollback --operation Write --operation Describe --topic deployq.events --topic deployq.dead"
+        "--allow-principal User:registry --operation Write --operation Describe --topic deployq.dead"
+    )
+    local w
+    for w in executor monitor rollback registry; do
+        rules+=("--allow-principal User:$w --operation Read --topic deployq.events --group deployq-$w")
+    done
+    tmp=$(mktemp -d)
+    local i pids=() failed=0
+    for i in "${!rules[@]}"; do
+        # shellcheck disable=SC2086 # each rule is a list of words
+        kafka_tool org.apache.kafka.tools.AclCommand "$tmp/$i.log" --bootstrap-server "$addr" \
+            --command-config "$cc" --add --force ${rules[$i]} &
+        pids+=("$!")
+    done
+    for i in "${!rules[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            note "AclCommand ${rules[$i]} failed:"
+            grep -v ' INFO ' "$tmp/$i.log" | tail -n 10 >&2
+            failed=1
+        fi
+    done
+    rm -rf "$tmp"
+    [ "$failed" = 0 ] || die "could not apply the ACLs on $addr"
+    note "ACLs applied on $addr (docs/operations.md, \"Kafka security\")"
+}
+
 cmd_start() {
-    local port="" dir=$DEFAULT_DIR
+    local port="" dir=$DEFAULT_DIR secure=0
     while [ $# -gt 0 ]; do
         case $1 in
+        --secure) secure=1; shift ;;
         --port) port=${2:?--port needs a value}; shift 2 ;;
         --port=*) port=${1#*=}; shift ;;
         --dir) dir=${2:?--dir needs a value}; shift 2 ;;
@@ -178,11 +327,34 @@ cmd_start() {
         port_free "$port" || die "port $port on 127.0.0.1 is in use"
         port_free $((port + 1)) || die "port $((port + 1)) (the controller listener, port+1) is in use"
     fi
-    local cport=$((port + 1)) data=$dir/data
+    local cport=$((port + 1)) data=$dir/data mode=plaintext
+    [ "$secure" = 1 ] && mode=secure
     rm -f "$dir/kafka.pid" "$dir/kafka.addr"
-
-    sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$data|g" \
-        "$SCRIPT_DIR/kafka/server.properties.in" >"$dir/server.properties"
+    # SCRAM users exist only in a data dir formatted with them, and a secure broker's
+    # clients would not reach a plaintext one: a data dir keeps the mode it began in.
+    if [ -f "$data/meta.properties" ] && [ "$(cat "$dir/mode" 2>/dev/null || echo plaintext)" != "$mode" ]; then
+        die "$data was formatted in $(cat "$dir/mode" 2>/dev/null || echo plaintext) mode; start it that way or use a fresh --dir"
+    fi
+    local addr=127.0.0.1:$port
+    local -a probe=(kcat -L -b "$addr" -m 2) format_extra=()
+    (
+        umask 077
+        sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$data|g" \
+            "$SCRIPT_DIR/kafka/server.properties.in" >"$dir/server.properties"
+    )
+    if [ "$secure" = 1 ]; then
+        need_openssl
+        make_tls "$dir/tls"
+        make_clients "$dir" "$addr"
+        # Later keys win in a Java properties file: the secure listeners override the
+        # plaintext ones above.
+        sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@TLS_DIR@|$dir/tls|g" \
+            -e "s|@ADMIN_PASSWORD@|$(cat "$dir/client/admin.password")|g" \
+            -e "s|@PLAIN_USERS@|$(plain_users "$dir")|g" \
+            "$SCRIPT_DIR/kafka/server-secure.properties.in" >>"$dir/server.properties"
+        probe=(kcat -L -b "$addr" -m 2 -F "$dir/client/admin.kcat")
+        mapfile -t format_extra < <(scram_args "$dir")
+    fi
 
     # A data dir formatted earlier keeps its cluster id, so a restart keeps its topics;
     # its listeners may change freely since they live in server.properties.
@@ -197,10 +369,11 @@ cmd_start() {
         done
         if ! java $(java_opts) -cp "$LIBS/*" kafka.tools.StorageTool format \
             --cluster-id "$cluster_id" --config "$dir/server.properties" \
-            >"$dir/format.log" 2>&1; then
+            "${format_extra[@]}" >"$dir/format.log" 2>&1; then
             tail -n 20 "$dir/format.log" >&2
             die "formatting $data failed (log: $dir/format.log)"
         fi
+        echo "$mode" >"$dir/mode"
     fi
 
     # setsid: the broker must outlive the shell (and its Ctrl-C) that started it. In a
@@ -212,7 +385,7 @@ cmd_start() {
     pid=$!
     echo "$pid" >"$dir/kafka.pid"
 
-    local addr=127.0.0.1:$port deadline=$((SECONDS + START_TIMEOUT))
+    local deadline=$((SECONDS + START_TIMEOUT))
     while :; do
         if ! kill -0 "$pid" 2>/dev/null; then
             note "the broker exited during start; last lines of $dir/kafka.log:"
@@ -222,7 +395,7 @@ cmd_start() {
         fi
         # A metadata answer that lists our broker means listeners, controller quorum and
         # metadata log are all up; an open port alone is not enough.
-        if kcat -L -b "$addr" -m 2 2>/dev/null | grep -q "broker 1 at $addr"; then
+        if "${probe[@]}" 2>/dev/null | grep -q "broker 1 at $addr"; then
             break
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -234,6 +407,14 @@ cmd_start() {
         fi
         sleep 0.25
     done
+    if [ "$secure" = 1 ]; then
+        # Nobody but admin may create topics, so they are made here, before the ACLs
+        # that name them (both steps are idempotent, so a restart repeats them harmlessly).
+        cmd_topics --bootstrap "$addr" --command-config "$dir/client/admin.properties" ||
+            { kill -TERM "$pid"; die "the secure broker started but its topics could not be created"; }
+        apply_acls "$dir" "$addr" ||
+            { kill -TERM "$pid"; die "the secure broker started but its ACLs could not be applied"; }
+    fi
     echo "$addr" >"$dir/kafka.addr"
     echo "$addr"
 }
@@ -286,8 +467,11 @@ cmd_status() {
 # parallel because each spends most of its ~2 s starting up.
 cmd_topics() {
     local bootstrap=""
+    local -a cc=()
     while [ $# -gt 0 ]; do
         case $1 in
+        --command-config) cc=(--command-config "${2:?--command-config needs a file}"); shift 2 ;;
+        --command-config=*) cc=(--command-config "${1#*=}"); shift ;;
         --bootstrap | --bootstrap-server) bootstrap=${2:?--bootstrap needs a value}; shift 2 ;;
         --bootstrap=*) bootstrap=${1#*=}; shift ;;
         -h | --help) usage 0 ;;
@@ -306,7 +490,7 @@ cmd_topics() {
         java -Xmx256m -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
             -Dlog4j2.level=warn -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
             --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
-            --partitions "$parts" --replication-factor 1 >"$tmp/$name.log" 2>&1 &
+            --partitions "$parts" --replication-factor 1 "${cc[@]}" >"$tmp/$name.log" 2>&1 &
         pids+=("$!")
     done
     local i=0
