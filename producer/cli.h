@@ -69,5 +69,17 @@ int dq_cmd_keygen(int argc, char **argv);
 int dq_cmd_submit(int argc, char **argv);
 int dq_cmd_broker(int argc, char **argv);
 int dq_cmd_up(int argc, char **argv);
+int dq_cmd_approve(int argc, char **argv);  /* approve.c */
+int dq_cmd_deny(int argc, char **argv);     /* approve.c */
+int dq_cmd_check(int argc, char **argv);    /* check.c */
+int dq_cmd_hook(int argc, char **argv);     /* hook.c */
+int dq_cmd_status(int argc, char **argv);   /* registry_cli.c */
+int dq_cmd_history(int argc, char **argv);  /* registry_cli.c */
+int dq_cmd_replay(int argc, char **argv);   /* registry_cli.c */
+int dq_cmd_verify(int argc, char **argv);   /* registry_cli.c */
+int dq_cmd_report(int argc, char **argv);   /* registry_cli.c */
+int dq_cmd_rollback(int argc, char **argv); /* rollback.c */
+int dq_cmd_deploy(int argc, char **argv);   /* direct.c */
+int dq_cmd_spool(int argc, char **argv);    /* direct.c */
 
 #endif

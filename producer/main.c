@@ -39,6 +39,18 @@ static const struct verb verbs[] = {
     {"keygen", dq_cmd_keygen},
     {"up", dq_cmd_up},
     {"broker", dq_cmd_broker},
+    {"approve", dq_cmd_approve},
+    {"deny", dq_cmd_deny},
+    {"check", dq_cmd_check},
+    {"hook", dq_cmd_hook},
+    {"status", dq_cmd_status},
+    {"history", dq_cmd_history},
+    {"replay", dq_cmd_replay},
+    {"verify", dq_cmd_verify},
+    {"report", dq_cmd_report},
+    {"rollback", dq_cmd_rollback},
+    {"deploy", dq_cmd_deploy},
+    {"spool", dq_cmd_spool},
 };
 
 void dq_cli_fail(const dq_cli *cli, const char *fmt, ...)

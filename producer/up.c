@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "demo.h"
 #include "kafka.h"
 #include "log.h"
 #include "redis.h"
@@ -27,7 +28,7 @@
 #include "util.h"
 
 static const char up_usage[] =
-    "Usage: deployq up [--config FILE] [--redis-server PATH] [--partitions N]\n"
+    "Usage: deployq up [--config FILE] [--redis-server PATH] [--partitions N] [--demo]\n"
     "\n"
     "Run the whole deployq stack on this machine until Ctrl-C or SIGTERM:\n"
     "  - the embedded Kafka broker (librdkafka's mock cluster, RAM only),\n"
@@ -44,6 +45,11 @@ static const char up_usage[] =
     "                          broker and Redis are still the ones `up` starts\n"
     "      --redis-server P    the redis-server binary (default: redis-server in PATH)\n"
     "  -p, --partitions N      partitions of requests/events (default 6)\n"
+    "      --demo              run the demo unattended, then stop: a demo service and a\n"
+    "                          local provider; deploy v1 (verified), then v2-bad, which\n"
+    "                          fails its health checks and is rolled back automatically,\n"
+    "                          narrated step by step with the evidence and the MTTR.\n"
+    "                          Exit 0 when the rollback happened (under two minutes)\n"
     "  -h, --help              this help\n"
     "\n"
     "State directory: $DEPLOYQ_STATE_DIR, else $XDG_RUNTIME_DIR/deployq, else\n"
@@ -153,8 +159,8 @@ static int find_worker(const char *name, char *out, size_t outlen)
     return -1;
 }
 
-static int write_demo_config(up_state *st, char *key_id, size_t key_id_len, char *err,
-                             size_t errlen)
+static int write_demo_config(up_state *st, const dq_demo *demo, char *key_id,
+                             size_t key_id_len, char *err, size_t errlen)
 {
     char keypath[PATH_MAX], apath[PATH_MAX];
     char *pub = NULL, *apub = NULL;
@@ -196,14 +202,19 @@ static int write_demo_config(up_state *st, char *key_id, size_t key_id_len, char
             "    role: ci\n"
             "  - id: approver-local\n"
             "    public_key: \"%s\"\n"
-            "    role: approver\n"
-            "services:\n"
-            "  demo:\n"
-            "    environments:\n"
-            "      staging: {}\n"
-            "      production:\n"
-            "        requires: staging\n",
+            "    role: approver\n",
             st->brokers, st->redis_url, pub, apub);
+    /* --demo (demo.c): its own services section, wired to the demo service. */
+    if (demo)
+        dq_demo_write_services(demo, f);
+    else
+        fputs("services:\n"
+              "  demo:\n"
+              "    environments:\n"
+              "      staging: {}\n"
+              "      production:\n"
+              "        requires: staging\n",
+              f);
     if (fclose(f) != 0) {
         snprintf(err, errlen, "cannot write %s", st->config);
         goto out;
@@ -221,11 +232,14 @@ static pid_t start_worker(up_state *st, worker *w)
     char *argv[] = {w->path, (char *)"--config", st->config, (char *)"-X",
                     (char *)"session.timeout.ms=6000", (char *)"-X",
                     (char *)"heartbeat.interval.ms=500", NULL};
-    static char env_brokers[600], env_redis[200];
-    char *envv[] = {env_brokers, env_redis, NULL};
+    static char env_brokers[600], env_redis[200], env_state[PATH_MAX + 32];
+    /* The state directory too: the registry keeps its files under it, where `deployq
+     * status` and friends look for the running stack's registry. */
+    char *envv[] = {env_brokers, env_redis, env_state, NULL};
 
     snprintf(env_brokers, sizeof env_brokers, "DEPLOYQ_BROKERS=%s", st->brokers);
     snprintf(env_redis, sizeof env_redis, "DEPLOYQ_REDIS_URL=%s", st->redis_url);
+    snprintf(env_state, sizeof env_state, "DEPLOYQ_STATE_DIR=%s", st->dir);
     snprintf(log, sizeof log, "%s/%s.log", st->logdir, w->name);
     w->pid = spawn(argv, log, envv);
     w->started_ms = dq_mono_ms();
@@ -255,6 +269,7 @@ int dq_cmd_up(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"redis-server", required_argument, NULL, 'r'},
         {"partitions", required_argument, NULL, 'p'},
+        {"demo", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -267,6 +282,8 @@ int dq_cmd_up(int argc, char **argv)
     volatile sig_atomic_t *stop;
     char err[512], key_id[64] = "", keypath[PATH_MAX];
     int c, rc = 1, port;
+    int want_demo = 0;      /* --demo (demo.c) */
+    dq_demo *demo = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:r:p:h", opts, NULL)) != -1) {
@@ -277,12 +294,15 @@ int dq_cmd_up(int argc, char **argv)
             if (dq_parse_int(optarg, 1, 64, &partitions) != 0)
                 return dq_cli_usage(&cli, up_usage, 2, "--partitions must be 1..64");
             break;
+        case 'D': want_demo = 1; break;
         case 'h': return dq_cli_usage(&cli, up_usage, 0, NULL);
         default: return dq_cli_usage(&cli, up_usage, 2, NULL);
         }
     }
     if (optind < argc)
         return dq_cli_usage(&cli, up_usage, 2, "unexpected argument");
+    if (want_demo && user_config)
+        return dq_cli_usage(&cli, up_usage, 2, "--demo writes its own configuration; drop --config");
 
     running = dq_stack_find();
     if (running) {
@@ -344,9 +364,19 @@ int dq_cmd_up(int argc, char **argv)
             dq_cli_fail(&cli, "%s: %s", user_config, strerror(errno));
             goto out;
         }
-    } else if (write_demo_config(&st, key_id, sizeof key_id, err, sizeof err) != 0) {
-        dq_cli_fail(&cli, "%s", err);
-        goto out;
+    } else {
+        /* --demo (demo.c): the demo service runs before the config that points at it. */
+        if (want_demo) {
+            demo = dq_demo_start(st.dir, st.logdir, err, sizeof err);
+            if (!demo) {
+                dq_cli_fail(&cli, "demo: %s", err);
+                goto out;
+            }
+        }
+        if (write_demo_config(&st, demo, key_id, sizeof key_id, err, sizeof err) != 0) {
+            dq_cli_fail(&cli, "%s", err);
+            goto out;
+        }
     }
 
     for (size_t i = 0; i < sizeof worker_names / sizeof worker_names[0]; i++) {
@@ -389,6 +419,14 @@ int dq_cmd_up(int argc, char **argv)
     for (size_t i = 0; i < st.n_workers; i++)
         printf("  %-17s pid %d, log %s/%s.log\n", st.workers[i].name, (int)st.workers[i].pid,
                st.logdir, st.workers[i].name);
+    /* --demo (demo.c): narrate the demo, then stop everything and report its outcome. */
+    if (demo) {
+        printf("  demo service      %s, log %s/demo-service.log\n", dq_demo_health_url(demo),
+               st.logdir);
+        fflush(stdout);
+        rc = dq_demo_run(demo, st.config, keypath, key_id, st.logdir, stop, stdout);
+        goto out;
+    }
     printf("Try: deployq submit --service demo --env staging --version v1\n");
     printf("Ctrl-C stops everything.\n");
     fflush(stdout);
@@ -426,6 +464,7 @@ out:
     for (size_t i = st.n_workers; i-- > 0;)
         stop_pid(st.workers[i].pid, st.workers[i].name);
     stop_pid(st.redis_pid, "redis-server");
+    dq_demo_free(demo); /* --demo: the demo service */
     if (stack.pid)
         dq_stack_remove();
     dq_mock_broker_free(mb);

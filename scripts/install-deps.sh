@@ -11,6 +11,10 @@
 #                                        real Apache Kafka), each only if missing
 #   scripts/install-deps.sh --check      install nothing; list what is missing, exit 1 if any
 #
+# The dashboard's browser test also needs Debian's chromium, node and npm (any node >= 18:
+# Debian's nodejs, or NodeSource's, which brings its own npm), and playwright-core in
+# tests/browser/node_modules, installed with `npm ci` from the checked-in lock file.
+#
 # Run it as root, or as a user with sudo.
 set -euo pipefail
 
@@ -19,11 +23,16 @@ readonly PROG=install-deps.sh
 readonly PACKAGES=(
     # build
     build-essential meson ninja-build pkg-config clang
+    # fuzzing (tests/fuzz/): clang's libFuzzer/ASan/UBSan/LSan runtimes (only recommended
+    # by clang, and recommends are not installed) and llvm-symbolizer for readable stacks
+    libclang-rt-14-dev llvm
     # libraries (the -dev packages pull in the runtime ones)
     librdkafka-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libcmocka-dev
     libfyaml-dev libmicrohttpd-dev libssl-dev libisal-dev
     # tests: a real Redis, kcat for Kafka, an independent JSON Schema validator
     redis-server redis-tools kcat python3 python3-jsonschema jq curl ca-certificates
+    # the dashboard's browser test: a real headless Chromium (node comes below)
+    chromium fonts-dejavu-core
 )
 readonly JAVA_PACKAGES_JRE=openjdk-17-jre-headless
 readonly JAVA_PACKAGES_MVN=maven
@@ -89,6 +98,10 @@ java_major() {
 
 want=()
 mapfile -t want < <(missing_of "${PACKAGES[@]}")
+# node and npm only when the commands are missing: a NodeSource nodejs already has npm,
+# and Debian's npm package would conflict with it.
+command -v node >/dev/null 2>&1 || want+=(nodejs)
+command -v npm >/dev/null 2>&1 || want+=(npm)
 if [ "$with_java" = 1 ]; then
     major=0
     if command -v java >/dev/null 2>&1; then
@@ -101,12 +114,30 @@ if [ "$with_java" = 1 ]; then
     command -v mvn >/dev/null 2>&1 || want+=("$JAVA_PACKAGES_MVN")
 fi
 
+# playwright-core for tests/browser, from package-lock.json (no browser download: the
+# test drives /usr/bin/chromium).
+readonly BROWSER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser
+browser_modules_ok() { [ -f "$BROWSER_DIR/node_modules/playwright-core/package.json" ]; }
+install_browser_modules() {
+    browser_modules_ok && return 0
+    note "installing playwright-core into tests/browser/node_modules (npm ci)"
+    (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error) ||
+        die "npm ci failed in $BROWSER_DIR (network? see the npm output above)"
+}
+
 if [ "${#want[@]}" -eq 0 ]; then
+    if [ "$check_only" = 1 ]; then
+        browser_modules_ok || { note "missing: tests/browser/node_modules (npm ci)"; exit 1; }
+        note "all packages present"
+        exit 0
+    fi
+    install_browser_modules
     note "all packages present"
     exit 0
 fi
 
 if [ "$check_only" = 1 ]; then
+    browser_modules_ok || want+=("tests/browser/node_modules (npm ci)")
     note "missing: ${want[*]}"
     exit 1
 fi
@@ -164,4 +195,5 @@ if [ "$with_java" = 1 ]; then
         die "java 17+ is still not the default 'java'; pick it: update-alternatives --config java"
     command -v mvn >/dev/null 2>&1 || die "mvn is still missing after installing maven"
 fi
+install_browser_modules
 note "done"
