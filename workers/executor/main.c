@@ -12,8 +12,6 @@
  * so an executor that dies mid-deploy leaves the message to the next owner, which finds
  * the idempotency record and resumes polling the same provider deployment.
  */
-#include <curl/curl.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +27,7 @@
 #include "log.h"
 #include "redis.h"
 #include "util.h"
+#include "worker.h"
 
 #define SEND_TIMEOUT_MS 5000
 #define RETRY_MIN_MS 200
@@ -43,15 +42,7 @@ static const char usage[] =
     "at a time in order; different targets run in parallel. Stops cleanly on SIGTERM/SIGINT\n"
     "(a deploy in progress is picked up again by the next executor, without a second deploy).\n"
     "\n"
-    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
-    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
-    "      --redis-url URL   Redis for locks and idempotency records (env DEPLOYQ_REDIS_URL wins)\n"
-    "  -g, --group ID        consumer group (default deployq-executor)\n"
-    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
-    "      --log-level L     debug|info|warn|error (default info)\n"
-    "  -h, --help            this help\n";
-
-enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL };
+    DQ_WORKER_COMMON_USAGE;
 
 typedef struct job {
     struct job *next;
@@ -419,84 +410,22 @@ static void targets_free(executor *ex)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"brokers", required_argument, NULL, OPT_BROKERS},
-        {"redis-url", required_argument, NULL, OPT_REDIS},
-        {"group", required_argument, NULL, 'g'},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL;
-    const char *group = "deployq-executor";
-    const char *kv[32];
-    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    dq_worker w = {.program = "deployq-executor", .group = "deployq-executor"};
+    const char *group;
+    int rc;
     char err[1024];
     executor ex;
 
     memset(&ex, 0, sizeof ex);
-    while ((c = getopt_long(argc, argv, "c:g:X:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': config_path = optarg; break;
-        case OPT_BROKERS: brokers = optarg; break;
-        case OPT_REDIS: redis_url = optarg; break;
-        case 'g': group = optarg; break;
-        case 'X':
-            if (!strchr(optarg, '=') || n_kv >= 32) {
-                fprintf(stderr, "deployq-executor: -X %s: expected KEY=VALUE\n", optarg);
-                return 2;
-            }
-            kv[n_kv++] = optarg;
-            break;
-        case OPT_LOG_LEVEL:
-            level = dq_log_level_parse(optarg);
-            if (level < 0) {
-                fprintf(stderr, "deployq-executor: --log-level %s: expected debug, info, warn or error\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
-        }
+    rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
+    if (rc >= 0) {
+        dq_worker_finish(&w);
+        return rc;
     }
-    if (optind < argc) {
-        fprintf(stderr, "deployq-executor: unexpected argument '%s'\n", argv[optind]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    dq_log_init("deployq-executor", (dq_log_level)level, -1);
-    /* before any thread: libcurl's global state is not thread-safe to set up */
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    ex.stop = dq_stop_flag_install();
-    pthread_mutex_init(&ex.mu, NULL);
-
-    ex.cfg = dq_config_load(config_path, err, sizeof err);
-    if (!ex.cfg) {
-        dq_error("%s", err);
-        goto out;
-    }
-    for (int i = 0; i < n_kv; i++) {
-        char key[256];
-        const char *eq = strchr(kv[i], '=');
-        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
-
-        memcpy(key, kv[i], n);
-        key[n] = '\0';
-        dq_config_set_kafka(ex.cfg, key, eq + 1);
-    }
-    if (brokers)
-        dq_config_set_kafka(ex.cfg, "bootstrap.servers", brokers);
-    if (redis_url) {
-        free(ex.cfg->redis_url);
-        ex.cfg->redis_url = strdup(redis_url);
-    }
-    dq_config_apply_env(ex.cfg);
-    if (!dq_config_kafka_get(ex.cfg, "bootstrap.servers")) {
-        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
-        goto out;
-    }
+    rc = 1;
+    ex.cfg = w.cfg;
+    ex.stop = w.stop;
+    group = w.group;
     if (dq_exec_settings_load(ex.cfg, &ex.settings, err, sizeof err) != 0) {
         dq_error("%s", err);
         goto out;
@@ -543,8 +472,7 @@ out:
             (unsigned long long)__atomic_load_n(&ex.n_done, __ATOMIC_SEQ_CST));
     dq_consumer_free(ex.consumer);
     dq_producer_free(ex.producer);
-    dq_config_free(ex.cfg);
+    dq_worker_finish(&w);
     pthread_mutex_destroy(&ex.mu);
-    curl_global_cleanup();
     return rc;
 }

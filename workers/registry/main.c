@@ -12,7 +12,6 @@
  * and a kill -9 anywhere leaves no gap. A failed write or fdatasync, or corruption found
  * on open, ends the process with exit status 1: it is never retried or skipped.
  */
-#include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
 #include <pthread.h>
@@ -29,6 +28,7 @@
 #include "log.h"
 #include "reglog.h"
 #include "util.h"
+#include "worker.h"
 
 /* HTTP API: the dashboard page, generated at build time from dashboard.html (embed.py). */
 #include "dashboard_html.h"
@@ -43,19 +43,33 @@ static const char usage[] =
     "(each with its own --dir, or sharing one: a partition has one writer at a time).\n"
     "Stops cleanly on SIGTERM/SIGINT; exits 1 on a storage error or corruption.\n"
     "\n"
-    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
     "  -d, --dir DIR         registry directory (default: registry.dir, else\n"
     "                        $DEPLOYQ_STATE_DIR/registry, else ./deployq-registry)\n"
     "      --batch N         at most N events per group commit (default registry.batch,\n"
     "                        else 5000)\n"
-    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
-    "      --redis-url URL   accepted for uniformity with the other workers (unused)\n"
-    "  -g, --group ID        consumer group (default deployq-registry)\n"
-    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
-    "      --log-level L     debug|info|warn|error (default info)\n"
-    "  -h, --help            this help\n";
+    "(--redis-url is accepted for uniformity with the other workers; the registry uses no\n"
+    "Redis.)\n"
+    "\n" DQ_WORKER_COMMON_USAGE;
 
-enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL, OPT_BATCH };
+enum { OPT_BATCH = DQ_WORKER_OPT_BASE };
+
+/* The registry's own options: --dir and --batch. */
+typedef struct {
+    const char *dir, *batch;
+} reg_args;
+
+static int reg_opt(void *ctx, int c, const char *arg)
+{
+    reg_args *a = ctx;
+
+    if (c == 'd')
+        a->dir = arg;
+    else if (c == OPT_BATCH)
+        a->batch = arg;
+    else
+        return -1;
+    return 0;
+}
 
 /* One partition this process writes. */
 typedef struct {
@@ -414,20 +428,14 @@ static const char *config_registry(const dq_config *cfg, const char *key)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
         {"dir", required_argument, NULL, 'd'},
         {"batch", required_argument, NULL, OPT_BATCH},
-        {"brokers", required_argument, NULL, OPT_BROKERS},
-        {"redis-url", required_argument, NULL, OPT_REDIS},
-        {"group", required_argument, NULL, 'g'},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *brokers = NULL, *dir = NULL, *batch_arg = NULL;
-    const char *group = "deployq-registry";
-    const char *kv[32];
-    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    dq_worker w = {.program = "deployq-registry", .group = "deployq-registry"};
+    reg_args ra = {0};
+    const char *dir, *batch_arg, *group;
+    int rc;
     long long batch = 5000;
     char err[1024], dirbuf[PATH_MAX], hash[DQ_FOLD_HASH_HEX_LEN + 1];
     dq_config *cfg = NULL;
@@ -436,62 +444,17 @@ int main(int argc, char **argv)
     rd_kafka_topic_partition_list_t *topics = NULL;
     volatile sig_atomic_t *stop;
 
-    while ((c = getopt_long(argc, argv, "c:d:g:X:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': config_path = optarg; break;
-        case 'd': dir = optarg; break;
-        case OPT_BATCH: batch_arg = optarg; break;
-        case OPT_BROKERS: brokers = optarg; break;
-        case OPT_REDIS: break;
-        case 'g': group = optarg; break;
-        case 'X':
-            if (!strchr(optarg, '=') || n_kv >= 32) {
-                fprintf(stderr, "deployq-registry: -X %s: expected KEY=VALUE\n", optarg);
-                return 2;
-            }
-            kv[n_kv++] = optarg;
-            break;
-        case OPT_LOG_LEVEL:
-            level = dq_log_level_parse(optarg);
-            if (level < 0) {
-                fprintf(stderr, "deployq-registry: --log-level %s: expected debug, info, warn "
-                                "or error\n", optarg);
-                return 2;
-            }
-            break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
-        }
+    rc = dq_worker_start(&w, argc, argv, usage, opts, "d:", reg_opt, &ra);
+    if (rc >= 0) {
+        dq_worker_finish(&w);
+        return rc;
     }
-    if (optind < argc) {
-        fprintf(stderr, "deployq-registry: unexpected argument '%s'\n", argv[optind]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    dq_log_init("deployq-registry", (dq_log_level)level, -1);
-    stop = dq_stop_flag_install();
-
-    cfg = dq_config_load(config_path, err, sizeof err);
-    if (!cfg) {
-        dq_error("%s", err);
-        goto out;
-    }
-    for (int i = 0; i < n_kv; i++) {
-        char key[256];
-        const char *eq = strchr(kv[i], '=');
-        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
-
-        memcpy(key, kv[i], n);
-        key[n] = '\0';
-        dq_config_set_kafka(cfg, key, eq + 1);
-    }
-    if (brokers)
-        dq_config_set_kafka(cfg, "bootstrap.servers", brokers);
-    dq_config_apply_env(cfg);
-    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
-        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
-        goto out;
-    }
+    rc = 1;
+    cfg = w.cfg;
+    stop = w.stop;
+    group = w.group;
+    dir = ra.dir;
+    batch_arg = ra.batch;
     if (!batch_arg)
         batch_arg = config_registry(cfg, "batch");
     if (batch_arg && dq_parse_int(batch_arg, 1, 1000000, &batch) != 0) {
@@ -618,6 +581,6 @@ out:
     free(r.parts);
     free(r.folded_upto);
     dq_fold_free(r.fold);
-    dq_config_free(cfg);
+    dq_worker_finish(&w);
     return rc;
 }

@@ -7,8 +7,6 @@
  * A second consumer on its own thread (group <group>-state, state.c) reads deployq.events
  * so the promotion gate knows which versions were verified where.
  */
-#include <curl/curl.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +19,7 @@
 #include "schema.h"
 #include "util.h"
 #include "validate.h"
+#include "worker.h"
 
 static const char usage[] =
     "Usage: deployq-validator [options]\n"
@@ -29,15 +28,10 @@ static const char usage[] =
     "issued_at window, nonce, service/environment) and emit deploy.validated or\n"
     "deploy.rejected with every reason on deployq.events. Stops cleanly on SIGTERM/SIGINT.\n"
     "\n"
-    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"
-    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"
-    "      --redis-url URL   Redis for nonces (env DEPLOYQ_REDIS_URL wins)\n"
-    "  -g, --group ID        consumer group (default deployq-validator)\n"
-    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"
-    "      --log-level L     debug|info|warn|error (default info)\n"
-    "  -h, --help            this help\n";
+    "Consumer group: deployq-validator by default (-g); the events consumer of the\n"
+    "promotion gate uses <group>-state.\n"
+    "\n" DQ_WORKER_COMMON_USAGE;
 
-enum { OPT_BROKERS = 1000, OPT_REDIS, OPT_LOG_LEVEL };
 
 typedef struct state_thread {
     dq_consumer *consumer;
@@ -58,19 +52,9 @@ static void *state_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"brokers", required_argument, NULL, OPT_BROKERS},
-        {"redis-url", required_argument, NULL, OPT_REDIS},
-        {"group", required_argument, NULL, 'g'},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL;
-    const char *group = "deployq-validator";
-    const char *kv[32];
-    int n_kv = 0, c, rc = 1, level = DQ_LOG_INFO;
+    dq_worker w = {.program = "deployq-validator", .group = "deployq-validator"};
+    const char *group;
+    int rc;
     char err[1024];
     dq_config *cfg = NULL;
     dq_validator val = {0};
@@ -81,65 +65,15 @@ int main(int argc, char **argv)
     char state_group[256];
     volatile sig_atomic_t *stop;
 
-    while ((c = getopt_long(argc, argv, "c:g:X:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': config_path = optarg; break;
-        case OPT_BROKERS: brokers = optarg; break;
-        case OPT_REDIS: redis_url = optarg; break;
-        case 'g': group = optarg; break;
-        case 'X':
-            if (!strchr(optarg, '=') || n_kv >= 32) {
-                fprintf(stderr, "deployq-validator: -X %s: expected KEY=VALUE\n", optarg);
-                return 2;
-            }
-            kv[n_kv++] = optarg;
-            break;
-        case OPT_LOG_LEVEL:
-            level = dq_log_level_parse(optarg);
-            if (level < 0) {
-                fprintf(stderr, "deployq-validator: --log-level %s: expected debug, info, warn or error\n",
-                        optarg);
-                return 2;
-            }
-            break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
-        }
+    rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
+    if (rc >= 0) {
+        dq_worker_finish(&w);
+        return rc;
     }
-    if (optind < argc) {
-        fprintf(stderr, "deployq-validator: unexpected argument '%s'\n", argv[optind]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    dq_log_init("deployq-validator", (dq_log_level)level, -1);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    stop = dq_stop_flag_install();
-
-    cfg = dq_config_load(config_path, err, sizeof err);
-    if (!cfg) {
-        dq_error("%s", err);
-        goto out;
-    }
-    for (int i = 0; i < n_kv; i++) {
-        char key[256];
-        const char *eq = strchr(kv[i], '=');
-        size_t n = (size_t)(eq - kv[i]) < sizeof key ? (size_t)(eq - kv[i]) : sizeof key - 1;
-
-        memcpy(key, kv[i], n);
-        key[n] = '\0';
-        dq_config_set_kafka(cfg, key, eq + 1);
-    }
-    if (brokers)
-        dq_config_set_kafka(cfg, "bootstrap.servers", brokers);
-    if (redis_url) {
-        free(cfg->redis_url);
-        cfg->redis_url = strdup(redis_url);
-    }
-    dq_config_apply_env(cfg);
-    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
-        dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
-        goto out;
-    }
+    rc = 1;
+    cfg = w.cfg;
+    stop = w.stop;
+    group = w.group;
 
     val.cfg = cfg;
     dq_actor("deployq-validator", val.actor, sizeof val.actor);
@@ -160,18 +94,9 @@ int main(int argc, char **argv)
     }
     /* Redis may still be starting (compose, systemd): wait for it a while at start; later
      * outages are handled per message (retry, never a lost request). */
-    for (int i = 0; i < 60 && !*stop && !val.redis; i++) {
-        val.redis = dq_redis_connect(cfg->redis_url, cfg->redis_timeout_ms, err, sizeof err);
-        if (!val.redis) {
-            if (i == 0)
-                dq_warn("redis: %s; retrying", err);
-            dq_sleep_ms(500);
-        }
-    }
-    if (!val.redis) {
-        dq_error("redis: %s", err);
+    val.redis = dq_worker_redis(&w);
+    if (!val.redis)
         goto out;
-    }
     /* Create the topics where they are missing (a real cluster with auto-creation off);
      * a principal without the right to create them gets a warning, not a stop. */
     if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
@@ -239,7 +164,6 @@ out:
     dq_producer_free(val.producer);
     dq_redis_free(val.redis);
     dq_schema_set_free(val.schemas);
-    dq_config_free(cfg);
-    curl_global_cleanup();
+    dq_worker_finish(&w);
     return rc;
 }

@@ -1,0 +1,65 @@
+/*
+ * worker.h - what every deployq worker does before its own work starts: parse the options
+ * all workers share (-c/--config, --brokers, --redis-url, -g/--group, -X key=value,
+ * --log-level, -h/--help) plus its own, set up logging, libcurl and the stop flag, and load
+ * the configuration with the precedence of config.h (file < flags < environment). One
+ * implementation, so every worker's command line behaves and fails the same way.
+ */
+#ifndef DQ_WORKER_H
+#define DQ_WORKER_H
+
+#include <getopt.h>
+#include <signal.h>
+
+#include "config.h"
+#include "redis.h"
+
+#define DQ_WORKER_MAX_KV 32
+
+/* A worker's own options: getopt_long's return value c (a short option letter, or a
+ * DQ_WORKER_OPT_BASE+n value for long-only ones) and its argument. Return 0 when taken,
+ * -1 to refuse it (the message already printed: exit 2). */
+typedef int (*dq_worker_opt_fn)(void *ctx, int c, const char *arg);
+
+/* Long-only options of a worker are numbered from here. */
+#define DQ_WORKER_OPT_BASE 1200
+
+typedef struct dq_worker {
+    /* set by the caller before dq_worker_start */
+    const char *program;   /* "deployq-monitor": log lines, errors */
+    const char *group;     /* the default consumer group; --group replaces it */
+    /* set by dq_worker_start */
+    dq_config *cfg;        /* owned; freed by dq_worker_finish */
+    volatile sig_atomic_t *stop;
+    int log_level;
+} dq_worker;
+
+/* The usage lines of the shared options, for a worker's usage text. */
+#define DQ_WORKER_COMMON_USAGE                                                             \
+    "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"                    \
+    "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"         \
+    "      --redis-url URL   Redis URL (env DEPLOYQ_REDIS_URL wins)\n"                     \
+    "  -g, --group ID        consumer group\n"                                             \
+    "  -X KEY=VALUE          any librdkafka property (repeatable)\n"                       \
+    "      --log-level L     debug|info|warn|error (default info)\n"                       \
+    "  -h, --help            this help\n"
+
+/* Parse argv: the shared options, then extra_opts (may be NULL; a {NULL,0,NULL,0}
+ * terminated table) with their short letters in extra_short (may be NULL), handed to
+ * on_opt. Then start logging, curl_global_init, the stop flag, and load the configuration
+ * (flags and environment applied; a broker must be configured). Returns -1 when the worker
+ * should go on (w->cfg is set), else the exit status to return at once: 0 after --help,
+ * 2 on a usage error, 1 when the configuration cannot be loaded (reason logged). */
+int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
+                    const struct option *extra_opts, const char *extra_short,
+                    dq_worker_opt_fn on_opt, void *ctx);
+
+/* Connect to the configured Redis, retrying for up to 30 s while Redis may still be
+ * starting (compose, systemd) and the stop flag is clear. NULL (reason logged) when it
+ * never answered. Later outages are the caller's, message by message. */
+dq_redis *dq_worker_redis(const dq_worker *w);
+
+/* Free the configuration and clean up libcurl. */
+void dq_worker_finish(dq_worker *w);
+
+#endif
