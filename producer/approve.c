@@ -136,17 +136,10 @@ static int decide(int argc, char **argv, const char *verb, const char *decision)
         goto out;
     }
     if (!key_id) {
-        const char *base = strrchr(key_path, '/');
-        size_t n;
-
-        base = base ? base + 1 : key_path;
-        n = strcspn(base, ".");
-        if (n == 0 || n >= sizeof keyidbuf) {
+        if (dq_cli_key_id_from_path(key_path, keyidbuf, sizeof keyidbuf) != 0) {
             dq_cli_fail(&cli, "cannot derive a key id from %s: pass --key-id", key_path);
             goto out;
         }
-        memcpy(keyidbuf, base, n);
-        keyidbuf[n] = '\0';
         key_id = keyidbuf;
     }
     signer = dq_signer_load(key_path, err, sizeof err);

@@ -57,6 +57,11 @@ int dq_cli_common_opt(dq_cli *cli, int c, const char *arg);
  * stack's is used. Prints a one-line error and returns NULL on failure. */
 dq_config *dq_cli_load_config(const dq_cli *cli);
 
+/* The key id a key file implies: its base name up to the first '.' ("keys/ci-2026.key"
+ * gives "ci-2026"), what `deployq keygen` uses when no --id is given. 0, or -1 when the
+ * name gives none or it does not fit in outlen. */
+int dq_cli_key_id_from_path(const char *path, char *out, size_t outlen);
+
 /* "deployq: <verb>: <message>" on stderr. */
 void dq_cli_fail(const dq_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

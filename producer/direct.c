@@ -287,15 +287,10 @@ int dq_cmd_deploy(int argc, char **argv)
         return 1;
     }
     if (!key_id) {
-        const char *base = strrchr(key_path, '/');
-        size_t n;
-
-        base = base ? base + 1 : key_path;
-        n = strcspn(base, ".");
-        if (n >= sizeof keyidbuf)
-            n = sizeof keyidbuf - 1;
-        memcpy(keyidbuf, base, n);
-        keyidbuf[n] = '\0';
+        if (dq_cli_key_id_from_path(key_path, keyidbuf, sizeof keyidbuf) != 0) {
+            dq_cli_fail(&cli, "cannot derive a key id from %s: pass --key-id", key_path);
+            return 1;
+        }
         key_id = keyidbuf;
     }
 

@@ -68,15 +68,8 @@ int dq_cmd_keygen(int argc, char **argv)
     if (strcmp(role, "ci") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "operator") != 0)
         return dq_cli_usage(&cli, keygen_usage, 2, "--role must be ci, approver or operator");
     if (!id) {
-        const char *base = strrchr(out, '/');
-        size_t n;
-
-        base = base ? base + 1 : out;
-        n = strcspn(base, ".");
-        if (n == 0 || n >= sizeof idbuf)
+        if (dq_cli_key_id_from_path(out, idbuf, sizeof idbuf) != 0)
             return dq_cli_usage(&cli, keygen_usage, 2, "cannot derive a key id: pass --id");
-        memcpy(idbuf, base, n);
-        idbuf[n] = '\0';
         id = idbuf;
     }
     if (dq_sign_keygen(out, &pub, err, sizeof err) != 0) {

@@ -67,6 +67,20 @@ void dq_cli_fail(const dq_cli *cli, const char *fmt, ...)
     fprintf(stderr, "deployq: %s: %s\n", cli && cli->verb ? cli->verb : "error", clean);
 }
 
+int dq_cli_key_id_from_path(const char *path, char *out, size_t outlen)
+{
+    const char *base = strrchr(path, '/');
+    size_t n;
+
+    base = base ? base + 1 : path;
+    n = strcspn(base, ".");
+    if (n == 0 || n >= outlen)
+        return -1;
+    memcpy(out, base, n);
+    out[n] = '\0';
+    return 0;
+}
+
 int dq_cli_usage(const dq_cli *cli, const char *usage, int code, const char *reason)
 {
     if (code == 0) {
