@@ -27,16 +27,7 @@ write_exec_config() {
     "$DEPLOYQ" keygen --out "$T/operator.key" --id op-test --role operator >/dev/null
     CONFIG="$T/deployq.yaml"
     cat >"$CONFIG" <<YAML
-kafka:
-  bootstrap.servers: "$BROKERS"
-  session.timeout.ms: "6000"
-  heartbeat.interval.ms: "500"
-redis:
-  url: "$REDIS_URL"
-topics:
-  requests: "$TOPIC_REQUESTS"
-  events: "$TOPIC_EVENTS"
-  dead: "$TOPIC_DEAD"
+$(config_base)
 keys:
   - id: ci-test
     public_key: "$(pubkey "$T/ci.key")"

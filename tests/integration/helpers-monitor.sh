@@ -14,16 +14,7 @@ FAKES="$DEPLOYQ_SOURCE/tests/fakes"
 write_monitor_config() {
     CONFIG="$T/deployq.yaml"
     cat >"$CONFIG" <<YAML
-kafka:
-  bootstrap.servers: "$BROKERS"
-  session.timeout.ms: "6000"
-  heartbeat.interval.ms: "500"
-redis:
-  url: "$REDIS_URL"
-topics:
-  requests: "$TOPIC_REQUESTS"
-  events: "$TOPIC_EVENTS"
-  dead: "$TOPIC_DEAD"
+$(config_base)
 ${2:-}
 services:
 $1

@@ -12,16 +12,7 @@ ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
 write_rollback_config() {
     CONFIG="$T/deployq.yaml"
     cat >"$CONFIG" <<YAML
-kafka:
-  bootstrap.servers: "$BROKERS"
-  session.timeout.ms: "6000"
-  heartbeat.interval.ms: "500"
-redis:
-  url: "$REDIS_URL"
-topics:
-  requests: "$TOPIC_REQUESTS"
-  events: "$TOPIC_EVENTS"
-  dead: "$TOPIC_DEAD"
+$(config_base)
 executor:
   lock_ttl: 5s
   lock_wait: 10s

@@ -98,14 +98,10 @@ start_broker() {
     log "broker $BROKERS ($BROKER_KIND)"
 }
 
-# write_config [EXTRA_YAML]: keys, services, topics; extra YAML is appended verbatim.
-write_config() {
-    "$DEPLOYQ" keygen --out "$T/ci.key" --id ci-test >/dev/null
-    "$DEPLOYQ" keygen --out "$T/approver.key" --id approver-test --role approver >/dev/null
-    "$DEPLOYQ" keygen --out "$T/retired.key" --id ci-retired >/dev/null
-    "$DEPLOYQ" keygen --out "$T/stranger.key" --id ci-test >/dev/null # same id, other key
-    CONFIG="$T/deployq.yaml"
-    cat >"$CONFIG" <<YAML
+# The part of every test configuration that says where things are: the test's broker,
+# Redis and topics. The write_*config helpers start their YAML with it.
+config_base() {
+    cat <<YAML
 kafka:
   bootstrap.servers: "$BROKERS"
   session.timeout.ms: "6000"
@@ -116,6 +112,18 @@ topics:
   requests: "$TOPIC_REQUESTS"
   events: "$TOPIC_EVENTS"
   dead: "$TOPIC_DEAD"
+YAML
+}
+
+# write_config [EXTRA_YAML]: keys, services, topics; extra YAML is appended verbatim.
+write_config() {
+    "$DEPLOYQ" keygen --out "$T/ci.key" --id ci-test >/dev/null
+    "$DEPLOYQ" keygen --out "$T/approver.key" --id approver-test --role approver >/dev/null
+    "$DEPLOYQ" keygen --out "$T/retired.key" --id ci-retired >/dev/null
+    "$DEPLOYQ" keygen --out "$T/stranger.key" --id ci-test >/dev/null # same id, other key
+    CONFIG="$T/deployq.yaml"
+    cat >"$CONFIG" <<YAML
+$(config_base)
 keys:
   - id: ci-test
     public_key: "$(pubkey "$T/ci.key")"
