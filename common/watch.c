@@ -759,6 +759,9 @@ cJSON *dq_watch_evidence(const dq_watch_config *cfg, const dq_watch_state *st,
 
 /* ---- Redis ---- */
 
+/* A session record expires a day after it ends, but the target key keeps naming the
+ * target's newest session: a trigger that finds its own session id there (and no record)
+ * is a redelivery of an ended session, not a new deploy, however late it is read. */
 static const char lua_start[] =
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
     "if st then\n"
@@ -771,15 +774,14 @@ static const char lua_start[] =
     "  local sp = string.find(cur, ' ', 1, true)\n"
     "  local cid = string.sub(cur, 1, sp - 1)\n"
     "  local cat = tonumber(string.sub(cur, sp + 1))\n"
-    "  if cid ~= ARGV[1] then\n"
-    "    if cat > tonumber(ARGV[3]) then return {3, cid} end\n"
-    "    local ok = ARGV[4] .. 'session:' .. cid\n"
-    "    if redis.call('HGET', ok, 'status') == 'active' then\n"
-    "      redis.call('HSET', ok, 'status', 'superseded')\n"
-    "      redis.call('PEXPIRE', ok, ARGV[5])\n"
-    "      redis.call('ZREM', KEYS[3], cid)\n"
-    "      old = cid\n"
-    "    end\n"
+    "  if cid == ARGV[1] then return {2, ''} end\n"
+    "  if cat > tonumber(ARGV[3]) then return {3, cid} end\n"
+    "  local ok = ARGV[4] .. 'session:' .. cid\n"
+    "  if redis.call('HGET', ok, 'status') == 'active' then\n"
+    "    redis.call('HSET', ok, 'status', 'superseded')\n"
+    "    redis.call('PEXPIRE', ok, ARGV[5])\n"
+    "    redis.call('ZREM', KEYS[3], cid)\n"
+    "    old = cid\n"
     "  end\n"
     "end\n"
     "redis.call('HMSET', KEYS[1], 'state', ARGV[2], 'status', 'active')\n"

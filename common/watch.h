@@ -156,7 +156,7 @@ cJSON *dq_watch_sample_json(const dq_watch_sample *ws);
 typedef enum {
     DQ_WATCH_START_NEW = 0,  /* created; the caller announces it, then arms it */
     DQ_WATCH_START_ACTIVE,   /* it exists and runs (a redelivered trigger): announce, arm */
-    DQ_WATCH_START_ENDED,    /* it exists and has ended: nothing to do */
+    DQ_WATCH_START_ENDED,    /* it exists and has ended (or its record expired and the target key still names it): nothing to do */
     DQ_WATCH_START_STALE,    /* the target already has a newer session: not started */
 } dq_watch_start;
 

@@ -23,7 +23,7 @@ YAML
 
 # start_monitor NAME [extra args]: sets MONITOR_PID_<NAME>, and waits until its consumer
 # has partitions (a real Kafka's first group join takes seconds, longer than the short
-# windows of these tests; a trigger older than its window is not watched).
+# windows of these tests; a trigger read late would start its window late).
 start_monitor() {
     start_monitor_nowait "$@"
     wait_for 60 grep -q 'kafka: assigned' "$T/monitor-$1.log" || fail "monitor $1 got no partitions"

@@ -258,12 +258,15 @@ dq_handle_result dq_monitor_handle(void *ctx, const dq_message *msg, char *err, 
                 ev->environment ? ev->environment : "?", ev->type, ev->version ? ev->version : "?");
         goto out;
     }
-    if (ev->at_ms + t->watch->window_ms < now) {
-        /* read from an old offset (a new consumer group): its window is long over */
-        dq_info("%s/%s: %s of %s at %lld is older than its window; not watched", t->service,
-                t->environment, ev->type, ev->version ? ev->version : "?", (long long)ev->at_ms);
-        goto out;
-    }
+    /* A trigger read late (rebalances, a monitor down for a while, a new consumer group)
+     * is still watched, its window starting now: skipping it would leave a bad version
+     * running unjudged. Old history is kept from being watched again by the start script
+     * instead: a newer trigger of the target, or this trigger's own session (running,
+     * ended, or remembered as the target's newest), makes it a no-op. */
+    if (ev->at_ms + t->watch->window_ms < now)
+        dq_info("%s/%s: %s of %s at %lld is read %lld s late; its window starts now", t->service,
+                t->environment, ev->type, ev->version ? ev->version : "?", (long long)ev->at_ms,
+                (long long)((now - ev->at_ms) / 1000));
     version = ev->version;
     if (strcmp(ev->type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 && dq_json_str(ev->data, "to_version"))
         version = dq_json_str(ev->data, "to_version"); /* watch what now runs */
