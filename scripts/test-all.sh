@@ -56,7 +56,7 @@ if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ]; then
     say "starting a real Apache Kafka (KRaft)"
     kdir=$(mktemp -d /tmp/dq-kafka.XXXXXX)
     if brokers=$(scripts/kafka.sh start --dir "$kdir"); then
-        DEPLOYQ_TEST_BROKERS=$brokers run_suite "integration, real Apache Kafka ($brokers)" build --suite integration
+        DEPLOYQ_TEST_BROKERS=$brokers run_suite "integration, real Apache Kafka ($brokers)" build --suite integration --no-suite local
         scripts/kafka.sh stop --dir "$kdir" || true
     else
         echo "real Kafka did not start"
@@ -77,6 +77,52 @@ if [ -z "${DEPLOYQ_SKIP_ASAN:-}" ]; then
         failed=$((failed + 1))
         runs_failed=$((runs_failed + 1))
     fi
+fi
+
+# ---- fuzzing (tests/fuzz/): every libFuzzer harness for 20 s, built with clang, ASan and
+# UBSan apart from build/. Each harness counts as one test. DEPLOYQ_SKIP_FUZZ=1 skips it.
+if [ -z "${DEPLOYQ_SKIP_FUZZ:-}" ]; then
+    say "fuzzing: libFuzzer harnesses, 20 s each (tests/fuzz/run.sh)"
+    fuzz_log=$(mktemp /tmp/dq-fuzz-run.XXXXXX)
+    tests/fuzz/run.sh 20 2>&1 | tee "$fuzz_log"
+    fuzz_rc=${PIPESTATUS[0]}
+    fuzz_ok=$(grep -c '^fuzz_[a-z]*: PASS' "$fuzz_log")
+    fuzz_fail=$(grep -c '^fuzz_[a-z]*: FAIL' "$fuzz_log")
+    passed=$((passed + fuzz_ok))
+    failed=$((failed + fuzz_fail))
+    if [ "$fuzz_rc" -ne 0 ]; then
+        runs_failed=$((runs_failed + 1))
+        # A run that failed before counting anything must still count as a failure.
+        [ $((fuzz_ok + fuzz_fail)) -gt 0 ] || failed=$((failed + 1))
+    fi
+    rm -f "$fuzz_log"
+fi
+
+# ---- fault injection, canary and flood (tests/chaos/): two seeded chaos runs of 40 s on
+# the embedded broker (the whole pipeline, two of every worker, random kills, pauses,
+# Redis restarts, provider and health faults; every invariant and canary checked), then a
+# 10,000-request flood with the slow-provider check (about 3.5 minutes in all). Each chaos run
+# and the flood count as one test. DEPLOYQ_SKIP_CHAOS=1 skips it; DQ_CHAOS_SEED fixes the
+# seed (printed anyway).
+if [ -z "${DEPLOYQ_SKIP_CHAOS:-}" ]; then
+    say "fault injection: tests/chaos/run.sh --runs 2 --duration 40 (embedded broker)"
+    chaos_log=$(mktemp /tmp/dq-chaos-run.XXXXXX)
+    tests/chaos/run.sh --build build --runs 2 --duration 40 ${DQ_CHAOS_SEED:+--seed "$DQ_CHAOS_SEED"} 2>&1 | tee "$chaos_log"
+    chaos_rc=${PIPESTATUS[0]}
+    say "flood: tests/chaos/flood.sh --n 10000 --embedded"
+    tests/chaos/flood.sh --build build --n 10000 --embedded 2>&1 | grep -v '^{' | tee -a "$chaos_log"
+    flood_rc=${PIPESTATUS[0]}
+    chaos_ok=$(grep -c '^chaos run [0-9]* (seed [0-9]*): ok' "$chaos_log")
+    chaos_fail=$(grep -c '^chaos run [0-9]* (seed [0-9]*): FAIL' "$chaos_log")
+    if [ "$flood_rc" -eq 0 ]; then chaos_ok=$((chaos_ok + 1)); else chaos_fail=$((chaos_fail + 1)); fi
+    passed=$((passed + chaos_ok))
+    failed=$((failed + chaos_fail))
+    if [ "$chaos_rc" -ne 0 ] || [ "$flood_rc" -ne 0 ]; then
+        runs_failed=$((runs_failed + 1))
+        # A run that failed before counting anything must still count as a failure.
+        [ "$chaos_fail" -gt 0 ] || failed=$((failed + 1))
+    fi
+    rm -f "$chaos_log"
 fi
 
 say "totals over all runs"
