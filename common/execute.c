@@ -10,6 +10,7 @@
 #include "execute.h"
 
 #include <libfyaml.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,90 @@
 #include "util.h"
 
 #define RECORD_WRITE_TRIES 3
+#define RECORD_RETRY_MS 1000 /* while polling, how often an unwritten record is tried again */
+
+/* ---- memory of accepted provider deployments (execute.h, dq_exec_memo_*) ---- */
+
+typedef struct memo {
+    struct memo *next;
+    char *key;
+    char *json;
+} memo;
+
+static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
+static memo *memo_head;
+
+int dq_exec_memo_put(const char *key, const char *json)
+{
+    char *copy;
+    int rc = 0;
+
+    if (!key || !json)
+        return 0;
+    copy = strdup(json);
+    if (!copy)
+        return -1;
+    pthread_mutex_lock(&memo_mu);
+    {
+        memo *m = memo_head;
+
+        while (m && strcmp(m->key, key) != 0)
+            m = m->next;
+        if (m) {
+            free(m->json);
+            m->json = copy;
+        } else if ((m = calloc(1, sizeof *m)) != NULL && (m->key = strdup(key)) != NULL) {
+            m->json = copy;
+            m->next = memo_head;
+            memo_head = m;
+        } else {
+            free(m);
+            free(copy);
+            rc = -1;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
+    return rc;
+}
+
+char *dq_exec_memo_get(const char *key)
+{
+    char *copy = NULL;
+
+    if (!key)
+        return NULL;
+    pthread_mutex_lock(&memo_mu);
+    for (memo *m = memo_head; m; m = m->next) {
+        if (strcmp(m->key, key) == 0) {
+            copy = strdup(m->json);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
+    return copy;
+}
+
+void dq_exec_memo_drop(const char *key)
+{
+    memo *gone = NULL;
+
+    if (!key)
+        return;
+    pthread_mutex_lock(&memo_mu);
+    for (memo **pp = &memo_head; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
+    if (gone) {
+        free(gone->key);
+        free(gone->json);
+        free(gone);
+    }
+}
 
 /* ---- configuration ---- */
 
@@ -202,6 +287,8 @@ typedef struct run {
     char sink_err[512];
     int attempt;         /* 1-based position in the chain of the provider being tried */
     int64_t started_at;  /* wall ms when the provider accepted */
+    char *unrecorded;    /* the started record Redis did not take yet (tried again while polling) */
+    int64_t next_retry;  /* wall ms of the next try of unrecorded */
 } run;
 
 static int url_ok(const char *u)
@@ -254,12 +341,25 @@ static int emit(run *r, dq_event *ev)
     return rc;
 }
 
+static int record_write(run *r, const char *json, int tries);
+
 static int run_continue(void *ctx)
 {
     run *r = ctx;
 
     if (r->sink_failed)
         return 0;
+    /* Redis was down when the provider accepted: record as soon as it is back, so that
+     * another process taking the target over resumes instead of deploying again. */
+    if (r->unrecorded && dq_now_ms() >= r->next_retry) {
+        if (record_write(r, r->unrecorded, 1) == 0) {
+            dq_info("deploy %s: provider deployment recorded now (%s)", r->req->deployment_id, r->record_key);
+            free(r->unrecorded);
+            r->unrecorded = NULL;
+        } else {
+            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
+        }
+    }
     return r->x->should_continue == NULL || r->x->should_continue(r->x->ctx);
 }
 
@@ -281,14 +381,14 @@ static void emit_started(run *r, const char *provider, const char *provider_type
 }
 
 /* SET the record; a few tries, because losing it would let a restart deploy twice. */
-static int record_write(run *r, const char *json)
+static int record_write(run *r, const char *json, int tries)
 {
     char ttl[32];
 
     if (!r->x->redis)
         return 0;
     snprintf(ttl, sizeof ttl, "%d", DQ_EXEC_RECORD_TTL_S);
-    for (int i = 0; i < RECORD_WRITE_TRIES; i++) {
+    for (int i = 0; i < tries; i++) {
         const char *argv[] = {"SET", r->record_key, json, "EX", ttl};
         size_t argvlen[5];
         redisReply *rep;
@@ -302,7 +402,8 @@ static int record_write(run *r, const char *json)
         }
         if (rep)
             freeReplyObject(rep);
-        dq_sleep_ms(200);
+        if (i + 1 < tries)
+            dq_sleep_ms(200);
     }
     dq_error("deploy %s: cannot write %s to redis %s: %s", r->req->deployment_id, r->record_key,
              dq_redis_where(r->x->redis), dq_redis_errstr(r->x->redis));
@@ -328,10 +429,21 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
         cJSON_AddNumberToObject(o, "fence", (double)r->x->fence))
         json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    /* Kept in memory first: whatever Redis does, a later run in this process (after the
+     * lease was lost and the lock taken again) resumes this provider deployment. */
+    if (!json || dq_exec_memo_put(r->record_key, json) != 0)
+        dq_error("deploy %s: %s %s started but not remembered (out of memory)", r->req->deployment_id,
+                 dq_provider_name(p), provider_id);
     /* Recorded before anything else, polling included: from here a restart resumes. */
-    if (!json || record_write(r, json) != 0)
-        dq_error("deploy %s: %s %s started but NOT recorded: a restart now could deploy twice",
+    if (!json || record_write(r, json, RECORD_WRITE_TRIES) != 0) {
+        dq_error("deploy %s: %s %s started but NOT recorded yet: retrying while polling; a crash of "
+                 "this process before that could deploy twice",
                  r->req->deployment_id, dq_provider_name(p), provider_id);
+        free(r->unrecorded);
+        r->unrecorded = json;
+        r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
+        json = NULL;
+    }
     free(json);
     emit_started(r, dq_provider_name(p), dq_provider_type(p), provider_id, r->attempt);
 }
@@ -443,9 +555,10 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     if (rec && json && cJSON_AddStringToObject(rec, "terminal", json))
         rec_json = cJSON_PrintUnformatted(rec);
     cJSON_Delete(rec);
-    /* a lost terminal record costs a re-poll on redelivery, never a wrong outcome */
-    if (rec_json)
-        record_write(r, rec_json);
+    /* A lost terminal record costs a re-poll on redelivery, never a wrong outcome; the
+     * memory of the started deployment goes only once Redis has the outcome. */
+    if (rec_json && record_write(r, rec_json, RECORD_WRITE_TRIES) == 0)
+        dq_exec_memo_drop(r->record_key);
     free(rec_json);
     free(json);
     return DQ_EXEC_DONE;
@@ -498,6 +611,25 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
 
     if (record_read(&r, &rec, err, errlen) != 0)
         return DQ_EXEC_ERROR;
+    if (!rec) {
+        /* Redis has no record, but this process may have seen a provider accept the deploy
+         * while Redis was down: resume that deployment, and record it now. */
+        char *mem = dq_exec_memo_get(r.record_key);
+
+        if (mem) {
+            rec = dq_json_parse(mem, strlen(mem), 1 << 20, 16, NULL, why, sizeof why);
+            if (rec) {
+                dq_warn("deploy %s: not recorded in redis but started by this process: recording it now",
+                        req.deployment_id);
+                if (record_write(&r, mem, RECORD_WRITE_TRIES) != 0) {
+                    r.unrecorded = mem;
+                    r.next_retry = dq_now_ms() + RECORD_RETRY_MS;
+                    mem = NULL;
+                }
+            }
+            free(mem);
+        }
+    }
 
     terminal = dq_json_str(rec, "terminal");
     if (terminal) {
@@ -505,6 +637,7 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
         dq_event *ev = dq_event_decode(terminal, strlen(terminal), why, sizeof why);
         if (ev) {
             cJSON_Delete(rec);
+            dq_exec_memo_drop(r.record_key); /* Redis has the outcome */
             if (out)
                 out->resumed = 1;
             fill_outcome(out, ev);
@@ -521,6 +654,8 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                        : dq_exec_chain_load(x->cfg, req.service, req.environment, &providers, &n, why,
                                             sizeof why)) != 0) {
         cJSON_Delete(rec);
+        free(r.unrecorded);
+        r.unrecorded = NULL;
         dq_error("deploy %s: %s", req.deployment_id, why);
         return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
     }
@@ -550,6 +685,8 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                          pname, pid);
                 cJSON_Delete(rec);
                 dq_exec_chain_free(providers, n);
+                free(r.unrecorded);
+                r.unrecorded = NULL;
                 return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
             }
             dq_info("deploy %s: resuming %s %s (started %lld ms ago); no new deploy", req.deployment_id,
@@ -610,5 +747,6 @@ outcome:
     }
     dq_chain_result_clear(&res);
     dq_exec_chain_free(providers, n);
+    free(r.unrecorded);
     return st;
 }

@@ -30,6 +30,7 @@
 #define RETRY_MAX_MS 5000
 #define NOTIFY_EVENT_TRIES 3
 #define RECORD_TTL_S (7 * 24 * 3600)
+#define RECORD_RETRY_MS 1000 /* while polling, how often an unwritten record is tried again */
 #define VERIFIED_KEEP 50
 #define KEY_LEN 512
 #define RECORD_MAX_BYTES (256 * 1024)
@@ -308,6 +309,8 @@ typedef struct run {
     const char *method;
     int64_t started_at_ms;
     int record_failed;
+    char *unrecorded;   /* the started record Redis did not take yet (tried again while polling) */
+    int64_t next_retry; /* wall ms of the next try of unrecorded */
     dq_event *terminal; /* the delivered outcome, notified once the lock is released */
     char err[512];
 } run;
@@ -315,6 +318,21 @@ typedef struct run {
 static int run_continue(void *ctx)
 {
     run *r = ctx;
+
+    /* Redis was down when the provider accepted: record as soon as it is back, so that
+     * another process taking the target over resumes instead of redeploying. */
+    if (r->unrecorded && dq_now_ms() >= r->next_retry) {
+        if (reply_ok(r->rb, dq_redis_command(r->rb->redis, "SET %s %s EX %d", r->record_key, r->unrecorded,
+                                             RECORD_TTL_S),
+                     r->err, sizeof r->err) == 0) {
+            dq_info("rollback %s: provider deployment recorded now", r->req->id);
+            free(r->unrecorded);
+            r->unrecorded = NULL;
+            r->record_failed = 0;
+        } else {
+            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
+        }
+    }
     return !*r->rb->stop && !dq_lock_lost(r->lock);
 }
 
@@ -327,6 +345,7 @@ static int run_continue_stop(void *ctx)
 static int write_started(run *r, const char *provider, const char *provider_id)
 {
     cJSON *o = cJSON_CreateObject();
+    char *json;
     int rc;
 
     if (!o || !cJSON_AddStringToObject(o, "state", "started") || !cJSON_AddStringToObject(o, "method", r->method) ||
@@ -337,8 +356,22 @@ static int write_started(run *r, const char *provider, const char *provider_id)
         cJSON_Delete(o);
         return -1;
     }
+    /* Kept in memory first: whatever Redis does, a later run of this request in this
+     * process (after the lease was lost and the lock taken again) resumes this provider
+     * deployment instead of redeploying. */
+    json = dq_json_print(o);
+    if (!json || dq_exec_memo_put(r->record_key, json) != 0)
+        dq_error("rollback %s: provider deployment %s not remembered (out of memory)", r->req->id,
+                 provider_id ? provider_id : "-");
     rc = set_json(r->rb, r->record_key, o, RECORD_TTL_S, r->err, sizeof r->err);
     cJSON_Delete(o);
+    if (rc != 0 && json) {
+        free(r->unrecorded);
+        r->unrecorded = json;
+        r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
+        json = NULL;
+    }
+    free(json);
     return rc;
 }
 
@@ -347,9 +380,10 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
     run *r = ctx;
 
     if (write_started(r, dq_provider_name(p), provider_id) != 0) {
-        /* Go on: the rollback runs; only a crash before its end would repeat it. */
+        /* Go on: the rollback runs and this process remembers it (dq_exec_memo); the
+         * record is tried again while polling. Only a crash before then would repeat it. */
         r->record_failed = 1;
-        dq_warn("rollback %s: could not record the provider deployment: %s", r->req->id, r->err);
+        dq_warn("rollback %s: could not record the provider deployment yet: %s", r->req->id, r->err);
     }
 }
 
@@ -419,6 +453,8 @@ static int conclude(run *r, dq_event *ev)
     if (!rec || set_json(rb, r->record_key, rec, RECORD_TTL_S, r->err, sizeof r->err) != 0)
         dq_warn("rollback %s: outcome delivered but not recorded (a redelivery re-emits the same event): %s",
                 r->req->id, r->err);
+    else
+        dq_exec_memo_drop(r->record_key); /* Redis has the outcome: the memory is no longer needed */
     cJSON_Delete(rec);
     free(json);
     return 0;
@@ -803,6 +839,25 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
     }
     if (get_json(rb, r.record_key, &rec, err, errlen) != 0)
         return DQ_RETRY;
+    if (!rec) {
+        /* Redis has no record, but this process may have seen a provider accept this
+         * rollback while Redis was down: resume that deployment, and record it now. */
+        char *mem = dq_exec_memo_get(r.record_key);
+
+        rec = mem ? dq_json_parse(mem, strlen(mem), RECORD_MAX_BYTES, 32, NULL, lerr, sizeof lerr) : NULL;
+        if (rec) {
+            dq_warn("rollback %s: not recorded in redis but started by this process: recording it now", req->id);
+            if (reply_ok(rb, dq_redis_command(rb->redis, "SET %s %s EX %d", r.record_key, mem, RECORD_TTL_S),
+                         lerr, sizeof lerr) != 0) {
+                r.unrecorded = mem;
+                r.next_retry = dq_now_ms() + RECORD_RETRY_MS;
+                mem = NULL;
+            }
+        }
+        free(mem);
+    } else if (strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
+        dq_exec_memo_drop(r.record_key);
+    }
     if (rec && strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
         /* Concluded earlier: only the notifications may still be owed. */
         const cJSON *term = cJSON_GetObjectItemCaseSensitive(rec, "terminal");
@@ -815,6 +870,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
             notify(rb, tev, NULL, 0);
         dq_event_free(tev);
         free(json);
+        free(r.unrecorded);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -829,6 +885,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_warn("rollback requested for %s/%s (%s); policy notify: not rolling back",
                 req->service, req->environment, dq_json_str(req->data, "reason") ? dq_json_str(req->data, "reason") : "");
         notify(rb, req, note, 1);
+        free(r.unrecorded);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -849,6 +906,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_warn("rollback requested for %s/%s after a rollback; not rolling back further",
                 req->service, req->environment);
         notify(rb, req, note, 1);
+        free(r.unrecorded);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -907,6 +965,7 @@ out:
         dq_event_free(r.terminal);
     }
     free(picked);
+    free(r.unrecorded);
     cJSON_Delete(cur);
     cJSON_Delete(rec);
     return result;
