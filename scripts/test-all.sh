@@ -19,7 +19,8 @@ say() { printf '\n=== %s\n' "$*"; }
 # run_suite NAME BUILD_DIR [meson test args...]: run meson test and add its totals.
 run_suite() {
     local name=$1 dir=$2; shift 2
-    local out="$dir/meson-logs/$name.out"
+    local out
+    out="$dir/meson-logs/suite-$(printf '%s' "$name" | tr -c 'A-Za-z0-9' '-').out"
     say "$name"
     meson test -C "$dir" --print-errorlogs "$@" 2>&1 | tee "$out"
     local rc=${PIPESTATUS[0]}
@@ -33,9 +34,10 @@ run_suite() {
     passed=$((passed + ${ok:-0} + ${xfail:-0}))
     failed=$((failed + ${fail:-0} + ${upass:-0} + ${tout:-0}))
     skipped=$((skipped + ${skip:-0}))
-    if [ "$rc" -ne 0 ]; then
+    if [ "$rc" -ne 0 ] || [ -z "$ok$fail$tout" ]; then
         runs_failed=$((runs_failed + 1))
-        # A run that failed before counting anything must still count as a failure.
+        # A run that failed, or whose totals could not be read, before counting anything
+        # must still count as a failure: never a silent pass.
         [ -n "$ok$fail$tout" ] || failed=$((failed + 1))
     fi
 }
