@@ -132,6 +132,14 @@ dq_redis *dq_worker_redis(const dq_worker *w)
     return r;
 }
 
+void dq_worker_ensure_topics(const dq_worker *w)
+{
+    char err[512];
+
+    if (dq_kafka_ensure_topics(w->cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
+        dq_warn("could not ensure topics: %s", err);
+}
+
 void dq_worker_finish(dq_worker *w)
 {
     if (!w)

@@ -59,6 +59,11 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
  * never answered. Later outages are the caller's, message by message. */
 dq_redis *dq_worker_redis(const dq_worker *w);
 
+/* Create the deployq topics where they are missing (a real cluster with auto-creation
+ * off). A principal without the right to create them gets a warning, not a stop: the
+ * topics may well exist already. */
+void dq_worker_ensure_topics(const dq_worker *w);
+
 /* Free the configuration and clean up libcurl. */
 void dq_worker_finish(dq_worker *w);
 

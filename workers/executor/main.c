@@ -443,8 +443,7 @@ int main(int argc, char **argv)
         }
     }
     dq_actor("deployq-executor", ex.actor, sizeof ex.actor);
-    if (dq_kafka_ensure_topics(ex.cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
-        dq_warn("could not ensure topics: %s", err);
+    dq_worker_ensure_topics(&w);
     ex.producer = dq_producer_new(ex.cfg, err, sizeof err);
     if (!ex.producer) {
         dq_error("%s", err);

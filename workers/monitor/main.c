@@ -72,8 +72,7 @@ int main(int argc, char **argv)
     mon.redis = dq_worker_redis(&w);
     if (!mon.redis)
         goto out;
-    if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
-        dq_warn("could not ensure topics: %s", err);
+    dq_worker_ensure_topics(&w);
     mon.producer = dq_producer_new(cfg, err, sizeof err);
     if (!mon.producer) {
         dq_error("%s", err);

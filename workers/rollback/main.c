@@ -64,8 +64,7 @@ int main(int argc, char **argv)
     rb.redis = dq_worker_redis(&w);
     if (!rb.redis)
         goto out;
-    if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
-        dq_warn("could not ensure topics: %s", err);
+    dq_worker_ensure_topics(&w);
     /* Every event is sent synchronously; batching delay would only add to MTTR. */
     if (!dq_config_kafka_get(cfg, "linger.ms"))
         dq_config_set_kafka(cfg, "linger.ms", "0");

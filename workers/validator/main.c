@@ -97,10 +97,7 @@ int main(int argc, char **argv)
     val.redis = dq_worker_redis(&w);
     if (!val.redis)
         goto out;
-    /* Create the topics where they are missing (a real cluster with auto-creation off);
-     * a principal without the right to create them gets a warning, not a stop. */
-    if (dq_kafka_ensure_topics(cfg, DQ_PARTITIONS_DEFAULT, 15000, err, sizeof err) != 0)
-        dq_warn("could not ensure topics: %s", err);
+    dq_worker_ensure_topics(&w);
     /* Each verdict is sent synchronously (its offset is stored only once it is
      * acknowledged), so batching delay is pure latency: 5 ms of linger capped the
      * validator at ~160 requests/s, none gives ~1,400 (docs/performance.md). */
