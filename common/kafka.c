@@ -31,6 +31,7 @@
 #define SEEK_TIMEOUT_MS 1000
 #define DEFAULT_MAX_ATTEMPTS 3
 #define DEFAULT_POLL_MS 100
+#define DEFAULT_CLOSE_MS 10000
 
 /* ---- configuration ---- */
 
@@ -616,6 +617,7 @@ struct dq_consumer {
     char *topic_dead;
     int max_attempts;
     int poll_timeout_ms;
+    int close_timeout_ms;
     part_state *parts;
     size_t n_parts, cap_parts;
     /* deferred acknowledgements: written by any thread, hence the mutex */
@@ -878,6 +880,7 @@ dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
     c->dead = dead;
     c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_MAX_ATTEMPTS;
     c->poll_timeout_ms = opts->poll_timeout_ms > 0 ? opts->poll_timeout_ms : DEFAULT_POLL_MS;
+    c->close_timeout_ms = opts->close_timeout_ms > 0 ? opts->close_timeout_ms : DEFAULT_CLOSE_MS;
     c->topic_dead = strdup(topic_or(cfg ? cfg->topic_dead : NULL, DQ_TOPIC_DEAD));
     if (!c->topic_dead) {
         snprintf(err, errlen, "kafka: out of memory");
@@ -923,20 +926,9 @@ fail:
 
 static void pend_flush(dq_consumer *c);
 
-void dq_consumer_free(dq_consumer *c)
+/* What is left after the handle is gone. */
+static void consumer_release(dq_consumer *c)
 {
-    if (!c)
-        return;
-    if (c->rk) {
-        /* acks that arrived after the loop stopped (threads finishing) still count */
-        pend_flush(c);
-        /* commits the stored offsets and leaves the group, so the partitions move on now
-         * instead of after a session timeout */
-        rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-        if (e)
-            dq_warn("kafka: consumer close: %s", rd_kafka_err2str(e));
-        rd_kafka_destroy(c->rk);
-    }
     for (size_t i = 0; i < c->n_parts; i++) {
         free(c->parts[i].topic);
         free(c->parts[i].dead_error);
@@ -948,6 +940,131 @@ void dq_consumer_free(dq_consumer *c)
     pthread_mutex_destroy(&c->pend_mu);
     free(c->topic_dead);
     free(c);
+}
+
+/* One rd_kafka_consumer_close on its own thread, so that the caller can stop waiting. */
+typedef struct closer {
+    dq_consumer *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;      /* the close returned */
+    int abandoned; /* the caller left: the thread cleans up */
+    rd_kafka_resp_err_t err;
+} closer;
+
+static int closes_pending;
+
+int dq_consumer_closes_pending(void)
+{
+    return __atomic_load_n(&closes_pending, __ATOMIC_SEQ_CST);
+}
+
+static void closer_free(closer *cl)
+{
+    pthread_cond_destroy(&cl->cv);
+    pthread_mutex_destroy(&cl->mu);
+    free(cl);
+}
+
+static void *closer_main(void *arg)
+{
+    closer *cl = arg;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(cl->c->rk);
+    int abandoned;
+
+    pthread_mutex_lock(&cl->mu);
+    cl->done = 1;
+    cl->err = e;
+    abandoned = cl->abandoned;
+    pthread_cond_signal(&cl->cv);
+    pthread_mutex_unlock(&cl->mu);
+    if (abandoned) {
+        /* nobody waits any more: finish what dq_consumer_free left */
+        dq_info("kafka: the consumer close given up on finished late%s%s", e ? ": " : "",
+                e ? rd_kafka_err2str(e) : "");
+        rd_kafka_destroy(cl->c->rk);
+        consumer_release(cl->c);
+        closer_free(cl);
+        __atomic_sub_fetch(&closes_pending, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+/* Close with a deadline. Returns 0 when the close finished (its error logged), -1 when it
+ * is still running on its own thread, which then owns c. */
+static int close_bounded(dq_consumer *c)
+{
+    closer *cl = calloc(1, sizeof *cl);
+    pthread_condattr_t ca;
+    pthread_t t;
+    struct timespec until;
+    int finished;
+
+    if (!cl || pthread_condattr_init(&ca) != 0) {
+        free(cl);
+        goto inline_close;
+    }
+    cl->c = c;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cl->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&cl->mu, NULL);
+    if (pthread_create(&t, NULL, closer_main, cl) != 0) {
+        closer_free(cl);
+        goto inline_close;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += c->close_timeout_ms / 1000;
+    until.tv_nsec += (long)(c->close_timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&cl->mu);
+    while (!cl->done && pthread_cond_timedwait(&cl->cv, &cl->mu, &until) == 0)
+        ;
+    finished = cl->done;
+    if (!finished) {
+        cl->abandoned = 1;
+        __atomic_add_fetch(&closes_pending, 1, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&cl->mu);
+    if (!finished) {
+        pthread_detach(t);
+        dq_warn("kafka: consumer close did not finish within %d ms (group coordinator "
+                "unreachable, or librdkafka issue #4884); stopping without it: offsets not "
+                "committed are read again by the group",
+                c->close_timeout_ms);
+        return -1;
+    }
+    pthread_join(t, NULL);
+    if (cl->err)
+        dq_warn("kafka: consumer close: %s", rd_kafka_err2str(cl->err));
+    closer_free(cl);
+    return 0;
+
+inline_close : {
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+    if (e)
+        dq_warn("kafka: consumer close: %s", rd_kafka_err2str(e));
+    return 0;
+}
+}
+
+void dq_consumer_free(dq_consumer *c)
+{
+    if (!c)
+        return;
+    if (c->rk) {
+        /* acks that arrived after the loop stopped (threads finishing) still count */
+        pend_flush(c);
+        /* commits the stored offsets and leaves the group, so the partitions move on now
+         * instead of after a session timeout */
+        if (close_bounded(c) != 0)
+            return; /* the closing thread owns c now */
+        rd_kafka_destroy(c->rk);
+    }
+    consumer_release(c);
 }
 
 rd_kafka_t *dq_consumer_handle(dq_consumer *c)

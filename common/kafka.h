@@ -102,6 +102,8 @@ typedef struct dq_consumer_opts {
     size_t n_topics;
     int max_attempts;          /* DQ_FAILED retries before dead-letter; default 3 */
     int poll_timeout_ms;       /* default 100: how often the loop sees the stop flag */
+    int close_timeout_ms;      /* default 10000: the longest dq_consumer_free waits for the
+                                * group to be left (see there) */
 } dq_consumer_opts;
 
 typedef struct dq_consumer dq_consumer;
@@ -123,8 +125,18 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
 void dq_consumer_ack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset);
 
 /* Commit stored offsets, leave the group (rd_kafka_consumer_close) and destroy. Deferred
- * messages not acknowledged by then are not committed (they are redelivered). */
+ * messages not acknowledged by then are not committed (they are redelivered).
+ *
+ * Bounded by close_timeout_ms: closing waits on the group coordinator (a whole
+ * session.timeout.ms when the broker is gone) and can hang forever inside librdkafka
+ * (issue #4884: rd_kafka_assign(NULL) in the revoke callback during close). Past the
+ * bound it logs a warning and returns, leaving the close running on its own thread (it
+ * cleans up if it ever finishes); what was not committed is read again by the group,
+ * exactly as after a crash. */
 void dq_consumer_free(dq_consumer *c);
+
+/* Closes that dq_consumer_free gave up waiting for and that are still running. */
+int dq_consumer_closes_pending(void);
 
 rd_kafka_t *dq_consumer_handle(dq_consumer *c);
 

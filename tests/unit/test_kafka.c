@@ -854,6 +854,57 @@ static void test_stop_flag(void **state)
     *stop = 0;
 }
 
+/* A consumer whose group coordinator is gone still stops when told: leaving the group
+ * waits a whole session.timeout.ms for the coordinator (or forever, librdkafka #4884, seen
+ * as a worker that never exited after SIGTERM), and dq_consumer_free bounds that by
+ * close_timeout_ms. The close it gave up on finishes on its own thread and cleans up. */
+static void test_close_is_bounded(void **state)
+{
+    static const char *const topics[] = {DQ_TOPIC_REQUESTS};
+    dq_consumer_opts opts = {.group_id = "bounded-close",
+                             .topics = topics,
+                             .n_topics = 1,
+                             .poll_timeout_ms = 50,
+                             .close_timeout_ms = 1500};
+    dq_mock_broker *b;
+    dq_config *cfg;
+    dq_producer *p;
+    dq_consumer *c;
+    seen s = {.stop_after = 1};
+    char err[256] = "";
+    int64_t t0, took;
+
+    (void)state;
+    b = dq_mock_broker_new(1, 1, err, sizeof err);
+    assert_non_null(b);
+    cfg = consumer_config(dq_mock_broker_bootstraps(b));
+    /* long enough that waiting for it cannot pass for the bound */
+    assert_int_equal(dq_config_set_kafka(cfg, "session.timeout.ms", "15000"), 0);
+    p = dq_producer_new(cfg, err, sizeof err);
+    assert_non_null(p);
+    send_text(p, DQ_TOPIC_REQUESTS, "a", 0);
+    c = dq_consumer_new(cfg, &opts, p, err, sizeof err);
+    assert_non_null(c);
+    run_consumer(c, &s);
+    assert_int_equal(s.n, 1);
+    dq_mock_broker_free(b); /* the coordinator is gone */
+
+    t0 = dq_mono_ms();
+    dq_consumer_free(c);
+    took = dq_mono_ms() - t0;
+    assert_true(took >= 1400);
+    assert_true(took < 5000);
+    assert_int_equal(dq_consumer_closes_pending(), 1);
+
+    /* the abandoned close ends once the session times out, and frees what it owns */
+    t0 = dq_mono_ms();
+    while (dq_consumer_closes_pending() > 0 && dq_mono_ms() - t0 < 60000)
+        dq_sleep_ms(100);
+    assert_int_equal(dq_consumer_closes_pending(), 0);
+    dq_producer_free(p);
+    dq_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_dead_letters),
         cmocka_unit_test(test_dead_letter_failure_holds_partition),
         cmocka_unit_test(test_stop_flag),
+        cmocka_unit_test(test_close_is_bounded),
     };
 
     return cmocka_run_group_tests(tests, setup, NULL);
