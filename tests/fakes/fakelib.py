@@ -236,6 +236,19 @@ class App:
             time.sleep(int(d) / 1000.0)
 
 
+def publish_port(server, port_file, echo):
+    """Say which port server got: into port_file (atomically, so a reader never sees half
+    a number) and, when echo is true, on stdout."""
+    port = server.server_address[1]
+    if port_file:
+        tmp = port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.replace(tmp, port_file)
+    if echo:
+        print(port, flush=True)
+
+
 def serve(app_class, description):
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--port", type=int, default=0)
@@ -248,15 +261,63 @@ def serve(app_class, description):
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.app = app_class(state)
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.rename(tmp, args.port_file)
-    print(port, flush=True)
+    publish_port(server, args.port_file, True)
     try:
         server.serve_forever(poll_interval=0.1)
     except KeyboardInterrupt:
         pass
     sys.exit(0)
+
+
+# ---- the doubles that are not provider APIs (health.py, router.py, prometheus.py) ----
+
+class SmallHandler(BaseHTTPRequestHandler):
+    """Base of a small double: quiet, with a way to answer and to read a JSON object."""
+
+    protocol_version = "HTTP/1.1"
+    default_ctype = "application/json"
+
+    def log_message(self, fmt, *args):  # quiet: tests read /_fake/calls instead
+        pass
+
+    def send(self, status, body, ctype=None):
+        """Answer status with body: a dict or list (sent as JSON), str or bytes."""
+        if isinstance(body, (dict, list)):
+            body, ctype = json.dumps(body), "application/json"
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", ctype or self.default_ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_json(self):
+        """The request body as a JSON object: {} when empty, None when not an object."""
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            doc = json.loads(raw or b"{}")
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+
+def small_args(description):
+    """The argument parser every small double starts from: --port and --port-file."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file")
+    return ap
+
+
+def serve_small(handler_class, args):
+    """Serve handler_class on 127.0.0.1:args.port until interrupted; the port goes to
+    args.port_file, or to stdout without one."""
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_class)
+    server.daemon_threads = True
+    publish_port(server, args.port_file, not args.port_file)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0

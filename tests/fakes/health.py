@@ -29,13 +29,14 @@ Run: python3 tests/fakes/health.py --port 0 --port-file F [--script JSON]
 It writes the chosen port to F (atomically). Only the standard library is used.
 """
 
-import argparse
 import json
 import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 DEFAULT = {"status": 200, "latency_ms": 0, "body": "ok"}
 
@@ -65,29 +66,9 @@ class State:
 STATE = State()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.SmallHandler):
     server_version = "deployq-health/1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, body, ctype="text/plain"):
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def read_json(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b"{}"
-        try:
-            doc = json.loads(raw or b"{}")
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
+    default_ctype = "text/plain"
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
@@ -136,28 +117,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--port-file")
+    ap = fakelib.small_args(__doc__.split("\n")[0])
     ap.add_argument("--script", help="initial behaviour, a JSON object")
     args = ap.parse_args()
     if args.script:
         STATE.script = json.loads(args.script)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.replace(tmp, args.port_file)
-    else:
-        print(port, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fakelib.serve_small(Handler, args)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ Script keys (per query under "queries", or at the top level as the default):
 Run: python3 tests/fakes/prometheus.py --port 0 --port-file F. Standard library only.
 """
 
-import argparse
-import json
 import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 LOCK = threading.Lock()
 SCRIPT = {}
@@ -55,29 +55,17 @@ def answer(spec):
     return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.SmallHandler):
     server_version = "deployq-prometheus/1"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def send_json(self, status, doc):
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):
         u = urlsplit(self.path)
         if u.path == "/_fake/calls":
             with LOCK:
-                self.send_json(200, {"calls": list(CALLS)})
+                self.send(200, {"calls": list(CALLS)})
             return
         if u.path != "/api/v1/query":
-            self.send_json(404, {"status": "error", "error": "not found"})
+            self.send(404, {"status": "error", "error": "not found"})
             return
         q = (parse_qs(u.query).get("query") or [""])[0]
         with LOCK:
@@ -88,17 +76,13 @@ class Handler(BaseHTTPRequestHandler):
         if spec.get("latency_ms"):
             time.sleep(int(spec["latency_ms"]) / 1000.0)
         status, body = answer(spec)
-        self.send_json(status, body)
+        self.send(status, body)
 
     def do_POST(self):
         global SCRIPT
-        n = int(self.headers.get("Content-Length") or 0)
-        try:
-            doc = json.loads(self.rfile.read(n) or b"{}") if n else {}
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            self.send_json(400, {"error": "expected a JSON object"})
+        doc = self.read_json()
+        if doc is None:
+            self.send(400, {"error": "expected a JSON object"})
             return
         path = urlsplit(self.path).path
         with LOCK:
@@ -108,31 +92,13 @@ class Handler(BaseHTTPRequestHandler):
                 SCRIPT = {}
                 del CALLS[:]
             else:
-                self.send_json(404, {"error": "not found"})
+                self.send(404, {"error": "not found"})
                 return
-        self.send_json(200, {})
+        self.send(200, {})
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--port-file")
-    args = ap.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % port)
-        os.replace(tmp, args.port_file)
-    else:
-        print(port, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fakelib.serve_small(Handler, fakelib.small_args(__doc__.split("\n")[0]).parse_args())
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Run: python3 tests/fakes/router.py --port 0 --port-file F --backends '{"blue": U
 Only the Python 3 standard library is used.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -26,36 +25,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fakelib  # noqa: E402
 
 LOCK = threading.Lock()
 STATE = {"live": None, "switches": [], "fail_switch": False, "backends": {}}
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakelib.SmallHandler):
     server_version = "deployq-router/1"
 
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, body, ctype="application/json"):
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        try:
-            doc = json.loads(raw or b"{}")
-        except ValueError:
-            doc = None
+        doc = self.read_json()
         path = self.path.split("?", 1)[0]
-        if not isinstance(doc, dict):
+        if doc is None:
             self.send(400, '{"error":"expected a JSON object"}')
             return
         with LOCK:
@@ -100,24 +84,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--port-file")
+    ap = fakelib.small_args(__doc__.split("\n")[0])
     ap.add_argument("--backends", required=True, help='{"blue": URL, "green": URL}')
     args = ap.parse_args()
     STATE["backends"] = {k: v.rstrip("/") for k, v in json.loads(args.backends).items()}
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % server.server_address[1])
-        os.replace(tmp, args.port_file)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return fakelib.serve_small(Handler, args)
 
 
 if __name__ == "__main__":
