@@ -187,14 +187,24 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char
     if (key && v.n_reasons == 0) {
         char owner[256] = "";
         const char *nonce = dq_json_str(p.inner, "nonce");
-        int rc = nonce ? dq_validator_claim_nonce(val, m, key->id, nonce, owner, sizeof owner) : 0;
+        const char *issued = dq_json_str(p.inner, "issued_at");
+        int64_t issued_ms = 0;
+        int rc = 0;
 
+        /* check_signature refused a missing or unreadable issued_at already */
+        if (nonce && issued && dq_time_parse(issued, &issued_ms) == 0)
+            rc = dq_validator_claim_nonce(val, m, key->id, nonce, issued_ms, owner, sizeof owner);
         if (rc < 0) {
             res = DQ_RETRY;
             goto out;
         }
         if (rc == 1)
             dq_verdict_add(&v, "replayed_nonce", "nonce already used by the message at %s", owner);
+        if (rc == 2)
+            dq_verdict_add(&v, "stale",
+                           "the approval was issued before %s, when the replay memory (Redis) "
+                           "began: a replay could not be told from it; sign it again",
+                           owner);
     }
     {
         int rc = claim_decision(val, m, dep, 7L * 24 * 3600);

@@ -97,6 +97,14 @@ int main(int argc, char **argv)
     val.redis = dq_worker_redis(&w);
     if (!val.redis)
         goto out;
+    {
+        /* Learn where the replay memory began (validate.h) before the first message, so
+         * that a Redis that loses its nonces later is noticed as such. */
+        int64_t epoch;
+
+        if (dq_validator_nonce_epoch(&val, dq_now_ms(), &epoch, err, sizeof err) != 0)
+            dq_warn("replay memory: %s (asked again for every message)", err);
+    }
     dq_worker_ensure_topics(&w);
     /* Each verdict is sent synchronously (its offset is stored only once it is
      * acknowledged), so batching delay is pure latency: 5 ms of linger capped the

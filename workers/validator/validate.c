@@ -5,6 +5,7 @@
 #include "validate.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,16 +90,117 @@ void dq_verdict_clear(dq_verdict *v)
     memset(v, 0, sizeof *v);
 }
 
-int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
-                       const char *nonce, char *owner, size_t ownerlen)
+#define NONCE_EPOCH_KEY "deployq:nonce-epoch"
+
+/* "<ms> fresh|reset" -> ms and whether it is a reset. -1 when it is neither. */
+static int epoch_parse(const char *text, int64_t *ms, int *reset)
 {
-    char key[256], me[256];
+    char *end = NULL;
+    long long v;
+
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno || end == text || v < 0)
+        return -1;
+    if (strcmp(end, " fresh") == 0)
+        *reset = 0;
+    else if (strcmp(end, " reset") == 0)
+        *reset = 1;
+    else
+        return -1;
+    *ms = v;
+    return 0;
+}
+
+int dq_validator_nonce_epoch(dq_validator *val, int64_t now_ms, int64_t *epoch_ms, char *err,
+                             size_t errlen)
+{
+    char *text = NULL, mine[40];
+    int reset = 0, tries;
+
+    for (tries = 0; tries < 3; tries++) {
+        int lost;
+
+        if (dq_redis_get(val->redis, NONCE_EPOCH_KEY, &text) != 0) {
+            snprintf(err, errlen, "redis: %s", dq_redis_errstr(val->redis));
+            return -1;
+        }
+        if (text && epoch_parse(text, epoch_ms, &reset) != 0) {
+            snprintf(err, errlen, "%s holds \"%.40s\", not \"<ms> fresh|reset\"; delete it to "
+                     "start the replay memory again", NONCE_EPOCH_KEY, text);
+            free(text);
+            return -1;
+        }
+        /* Seen before and now gone, or replaced by a validator that started after the
+         * loss and took Redis for new: the nonces were lost under us. A "reset" written by
+         * another validator has dealt with it already. */
+        lost = val->epoch_seen[0] &&
+               (!text || (!reset && strcmp(text, val->epoch_seen) != 0));
+        if (text && !lost) {
+            dq_strlcpy(val->epoch_seen, text, sizeof val->epoch_seen);
+            free(text);
+            return 0;
+        }
+        if (lost) {
+            redisReply *r;
+
+            snprintf(mine, sizeof mine, "%lld reset", (long long)now_ms);
+            dq_warn("replay memory: Redis lost the nonces (%s was \"%s\", now %s): requests "
+                    "and approvals signed before now are refused as stale; run Redis with "
+                    "appendonly yes", NONCE_EPOCH_KEY, val->epoch_seen,
+                    text ? "a fresh one" : "gone");
+            free(text);
+            /* unconditional: it must replace a "fresh" one */
+            r = dq_redis_command(val->redis, "SET %s %s", NONCE_EPOCH_KEY, mine);
+            if (!r || r->type == REDIS_REPLY_ERROR) {
+                snprintf(err, errlen, "redis: %s", r ? r->str : dq_redis_errstr(val->redis));
+                if (r)
+                    freeReplyObject(r);
+                return -1;
+            }
+            freeReplyObject(r);
+            dq_strlcpy(val->epoch_seen, mine, sizeof val->epoch_seen);
+            *epoch_ms = now_ms;
+            return 0;
+        }
+        free(text);
+        text = NULL;
+        snprintf(mine, sizeof mine, "%lld fresh",
+                 (long long)(now_ms - val->cfg->issued_at_window_ms));
+        if (dq_redis_set_nx(val->redis, NONCE_EPOCH_KEY, mine, 0) < 0) {
+            snprintf(err, errlen, "redis: %s", dq_redis_errstr(val->redis));
+            return -1;
+        }
+        /* ours or another validator's: read it back */
+    }
+    snprintf(err, errlen, "%s keeps vanishing", NONCE_EPOCH_KEY);
+    return -1;
+}
+
+int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
+                       const char *nonce, int64_t issued_ms, char *owner, size_t ownerlen)
+{
+    char key[256], me[256], err[256];
     char *prev = NULL;
     long ttl = (long)(val->cfg->issued_at_window_ms / 1000) * 2 + 60;
+    int64_t epoch;
     int rc;
 
-    /* The nonce must outlive the window in which its request is acceptable; past that,
-     * issued_at alone refuses a replay, so nonces survive a Redis restart in effect. */
+    /* The nonce outlives the window in which its message is acceptable; past that,
+     * issued_at alone refuses a replay. Inside the window only the nonce can, so a message
+     * signed before Redis' memory of nonces began (a restart without persistence) is
+     * refused rather than possibly run twice. Read per message: Redis may lose its data at
+     * any moment. */
+    if (dq_validator_nonce_epoch(val, dq_now_ms(), &epoch, err, sizeof err) != 0) {
+        dq_warn("replay memory: %s", err);
+        return -1;
+    }
+    if (issued_ms < epoch) {
+        char at[DQ_TIME_LEN + 1];
+
+        dq_strlcpy(owner, dq_time_format(epoch, at), ownerlen);
+        return 2;
+    }
     snprintf(key, sizeof key, "deployq:nonce:%s:%s", key_id, nonce);
     snprintf(me, sizeof me, "%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
     rc = dq_redis_set_nx(val->redis, key, me, ttl);
@@ -183,6 +285,7 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
     const char *request_text = NULL, *sig = NULL, *key_id = NULL;
     const dq_key *key = NULL;
     int sig_ok = 0, time_ok = 0, replayed = 0;
+    int64_t issued_ms = 0;
 
     memset(v, 0, sizeof *v);
     if (!m->value || m->len == 0) {
@@ -250,6 +353,7 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
         int64_t t, window = cfg->issued_at_window_ms;
 
         if (dq_time_parse(v->request->issued_at, &t) == 0) {
+            issued_ms = t;
             if (now_ms - t > window)
                 dq_verdict_add(v, "stale", "issued_at %s is %lld s old; the window is %lld s",
                            dq_validator_safe(v->request->issued_at, buf, 40), (long long)((now_ms - t) / 1000),
@@ -276,7 +380,8 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
 
     if (sig_ok && time_ok && v->request && v->request->nonce) {
         char owner[256] = "";
-        int rc = dq_validator_claim_nonce(val, m, key->id, v->request->nonce, owner, sizeof owner);
+        int rc = dq_validator_claim_nonce(val, m, key->id, v->request->nonce, issued_ms, owner,
+                                          sizeof owner);
 
         if (rc < 0) {
             v->transient = 1;
@@ -286,6 +391,13 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
         }
         if (rc == 1) {
             dq_verdict_add(v, "replayed_nonce", "nonce already used by the request at %s", owner);
+            replayed = 1;
+        }
+        if (rc == 2) {
+            dq_verdict_add(v, "stale",
+                           "issued_at %s is before %s, when the replay memory (Redis) began: a "
+                           "replay could not be told from it; sign it again",
+                           dq_validator_safe(v->request->issued_at, buf, 40), owner);
             replayed = 1;
         }
     }

@@ -44,6 +44,7 @@ typedef struct dq_validator {
     dq_schema *approval;      /* owned: schemas/approval.json */
     char actor[256];
     uint64_t n_validated, n_rejected, n_awaiting;
+    char epoch_seen[40];      /* the replay memory's beginning as last read, "" before */
 } dq_validator;
 
 typedef struct dq_verdict {
@@ -61,11 +62,27 @@ typedef struct dq_verdict {
 void dq_verdict_add(dq_verdict *v, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Claim a nonce for the message m (key deployq:nonce:<key_id>:<nonce>). 0 fresh or our
- * own (a redelivery of m), 1 replayed (owner gets the first user's position), -1 Redis
- * unreachable. */
+/* When the replay memory (the nonces in Redis) began, in ms since the epoch, from
+ * deployq:nonce-epoch ("<ms> fresh" or "<ms> reset"):
+ * - absent, and this validator never saw it: a new Redis, or one wiped while no validator
+ *   ran (the two look the same). "fresh", now_ms minus the issued_at window: no floor
+ *   beyond the window, so requests signed before the validators started still pass;
+ * - absent, or changed to a "fresh" value, after this validator saw it: Redis lost its
+ *   nonces under a running validator. "reset" at now_ms: what was signed before can no
+ *   longer be told from its replay.
+ * Remembers what it read in val->epoch_seen. 0 ok, -1 Redis unreachable or the value
+ * unreadable (err says which). */
+int dq_validator_nonce_epoch(dq_validator *val, int64_t now_ms, int64_t *epoch_ms, char *err,
+                             size_t errlen);
+
+/* Claim a nonce for the message m (key deployq:nonce:<key_id>:<nonce>), signed at
+ * issued_ms. 0 fresh or our own (a redelivery of m), 1 replayed (owner gets the first
+ * user's position), 2 issued before the replay memory began (owner gets that moment): a
+ * Redis that lost its nonces cannot tell a replay of such a message from its first
+ * sending, so it is refused, and the signer signs again (see dq_validator_nonce_epoch).
+ * -1 Redis unreachable. */
 int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
-                             const char *nonce, char *owner, size_t ownerlen);
+                             const char *nonce, int64_t issued_ms, char *owner, size_t ownerlen);
 
 /* Emit ev on deployq.events keyed service/environment ("unknown" without a target).
  * 0 acknowledged, -1 with a reason in err (retry later). */
