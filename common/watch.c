@@ -464,10 +464,27 @@ fail:
 
 /* ---- the rules ---- */
 
+/* Enough samples to stand behind a verdict: failure_threshold of every probe, as many as
+ * it takes to catch a failing version (watch.h). */
+static int enough_evidence(const dq_watch_config *cfg, const dq_watch_state *st)
+{
+    size_t need = cfg->failure_threshold > 0 ? (size_t)cfg->failure_threshold : 1;
+
+    for (size_t i = 0; i < cfg->n_probes; i++) {
+        const dq_watch_probe_state *ps = find_probe(st, cfg->probes[i]->name);
+        size_t have = ps ? ps->n_samples : 0;
+
+        /* the kept samples are capped: a full buffer is enough by definition */
+        if (have < need && !(ps && ps->cap > 0 && have == ps->cap))
+            return 0;
+    }
+    return 1;
+}
+
 dq_watch_action dq_watch_plan(const dq_watch_config *cfg, const dq_watch_state *st,
                               int64_t now_ms)
 {
-    if (now_ms < st->ends_ms)
+    if (now_ms < st->ends_ms || !enough_evidence(cfg, st))
         return DQ_WATCH_PROBE;
     if (!st->degraded)
         return DQ_WATCH_VERIFY;
@@ -535,7 +552,9 @@ static void schedule_next(const dq_watch_config *cfg, dq_watch_state *st, int64_
         next = tick_ms + st->interval_ms;
     if (!st->degraded && next > st->ends_ms && now_ms < st->ends_ms)
         next = st->ends_ms;
-    if (st->degraded && next > ext_end)
+    /* the extension's end is where a degraded session is judged; without the evidence
+     * for a verdict, sampling simply goes on */
+    if (st->degraded && next > ext_end && enough_evidence(cfg, st))
         next = ext_end > now_ms ? ext_end : now_ms;
     st->next_ms = next;
 }
@@ -641,12 +660,16 @@ int dq_watch_apply(const dq_watch_config *cfg, dq_watch_state *st, const dq_samp
                  "probe %s failed %d of the last %d samples (error rate %.2f above %.2f)",
                  ps->name, fails, cfg->error_rate_window, res->rate, cfg->max_error_rate);
     }
-    /* recovered during the extension after the window: verified now */
-    if (res->verdict == DQ_VERDICT_NONE && !degraded && now_ms >= st->ends_ms) {
+    /* recovered during the extension after the window, or the evidence missing at its end
+     * is complete now: verified */
+    if (res->verdict == DQ_VERDICT_NONE && !degraded && now_ms >= st->ends_ms &&
+        enough_evidence(cfg, st)) {
         res->verdict = DQ_VERDICT_VERIFIED;
-        snprintf(res->reason, sizeof res->reason,
-                 "window of %lld s passed; recovered after it ended (%lld samples)",
-                 (long long)(st->window_ms / 1000), (long long)st->n_samples);
+        snprintf(res->reason, sizeof res->reason, "window of %lld s passed; %s (%lld samples)",
+                 (long long)(st->window_ms / 1000),
+                 was_degraded ? "recovered after it ended"
+                              : "clean, with the last samples it lacked taken after it ended",
+                 (long long)st->n_samples);
     }
     if (res->verdict == DQ_VERDICT_NONE)
         schedule_next(cfg, st, tick_ms, now_ms);

@@ -13,7 +13,12 @@
  *     recovered when none has a failing streak any more (health.degraded on each change);
  *   - the window ending while healthy -> verified. Ending while degraded extends it by at
  *     most `failure_threshold` intervals: recovery then verifies, and a session still
- *     degraded at the end of the extension is rolled back (kind degraded_at_window_end).
+ *     degraded at the end of the extension is rolled back (kind degraded_at_window_end);
+ *   - no verdict without evidence: until every probe holds `failure_threshold` samples
+ *     (as many as it takes to catch a failing version) the session goes on probing past
+ *     the window's end. Ticks that could not be saved (the broker refused the health
+ *     event they produced, Redis was down) leave no samples, so an outage that spans the
+ *     window does not verify a version nobody looked at.
  * A missing sample counts as the probe's policy says (probe.h).
  *
  * Redis layout (prefix deployq:monitor:):

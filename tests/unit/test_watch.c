@@ -384,6 +384,47 @@ static void test_window_end(void **state)
     dq_watch_config_free(c);
 }
 
+/* No verdict without evidence: a window that ends before every probe holds
+ * failure_threshold samples (the monitor could not save its ticks: broker or Redis down
+ * the whole window) is not "passed clean". Found by the chaos suite: a bad version was
+ * verified with 0 samples after a broker outage spanning its window. */
+static void test_window_end_without_evidence(void **state)
+{
+    dq_watch_config *c = config_of("{\"interval\":\"1s\",\"window\":\"3500ms\"," ONE_HTTP "}", NULL);
+    dq_watch_state *st = session(c);
+    dq_watch_result r;
+    (void)state;
+
+    /* nothing was saved during the window: keep probing, do not verify */
+    assert_int_equal(dq_watch_plan(c, st, T0 + 3500), DQ_WATCH_PROBE);
+    assert_int_equal(dq_watch_plan(c, st, T0 + 60000), DQ_WATCH_PROBE);
+    /* the bad version is seen at last, late: sampled at the interval, not spun on... */
+    tick1(c, st, 20, DQ_SAMPLE_FAIL, 500, &r);
+    assert_int_equal(r.verdict, DQ_VERDICT_NONE);
+    assert_int_equal(r.degraded, 1);
+    assert_int_equal(st->next_ms, T0 + 21000);
+    assert_int_equal(dq_watch_plan(c, st, T0 + 21000), DQ_WATCH_PROBE);
+    tick1(c, st, 21, DQ_SAMPLE_FAIL, 500, &r);
+    assert_int_equal(r.verdict, DQ_VERDICT_NONE);
+    /* ...and rolled back by the usual rule */
+    tick1(c, st, 22, DQ_SAMPLE_FAIL, 500, &r);
+    assert_int_equal(r.verdict, DQ_VERDICT_ROLLBACK);
+    assert_string_equal(r.kind, "consecutive_failures");
+    dq_watch_state_free(st);
+
+    /* two good samples in the window are not enough either; the third, late, verifies */
+    st = session(c);
+    tick1(c, st, 0, DQ_SAMPLE_PASS, 200, &r);
+    tick1(c, st, 1, DQ_SAMPLE_PASS, 200, &r);
+    assert_int_equal(dq_watch_plan(c, st, T0 + 3500), DQ_WATCH_PROBE);
+    tick1(c, st, 9, DQ_SAMPLE_PASS, 200, &r);
+    assert_int_equal(r.verdict, DQ_VERDICT_VERIFIED);
+    assert_string_equal(r.reason, "window of 3 s passed; clean, with the last samples it lacked "
+                                  "taken after it ended (3 samples)");
+    dq_watch_state_free(st);
+    dq_watch_config_free(c);
+}
+
 static void test_schedule_late_tick(void **state)
 {
     dq_watch_config *c = config_of("{\"interval\":\"1s\",\"window\":\"1m\"," ONE_HTTP "}", NULL);
@@ -612,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_error_rate),
         cmocka_unit_test(test_missing_policies),
         cmocka_unit_test(test_window_end),
+        cmocka_unit_test(test_window_end_without_evidence),
         cmocka_unit_test(test_schedule_late_tick),
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test_setup_teardown(test_store, redis_up, redis_down),
