@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# scripts/kafka.sh - a real Apache Kafka 4.x (single node, KRaft) for tests and CI.
+# scripts/kafka.sh - a real Apache Kafka (single node, KRaft) for tests and CI: 4.1.1 by
+# default, or 3.9.1 (KAFKA_VERSION=3.9.1) where a SASL/SCRAM client on librdkafka < 2.6.1
+# must be proven (see "Secure mode").
 #
 # The machines that build deployq reach package registries only, so Kafka is not the
 # release tarball: its jars are resolved from Maven Central by Maven (scripts/kafka/pom.xml)
@@ -11,8 +13,9 @@
 #                                         format D, start the broker in the background, wait
 #                                         until it answers a metadata request, print
 #                                         "127.0.0.1:P" on stdout. --secure: the only
-#                                         listener is SASL_SSL (SCRAM-SHA-512 over TLS) with
-#                                         ACLs; see "Secure mode" below
+#                                         listener is SASL_SSL with ACLs; see "Secure mode"
+#                                         below. A data dir keeps the Kafka version that
+#                                         formatted it
 #   kafka.sh stop [--dir D]               SIGTERM, SIGKILL after 20 s
 #   kafka.sh status [--dir D]             print the address and exit 0 when running, else 1
 #   kafka.sh topics --bootstrap B [--command-config F]
@@ -27,13 +30,23 @@
 #                                 executor, monitor, rollback, registry (random passwords,
 #                                 created at format time)
 #   D/client/<user>.properties    Java client properties (AclCommand, TopicCommand, ...)
-#   D/client/<user>.kcat          kcat -F file for that user (SASL PLAIN inside TLS: the
-#                                 librdkafka of Debian 12 cannot do SCRAM with Kafka 4)
+#   D/client/<user>.kcat          kcat -F file for that user, with the mechanism below
+#   SASL mechanisms of the client listener, by Kafka version:
+#     3.x  SCRAM-SHA-512 only; the kcat files use it. librdkafka 2.0.2 (Debian 12) can log
+#          in: its SCRAM client-final-message repeats the client nonce (librdkafka bug,
+#          fixed in 2.6.1 by PR #4895), and Kafka 3.9's ScramSaslServer accepts that,
+#          since it only checks the nonce ends with the server's.
+#     4.x  SCRAM-SHA-512 and PLAIN (same users and passwords); the kcat files use PLAIN
+#          inside TLS, because Kafka 4 checks the nonce for equality and refuses it
+#          ("Invalid client nonce in the final client message")
+#          and so no librdkafka before 2.6.1 can do SCRAM with it.
+#   The Java client properties use SCRAM-SHA-512 in both.
 #   The topics are created and the ACL table of docs/operations.md ("Kafka security") is
 #   applied before the address is printed.
 #
 # Environment:
-#   KAFKA_VERSION    the org.apache.kafka:kafka_2.13 version (default 4.1.1)
+#   KAFKA_VERSION    the org.apache.kafka:kafka_2.13 version (default 4.1.1; 3.9.1 is
+#                    tested too, by tests/integration/0604-kafka-scram-kafka39.sh)
 #   DEPLOYQ_CACHE    cache root (default ~/.cache/deployq); jars in kafka-<version>/libs
 #   DEPLOYQ_KAFKA_DIR  default --dir (default ${TMPDIR:-/tmp}/deployq-kafka)
 #   KAFKA_HEAP_OPTS  default -Xmx512m
@@ -64,7 +77,8 @@ note() {
 }
 
 usage() {
-    sed -n '2,45s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    # The header: every comment line from line 2 to the first line of code.
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 
@@ -175,6 +189,14 @@ java_opts() {
 
 readonly SECURE_USERS="admin ci validator executor monitor rollback registry"
 
+# The SASL mechanism of the kcat files (librdkafka clients) and whether the broker offers
+# PLAIN at all; see "Secure mode" in the header. Only Kafka 4 needs PLAIN, and a 3.x broker
+# that offers SCRAM alone proves a librdkafka client that gets in used SCRAM.
+case $KAFKA_VERSION in
+[0-3].*) readonly CLIENT_SASL=SCRAM-SHA-512 BROKER_SASL=SCRAM-SHA-512 ;;
+*) readonly CLIENT_SASL=PLAIN BROKER_SASL=SCRAM-SHA-512,PLAIN ;;
+esac
+
 # The certificates: a CA, and a broker certificate for 127.0.0.1 and localhost that also
 # serves as the broker's client certificate on the controller listener (mTLS). EC P-256
 # keys are quick to make; the broker key is PKCS#8, the only PEM key form Kafka reads.
@@ -225,11 +247,11 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
 ssl.truststore.type=PEM
 ssl.truststore.location=$dir/tls/ca.pem
 PROPS
-            # PLAIN: librdkafka before 2.6.1 (kcat, deployq on Debian 12) cannot do SCRAM
-            # against Kafka 4; see server-secure.properties.in.
+            # PLAIN on Kafka 4: librdkafka before 2.6.1 (kcat, deployq on Debian 12)
+            # cannot do SCRAM against it; see server-secure.properties.in.
             cat >"$client/$user.kcat" <<PROPS
 security.protocol=SASL_SSL
-sasl.mechanisms=PLAIN
+sasl.mechanisms=$CLIENT_SASL
 sasl.username=$user
 sasl.password=$pw
 ssl.ca.location=$dir/tls/ca.pem
@@ -261,6 +283,14 @@ kafka_tool() {
         -Dlog4j2.level=warn -cp "$LIBS/*" "$class" "$@" >"$log" 2>&1
 }
 
+# AclCommand moved from the broker's Scala code (kafka.admin) to kafka-tools in Kafka 4.0.
+acl_command_class() {
+    case $KAFKA_VERSION in
+    [0-3].*) echo kafka.admin.AclCommand ;;
+    *) echo org.apache.kafka.tools.AclCommand ;;
+    esac
+}
+
 # The ACL table of docs/operations.md ("Kafka security"). Literal resource names: a
 # principal gets exactly these topics and its own consumer group. WRITE and READ imply
 # DESCRIBE; an idempotent producer needs only WRITE on its topics (KIP-679). Each line is
@@ -281,7 +311,7 @@ apply_acls() {
     local i pids=() failed=0
     for i in "${!rules[@]}"; do
         # shellcheck disable=SC2086 # each rule is a list of words
-        kafka_tool org.apache.kafka.tools.AclCommand "$tmp/$i.log" --bootstrap-server "$addr" \
+        kafka_tool "$(acl_command_class)" "$tmp/$i.log" --bootstrap-server "$addr" \
             --command-config "$cc" --add --force ${rules[$i]} &
         pids+=("$!")
     done
@@ -335,6 +365,11 @@ cmd_start() {
     if [ -f "$data/meta.properties" ] && [ "$(cat "$dir/mode" 2>/dev/null || echo plaintext)" != "$mode" ]; then
         die "$data was formatted in $(cat "$dir/mode" 2>/dev/null || echo plaintext) mode; start it that way or use a fresh --dir"
     fi
+    # An older Kafka cannot read a newer one's metadata log, and a test wants the version
+    # it asked for: a data dir keeps the version that formatted it.
+    if [ -f "$data/meta.properties" ] && [ -f "$dir/version" ] && [ "$(cat "$dir/version")" != "$KAFKA_VERSION" ]; then
+        die "$data was formatted by Kafka $(cat "$dir/version"); start it with KAFKA_VERSION=$(cat "$dir/version") or use a fresh --dir"
+    fi
     local addr=127.0.0.1:$port
     local -a probe=(kcat -L -b "$addr" -m 2) format_extra=()
     (
@@ -348,9 +383,13 @@ cmd_start() {
         make_clients "$dir" "$addr"
         # Later keys win in a Java properties file: the secure listeners override the
         # plaintext ones above.
+        local -a no_plain=()
+        # Without PLAIN among the mechanisms its user table has no business in the file.
+        [[ $BROKER_SASL == *PLAIN* ]] || no_plain=(-e '/^listener\.name\.sasl_ssl\.plain\./d')
         sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@TLS_DIR@|$dir/tls|g" \
+            -e "s|@SASL_MECHANISMS@|$BROKER_SASL|g" \
             -e "s|@ADMIN_PASSWORD@|$(cat "$dir/client/admin.password")|g" \
-            -e "s|@PLAIN_USERS@|$(plain_users "$dir")|g" \
+            -e "s|@PLAIN_USERS@|$(plain_users "$dir")|g" "${no_plain[@]}" \
             "$SCRIPT_DIR/kafka/server-secure.properties.in" >>"$dir/server.properties"
         probe=(kcat -L -b "$addr" -m 2 -F "$dir/client/admin.kcat")
         mapfile -t format_extra < <(scram_args "$dir")
@@ -374,6 +413,7 @@ cmd_start() {
             die "formatting $data failed (log: $dir/format.log)"
         fi
         echo "$mode" >"$dir/mode"
+        echo "$KAFKA_VERSION" >"$dir/version"
     fi
 
     # setsid: the broker must outlive the shell (and its Ctrl-C) that started it. In a
