@@ -940,13 +940,7 @@ static int sse_refill(dq_httpapi *api, sse_client *cl)
     struct timespec dl;
     uint64_t oldest;
 
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += api->heartbeat_ms / 1000;
-    dl.tv_nsec += (long)(api->heartbeat_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    dq_mono_deadline(api->heartbeat_ms, &dl);
     while (!api->stopping && cl->next > api->seq)
         if (pthread_cond_timedwait(&api->ring_cond, &api->ring_lock, &dl) == ETIMEDOUT)
             break;

@@ -1013,13 +1013,7 @@ static int close_bounded(dq_consumer *c)
         closer_free(cl);
         goto inline_close;
     }
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += c->close_timeout_ms / 1000;
-    until.tv_nsec += (long)(c->close_timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    dq_mono_deadline(c->close_timeout_ms, &until);
     pthread_mutex_lock(&cl->mu);
     while (!cl->done && pthread_cond_timedwait(&cl->cv, &cl->mu, &until) == 0)
         ;

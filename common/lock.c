@@ -102,13 +102,7 @@ static int renew_wait(dq_lock *l, int64_t ms)
     struct timespec ts;
     int stopping;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    dq_mono_deadline(ms, &ts);
     pthread_mutex_lock(&l->mu);
     while (!l->stopping) {
         if (pthread_cond_timedwait(&l->cv, &l->mu, &ts) == ETIMEDOUT)

@@ -16,6 +16,10 @@
 /* Wall clock and monotonic clock, milliseconds. */
 int64_t dq_now_ms(void);
 int64_t dq_mono_ms(void);
+/* The CLOCK_MONOTONIC time ms from now, as pthread_cond_timedwait wants it for a condition
+ * variable whose clock is CLOCK_MONOTONIC (so a wall-clock jump does not move it). */
+struct timespec;
+void dq_mono_deadline(int64_t ms, struct timespec *out);
 void dq_sleep_ms(int64_t ms);
 
 /* Format ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC) into out[DQ_TIME_LEN+1]. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -278,10 +279,33 @@ static void test_actor_and_clocks(void **state)
     assert_true(dq_now_ms() > T_20261126 - INT64_C(365) * 86400000 * 2);
 }
 
+/* The deadline is ms ahead on the monotonic clock, with tv_nsec kept in range. */
+static void test_mono_deadline(void **state)
+{
+    static const int64_t cases[] = {0, 1, 999, 1000, 1500, 10000, 86400001};
+    (void)state;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct timespec before, dl, after;
+        int64_t b, a, d;
+
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        dq_mono_deadline(cases[i], &dl);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        assert_true(dl.tv_nsec >= 0 && dl.tv_nsec < 1000000000L);
+        b = (int64_t)before.tv_sec * 1000000000LL + before.tv_nsec;
+        a = (int64_t)after.tv_sec * 1000000000LL + after.tv_nsec;
+        d = (int64_t)dl.tv_sec * 1000000000LL + dl.tv_nsec;
+        assert_true(d >= b + cases[i] * 1000000LL);
+        assert_true(d <= a + cases[i] * 1000000LL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_mono_deadline),
         cmocka_unit_test(test_time_parse_forms),
         cmocka_unit_test(test_time_parse_rejects_junk),
         cmocka_unit_test(test_duration_parse),
