@@ -8,6 +8,10 @@
 # The broker: the embedded one (`deployq broker`, librdkafka's mock cluster), fresh per
 # test, unless DEPLOYQ_TEST_BROKERS names a real Kafka; then each test uses topics of its
 # own (deployq.requests.<test>-<random>, ...) so tests never read each other's events.
+# DEPLOYQ_TEST_KAFKA_DIR, besides, names the data dir of a `scripts/kafka.sh start --secure`
+# broker: every deployq process and kcat then connect over SASL_SSL as its super user, with
+# the mechanism and CA of D/client/admin.kcat (the password through ${...} in the
+# configuration, never written to it).
 #
 # Binaries come from DEPLOYQ_BUILD (meson sets it), so tests run against the build tree.
 
@@ -85,6 +89,14 @@ start_broker() {
         TOPIC_EVENTS="deployq.events.$suffix"
         TOPIC_DEAD="deployq.dead.$suffix"
         BROKER_KIND=kafka
+        if [ -n "${DEPLOYQ_TEST_KAFKA_DIR:-}" ]; then
+            [ -s "$DEPLOYQ_TEST_KAFKA_DIR/client/admin.kcat" ] ||
+                fail "DEPLOYQ_TEST_KAFKA_DIR=$DEPLOYQ_TEST_KAFKA_DIR has no client/admin.kcat (kafka.sh start --secure)"
+            export KCAT_CONFIG="$DEPLOYQ_TEST_KAFKA_DIR/client/admin.kcat"
+            DQ_TEST_KAFKA_PASSWORD=$(cat "$DEPLOYQ_TEST_KAFKA_DIR/client/admin.password")
+            export DQ_TEST_KAFKA_PASSWORD
+            log "connecting over SASL_SSL ($(sed -n 's/^sasl.mechanisms=//p' "$KCAT_CONFIG")) as admin"
+        fi
     else
         "$DEPLOYQ" broker --address-file "$T/broker.addr" >"$T/broker.out" 2>"$T/broker.log" &
         PIDS+=("$!")
@@ -98,6 +110,16 @@ start_broker() {
     log "broker $BROKERS ($BROKER_KIND)"
 }
 
+# The kafka: lines for a secure broker (DEPLOYQ_TEST_KAFKA_DIR), none otherwise.
+kafka_security_yaml() {
+    [ -n "${DEPLOYQ_TEST_KAFKA_DIR:-}" ] && [ -n "${KCAT_CONFIG:-}" ] || return 0
+    printf '  security.protocol: SASL_SSL\n'
+    printf '  sasl.mechanisms: %s\n' "$(sed -n 's/^sasl.mechanisms=//p' "$KCAT_CONFIG")"
+    printf '  sasl.username: admin\n'
+    printf '  sasl.password: "${DQ_TEST_KAFKA_PASSWORD}"\n'
+    printf '  ssl.ca.location: "%s"\n' "$DEPLOYQ_TEST_KAFKA_DIR/tls/ca.pem"
+}
+
 # The part of every test configuration that says where things are: the test's broker,
 # Redis and topics. The write_*config helpers start their YAML with it.
 config_base() {
@@ -106,6 +128,7 @@ kafka:
   bootstrap.servers: "$BROKERS"
   session.timeout.ms: "6000"
   heartbeat.interval.ms: "500"
+$(kafka_security_yaml)
 redis:
   url: "$REDIS_URL"
 topics:
