@@ -16,16 +16,9 @@ providers:
   github:
     type: github-actions
     token: ${DQ_PROVIDER_TOKEN}'
-SECRETS=("$CANARY")
-if [ -n "${DEPLOYQ_TEST_KAFKA_DIR:-}" ]; then
-    # A broker that authenticates (helpers.sh): its real SASL password is searched for too.
-    SECRETS+=("$DQ_TEST_KAFKA_PASSWORD")
-    grep -q 'DQ_TEST_KAFKA_PASSWORD' "$CONFIG" || fail "config not written as intended"
-else
-    # SASL settings that librdkafka accepts but does not use on a PLAINTEXT listener.
-    sed -i 's/^kafka:$/kafka:\n  sasl.username: "deployq"\n  sasl.password: "${DQ_SASL_PASSWORD}"/' "$CONFIG"
-    grep -q 'DQ_SASL_PASSWORD' "$CONFIG" || fail "config not written as intended"
-fi
+# The SASL slot: the canary, or on a broker that authenticates its real password.
+sasl=$(sasl_secret) || fail "config not written as intended"
+SECRETS=("$CANARY" "$sasl")
 
 start_validator a
 id=$(submit --service api --env staging --version v1) || fail "submit failed"

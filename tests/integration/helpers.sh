@@ -120,6 +120,22 @@ kafka_security_yaml() {
     printf '  ssl.ca.location: "%s"\n' "$DEPLOYQ_TEST_KAFKA_DIR/tls/ca.pem"
 }
 
+# sasl_secret: fill the Kafka SASL password slot of $CONFIG for a secrets test, and print
+# the secret that must then be found nowhere. On a broker that authenticates
+# (DEPLOYQ_TEST_KAFKA_DIR) the slot holds its real password already (${DQ_TEST_KAFKA_PASSWORD});
+# otherwise it gets ${DQ_SASL_PASSWORD}, which librdkafka accepts but does not use on a
+# PLAINTEXT listener.
+sasl_secret() {
+    if [ -n "${DEPLOYQ_TEST_KAFKA_DIR:-}" ]; then
+        grep -q 'DQ_TEST_KAFKA_PASSWORD' "$CONFIG" || return 1
+        printf '%s' "$DQ_TEST_KAFKA_PASSWORD"
+    else
+        sed -i 's/^kafka:$/kafka:\n  sasl.username: "deployq"\n  sasl.password: "${DQ_SASL_PASSWORD}"/' "$CONFIG"
+        grep -q 'DQ_SASL_PASSWORD' "$CONFIG" || return 1
+        printf '%s' "${DQ_SASL_PASSWORD:?}"
+    fi
+}
+
 # The part of every test configuration that says where things are: the test's broker,
 # Redis and topics. The write_*config helpers start their YAML with it.
 config_base() {
