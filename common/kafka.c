@@ -949,7 +949,6 @@ typedef struct closer {
     pthread_cond_t cv;
     int done;      /* the close returned */
     int abandoned; /* the caller left: the thread cleans up */
-    rd_kafka_resp_err_t err;
 } closer;
 
 static int closes_pending;
@@ -966,22 +965,29 @@ static void closer_free(closer *cl)
     free(cl);
 }
 
+/* Commit the stored offsets and leave the group; a failure is only logged. */
+static void close_logged(rd_kafka_t *rk)
+{
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(rk);
+
+    if (e)
+        dq_warn("kafka: consumer close: %s", rd_kafka_err2str(e));
+}
+
 static void *closer_main(void *arg)
 {
     closer *cl = arg;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(cl->c->rk);
     int abandoned;
 
+    close_logged(cl->c->rk);
     pthread_mutex_lock(&cl->mu);
     cl->done = 1;
-    cl->err = e;
     abandoned = cl->abandoned;
     pthread_cond_signal(&cl->cv);
     pthread_mutex_unlock(&cl->mu);
     if (abandoned) {
         /* nobody waits any more: finish what dq_consumer_free left */
-        dq_info("kafka: the consumer close given up on finished late%s%s", e ? ": " : "",
-                e ? rd_kafka_err2str(e) : "");
+        dq_info("kafka: the consumer close given up on finished late");
         rd_kafka_destroy(cl->c->rk);
         consumer_release(cl->c);
         closer_free(cl);
@@ -990,8 +996,8 @@ static void *closer_main(void *arg)
     return NULL;
 }
 
-/* Close with a deadline. Returns 0 when the close finished (its error logged), -1 when it
- * is still running on its own thread, which then owns c. */
+/* Close with a deadline. Returns 0 when the close finished, -1 when it is still running on
+ * its own thread, which then owns c. Without a thread to spare it closes here, unbounded. */
 static int close_bounded(dq_consumer *c)
 {
     closer *cl = calloc(1, sizeof *cl);
@@ -1002,7 +1008,8 @@ static int close_bounded(dq_consumer *c)
 
     if (!cl || pthread_condattr_init(&ca) != 0) {
         free(cl);
-        goto inline_close;
+        close_logged(c->rk);
+        return 0;
     }
     cl->c = c;
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1011,7 +1018,8 @@ static int close_bounded(dq_consumer *c)
     pthread_mutex_init(&cl->mu, NULL);
     if (pthread_create(&t, NULL, closer_main, cl) != 0) {
         closer_free(cl);
-        goto inline_close;
+        close_logged(c->rk);
+        return 0;
     }
     dq_mono_deadline(c->close_timeout_ms, &until);
     pthread_mutex_lock(&cl->mu);
@@ -1032,17 +1040,8 @@ static int close_bounded(dq_consumer *c)
         return -1;
     }
     pthread_join(t, NULL);
-    if (cl->err)
-        dq_warn("kafka: consumer close: %s", rd_kafka_err2str(cl->err));
     closer_free(cl);
     return 0;
-
-inline_close : {
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-    if (e)
-        dq_warn("kafka: consumer close: %s", rd_kafka_err2str(e));
-    return 0;
-}
 }
 
 void dq_consumer_free(dq_consumer *c)
