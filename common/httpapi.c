@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,10 +40,21 @@
 #define ROLLBACKS_LIMIT_MAX 500
 #define SERIES_BUCKETS_DEFAULT 24
 #define SERIES_BUCKETS_MAX 200
+/* Bounds on every time the API parses: an RFC 3339 time between 1970 and the end of 9999,
+ * or a duration of at most 100 years back from now. Anything computed from two such times
+ * and a bucket count stays far inside int64_t; the arithmetic is checked all the same. */
+#define TIME_MAX_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z */
+#define DURATION_MAX_MS (100LL * 366 * 86400000LL)
 /* An SSE refill copies at most this much from the ring at once, so one client never
  * holds ring_lock long; the rest follows on the next read. */
 #define SSE_REFILL_BYTES (256 * 1024)
 #define DASHBOARD_MAX_BYTES (4 * 1024 * 1024)
+/* How often a waiting event stream looks whether its client went away. */
+#define SSE_CHECK_MS 500
+/* Connection defaults (dq_httpapi_opts). */
+#define MAX_CLIENTS_DEFAULT 64u
+#define MAX_PER_ADDRESS_DEFAULT 16u
+#define REQUEST_TIMEOUT_MS_DEFAULT 10000
 
 /* Prometheus histogram buckets (upper bounds, seconds). */
 static const double fsync_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -60,6 +73,20 @@ typedef struct {
     char *buf;
     size_t len;
 } staged_event;
+
+/* One open connection. WAITING: no request yet, or idle between keep-alive requests (it
+ * may be cut); BUSY: a request is being answered; STREAM: an /api/stream client. */
+typedef enum { CONN_WAITING, CONN_BUSY, CONN_STREAM } conn_state;
+
+typedef struct conn_slot {
+    struct conn_slot *prev, *next;
+    int fd;
+    struct sockaddr_storage addr; /* port zeroed: compared by address only */
+    socklen_t addrlen;
+    conn_state state;
+    int64_t since_ms; /* monotonic: when it entered its state */
+    int cut;          /* shut down by us; closing, no longer counted */
+} conn_slot;
 
 struct dq_httpapi {
     struct MHD_Daemon *daemon;
@@ -87,6 +114,19 @@ struct dq_httpapi {
     staged_event *staged;
     size_t n_staged, cap_staged;
 
+    /* Connections (conn_lock): every open one, in arrival order, with its state, so that
+     * a connection that holds a slot without sending a request can be cut (conn_reaper, and
+     * eviction when a limit is reached). */
+    pthread_mutex_t conn_lock;
+    conn_slot *conns_head, *conns_tail;
+    unsigned max_clients, max_per_address, max_streams, max_streams_per_address;
+    int request_timeout_ms;
+    pthread_t reaper;
+    int reaper_started;
+    pthread_cond_t reaper_cond; /* CLOCK_MONOTONIC; signalled on stop */
+    int reaper_stop;
+    uint64_t cut, refused, streams_refused; /* counters for /metrics */
+
     pthread_mutex_t metrics_lock;
     int64_t *lag; /* per partition, -1 unknown */
     int32_t n_lag;
@@ -94,6 +134,10 @@ struct dq_httpapi {
     uint64_t fsync_count;
     double fsync_sum;
 };
+
+/* connections (defined below, with the limits they enforce) */
+static void conn_set_state(dq_httpapi *api, struct MHD_Connection *c, conn_state st);
+static int conn_take_stream(dq_httpapi *api, struct MHD_Connection *c);
 
 /* ---- small text buffer ------------------------------------------------------------- */
 
@@ -178,6 +222,8 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, unsigned status, ch
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"deployq\"");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "5");
     ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -206,12 +252,57 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSO
     return send_buffer(c, status, body, n + 1, "application/json");
 }
 
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 when p does not start one. */
+static size_t utf8_seq_len(const unsigned char *p)
+{
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        return (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        unsigned lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
+
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 ? 3 : 0;
+    }
+    if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        unsigned lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80 ? 4
+                                                                                          : 0;
+    }
+    return 0;
+}
+
+/* Copy text into out (NUL-terminated, at most outlen - 1 bytes), replacing every byte that
+ * does not begin a well-formed UTF-8 sequence with U+FFFD: what a client put in a path or
+ * a query may be echoed in an error, and JSON text must be UTF-8. A sequence is never cut. */
+static void utf8_scrub(const char *text, char *out, size_t outlen)
+{
+    static const char replacement[] = "\xef\xbf\xbd";
+    const unsigned char *p = (const unsigned char *)text;
+    size_t o = 0;
+
+    while (*p) {
+        size_t n = utf8_seq_len(p);
+        const char *src = n ? (const char *)p : replacement;
+        size_t len = n ? n : sizeof replacement - 1;
+
+        if (o + len >= outlen)
+            break;
+        memcpy(out + o, src, len);
+        o += len;
+        p += n ? n : 1;
+    }
+    out[o] = '\0';
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt,
                                   ...) DQ_PRINTF(3, 4);
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *fmt,
                                   ...)
 {
-    char msg[512];
+    char msg[512], clean[512];
     va_list ap;
     cJSON *o = cJSON_CreateObject();
 
@@ -220,7 +311,8 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
     va_end(ap);
     if (!o)
         return MHD_NO;
-    cJSON_AddStringToObject(o, "error", msg);
+    utf8_scrub(msg, clean, sizeof clean);
+    cJSON_AddStringToObject(o, "error", clean);
     return send_json(c, status, o);
 }
 
@@ -240,8 +332,8 @@ static const char *arg_env(struct MHD_Connection *c)
     return v ? v : arg(c, "environment");
 }
 
-/* A time argument: RFC 3339, or a duration ("24h") meaning that long before now.
- * 0 ok (*ms set, 0 when absent), -1 bad. */
+/* A time argument: RFC 3339 within [1970, 9999], or a duration ("24h", at most 100 years)
+ * meaning that long before now, clamped to 1970. 0 ok (*ms set, 0 when absent), -1 bad. */
 static int arg_time(struct MHD_Connection *c, const char *name, int64_t *ms)
 {
     const char *v = arg(c, name);
@@ -250,14 +342,24 @@ static int arg_time(struct MHD_Connection *c, const char *name, int64_t *ms)
     *ms = 0;
     if (!v)
         return 0;
-    if (dq_time_parse(v, ms) == 0)
-        return 0;
+    if (dq_time_parse(v, ms) == 0) {
+        if (*ms >= 0 && *ms <= TIME_MAX_MS)
+            return 0;
+        *ms = 0;
+        return -1;
+    }
     d = dq_duration_parse(v);
-    if (d < 0)
+    if (d < 0 || d > DURATION_MAX_MS)
         return -1;
     *ms = dq_now_ms() - d;
+    if (*ms < 1)
+        *ms = 1; /* before 1970: the beginning (0 would mean "absent") */
     return 0;
 }
+
+#define TIME_ARG_ERROR                                                                     \
+    "since/until: expected an RFC 3339 time between 1970 and 9999, or a duration of at "   \
+    "most 100 years like 24h"
 
 /* An integer argument in [min,max] with a default. 0 ok, -1 bad. */
 static int arg_int(struct MHD_Connection *c, const char *name, long long min, long long max,
@@ -420,8 +522,7 @@ static enum MHD_Result h_report(dq_httpapi *api, struct MHD_Connection *c)
     int rc;
 
     if (arg_time(c, "since", &ro.since_ms) != 0 || arg_time(c, "until", &ro.until_ms) != 0)
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "since/until: expected an RFC 3339 time or a duration like 24h");
+        return send_error(c, MHD_HTTP_BAD_REQUEST, TIME_ARG_ERROR);
     pthread_mutex_lock(api->fold_lock);
     rc = dq_report_compute(api->fold, &ro, &rep);
     pthread_mutex_unlock(api->fold_lock);
@@ -430,12 +531,15 @@ static enum MHD_Result h_report(dq_httpapi *api, struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, dq_report_json(&rep));
 }
 
+/* The bucket of time `at`: 1 with *i in [0, nb), else 0 (outside the window, or absent). */
 static int in_bucket(int64_t at, int64_t since, int64_t width, long long nb, long long *i)
 {
-    if (!at || at < since)
+    int64_t off;
+
+    if (!at || at < since || width <= 0 || __builtin_sub_overflow(at, since, &off))
         return 0;
-    *i = (at - since) / width;
-    return *i < nb;
+    *i = off / width;
+    return *i >= 0 && *i < nb;
 }
 
 /* Deployments (by their first event) and rollbacks (by their request) per time bucket:
@@ -450,8 +554,7 @@ static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
     enum MHD_Result ret = MHD_NO;
 
     if (arg_time(c, "since", &since) != 0 || arg_time(c, "until", &until) != 0)
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "since/until: expected an RFC 3339 time or a duration like 24h");
+        return send_error(c, MHD_HTTP_BAD_REQUEST, TIME_ARG_ERROR);
     if (arg_int(c, "buckets", 1, SERIES_BUCKETS_MAX, SERIES_BUCKETS_DEFAULT, &nb) != 0)
         return send_error(c, MHD_HTTP_BAD_REQUEST, "buckets: expected 1 to %d",
                           SERIES_BUCKETS_MAX);
@@ -467,8 +570,22 @@ static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
     if (!until)
         until = tot.last_at_ms + 1;
     if (until <= since)
-        until = since + 1;
-    width = (until - since + nb - 1) / nb;
+        until = since < INT64_MAX ? since + 1 : since;
+    {
+        /* width = ceil((until - since) / nb), at least 1 ms; the fold's own times are not
+         * bounded like the arguments, hence the checks */
+        int64_t span;
+
+        if (__builtin_sub_overflow(until, since, &span) ||
+            __builtin_add_overflow(span, (int64_t)nb - 1, &span)) {
+            pthread_mutex_unlock(api->fold_lock);
+            ret = send_error(c, MHD_HTTP_BAD_REQUEST, "since/until: the window is too wide");
+            goto out;
+        }
+        width = span / nb;
+        if (width < 1)
+            width = 1;
+    }
     {
         size_t n;
         dq_fold_deployment *const *ds = dq_fold_deployments(api->fold, &n);
@@ -500,10 +617,14 @@ static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
     arr = cJSON_AddArrayToObject(o, "buckets");
     for (long long i = 0; arr && i < nb; i++) {
         cJSON *x = cJSON_CreateObject();
+        int64_t start;
 
         if (!x)
             break;
-        add_time(x, "start", since + i * width);
+        if (__builtin_mul_overflow((int64_t)i, width, &start) ||
+            __builtin_add_overflow(start, since, &start))
+            start = 0; /* not reached with bounded arguments; no time rather than a wrong one */
+        add_time(x, "start", start);
         cJSON_AddNumberToObject(x, "deploys", (double)deploys[i]);
         cJSON_AddNumberToObject(x, "failed", (double)failed[i]);
         cJSON_AddNumberToObject(x, "rollbacks", (double)rollbacks[i]);
@@ -665,8 +786,7 @@ static enum MHD_Result h_events(dq_httpapi *api, struct MHD_Connection *c)
     if (arg_int(c, "limit", 1, EVENTS_LIMIT_MAX, EVENTS_LIMIT_DEFAULT, &limit) != 0)
         return send_error(c, MHD_HTTP_BAD_REQUEST, "limit: expected 1 to %d", EVENTS_LIMIT_MAX);
     if (arg_time(c, "since", &f.since) != 0 || arg_time(c, "until", &f.until) != 0)
-        return send_error(c, MHD_HTTP_BAD_REQUEST,
-                          "since/until: expected an RFC 3339 time or a duration like 24h");
+        return send_error(c, MHD_HTTP_BAD_REQUEST, TIME_ARG_ERROR);
     if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0)
         return send_error(c, MHD_HTTP_BAD_REQUEST, "order: expected asc or desc");
     if (order && strcmp(order, "desc") == 0)
@@ -917,6 +1037,33 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
     sb_printf(&b, "deployq_registry_stream_events_total %llu\n", (unsigned long long)seq);
     metric_head(&b, "deployq_registry_stream_clients", "gauge", "Open /api/stream connections.");
     sb_printf(&b, "deployq_registry_stream_clients %u\n", clients);
+    {
+        unsigned open = 0;
+        uint64_t cut, refused, streams_refused;
+
+        pthread_mutex_lock(&api->conn_lock);
+        for (const conn_slot *s = api->conns_head; s; s = s->next)
+            open += !s->cut;
+        cut = api->cut;
+        refused = api->refused;
+        streams_refused = api->streams_refused;
+        pthread_mutex_unlock(&api->conn_lock);
+        metric_head(&b, "deployq_registry_http_connections", "gauge",
+                    "Open connections to the HTTP API.");
+        sb_printf(&b, "deployq_registry_http_connections %u\n", open);
+        metric_head(&b, "deployq_registry_http_connections_cut_total", "counter",
+                    "Connections closed for not sending a request in time, or to make room.");
+        sb_printf(&b, "deployq_registry_http_connections_cut_total %llu\n",
+                  (unsigned long long)cut);
+        metric_head(&b, "deployq_registry_http_connections_refused_total", "counter",
+                    "Connections refused at a connection limit.");
+        sb_printf(&b, "deployq_registry_http_connections_refused_total %llu\n",
+                  (unsigned long long)refused);
+        metric_head(&b, "deployq_registry_http_streams_refused_total", "counter",
+                    "Event streams refused at the stream limit (HTTP 503).");
+        sb_printf(&b, "deployq_registry_http_streams_refused_total %llu\n",
+                  (unsigned long long)streams_refused);
+    }
     if (b.oom) {
         free(b.s);
         return MHD_NO;
@@ -928,22 +1075,40 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
 
 typedef struct {
     dq_httpapi *api;
+    int fd;        /* the client's socket, polled for a hang-up while waiting; -1 unknown */
     uint64_t next; /* the next sequence number to send */
     sbuf out;      /* text not yet handed to MHD */
     size_t off;
 } sse_client;
 
-/* Fill cl->out with what the client should get next, waiting up to one heartbeat.
- * Returns 0, or -1 when the server is stopping. Called with ring_lock held. */
+/* Whether the peer of socket fd has closed or reset it (without reading from it). */
+static int client_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* Fill cl->out with what the client should get next, waiting up to one heartbeat, and
+ * looking every SSE_CHECK_MS for a client that went away (its slot is freed at once, not
+ * after a failed write). Returns 0, -1 when the server is stopping, -2 when the client is
+ * gone. Called with ring_lock held. */
 static int sse_refill(dq_httpapi *api, sse_client *cl)
 {
-    struct timespec dl;
+    int64_t end = dq_mono_ms() + api->heartbeat_ms;
     uint64_t oldest;
 
-    dq_mono_deadline(api->heartbeat_ms, &dl);
-    while (!api->stopping && cl->next > api->seq)
-        if (pthread_cond_timedwait(&api->ring_cond, &api->ring_lock, &dl) == ETIMEDOUT)
+    while (!api->stopping && cl->next > api->seq) {
+        int64_t left = end - dq_mono_ms();
+        struct timespec dl;
+
+        if (left <= 0)
             break;
+        dq_mono_deadline(left < SSE_CHECK_MS ? left : SSE_CHECK_MS, &dl);
+        if (pthread_cond_timedwait(&api->ring_cond, &api->ring_lock, &dl) == ETIMEDOUT &&
+            client_gone(cl->fd))
+            return -2;
+    }
     if (api->stopping)
         return -1;
     if (cl->next > api->seq) {
@@ -986,6 +1151,8 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_mutex_lock(&api->ring_lock);
         rc = sse_refill(api, cl);
         pthread_mutex_unlock(&api->ring_lock);
+        if (rc == -2)
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* gone: close without a goodbye */
         if (rc != 0)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (cl->out.oom)
@@ -1023,10 +1190,21 @@ static enum MHD_Result h_stream(dq_httpapi *api, struct MHD_Connection *c)
         return send_error(c, MHD_HTTP_BAD_REQUEST, "after: expected a stream sequence number");
     if (from < 0 && last && *last && dq_parse_int(last, 0, INT64_MAX, &from) != 0)
         from = -1;
+    if (!conn_take_stream(api, c))
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "too many event streams open (at most %u, %u per address); try "
+                          "again later",
+                          api->max_streams, api->max_streams_per_address);
     cl = calloc(1, sizeof *cl);
     if (!cl)
         return MHD_NO;
     cl->api = api;
+    {
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        cl->fd = fi ? fi->connect_fd : -1;
+    }
     pthread_mutex_lock(&api->ring_lock);
     cl->next = from >= 0 ? (uint64_t)from + 1 : api->seq + 1;
     if (cl->next > api->seq + 1)
@@ -1103,6 +1281,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)upload_data;
     (void)upload_data_size;
     (void)con_cls;
+    conn_set_state(api, c, CONN_BUSY); /* its request arrived whole: no longer cut */
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the registry API is read-only");
     if (strcmp(url, "/healthz") == 0)
@@ -1148,7 +1327,246 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     dq_warn("http: %s", msg);
 }
 
+/* ---- connections: limits per address, a bound on the time a request takes to arrive --
+ * libmicrohttpd gives each connection a thread and a slot until it closes, and its own
+ * timeout is an idle timeout: a client that sends a byte now and then ("slowloris") keeps
+ * its slot for ever, and enough of them lock everyone out, /healthz included. So deployq
+ * keeps its own table of connections and applies three rules:
+ *   - a connection must deliver its request within request_timeout_ms of arriving (or of
+ *     its previous answer, when kept alive); conn_reaper shuts down those that do not;
+ *   - at most max_per_address connections per client address, max_clients in all; when a
+ *     limit is reached the oldest connection that has not sent a request yet is cut to
+ *     make room, and the new one is refused only when there is none (so a request that
+ *     arrives whole, like a health check, always gets in past slow senders);
+ *   - event streams take at most max_streams slots (half), and half of an address's.
+ * Cutting is shutdown(2) of the socket: the connection's own thread then sees end of input
+ * and libmicrohttpd closes it as usual. The descriptor stays valid until MHD has told
+ * on_connection it closed (it closes the socket after that), and the slot is unlinked
+ * there under conn_lock, so a cut never reaches a reused descriptor. */
+
+static int same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return 0;
+}
+
+static void copy_address(struct sockaddr_storage *dst, const struct sockaddr *src, socklen_t len)
+{
+    memset(dst, 0, sizeof *dst);
+    if (!src || len > (socklen_t)sizeof *dst)
+        return;
+    memcpy(dst, src, len);
+    if (dst->ss_family == AF_INET)
+        ((struct sockaddr_in *)dst)->sin_port = 0;
+    else if (dst->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)dst)->sin6_port = 0;
+}
+
+/* Cut a connection (conn_lock held). */
+static void conn_cut(dq_httpapi *api, conn_slot *s)
+{
+    if (s->cut)
+        return;
+    s->cut = 1;
+    api->cut++;
+    shutdown(s->fd, SHUT_RDWR);
+}
+
+/* The oldest connection still waiting for its request, among those of address `addr` (or
+ * all when NULL). conn_lock held. */
+static conn_slot *oldest_waiting(dq_httpapi *api, const struct sockaddr_storage *addr)
+{
+    for (conn_slot *s = api->conns_head; s; s = s->next)
+        if (!s->cut && s->state == CONN_WAITING && (!addr || same_address(&s->addr, addr)))
+            return s;
+    return NULL;
+}
+
+/* libmicrohttpd's accept policy: make room under the limits, or refuse. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    dq_httpapi *api = cls;
+    struct sockaddr_storage a;
+    unsigned total = 0, mine = 0;
+    enum MHD_Result ok = MHD_YES;
+
+    copy_address(&a, addr, addrlen);
+    pthread_mutex_lock(&api->conn_lock);
+    for (conn_slot *s = api->conns_head; s; s = s->next) {
+        if (s->cut)
+            continue;
+        total++;
+        if (same_address(&s->addr, &a))
+            mine++;
+    }
+    if (mine >= api->max_per_address) {
+        conn_slot *victim = oldest_waiting(api, &a);
+
+        if (victim) {
+            conn_cut(api, victim);
+            total--;
+        } else {
+            ok = MHD_NO;
+        }
+    }
+    if (ok == MHD_YES && total >= api->max_clients) {
+        conn_slot *victim = oldest_waiting(api, NULL);
+
+        if (victim)
+            conn_cut(api, victim);
+        else
+            ok = MHD_NO;
+    }
+    if (ok == MHD_NO)
+        api->refused++;
+    pthread_mutex_unlock(&api->conn_lock);
+    return ok;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    dq_httpapi *api = cls;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        conn_slot *s = calloc(1, sizeof *s);
+
+        if (!s || !fd) {
+            free(s); /* untracked: it still has MHD's own idle timeout */
+            return;
+        }
+        *socket_context = s;
+        s->fd = fd->connect_fd;
+        if (ad && ad->client_addr)
+            copy_address(&s->addr, ad->client_addr,
+                         ad->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                : sizeof(struct sockaddr_in));
+        s->state = CONN_WAITING;
+        s->since_ms = dq_mono_ms();
+        pthread_mutex_lock(&api->conn_lock);
+        s->prev = api->conns_tail;
+        if (api->conns_tail)
+            api->conns_tail->next = s;
+        else
+            api->conns_head = s;
+        api->conns_tail = s;
+        pthread_mutex_unlock(&api->conn_lock);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_slot *s = *socket_context;
+
+        if (!s)
+            return;
+        pthread_mutex_lock(&api->conn_lock);
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            api->conns_head = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        else
+            api->conns_tail = s->prev;
+        pthread_mutex_unlock(&api->conn_lock);
+        *socket_context = NULL;
+        free(s);
+    }
+}
+
+static conn_slot *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *i = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return i ? i->socket_context : NULL;
+}
+
+static void conn_set_state(dq_httpapi *api, struct MHD_Connection *c, conn_state st)
+{
+    conn_slot *s = conn_of(c);
+
+    if (!s)
+        return;
+    pthread_mutex_lock(&api->conn_lock);
+    s->state = st;
+    s->since_ms = dq_mono_ms();
+    pthread_mutex_unlock(&api->conn_lock);
+}
+
+/* A request was answered (or abandoned): the connection waits for its next one. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)con_cls;
+    (void)toe;
+    conn_set_state(cls, c, CONN_WAITING);
+}
+
+/* May this connection become an event stream? 1 yes (it is marked STREAM), 0 no. */
+static int conn_take_stream(dq_httpapi *api, struct MHD_Connection *c)
+{
+    conn_slot *me = conn_of(c);
+    unsigned total = 0, mine = 0;
+    int ok;
+
+    pthread_mutex_lock(&api->conn_lock);
+    for (conn_slot *s = api->conns_head; s; s = s->next) {
+        if (s->cut || s->state != CONN_STREAM)
+            continue;
+        total++;
+        if (me && same_address(&s->addr, &me->addr))
+            mine++;
+    }
+    ok = total < api->max_streams && mine < api->max_streams_per_address;
+    if (ok && me) {
+        me->state = CONN_STREAM;
+        me->since_ms = dq_mono_ms();
+    }
+    if (!ok)
+        api->streams_refused++;
+    pthread_mutex_unlock(&api->conn_lock);
+    return ok;
+}
+
+/* Cut every connection that has waited longer than request_timeout_ms for its request. */
+static void *conn_reaper(void *arg)
+{
+    dq_httpapi *api = arg;
+    int tick = api->request_timeout_ms / 4;
+
+    if (tick > 250)
+        tick = 250;
+    if (tick < 10)
+        tick = 10;
+    pthread_mutex_lock(&api->conn_lock);
+    while (!api->reaper_stop) {
+        struct timespec dl;
+        int64_t now = dq_mono_ms();
+
+        for (conn_slot *s = api->conns_head; s; s = s->next)
+            if (!s->cut && s->state == CONN_WAITING && now - s->since_ms >= api->request_timeout_ms)
+                conn_cut(api, s);
+        dq_mono_deadline(tick, &dl);
+        pthread_cond_timedwait(&api->reaper_cond, &api->conn_lock, &dl);
+    }
+    pthread_mutex_unlock(&api->conn_lock);
+    return NULL;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------ */
+
+static int token_blank(const char *t)
+{
+    while (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r' || *t == '\f' || *t == '\v')
+        t++;
+    return *t == '\0';
+}
 
 /* Split "HOST:PORT" / "[V6]:PORT" / ":PORT" into host (NULL for any) and port. */
 static int split_listen(const char *listen, char *host, size_t hostlen, char *port,
@@ -1200,6 +1618,13 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
         snprintf(err, errlen, "http: no state fold given");
         return NULL;
     }
+    if (opts->token && token_blank(opts->token)) {
+        /* An empty ${VAR} must not turn authentication off while the operator believes it
+         * is on: no token at all is said by leaving the key out. */
+        snprintf(err, errlen, "http: the bearer token is empty or blank (an unset or empty "
+                              "${VAR}?); set it, or leave the token out to serve without one");
+        return NULL;
+    }
     if (split_listen(listen, host, sizeof host, port, sizeof port) != 0) {
         snprintf(err, errlen, "http: listen address '%.200s': expected HOST:PORT", listen);
         return NULL;
@@ -1214,10 +1639,22 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
         goto nomem;
     pthread_mutex_init(&api->ring_lock, NULL);
     pthread_mutex_init(&api->metrics_lock, NULL);
+    pthread_mutex_init(&api->conn_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&api->ring_cond, &ca);
+    pthread_cond_init(&api->reaper_cond, &ca);
     pthread_condattr_destroy(&ca);
+    api->max_clients = opts->max_clients ? opts->max_clients : MAX_CLIENTS_DEFAULT;
+    api->max_per_address =
+        opts->max_clients_per_address ? opts->max_clients_per_address : MAX_PER_ADDRESS_DEFAULT;
+    if (api->max_per_address > api->max_clients)
+        api->max_per_address = api->max_clients;
+    /* streams never take every slot: half of all, and half of an address's */
+    api->max_streams = api->max_clients / 2 ? api->max_clients / 2 : 1;
+    api->max_streams_per_address = api->max_per_address / 2 ? api->max_per_address / 2 : 1;
+    api->request_timeout_ms =
+        opts->request_timeout_ms > 0 ? opts->request_timeout_ms : REQUEST_TIMEOUT_MS_DEFAULT;
     api->fold = opts->fold;
     api->fold_lock = opts->fold_lock;
     api->heartbeat_ms = opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 15000;
@@ -1228,7 +1665,7 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
         goto nomem;
     if (opts->registry_dir && !(api->registry_dir = strdup(opts->registry_dir)))
         goto nomem;
-    if (opts->token && *opts->token) {
+    if (opts->token) {
         api->has_token = 1;
         dq_sha256(opts->token, strlen(opts->token), api->token_hash);
         dq_log_redact(opts->token);
@@ -1251,16 +1688,22 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     api->daemon = MHD_start_daemon(
-        /* the logger first, so MHD reports nothing through its own stderr logger */
-        flags, 0, NULL, NULL, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-        opts->max_clients ? opts->max_clients : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-        MHD_OPTION_END);
+        /* the logger first, so MHD reports nothing through its own stderr logger; its own
+         * limit leaves room for connections being cut (on_accept enforces max_clients) */
+        flags, 0, on_accept, api, on_request, api, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, api->max_clients + 16,
+        MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_NOTIFY_CONNECTION, on_connection, api,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
     if (!api->daemon) {
         snprintf(err, errlen, "http: cannot listen on %.200s (in use, or not an address of "
                               "this host)", listen);
         goto fail;
     }
+    if (pthread_create(&api->reaper, NULL, conn_reaper, api) != 0) {
+        snprintf(err, errlen, "http: cannot start a thread");
+        goto fail;
+    }
+    api->reaper_started = 1;
     info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
     api->port = info ? info->port : 0;
     freeaddrinfo(ai);
@@ -1286,8 +1729,15 @@ void dq_httpapi_stop(dq_httpapi *api)
     api->stopping = 1;
     pthread_cond_broadcast(&api->ring_cond);
     pthread_mutex_unlock(&api->ring_lock);
+    if (api->reaper_started) {
+        pthread_mutex_lock(&api->conn_lock);
+        api->reaper_stop = 1;
+        pthread_cond_broadcast(&api->reaper_cond);
+        pthread_mutex_unlock(&api->conn_lock);
+        pthread_join(api->reaper, NULL);
+    }
     if (api->daemon)
-        MHD_stop_daemon(api->daemon);
+        MHD_stop_daemon(api->daemon); /* every connection's close frees its slot */
     for (size_t i = 0; api->ring && i < api->ring_size; i++)
         free(api->ring[i].json);
     free(api->ring);
@@ -1298,6 +1748,8 @@ void dq_httpapi_stop(dq_httpapi *api)
     free(api->production_env);
     free(api->dashboard_owned);
     pthread_cond_destroy(&api->ring_cond);
+    pthread_cond_destroy(&api->reaper_cond);
+    pthread_mutex_destroy(&api->conn_lock);
     pthread_mutex_destroy(&api->ring_lock);
     pthread_mutex_destroy(&api->metrics_lock);
     free(api);

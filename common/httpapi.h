@@ -28,6 +28,15 @@
  *
  * Threads: libmicrohttpd runs a thread per connection (an SSE stream blocks its own
  * thread only). The server never holds the fold lock while it writes to a socket.
+ *
+ * Limits (slow or hostile clients): a connection that has not delivered its request within
+ * request_timeout_ms is closed; at most max_clients connections, max_clients_per_address
+ * per address, and when a limit is reached the oldest connection still waiting for its
+ * request is closed to make room (so a request that arrives whole, such as /healthz, gets
+ * in past slow senders); event streams take at most half of either limit (beyond: 503),
+ * and a stream whose client went away is closed within SSE_CHECK_MS (half a second). Every
+ * time and count a query carries is bounded (RFC 3339 times in [1970, 9999], durations up
+ * to 100 years, limits and buckets by endpoint) and error texts are valid UTF-8.
  */
 #ifndef DQ_HTTPAPI_H
 #define DQ_HTTPAPI_H
@@ -47,7 +56,8 @@ typedef struct {
     /* "HOST:PORT", "[V6]:PORT" or ":PORT" (every address); HOST may be a name. Port 0 picks
      * a free port (dq_httpapi_port tells which). NULL means DQ_HTTPAPI_DEFAULT_LISTEN. */
     const char *listen;
-    /* Bearer token, or NULL/"" for none. Copied; registered with dq_log_redact(). */
+    /* Bearer token, or NULL for none. An empty or blank token is a start error (an empty
+     * ${VAR} must never turn authentication off). Hashed; registered with dq_log_redact(). */
     const char *token;
     /* The live state, read only under *fold_lock (both required; borrowed, must outlive
      * the server). */
@@ -65,6 +75,12 @@ typedef struct {
     size_t ring_size;     /* events kept for /api/stream; 0 means 1024 */
     int heartbeat_ms;     /* SSE keep-alive comment interval; <= 0 means 15000 */
     unsigned max_clients; /* simultaneous connections; 0 means 64 */
+    /* Simultaneous connections from one client address; 0 means 16 (at most max_clients).
+     * Event streams take at most half of either limit. */
+    unsigned max_clients_per_address;
+    /* Time a connection has to deliver its request, from its arrival or its previous
+     * answer, before it is closed; <= 0 means 10000. */
+    int request_timeout_ms;
 } dq_httpapi_opts;
 
 /* Bind and start serving. NULL with a one-line reason in err (bad listen address, port in

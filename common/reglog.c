@@ -126,7 +126,7 @@ static int fsync_path(const char *path)
  * fsynced. An existing directory is fine. */
 static int ensure_dir(const char *path, char *err, size_t errlen)
 {
-    if (mkdir(path, 0755) == 0) {
+    if (mkdir(path, 0700) == 0) { /* deploy history and output tails: the owner only */
         char parent[PATH_MAX];
         dq_strlcpy(parent, path, sizeof parent);
         size_t plen = strlen(parent);
@@ -583,7 +583,7 @@ static int create_segment(dq_reglog *log, uint64_t seq, char *err, size_t errlen
 {
     char name[SEG_NAME_DIGITS + sizeof SEG_SUFFIX];
     snprintf(name, sizeof name, "%0*" PRIu64 SEG_SUFFIX, SEG_NAME_DIGITS, seq);
-    int fd = openat(log->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = openat(log->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "create p%" PRId32 "/%s: %s", log->partition, name, strerror(errno));
         return -1;

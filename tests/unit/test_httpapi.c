@@ -87,6 +87,10 @@ static const struct {
 };
 #define N_HISTORY (sizeof history / sizeof history[0])
 
+/* Limits for the hardening tests (0: the defaults). */
+static unsigned fx_max_clients, fx_max_per_address;
+static int fx_request_timeout_ms, fx_heartbeat_ms = 200;
+
 static int setup_opts(void **state, const char *token, size_t ring_size)
 {
     fixture *fx = calloc(1, sizeof *fx);
@@ -131,7 +135,10 @@ static int setup_opts(void **state, const char *token, size_t ring_size)
     o.registry_dir = fx->dir;
     o.dashboard_html = "<!doctype html><title>deployq</title>";
     o.ring_size = ring_size;
-    o.heartbeat_ms = 200;
+    o.heartbeat_ms = fx_heartbeat_ms;
+    o.max_clients = fx_max_clients;
+    o.max_clients_per_address = fx_max_per_address;
+    o.request_timeout_ms = fx_request_timeout_ms;
     fx->api = dq_httpapi_start(&o, err, sizeof err);
     assert_non_null(fx->api);
     assert_true(dq_httpapi_port(fx->api) > 0);
@@ -143,6 +150,23 @@ static int setup_opts(void **state, const char *token, size_t ring_size)
 static int setup(void **state) { return setup_opts(state, NULL, 0); }
 static int setup_token(void **state) { return setup_opts(state, TOKEN, 0); }
 static int setup_small_ring(void **state) { return setup_opts(state, NULL, 4); }
+
+/* 8 connections in all, 4 per address (so 4 and 2 event streams), 500 ms for a request to
+ * arrive, a 30 s heartbeat (longer than any wait below). */
+static int setup_limits(void **state)
+{
+    int rc;
+
+    fx_max_clients = 8;
+    fx_max_per_address = 4;
+    fx_request_timeout_ms = 500;
+    fx_heartbeat_ms = 30000;
+    rc = setup_opts(state, NULL, 0);
+    fx_max_clients = fx_max_per_address = 0;
+    fx_request_timeout_ms = 0;
+    fx_heartbeat_ms = 200;
+    return rc;
+}
 
 static int teardown(void **state)
 {
@@ -561,6 +585,270 @@ static void test_stream_reset(void **state)
     free(t);
 }
 
+/* ---- hardening: hostile arguments, bodies, tokens and slow clients ------------------- */
+
+/* Whether s is well-formed UTF-8 (RFC 3629), checked here independently of httpapi.c. */
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s, n, cp;
+
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0)
+            n = 1, cp = c & 0x1f;
+        else if ((c & 0xf0) == 0xe0)
+            n = 2, cp = c & 0x0f;
+        else if ((c & 0xf8) == 0xf0)
+            n = 3, cp = c & 0x07;
+        else
+            return 0;
+        for (unsigned k = 1; k <= n; k++) {
+            if ((s[k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[k] & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* The probe's GET that corrupted the heap (a since that overflowed the bucket width and a
+ * negative bucket index), and its neighbours: each is refused or answered, never a crash
+ * (under ASan a single write out of bounds fails the test). */
+static void test_series_bounds(void **state)
+{
+    fixture *fx = *state;
+    cJSON *doc, *b;
+    double sum = 0;
+
+    cJSON_Delete(get_json(fx,
+                          "/api/series?since=9223372036854775807ms&until=9999-12-31T23:59:59Z"
+                          "&buckets=1",
+                          NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/series?since=9223372036854775807ms", NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/series?until=9223372036854775807d", NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/events?since=106752d", NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/report?until=36601d", NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/series?buckets=201", NULL, 400));
+    cJSON_Delete(get_json(fx, "/api/series?buckets=-1", NULL, 400));
+    /* the widest window the bounds allow: 100 years back (before 1970, so 1970) to the end
+     * of 9999, one bucket that holds both deployments */
+    doc = get_json(fx, "/api/series?since=36600d&until=9999-12-31T23:59:59Z&buckets=1", NULL,
+                   200);
+    b = cJSON_GetObjectItem(doc, "buckets");
+    assert_int_equal(cJSON_GetArraySize(b), 1);
+    assert_int_equal((int)dq_json_num(cJSON_GetArrayItem(b, 0), "deploys", -1), 2);
+    cJSON_Delete(doc);
+    /* the same window in 200 buckets: every deployment counted exactly once */
+    doc = get_json(fx, "/api/series?since=1970-01-01T00:00:00.001Z&until=9999-12-31T23:59:59Z"
+                       "&buckets=200",
+                   NULL, 200);
+    b = cJSON_GetObjectItem(doc, "buckets");
+    assert_int_equal(cJSON_GetArraySize(b), 200);
+    for (int i = 0; i < 200; i++)
+        sum += dq_json_num(cJSON_GetArrayItem(b, i), "deploys", -1);
+    assert_int_equal((int)sum, 2);
+    cJSON_Delete(doc);
+    /* a window after every event: empty buckets, not a negative index */
+    doc = get_json(fx, "/api/series?since=2030-01-01T00:00:00Z&until=2030-01-02T00:00:00Z", NULL,
+                   200);
+    b = cJSON_GetObjectItem(doc, "buckets");
+    sum = 0;
+    for (int i = 0; i < cJSON_GetArraySize(b); i++)
+        sum += dq_json_num(cJSON_GetArrayItem(b, i), "deploys", -1);
+    assert_int_equal((int)sum, 0);
+    cJSON_Delete(doc);
+}
+
+/* Error bodies echo what the client sent; invalid UTF-8 in it is replaced, so the body is
+ * still JSON text (RFC 8259 requires UTF-8). */
+static void test_error_body_utf8(void **state)
+{
+    fixture *fx = *state;
+    static const char *const paths[] = {"/api/deployments/%FF%FEab", "/api/%C3",
+                                        "/%ED%A0%80x", "/api/deployments/%F4%90%80%80",
+                                        "/nothing/%C0%AF"};
+
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        dq_http_response r = {0};
+
+        raw(fx, "GET", paths[i], NULL, &r);
+        assert_int_equal(r.status, 404);
+        assert_non_null(r.body);
+        assert_true(valid_utf8((const unsigned char *)r.body));
+        assert_non_null(strstr(r.body, "\xef\xbf\xbd")); /* U+FFFD where the bytes were */
+        cJSON_Delete(cJSON_Parse(r.body));
+        dq_http_response_free(&r);
+    }
+}
+
+/* An empty or blank token is a start error, never "no authentication". */
+static void test_empty_token(void **state)
+{
+    dq_fold *f = dq_fold_new();
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    dq_httpapi_opts o = {.fold = f, .fold_lock = &m, .listen = "127.0.0.1:0"};
+    static const char *const blanks[] = {"", " ", "\t \n"};
+    char err[256];
+    (void)state;
+
+    for (size_t i = 0; i < sizeof blanks / sizeof blanks[0]; i++) {
+        o.token = blanks[i];
+        err[0] = '\0';
+        assert_null(dq_httpapi_start(&o, err, sizeof err));
+        assert_non_null(strstr(err, "bearer token is empty or blank"));
+    }
+    dq_fold_free(f);
+}
+
+/* Send all of string text on fd; 1 when it went out. */
+static int send_str(int fd, const char *text)
+{
+    size_t n = strlen(text);
+
+    return send(fd, text, n, MSG_NOSIGNAL) == (ssize_t)n;
+}
+
+/* A TCP connection to the fixture from source address src (127.0.0.X). */
+static int connect_from(fixture *fx, const char *src)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(dq_httpapi_port(fx->api)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* Whether the server closed fd (end of input or a reset) within timeout_ms; while waiting,
+ * one byte of a never-ending header is sent every 100 ms, so the connection is never idle. */
+static int closed_while_trickling(int fd, int timeout_ms)
+{
+    int64_t end = dq_mono_ms() + timeout_ms;
+
+    while (dq_mono_ms() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        char c;
+
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1)
+            return 1;
+        if (poll(&p, 1, 100) == 1) {
+            ssize_t n = recv(fd, &c, 1, 0);
+
+            if (n <= 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* 40 slow senders from 8 addresses against 8 slots (4 per address): /healthz still answers
+ * at once, and a connection that keeps trickling a header is closed by the request
+ * timeout, although it is never idle. */
+static void test_slow_clients(void **state)
+{
+    fixture *fx = *state;
+    int fds[40], trickle;
+    dq_http_response r = {0};
+    char url[96], src[32];
+    dq_http_opts ho = {.url = url, .timeout_ms = 2000};
+
+    for (int i = 0; i < 40; i++) {
+        snprintf(src, sizeof src, "127.0.0.%d", 2 + i % 8);
+        fds[i] = connect_from(fx, src);
+        /* a request line and a header that never ends */
+        assert_true(send_str(fds[i], "GET /healthz HTTP/1.1\r\nX-Slow: "));
+    }
+    snprintf(url, sizeof url, "%s/healthz", fx->base);
+    for (int k = 0; k < 5; k++) {
+        int64_t t0 = dq_mono_ms();
+
+        assert_int_equal(dq_http_request(&ho, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_true(dq_mono_ms() - t0 < 1500);
+        dq_http_response_free(&r);
+    }
+    /* never idle, still cut: 500 ms to deliver a request, checked every 125 ms */
+    trickle = connect_from(fx, "127.0.0.20");
+    assert_true(send_str(trickle, "GET /healthz HTTP/1.1\r\nX-Slow: "));
+    assert_true(closed_while_trickling(trickle, 3000));
+    close(trickle);
+    for (int i = 0; i < 40; i++)
+        close(fds[i]);
+    /* the cuts are counted */
+    {
+        dq_http_response m = {0};
+
+        raw(fx, "GET", "/metrics", NULL, &m);
+        assert_int_equal(m.status, 200);
+        assert_null(strstr(m.body, "deployq_registry_http_connections_cut_total 0\n"));
+        dq_http_response_free(&m);
+    }
+}
+
+/* Event streams take at most half the slots: the 5th of 8 is refused with 503 while
+ * /healthz answers; a stream whose client leaves frees its slot within about a second,
+ * not at the next heartbeat (30 s here). */
+static void test_stream_limits(void **state)
+{
+    fixture *fx = *state;
+    static char buf[4096];
+    int fds[4], extra;
+    size_t len;
+    dq_http_response r = {0};
+    int64_t t0;
+    int freed = 0;
+
+    for (int i = 0; i < 4; i++) {
+        char src[32];
+
+        snprintf(src, sizeof src, "127.0.0.%d", 2 + i / 2); /* 2 per address: that limit */
+        fds[i] = connect_from(fx, src);
+        assert_true(send_str(fds[i], "GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+        len = 0;
+        buf[0] = '\0';
+        assert_true(sse_wait_for(fds[i], buf, sizeof buf, &len, "event stream from", 3000));
+    }
+    /* a third stream from an address that has two, and a fifth in all: refused */
+    extra = connect_from(fx, "127.0.0.2");
+    assert_true(send_str(extra, "GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n"));
+    len = 0;
+    buf[0] = '\0';
+    assert_true(sse_wait_for(extra, buf, sizeof buf, &len, "HTTP/1.1 503", 3000));
+    assert_non_null(strstr(buf, "too many event streams"));
+    close(extra);
+    raw(fx, "GET", "/api/stream", NULL, &r);
+    assert_int_equal(r.status, 503);
+    dq_http_response_free(&r);
+    raw(fx, "GET", "/healthz", NULL, &r);
+    assert_int_equal(r.status, 200);
+    dq_http_response_free(&r);
+    /* the clients leave: their slots are free within about a second */
+    for (int i = 0; i < 4; i++)
+        close(fds[i]);
+    t0 = dq_mono_ms();
+    while (dq_mono_ms() - t0 < 3000) {
+        raw(fx, "GET", "/metrics", NULL, &r);
+        freed = r.body && strstr(r.body, "deployq_registry_stream_clients 0\n") != NULL;
+        dq_http_response_free(&r);
+        if (freed)
+            break;
+        dq_test_sleep_ms(50);
+    }
+    assert_true(freed);
+    assert_true(dq_mono_ms() - t0 < 2000);
+}
+
 static void test_start_errors(void **state)
 {
     dq_fold *f = dq_fold_new();
@@ -622,6 +910,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_live, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_reset, setup_small_ring, teardown),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test_setup_teardown(test_series_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_body_utf8, setup, teardown),
+        cmocka_unit_test(test_empty_token),
+        cmocka_unit_test_setup_teardown(test_slow_clients, setup_limits, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_limits, setup_limits, teardown),
     };
     int rc;
 

@@ -202,6 +202,32 @@ static void test_layout_commit_reopen(void **state)
     dq_reglog_report_free(&rep);
 }
 
+/* Deploy history and command-output tails are the owner's: directories 0700 and segments
+ * 0600 whatever the umask (a umask of 022 gave 0755 and 0644). */
+static void test_private_modes(void **state)
+{
+    fixture *f = *state;
+    char root[128], path[256];
+    struct stat st;
+    mode_t old = umask(022);
+
+    snprintf(root, sizeof root, "%s/reg", f->dir);
+    dq_reglog *log = dq_reglog_open(root, 3, NULL, f->err, sizeof f->err);
+    assert_non_null(log);
+    assert_int_equal(dq_reglog_append(log, 0, "x", 1), DQ_REGLOG_OK);
+    assert_int_equal(dq_reglog_commit(log), DQ_REGLOG_OK);
+    dq_reglog_close(log);
+    umask(old);
+    assert_int_equal(stat(root, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    snprintf(path, sizeof path, "%s/p3", root);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    snprintf(path, sizeof path, "%s/p3/" SEG0, root);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+}
+
 static void test_offsets_refused(void **state)
 {
     fixture *f = *state;
@@ -634,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_standard),
         cmocka_unit_test_setup_teardown(test_layout_commit_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_offsets_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_private_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segment_roll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_every_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_refused, setup, teardown),

@@ -210,9 +210,11 @@ static void report_lag(registry *r)
     }
 }
 
-/* registry.http.*: listen (default 127.0.0.1:8787, "off"), token (a ${ENV} secret),
- * dashboard_file. An address given in the file must work; the default one may be taken
- * (another registry on this host), which only costs the API: a warning. 0, or -1. */
+/* registry.http.*: listen (default 127.0.0.1:8787, "off"), token (a ${ENV} secret; empty
+ * or blank is an error), dashboard_file, and the connection limits max_clients,
+ * max_clients_per_address, request_timeout (httpapi.h). An address given in the file must
+ * work; the default one may be taken (another registry on this host), which only costs the
+ * API: a warning. 0, or -1. */
 static const char *config_registry(const dq_config *cfg, const char *key);
 static int start_http(registry *r, const dq_config *cfg)
 {
@@ -228,10 +230,46 @@ static int start_http(registry *r, const dq_config *cfg)
         .dashboard_path = config_registry(cfg, "http/dashboard_file"),
     };
     char err[512];
+    const char *max_clients = config_registry(cfg, "http/max_clients");
+    const char *per_address = config_registry(cfg, "http/max_clients_per_address");
+    const char *req_timeout = config_registry(cfg, "http/request_timeout");
+    long long n;
 
     if (listen && strcmp(listen, "off") == 0) {
         dq_info("http: off (registry.http.listen)");
         return 0;
+    }
+    if (max_clients) {
+        if (dq_parse_int(max_clients, 2, 4096, &n) != 0) {
+            dq_error("registry.http.max_clients: expected a whole number from 2 to 4096, not "
+                     "'%.40s'", max_clients);
+            return -1;
+        }
+        o.max_clients = (unsigned)n;
+    }
+    if (per_address) {
+        if (dq_parse_int(per_address, 2, 4096, &n) != 0) {
+            dq_error("registry.http.max_clients_per_address: expected a whole number from 2 "
+                     "to 4096, not '%.40s'", per_address);
+            return -1;
+        }
+        o.max_clients_per_address = (unsigned)n;
+    }
+    if (req_timeout) {
+        int64_t ms = dq_duration_parse(req_timeout);
+
+        if (ms < 100 || ms > 600000) {
+            dq_error("registry.http.request_timeout: expected a duration from 100ms to 10m, "
+                     "not '%.40s'", req_timeout);
+            return -1;
+        }
+        o.request_timeout_ms = (int)ms;
+    }
+    if (token && token[strspn(token, " \t\r\n\f\v")] == '\0') {
+        /* never serve without authentication while the operator believes it is on */
+        dq_error("registry.http.token is empty or blank (an unset or empty ${VAR}?): set it, "
+                 "or leave the key out to serve without a token");
+        return -1;
     }
     r->api = dq_httpapi_start(&o, err, sizeof err);
     if (!r->api) {
