@@ -4,6 +4,7 @@
  * ports (the mock cannot be told a port), so the address is printed and written to a
  * file. Everything is in RAM: stopping it forgets every message.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,8 @@ static const char broker_usage[] =
     "Run librdkafka's mock Kafka cluster on random loopback ports until Ctrl-C or\n"
     "SIGTERM. The topics deployq.requests, deployq.events (N partitions each) and\n"
     "deployq.dead are created. The bootstrap address is printed on stdout and written to\n"
-    "FILE (default: <state dir>/broker.addr).\n"
+    "FILE (default: <state dir>/broker.addr, replaced atomically, mode 0600; a state\n"
+    "directory that is not yours alone is refused).\n"
     "\n"
     "Caveats of the mock: random ports only, messages kept in RAM only (about 5 MiB per\n"
     "partition), no SASL/TLS, and consumer-group rebalances wait a whole\n"
@@ -44,11 +46,11 @@ int dq_cmd_broker(int argc, char **argv)
     dq_cli cli = {.verb = "broker"};
     long long partitions = DQ_PARTITIONS_DEFAULT, nbrokers = 1;
     const char *addr_file = NULL;
-    char *dir = NULL, pathbuf[4200], err[512];
+    char *dir = NULL, pathbuf[4200], err[512], *line = NULL;
     volatile sig_atomic_t *stop;
     dq_mock_broker *mb;
     FILE *f;
-    int c;
+    int c, dirfd = -1, written;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "p:b:a:h", opts, NULL)) != -1) {
@@ -73,9 +75,11 @@ int dq_cmd_broker(int argc, char **argv)
     if (optind < argc)
         return dq_cli_usage(&cli, broker_usage, 2, "unexpected argument");
     if (!addr_file) {
-        dir = dq_stack_dir(1);
-        if (!dir) {
-            dq_cli_fail(&cli, "cannot create the state directory");
+        /* The default file goes under the checked state directory's descriptor; a FILE
+         * named on the command line is the user's own choice and written as given. */
+        dirfd = dq_stack_dir_open(1, &dir, err, sizeof err);
+        if (dirfd < 0) {
+            dq_cli_fail(&cli, "%s", err);
             return 1;
         }
         snprintf(pathbuf, sizeof pathbuf, "%s/broker.addr", dir);
@@ -85,15 +89,28 @@ int dq_cmd_broker(int argc, char **argv)
     mb = dq_mock_broker_new((int)nbrokers, (int)partitions, err, sizeof err);
     if (!mb) {
         dq_cli_fail(&cli, "%s", err);
-        free(dir);
-        return 1;
+        goto fail;
     }
-    f = fopen(addr_file, "w");
-    if (!f || fprintf(f, "%s\n", dq_mock_broker_bootstraps(mb)) < 0 || fclose(f) != 0) {
-        dq_cli_fail(&cli, "cannot write %s", addr_file);
+    if (dirfd >= 0) {
+        const char *bs = dq_mock_broker_bootstraps(mb);
+        size_t n = strlen(bs);
+
+        line = malloc(n + 1);
+        if (line) {
+            memcpy(line, bs, n);
+            line[n] = '\n';
+        }
+        written = line && dq_stack_replace_file(dirfd, "broker.addr", line, n + 1) == 0;
+    } else {
+        f = fopen(addr_file, "w");
+        written = f && fprintf(f, "%s\n", dq_mock_broker_bootstraps(mb)) >= 0;
+        if (f && fclose(f) != 0)
+            written = 0;
+    }
+    if (!written) {
+        dq_cli_fail(&cli, "cannot write %s: %s", addr_file, strerror(errno));
         dq_mock_broker_free(mb);
-        free(dir);
-        return 1;
+        goto fail;
     }
     printf("%s\n", dq_mock_broker_bootstraps(mb));
     fflush(stdout);
@@ -101,8 +118,20 @@ int dq_cmd_broker(int argc, char **argv)
             dq_mock_broker_bootstraps(mb), addr_file);
     while (!*stop)
         dq_sleep_ms(100);
-    unlink(addr_file);
+    if (dirfd >= 0)
+        unlinkat(dirfd, "broker.addr", 0);
+    else
+        unlink(addr_file);
     dq_mock_broker_free(mb);
+    free(line);
     free(dir);
+    if (dirfd >= 0)
+        close(dirfd);
     return 0;
+fail:
+    free(line);
+    free(dir);
+    if (dirfd >= 0)
+        close(dirfd);
+    return 1;
 }

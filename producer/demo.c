@@ -27,6 +27,7 @@
 #include "http.h"
 #include "json.h"
 #include "kafka.h"
+#include "stack.h"
 #include "util.h"
 
 #define PHASE_TIMEOUT_MS 50000 /* each of the two deploys; the whole demo stays < 2 min */
@@ -99,6 +100,7 @@ dq_demo *dq_demo_start(const char *state_dir, const char *logdir, char *err, siz
     dq_demo *d = calloc(1, sizeof *d);
     char script[PATH_MAX + 16], portfile[PATH_MAX], log[PATH_MAX + 32];
     long long port = 0;
+    int logfd;
 
     if (!d) {
         snprintf(err, errlen, "out of memory");
@@ -113,26 +115,31 @@ dq_demo *dq_demo_start(const char *state_dir, const char *logdir, char *err, siz
     snprintf(portfile, sizeof portfile, "%s/demo-service.port", state_dir);
     snprintf(log, sizeof log, "%s/demo-service.log", logdir);
     unlink(portfile);
+    /* In the logs/ directory `up` checked; opened here, never through a symbolic link. */
+    logfd = dq_stack_open_file(AT_FDCWD, log, O_CREAT | O_APPEND);
+    if (logfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", log, strerror(errno));
+        goto fail;
+    }
     d->service_pid = fork();
     if (d->service_pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
+        close(logfd);
         goto fail;
     }
     if (d->service_pid == 0) {
         char *argv[] = {(char *)"python3", script, (char *)"--port", (char *)"0",
                         (char *)"--port-file", portfile, NULL};
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 
         setpgid(0, 0); /* a Ctrl-C reaches `up`, which stops the service in order */
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
+        dup2(logfd, STDOUT_FILENO);
+        dup2(logfd, STDERR_FILENO);
+        close(logfd);
         execvp(argv[0], argv);
         fprintf(stderr, "cannot run python3: %s\n", strerror(errno));
         _exit(127);
     }
+    close(logfd);
     for (int i = 0; i < 100 && port == 0; i++) {
         char *text;
         int status;

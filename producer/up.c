@@ -53,7 +53,8 @@ static const char up_usage[] =
     "  -h, --help              this help\n"
     "\n"
     "State directory: $DEPLOYQ_STATE_DIR, else $XDG_RUNTIME_DIR/deployq, else\n"
-    "/tmp/deployq-<uid>.\n";
+    "/tmp/deployq-<uid>. It is created 0700, and refused unless it is a real directory of\n"
+    "yours that no one else can write (the two defaults: mode 0700 exactly).\n";
 
 #define MAX_WORKERS 8
 
@@ -70,6 +71,8 @@ typedef struct worker {
 
 typedef struct up_state {
     char *dir;
+    int dirfd;    /* the checked state directory: everything is created under it */
+    int logdirfd; /* its logs/ */
     char config[PATH_MAX];
     char logdir[PATH_MAX];
     char brokers[512];
@@ -95,23 +98,30 @@ static int free_port(void)
     return port;
 }
 
-/* fork+exec argv with stdout/stderr appended to logfile; the child gets its own process
- * group so a Ctrl-C in the terminal reaches `up` only, which then stops it in order. */
-static pid_t spawn(char *const argv[], const char *logfile, char *const extra_env[])
+/* fork+exec argv with stdout/stderr appended to <logs>/<logname>; the child gets its own
+ * process group so a Ctrl-C in the terminal reaches `up` only, which then stops it in order.
+ * The log is opened here, in the parent, under the checked logs/ descriptor: never through
+ * a symbolic link, 0600. When it cannot be, the child keeps up's stdout and stderr. */
+static pid_t spawn(char *const argv[], int logdirfd, const char *logname,
+                   char *const extra_env[])
 {
-    pid_t pid = fork();
+    int fd = dq_stack_open_file(logdirfd, logname, O_CREAT | O_APPEND);
+    pid_t pid;
 
-    if (pid != 0)
-        return pid;
-    setpgid(0, 0);
-    if (logfile) {
-        int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
+    if (fd < 0)
+        fprintf(stderr, "deployq: up: cannot open the log %s: %s; %s logs here\n", logname,
+                strerror(errno), argv[0]);
+    pid = fork();
+    if (pid != 0) {
+        if (fd >= 0)
             close(fd);
-        }
+        return pid;
+    }
+    setpgid(0, 0);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
     }
     for (size_t i = 0; extra_env && extra_env[i]; i++)
         putenv(extra_env[i]);
@@ -165,13 +175,14 @@ static int write_demo_config(up_state *st, const dq_demo *demo, char *key_id,
     char keypath[PATH_MAX], apath[PATH_MAX];
     char *pub = NULL, *apub = NULL;
     FILE *f;
-    int rc = -1;
+    int fd, rc = -1;
 
     snprintf(keypath, sizeof keypath, "%s/ci.key", st->dir);
     snprintf(apath, sizeof apath, "%s/approver.key", st->dir);
-    /* A fresh pair for every `up`: the previous stack's keys mean nothing now. */
-    unlink(keypath);
-    unlink(apath);
+    /* A fresh pair for every `up`: the previous stack's keys mean nothing now. The keys
+     * are created O_EXCL, 0600 (dq_sign_keygen), in the directory checked to be ours. */
+    unlinkat(st->dirfd, "ci.key", 0);
+    unlinkat(st->dirfd, "approver.key", 0);
     if (dq_sign_keygen(keypath, &pub, err, errlen) != 0 ||
         dq_sign_keygen(apath, &apub, err, errlen) != 0)
         goto out;
@@ -181,10 +192,15 @@ static int write_demo_config(up_state *st, const dq_demo *demo, char *key_id,
         snprintf(err, errlen, "state directory path too long");
         goto out;
     }
-    f = fopen(st->config, "w");
+    /* Rewritten on every `up`: removed, then created afresh (O_EXCL, never a link). */
+    unlinkat(st->dirfd, "deployq.yaml", 0);
+    fd = dq_stack_open_file(st->dirfd, "deployq.yaml", O_CREAT | O_EXCL);
+    f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
         int n = snprintf(err, errlen, "cannot write %s: %s", st->config, strerror(errno));
         (void)n; /* a truncated message is still the right message */
+        if (fd >= 0)
+            close(fd);
         goto out;
     }
     fprintf(f,
@@ -228,7 +244,7 @@ out:
 
 static pid_t start_worker(up_state *st, worker *w)
 {
-    char log[PATH_MAX + 64];
+    char log[64];
     char *argv[] = {w->path, (char *)"--config", st->config, (char *)"-X",
                     (char *)"session.timeout.ms=6000", (char *)"-X",
                     (char *)"heartbeat.interval.ms=500", NULL};
@@ -240,8 +256,8 @@ static pid_t start_worker(up_state *st, worker *w)
     snprintf(env_brokers, sizeof env_brokers, "DEPLOYQ_BROKERS=%s", st->brokers);
     snprintf(env_redis, sizeof env_redis, "DEPLOYQ_REDIS_URL=%s", st->redis_url);
     snprintf(env_state, sizeof env_state, "DEPLOYQ_STATE_DIR=%s", st->dir);
-    snprintf(log, sizeof log, "%s/%s.log", st->logdir, w->name);
-    w->pid = spawn(argv, log, envv);
+    snprintf(log, sizeof log, "%s.log", w->name);
+    w->pid = spawn(argv, st->logdirfd, log, envv);
     w->started_ms = dq_mono_ms();
     return w->pid;
 }
@@ -276,7 +292,7 @@ int dq_cmd_up(int argc, char **argv)
     dq_cli cli = {.verb = "up"};
     const char *user_config = NULL, *redis_bin = "redis-server";
     long long partitions = DQ_PARTITIONS_DEFAULT;
-    up_state st = {0};
+    up_state st = {.dirfd = -1, .logdirfd = -1};
     dq_mock_broker *mb = NULL;
     dq_stack stack = {0}, *running;
     volatile sig_atomic_t *stop;
@@ -304,20 +320,26 @@ int dq_cmd_up(int argc, char **argv)
     if (want_demo && user_config)
         return dq_cli_usage(&cli, up_usage, 2, "--demo writes its own configuration; drop --config");
 
+    /* First the directory: one that is not ours is refused before anything is read from
+     * it (its stack.json) or written to it (keys, configuration, logs). */
+    st.dirfd = dq_stack_dir_open(1, &st.dir, err, sizeof err);
+    if (st.dirfd < 0) {
+        dq_cli_fail(&cli, "%s", err);
+        return 1;
+    }
     running = dq_stack_find();
     if (running) {
         dq_cli_fail(&cli, "a stack is already running (pid %d, broker %s); stop it first",
                     (int)running->pid, running->brokers ? running->brokers : "?");
         dq_stack_free(running);
-        return 1;
-    }
-    st.dir = dq_stack_dir(1);
-    if (!st.dir) {
-        dq_cli_fail(&cli, "cannot create the state directory");
-        return 1;
+        goto out;
     }
     snprintf(st.logdir, sizeof st.logdir, "%s/logs", st.dir);
-    mkdir(st.logdir, 0700);
+    st.logdirfd = dq_stack_subdir(st.dirfd, "logs", st.logdir, err, sizeof err);
+    if (st.logdirfd < 0) {
+        dq_cli_fail(&cli, "%s", err);
+        goto out;
+    }
     stop = dq_stop_flag_install();
 
     mb = dq_mock_broker_new(1, (int)partitions, err, sizeof err);
@@ -338,7 +360,7 @@ int dq_cmd_up(int argc, char **argv)
         snprintf(portbuf, sizeof portbuf, "%d", port);
         snprintf(log, sizeof log, "%s/redis.log", st.logdir);
         snprintf(st.redis_url, sizeof st.redis_url, "redis://127.0.0.1:%d", port);
-        st.redis_pid = spawn(rargv, log, NULL);
+        st.redis_pid = spawn(rargv, st.logdirfd, "redis.log", NULL);
         for (int i = 0; i < 50 && !probe; i++) {
             int status;
 
@@ -405,7 +427,7 @@ int dq_cmd_up(int argc, char **argv)
         stack.ci_key_path = keypath;
         stack.ci_key_id = key_id;
     }
-    if (dq_stack_write(&stack) != 0) {
+    if (dq_stack_write(st.dirfd, &stack) != 0) {
         dq_cli_fail(&cli, "cannot write the stack state in %s: %s", st.dir, strerror(errno));
         goto out;
     }
@@ -466,8 +488,12 @@ out:
     stop_pid(st.redis_pid, "redis-server");
     dq_demo_free(demo); /* --demo: the demo service */
     if (stack.pid)
-        dq_stack_remove();
+        dq_stack_remove(st.dirfd);
     dq_mock_broker_free(mb);
+    if (st.logdirfd >= 0)
+        close(st.logdirfd);
+    if (st.dirfd >= 0)
+        close(st.dirfd);
     free(st.dir);
     return rc;
 }
