@@ -5,6 +5,7 @@
 #include "probe.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,8 +206,9 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
             goto fail;
         }
         p->max_latency_ms = d > 0 ? d : 0;
-        /* the request must be allowed to run well past the limit, or a slow answer would
-         * look like no answer at all and the evidence would not say how slow it was */
+        /* an attempt is cut at max_latency (dq_probe_run); the timeout still bounds the
+         * attempts of a probe that leaves max_latency out, and must not be the shorter of
+         * the two, or a slow answer would look like no answer at all */
         if (p->max_latency_ms > 0 && p->timeout_ms <= p->max_latency_ms &&
             cJSON_GetObjectItemCaseSensitive(obj, "timeout")) {
             snprintf(err, errlen, "%s.timeout: must be longer than max_latency", where);
@@ -356,6 +358,22 @@ void dq_probe_judge_http(const dq_probe *p, int got_response, long status, const
     snprintf(out->detail, sizeof out->detail, "status %ld in %lld ms", status, (long long)latency_ms);
 }
 
+void dq_probe_judge_http_cut(const dq_probe *p, int64_t latency_ms, dq_sample *out)
+{
+    /* curl's clock and ours differ by a little: never report a cut below the limit */
+    if (latency_ms <= p->max_latency_ms)
+        latency_ms = p->max_latency_ms + 1;
+    out->status = 0;
+    out->latency_ms = latency_ms;
+    out->has_value = 0;
+    snprintf(out->observed, sizeof out->observed, "no answer within %lld ms",
+             (long long)p->max_latency_ms);
+    set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_LATENCY);
+    snprintf(out->detail, sizeof out->detail,
+             "latency over %lld ms: no complete answer within the limit (gave up after %lld ms)",
+             (long long)p->max_latency_ms, (long long)latency_ms);
+}
+
 /* Prometheus sample values are strings: "0.07", "NaN", "+Inf". 0 ok, -1 unusable. */
 static int prom_value(const cJSON *pair, double *v)
 {
@@ -460,17 +478,23 @@ void dq_probe_run(const dq_probe *p, dq_sample *out)
     dq_http_opts o = {0};
     dq_http_response resp = {0};
     char *url = NULL;
-    int64_t t0;
-    int rc;
+    int64_t t0, elapsed, limit = p->timeout_ms;
+    int rc, cut_at_latency = 0;
 
     memset(out, 0, sizeof *out);
     out->at_ms = dq_now_ms();
     out->latency_ms = -1;
+    /* past max_latency the sample is a failure whatever comes next: waiting for the rest
+     * of a slow answer would only stretch the round, and so the time to a verdict */
+    if (p->type == DQ_PROBE_HTTP && p->max_latency_ms > 0 && p->max_latency_ms < limit) {
+        limit = p->max_latency_ms;
+        cut_at_latency = 1;
+    }
     o.url = p->url;
     o.headers = (const char *const *)p->headers;
-    o.timeout_ms = (long)p->timeout_ms;
+    o.timeout_ms = (long)limit;
     o.max_retries = 0;
-    o.retry_budget_ms = p->timeout_ms + 1000;
+    o.retry_budget_ms = limit + 1000;
     if (p->type == DQ_PROBE_PROMETHEUS) {
         char *q = dq_http_escape(p->query);
         size_t n = strlen(p->url) + (q ? strlen(q) : 0) + 16;
@@ -486,14 +510,53 @@ void dq_probe_run(const dq_probe *p, dq_sample *out)
     }
     t0 = dq_mono_ms();
     rc = dq_http_request(&o, &resp);
-    if (p->type == DQ_PROBE_HTTP)
-        dq_probe_judge_http(p, rc == 0, resp.status, resp.body, resp.body_len, dq_mono_ms() - t0,
+    elapsed = dq_mono_ms() - t0;
+    if (p->type == DQ_PROBE_HTTP && rc != 0 && cut_at_latency && resp.error == DQ_HTTP_ERR_TIMEOUT)
+        dq_probe_judge_http_cut(p, elapsed, out);
+    else if (p->type == DQ_PROBE_HTTP)
+        dq_probe_judge_http(p, rc == 0, resp.status, resp.body, resp.body_len, elapsed,
                             resp.errstr, out);
     else
         dq_probe_judge_prometheus(p, rc == 0, resp.status, resp.body, resp.body_len, resp.errstr,
                                   out);
     dq_http_response_free(&resp);
     free(url);
+}
+
+typedef struct run_arg {
+    const dq_probe *p;
+    dq_sample *out;
+} run_arg;
+
+static void *run_one(void *arg)
+{
+    run_arg *a = arg;
+    dq_probe_run(a->p, a->out);
+    return NULL;
+}
+
+void dq_probe_run_all(dq_probe *const *probes, size_t n, dq_sample *out)
+{
+    pthread_t *th = n > 1 ? calloc(n, sizeof *th) : NULL;
+    run_arg *args = n > 1 ? calloc(n, sizeof *args) : NULL;
+    unsigned char *started = n > 1 ? calloc(n, 1) : NULL;
+
+    for (size_t i = 1; th && args && started && i < n; i++) {
+        args[i].p = probes[i];
+        args[i].out = &out[i];
+        started[i] = pthread_create(&th[i], NULL, run_one, &args[i]) == 0;
+    }
+    if (n > 0)
+        dq_probe_run(probes[0], &out[0]);
+    for (size_t i = 1; i < n; i++) {
+        if (started && started[i])
+            pthread_join(th[i], NULL);
+        else
+            dq_probe_run(probes[i], &out[i]); /* no thread for it: late, but not lost */
+    }
+    free(th);
+    free(args);
+    free(started);
 }
 
 cJSON *dq_sample_observed_json(const dq_sample *s)

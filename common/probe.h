@@ -9,8 +9,12 @@
  * unreachable). What a missing sample counts as is the probe's policy, applied by
  * watch.h, not here.
  *
- * A probe makes exactly one attempt bounded by its timeout (no retries: a retry would hide
- * the very failure the probe is there to see). Header values given in the configuration
+ * A probe makes exactly one attempt (no retries: a retry would hide the very failure the
+ * probe is there to see), bounded by its timeout and, for HTTP, by max_latency: once the
+ * limit has passed without a complete answer the verdict is known (too slow), so waiting
+ * longer would only let a slow endpoint stretch the monitor's interval. Such a cut attempt
+ * is a latency failure whose latency is at least the limit. A watch (watch.h) also caps
+ * the timeout at its interval, so a round of probes fits between two ticks. Header values given in the configuration
  * (tokens) are sent but never copied into a sample, a log line or an event; every text a
  * sample keeps from the outside (curl's error, a body excerpt) goes through dq_redact().
  *
@@ -38,7 +42,7 @@ typedef struct dq_probe {
     dq_probe_type type;
     char *url;        /* http: the URL to GET; prometheus: the .../api/v1/query endpoint */
     char **headers;   /* NULL-terminated "Name: value" lines, or NULL; values are secrets */
-    int64_t timeout_ms;
+    int64_t timeout_ms;      /* one attempt's bound (a watch lowers it to its interval) */
     dq_missing_policy missing;
     /* http */
     long expect_status;      /* 0 means any 2xx */
@@ -65,7 +69,7 @@ typedef enum { DQ_SAMPLE_PASS = 0, DQ_SAMPLE_FAIL, DQ_SAMPLE_MISSING } dq_sample
 /* What decided a sample: */
 #define DQ_CHECK_OK "ok"                   /* everything held */
 #define DQ_CHECK_STATUS "status"           /* wrong HTTP status */
-#define DQ_CHECK_LATENCY "latency"         /* slower than max_latency */
+#define DQ_CHECK_LATENCY "latency"         /* slower than max_latency, or cut at it */
 #define DQ_CHECK_BODY "body"               /* body did not match */
 #define DQ_CHECK_VALUE "value"             /* Prometheus value breached the threshold */
 #define DQ_CHECK_NO_RESPONSE "no_response" /* (missing) the HTTP endpoint did not answer */
@@ -76,21 +80,32 @@ typedef struct dq_sample {
     dq_sample_outcome outcome;
     char check[16];             /* one of DQ_CHECK_* */
     long status;                /* HTTP status, 0 when none (or Prometheus' own status) */
-    int64_t latency_ms;         /* time to the whole response, -1 when none */
+    int64_t latency_ms;         /* time to the whole response, -1 when none; for an
+                                   attempt cut at max_latency, the time it ran (>= the limit) */
     double value;               /* the Prometheus scalar, when has_value */
     int has_value;
     char observed[72];          /* text form of what was seen, for non-numeric checks */
     char detail[192];           /* one line for people: "status 500, expected 200" */
 } dq_sample;
 
-/* Run the probe once (one attempt, p->timeout_ms) and judge it into *out (always filled;
- * at_ms = now). curl_global_init() must have been called. */
+/* Run the probe once and judge it into *out (always filled; at_ms = now). The attempt is
+ * given up after p->timeout_ms, or after p->max_latency_ms when that is shorter (then it
+ * is a latency failure, not a missing sample), so it returns within
+ * min(max_latency, timeout) plus the time curl needs to notice. curl_global_init() must
+ * have been called. Thread-safe. */
 void dq_probe_run(const dq_probe *p, dq_sample *out);
+/* Run n probes at once (a thread each, the first in the caller's) into out[0..n-1], so a
+ * round of probes takes as long as its slowest probe rather than the sum of them. When a
+ * thread cannot be started its probe runs after the others, in the caller's thread. */
+void dq_probe_run_all(dq_probe *const *probes, size_t n, dq_sample *out);
 
 /* Judge an HTTP outcome: got_response 0 means no response (curl_error says why). */
 void dq_probe_judge_http(const dq_probe *p, int got_response, long status, const char *body,
                          size_t body_len, int64_t latency_ms, const char *curl_error,
                          dq_sample *out);
+/* Judge an HTTP attempt given up at max_latency after latency_ms without a complete
+ * answer: a latency failure, its latency recorded as at least max_latency. */
+void dq_probe_judge_http_cut(const dq_probe *p, int64_t latency_ms, dq_sample *out);
 /* Judge a Prometheus /api/v1/query answer (status 0: none; why says what went wrong). */
 void dq_probe_judge_prometheus(const dq_probe *p, int got_response, long status,
                                const char *body, size_t body_len, const char *why,

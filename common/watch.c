@@ -141,6 +141,11 @@ dq_watch_config *dq_watch_config_from_json(const cJSON *obj, const cJSON *defaul
         c->probes[c->n_probes] = dq_probe_from_json(it, sub, timeout, err, errlen);
         if (!c->probes[c->n_probes])
             goto fail;
+        /* nor may an explicit timeout: a round has one interval, whatever a slow endpoint
+         * does, so a verdict comes failure_threshold intervals after the first failure
+         * (the rounds run their probes at once: dq_probe_run_all) */
+        if (c->probes[c->n_probes]->timeout_ms > c->interval_ms)
+            c->probes[c->n_probes]->timeout_ms = c->interval_ms;
         for (size_t i = 0; i < c->n_probes; i++) {
             if (strcmp(c->probes[i]->name, c->probes[c->n_probes]->name) == 0) {
                 snprintf(err, errlen, "%s.name: '%s' is used twice", sub, c->probes[i]->name);

@@ -59,8 +59,10 @@ typedef struct dq_watch_config {
 /* Read a target's monitor settings. obj holds the keys of docs/configuration.md
  * (interval, window, failure_threshold, max_error_rate, error_rate_window, probes);
  * defaults (may be NULL) holds fallbacks for every key but probes (the top-level
- * `monitor:` section). `where` prefixes errors. Returns NULL with "<where>.<key>: reason"
- * in err; a config without probes is an error. */
+ * `monitor:` section). `where` prefixes errors. Every probe's timeout is capped at the
+ * interval (and an HTTP probe's attempt at its max_latency, probe.h), so a round run with
+ * dq_probe_run_all() fits in one interval and ticks stay on the interval grid. Returns
+ * NULL with "<where>.<key>: reason" in err; a config without probes is an error. */
 dq_watch_config *dq_watch_config_from_json(const cJSON *obj, const cJSON *defaults,
                                            const char *where, char *err, size_t errlen);
 void dq_watch_config_free(dq_watch_config *c);
@@ -139,7 +141,9 @@ typedef struct dq_watch_result {
 } dq_watch_result;
 
 /* Fold one tick's samples (samples[i] belongs to cfg->probes[i]) into st at now_ms,
- * apply the rules, and schedule st->next_ms. Probes are matched to st by name; a probe
+ * apply the rules, and schedule st->next_ms: one interval after the tick was due (the
+ * grid), not after it ended; a tick late by half an interval or more re-anchors the grid
+ * on the time it began. Probes are matched to st by name; a probe
  * the session does not know yet is added. Fills *res. 0, or -1 on allocation failure. */
 int dq_watch_apply(const dq_watch_config *cfg, dq_watch_state *st, const dq_sample *samples,
                    int64_t now_ms, dq_watch_result *res);

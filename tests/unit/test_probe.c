@@ -2,7 +2,8 @@
  * test_probe.c - probe.h: reading probe settings (and refusing bad ones with the key
  * named), judging HTTP answers (status, latency, body substring and regex, no answer),
  * judging Prometheus answers (scalar, vector, several series, empty, NaN, errors), and
- * real single-attempt runs against tests/fakes/health.py and prometheus.py.
+ * real single-attempt runs against tests/fakes/health.py and prometheus.py, including a
+ * 1.5 s endpoint given up at max_latency and a round of probes run at once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -171,6 +172,24 @@ static void test_judge_http(void **state)
     assert_string_equal(s.check, DQ_CHECK_NO_RESPONSE);
     assert_string_equal(s.detail, "no response: Failed to connect to 127.0.0.1 port 9: refused");
     assert_int_equal(s.latency_ms, -1);
+
+    /* given up at max_latency: a latency failure, never reported below the limit */
+    dq_probe_judge_http_cut(p, 503, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_LATENCY);
+    assert_int_equal(s.latency_ms, 503);
+    assert_int_equal(s.status, 0);
+    assert_string_equal(s.detail, "latency over 500 ms: no complete answer within the limit "
+                                  "(gave up after 503 ms)");
+    dq_probe_judge_http_cut(p, 499, &s);
+    assert_int_equal(s.latency_ms, 501);
+    {
+        cJSON *o = dq_sample_observed_json(&s), *t = dq_probe_threshold_json(p, s.check);
+        assert_true(cJSON_IsNumber(o) && o->valuedouble == 501);
+        assert_true(cJSON_IsNumber(t) && t->valuedouble == 500);
+        cJSON_Delete(o);
+        cJSON_Delete(t);
+    }
 
     /* no expected status: any 2xx */
     dq_probe_judge_http(any, 1, 204, "v12 ready", 9, 10, "", &s);
@@ -343,13 +362,21 @@ static void test_run_against_doubles(void **state)
     dq_probe_run(p, &s);
     assert_string_equal(s.detail, "status 500, expected 200");
 
+    /* slower than max_latency: given up at the limit (300 ms), not at the answer
+     * (500 ms) nor at the timeout (1 s), and a latency failure */
     assert_int_equal(dq_fake_script(&health, "{\"latency_ms\":500}"), 0);
+    t0 = dq_mono_ms();
     dq_probe_run(p, &s);
+    assert_true(dq_mono_ms() - t0 < 450);
     assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
     assert_string_equal(s.check, DQ_CHECK_LATENCY);
-    assert_true(s.latency_ms >= 500 && s.latency_ms < 1000);
+    assert_true(s.latency_ms > 300 && s.latency_ms < 450);
+    dq_probe_free(p);
 
-    /* slower than the timeout: no response, after one attempt only */
+    /* slower than the timeout (no max_latency): no response, after one attempt only */
+    snprintf(json, sizeof json, "{\"name\":\"h\",\"url\":\"%s/health\",\"timeout\":\"1s\"}",
+             health.base);
+    p = probe_of(json);
     assert_int_equal(dq_fake_script(&health, "{\"latency_ms\":2500}"), 0);
     t0 = dq_mono_ms();
     dq_probe_run(p, &s);
@@ -396,6 +423,49 @@ static void test_run_against_doubles(void **state)
     dq_probe_free(dead);
 }
 
+/* A 1.5 s endpoint with a 500 ms limit and a 2 s timeout: every attempt gives up at the
+ * limit (not after the whole slow answer), as a latency failure; and probes of one round
+ * run at once, so two such probes take one limit, not two. */
+static void test_run_slow_endpoint_cut(void **state)
+{
+    char json[512];
+    dq_probe *ps[2];
+    dq_sample s, two[2];
+    int64_t t0, took;
+    (void)state;
+
+    assert_int_equal(dq_fake_script(&health, "{\"latency_ms\":1500}"), 0);
+    for (int i = 0; i < 2; i++) {
+        snprintf(json, sizeof json,
+                 "{\"name\":\"h%d\",\"url\":\"%s/health\",\"expect_status\":200,"
+                 "\"max_latency\":\"500ms\",\"timeout\":\"2s\"}", i, health.base);
+        ps[i] = probe_of(json);
+    }
+    for (int k = 0; k < 3; k++) {
+        t0 = dq_mono_ms();
+        dq_probe_run(ps[0], &s);
+        took = dq_mono_ms() - t0;
+        print_message("slow endpoint, probe %d: returned after %lld ms: %s\n", k,
+                      (long long)took, s.detail);
+        assert_true(took >= 500 && took < 800);
+        assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+        assert_string_equal(s.check, DQ_CHECK_LATENCY);
+        assert_true(s.latency_ms > 500 && s.latency_ms < 800);
+    }
+
+    t0 = dq_mono_ms();
+    dq_probe_run_all(ps, 2, two);
+    took = dq_mono_ms() - t0;
+    assert_true(took < 900); /* one after the other would be 1000 ms and more */
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(two[i].check, DQ_CHECK_LATENCY);
+        assert_true(two[i].at_ms > 0);
+    }
+    dq_probe_run_all(ps, 0, two); /* nothing to run: nothing happens */
+    dq_probe_free(ps[0]);
+    dq_probe_free(ps[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_compare),
         cmocka_unit_test(test_threshold_json),
         cmocka_unit_test_setup_teardown(test_run_against_doubles, doubles_up, doubles_down),
+        cmocka_unit_test_setup_teardown(test_run_slow_endpoint_cut, doubles_up, doubles_down),
     };
     dq_log_init("test_probe", DQ_LOG_ERROR, 0);
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -4,7 +4,8 @@
  * window end and its extension, the schedule), the session state's JSON round trip, the
  * evidence, and the Redis scripts against a real redis-server: start, redelivery, a newer
  * deploy superseding an older one, stale triggers, exclusive leases, a lapsed lease that
- * cannot write, and ended sessions.
+ * cannot write, and ended sessions; and rounds against tests/fakes/health.py answering in
+ * 1.5 s, which must not stretch the interval (the verdict at threshold x interval).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +13,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../fakes/fake_server.h"
 #include "log.h"
 #include "testutil.h"
 #include "watch.h"
@@ -84,6 +87,18 @@ static void test_config(void **state)
     assert_int_equal(c->probes[0]->timeout_ms, 1000);
     dq_watch_config_free(c);
     dq_watch_config_free(NULL);
+
+    /* no probe outlives the interval, not even with an explicit timeout (http or
+     * prometheus); a shorter one stays */
+    c = config_of("{\"interval\":\"2s\",\"probes\":[{\"name\":\"h\",\"url\":\"http://x/\","
+                  "\"max_latency\":\"500ms\",\"timeout\":\"5s\"},{\"name\":\"e\","
+                  "\"type\":\"prometheus\",\"url\":\"http://p/\",\"query\":\"q\",\"op\":\"gt\","
+                  "\"threshold\":1,\"timeout\":\"30s\"},{\"name\":\"f\",\"url\":\"http://x/\","
+                  "\"timeout\":\"1500ms\"}]}", NULL);
+    assert_int_equal(c->probes[0]->timeout_ms, 2000);
+    assert_int_equal(c->probes[1]->timeout_ms, 2000);
+    assert_int_equal(c->probes[2]->timeout_ms, 1500);
+    dq_watch_config_free(c);
 
     config_refused("{\"interval\":\"1s\"}", "f.yaml:3: m.probes: required, a non-empty list");
     config_refused("{\"interval\":\"soon\"," ONE_HTTP "}",
@@ -536,6 +551,7 @@ static dq_watch_state *session_at(const dq_watch_config *c, const char *trigger_
 #define TRIG1 "11111111-1111-4111-8111-111111111111"
 #define TRIG2 "22222222-2222-4222-8222-222222222222"
 #define TRIG0 "00000000-0000-4000-8000-000000000000"
+#define TRIG_SLOW "44444444-4444-4444-8444-444444444444"
 
 static void test_store(void **state)
 {
@@ -644,6 +660,95 @@ static void test_store_unreadable_session_dropped(void **state)
     assert_int_equal(dq_watch_due(s->r, 10, ids, 2, &next), 0);
 }
 
+/* ---- a slow endpoint, for real ---- */
+
+static dq_fake health;
+
+static int health_up(void **state)
+{
+    (void)state;
+    if (dq_fake_start(&health, "health") != 0)
+        return -1;
+    return dq_fake_script(&health, "{\"latency_ms\":1500}");
+}
+
+static int health_down(void **state)
+{
+    (void)state;
+    if (health.pid > 0)
+        dq_fake_stop(&health);
+    return 0;
+}
+
+/* Every answer takes 1.5 s; max_latency 500 ms, interval 1 s, failure_threshold 3, and a
+ * timeout of 2 s that would let a probe wait for the whole answer. Run as the monitor's
+ * ticker does (wait until the session is due, one round, fold it in): each round gives
+ * up at the limit as a latency failure, the rounds are one interval apart, and the
+ * verdict comes at about threshold x interval after the first failing probe, not at
+ * threshold x 1.5 s (4.5 s). */
+static void test_slow_endpoint_detected_on_time(void **state)
+{
+    char json[512];
+    dq_watch_config *c;
+    dq_watch_state *st;
+    dq_watch_result r;
+    dq_sample smp;
+    int64_t at[8], took, first = 0;
+    int n = 0;
+    (void)state;
+
+    snprintf(json, sizeof json,
+             "{\"interval\":\"1s\",\"window\":\"1m\",\"failure_threshold\":3,\"probes\":["
+             "{\"name\":\"health\",\"url\":\"%s/health\",\"expect_status\":200,"
+             "\"max_latency\":\"500ms\",\"timeout\":\"2s\"}]}", health.base);
+    c = config_of(json, NULL);
+    st = dq_watch_state_new(c, "deploy.succeeded", TRIG_SLOW, dq_now_ms(), "dep", "api",
+                            "production", "v-slow", 1, dq_now_ms());
+    assert_non_null(st);
+    memset(&r, 0, sizeof r);
+    while (r.verdict == DQ_VERDICT_NONE && n < 8) {
+        int64_t wait = st->next_ms - dq_now_ms(), t0;
+        if (wait > 0)
+            dq_sleep_ms(wait);
+        t0 = dq_mono_ms();
+        dq_probe_run_all(c->probes, c->n_probes, &smp);
+        took = dq_mono_ms() - t0;
+        assert_int_equal(dq_watch_apply(c, st, &smp, dq_now_ms(), &r), 0);
+        print_message("slow endpoint: round %d at +%lld ms took %lld ms: %s\n", n,
+                      (long long)(smp.at_ms - (n ? at[0] : smp.at_ms)), (long long)took,
+                      smp.detail);
+        assert_true(took < 800); /* the limit, plus curl's reaction; never the 1.5 s */
+        assert_int_equal(smp.outcome, DQ_SAMPLE_FAIL);
+        assert_string_equal(smp.check, DQ_CHECK_LATENCY);
+        assert_true(smp.latency_ms >= 500);
+        at[n++] = smp.at_ms;
+        if (!first)
+            first = smp.at_ms;
+    }
+    assert_int_equal(r.verdict, DQ_VERDICT_ROLLBACK);
+    assert_string_equal(r.kind, "consecutive_failures");
+    assert_int_equal(n, 3);
+    for (int i = 1; i < n; i++) /* on the interval grid, not interval after the last ended */
+        assert_true(at[i] - at[i - 1] >= 900 && at[i] - at[i - 1] <= 1300);
+    assert_int_equal(r.detected_ms, first);
+    print_message("slow endpoint: detected %lld ms after the first failing probe "
+                  "(threshold 3 x interval 1 s; 4500 when a probe waits for the answer)\n",
+                  (long long)(r.decided_ms - r.detected_ms));
+    assert_true(r.decided_ms - r.detected_ms >= 2000);
+    assert_true(r.decided_ms - r.detected_ms < 3900);
+    {
+        cJSON *e = dq_watch_evidence(c, st, &r);
+        const cJSON *obs = cJSON_GetObjectItemCaseSensitive(e, "observed");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "check")->valuestring,
+                            DQ_CHECK_LATENCY);
+        assert_true(cJSON_IsNumber(obs) && obs->valuedouble >= 500);
+        assert_true(cJSON_GetObjectItemCaseSensitive(e, "threshold")->valuedouble == 500);
+        cJSON_Delete(e);
+    }
+    dq_watch_state_free(st);
+    dq_watch_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -658,7 +763,13 @@ int main(void)
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test_setup_teardown(test_store, redis_up, redis_down),
         cmocka_unit_test_setup_teardown(test_store_unreadable_session_dropped, redis_up, redis_down),
+        cmocka_unit_test_setup_teardown(test_slow_endpoint_detected_on_time, health_up, health_down),
     };
+    int rc;
+
     dq_log_init("test_watch", DQ_LOG_OFF, 0);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
 }

@@ -141,8 +141,9 @@ int dq_monitor_load(dq_monitor *m, const dq_config *cfg, char *err, size_t errle
                 snprintf(err, errlen, "monitor: out of memory");
                 goto out;
             }
-            /* a lease covers one round of probes (they run one after another) and the
-             * emit, and no more: a dead holder delays the session by about this much */
+            /* a lease covers one round of probes (they run at once, but one that gets no
+             * thread runs after the others, so the sum) and the emit, and no more: a dead
+             * holder delays the session by about this much */
             t->lease_ms = 2000;
             for (size_t k = 0; k < t->watch->n_probes; k++)
                 t->lease_ms += t->watch->probes[k]->timeout_ms;
@@ -417,8 +418,9 @@ static void tick(dq_ticker *tk, const dq_monitor_target *t, dq_watch_state *st)
         samples = calloc(w->n_probes, sizeof *samples);
         if (!samples)
             goto abandon;
+        /* at once, each bounded by the interval: the round fits before the next is due */
+        dq_probe_run_all(w->probes, w->n_probes, samples);
         for (size_t i = 0; i < w->n_probes; i++) {
-            dq_probe_run(w->probes[i], &samples[i]);
             dq_debug("%s/%s %s: probe %s: %s: %s", st->service, st->environment,
                      st->version ? st->version : "?", w->probes[i]->name,
                      dq_sample_outcome_name(samples[i].outcome), samples[i].detail);
