@@ -238,7 +238,8 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
 
     s->lock_ttl_ms = 30000;
     s->lock_wait_ms = 60000;
-    s->cancel_on_timeout = 0;
+    s->cancel_on_timeout = 1;
+    s->cancel_wait_ms = 60000;
     if (cfg && cfg->doc)
         sec = map_get(fy_document_root(cfg->doc), "executor");
     if (!sec)
@@ -247,15 +248,21 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
          (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
         const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
         if (!k || (strcmp(k, "lock_ttl") != 0 && strcmp(k, "lock_wait") != 0 &&
-                   strcmp(k, "cancel_on_timeout") != 0)) {
+                   strcmp(k, "cancel_on_timeout") != 0 && strcmp(k, "cancel_wait") != 0)) {
             snprintf(err, errlen, "%s:%d: executor: unknown key '%.64s'", cfg_path(cfg),
                      dq_config_node_line(fy_node_pair_key(pair)), k ? k : "?");
             return -1;
         }
     }
     if (duration_key(cfg, sec, "lock_ttl", &s->lock_ttl_ms, err, errlen) < 0 ||
-        duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0)
+        duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0 ||
+        duration_key(cfg, sec, "cancel_wait", &s->cancel_wait_ms, err, errlen) < 0)
         return -1;
+    if (s->cancel_wait_ms <= 0) {
+        snprintf(err, errlen, "%s:%d: executor.cancel_wait: must be positive", cfg_path(cfg),
+                 dq_config_node_line(map_get(sec, "cancel_wait")));
+        return -1;
+    }
     if (s->lock_ttl_ms < 300) {
         snprintf(err, errlen, "%s:%d: executor.lock_ttl: at least 300ms", cfg_path(cfg),
                  dq_config_node_line(map_get(sec, "lock_ttl")));
@@ -266,7 +273,9 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
         const char *t = dq_config_node_scalar(v);
         if (t && strcmp(t, "true") == 0) {
             s->cancel_on_timeout = 1;
-        } else if (!t || strcmp(t, "false") != 0) {
+        } else if (t && strcmp(t, "false") == 0) {
+            s->cancel_on_timeout = 0;
+        } else {
             snprintf(err, errlen, "%s:%d: executor.cancel_on_timeout: expected true or false",
                      cfg_path(cfg), dq_config_node_line(v));
             return -1;
@@ -289,6 +298,8 @@ typedef struct run {
     int64_t started_at;  /* wall ms when the provider accepted */
     char *unrecorded;    /* the started record Redis did not take yet (tried again while polling) */
     int64_t next_retry;  /* wall ms of the next try of unrecorded */
+    char unknown_key[256];      /* deployq:unknown:<service>:<environment> */
+    cJSON *prev_unknown;        /* that marker left by an earlier deploy of the target, or NULL */
 } run;
 
 static int url_ok(const char *u)
@@ -376,6 +387,9 @@ static void emit_started(run *r, const char *provider, const char *provider_type
         cJSON_AddStringToObject(ev->data, "provider_type", provider_type);
         cJSON_AddStringToObject(ev->data, "provider_deployment_id", id);
         cJSON_AddNumberToObject(ev->data, "attempt", attempt);
+        /* The target may run something nobody knows of: say so where operators look. */
+        if (r->prev_unknown)
+            cJSON_AddItemToObject(ev->data, "previous_outcome_unknown", cJSON_Duplicate(r->prev_unknown, 1));
     }
     emit(r, ev);
 }
@@ -458,6 +472,22 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
     for (size_t i = 0; i < r->n; i++)
         if (r->providers[i] == p)
             attempt = (int)i + 1;
+    if (r->started_at != 0 && attempt == r->attempt) {
+        /* The provider had accepted, then ran nothing (chain: NOT_STARTED): its record
+         * goes, so that a restart carries on from the next provider and never polls or
+         * adopts this one again. The next provider's on_started replaces this in turn. */
+        char json[128];
+        snprintf(json, sizeof json, "{\"resume_from\":%d,\"fence\":%lld}", attempt + 1, (long long)r->x->fence);
+        r->started_at = 0;
+        if (dq_exec_memo_put(r->record_key, json) != 0 || record_write(r, json, RECORD_WRITE_TRIES) != 0) {
+            free(r->unrecorded);
+            r->unrecorded = strdup(json);
+            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
+        } else {
+            free(r->unrecorded); /* an older started record must not overwrite this one */
+            r->unrecorded = NULL;
+        }
+    }
     snprintf(name, sizeof name, "%s/%s/%d", DQ_EV_PROVIDER_FAILED, dq_provider_name(p), attempt);
     ev = run_event(r, DQ_EV_PROVIDER_FAILED, name);
     if (ev) {
@@ -502,6 +532,10 @@ static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *
             cJSON_AddStringToObject(ev->data, "log_url", res->log_url);
         if (res && res->error_class[0])
             cJSON_AddStringToObject(ev->data, "error_class", res->error_class);
+        if (res && res->cancel[0])
+            cJSON_AddStringToObject(ev->data, "cancel", res->cancel);
+        if (res && res->outcome_unknown)
+            cJSON_AddStringToObject(ev->data, "outcome", "unknown");
         cJSON_AddStringToObject(ev->data, "detail", detail ? detail : "");
         if (res)
             cJSON_AddNumberToObject(ev->data, "duration_ms",
@@ -532,6 +566,77 @@ static void fill_outcome(dq_exec_outcome *out, const dq_event *ev)
     dq_strlcpy(out->detail, s ? s : "", sizeof out->detail);
 }
 
+/* The target's "outcome unknown" marker (execute.h): set by a deploy.failed whose outcome
+ * is unknown, cleared by a deploy.succeeded (what runs is known again). Best effort: the
+ * event itself is the record; the marker only lets the next deploy say so. */
+/* What a terminal event does to the marker: 1 set, -1 clear, 0 nothing. */
+static int unknown_effect(const dq_event *ev)
+{
+    const char *outcome = dq_json_str(ev->data, "outcome");
+
+    if (strcmp(ev->type, DQ_EV_FAILED) == 0 && outcome && strcmp(outcome, "unknown") == 0)
+        return 1;
+    return strcmp(ev->type, DQ_EV_SUCCEEDED) == 0 ? -1 : 0;
+}
+
+static void unknown_note(run *r, int effect)
+{
+    redisReply *rep = NULL;
+
+    if (!r->x->redis)
+        return;
+    if (effect > 0) {
+        cJSON *o = cJSON_CreateObject();
+        char *json = NULL;
+        char at[DQ_TIME_LEN + 1];
+        if (o && cJSON_AddStringToObject(o, "deployment_id", r->req->deployment_id) &&
+            cJSON_AddStringToObject(o, "version", r->req->version ? r->req->version : "") &&
+            cJSON_AddStringToObject(o, "at", dq_time_format(dq_now_ms(), at)))
+            json = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (json) {
+            const char *argv[] = {"SET", r->unknown_key, json};
+            size_t argvlen[] = {3, strlen(r->unknown_key), strlen(json)};
+            rep = dq_redis_commandv(r->x->redis, 3, argv, argvlen);
+        }
+        free(json);
+    } else if (effect < 0) {
+        const char *argv[] = {"DEL", r->unknown_key};
+        size_t argvlen[] = {3, strlen(r->unknown_key)};
+        rep = dq_redis_commandv(r->x->redis, 2, argv, argvlen);
+    } else {
+        return;
+    }
+    if (!rep || rep->type == REDIS_REPLY_ERROR)
+        dq_warn("deploy %s: cannot update %s: %s", r->req->deployment_id, r->unknown_key,
+                dq_redis_errstr(r->x->redis));
+    if (rep)
+        freeReplyObject(rep);
+}
+
+/* Read the target's "outcome unknown" marker into r->prev_unknown, unless it is this
+ * deployment's own (a redelivery after it concluded). */
+static void unknown_read(run *r)
+{
+    char *text = NULL;
+    char why[256];
+
+    if (!r->x->redis || dq_redis_get(r->x->redis, r->unknown_key, &text) != 0 || !text)
+        return;
+    cJSON *o = dq_json_parse(text, strlen(text), 4096, 4, NULL, why, sizeof why);
+    free(text);
+    const char *dep = dq_json_str(o, "deployment_id");
+    if (!dep || strcmp(dep, r->req->deployment_id) == 0) {
+        cJSON_Delete(o);
+        return;
+    }
+    dq_warn("deploy %s: the previous deploy of %s/%s (%s, version %s) ended with an unknown outcome: it may be "
+            "running; this deploy goes ahead and says so in deploy.started",
+            r->req->deployment_id, r->req->service, r->req->environment, dep,
+            dq_json_str(o, "version") ? dq_json_str(o, "version") : "?");
+    r->prev_unknown = o;
+}
+
 /* Deliver the terminal event, then remember it. */
 static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char *err,
                                size_t errlen)
@@ -546,7 +651,8 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     }
     fill_outcome(out, ev);
     json = dq_event_encode(ev);
-    if (emit(r, ev) != 0) {
+    int effect = unknown_effect(ev);
+    if (emit(r, ev) != 0) { /* ev is freed here */
         free(json);
         snprintf(err, errlen, "terminal event not delivered: %s", r->sink_err);
         return DQ_EXEC_STOPPED;
@@ -561,6 +667,7 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
         dq_exec_memo_drop(r->record_key);
     free(rec_json);
     free(json);
+    unknown_note(r, effect);
     return DQ_EXEC_DONE;
 }
 
@@ -608,6 +715,8 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     r.x = x;
     r.req = &req;
     snprintf(r.record_key, sizeof r.record_key, "deployq:exec:%s", req.deployment_id);
+    snprintf(r.unknown_key, sizeof r.unknown_key, "deployq:unknown:%s:%s", req.service ? req.service : "",
+             req.environment ? req.environment : "");
 
     if (record_read(&r, &rec, err, errlen) != 0)
         return DQ_EXEC_ERROR;
@@ -661,6 +770,7 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     }
     r.providers = providers;
     r.n = n;
+    unknown_read(&r);
     cb.ctx = &r;
     cb.on_started = on_started;
     cb.on_provider_failed = on_provider_failed;
@@ -669,15 +779,31 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     {
         const char *pname = dq_json_str(rec, "provider");
         const char *pid = dq_json_str(rec, "provider_id");
+        int resume_from = (int)dq_json_num(rec, "resume_from", 0);
+        if (!(pname && pid) && resume_from > 1) {
+            /* An earlier run failed over from providers that accepted and ran nothing:
+             * carry on from the next one, never back to them. */
+            dq_info("deploy %s: resuming the chain at provider %d (the ones before ran nothing)", req.deployment_id,
+                    resume_from);
+            if (out)
+                out->resumed = 1;
+            cJSON_Delete(rec);
+            rec = NULL;
+            dq_chain_resume_at(providers, n, (size_t)resume_from - 1, NULL, 0, &req, &cb, &x->chain, &res);
+            goto outcome;
+        }
         if (pname && pid) {
             dq_provider *p = NULL;
+            size_t index = 0;
             int attempt = (int)dq_json_num(rec, "attempt", 1);
             int64_t started = (int64_t)dq_json_num(rec, "started_at_ms", (double)dq_now_ms());
             int64_t elapsed = dq_now_ms() - started;
 
             for (size_t i = 0; i < n; i++)
-                if (strcmp(dq_provider_name(providers[i]), pname) == 0)
+                if (strcmp(dq_provider_name(providers[i]), pname) == 0) {
                     p = providers[i];
+                    index = i;
+                }
             if (out)
                 out->resumed = 1;
             if (!p) {
@@ -687,15 +813,18 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                 dq_exec_chain_free(providers, n);
                 free(r.unrecorded);
                 r.unrecorded = NULL;
+                cJSON_Delete(r.prev_unknown);
+                r.prev_unknown = NULL;
                 return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
             }
             dq_info("deploy %s: resuming %s %s (started %lld ms ago); no new deploy", req.deployment_id,
                     pname, pid, (long long)elapsed);
             r.attempt = attempt;
+            r.started_at = started;
             /* the earlier run may have died before its deploy.started went out: same id */
             emit_started(&r, pname, dq_provider_type(p), pid, attempt);
             if (!r.sink_failed)
-                dq_chain_resume(p, pid, elapsed, &req, &cb, &x->chain, &res);
+                dq_chain_resume_at(providers, n, index, pid, elapsed, &req, &cb, &x->chain, &res);
             else
                 res.outcome = DQ_CHAIN_STOPPED;
             cJSON_Delete(rec);
@@ -748,5 +877,6 @@ outcome:
     dq_chain_result_clear(&res);
     dq_exec_chain_free(providers, n);
     free(r.unrecorded);
+    cJSON_Delete(r.prev_unknown);
     return st;
 }

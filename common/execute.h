@@ -18,7 +18,18 @@
  * written when a provider accepted the deploy and before the first status poll. A run
  * that finds it resumes polling that provider deployment (dq_chain_resume) instead of
  * deploying again; once the terminal event was delivered the record becomes
- * {"terminal": "<the event's JSON>"} and a later run only re-emits that event.
+ * {"terminal": "<the event's JSON>"} and a later run only re-emits that event. When a
+ * provider that had accepted turns out to have run nothing (provider.h, NOT_STARTED) the
+ * chain fails over and the record becomes {"resume_from": <next attempt>, "fence"} until
+ * the next provider's start replaces it: a restart carries on from there, never polling or
+ * adopting the failed-over provider's deployment again.
+ *
+ * Unknown outcomes: a deploy.failed whose cancel was not confirmed (or not attempted:
+ * cancel_on_timeout false) carries data.cancel and data.outcome = "unknown": the deploy
+ * may still go live. The run then sets deployq:unknown:<service>:<environment> =
+ * {"deployment_id","version","at"}; the next run of that target logs it and puts it in its
+ * deploy.started as data.previous_outcome_unknown; a deploy.succeeded of the target clears
+ * it (what runs is known again).
  *
  * The process also keeps that record in memory (dq_exec_memo_*) from the moment the
  * provider accepted until the run concluded: when Redis is down as the provider accepts,
@@ -102,12 +113,13 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
 void dq_exec_chain_free(dq_provider **providers, size_t n);
 
 /* The executor section of the configuration (executor: {lock_ttl, lock_wait,
- * cancel_on_timeout}); defaults when absent. Durations in ms. Returns 0, or -1 with
+ * cancel_on_timeout, cancel_wait}); defaults when absent. Durations in ms. Returns 0, or -1 with
  * "path:line: message" in err on a bad value. */
 typedef struct dq_exec_settings {
     int64_t lock_ttl_ms;   /* default 30 s */
     int64_t lock_wait_ms;  /* break-glass: how long to wait for a busy lock, default 60 s */
-    int cancel_on_timeout; /* default 0 */
+    int cancel_on_timeout; /* default 1: cancel at the provider and confirm it */
+    int64_t cancel_wait_ms; /* how long a cancel may take to show, default 60 s */
 } dq_exec_settings;
 int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen);
 

@@ -188,6 +188,8 @@ static void target_free(dq_fold_target *t)
     free(t->current_version);
     free(t->current_deployment_id);
     free(t->last_verified_version);
+    free(t->unknown_deployment_id);
+    free(t->unknown_version);
     free(t);
 }
 
@@ -383,6 +385,15 @@ static dq_fold_rollback *rollback_open(dq_fold *f, dq_fold_target *t, const dq_e
     return r;
 }
 
+/* What runs on the target is known again (a deploy or a rollback succeeded). */
+static void unknown_clear(dq_fold_target *t)
+{
+    free(t->unknown_deployment_id);
+    free(t->unknown_version);
+    t->unknown_deployment_id = t->unknown_version = NULL;
+    t->unknown_since_ms = 0;
+}
+
 /* Ends the target's in-flight deployment when it is d. */
 static void inflight_end(dq_fold_target *t, const dq_fold_deployment *d)
 {
@@ -444,6 +455,7 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
         }
     } else if (strcmp(type, DQ_EV_SUCCEEDED) == 0) {
         t->n_succeeded++;
+        unknown_clear(t);
         if (set_str(&t->current_version, ev->version) != 0 ||
             set_str(&t->current_deployment_id, ev->deployment_id) != 0)
             return -1;
@@ -454,7 +466,15 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
                 d->outcome = DQ_DEPLOY_SUCCEEDED;
         }
     } else if (strcmp(type, DQ_EV_FAILED) == 0) {
+        const char *outcome = dq_json_str(data, "outcome");
+
         t->n_failed++;
+        if (outcome && strcmp(outcome, "unknown") == 0) {
+            if (set_str(&t->unknown_deployment_id, ev->deployment_id) != 0 ||
+                set_str(&t->unknown_version, ev->version) != 0)
+                return -1;
+            t->unknown_since_ms = ev->at_ms;
+        }
         if (d) {
             d->failed_at_ms = ev->at_ms;
             d->outcome = DQ_DEPLOY_FAILED;
@@ -529,6 +549,7 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             if (!r->detected_at_ms)
                 r->detected_at_ms = r->requested_at_ms ? r->requested_at_ms : r->restored_at_ms;
             t->n_rollbacks_succeeded++;
+            unknown_clear(t);
             if (r->to_version) {
                 if (set_str(&t->current_version, r->to_version) != 0)
                     return -1;
@@ -739,6 +760,12 @@ void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1])
                                t->n_rollbacks_failed};
         for (size_t k = 0; k < sizeof counters / sizeof counters[0]; k++)
             hash_int(md, (int64_t)counters[k]);
+        if (t->unknown_deployment_id) { /* only when set: older states keep their hash */
+            hash_str(md, "unknown");
+            hash_str(md, t->unknown_deployment_id);
+            hash_str(md, t->unknown_version);
+            hash_int(md, t->unknown_since_ms);
+        }
         EVP_DigestUpdate(md, "\n", 1);
     }
     hash_int(md, (int64_t)f->totals.events);
@@ -868,6 +895,15 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
     }
     if (t->last_rollback)
         cJSON_AddItemToObject(o, "last_rollback", dq_fold_rollback_json(t->last_rollback));
+    if (t->unknown_deployment_id) {
+        cJSON *u = cJSON_AddObjectToObject(o, "outcome_unknown");
+
+        if (u) {
+            add_str(u, "deployment_id", t->unknown_deployment_id);
+            add_str(u, "version", t->unknown_version);
+            add_time(u, "since", t->unknown_since_ms);
+        }
+    }
     cJSON_AddNumberToObject(o, "fence", (double)t->max_fence);
     add_time(o, "last_event_at", t->last_event_at_ms);
     c = cJSON_AddObjectToObject(o, "counts");

@@ -19,7 +19,9 @@
  *   deploy.rejected         the deployment ends rejected
  *   deploy.started          running (provider accepted); provider.failed only moves the step
  *   deploy.succeeded        the target's current version becomes the event's version
- *   deploy.failed           the deployment ends failed
+ *   deploy.failed           the deployment ends failed; with data.outcome "unknown" (a timeout
+ *                           whose cancel was not confirmed) the target's outcome is unknown
+ *                           until a deploy or rollback of it succeeds
  *   monitor.started / health.degraded / traffic.switched   move the step
  *   deploy.verified         the target's last verified version; the deployment ends verified
  *   rollback.requested      a rollback record opens on the target, with its evidence; the
@@ -130,6 +132,11 @@ typedef struct dq_fold_target {
     dq_fold_deployment *inflight; /* deployment in flight (validated .. verified/failed/
                                      rejected/rolled back), or NULL; owned by the fold */
     dq_fold_rollback *last_rollback; /* NULL if none; owned by the fold */
+    /* The deployment whose deploy.failed said its outcome is unknown (it may have gone
+     * live), and nothing succeeded on the target since: what runs is not known. NULL
+     * otherwise; version and since go with it. */
+    char *unknown_deployment_id, *unknown_version;
+    int64_t unknown_since_ms;
     int64_t max_fence;           /* newest fence seen */
     /* counters */
     uint64_t n_events, n_stale;

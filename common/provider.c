@@ -17,6 +17,10 @@
 #define DEFAULT_RETRY_BUDGET_MS 30000
 #define DEFAULT_DEADLINE_MS (20 * 60 * 1000)
 #define DEFAULT_POLL_MS 5000
+#define DEFAULT_QUEUE_TIMEOUT_MS (10 * 60 * 1000)
+#define DEFAULT_CANCEL_WAIT_MS 60000
+#define CREATE_BACKOFF_MS 200
+#define CREATE_MAX_BACKOFF_MS 10000
 #define WAIT_SLICE_MS 100
 
 const char *const dq_provider_types[] = {"github-actions", "railway", "circleci", "command", "webhook",
@@ -104,6 +108,11 @@ dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen)
                  p->name);
         goto fail;
     }
+    p->queue_timeout_ms = dq_provider_cfg_duration(config, "queue_timeout", DEFAULT_QUEUE_TIMEOUT_MS);
+    if (p->queue_timeout_ms < 0) {
+        snprintf(err, errlen, "provider %s: queue_timeout must be a duration (0: never)", p->name);
+        goto fail;
+    }
     p->timeout_ms = (long)timeout;
     p->retries = DEFAULT_RETRIES;
     const cJSON *retries = cJSON_GetObjectItemCaseSensitive(config, "retries");
@@ -160,12 +169,54 @@ static void error_reset(dq_provider_error *e)
     memset(e, 0, sizeof *e);
 }
 
+/* A deploy error after which the provider may have created the deploy anyway. */
+static int ambiguous(const dq_provider_error *e)
+{
+    return e->kind == DQ_PROV_UNAVAILABLE &&
+           (strcmp(e->error_class, "timeout") == 0 || strcmp(e->error_class, "http_5xx") == 0);
+}
+
 int dq_provider_deploy(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen,
                        dq_provider_error *e)
 {
-    error_reset(e);
-    id[0] = '\0';
-    return p->ops->deploy(p, req, id, idlen, e);
+    int64_t t0 = dq_mono_ms();
+
+    for (int attempt = 0;; attempt++) {
+        int64_t since = dq_now_ms();
+        dq_provider_error fe;
+
+        error_reset(e);
+        id[0] = '\0';
+        if (p->ops->deploy(p, req, id, idlen, e) == 0)
+            return 0;
+        if (!ambiguous(e) || p->ops->find == NULL)
+            return -1;
+        /* The call may have been accepted: look before sending anything again. */
+        error_reset(&fe);
+        int found = p->ops->find(p, req, since, id, idlen, &fe);
+        if (found > 0) {
+            dq_warn("provider %s: deploy call failed (%s: %s) but the provider had created %s: adopting it",
+                    p->name, e->error_class, e->detail, id);
+            error_reset(e);
+            return 0;
+        }
+        id[0] = '\0';
+        if (found < 0)
+            return dq_provider_fail(p, e, DQ_PROV_FAILED, e->error_class, e->http_status,
+                                    "%s; whether it created a deployment cannot be told (%s), so it is "
+                                    "neither repeated nor failed over",
+                                    e->detail, fe.detail);
+        dq_info("provider %s: deploy call failed (%s) and created nothing", p->name, e->error_class);
+        /* A create that timed out may still be on its way in: never sent again. A 5xx that
+         * created nothing is retried like any refusal worth retrying. */
+        int64_t wait = CREATE_BACKOFF_MS << (attempt < 6 ? attempt : 6);
+        if (wait > CREATE_MAX_BACKOFF_MS)
+            wait = CREATE_MAX_BACKOFF_MS;
+        if (strcmp(e->error_class, "http_5xx") != 0 || attempt >= p->retries ||
+            dq_mono_ms() - t0 + wait > p->retry_budget_ms)
+            return -1;
+        dq_sleep_ms(wait);
+    }
 }
 
 int dq_provider_status(dq_provider *p, const dq_provider_request *req, const char *id,
@@ -191,6 +242,46 @@ int dq_provider_cancel(dq_provider *p, const dq_provider_request *req, const cha
     if (p->ops->cancel == NULL)
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "%s cannot cancel", p->ops->type);
     return p->ops->cancel(p, req, id, e);
+}
+
+int dq_provider_cancel_confirmed(dq_provider *p, const dq_provider_request *req, const char *id,
+                                 int64_t wait_ms, int64_t poll_ms, dq_deploy_status *st,
+                                 char *detail, size_t detaillen)
+{
+    dq_provider_error e;
+    int64_t until = dq_mono_ms() + (wait_ms > 0 ? wait_ms : DEFAULT_CANCEL_WAIT_MS);
+    char last_error[DQ_PROVIDER_DETAIL_LEN] = "";
+
+    memset(st, 0, sizeof *st);
+    detail[0] = '\0';
+    if (dq_provider_cancel(p, req, id, &e) != 0) {
+        /* Refused, perhaps because it already ended (GitHub answers 409): what it says
+         * now decides. */
+        dq_strlcpy(last_error, e.detail, sizeof last_error);
+        dq_warn("provider %s: cancel of %s: %s", p->name, id, e.detail);
+    }
+    for (;;) {
+        dq_deploy_status now;
+        if (dq_provider_status(p, req, id, &now, &e) == 0) {
+            dq_provider_status_clear(st);
+            *st = now; /* output now owned by *st */
+            if (now.state != DQ_DEPLOY_IN_FLIGHT)
+                return 1;
+        } else {
+            dq_strlcpy(last_error, e.detail, sizeof last_error);
+        }
+        if (dq_mono_ms() + poll_ms > until)
+            break;
+        dq_sleep_ms(poll_ms > 0 ? poll_ms : WAIT_SLICE_MS);
+        /* Asked again while it runs: a cancel is harmless to repeat, and what was not
+         * there to cancel a moment ago (a CircleCI workflow still being set up) may be. */
+        if (dq_provider_cancel(p, req, id, &e) != 0)
+            dq_strlcpy(last_error, e.detail, sizeof last_error);
+    }
+    snprintf(detail, detaillen, "cancel of %s not confirmed within %lld ms (last status %s)%s%s", id,
+             (long long)(wait_ms > 0 ? wait_ms : DEFAULT_CANCEL_WAIT_MS), st->raw[0] ? st->raw : "unknown",
+             last_error[0] ? "; " : "", last_error);
+    return 0;
 }
 
 /* Replace every occurrence of the provider's token in s with "***", in place. */
@@ -305,7 +396,28 @@ int dq_provider_http(const dq_provider *p, const char *method, const char *url,
         .retry_budget_ms = p->retry_budget_ms,
         .idempotent = idempotent,
     };
-    return dq_http_request(&o, r);
+    if (idempotent)
+        return dq_http_request(&o, r);
+    /* A create: one attempt at a time, and again only when it cannot have been accepted.
+     * A 5xx may have created the deploy (dq_provider_deploy looks before a retry). */
+    o.max_retries = 0;
+    int64_t t0 = dq_mono_ms();
+    for (int attempt = 0;; attempt++) {
+        int rc = dq_http_request(&o, r);
+        r->attempts = attempt + 1;
+        int again = r->error == DQ_HTTP_ERR_CONNECT || (r->error == DQ_HTTP_ERR_NONE && r->status == 429);
+        if (!again || attempt >= p->retries)
+            return rc;
+        int64_t wait = r->retry_after_ms >= 0 ? r->retry_after_ms : (int64_t)CREATE_BACKOFF_MS << (attempt < 6 ? attempt : 6);
+        if (wait > CREATE_MAX_BACKOFF_MS && r->retry_after_ms < 0)
+            wait = CREATE_MAX_BACKOFF_MS;
+        if (dq_mono_ms() - t0 + wait > p->retry_budget_ms) {
+            r->budget_exhausted = 1;
+            return rc;
+        }
+        dq_sleep_ms(wait);
+        dq_http_response_free(r);
+    }
 }
 
 cJSON *dq_provider_parse_body(const dq_http_response *r)
@@ -359,11 +471,91 @@ static void set_reason(dq_chain_result *res, const char *error_class, const char
     dq_strlcpy(res->error_class, error_class, sizeof res->error_class);
 }
 
+/* poll_until_done's answer when the deploy turned out never to have started. */
+#define CHAIN_NOT_STARTED ((dq_chain_outcome)100)
+
+/* Copy what a status says about where to look into the result. */
+static void take_status(dq_chain_result *res, dq_deploy_status *st, int with_raw)
+{
+    if (with_raw)
+        dq_strlcpy(res->provider_status, st->raw, sizeof res->provider_status);
+    if (st->url[0] != '\0')
+        dq_strlcpy(res->url, st->url, sizeof res->url);
+    if (st->log_url[0] != '\0')
+        dq_strlcpy(res->log_url, st->log_url, sizeof res->log_url);
+    if (st->output != NULL) {
+        free(res->output);
+        res->output = st->output;
+        st->output = NULL; /* now owned by the result */
+    }
+}
+
+static void set_succeeded(dq_chain_result *res)
+{
+    res->outcome = DQ_CHAIN_SUCCEEDED;
+    res->reason[0] = '\0';
+    res->failure[0] = '\0';
+    res->error_class[0] = '\0';
+    res->cancel[0] = '\0';
+    res->outcome_unknown = 0;
+}
+
+static void set_failed(const dq_provider *p, const char *id, dq_chain_result *res, const char *raw)
+{
+    int cancelled = strcmp(raw, "cancelled") == 0 || strcmp(raw, "canceled") == 0;
+    res->outcome = DQ_CHAIN_FAILED;
+    dq_strlcpy(res->failure, cancelled ? "cancelled" : "build_failed", sizeof res->failure);
+    set_reason(res, "", "%s %s ended with status %s", p->name, id, raw);
+}
+
+static int64_t cancel_wait(const dq_chain_options *opts)
+{
+    return opts && opts->cancel_wait_ms > 0 ? opts->cancel_wait_ms : DEFAULT_CANCEL_WAIT_MS;
+}
+
+/* The deadline passed (res already says TIMEOUT with its reason): cancel when told to and
+ * say whether the deploy is known to be stopped. A deploy that finished before the cancel
+ * reached it is reported as it finished: the registry records what happened. */
+static void timeout_cancel(dq_provider *p, const char *id, const dq_provider_request *req,
+                           const dq_chain_options *opts, int64_t interval, dq_chain_result *res)
+{
+    dq_deploy_status st;
+    char why[DQ_PROVIDER_DETAIL_LEN];
+    char reason[DQ_PROVIDER_DETAIL_LEN];
+
+    if (!opts || !opts->cancel_on_timeout) {
+        dq_strlcpy(res->cancel, "off", sizeof res->cancel);
+        res->outcome_unknown = 1;
+        dq_strlcpy(reason, res->reason, sizeof reason);
+        set_reason(res, "timeout", "%s; not cancelled (cancel_on_timeout is off): it may still go live", reason);
+        return;
+    }
+    int confirmed = dq_provider_cancel_confirmed(p, req, id, cancel_wait(opts), interval, &st, why, sizeof why);
+    dq_strlcpy(reason, res->reason, sizeof reason);
+    if (confirmed && st.state == DQ_DEPLOY_SUCCEEDED) {
+        dq_warn("provider %s: %s succeeded as its deadline passed: reporting the success", p->name, id);
+        take_status(res, &st, 1);
+        set_succeeded(res);
+    } else if (confirmed) {
+        take_status(res, &st, 0);
+        dq_strlcpy(res->cancel, "confirmed", sizeof res->cancel);
+        set_reason(res, "timeout", "%s; cancelled (now %s)", reason, st.raw);
+    } else {
+        dq_strlcpy(res->cancel, "unconfirmed", sizeof res->cancel);
+        res->outcome_unknown = 1;
+        set_reason(res, "timeout", "%s; outcome unknown: %s", reason, why);
+        dq_error("provider %s: %s timed out and its %s: the deploy may still go live", p->name, id, why);
+    }
+    dq_provider_status_clear(&st);
+}
+
 /* Poll provider p for id until terminal, deadline or stop. started is the monotonic time
- * the deploy started; the deadline counts from there. */
+ * the deploy started; the deadline counts from there. CHAIN_NOT_STARTED (with *fe) when
+ * the provider turned out to have run nothing: the caller fails over. */
 static dq_chain_outcome poll_until_done(dq_provider *p, const char *id, int64_t started,
                                         const dq_provider_request *req, const dq_chain_callbacks *cb,
-                                        const dq_chain_options *opts, dq_chain_result *res)
+                                        const dq_chain_options *opts, dq_chain_result *res,
+                                        dq_provider_error *fe)
 {
     int64_t deadline = opts && opts->deadline_ms > 0 ? opts->deadline_ms : p->deadline_ms;
     int64_t interval = opts && opts->poll_interval_ms > 0 ? opts->poll_interval_ms : p->poll_interval_ms;
@@ -382,34 +574,70 @@ static dq_chain_outcome poll_until_done(dq_provider *p, const char *id, int64_t 
         dq_deploy_status st;
         dq_provider_error e;
         if (dq_provider_status(p, req, id, &st, &e) == 0) {
-            dq_strlcpy(res->provider_status, st.raw, sizeof res->provider_status);
-            if (st.url[0] != '\0')
-                dq_strlcpy(res->url, st.url, sizeof res->url);
-            if (st.log_url[0] != '\0')
-                dq_strlcpy(res->log_url, st.log_url, sizeof res->log_url);
-            if (st.output != NULL) {
-                free(res->output);
-                res->output = st.output;
-                st.output = NULL; /* now owned by the result */
+            take_status(res, &st, 1);
+            switch (st.state) {
+            case DQ_DEPLOY_SUCCEEDED:
+                set_succeeded(res);
+                break;
+            case DQ_DEPLOY_NOT_STARTED:
+                dq_provider_fail(p, fe, DQ_PROV_UNAVAILABLE, "not_started", 0, "%s",
+                                 st.detail[0] ? st.detail : "the provider accepted the deploy but ran nothing");
+                dq_provider_status_clear(&st);
+                return CHAIN_NOT_STARTED;
+            case DQ_DEPLOY_FAILED:
+                if (st.timed_out) {
+                    /* the provider's own limit stopped it (command: process group killed) */
+                    res->outcome = DQ_CHAIN_TIMEOUT;
+                    dq_strlcpy(res->failure, "timeout", sizeof res->failure);
+                    dq_strlcpy(res->cancel, "confirmed", sizeof res->cancel);
+                    set_reason(res, "timeout", "timeout: %s %s hit its own time limit (%s)", p->name, id, st.raw);
+                } else {
+                    set_failed(p, id, res, st.raw);
+                }
+                break;
+            case DQ_DEPLOY_IN_FLIGHT:
+                if (st.queued && p->queue_timeout_ms > 0 && dq_mono_ms() - started >= p->queue_timeout_ms) {
+                    /* Nothing runs and nothing has: the provider is not serving us (GitHub
+                     * billing lapse, no runner). Cancel, make sure, then fail over. */
+                    dq_deploy_status cs;
+                    char why[DQ_PROVIDER_DETAIL_LEN];
+                    dq_provider_status_clear(&st);
+                    dq_warn("provider %s: %s still queued after %lld ms (queue_timeout): cancelling", p->name, id,
+                            (long long)p->queue_timeout_ms);
+                    int confirmed =
+                        dq_provider_cancel_confirmed(p, req, id, cancel_wait(opts), interval, &cs, why, sizeof why);
+                    if (confirmed && (cs.state == DQ_DEPLOY_NOT_STARTED ||
+                                      (cs.state == DQ_DEPLOY_FAILED && cs.never_ran))) {
+                        dq_provider_fail(p, fe, DQ_PROV_UNAVAILABLE, "not_started", 0,
+                                         "%s %s stayed queued for %lld ms (queue_timeout) and was cancelled; "
+                                         "nothing of it ran",
+                                         p->name, id, (long long)p->queue_timeout_ms);
+                        dq_provider_status_clear(&cs);
+                        return CHAIN_NOT_STARTED;
+                    }
+                    if (confirmed) {
+                        /* It got going after all: its own end is the outcome. */
+                        take_status(res, &cs, 1);
+                        if (cs.state == DQ_DEPLOY_SUCCEEDED)
+                            set_succeeded(res);
+                        else
+                            set_failed(p, id, res, cs.raw);
+                    } else {
+                        res->outcome = DQ_CHAIN_TIMEOUT;
+                        dq_strlcpy(res->failure, "timeout", sizeof res->failure);
+                        dq_strlcpy(res->cancel, "unconfirmed", sizeof res->cancel);
+                        res->outcome_unknown = 1;
+                        set_reason(res, "timeout", "timeout: %s %s queued past queue_timeout (%lld ms); outcome unknown: %s",
+                                   p->name, id, (long long)p->queue_timeout_ms, why);
+                    }
+                    dq_provider_status_clear(&cs);
+                    return res->outcome;
+                }
+                break;
             }
-            int done = st.state != DQ_DEPLOY_IN_FLIGHT;
-            if (st.state == DQ_DEPLOY_SUCCEEDED) {
-                res->outcome = DQ_CHAIN_SUCCEEDED;
-                res->reason[0] = '\0';
-                res->failure[0] = '\0';
-                res->error_class[0] = '\0';
-            } else if (st.state == DQ_DEPLOY_FAILED && st.timed_out) {
-                res->outcome = DQ_CHAIN_TIMEOUT;
-                dq_strlcpy(res->failure, "timeout", sizeof res->failure);
-                set_reason(res, "timeout", "timeout: %s %s hit its own time limit (%s)", p->name, id, st.raw);
-            } else if (st.state == DQ_DEPLOY_FAILED) {
-                res->outcome = DQ_CHAIN_FAILED;
-                int cancelled = strcmp(st.raw, "cancelled") == 0 || strcmp(st.raw, "canceled") == 0;
-                dq_strlcpy(res->failure, cancelled ? "cancelled" : "build_failed", sizeof res->failure);
-                set_reason(res, "", "%s %s ended with status %s", p->name, id, st.raw);
-            }
+            dq_deploy_state state = st.state;
             dq_provider_status_clear(&st);
-            if (done)
+            if (state != DQ_DEPLOY_IN_FLIGHT)
                 return res->outcome;
         } else if (e.kind == DQ_PROV_FAILED) {
             res->outcome = DQ_CHAIN_FAILED;
@@ -430,11 +658,7 @@ static dq_chain_outcome poll_until_done(dq_provider *p, const char *id, int64_t 
             set_reason(res, "timeout", "timeout: %s %s not terminal after %lld ms (last status %s)%s%s", p->name,
                        id, (long long)deadline, res->provider_status[0] ? res->provider_status : "unknown",
                        last_error[0] ? "; last error: " : "", last_error);
-            if (opts && opts->cancel_on_timeout) {
-                dq_provider_error ce;
-                if (dq_provider_cancel(p, req, id, &ce) != 0)
-                    dq_warn("provider %s: cancel of %s: %s", p->name, id, ce.detail);
-            }
+            timeout_cancel(p, id, req, opts, interval, res);
             return res->outcome;
         }
         if (!wait_ms(cb, interval < left ? interval : left)) {
@@ -445,20 +669,23 @@ static dq_chain_outcome poll_until_done(dq_provider *p, const char *id, int64_t 
     }
 }
 
-dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_provider_request *req,
-                              const dq_chain_callbacks *cb, const dq_chain_options *opts,
-                              dq_chain_result *result)
+/* The chain from providers[index] on; with resume_id, providers[index]'s deployment
+ * resume_id (started elapsed_ms ago) is polled instead of deployed. */
+static dq_chain_outcome chain_from(dq_provider *const *providers, size_t n, size_t index, const char *resume_id,
+                                   int64_t elapsed_ms, const dq_provider_request *req, const dq_chain_callbacks *cb,
+                                   const dq_chain_options *opts, dq_chain_result *result)
 {
-    int64_t t0 = dq_mono_ms();
+    int64_t t0 = dq_mono_ms() - (elapsed_ms > 0 ? elapsed_ms : 0);
     char tried[DQ_PROVIDER_DETAIL_LEN] = "";
     size_t tlen = 0;
 
     memset(result, 0, sizeof *result);
     result->outcome = DQ_CHAIN_FAILED;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = index; i < n; i++) {
         dq_provider *p = providers[i];
         char id[DQ_PROVIDER_ID_LEN];
         dq_provider_error e;
+        int64_t started;
 
         if (!keep_going(cb)) {
             result->outcome = DQ_CHAIN_STOPPED;
@@ -466,22 +693,37 @@ dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_
             goto out;
         }
         result->providers_tried++;
-        int64_t started = dq_mono_ms();
-        if (dq_provider_deploy(p, req, id, sizeof id, &e) == 0) {
-            dq_info("deploy %s started on %s as %s", req->deployment_id ? req->deployment_id : "?", p->name, id);
-            if (cb != NULL && cb->on_started != NULL)
-                cb->on_started(cb->ctx, p, id);
-            poll_until_done(p, id, started, req, cb, opts, result);
-            goto out;
+        if (i == index && resume_id != NULL) {
+            dq_strlcpy(id, resume_id, sizeof id);
+            started = t0;
+        } else {
+            started = dq_mono_ms();
+            if (dq_provider_deploy(p, req, id, sizeof id, &e) == 0) {
+                dq_info("deploy %s started on %s as %s", req->deployment_id ? req->deployment_id : "?", p->name,
+                        id);
+                if (cb != NULL && cb->on_started != NULL)
+                    cb->on_started(cb->ctx, p, id);
+            } else if (e.kind == DQ_PROV_FAILED) {
+                dq_strlcpy(result->provider, p->name, sizeof result->provider);
+                dq_strlcpy(result->provider_type, p->ops->type, sizeof result->provider_type);
+                result->outcome = DQ_CHAIN_FAILED;
+                dq_strlcpy(result->failure, "internal", sizeof result->failure);
+                set_reason(result, e.error_class, "%s: %s", p->name, e.detail);
+                goto out;
+            } else {
+                goto unavailable;
+            }
         }
+        if (poll_until_done(p, id, started, req, cb, opts, result, &e) != CHAIN_NOT_STARTED)
+            goto out;
+        /* Accepted, then nothing ran: unavailable after all. What it said is not the
+         * outcome of this run any more. */
+        free(result->output);
+        result->output = NULL;
+        result->provider_id[0] = result->provider_status[0] = result->url[0] = result->log_url[0] = '\0';
+    unavailable:
         dq_strlcpy(result->provider, p->name, sizeof result->provider);
         dq_strlcpy(result->provider_type, p->ops->type, sizeof result->provider_type);
-        if (e.kind == DQ_PROV_FAILED) {
-            result->outcome = DQ_CHAIN_FAILED;
-            dq_strlcpy(result->failure, "internal", sizeof result->failure);
-            set_reason(result, e.error_class, "%s: %s", p->name, e.detail);
-            goto out;
-        }
         dq_warn("provider %s unavailable (%s): %s", p->name, e.error_class, e.detail);
         if (cb != NULL && cb->on_provider_failed != NULL)
             cb->on_provider_failed(cb->ctx, p, &e);
@@ -496,21 +738,31 @@ dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_
     {
         char last_class[32];
         dq_strlcpy(last_class, result->error_class, sizeof last_class);
-        set_reason(result, last_class, "no provider available (%s)", n ? tried : "empty chain");
+        set_reason(result, last_class, "no provider available (%s)", n > index ? tried : "empty chain");
     }
 out:
     result->duration_ms = dq_mono_ms() - t0;
     return result->outcome;
 }
 
+dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_provider_request *req,
+                              const dq_chain_callbacks *cb, const dq_chain_options *opts,
+                              dq_chain_result *result)
+{
+    return chain_from(providers, n, 0, NULL, 0, req, cb, opts, result);
+}
+
+dq_chain_outcome dq_chain_resume_at(dq_provider *const *providers, size_t n, size_t index,
+                                    const char *provider_id, int64_t elapsed_ms,
+                                    const dq_provider_request *req, const dq_chain_callbacks *cb,
+                                    const dq_chain_options *opts, dq_chain_result *result)
+{
+    return chain_from(providers, n, index, provider_id, elapsed_ms, req, cb, opts, result);
+}
+
 dq_chain_outcome dq_chain_resume(dq_provider *p, const char *provider_id, int64_t elapsed_ms,
                                  const dq_provider_request *req, const dq_chain_callbacks *cb,
                                  const dq_chain_options *opts, dq_chain_result *result)
 {
-    int64_t t0 = dq_mono_ms();
-    memset(result, 0, sizeof *result);
-    result->providers_tried = 1;
-    poll_until_done(p, provider_id, t0 - (elapsed_ms > 0 ? elapsed_ms : 0), req, cb, opts, result);
-    result->duration_ms = dq_mono_ms() - t0 + (elapsed_ms > 0 ? elapsed_ms : 0);
-    return result->outcome;
+    return chain_from(&p, 1, 0, provider_id, elapsed_ms, req, cb, opts, result);
 }

@@ -47,21 +47,38 @@ typedef enum { DQ_PROV_UNAVAILABLE = 1, DQ_PROV_FAILED = 2 } dq_provider_error_k
 typedef struct dq_provider_error {
     dq_provider_error_kind kind;
     /* One of: connect, timeout, http_5xx, unauthorized, payment_required, forbidden,
-     * rate_limited, no_run_created, bad_response, config (the provider.failed schema). */
+     * rate_limited, no_run_created, not_started, bad_response, config (the
+     * provider.failed schema). */
     char error_class[32];
     long http_status; /* 0 when none */
     char detail[DQ_PROVIDER_DETAIL_LEN]; /* one line, redacted, never holds a token */
 } dq_provider_error;
 
+/* Where a started deploy stands. NOT_STARTED is the provider accepting a deploy and then
+ * never running any of it, for a reason that is the provider's, not the deploy's (GitHub:
+ * a run that ended startup_failure without a job that started, the signature of a
+ * billing lapse or disabled Actions): the provider was unavailable after all, and the
+ * chain fails over exactly as if the deploy call had been refused. An adapter reports it
+ * only after asking the provider that nothing ran; "never ran" is never a guess. */
 typedef enum {
     DQ_DEPLOY_IN_FLIGHT = 0,
     DQ_DEPLOY_SUCCEEDED,
     DQ_DEPLOY_FAILED,
+    DQ_DEPLOY_NOT_STARTED,
 } dq_deploy_state;
 
 typedef struct dq_deploy_status {
     dq_deploy_state state;
     int timed_out;                   /* FAILED because the provider's own time limit hit */
+    /* IN_FLIGHT and the provider confirmed that nothing of it runs yet (GitHub: the run is
+     * queued and no job started). The chain cancels a deploy that stays queued past the
+     * provider's queue_timeout and fails over once the cancel is confirmed. */
+    int queued;
+    /* FAILED (or NOT_STARTED) and the provider confirmed that nothing of it ever ran
+     * (GitHub: no job started): a deploy the chain cancelled while queued fails over. */
+    int never_ran;
+    /* NOT_STARTED: why, one redacted line for provider.failed's detail */
+    char detail[DQ_PROVIDER_DETAIL_LEN];
     char raw[64];                    /* the provider's word: "SUCCESS", "failure", "exit 1" */
     char url[DQ_PROVIDER_URL_LEN];   /* where the deploy can be seen, or "" */
     char log_url[DQ_PROVIDER_URL_LEN];
@@ -77,7 +94,8 @@ typedef struct dq_provider dq_provider;
  * (default: the type), "base_url", "token" (already resolved) or "token_env" (name of an
  * environment variable holding it), "timeout" (per HTTP request, default 10s), "retries"
  * (default 3), "retry_budget" (default 30s), "deadline" (default 20m), "poll_interval"
- * (default 5s). docs/providers.md lists each type's keys. Returns NULL and a one-line
+ * (default 5s), "queue_timeout" (default 10m; "0" never; only adapters that report
+ * st->queued are affected). docs/providers.md lists each type's keys. Returns NULL and a one-line
  * reason (never a token) in err on a bad config. */
 dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen);
 void dq_provider_free(dq_provider *p);
@@ -92,7 +110,18 @@ extern const char *const dq_provider_types[];
 
 /* Start a deploy of req->version. On success returns 0 and the provider's deployment id
  * (a string: run id, Railway deployment id, pipeline id, ...) in id. On failure returns
- * -1 and fills *e. */
+ * -1 and fills *e.
+ *
+ * A create call is never repeated blindly. When it got no answer in time or a 5xx (an
+ * *ambiguous* create: the provider may have accepted it), the provider is asked whether
+ * it created a run/deployment for this request (ops->find: GitHub runs carrying the
+ * deployment id, Railway deployments of the service created since the call, CircleCI
+ * pipelines carrying the deployment id parameter); one that exists is adopted (returns 0
+ * with its id). Only when the provider says there is none is the call retried (a 5xx, up
+ * to the provider's retries) or the error returned for failover. When the provider
+ * cannot be asked, the result is a FAILED error (deploy.failed), never a failover that
+ * could deploy twice. Adapters without a lookup (command, webhook) return the error as it
+ * is. */
 int dq_provider_deploy(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen,
                        dq_provider_error *e);
 
@@ -109,10 +138,21 @@ int dq_provider_status(dq_provider *p, const dq_provider_request *req, const cha
 int dq_provider_rollback(dq_provider *p, const dq_provider_request *req, const char *id,
                          char *new_id, size_t new_idlen, dq_provider_error *e);
 
-/* Ask the provider to stop deployment id. Best effort: returns 0 when the provider
- * accepted, -1 with *e otherwise (also when the type cannot cancel). */
+/* Ask the provider to stop deployment id. Returns 0 when the provider accepted the
+ * request, -1 with *e otherwise (also when the type cannot cancel). Accepted is not done:
+ * dq_provider_cancel_confirmed() also waits for the provider to report a terminal state. */
 int dq_provider_cancel(dq_provider *p, const dq_provider_request *req, const char *id,
                        dq_provider_error *e);
+
+/* Cancel deployment id and confirm it took effect: after the cancel was accepted, poll
+ * its status (every poll_ms) until the provider reports a terminal state or wait_ms
+ * passed. Returns 1 confirmed (*st holds the terminal status: FAILED/NOT_STARTED, or
+ * SUCCEEDED when the deploy finished before the cancel reached it), 0 not confirmed (the
+ * cancel was refused or the deploy is still in flight; *st holds the last status seen, if
+ * any, and detail a one-line reason). Clear *st with dq_provider_status_clear. */
+int dq_provider_cancel_confirmed(dq_provider *p, const dq_provider_request *req, const char *id,
+                                 int64_t wait_ms, int64_t poll_ms, dq_deploy_status *st,
+                                 char *detail, size_t detaillen);
 
 /* ---- the chain ---- */
 
@@ -139,7 +179,12 @@ typedef struct dq_chain_callbacks {
 typedef struct dq_chain_options {
     int64_t poll_interval_ms; /* > 0 overrides every provider's poll_interval (tests) */
     int64_t deadline_ms;      /* > 0 overrides every provider's deadline */
-    int cancel_on_timeout;    /* ask the provider to cancel a deploy that timed out */
+    /* Cancel a deploy that timed out and confirm the cancel before concluding (the
+     * executor's default, executor.cancel_on_timeout). Without it, or when the cancel is
+     * not confirmed, the result says the outcome is unknown: the deploy may still go
+     * live. */
+    int cancel_on_timeout;
+    int64_t cancel_wait_ms;   /* > 0: how long to wait for a cancel to show (default 60 s) */
 } dq_chain_options;
 
 typedef struct dq_chain_result {
@@ -159,6 +204,12 @@ typedef struct dq_chain_result {
     int64_t duration_ms;
     int providers_tried;
     char *output; /* command output tail or NULL; freed by dq_chain_result_clear */
+    /* TIMEOUT: "confirmed" (cancelled, the provider reported it terminal), "unconfirmed"
+     * (the cancel was refused or did not show in time) or "off" (cancel_on_timeout off);
+     * "" for every other outcome. */
+    char cancel[16];
+    /* 1 when the deploy may still go live: a TIMEOUT whose cancel is not confirmed. */
+    int outcome_unknown;
 } dq_chain_result;
 
 void dq_chain_result_clear(dq_chain_result *r);
@@ -166,18 +217,32 @@ void dq_chain_result_clear(dq_chain_result *r);
 /* Run the chain for req: deploy on the first provider that is available, then poll it
  * until a terminal state or its deadline. Status errors while polling never fail over
  * (a deploy was started; a second one could run concurrently): they are retried until
- * the deadline. Fills *result (clear it with dq_chain_result_clear) and returns its
- * outcome. */
+ * the deadline. A started deploy fails over to the next provider in exactly two cases,
+ * both meaning "the provider accepted, but nothing ran": its status turned NOT_STARTED,
+ * or it stayed queued past the provider's queue_timeout and was cancelled, confirmed,
+ * with nothing run. Then on_provider_failed is called (class not_started) and the next
+ * provider's on_started follows. Fills *result (clear it with dq_chain_result_clear)
+ * and returns its outcome. */
 dq_chain_outcome dq_chain_run(dq_provider *const *providers, size_t n, const dq_provider_request *req,
                               const dq_chain_callbacks *cb, const dq_chain_options *opts,
                               dq_chain_result *result);
 
 /* Resume polling a deployment that was already started (found in Redis after a crash),
  * without deploying again. elapsed_ms is the time already spent since it started; it
- * counts against the provider's deadline. */
+ * counts against the provider's deadline. The single-provider form: a deploy that turns
+ * out NOT_STARTED ends as all_providers_unavailable. */
 dq_chain_outcome dq_chain_resume(dq_provider *p, const char *provider_id, int64_t elapsed_ms,
                                  const dq_provider_request *req, const dq_chain_callbacks *cb,
                                  const dq_chain_options *opts, dq_chain_result *result);
+
+/* The chain form: resume providers[index]'s deployment provider_id and, when it turns
+ * out NOT_STARTED, fail over to providers[index + 1 ..] as dq_chain_run does. With
+ * provider_id NULL, nothing is resumed: the chain runs from providers[index] (a run that
+ * had failed over from the providers before index). */
+dq_chain_outcome dq_chain_resume_at(dq_provider *const *providers, size_t n, size_t index,
+                                    const char *provider_id, int64_t elapsed_ms,
+                                    const dq_provider_request *req, const dq_chain_callbacks *cb,
+                                    const dq_chain_options *opts, dq_chain_result *result);
 
 /* ---- for adapters (provider_*.c) only ---- */
 
@@ -194,6 +259,11 @@ typedef struct dq_provider_ops {
     int (*cancel)(dq_provider *p, const dq_provider_request *req, const char *id,
                   dq_provider_error *e);
     void (*destroy)(dq_provider *p);
+    /* After an ambiguous deploy call made at since_ms (wall clock): did the provider create
+     * a run/deployment for req? 1 with its id, 0 none, -1 with *e when it cannot be told.
+     * NULL: the type has no way to look (dq_provider_deploy). */
+    int (*find)(dq_provider *p, const dq_provider_request *req, int64_t since_ms, char *id,
+                size_t idlen, dq_provider_error *e);
 } dq_provider_ops;
 
 struct dq_provider {
@@ -206,6 +276,7 @@ struct dq_provider {
     int64_t retry_budget_ms;
     int64_t deadline_ms;
     int64_t poll_interval_ms;
+    int64_t queue_timeout_ms; /* queued longer than this: cancel and fail over; 0 never */
     void *impl;
 };
 
@@ -228,7 +299,10 @@ int dq_provider_http_error(const dq_provider *p, const dq_http_response *r, cons
                            dq_provider_error *e);
 
 /* Send a request with p's timeout and retry policy. headers is NULL-terminated; the
- * fence header is added here. Returns what dq_http_request returns. */
+ * fence header is added here. A non-idempotent call (a create) is retried only when it
+ * cannot have been accepted (429, connection refused); a 5xx or a timeout comes back at
+ * once, for dq_provider_deploy to look before anything is sent again. Returns what
+ * dq_http_request returns. */
 int dq_provider_http(const dq_provider *p, const char *method, const char *url,
                      const char *const *headers, const char *body, int idempotent, int64_t fence,
                      dq_http_response *r);

@@ -7,6 +7,10 @@
  * them, which must all end in "success". failing and on_hold are not terminal; not_run is
  * a failure (nothing was deployed). A pipeline that errored before any workflow existed
  * is a failure too.
+ *
+ * A trigger that timed out or got a 5xx may have created the pipeline: before anything
+ * else, the project's newest pipelines are searched for the one whose trigger_parameters
+ * carry this deployment id (cc_find), and that one is adopted.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,6 +368,84 @@ static int cc_cancel(dq_provider *p, const dq_provider_request *req, const char 
     return rc;
 }
 
+/* 1 when the pipeline's parameters carry deployment id dep (trigger_parameters, or an
+ * object one level inside it). */
+static int cc_carries(const cJSON *pipeline, const char *dep)
+{
+    const cJSON *tp = cJSON_GetObjectItemCaseSensitive(pipeline, "trigger_parameters");
+    const char *v = dq_provider_cfg_str(tp, "deployment_id");
+    const cJSON *inner;
+
+    if (v != NULL && strcmp(v, dep) == 0)
+        return 1;
+    cJSON_ArrayForEach(inner, tp)
+    {
+        v = cJSON_IsObject(inner) ? dq_provider_cfg_str(inner, "deployment_id") : NULL;
+        if (v != NULL && strcmp(v, dep) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* After an ambiguous trigger: the pipeline of this deployment among the project's newest
+ * (two pages), if CircleCI created one. 1 with its id, 0 none, -1 with *e. */
+static int cc_find(dq_provider *p, const dq_provider_request *req, int64_t since_ms, char *id, size_t idlen,
+                   dq_provider_error *e)
+{
+    cc_impl *c = p->impl;
+    char token[512] = "";
+    char *branch = dq_http_escape(c->branch);
+    const char *dep = req->deployment_id ? req->deployment_id : "";
+
+    (void)since_ms; /* the deployment id alone says which pipeline is ours */
+    if (branch == NULL || dep[0] == '\0') {
+        free(branch);
+        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0,
+                                dep[0] ? "out of memory" : "no deployment id to find the pipeline by");
+    }
+    for (int page = 0; page < 2; page++) {
+        char path[2048];
+        dq_http_response r;
+        char *tok = dq_http_escape(token);
+        snprintf(path, sizeof path, "/api/v2/project/%s/pipeline?branch=%s%s%s", c->slug, branch,
+                 token[0] ? "&page-token=" : "", token[0] && tok ? tok : "");
+        free(tok);
+        cc_call(p, "GET", path, NULL, 1, req->fence, &r);
+        if (dq_provider_http_error(p, &r, "list pipelines", e) != 0) {
+            dq_http_response_free(&r);
+            free(branch);
+            return -1;
+        }
+        cJSON *j = dq_provider_parse_body(&r);
+        long code = r.status;
+        dq_http_response_free(&r);
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+        if (!cJSON_IsArray(items)) {
+            cJSON_Delete(j);
+            free(branch);
+            return dq_provider_fail(p, e, DQ_PROV_FAILED, "bad_response", code, "list pipelines: no items array");
+        }
+        const cJSON *pl;
+        cJSON_ArrayForEach(pl, items)
+        {
+            const char *pid = dq_provider_cfg_str(pl, "id");
+            if (pid != NULL && cc_carries(pl, dep)) {
+                dq_strlcpy(id, pid, idlen);
+                cJSON_Delete(j);
+                free(branch);
+                return 1;
+            }
+        }
+        const char *next = dq_provider_cfg_str(j, "next_page_token");
+        dq_strlcpy(token, next ? next : "", sizeof token);
+        cJSON_Delete(j);
+        if (token[0] == '\0')
+            break;
+    }
+    free(branch);
+    return 0;
+}
+
 const dq_provider_ops dq_provider_circleci_ops = {
     .type = "circleci",
     .init = cc_init,
@@ -372,4 +454,5 @@ const dq_provider_ops dq_provider_circleci_ops = {
     .rollback = cc_rollback,
     .cancel = cc_cancel,
     .destroy = cc_destroy,
+    .find = cc_find,
 };

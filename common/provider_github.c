@@ -5,8 +5,16 @@
  * server that refuses the field (400, older GitHub Enterprise Server) gets a plain
  * dispatch (204) and the run is found by listing workflow_dispatch runs created since the
  * dispatch whose display_title (the workflow's run-name) carries the deployment id. Only
- * conclusion "success" is a successful deploy; runs that never start are caught by the
- * chain's deadline.
+ * conclusion "success" is a successful deploy.
+ *
+ * A billing lapse (or disabled Actions) shows up three ways, all "the provider is
+ * unavailable": a refused dispatch (403/422 whose message says so), a run that completes
+ * startup_failure, or one that stays queued. The run's jobs tell whether anything ran
+ * (a job that is in progress or got a runner): a startup_failure without one is
+ * DQ_DEPLOY_NOT_STARTED, a queued run without one is reported queued (the chain cancels
+ * it past queue_timeout), and a run that did start a job is never either. A dispatch that
+ * timed out or got a 5xx is looked up by the same run listing before anything is sent
+ * again (gh_find).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,10 +178,12 @@ static int gh_find_run(dq_provider *p, const dq_provider_request *req, int64_t d
     int64_t until = dq_mono_ms() + g->find_timeout_ms;
     const char *dep = req->deployment_id ? req->deployment_id : "";
 
-    if (wf == NULL || ref == NULL) {
+    if (wf == NULL || ref == NULL || dep[0] == '\0') {
         free(wf);
         free(ref);
-        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
+        /* Without a deployment id no run can be told to be ours. */
+        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0,
+                                dep[0] ? "out of memory" : "no deployment id to find the run by");
     }
     /* Seconds precision is all the created qualifier takes. */
     dq_time_format((dispatched_ms - GH_CLOCK_SKEW_MS) / 1000 * 1000, since);
@@ -185,6 +195,9 @@ static int gh_find_run(dq_provider *p, const dq_provider_request *req, int64_t d
     free(wf);
     free(ref);
 
+    int listed = 0;
+    dq_provider_error last;
+    memset(&last, 0, sizeof last);
     for (;;) {
         dq_http_response r;
         gh_call(p, "GET", path, NULL, 1, req->fence, &r);
@@ -194,6 +207,7 @@ static int gh_find_run(dq_provider *p, const dq_provider_request *req, int64_t d
                 return -1;
             /* The dispatch was accepted: keep looking until find_run_timeout. */
             dq_warn("provider %s: %s", p->name, e->detail);
+            last = *e;
             memset(e, 0, sizeof *e);
             if (dq_mono_ms() + g->find_interval_ms > until)
                 break;
@@ -203,6 +217,7 @@ static int gh_find_run(dq_provider *p, const dq_provider_request *req, int64_t d
         cJSON *root = dq_provider_parse_body(&r);
         long code = r.status;
         dq_http_response_free(&r);
+        listed = 1;
         const cJSON *runs = cJSON_GetObjectItemCaseSensitive(root, "workflow_runs");
         if (!cJSON_IsArray(runs)) {
             cJSON_Delete(root);
@@ -228,24 +243,32 @@ static int gh_find_run(dq_provider *p, const dq_provider_request *req, int64_t d
             break;
         dq_sleep_ms(g->find_interval_ms);
     }
+    if (!listed) {
+        /* Not one listing answered: whether a run exists cannot be told. */
+        *e = last;
+        return -1;
+    }
     return dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "no_run_created", 0,
                             "workflow %s was dispatched but no run carrying deployment %s appeared within %lld ms",
                             g->workflow, dep, (long long)g->find_timeout_ms);
 }
 
-/* GitHub explains refusals in {"message": ...}; billing and disabled Actions come as 422. */
+/* GitHub explains refusals in {"message": ...}; billing and disabled Actions come as 422
+ * or 403. */
 static int gh_refusal(dq_provider *p, const dq_http_response *r, dq_provider_error *e)
 {
-    if (r->error == DQ_HTTP_ERR_NONE && r->status == 422) {
+    if (r->error == DQ_HTTP_ERR_NONE && (r->status == 422 || r->status == 403)) {
+        long code = r->status;
         cJSON *j = dq_provider_parse_body(r);
         const char *msg = dq_provider_cfg_str(j, "message");
         char m[256];
         dq_strlcpy(m, msg ? msg : "", sizeof m);
         cJSON_Delete(j);
         if (strcasestr(m, "billing") || strcasestr(m, "spending limit") || strcasestr(m, "payment"))
-            return dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "payment_required", 422, "dispatch: HTTP 422: %s", m);
+            return dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "payment_required", code, "dispatch: HTTP %ld: %s",
+                                    code, m);
         if (strcasestr(m, "disabled"))
-            return dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "forbidden", 422, "dispatch: HTTP 422: %s", m);
+            return dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "forbidden", code, "dispatch: HTTP %ld: %s", code, m);
     }
     return dq_provider_http_error(p, r, "dispatch", e);
 }
@@ -297,6 +320,50 @@ static int gh_deploy(dq_provider *p, const dq_provider_request *req, char *id, s
     }
 }
 
+/* Whether any job of run id started: *started 1 (in progress, or a runner took it) or
+ * 0. Returns 0, or -1 with *e. */
+static int gh_jobs_started(dq_provider *p, const dq_provider_request *req, const char *id, int *started,
+                           dq_provider_error *e)
+{
+    gh_impl *g = p->impl;
+    char path[1024];
+    char *rid = dq_http_escape(id);
+    dq_http_response r;
+
+    *started = 0;
+    if (rid == NULL)
+        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
+    snprintf(path, sizeof path, "/repos/%s/%s/actions/runs/%s/jobs?filter=all&per_page=100", g->owner, g->repo, rid);
+    free(rid);
+    gh_call(p, "GET", path, NULL, 1, req->fence, &r);
+    if (dq_provider_http_error(p, &r, "list run jobs", e) != 0) {
+        dq_http_response_free(&r);
+        return -1;
+    }
+    cJSON *j = dq_provider_parse_body(&r);
+    long code = r.status;
+    dq_http_response_free(&r);
+    const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(j, "jobs");
+    if (!cJSON_IsArray(jobs)) {
+        cJSON_Delete(j);
+        return dq_provider_fail(p, e, DQ_PROV_FAILED, "bad_response", code, "list run jobs: no jobs array");
+    }
+    const cJSON *job;
+    cJSON_ArrayForEach(job, jobs)
+    {
+        const char *status = dq_provider_cfg_str(job, "status");
+        const char *runner = dq_provider_cfg_str(job, "runner_name");
+        if ((status && strcmp(status, "in_progress") == 0) || (runner && runner[0]))
+            *started = 1;
+    }
+    /* More jobs than one page: one that started may be on another page; assume so. */
+    const cJSON *total = cJSON_GetObjectItemCaseSensitive(j, "total_count");
+    if (cJSON_IsNumber(total) && total->valuedouble > cJSON_GetArraySize(jobs))
+        *started = 1;
+    cJSON_Delete(j);
+    return 0;
+}
+
 static int gh_status(dq_provider *p, const dq_provider_request *req, const char *id, dq_deploy_status *st,
                      dq_provider_error *e)
 {
@@ -327,6 +394,8 @@ static int gh_status(dq_provider *p, const dq_provider_request *req, const char 
     const char *logs = dq_provider_cfg_str(j, "logs_url");
     dq_strlcpy(st->url, html ? html : "", sizeof st->url);
     dq_strlcpy(st->log_url, logs ? logs : (html ? html : ""), sizeof st->log_url);
+    int waiting = strcmp(status, "queued") == 0 || strcmp(status, "waiting") == 0 ||
+                  strcmp(status, "requested") == 0 || strcmp(status, "pending") == 0;
     if (strcmp(status, "completed") == 0) {
         dq_strlcpy(st->raw, conclusion ? conclusion : "completed", sizeof st->raw);
         st->state = conclusion && strcmp(conclusion, "success") == 0 ? DQ_DEPLOY_SUCCEEDED : DQ_DEPLOY_FAILED;
@@ -335,6 +404,26 @@ static int gh_status(dq_provider *p, const dq_provider_request *req, const char 
         st->state = DQ_DEPLOY_IN_FLIGHT;
     }
     cJSON_Delete(j);
+    int startup_failure = strcmp(st->raw, "startup_failure") == 0;
+    if (waiting || (st->state == DQ_DEPLOY_FAILED && (startup_failure || strcmp(st->raw, "cancelled") == 0))) {
+        /* Did anything run? Only the jobs can say; a run that ran a job is never
+         * unavailable, whatever its conclusion. */
+        int started;
+        if (gh_jobs_started(p, req, id, &started, e) != 0)
+            return -1;
+        if (!started && waiting) {
+            st->queued = 1;
+        } else if (!started) {
+            st->never_ran = 1;
+            if (startup_failure) {
+                st->state = DQ_DEPLOY_NOT_STARTED;
+                snprintf(st->detail, sizeof st->detail,
+                         "run %s ended startup_failure without starting a job (billing or spending limit, "
+                         "Actions disabled, or an invalid workflow)",
+                         id);
+            }
+        }
+    }
     return 0;
 }
 
@@ -343,6 +432,17 @@ static int gh_rollback(dq_provider *p, const dq_provider_request *req, const cha
 {
     /* Actions has no native rollback: run the workflow again with the old version. */
     return gh_deploy(p, req, new_id, new_idlen, e);
+}
+
+/* After an ambiguous dispatch: the run carrying the deployment id, if GitHub created one. */
+static int gh_find(dq_provider *p, const dq_provider_request *req, int64_t since_ms, char *id, size_t idlen,
+                   dq_provider_error *e)
+{
+    if (gh_find_run(p, req, since_ms, id, idlen, e) == 0)
+        return 1;
+    if (strcmp(e->error_class, "no_run_created") == 0)
+        return 0;
+    return -1;
 }
 
 static int gh_cancel(dq_provider *p, const dq_provider_request *req, const char *id, dq_provider_error *e)
@@ -370,4 +470,5 @@ const dq_provider_ops dq_provider_github_ops = {
     .rollback = gh_rollback,
     .cancel = gh_cancel,
     .destroy = gh_destroy,
+    .find = gh_find,
 };

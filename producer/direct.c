@@ -363,6 +363,7 @@ int dq_cmd_deploy(int argc, char **argv)
     x.should_continue = direct_continue;
     x.ctx = &sink;
     x.chain.cancel_on_timeout = settings.cancel_on_timeout;
+    x.chain.cancel_wait_ms = settings.cancel_wait_ms;
     preq = (dq_provider_request){.deployment_id = dep_id, .service = service, .environment = env,
                                  .version = version};
     printf("deployment %s: %s/%s %s (break-glass, fence %lld)\n", dep_id, service, env, version,

@@ -523,8 +523,17 @@ static void print_targets_table(dq_fold *f, const char *service, const char *env
         } else {
             dq_strlcpy(rb, "-", sizeof rb);
         }
-        printf("%-28s %-16.16s %-19s %-16.16s %-32s %s\n", t->key, or_dash(t->current_version),
-               since, or_dash(t->last_verified_version), inflight, rb);
+        /* A deploy that may have gone live after all: what runs is not known. */
+        printf("%-28s %-16.16s %-19s %-16.16s %-32s %s\n", t->key,
+               t->unknown_deployment_id ? "unknown" : or_dash(t->current_version), since,
+               or_dash(t->last_verified_version), inflight, rb);
+        if (t->unknown_deployment_id) {
+            char when[32];
+            short_time(t->unknown_since_ms, when, sizeof when);
+            printf("  %s: outcome unknown since %s: deploy %s of %s timed out and its cancel was not confirmed; "
+                   "it may be live (was %s)\n",
+                   t->key, when, t->unknown_deployment_id, or_dash(t->unknown_version), or_dash(t->current_version));
+        }
     }
     if (!shown)
         printf("(no targets)\n");

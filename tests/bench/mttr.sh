@@ -2,9 +2,20 @@
 # tests/bench/mttr.sh [BUILD_DIR]: time to restore after a bad deploy, measured end to end
 # on the whole stack (`deployq up`: validator, executor, monitor, rollback worker).
 #
-# The service is the demo service (tests/fakes/health.py); the provider is the `command`
-# provider running the demo's deploy script with no delay (an instant provider double:
-# it only tells the service which version to serve; *-bad versions answer HTTP 500).
+# Two provider doubles (PROVIDER):
+#   railway (default)  the Railway double (tests/fakes/railway.py) with `rollback: rollback`:
+#                      deploys are polled to SUCCESS (100 ms polls), and a rollback, like
+#                      Railway's, starts a new deployment of the old image that reaches
+#                      SUCCESS only RESTORE_S seconds later (default 3); the bad version
+#                      serves until then. The probed service is what the double serves
+#                      (GET /live/<service>/<env>/health: *-bad versions answer HTTP 500).
+#                      This measures restore up to the provider's terminal state; for each
+#                      run the script checks that restored_at is not before the double's
+#                      SUCCESS and that the version live at restored_at is v1.
+#   instant            the demo service (tests/fakes/health.py) and the `command` provider
+#                      running the demo's deploy script with no delay: it only tells the
+#                      service which version to serve. What is left is deployq's own
+#                      overhead (the pipeline without any provider time).
 # The target has `interval: 1s`, `failure_threshold: 3`, `rollback: auto`.
 #
 # One good version is deployed and verified; then RUNS bad versions, one after the other,
@@ -12,7 +23,9 @@
 #   MTTR     = restored_at - detected_at (the first failing probe), the event's mttr_ms
 #   detect   = decided_at - detected_at: the monitor's rule (3 failures = 2 intervals)
 #   restore  = restored_at - decided_at: rollback worker, lock, provider, poll
-# and the median, min and max of each. Environment: RUNS (default 10).
+#   provider = (railway) deploymentRollback call -> the double's deployment SUCCESS
+# and the median, min and max of each. Environment: RUNS (default 10), PROVIDER,
+# RESTORE_S.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -20,6 +33,9 @@ build=${1:-build}
 case $build in /*) ;; *) build=$root/$build ;; esac
 DEPLOYQ=$build/producer/deployq
 RUNS=${RUNS:-10}
+PROVIDER=${PROVIDER:-railway}
+RESTORE_S=${RESTORE_S:-3}
+case $PROVIDER in railway | instant) ;; *) echo "PROVIDER must be railway or instant" >&2; exit 2 ;; esac
 [ -x "$build/workers/rollback/deployq-rollback" ] || { echo "build first: scripts/build.sh $build" >&2; exit 1; }
 command -v jq >/dev/null || { echo "needs jq" >&2; exit 1; }
 
@@ -35,10 +51,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 "$build/producer/demo/health.py" --port 0 --port-file "$T/health.port" >"$T/health.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do [ -s "$T/health.port" ] && break; sleep 0.1; done
-H=http://127.0.0.1:$(cat "$T/health.port")
+if [ "$PROVIDER" = railway ]; then
+    python3 "$root/tests/fakes/railway.py" --port 0 --port-file "$T/rw.port" >"$T/rw.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do [ -s "$T/rw.port" ] && break; sleep 0.1; done
+    RWB=http://127.0.0.1:$(cat "$T/rw.port")
+    curl -fsS -X POST -d "{\"rollback_seconds\": $RESTORE_S}" "$RWB/_fake/script" >/dev/null
+    HEALTH=$RWB/live/svc-bench/env-prod/health
+    PROVIDER_YAML="{type: railway, name: rw, base_url: \"$RWB/graphql/v2\", token: bench-token, service_id: svc-bench, environment_id: env-prod, rollback: rollback, poll_interval: 100ms, deadline: 60s}"
+    DESCRIBE="the Railway double, rollback: rollback taking ${RESTORE_S} s at the provider"
+else
+    python3 "$build/producer/demo/health.py" --port 0 --port-file "$T/health.port" >"$T/health.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do [ -s "$T/health.port" ] && break; sleep 0.1; done
+    H=http://127.0.0.1:$(cat "$T/health.port")
+    HEALTH=$H/health
+    PROVIDER_YAML="{type: command, name: instant, argv: [python3, \"$build/producer/demo/deploy.py\", \"$H\", \"{version}\"], poll_interval: 100ms, deadline: 30s}"
+    DESCRIBE="instant command provider"
+fi
 
 "$DEPLOYQ" keygen --out "$T/ci.key" --id ci-bench >/dev/null
 pub=$(openssl pkey -in "$T/ci.key" -pubout -outform DER | tail -c 32 | base64 -w0)
@@ -50,14 +80,14 @@ services:
     environments:
       production:
         providers:
-          - {type: command, name: instant, argv: [python3, "$build/producer/demo/deploy.py", "$H", "{version}"], poll_interval: 100ms, deadline: 30s}
+          - $PROVIDER_YAML
         rollback: auto
         monitor:
           interval: 1s
           window: 4s
           failure_threshold: 3
           probes:
-            - {name: health, type: http, url: "$H/health", expect_status: 200, missing: fail}
+            - {name: health, type: http, url: "$HEALTH", expect_status: 200, missing: fail}
 YAML
 "$DEPLOYQ" up --config "$T/deployq.yaml" >"$T/up.out" 2>"$T/up.err" &
 pids+=($!)
@@ -84,8 +114,24 @@ for i in $(seq 1 "$RUNS"); do
     res=$(ms "$(jq -r .data.restored_at <<<"$ev")")
     mttr=$(jq -r .data.mttr_ms <<<"$ev")
     [ "$mttr" -eq $((res - det)) ] || { echo "run $i: mttr_ms $mttr != restored - detected $((res - det))" >&2; exit 1; }
-    printf '%s %s %s\n' "$mttr" $((dec - det)) $((res - dec)) >>"$T/runs"
-    printf 'run %2d: MTTR %5d ms (detect %5d ms, restore %4d ms)\n' "$i" "$mttr" $((dec - det)) $((res - dec))
+    prov=0
+    if [ "$PROVIDER" = railway ]; then
+        # what the double did: when the rollback's deployment was asked for and went live
+        rbdep=$(jq -r .data.provider_deployment_id <<<"$ev")
+        live=$(curl -fsS "$RWB/live/svc-bench/env-prod")
+        ok_ms=$(jq -r --arg id "$rbdep" '[.history[] | select(.deployment_id == $id)][0].at * 1000 | floor' <<<"$live")
+        call_ms=$(curl -fsS "$RWB/_fake/calls" |
+            jq -r '[.calls[] | select(.body.query // "" | test("deploymentRollback"))] | last | .time * 1000 | floor')
+        [ "$ok_ms" != null ] || { echo "run $i: the double never served $rbdep" >&2; exit 1; }
+        [ "$res" -ge "$ok_ms" ] || { echo "run $i: restored_at $((ok_ms - res)) ms before the provider's SUCCESS" >&2; exit 1; }
+        at_res=$(jq -r --argjson t "$res" '[.history[] | select(.at * 1000 <= $t)] | last | .version' <<<"$live")
+        [ "$at_res" = v1 ] || { echo "run $i: $at_res was live at restored_at, not v1" >&2; exit 1; }
+        prov=$((ok_ms - call_ms))
+    fi
+    printf '%s %s %s %s\n' "$mttr" $((dec - det)) $((res - dec)) "$prov" >>"$T/runs"
+    printf 'run %2d: MTTR %5d ms (detect %5d ms, restore %4d ms' "$i" "$mttr" $((dec - det)) $((res - dec))
+    [ "$PROVIDER" = railway ] && printf ', of which the provider %4d ms' "$prov"
+    printf ')\n'
 done
 
 stats() { # stats COLUMN: median min max of a column of $T/runs, in seconds
@@ -94,7 +140,10 @@ stats() { # stats COLUMN: median min max of a column of $T/runs, in seconds
         printf "median %.2f s, min %.2f s, max %.2f s", m/1000, v[1]/1000, v[NR]/1000 }'
 }
 echo
-echo "MTTR over $RUNS rollbacks (interval 1s, failure_threshold 3, instant command provider, embedded broker):"
+echo "MTTR over $RUNS rollbacks (interval 1s, failure_threshold 3, $DESCRIBE, embedded broker):"
 echo "  first failing probe -> rollback.succeeded: $(stats 1)"
 echo "  first failing probe -> rollback decided:   $(stats 2)"
 echo "  decided -> restored:                       $(stats 3)"
+[ "$PROVIDER" = railway ] &&
+    echo "  the provider's restore (rollback call -> SUCCESS at the double): $(stats 4)"
+exit 0

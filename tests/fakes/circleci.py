@@ -12,11 +12,17 @@
   GET  /api/v2/workflow/{id}           -> {"id", "name", "status", ...}; status running
        for "steps" polls, then success | failed (fail_after_building)
   POST /api/v2/workflow/{id}/cancel    -> 202 {"message": "Accepted."}
+  GET  /api/v2/project/{vcs}/{org}/{repo}/pipeline?branch=  -> {"items": [...],
+       "next_page_token": null}, newest first, each with trigger_parameters (the
+       pipeline parameters it was triggered with)
 
 Auth: "Circle-Token: <t>" (or Authorization); without it 401 {"message": "You must log in
 first."}. Script modes: succeed, fail_after_building, in_flight_forever (on_hold then
 running forever), no_pipeline, errored (the pipeline errors before any workflow),
 http_5xx/http_401/http_402/http_403/rate_limit on the trigger, status_5xx on workflow GETs.
+Script key create_then: "502" creates the pipeline, then answers 502 (the answer lost on
+the way); "hang" creates it and answers only after hang_ms (default 5000). Script key
+cancel: "refuse" answers the cancel 500, "ignore" answers 202 but the workflow carries on.
 """
 
 import re
@@ -48,7 +54,9 @@ class CircleCI(fakelib.App):
 
     def pipe_view(self, p):
         return {"id": p["id"], "state": p["state"], "number": p["number"], "project_slug": p["slug"],
-                "created_at": fakelib.iso(p["created"]), "errors": p.get("errors", [])}
+                "created_at": fakelib.iso(p["created"]), "errors": p.get("errors", []),
+                "trigger_parameters": dict(p.get("params", {})),
+                "vcs": {"branch": p.get("branch"), "provider_name": "GitHub"}}
 
     def find_wf(self, wid):
         for p in self.state.runs.values():
@@ -102,19 +110,32 @@ class CircleCI(fakelib.App):
                 p = {"id": pid, "number": number, "slug": m.group(1), "state": "created", "mode": mode,
                      "steps": int(s.get("steps", 2)), "created": time.time(), "list_calls": 0,
                      "target": "%s/%s" % (params.get("service", ""), params.get("environment", "")),
-                     "workflows": []}
+                     "workflows": [], "params": params,
+                     "branch": body.get("branch") or (body.get("checkout") or {}).get("branch")}
                 if mode == "errored":
                     p["state"] = "errored"
                     p["errors"] = [{"type": "config", "message": "Config does not conform to schema"}]
                 st.runs[pid] = p
                 if mode != "errored":
                     st.start_run(p["target"])
-                return 201, {"id": pid, "state": "created", "number": number,
-                             "created_at": fakelib.iso(p["created"])}, {}
+                then = s.get("create_then")
+                if then == "502":
+                    return 502, "<html><body><h1>502 Bad Gateway</h1></body></html>", {}
+                answer = (201, {"id": pid, "state": "created", "number": number,
+                                "created_at": fakelib.iso(p["created"])}, {})
+            if then == "hang":
+                time.sleep(int(s.get("hang_ms", 5000)) / 1000.0)
+            return answer
 
         with st.lock:
             if not auth["present"]:
                 return 401, {"message": "You must log in first."}, {}
+            m = TRIGGER.match(path)
+            if m and method == "GET" and not m.group(2):
+                items = [p for p in st.runs.values() if p["slug"] == m.group(1)
+                         and (not query.get("branch") or p.get("branch") == query["branch"])]
+                items.sort(key=lambda p: -p["number"])
+                return 200, {"items": [self.pipe_view(p) for p in items[:20]], "next_page_token": None}, {}
             m = PIPELINE_WF.match(path)
             if m and method == "GET":
                 p = st.runs.get(m.group(1))
@@ -146,6 +167,11 @@ class CircleCI(fakelib.App):
                 p, wf = self.find_wf(m.group(1))
                 if wf is None:
                     return 404, {"message": "Workflow not found"}, {}
+                how = st.script.get("cancel")
+                if how == "refuse":
+                    return 500, {"message": "Internal server error"}, {}
+                if how == "ignore":
+                    return 202, {"message": "Accepted."}, {}
                 if wf["status"] in ("running", "on_hold", "failing"):
                     wf["status"] = "canceled"
                     st.end_run(p)

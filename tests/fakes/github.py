@@ -10,13 +10,25 @@
        (default 300) after its dispatch, as on the real service
   GET  /repos/{o}/{r}/actions/runs/{id} -> the run: status queued|in_progress|completed,
        conclusion null until completed
-  POST /repos/{o}/{r}/actions/runs/{id}/cancel -> 202
+  GET  /repos/{o}/{r}/actions/runs/{id}/jobs -> {"total_count", "jobs": [...]}: a queued
+       run's job is queued without a runner, a running or finished run's job has one
+       (runner_name), a startup_failure run has none
+  POST /repos/{o}/{r}/actions/runs/{id}/cancel -> 202 (409 once completed)
 
 The run's display_title is the workflow's run-name, "Deploy <service> <version>
 (<deployment_id>)" - the run listing does not echo inputs, so that is the only place the
 deployment id can be matched. Script modes: succeed, fail_after_building (conclusion
-failure), startup_failure, in_flight_forever, no_run (204 but no run is ever created),
+failure), startup_failure, in_flight_forever, queued_forever (status queued, no job ever
+starts: a billing lapse or no runner), no_run (204 but no run is ever created),
 http_5xx/http_401/http_402/http_403/rate_limit on the dispatch, status_5xx on the run GET.
+Other script keys:
+  job_started    true: the run has a job that a runner took, even in startup_failure or
+                 queued_forever (a run that did start must never be deployed again elsewhere)
+  create_then    "502": the dispatch creates the run, then answers 502 (as a proxy that
+                 lost the answer); "hang": creates it, then answers only after hang_ms
+                 (default 5000), past the client's timeout
+  cancel         "refuse": cancel answers 500 and nothing changes; "ignore": 202, but the
+                 run carries on as if never asked
 """
 
 import re
@@ -31,6 +43,7 @@ DISPATCH = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/dispat
 LIST = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/workflows/([^/]+)/runs$")
 RUN = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs/(\d+)$")
 CANCEL = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs/(\d+)/cancel$")
+JOBS = re.compile(r"^/repos/([^/]+)/([^/]+)/actions/runs/(\d+)/jobs$")
 
 
 def gh_error(status, message):
@@ -51,6 +64,30 @@ class GitHub(fakelib.App):
                                                                  run["repo"], run["id"]),
         }
 
+    def jobs_view(self, run):
+        """The run's jobs as GitHub lists them."""
+        status, conclusion = run["status"], run["conclusion"]
+        started = run.get("job_started")
+        if conclusion == "startup_failure" and not started:
+            return []
+        job = {"id": run["id"] * 10 + 1, "run_id": run["id"], "name": "deploy", "labels": ["ubuntu-latest"],
+               "started_at": fakelib.iso(run["created"]), "completed_at": None, "steps": []}
+        if status in ("queued", "waiting", "requested", "pending") and not started:
+            job.update(status="queued", conclusion=None, runner_id=None, runner_name=None)
+        elif status == "completed" and not started and not run.get("ran"):
+            # cancelled (or otherwise ended) before any runner took it
+            job.update(status="completed", conclusion=conclusion, runner_id=None, runner_name=None,
+                       completed_at=fakelib.iso(time.time()))
+        elif status == "completed":
+            job.update(status="completed", conclusion=conclusion, runner_id=7, runner_name="GitHub Actions 7",
+                       completed_at=fakelib.iso(time.time()))
+        elif status == "in_progress":
+            job.update(status="in_progress", conclusion=None, runner_id=7, runner_name="GitHub Actions 7")
+        else:  # queued again after a job ran (job_started)
+            job.update(status="completed", conclusion="success", runner_id=7, runner_name="GitHub Actions 7",
+                       completed_at=fakelib.iso(time.time()))
+        return [job]
+
     def advance(self, run):
         """One poll of a run: move it along its scripted path."""
         if run["status"] == "completed":
@@ -61,6 +98,8 @@ class GitHub(fakelib.App):
         steps = run["steps"]
         if mode == "startup_failure":
             run["status"], run["conclusion"] = "completed", "startup_failure"
+        elif mode == "queued_forever":
+            run["status"] = "queued"
         elif mode == "in_flight_forever":
             run["status"] = "queued" if polls == 0 else "in_progress"
         elif polls < steps:
@@ -68,6 +107,8 @@ class GitHub(fakelib.App):
         else:
             run["status"] = "completed"
             run["conclusion"] = "failure" if mode == "fail_after_building" else "success"
+        if run["status"] == "in_progress":
+            run["ran"] = True
         if run["status"] == "completed":
             self.state.end_run(run)
 
@@ -98,7 +139,7 @@ class GitHub(fakelib.App):
                     "id": rid, "owner": m.group(1), "repo": m.group(2), "workflow": m.group(3),
                     "ref": body["ref"], "status": "queued", "conclusion": None, "polls": 0,
                     "created": time.time(), "mode": s.get("mode", "succeed"),
-                    "steps": int(s.get("steps", 2)),
+                    "steps": int(s.get("steps", 2)), "job_started": bool(s.get("job_started")),
                     "visible_at": time.time() + int(s.get("list_delay_ms", 300)) / 1000.0,
                     "target": "%s/%s" % (inputs.get("service", ""), inputs.get("environment", "")),
                     "display_title": "Deploy %s %s (%s)" % (inputs.get("service", ""), inputs.get("version", ""),
@@ -106,12 +147,20 @@ class GitHub(fakelib.App):
                 }
                 st.runs[rid] = run
                 st.start_run(run["target"])
+                then = s.get("create_then")
+                if then == "502":
+                    return 502, "<html><body><h1>502 Bad Gateway</h1></body></html>", {}
+                hang = int(s.get("hang_ms", 5000)) / 1000.0 if then == "hang" else 0
                 if details:
                     base = "http://%s:%d" % h.server.server_address[:2]
-                    return 200, {"workflow_run_id": rid,
-                                 "run_url": "%s/repos/%s/%s/actions/runs/%d" % (base, m.group(1), m.group(2), rid),
-                                 "html_url": "https://github.com/%s/%s/actions/runs/%d" % (m.group(1), m.group(2), rid)}, {}
-                return 204, None, {}
+                    answer = (200, {"workflow_run_id": rid,
+                                    "run_url": "%s/repos/%s/%s/actions/runs/%d" % (base, m.group(1), m.group(2), rid),
+                                    "html_url": "https://github.com/%s/%s/actions/runs/%d" % (m.group(1), m.group(2), rid)}, {})
+                else:
+                    answer = (204, None, {})
+            if hang:
+                time.sleep(hang)  # the run exists; the answer comes too late
+            return answer
 
         m = LIST.match(path)
         if m and method == "GET":
@@ -145,6 +194,17 @@ class GitHub(fakelib.App):
                 self.advance(run)
                 return 200, self.run_view(run), {}
 
+        m = JOBS.match(path)
+        if m and method == "GET":
+            with st.lock:
+                if not auth["present"]:
+                    return 401, gh_error(401, "Requires authentication"), {}
+                run = st.runs.get(int(m.group(3)))
+                if run is None:
+                    return 404, gh_error(404, "Not Found"), {}
+                jobs = self.jobs_view(run)
+                return 200, {"total_count": len(jobs), "jobs": jobs}, {}
+
         m = CANCEL.match(path)
         if m and method == "POST":
             with st.lock:
@@ -153,6 +213,11 @@ class GitHub(fakelib.App):
                     return 404, gh_error(404, "Not Found"), {}
                 if run["status"] == "completed":
                     return 409, gh_error(409, "Cannot cancel a workflow run that is completed."), {}
+                how = st.script.get("cancel")
+                if how == "refuse":
+                    return 500, gh_error(500, "Server Error"), {}
+                if how == "ignore":
+                    return 202, {}, {}
                 run["status"], run["conclusion"] = "completed", "cancelled"
                 st.end_run(run)
                 return 202, {}, {}

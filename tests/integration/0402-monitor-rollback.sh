@@ -51,7 +51,7 @@ assert_eq "$(jq -r .first_failure_at <<<"$ev")" "$first_fail" first_failure_at
 det=$(ms_of "$first_fail")
 dec=$(ms_of "$(jq -r .decided_at <<<"$ev")")
 [ "$det" -ge "$flipped" ] || fail "detected_at before the service failed"
-[ $((dec - det)) -ge 2000 ] && [ $((dec - det)) -le 3000 ] ||
+[ $((dec - det)) -ge 1900 ] && [ $((dec - det)) -le 3000 ] ||
     fail "decision $((dec - det)) ms after detection, expected about 2 intervals"
 [ $((det - flipped)) -le 1500 ] || fail "first failure seen $((det - flipped)) ms after the flip"
 

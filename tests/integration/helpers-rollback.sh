@@ -72,3 +72,27 @@ notifications() { events | jq -c --arg id "$1" 'select((.type | startswith("noti
 notifications_ge() { [ "$(notifications "$1" | wc -l)" -ge "$2" ]; }
 # slack_texts NAME: the texts the Slack double received, one JSON string a line.
 slack_texts() { fake_calls "$1" | jq -c '.calls[] | select(.path | startswith("/services/")) | .body.text'; }
+
+# ---- the Railway double: deployments made by hand, and what it serves (0503) ----
+# rw_gql URL JSON: one GraphQL call to the double at URL (.../graphql/v2); prints the answer.
+rw_gql() { curl -fsS -H 'Authorization: Bearer x' -H 'Content-Type: application/json' "$1" -d "$2"; }
+# rw_create URL SERVICE_ID ENV_ID VERSION: a deployment of VERSION, not polled yet (the
+# double moves it on per poll, so it goes live only once rw_poll is called). Prints its id.
+rw_create() {
+    rw_gql "$1" "$(jq -cn --arg s "$2" --arg e "$3" --arg v "$4" '{query:"mutation deploy($serviceId: String!, $environmentId: String!, $commitSha: String) { serviceInstanceDeployV2(serviceId: $serviceId, environmentId: $environmentId, commitSha: $commitSha) }",
+        variables:{serviceId:$s,environmentId:$e,commitSha:$v}}')" | jq -er .data.serviceInstanceDeployV2 ||
+        fail "the Railway double did not create a deployment of $4"
+}
+# rw_poll URL ID: poll the deployment until it is SUCCESS (at most 10 polls).
+rw_poll() {
+    local s
+    for _ in $(seq 1 10); do
+        s=$(rw_gql "$1" "$(jq -cn --arg id "$2" '{query:"query status($id: String!) { deployment(id: $id) { id status } }",variables:{id:$id}}')" |
+            jq -r .data.deployment.status)
+        [ "$s" = SUCCESS ] && return 0
+    done
+    fail "deployment $2 at the Railway double is $s, not SUCCESS"
+}
+# rw_live BASE SERVICE_ID ENV_ID: what the double serves ({"live": {...}, "history": [...]};
+# BASE is http://127.0.0.1:PORT).
+rw_live() { curl -fsS "$1/live/$2/$3"; }

@@ -360,6 +360,54 @@ static void test_targets_sorted_and_json(void **state)
     dq_fold_free(f);
 }
 
+/* A timeout whose cancel was not confirmed leaves the target's outcome unknown until a
+ * deploy or a rollback of it succeeds; a known failure does not. */
+static void test_outcome_unknown(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    char before[DQ_FOLD_HASH_HEX_LEN + 1], after[DQ_FOLD_HASH_HEX_LEN + 1];
+
+    put(f, 0, 0, DQ_EV_SUCCEEDED, D1, "api", "prod", "v1", "2026-01-01T10:00:00Z", 1, NULL);
+    dq_fold_state_hash(f, before);
+    put(f, 0, 1, DQ_EV_FAILED, D2, "api", "prod", "v2", "2026-01-01T11:00:00Z", 2,
+        "{\"reason\":\"timeout\",\"cancel\":\"unconfirmed\",\"outcome\":\"unknown\"}");
+    t = dq_fold_target_get(f, "api", "prod");
+    assert_string_equal(t->unknown_deployment_id, D2);
+    assert_string_equal(t->unknown_version, "v2");
+    assert_int_equal(t->unknown_since_ms, ms("2026-01-01T11:00:00Z"));
+    assert_string_equal(t->current_version, "v1"); /* what was last known */
+    dq_fold_state_hash(f, after);
+    assert_string_not_equal(before, after);
+    cJSON *j = dq_fold_target_json(t);
+    const cJSON *u = cJSON_GetObjectItem(j, "outcome_unknown");
+    assert_non_null(u);
+    assert_string_equal(cJSON_GetObjectItem(u, "deployment_id")->valuestring, D2);
+    assert_string_equal(cJSON_GetObjectItem(u, "since")->valuestring, "2026-01-01T11:00:00.000Z");
+    cJSON_Delete(j);
+
+    /* a later known failure leaves it unknown; a success makes it known again */
+    put(f, 0, 2, DQ_EV_FAILED, D3, "api", "prod", "v3", "2026-01-01T12:00:00Z", 3,
+        "{\"reason\":\"timeout\",\"cancel\":\"confirmed\"}");
+    assert_string_equal(t->unknown_deployment_id, D2);
+    put(f, 0, 3, DQ_EV_SUCCEEDED, D3, "api", "prod", "v3", "2026-01-01T12:30:00Z", 4, NULL);
+    assert_null(t->unknown_deployment_id);
+    assert_null(t->unknown_version);
+    j = dq_fold_target_json(t);
+    assert_null(cJSON_GetObjectItem(j, "outcome_unknown"));
+    cJSON_Delete(j);
+
+    /* a rollback that succeeded does the same */
+    put(f, 0, 4, DQ_EV_FAILED, D1, "api", "prod", "v4", "2026-01-01T13:00:00Z", 5,
+        "{\"reason\":\"timeout\",\"cancel\":\"off\",\"outcome\":\"unknown\"}");
+    assert_non_null(t->unknown_deployment_id);
+    put(f, 0, 5, DQ_EV_ROLLBACK_SUCCEEDED, D1, "api", "prod", "v4", "2026-01-01T13:05:00Z", 6,
+        "{\"to_version\":\"v3\"}");
+    assert_null(t->unknown_deployment_id);
+    dq_fold_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_state_hash_order_independent),
         cmocka_unit_test(test_unreadable_and_untargeted),
         cmocka_unit_test(test_targets_sorted_and_json),
+        cmocka_unit_test(test_outcome_unknown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

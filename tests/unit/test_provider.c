@@ -299,7 +299,8 @@ static void test_railway_refusals_unavailable(void **state)
         {"{\"mode\":\"http_402\"}", "payment_required", 402, 1},
         {"{\"mode\":\"http_403\"}", "forbidden", 403, 1},
         {"{\"mode\":\"http_401\"}", "unauthorized", 401, 1},
-        {"{\"mode\":\"http_5xx\"}", "http_5xx", 503, 2}, /* retries = 1 */
+        /* retries = 1: two deploy calls, each followed by a lookup of what it created */
+        {"{\"mode\":\"http_5xx\"}", "http_5xx", 503, 4},
     };
     dq_provider *p = railway(NULL);
 
@@ -404,10 +405,10 @@ static void test_railway_rollback_and_cancel(void **state)
 
     p = railway(",\"rollback\":\"rollback\"");
     assert_int_equal(dq_provider_rollback(p, &REQ, id, nid, sizeof nid, &e), 0);
-    assert_string_equal(nid, "");
+    assert_int_equal(strlen(nid), 36); /* the deployment the rollback created (test_provider_railway.c) */
     cJSON *calls = dq_fake_calls(&rw);
     int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(calls, "calls"));
-    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(calls, "calls"), n - 1);
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(calls, "calls"), n - 2);
     const char *q = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "body"), "query")->valuestring;
     assert_non_null(strstr(q, "deploymentRollback(id: $id)"));
     assert_true(dq_fake_all_fenced(calls, 42));
@@ -534,6 +535,155 @@ static void test_chain_resume_does_not_redeploy(void **state)
     dq_provider_free(p);
 }
 
+/* ---- issue 10: truth at the provider boundary ---- */
+
+/* How many recorded Railway calls ran the operation op (a name in the query text). */
+static int rw_ops(const cJSON *calls, const char *op)
+{
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(calls, "calls"))
+    {
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "body"), "query");
+        n += cJSON_IsString(q) && strstr(q->valuestring, op) != NULL;
+    }
+    return n;
+}
+
+static void test_chain_fails_over_from_startup_failure(void **state)
+{
+    dq_provider *ps[2] = {github(), railway(NULL)};
+    dq_fake_events ev;
+    dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+    dq_chain_result res;
+
+    /* GitHub accepts, then the run ends startup_failure without a job: unavailable. */
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"startup_failure\"}"), 0);
+    assert_int_equal(dq_chain_run(ps, 2, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(ev.failed, 1);
+    assert_string_equal(ev.failed_provider, "gha");
+    assert_string_equal(ev.failed_class, "not_started");
+    assert_int_equal(ev.started, 2); /* the GitHub run, then Railway's deployment */
+    assert_string_equal(ev.started_provider, "railway-main");
+    assert_string_equal(res.provider, "railway-main");
+    assert_string_equal(res.provider_status, "SUCCESS");
+    assert_int_equal(res.providers_tried, 2);
+    dq_chain_result_clear(&res);
+
+    /* The same run that did start a job: a failed deploy, Railway never asked. */
+    assert_int_equal(dq_fake_reset(&rw), 0);
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"startup_failure\",\"job_started\":true}"), 0);
+    cb = dq_fake_callbacks(&ev);
+    assert_int_equal(dq_chain_run(ps, 2, &REQ, &cb, &FAST, &res), DQ_CHAIN_FAILED);
+    assert_string_equal(res.failure, "build_failed");
+    assert_string_equal(res.provider, "gha");
+    assert_int_equal(ev.failed, 0);
+    cJSON *calls = dq_fake_calls(&rw);
+    assert_int_equal(rw_ops(calls, "serviceInstanceDeployV2"), 0);
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* After a restart: resuming the recorded GitHub run fails over the same way. */
+    char id[DQ_PROVIDER_ID_LEN];
+    dq_provider_error e;
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"startup_failure\"}"), 0);
+    assert_int_equal(dq_provider_deploy(ps[0], &REQ, id, sizeof id, &e), 0);
+    cb = dq_fake_callbacks(&ev);
+    assert_int_equal(dq_chain_resume_at(ps, 2, 0, id, 500, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(ev.failed, 1);
+    assert_int_equal(ev.started, 1);
+    assert_string_equal(res.provider, "railway-main");
+    dq_chain_result_clear(&res);
+    dq_provider_free(ps[0]);
+    dq_provider_free(ps[1]);
+}
+
+static void test_chain_fails_over_from_queued(void **state)
+{
+    dq_provider *ps[2] = {dq_fake_provider("{\"type\":\"github-actions\",\"name\":\"gha\",\"base_url\":\"%s\","
+                                           "\"owner\":\"acme\",\"repo\":\"shop\",\"workflow\":\"deploy.yml\","
+                                           "\"token\":\"" GH_TOKEN "\",\"poll_interval\":\"30ms\",\"deadline\":\"5s\","
+                                           "\"queue_timeout\":\"400ms\",\"timeout\":\"2s\",\"retries\":1}",
+                                           gh.base),
+                          railway(NULL)};
+    dq_fake_events ev;
+    dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+    dq_chain_result res;
+
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"queued_forever\"}"), 0);
+    assert_int_equal(dq_chain_run(ps, 2, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_string_equal(res.provider, "railway-main");
+    assert_int_equal(ev.failed, 1);
+    assert_string_equal(ev.failed_class, "not_started");
+    cJSON *calls = dq_fake_calls(&gh);
+    assert_int_equal(dq_fake_count(calls, "POST", "/cancel"), 1);
+    /* cancelled before Railway was asked: never two deploys in flight */
+    const cJSON *cancel = dq_fake_call(calls, "POST", "/cancel", 0);
+    double cancelled_at = cJSON_GetObjectItemCaseSensitive(cancel, "time")->valuedouble;
+    cJSON_Delete(calls);
+    calls = dq_fake_calls(&rw);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(calls, "calls"))
+        assert_true(cJSON_GetObjectItemCaseSensitive(c, "time")->valuedouble > cancelled_at);
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+    dq_provider_free(ps[0]);
+    dq_provider_free(ps[1]);
+}
+
+static void test_railway_create_then_lost_answer(void **state)
+{
+    static const char *const scripts[] = {"{\"create_then\":\"502\",\"steps\":1}",
+                                          "{\"create_then\":\"hang\",\"hang_ms\":3000,\"steps\":1}"};
+    dq_provider *ps[2] = {railway(NULL), github()};
+
+    for (size_t i = 0; i < 2; i++) {
+        dq_fake_events ev;
+        dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+        dq_chain_result res;
+        assert_int_equal(dq_fake_reset(&rw), 0);
+        assert_int_equal(dq_fake_reset(&gh), 0);
+        assert_int_equal(dq_fake_script(&rw, scripts[i]), 0);
+        assert_int_equal(dq_chain_run(ps, 2, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+        assert_string_equal(res.provider, "railway-main");
+        assert_int_equal(ev.failed, 0);
+        assert_int_equal(ev.started, 1);
+        cJSON *calls = dq_fake_calls(&rw);
+        assert_int_equal(rw_ops(calls, "serviceInstanceDeployV2"), 1);
+        assert_int_equal(rw_ops(calls, "deployments("), 1);
+        assert_int_equal(dq_fake_max_concurrent(calls), 1);
+        cJSON_Delete(calls);
+        calls = dq_fake_calls(&gh);
+        assert_int_equal(dq_fake_count(calls, "POST", "/dispatches"), 0);
+        cJSON_Delete(calls);
+        dq_chain_result_clear(&res);
+    }
+    dq_provider_free(ps[0]);
+    dq_provider_free(ps[1]);
+}
+
+static void test_railway_cancel_confirmed_or_not(void **state)
+{
+    dq_provider *p = railway(",\"deadline\":\"300ms\"");
+    dq_chain_result res;
+    dq_chain_options o = {.poll_interval_ms = 30, .cancel_on_timeout = 1, .cancel_wait_ms = 300};
+
+    assert_int_equal(dq_fake_script(&rw, "{\"mode\":\"in_flight_forever\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "confirmed");
+    assert_false(res.outcome_unknown);
+    assert_non_null(strstr(res.reason, "cancelled (now REMOVED)"));
+    dq_chain_result_clear(&res);
+
+    assert_int_equal(dq_fake_script(&rw, "{\"mode\":\"in_flight_forever\",\"cancel\":\"refuse\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "unconfirmed");
+    assert_true(res.outcome_unknown);
+    assert_string_equal(res.provider_status, "BUILDING");
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +704,10 @@ int main(void)
         cmocka_unit_test_setup(test_chain_all_unavailable, reset),
         cmocka_unit_test_setup(test_chain_stops_when_told, reset),
         cmocka_unit_test_setup(test_chain_resume_does_not_redeploy, reset),
+        cmocka_unit_test_setup(test_chain_fails_over_from_startup_failure, reset),
+        cmocka_unit_test_setup(test_chain_fails_over_from_queued, reset),
+        cmocka_unit_test_setup(test_railway_create_then_lost_answer, reset),
+        cmocka_unit_test_setup(test_railway_cancel_confirmed_or_not, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,9 @@
 /*
  * test_provider_circleci.c - the CircleCI adapter against the CircleCI double: trigger
  * and workflow polling, the 200-with-message that created nothing, failed and errored
- * pipelines, refusals, the newer /pipeline/run trigger and cancel.
+ * pipelines, refusals, the newer /pipeline/run trigger and cancel; a trigger that created
+ * its pipeline and then lost the answer (502, or none in time) is adopted, not repeated;
+ * a cancel on timeout is confirmed or said not to be.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -185,6 +187,68 @@ static void test_pipeline_run_and_cancel(void **state)
     dq_provider_free(p);
 }
 
+static void test_create_then_lost_answer(void **state)
+{
+    static const char *const scripts[] = {"{\"create_then\":\"502\",\"steps\":1}",
+                                          "{\"create_then\":\"hang\",\"hang_ms\":3000,\"steps\":1}"};
+    dq_provider *p = circleci(NULL);
+
+    for (size_t i = 0; i < 2; i++) {
+        dq_fake_events ev;
+        dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+        dq_chain_result res;
+        assert_int_equal(dq_fake_reset(&cc), 0);
+        assert_int_equal(dq_fake_script(&cc, scripts[i]), 0);
+        assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+        assert_int_equal(ev.started, 1);
+        assert_int_equal(ev.failed, 0);
+        cJSON *calls = dq_fake_calls(&cc);
+        assert_int_equal(dq_fake_count(calls, "POST", "/api/v2/project/gh/acme/shop/pipeline"), 1);
+        const cJSON *look = dq_fake_call(calls, "GET", "/api/v2/project/gh/acme/shop/pipeline", 0);
+        assert_non_null(look);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(look, "query"),
+                                                             "branch")->valuestring,
+                            "main");
+        assert_true(dq_fake_all_fenced(calls, REQ.fence));
+        cJSON_Delete(calls);
+        dq_chain_result_clear(&res);
+    }
+
+    /* A 5xx that created nothing: looked up, then the error stands (retries 0). */
+    char id[DQ_PROVIDER_ID_LEN];
+    dq_provider_error e;
+    assert_int_equal(dq_fake_reset(&cc), 0);
+    assert_int_equal(dq_fake_script(&cc, "{\"mode\":\"http_5xx\"}"), 0);
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), -1);
+    assert_int_equal(e.kind, DQ_PROV_UNAVAILABLE);
+    assert_string_equal(e.error_class, "http_5xx");
+    cJSON *calls = dq_fake_calls(&cc);
+    assert_int_equal(dq_fake_count(calls, "GET", "/api/v2/project/gh/acme/shop/pipeline"), 1);
+    cJSON_Delete(calls);
+    dq_provider_free(p);
+}
+
+static void test_cancel_on_timeout(void **state)
+{
+    dq_provider *p = circleci(",\"deadline\":\"300ms\"");
+    dq_chain_options o = {.poll_interval_ms = 30, .cancel_on_timeout = 1, .cancel_wait_ms = 400};
+    dq_chain_result res;
+
+    assert_int_equal(dq_fake_script(&cc, "{\"mode\":\"in_flight_forever\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "confirmed");
+    assert_false(res.outcome_unknown);
+    assert_non_null(strstr(res.reason, "cancelled (now canceled)"));
+    dq_chain_result_clear(&res);
+
+    assert_int_equal(dq_fake_script(&cc, "{\"mode\":\"in_flight_forever\",\"cancel\":\"refuse\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "unconfirmed");
+    assert_true(res.outcome_unknown);
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +257,8 @@ int main(void)
         cmocka_unit_test_setup(test_failures, reset),
         cmocka_unit_test_setup(test_refusals, reset),
         cmocka_unit_test_setup(test_pipeline_run_and_cancel, reset),
+        cmocka_unit_test_setup(test_create_then_lost_answer, reset),
+        cmocka_unit_test_setup(test_cancel_on_timeout, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,10 @@
 /*
  * test_provider_github.c - the GitHub Actions adapter against the GitHub double: dispatch
  * with return_run_details, the fallback that finds the run by deployment id when the
- * server refuses that field, "no run created", conclusions, refusals and cancel.
+ * server refuses that field, "no run created", conclusions, refusals and cancel; a billing
+ * lapse in each of its shapes (refused dispatch, startup_failure, stuck in queued) told
+ * from a run that did start a job; a dispatch that created its run and then answered 502
+ * or never answered in time is adopted, not repeated.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,7 +78,9 @@ static void test_success_with_run_details(void **state)
 
     cJSON *calls = dq_fake_calls(&gh);
     assert_int_equal(dq_fake_count(calls, "POST", "/repos/acme/shop/actions/workflows/deploy.yml/dispatches"), 1);
-    assert_int_equal(dq_fake_count(calls, "GET", "/repos/acme/shop/actions/runs/1001"), 3);
+    /* three polls of the run; the first found it queued and asked whether a job started */
+    assert_int_equal(dq_fake_count(calls, "GET", "/repos/acme/shop/actions/runs/1001"), 4);
+    assert_int_equal(dq_fake_count(calls, "GET", "/repos/acme/shop/actions/runs/1001/jobs"), 1);
     assert_int_equal(dq_fake_count(calls, "GET", "/runs?"), 0);
     assert_true(dq_fake_all_fenced(calls, 9));
     const cJSON *c = dq_fake_call(calls, "POST", "/dispatches", 0);
@@ -161,7 +166,11 @@ static void test_conclusions(void **state)
         const char *failure;
     } cases[] = {
         {"{\"mode\":\"fail_after_building\"}", DQ_CHAIN_FAILED, "failure", "build_failed"},
-        {"{\"mode\":\"startup_failure\"}", DQ_CHAIN_FAILED, "startup_failure", "build_failed"},
+        /* no job started: the provider was unavailable, and it was the only one */
+        {"{\"mode\":\"startup_failure\"}", DQ_CHAIN_FAILED, "", "all_providers_unavailable"},
+        /* a job did start: a failed deploy, never tried elsewhere */
+        {"{\"mode\":\"startup_failure\",\"job_started\":true}", DQ_CHAIN_FAILED, "startup_failure",
+         "build_failed"},
         {"{\"mode\":\"in_flight_forever\"}", DQ_CHAIN_TIMEOUT, "in_progress", "timeout"},
     };
     dq_provider *p = github(",\"deadline\":\"300ms\"");
@@ -187,6 +196,10 @@ static void test_refusals(void **state)
         {"{\"mode\":\"http_403\"}", "forbidden"},
         {"{\"mode\":\"http_401\"}", "unauthorized"},
         {"{\"mode\":\"http_5xx\"}", "http_5xx"},
+        /* a billing lapse refused as 403 is a payment problem, not a permission one */
+        {"{\"mode\":\"http_403\",\"message\":\"The job was not started because recent account payments have "
+         "failed or your spending limit needs to be increased. Please check the 'Billing & plans' section.\"}",
+         "payment_required"},
     };
     dq_provider *p = github(NULL);
 
@@ -223,6 +236,171 @@ static void test_cancel(void **state)
     dq_provider_free(p);
 }
 
+/* The number of runs the double created (dispatches that made a run). */
+static int runs_created(const cJSON *calls)
+{
+    return dq_fake_count(calls, "POST", "/dispatches");
+}
+
+static void test_startup_failure_reports_not_started(void **state)
+{
+    dq_provider *p = github(NULL);
+    char id[DQ_PROVIDER_ID_LEN];
+    dq_provider_error e;
+    dq_deploy_status st;
+
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"startup_failure\"}"), 0);
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), 0);
+    assert_int_equal(dq_provider_status(p, &REQ, id, &st, &e), 0);
+    assert_int_equal(st.state, DQ_DEPLOY_NOT_STARTED);
+    assert_true(st.never_ran);
+    assert_non_null(strstr(st.detail, "startup_failure without starting a job"));
+    dq_provider_status_clear(&st);
+    cJSON *calls = dq_fake_calls(&gh);
+    assert_int_equal(dq_fake_count(calls, "GET", "/actions/runs/1001/jobs"), 1);
+    cJSON_Delete(calls);
+
+    /* queued without a job: in flight, but queued; with a job that ran: not queued */
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"queued_forever\"}"), 0);
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), 0);
+    assert_int_equal(dq_provider_status(p, &REQ, id, &st, &e), 0);
+    assert_int_equal(st.state, DQ_DEPLOY_IN_FLIGHT);
+    assert_string_equal(st.raw, "queued");
+    assert_true(st.queued);
+    dq_provider_status_clear(&st);
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"queued_forever\",\"job_started\":true}"), 0);
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), 0);
+    assert_int_equal(dq_provider_status(p, &REQ, id, &st, &e), 0);
+    assert_int_equal(st.state, DQ_DEPLOY_IN_FLIGHT);
+    assert_false(st.queued);
+    dq_provider_status_clear(&st);
+    dq_provider_free(p);
+}
+
+static void test_queued_past_queue_timeout(void **state)
+{
+    dq_provider *p = github(",\"queue_timeout\":\"300ms\"");
+    dq_fake_events ev;
+    dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+    dq_chain_result res;
+
+    /* Nothing ever starts: cancelled, confirmed, and the provider counts as unavailable. */
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"queued_forever\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &FAST, &res), DQ_CHAIN_FAILED);
+    assert_string_equal(res.failure, "all_providers_unavailable");
+    assert_int_equal(ev.started, 1);
+    assert_int_equal(ev.failed, 1);
+    assert_string_equal(ev.failed_class, "not_started");
+    assert_non_null(strstr(ev.failed_detail, "stayed queued"));
+    cJSON *calls = dq_fake_calls(&gh);
+    assert_int_equal(dq_fake_count(calls, "POST", "/actions/runs/1001/cancel"), 1);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(calls, "active"),
+                                                      "web/staging")->valueint, 0);
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* A run that started a job is never failed over, however long it is queued. */
+    assert_int_equal(dq_fake_reset(&gh), 0);
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"queued_forever\",\"job_started\":true}"), 0);
+    dq_chain_options o = {.poll_interval_ms = 30, .deadline_ms = 800, .cancel_on_timeout = 1};
+    cb = dq_fake_callbacks(&ev);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_int_equal(ev.failed, 0);
+    assert_string_equal(res.failure, "timeout");
+    assert_string_equal(res.cancel, "confirmed");
+    assert_false(res.outcome_unknown);
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
+static void test_create_then_502_is_adopted(void **state)
+{
+    dq_provider *p = github(NULL);
+    dq_fake_events ev;
+    dq_chain_callbacks cb = dq_fake_callbacks(&ev);
+    dq_chain_result res;
+
+    assert_int_equal(dq_fake_script(&gh, "{\"create_then\":\"502\",\"steps\":1}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_string_equal(res.provider_id, "1001");
+    assert_int_equal(ev.started, 1);
+    assert_int_equal(ev.failed, 0);
+    cJSON *calls = dq_fake_calls(&gh);
+    assert_int_equal(runs_created(calls), 1); /* never sent twice */
+    /* looked it up (a run is listed a moment after its dispatch, so perhaps more than once) */
+    assert_true(dq_fake_count(calls, "GET", "/actions/workflows/deploy.yml/runs") >= 1);
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* Created, then no answer within the client's timeout (2 s): adopted as well. */
+    assert_int_equal(dq_fake_reset(&gh), 0);
+    assert_int_equal(dq_fake_script(&gh, "{\"create_then\":\"hang\",\"hang_ms\":3000,\"steps\":1}"), 0);
+    cb = dq_fake_callbacks(&ev);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_string_equal(res.provider_id, "1001");
+    assert_int_equal(ev.failed, 0);
+    calls = dq_fake_calls(&gh);
+    assert_int_equal(runs_created(calls), 1);
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* A 5xx that created nothing is retried (retries = 1) after looking, then fails over. */
+    dq_provider_free(p);
+    p = github(",\"find_run_timeout\":\"500ms\"");
+    assert_int_equal(dq_fake_reset(&gh), 0);
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"http_5xx\"}"), 0);
+    char id[DQ_PROVIDER_ID_LEN];
+    dq_provider_error e;
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), -1);
+    assert_int_equal(e.kind, DQ_PROV_UNAVAILABLE);
+    assert_string_equal(e.error_class, "http_5xx");
+    calls = dq_fake_calls(&gh);
+    assert_int_equal(dq_fake_count(calls, "POST", "/dispatches"), 2);
+    const cJSON *first_look = dq_fake_call(calls, "GET", "/actions/workflows/deploy.yml/runs", 0);
+    const cJSON *second_dispatch = dq_fake_call(calls, "POST", "/dispatches", 1);
+    /* the second dispatch only after a lookup found nothing */
+    assert_non_null(first_look);
+    assert_true(cJSON_GetObjectItemCaseSensitive(first_look, "time")->valuedouble <
+                cJSON_GetObjectItemCaseSensitive(second_dispatch, "time")->valuedouble);
+    cJSON_Delete(calls);
+    dq_provider_free(p);
+}
+
+static void test_cancel_confirmed_or_not(void **state)
+{
+    dq_provider *p = github(",\"deadline\":\"300ms\"");
+    dq_chain_result res;
+    dq_chain_options o = {.poll_interval_ms = 30, .cancel_on_timeout = 1, .cancel_wait_ms = 400};
+
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"in_flight_forever\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "confirmed");
+    assert_false(res.outcome_unknown);
+    assert_string_equal(res.provider_status, "in_progress"); /* where it stood at the deadline */
+    assert_non_null(strstr(res.reason, "cancelled (now cancelled)"));
+    dq_chain_result_clear(&res);
+
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"in_flight_forever\",\"cancel\":\"refuse\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "unconfirmed");
+    assert_true(res.outcome_unknown);
+    assert_non_null(strstr(res.reason, "outcome unknown"));
+    dq_chain_result_clear(&res);
+
+    assert_int_equal(dq_fake_script(&gh, "{\"mode\":\"in_flight_forever\",\"cancel\":\"ignore\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "unconfirmed");
+    assert_true(res.outcome_unknown);
+    dq_chain_result_clear(&res);
+
+    o.cancel_on_timeout = 0;
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &o, &res), DQ_CHAIN_TIMEOUT);
+    assert_string_equal(res.cancel, "off");
+    assert_true(res.outcome_unknown);
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +410,10 @@ int main(void)
         cmocka_unit_test_setup(test_conclusions, reset),
         cmocka_unit_test_setup(test_refusals, reset),
         cmocka_unit_test_setup(test_cancel, reset),
+        cmocka_unit_test_setup(test_startup_failure_reports_not_started, reset),
+        cmocka_unit_test_setup(test_queued_past_queue_timeout, reset),
+        cmocka_unit_test_setup(test_create_then_502_is_adopted, reset),
+        cmocka_unit_test_setup(test_cancel_confirmed_or_not, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

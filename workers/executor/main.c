@@ -239,6 +239,7 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
     x.should_continue = job_continue;
     x.ctx = &jc;
     x.chain.cancel_on_timeout = ex->settings.cancel_on_timeout;
+    x.chain.cancel_wait_ms = ex->settings.cancel_wait_ms;
     /* blue-green (bluegreen.h): the idle color's chain, then probe and switch */
     if (dq_bg_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
         bgj.redis = *redis;

@@ -695,12 +695,14 @@ static int restore(run *r, const cJSON *rec)
         dq_info("rollback %s: resuming %s deployment %s on %s", req->id, r->method, pid && pid[0] ? pid : "-",
                 dq_provider_name(p));
         if (!pid || !pid[0]) {
-            /* Railway's deploymentRollback answers true and gives nothing to poll. */
-            dq_strlcpy(res.provider, dq_provider_name(p), sizeof res.provider);
-            outcome = DQ_CHAIN_SUCCEEDED;
-        } else {
-            outcome = dq_chain_resume(p, pid, dq_now_ms() - started, &preq, &cb, &opts, &res);
+            /* Only a rollback recorded before deployq polled what deploymentRollback
+             * started leaves no id: what it restored cannot be seen, so never a success. */
+            rc = fail_with(r, "the interrupted rollback left no provider deployment to poll: the restore "
+                              "cannot be confirmed",
+                           dq_provider_name(p), "check what serves now, then deployq rollback --to VERSION");
+            goto out;
         }
+        outcome = dq_chain_resume(p, pid, dq_now_ms() - started, &preq, &cb, &opts, &res);
         goto judged;
     }
 
@@ -751,14 +753,19 @@ static int restore(run *r, const cJSON *rec)
         dq_provider_error e;
 
         if (dq_provider_rollback(native, &preq, dq_json_str(dj, "provider_id"), new_id, sizeof new_id, &e) == 0) {
+            /* A provider rollback only starts a deployment (Railway's deploymentRollback
+             * builds the old image anew while the failing version keeps serving): the
+             * restore is that deployment's terminal state, polled like a deploy's. */
             on_started(r, native, new_id);
-            if (new_id[0]) {
-                outcome = dq_chain_resume(native, new_id, 0, &preq, &cb, &opts, &res);
-            } else {
-                dq_strlcpy(res.provider, dq_provider_name(native), sizeof res.provider);
-                dq_strlcpy(res.provider_type, dq_provider_type(native), sizeof res.provider_type);
-                outcome = DQ_CHAIN_SUCCEEDED;
+            if (!new_id[0]) {
+                rc = fail_with(r, "the provider accepted the rollback but named no deployment to poll: the "
+                                  "restore cannot be confirmed",
+                               dq_provider_name(native), NULL);
+                goto out;
             }
+            dq_info("rollback %s: %s started deployment %s; polling it to a terminal state", req->id,
+                    dq_provider_name(native), new_id);
+            outcome = dq_chain_resume(native, new_id, 0, &preq, &cb, &opts, &res);
             goto judged;
         }
         if (e.kind == DQ_PROV_FAILED) {

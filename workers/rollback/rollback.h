@@ -21,10 +21,13 @@
  * picks the version (data.to_version, else the newest verified one that is not the
  * failing version: never a blind rollback), restores it (a Railway provider rollback of
  * the recorded deployment, else a redeploy of that version through the chain with
- * failover), polls to a terminal state and emits rollback.started then rollback.succeeded
- * (with detected_at / decided_at / restored_at / mttr_ms) or rollback.failed, each with
- * the lock's fence and an id derived from the request's id. Notifications go out after
- * those events (notify.h); their delivery is reported as notification.sent / failed.
+ * failover), polls what that started to the provider's terminal state and only then emits
+ * rollback.succeeded (restored_at is that moment: the old version is live; a provider
+ * answer that gives nothing to poll is never a success). Events: rollback.started, then
+ * rollback.succeeded (with detected_at / decided_at / restored_at / mttr_ms) or
+ * rollback.failed, each with the lock's fence and an id derived from the request's id.
+ * Notifications go out after those events (notify.h); their delivery is reported as
+ * notification.sent / failed.
  */
 #ifndef DQ_ROLLBACK_H
 #define DQ_ROLLBACK_H
