@@ -3,7 +3,13 @@
  * the environment overrides (see config.h for the contract, docs/configuration.md for the
  * keys).
  *
- * A load makes three passes over one libfyaml document. First every scalar is resolved
+ * The document is parsed without libfyaml resolving anything: its duplicate-key check and
+ * its alias resolution are quadratic in 0.7.12 (a mapping of 20,000 services took 20 s), and
+ * the resolution has no bound (a 600-byte alias bomb grew to gigabytes). This module checks
+ * keys and aliases itself in one linear walk, with limits, and only then expands aliases
+ * and merge keys (expand_aliases).
+ *
+ * A load then makes three passes over the document. First every scalar is resolved
  * (${NAME} replaced) into the node's meta data, so a missing variable fails the load
  * whichever section holds it, each resolved value is registered for redaction before
  * anything could log it, and later readers never see the raw references. Then the sections
@@ -40,17 +46,27 @@
 #define KEY_BYTES 32 /* an Ed25519 public key */
 #define NAME_MAX_LEN 63
 #define CONFIG_MAX_BYTES (4 * 1024 * 1024) /* far above any real configuration */
+/* Limits on what aliases may do (docs/configuration.md, "Anchors and aliases"). Nodes: a
+ * plain file of CONFIG_MAX_BYTES holds at most about 2,000,000, so aliases cannot make a
+ * document much bigger than the largest file allowed. Anchors: libfyaml 0.7 scans its list
+ * of anchors for every node it copies or frees, so each anchor costs time per node. */
+#define ALIAS_NODES_MAX 250000
+#define ANCHORS_MAX 1000
+#define NESTING_MAX 128 /* mappings and sequences inside each other, aliases expanded */
 
 /* Top-level sections that later workers read from cfg->doc themselves. */
 static const char *const reserved_sections[] = {
     "providers", "executor", "monitor", "rollback", "registry", "notifications", "locks",
 };
 
-/* The resolved text of one scalar, kept as the node's libfyaml meta data. */
-typedef struct scalar_meta {
+/* What this module keeps as a node's libfyaml meta data: for a scalar, its resolved text;
+ * for a mapping or sequence copied in place of an alias, the alias's line (libfyaml gives
+ * such a copy no parent, which is where dq_config_node_line() would find it). */
+typedef struct node_meta {
     int from_env; /* the text held a ${NAME} reference: it is a string, whatever it looks like */
+    int line;     /* a copy made for an alias: the alias's line; 0 otherwise */
     char text[];
-} scalar_meta;
+} node_meta;
 
 /* What every reader needs to report "name:line: message". */
 typedef struct loader {
@@ -112,6 +128,92 @@ static int buf_add(buf *b, const char *s, size_t n)
     b->len += n;
     b->p[b->len] = '\0';
     return 0;
+}
+
+/*
+ * A small open-addressing hash table, so that no check of the file is quadratic: a key is
+ * either text (key, len: compared by content) or a pointer (len == PTR_KEY: compared by
+ * address). Keys are borrowed, never copied: they must outlive the table.
+ */
+#define PTR_KEY ((size_t)-1)
+
+typedef struct table_slot {
+    const void *key; /* NULL: an empty slot */
+    size_t len;
+    void *value;
+} table_slot;
+
+typedef struct table {
+    table_slot *slot;
+    size_t cap, n; /* cap is 0 or a power of two */
+} table;
+
+static uint64_t table_hash(const void *key, size_t len)
+{
+    const unsigned char *p = len == PTR_KEY ? (const unsigned char *)&key : key;
+    size_t n = len == PTR_KEY ? sizeof key : len;
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h ^ (h >> 29);
+}
+
+static table_slot *table_find(const table *t, const void *key, size_t len)
+{
+    if (t->cap == 0)
+        return NULL;
+    size_t i = (size_t)table_hash(key, len) & (t->cap - 1);
+    for (; t->slot[i].key != NULL; i = (i + 1) & (t->cap - 1)) {
+        const table_slot *s = &t->slot[i];
+        if (s->len == len && (len == PTR_KEY ? s->key == key : memcmp(s->key, key, len) == 0))
+            return &t->slot[i];
+    }
+    return NULL;
+}
+
+static void *table_get(const table *t, const void *key, size_t len)
+{
+    table_slot *s = table_find(t, key, len);
+    return s != NULL ? s->value : NULL;
+}
+
+/* Set key to value (replacing an earlier value). 0, or -1 when out of memory. */
+static int table_put(table *t, const void *key, size_t len, void *value)
+{
+    table_slot *s = table_find(t, key, len);
+    if (s != NULL) {
+        s->value = value;
+        return 0;
+    }
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap != 0 ? t->cap * 2 : 16;
+        table_slot *slot = calloc(cap, sizeof *slot);
+        if (slot == NULL)
+            return -1;
+        for (size_t i = 0; i < t->cap; i++) {
+            if (t->slot[i].key == NULL)
+                continue;
+            size_t j = (size_t)table_hash(t->slot[i].key, t->slot[i].len) & (cap - 1);
+            while (slot[j].key != NULL)
+                j = (j + 1) & (cap - 1);
+            slot[j] = t->slot[i];
+        }
+        free(t->slot);
+        t->slot = slot;
+        t->cap = cap;
+    }
+    size_t i = (size_t)table_hash(key, len) & (t->cap - 1);
+    while (t->slot[i].key != NULL)
+        i = (i + 1) & (t->cap - 1);
+    t->slot[i] = (table_slot){.key = key, .len = len, .value = value};
+    t->n++;
+    return 0;
+}
+
+static void table_free(table *t)
+{
+    free(t->slot);
+    *t = (table){0};
 }
 
 static int is_name_start(char c)
@@ -201,10 +303,11 @@ static void meta_clear(struct fy_node *node, void *meta, void *user)
 
 static int set_meta(loader *ld, struct fy_node *node, const char *text, size_t len, int from_env)
 {
-    scalar_meta *m = malloc(sizeof *m + len + 1);
+    node_meta *m = malloc(sizeof *m + len + 1);
     if (m == NULL)
         return fail_at(ld, node, "out of memory");
     m->from_env = from_env;
+    m->line = 0;
     memcpy(m->text, text, len);
     m->text[len] = '\0';
     if (fy_node_set_meta(node, m) != 0) {
@@ -217,7 +320,8 @@ static int set_meta(loader *ld, struct fy_node *node, const char *text, size_t l
 /*
  * Store the resolved text of every scalar below node as its meta data. Keys are taken
  * literally (a key is a name, not a secret). A value left empty ("key:") gets no meta:
- * dq_config_node_scalar() reports it as NULL. Recursion is bounded by libfyaml's depth limit.
+ * dq_config_node_scalar() reports it as NULL. Recursion is bounded by NESTING_MAX, which
+ * expand_aliases() checked.
  */
 static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
 {
@@ -264,7 +368,7 @@ static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
     return 0;
 }
 
-static const scalar_meta *meta_of(struct fy_node *node)
+static const node_meta *meta_of(struct fy_node *node)
 {
     if (node == NULL || fy_node_get_type(node) != FYNT_SCALAR)
         return NULL;
@@ -278,7 +382,7 @@ static int is_null(struct fy_node *node)
         return 1;
     if (fy_node_get_type(node) != FYNT_SCALAR)
         return 0;
-    const scalar_meta *m = meta_of(node);
+    const node_meta *m = meta_of(node);
     if (m == NULL)
         return 1;
     size_t taglen = 0;
@@ -443,6 +547,110 @@ static char *default_schemas_dir(void)
     return strdup(DQ_SCHEMAS_SOURCE);
 }
 
+/* Append a kafka.* pair (the caller made sure the key is new). 0, or -1 on allocation. */
+static int kafka_add(dq_config *cfg, const char *key, const char *value)
+{
+    if (kafka_key_is_secret(key))
+        dq_log_redact(value);
+    dq_kv *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    cfg->kafka = grown;
+    char *k = strdup(key), *v = strdup(value);
+    if (k == NULL || v == NULL) {
+        free(k);
+        free(v);
+        return -1;
+    }
+    cfg->kafka[cfg->n_kafka].key = k;
+    cfg->kafka[cfg->n_kafka].value = v;
+    cfg->n_kafka++;
+    return 0;
+}
+
+/* ---- lookups by name ---------------------------------------------------------------- */
+
+/*
+ * Services by name and environments by (service, name), built once when the services are
+ * read, so that a lookup costs the same with 20,000 services as with two: `deployq check`
+ * and the `requires` checks look up every environment.
+ */
+struct dq_config_index {
+    size_t mask; /* slots - 1; slots is a power of two, at least twice the entries */
+    struct index_slot {
+        const dq_service *svc;     /* NULL: an empty slot */
+        const dq_environment *env; /* NULL: the slot is for the service itself */
+    } slot[];
+};
+
+static uint64_t index_hash(const dq_service *svc, const char *name)
+{
+    return table_hash(name, strlen(name)) ^ (svc != NULL ? table_hash(svc, PTR_KEY) : 0);
+}
+
+static const struct index_slot *index_find(const struct dq_config_index *ix,
+                                           const dq_service *svc, const char *name)
+{
+    for (size_t i = (size_t)index_hash(svc, name) & ix->mask; ix->slot[i].svc != NULL;
+         i = (i + 1) & ix->mask) {
+        const struct index_slot *s = &ix->slot[i];
+        if (svc == NULL ? s->env == NULL && strcmp(s->svc->name, name) == 0
+                        : s->svc == svc && s->env != NULL && strcmp(s->env->name, name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static void index_add(struct dq_config_index *ix, const dq_service *svc,
+                      const dq_environment *env)
+{
+    size_t i = (size_t)index_hash(env != NULL ? svc : NULL, env != NULL ? env->name : svc->name);
+    for (i &= ix->mask; ix->slot[i].svc != NULL; i = (i + 1) & ix->mask)
+        ;
+    ix->slot[i].svc = svc;
+    ix->slot[i].env = env;
+}
+
+/* The index of cfg's services and environments, or NULL when out of memory. */
+static struct dq_config_index *index_build(const dq_config *cfg)
+{
+    size_t entries = cfg->n_services, slots = 16;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        entries += cfg->services[i].n_envs;
+    while (slots < 2 * entries)
+        slots *= 2;
+    struct dq_config_index *ix = calloc(1, sizeof *ix + slots * sizeof ix->slot[0]);
+    if (ix == NULL)
+        return NULL;
+    ix->mask = slots - 1;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        const dq_service *svc = &cfg->services[i];
+        if (svc->name == NULL)
+            continue;
+        index_add(ix, svc, NULL);
+        for (size_t j = 0; j < svc->n_envs; j++)
+            if (svc->envs[j].name != NULL)
+                index_add(ix, svc, &svc->envs[j]);
+    }
+    return ix;
+}
+
+/* The environment of svc named name, or NULL. */
+static const dq_environment *env_of(const dq_config *cfg, const dq_service *svc,
+                                    const char *name)
+{
+    if (svc == NULL || name == NULL)
+        return NULL;
+    if (cfg->index != NULL) {
+        const struct index_slot *s = index_find(cfg->index, svc, name);
+        return s != NULL ? s->env : NULL;
+    }
+    for (size_t i = 0; i < svc->n_envs; i++)
+        if (svc->envs[i].name != NULL && strcmp(svc->envs[i].name, name) == 0)
+            return &svc->envs[i];
+    return NULL;
+}
+
 /* ---- sections ---------------------------------------------------------------------- */
 
 static int read_kafka(loader *ld, struct fy_node_pair *section)
@@ -459,7 +667,8 @@ static int read_kafka(loader *ld, struct fy_node_pair *section)
         const char *value = dq_config_node_scalar(v);
         if (value == NULL || is_null(v))
             return fail_at(ld, at(pair), "%s: must be a scalar value", path);
-        if (dq_config_set_kafka(ld->cfg, key_text(pair), value) < 0)
+        /* Keys are unique in a mapping: appended without looking for an earlier one. */
+        if (kafka_add(ld->cfg, key_text(pair), value) < 0)
             return fail_at(ld, at(pair), "out of memory");
     }
     return 0;
@@ -582,7 +791,8 @@ static int read_schemas_dir(loader *ld, struct fy_node_pair *pair)
     return 0;
 }
 
-static int read_key(loader *ld, struct fy_node *entry, size_t index, dq_key *key)
+/* ids: the ids of the keys before this one, to refuse a duplicate. */
+static int read_key(loader *ld, table *ids, struct fy_node *entry, size_t index, dq_key *key)
 {
     char path[64];
     snprintf(path, sizeof path, "keys[%zu]", index);
@@ -602,10 +812,9 @@ static int read_key(loader *ld, struct fy_node *entry, size_t index, dq_key *key
                 return -1;
             if (s[0] == '\0')
                 return fail_at(ld, at(pair), "%s: must not be empty", kpath);
-            for (size_t i = 0; i < ld->cfg->n_keys; i++)
-                if (strcmp(ld->cfg->keys[i].id, s) == 0)
-                    return fail_at(ld, at(pair), "%s: duplicate key id '%.64s'", kpath, s);
-            if (set_str(&key->id, s) < 0)
+            if (table_find(ids, s, strlen(s)) != NULL)
+                return fail_at(ld, at(pair), "%s: duplicate key id '%.64s'", kpath, s);
+            if (set_str(&key->id, s) < 0 || table_put(ids, key->id, strlen(key->id), key) < 0)
                 return fail_at(ld, at(pair), "out of memory");
             has_id = 1;
         } else if (strcmp(k, "public_key") == 0) {
@@ -658,18 +867,18 @@ static int read_keys(loader *ld, struct fy_node_pair *section)
     if (ld->cfg->keys == NULL)
         return fail_at(ld, seq, "out of memory");
 
+    table ids = {0};
     void *it = NULL;
     struct fy_node *entry;
-    while ((entry = fy_node_sequence_iterate(seq, &it)) != NULL) {
+    int rc = 0;
+    while (rc == 0 && (entry = fy_node_sequence_iterate(seq, &it)) != NULL) {
         /* Counted before reading, so a failed entry is still freed with the config. */
         dq_key *key = &ld->cfg->keys[ld->cfg->n_keys];
-        if (read_key(ld, entry, ld->cfg->n_keys, key) < 0) {
-            ld->cfg->n_keys++;
-            return -1;
-        }
+        rc = read_key(ld, &ids, entry, ld->cfg->n_keys, key);
         ld->cfg->n_keys++;
     }
-    return 0;
+    table_free(&ids);
+    return rc;
 }
 
 static int read_environment(loader *ld, const char *service, struct fy_node_pair *pair,
@@ -717,35 +926,61 @@ static int read_environment(loader *ld, const char *service, struct fy_node_pair
     return 0;
 }
 
-/* Every `requires` names a sibling environment, and following them never loops. */
+/* Every `requires` names a sibling environment, and following them never loops. Linear in
+ * the environments: each points at most at one other, so the loops are found in one pass. */
 static int check_requires(loader *ld, const dq_service *svc)
 {
-    for (size_t i = 0; i < svc->n_envs; i++) {
+    size_t n = svc->n_envs;
+    if (n == 0)
+        return 0;
+    size_t *to = malloc(n * sizeof *to); /* what envs[i] requires: an index, or n for none */
+    unsigned char *state = calloc(n, 1); /* 1 on the path being followed, 2 done, 3 on a loop */
+    if (to == NULL || state == NULL) {
+        free(to);
+        free(state);
+        return fail_at(ld, svc->node, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dq_environment *t = env_of(ld->cfg, svc, svc->envs[i].requires);
+        to[i] = t != NULL ? (size_t)(t - svc->envs) : n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t j = i;
+        while (j < n && state[j] == 0) {
+            state[j] = 1;
+            j = to[j];
+        }
+        if (j < n && state[j] == 1) /* back on this path: j is on a loop */
+            for (size_t k = j; state[k] == 1; k = to[k])
+                state[k] = 3;
+        for (size_t k = i; k < n && state[k] == 1; k = to[k])
+            state[k] = 2;
+    }
+
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         const dq_environment *env = &svc->envs[i];
         if (env->requires == NULL)
             continue;
         struct fy_node *where = fy_node_mapping_lookup_by_string(env->node, "requires", FY_NT);
         if (strcmp(env->requires, env->name) == 0)
-            return fail_at(ld, where, "services.%s.environments.%s: requires names itself",
-                           svc->name, env->name);
-        if (dq_config_environment(ld->cfg, svc->name, env->requires) == NULL)
-            return fail_at(ld, where,
-                           "services.%s.environments.%s: requires '%.64s', which is not an "
-                           "environment of service %s",
-                           svc->name, env->name, env->requires, svc->name);
-        /* A loop that does not pass through env is reported at one of its own members. */
-        const dq_environment *step = env;
-        for (size_t hops = 0; step != NULL && step->requires != NULL && hops <= svc->n_envs;
-             hops++) {
-            step = dq_config_environment(ld->cfg, svc->name, step->requires);
-            if (step == env)
-                return fail_at(ld, where,
-                               "services.%s.environments.%s: requires forms a cycle, so no "
-                               "deploy could ever pass it",
-                               svc->name, env->name);
-        }
+            rc = fail_at(ld, where, "services.%s.environments.%s: requires names itself",
+                         svc->name, env->name);
+        else if (to[i] == n)
+            rc = fail_at(ld, where,
+                         "services.%s.environments.%s: requires '%.64s', which is not an "
+                         "environment of service %s",
+                         svc->name, env->name, env->requires, svc->name);
+        else if (state[i] == 3) /* a loop that does not pass through env is reported at one
+                                   of its own members */
+            rc = fail_at(ld, where,
+                         "services.%s.environments.%s: requires forms a cycle, so no deploy "
+                         "could ever pass it",
+                         svc->name, env->name);
     }
-    return 0;
+    free(to);
+    free(state);
+    return rc;
 }
 
 static int read_service(loader *ld, struct fy_node_pair *pair, dq_service *svc)
@@ -815,6 +1050,9 @@ static int read_services(loader *ld, struct fy_node_pair *section)
         if (read_service(ld, pair, svc) < 0)
             return -1;
     }
+    ld->cfg->index = index_build(ld->cfg);
+    if (ld->cfg->index == NULL)
+        return fail_at(ld, map, "out of memory");
     for (size_t i = 0; i < ld->cfg->n_services; i++)
         if (check_requires(ld, &ld->cfg->services[i]) < 0)
             return -1;
@@ -863,6 +1101,352 @@ static int read_root(loader *ld, struct fy_node *root)
     return 0;
 }
 
+/* ---- keys and aliases ------------------------------------------------------------- */
+
+/*
+ * The document comes from libfyaml unresolved, with duplicate keys allowed (libfyaml's own
+ * checks are quadratic). One walk in document order, linear in the file plus what aliases
+ * add, checks:
+ *  - keys: a plain value, not an alias, a mapping or a sequence, and no two alike in one
+ *    mapping (compared by text, as libfyaml does);
+ *  - aliases: each names an anchor written before it (the last one, when a name is used
+ *    twice), never one that contains it, and all of them together expand to at most
+ *    ALIAS_NODES_MAX nodes, nested at most NESTING_MAX deep. The walk follows each alias
+ *    through what it names and stops at the first node over a limit, so a bomb costs
+ *    ALIAS_NODES_MAX steps, not what it would expand to;
+ *  - merge keys (<<): the value is an alias of a mapping, or a list of them.
+ * Only then are aliases replaced by copies and merge keys merged (expand_node()).
+ */
+typedef struct alias_walk {
+    loader *ld;
+    struct fy_document *doc;
+    table anchor_of; /* anchored node -> its struct fy_anchor */
+    table named;     /* anchor name -> the node it names at this point of the document */
+    table target;    /* alias node -> the node it names */
+    size_t added;    /* nodes the aliases expanded to so far */
+    struct fy_node *alias; /* the alias being followed, outermost, for the message */
+} alias_walk;
+
+/* The text of a key or alias as libfyaml holds it ("" for an empty key). */
+static const char *raw_text(struct fy_node *node, size_t *len)
+{
+    const char *s = node != NULL ? fy_node_get_scalar(node, len) : NULL;
+    if (s == NULL) {
+        *len = 0;
+        return "";
+    }
+    return s;
+}
+
+static int is_merge_key(struct fy_node_pair *pair)
+{
+    struct fy_node *k = fy_node_pair_key(pair);
+    size_t len;
+    const char *s = raw_text(k, &len);
+    return k != NULL && fy_node_get_type(k) == FYNT_SCALAR && !fy_node_is_alias(k) &&
+           fy_node_get_style(k) == FYNS_PLAIN && len == 2 && memcmp(s, "<<", 2) == 0;
+}
+
+/* Keys are plain values, each once per mapping. */
+static int check_keys(loader *ld, struct fy_node *map)
+{
+    table seen = {0};
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    int rc = 0;
+
+    while (rc == 0 && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(pair);
+        size_t len;
+        const char *text = raw_text(k, &len);
+        if (k != NULL && fy_node_is_alias(k))
+            rc = fail_at(ld, k, "an alias (*%.*s) cannot be a mapping key",
+                         (int)(len > 64 ? 64 : len), text);
+        else if (k != NULL && fy_node_get_type(k) != FYNT_SCALAR)
+            rc = fail_at(ld, k, "a mapping key must be a plain value, not a mapping or a list");
+        else if (table_find(&seen, text, len) != NULL)
+            rc = fail_at(ld, k != NULL ? k : at(pair), "duplicate key");
+        else if (table_put(&seen, text, len, pair) < 0)
+            rc = fail_at(ld, map, "out of memory");
+    }
+    table_free(&seen);
+    return rc;
+}
+
+static int fail_walk(alias_walk *aw, struct fy_node *node, const char *fmt, ...)
+    DQ_PRINTF(3, 4);
+
+/* An error at the alias being followed ("alias *name: ..."), else at node. */
+static int fail_walk(alias_walk *aw, struct fy_node *node, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (aw->alias == NULL)
+        return fail_at(aw->ld, node, "%s", msg);
+    size_t len;
+    const char *name = raw_text(aw->alias, &len);
+    return fail_at(aw->ld, aw->alias, "alias *%.*s: %s", (int)(len > 64 ? 64 : len), name, msg);
+}
+
+/* The node an alias names, as of the alias's place in the document. */
+static struct fy_node *name_alias(alias_walk *aw, struct fy_node *alias)
+{
+    size_t len;
+    const char *name = raw_text(alias, &len);
+    int shown = (int)(len > 64 ? 64 : len);
+    struct fy_node *to = table_get(&aw->named, name, len);
+
+    if (to == NULL) {
+        fail_at(aw->ld, alias, "alias *%.*s: no anchor &%.*s before it", shown, name, shown,
+                name);
+        return NULL;
+    }
+    for (struct fy_node *up = fy_node_get_parent(alias); up != NULL; up = fy_node_get_parent(up))
+        if (up == to) {
+            fail_at(aw->ld, alias, "alias *%.*s is inside the node it names", shown, name);
+            return NULL;
+        }
+    if (table_put(&aw->target, alias, PTR_KEY, to) < 0) {
+        fail_at(aw->ld, alias, "out of memory");
+        return NULL;
+    }
+    return to;
+}
+
+/* A merge key's value names mappings: one alias, or a list of aliases. Neither the key nor
+ * the value may carry an anchor: the pair is gone once merged. */
+static int check_merge(alias_walk *aw, struct fy_node_pair *pair)
+{
+    struct fy_node *v = fy_node_pair_value(pair);
+    void *it = NULL;
+    struct fy_node *item = v;
+    int ok = v != NULL && (fy_node_is_alias(v) || is_sequence(v)) &&
+             table_get(&aw->anchor_of, v, PTR_KEY) == NULL &&
+             table_get(&aw->anchor_of, fy_node_pair_key(pair), PTR_KEY) == NULL;
+
+    if (ok && is_sequence(v))
+        item = fy_node_sequence_iterate(v, &it);
+    while (ok && item != NULL) {
+        ok = fy_node_is_alias(item) && is_mapping(table_get(&aw->target, item, PTR_KEY));
+        item = is_sequence(v) ? fy_node_sequence_iterate(v, &it) : NULL;
+    }
+    if (!ok)
+        return fail_at(aw->ld, at(pair),
+                       "<<: a merge key takes an alias of a mapping (<<: *name) or a list of "
+                       "them");
+    return 0;
+}
+
+/* depth: 1 for the root. expanding: node is reached through an alias (counted, and its
+ * keys and anchors were checked when the walk first passed it). */
+static int walk(alias_walk *aw, struct fy_node *node, int depth, int expanding)
+{
+    if (node == NULL)
+        return 0;
+    if (expanding && ++aw->added > ALIAS_NODES_MAX)
+        return fail_walk(aw, node, "expanding aliases would make more than %d nodes",
+                         ALIAS_NODES_MAX);
+    if (depth > NESTING_MAX)
+        return fail_walk(aw, node, "nested more than %d levels deep once expanded",
+                         NESTING_MAX);
+    if (!expanding) {
+        struct fy_anchor *a = table_get(&aw->anchor_of, node, PTR_KEY);
+        size_t len = 0;
+        const char *name = a != NULL ? fy_anchor_get_text(a, &len) : NULL;
+        /* Named before its content is walked: an alias inside names this node (a loop). */
+        if (name != NULL && table_put(&aw->named, name, len, node) < 0)
+            return fail_at(aw->ld, node, "out of memory");
+    }
+    if (fy_node_is_alias(node)) {
+        struct fy_node *to =
+            expanding ? table_get(&aw->target, node, PTR_KEY) : name_alias(aw, node);
+        if (to == NULL)
+            return -1;
+        struct fy_node *outer = aw->alias;
+        if (outer == NULL)
+            aw->alias = node;
+        int rc = walk(aw, to, depth, 1);
+        aw->alias = outer;
+        return rc;
+    }
+    void *it = NULL;
+    if (is_sequence(node)) {
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate(node, &it)) != NULL)
+            if (walk(aw, item, depth + 1, expanding) < 0)
+                return -1;
+    } else if (is_mapping(node)) {
+        struct fy_node_pair *pair;
+        if (!expanding && check_keys(aw->ld, node) < 0)
+            return -1;
+        while ((pair = fy_node_mapping_iterate(node, &it)) != NULL) {
+            if (walk(aw, fy_node_pair_key(pair), depth + 1, expanding) < 0 ||
+                walk(aw, fy_node_pair_value(pair), depth + 1, expanding) < 0)
+                return -1;
+            if (!expanding && is_merge_key(pair) && check_merge(aw, pair) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* A mapping or sequence copied in for an alias has no parent: remember the alias's line. */
+static int mark_line(loader *ld, struct fy_node *copy, int line)
+{
+    if (copy == NULL || fy_node_get_type(copy) == FYNT_SCALAR || line <= 0)
+        return 0;
+    node_meta *m = malloc(sizeof *m + 1);
+    if (m == NULL)
+        return fail_at(ld, copy, "out of memory");
+    m->from_env = 0;
+    m->line = line;
+    m->text[0] = '\0';
+    if (fy_node_set_meta(copy, m) != 0) {
+        free(m);
+        return fail_at(ld, copy, "out of memory");
+    }
+    return 0;
+}
+
+/* Add the pairs of src whose keys map has not got yet (explicit keys win; among merged
+ * mappings the first wins, as YAML's merge key says), at the end of map. */
+static int merge_from(alias_walk *aw, struct fy_node *map, table *have, struct fy_node *src)
+{
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(src, &it)) != NULL) {
+        size_t len;
+        const char *text = raw_text(fy_node_pair_key(pair), &len);
+        if (table_find(have, text, len) != NULL)
+            continue;
+        struct fy_node *k = fy_node_copy(aw->doc, fy_node_pair_key(pair));
+        struct fy_node *v = fy_node_copy(aw->doc, fy_node_pair_value(pair));
+        if (k == NULL || v == NULL || table_put(have, text, len, pair) < 0 ||
+            fy_node_mapping_append(map, k, v) != 0) {
+            fy_node_free(k);
+            fy_node_free(v);
+            return fail_at(aw->ld, map, "out of memory");
+        }
+    }
+    return 0;
+}
+
+static int merge_into(alias_walk *aw, struct fy_node *map, struct fy_node_pair *merge)
+{
+    table have = {0};
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    struct fy_node *v = fy_node_pair_value(merge), *item;
+    int rc = 0;
+
+    while (rc == 0 && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+        size_t len;
+        const char *text = raw_text(fy_node_pair_key(pair), &len);
+        if (pair != merge && table_put(&have, text, len, pair) < 0)
+            rc = fail_at(aw->ld, map, "out of memory");
+    }
+    if (rc == 0 && fy_node_is_alias(v))
+        rc = merge_from(aw, map, &have, table_get(&aw->target, v, PTR_KEY));
+    it = NULL;
+    while (rc == 0 && is_sequence(v) && (item = fy_node_sequence_iterate(v, &it)) != NULL)
+        rc = merge_from(aw, map, &have, table_get(&aw->target, item, PTR_KEY));
+    table_free(&have);
+    if (rc < 0)
+        return -1;
+    /* The << pair is the only key "<<" (keys are unique), so it is found and freed. */
+    struct fy_node *gone = fy_node_mapping_remove_by_key(map, fy_node_pair_key(merge));
+    if (gone == NULL)
+        return fail_at(aw->ld, map, "<<: could not remove the merge key");
+    fy_node_free(gone);
+    return 0;
+}
+
+/* Replace every alias below node by a copy of what it names, and merge the merge keys, in
+ * document order: what an alias names comes before it, so it is expanded already. */
+static int expand_node(alias_walk *aw, struct fy_node *node)
+{
+    void *it = NULL;
+    if (is_sequence(node)) {
+        struct fy_node *item = fy_node_sequence_iterate(node, &it);
+        while (item != NULL) {
+            struct fy_node *next = fy_node_sequence_iterate(node, &it);
+            if (!fy_node_is_alias(item)) {
+                if (expand_node(aw, item) < 0)
+                    return -1;
+            } else {
+                int line = dq_config_node_line(item);
+                /* In place of the item, in constant time (the alias is freed). */
+                if (fy_node_insert(item, table_get(&aw->target, item, PTR_KEY)) != 0)
+                    return fail_at(aw->ld, node, "out of memory");
+                void *back = next;
+                if (mark_line(aw->ld, fy_node_sequence_reverse_iterate(node, &back), line) < 0)
+                    return -1;
+            }
+            item = next;
+        }
+    } else if (is_mapping(node)) {
+        struct fy_node_pair *pair, *merge = NULL;
+        while ((pair = fy_node_mapping_iterate(node, &it)) != NULL) {
+            struct fy_node *v = fy_node_pair_value(pair);
+            if (is_merge_key(pair)) {
+                merge = pair;
+            } else if (!fy_node_is_alias(v)) {
+                if (expand_node(aw, v) < 0)
+                    return -1;
+            } else {
+                int line = dq_config_node_line(v);
+                struct fy_node *copy =
+                    fy_node_copy(aw->doc, table_get(&aw->target, v, PTR_KEY));
+                if (copy == NULL || fy_node_pair_set_value(pair, copy) != 0) {
+                    fy_node_free(copy);
+                    return fail_at(aw->ld, node, "out of memory");
+                }
+                if (mark_line(aw->ld, copy, line) < 0)
+                    return -1;
+            }
+        }
+        if (merge != NULL && merge_into(aw, node, merge) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Check keys and aliases (the limits above), then expand aliases and merge keys. */
+static int expand_aliases(loader *ld, struct fy_document *doc)
+{
+    alias_walk aw = {.ld = ld, .doc = doc};
+    void *it = NULL;
+    struct fy_anchor *a;
+    int rc = -1;
+
+    for (size_t n = 1; (a = fy_document_anchor_iterate(doc, &it)) != NULL; n++) {
+        size_t len = 0;
+        const char *name = fy_anchor_get_text(a, &len);
+        if (n > ANCHORS_MAX) {
+            fail_at(ld, fy_anchor_node(a), "anchor &%.*s: more than %d anchors in one file",
+                    (int)(len > 64 ? 64 : len), name != NULL ? name : "", ANCHORS_MAX);
+            goto done;
+        }
+        if (table_put(&aw.anchor_of, fy_anchor_node(a), PTR_KEY, a) < 0) {
+            fail_at(ld, NULL, "out of memory");
+            goto done;
+        }
+    }
+    if (walk(&aw, fy_document_root(doc), 1, 0) < 0)
+        goto done;
+    if (aw.target.n > 0 && expand_node(&aw, fy_document_root(doc)) < 0)
+        goto done;
+    rc = 0;
+done:
+    table_free(&aw.anchor_of);
+    table_free(&aw.named);
+    table_free(&aw.target);
+    return rc;
+}
+
 /* ---- parsing ----------------------------------------------------------------------- */
 
 static void diag_discard(struct fy_diag *diag, void *user, const char *text, size_t len)
@@ -889,6 +1473,38 @@ static int syntax_error(loader *ld, struct fy_diag *diag)
         return 1;
     }
     return 0;
+}
+
+/* The parser gave up without saying why: never read as "no configuration". */
+static void no_reason(loader *ld)
+{
+    fail_at(ld, NULL,
+            "the YAML could not be loaded and libfyaml gave no reason (out of memory?)");
+}
+
+/* 1 when text holds no YAML node: only blank lines, comments and document markers (---,
+ * ...), so that the file means "all defaults". */
+static int is_blank(const char *text, size_t len)
+{
+    size_t i = 0;
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+        i = 3; /* a byte order mark */
+    while (i < len) {
+        size_t eol = i;
+        while (eol < len && text[eol] != '\n')
+            eol++;
+        size_t p = i;
+        if (eol - i >= 3 && (memcmp(text + i, "---", 3) == 0 || memcmp(text + i, "...", 3) == 0))
+            p += 3;
+        while (p < eol && (text[p] == ' ' || text[p] == '\t' || text[p] == '\r'))
+            p++;
+        if (p < eol && text[p] != '#')
+            return 0;
+        if (p == i + 3 && p < eol && text[p] == '#')
+            return 0; /* "---#x" is not a marker followed by a comment */
+        i = eol + 1;
+    }
+    return 1;
 }
 
 /* Offset of the first byte of text[len] that is not part of well-formed UTF-8 (RFC 3629:
@@ -927,10 +1543,11 @@ static size_t utf8_invalid_at(const char *text, size_t len)
 
 /*
  * Parse a file (path) or a malloc'd text (ownership passes to parse, then libfyaml); a file
- * is read into memory first. Text that is not UTF-8 is refused. A stream with no
- * document (empty, or only comments) gives NULL with *empty set. The parser is driven by
- * hand, not through fy_document_build_from_file(), because that stops after the first
- * document: a stray "---" would silently drop the rest of the configuration.
+ * is read into memory first. Text that is not UTF-8 is refused. Text with no YAML node in
+ * it (empty, only comments) gives NULL with *empty set; any other NULL is an error, with the
+ * reason in ld. The parser is driven by hand, not through fy_document_build_from_file(),
+ * because that stops after the first document: a stray "---" would silently drop the rest
+ * of the configuration.
  */
 static struct fy_document *parse(loader *ld, const char *path, char *text, size_t len, int *empty)
 {
@@ -971,9 +1588,14 @@ static struct fy_document *parse(loader *ld, const char *path, char *text, size_
         goto oom;
     fy_diag_set_collect_errors(diag, true);
 
-    /* RESOLVE_DOCUMENT expands aliases and merge keys, so readers never meet an alias. */
+    /* Decided from the text, while this module still holds it: libfyaml returns no
+     * document for an empty stream, but also, without a word, when it runs out of memory. */
+    int blank = is_blank(text, len);
+
+    /* Neither resolved nor checked for duplicate keys by libfyaml: both are quadratic there
+     * (and the resolution unbounded); expand_aliases() does them. */
     struct fy_parse_cfg pcfg = {
-        .flags = FYPCF_QUIET | FYPCF_RESOLVE_DOCUMENT | FYPCF_JSON_NONE,
+        .flags = FYPCF_QUIET | FYPCF_JSON_NONE | FYPCF_ALLOW_DUPLICATE_KEYS,
         .diag = diag,
     };
     fyp = fy_parser_create(&pcfg);
@@ -985,12 +1607,21 @@ static struct fy_document *parse(loader *ld, const char *path, char *text, size_
 
     doc = fy_parse_load_document(fyp);
     if (doc == NULL) {
-        *empty = !syntax_error(ld, diag);
+        if (syntax_error(ld, diag))
+            goto done;
+        if (blank)
+            *empty = 1;
+        else
+            no_reason(ld);
         goto done;
     }
     extra = fy_parse_load_document(fyp);
     if (extra == NULL && syntax_error(ld, diag))
         goto fail;
+    if (extra == NULL && fy_parser_get_stream_error(fyp)) {
+        no_reason(ld);
+        goto fail;
+    }
     /* A trailing "---" with nothing after it is harmless; a second document is not. */
     struct fy_node *extra_root = extra != NULL ? fy_document_root(extra) : NULL;
     if (extra_root != NULL && (fy_node_get_type(extra_root) != FYNT_SCALAR ||
@@ -1035,8 +1666,8 @@ static dq_config *load_doc(loader *ld, struct fy_document *doc)
             fail_at(ld, NULL, "libfyaml refused the meta data hook");
             goto fail;
         }
-        struct fy_node *root = fy_document_root(doc);
-        if (resolve_tree(ld, root, 0) < 0 || read_root(ld, root) < 0)
+        if (expand_aliases(ld, doc) < 0 || resolve_tree(ld, fy_document_root(doc), 0) < 0 ||
+            read_root(ld, fy_document_root(doc)) < 0)
             goto fail;
     }
     dq_config_apply_env(cfg);
@@ -1169,6 +1800,7 @@ void dq_config_free(dq_config *cfg)
         free(cfg->services[i].name);
     }
     free(cfg->services);
+    free(cfg->index);
     fy_document_destroy(cfg->doc);
     free(cfg);
 }
@@ -1177,26 +1809,14 @@ int dq_config_set_kafka(dq_config *cfg, const char *key, const char *value)
 {
     if (cfg == NULL || key == NULL || value == NULL)
         return -1;
-    if (kafka_key_is_secret(key))
-        dq_log_redact(value);
     for (size_t i = 0; i < cfg->n_kafka; i++) {
-        if (strcmp(cfg->kafka[i].key, key) == 0)
+        if (strcmp(cfg->kafka[i].key, key) == 0) {
+            if (kafka_key_is_secret(key))
+                dq_log_redact(value);
             return set_str(&cfg->kafka[i].value, value);
+        }
     }
-    dq_kv *grown = realloc(cfg->kafka, (cfg->n_kafka + 1) * sizeof *grown);
-    if (grown == NULL)
-        return -1;
-    cfg->kafka = grown;
-    char *k = strdup(key), *v = strdup(value);
-    if (k == NULL || v == NULL) {
-        free(k);
-        free(v);
-        return -1;
-    }
-    cfg->kafka[cfg->n_kafka].key = k;
-    cfg->kafka[cfg->n_kafka].value = v;
-    cfg->n_kafka++;
-    return 0;
+    return kafka_add(cfg, key, value);
 }
 
 const char *dq_config_kafka_get(const dq_config *cfg, const char *key)
@@ -1229,6 +1849,10 @@ const dq_service *dq_config_service(const dq_config *cfg, const char *name)
 {
     if (cfg == NULL || name == NULL)
         return NULL;
+    if (cfg->index != NULL) {
+        const struct index_slot *s = index_find(cfg->index, NULL, name);
+        return s != NULL ? s->svc : NULL;
+    }
     for (size_t i = 0; i < cfg->n_services; i++)
         if (cfg->services[i].name != NULL && strcmp(cfg->services[i].name, name) == 0)
             return &cfg->services[i];
@@ -1238,13 +1862,7 @@ const dq_service *dq_config_service(const dq_config *cfg, const char *name)
 const dq_environment *dq_config_environment(const dq_config *cfg, const char *service,
                                             const char *env)
 {
-    const dq_service *svc = dq_config_service(cfg, service);
-    if (svc == NULL || env == NULL)
-        return NULL;
-    for (size_t i = 0; i < svc->n_envs; i++)
-        if (svc->envs[i].name != NULL && strcmp(svc->envs[i].name, env) == 0)
-            return &svc->envs[i];
-    return NULL;
+    return env_of(cfg, dq_config_service(cfg, service), env);
 }
 
 const dq_key *dq_config_key(const dq_config *cfg, const char *id)
@@ -1296,6 +1914,10 @@ int dq_config_node_line(struct fy_node *node)
         const struct fy_mark *mark = tok != NULL ? fy_token_start_mark(tok) : NULL;
         if (mark != NULL)
             return mark->line + 1;
+    } else {
+        const node_meta *m = fy_node_get_meta(node); /* a copy made for an alias */
+        if (m != NULL && m->line > 0)
+            return m->line;
     }
     /* libfyaml 0.7 has no start mark for a mapping or sequence: point at the key that
      * introduces it, which is also where a person looks for it. */
@@ -1319,7 +1941,7 @@ int dq_config_node_line(struct fy_node *node)
 
 const char *dq_config_node_scalar(struct fy_node *node)
 {
-    const scalar_meta *m = meta_of(node);
+    const node_meta *m = meta_of(node);
     return m != NULL ? m->text : NULL;
 }
 
@@ -1373,7 +1995,7 @@ static int plain_number(const char *s, double *out)
 
 static cJSON *scalar_json(struct fy_node *node)
 {
-    const scalar_meta *m = meta_of(node);
+    const node_meta *m = meta_of(node);
     if (m == NULL)
         return cJSON_CreateNull();
     size_t taglen = 0;

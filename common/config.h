@@ -35,7 +35,9 @@
  * reads (redis, validator, topics, keys[], services.<name>). Unknown keys inside an
  * environment are allowed: they belong to later workers and are read through env->node.
  * The file holds one YAML document (a second "---" document is an error); an empty file
- * means all defaults.
+ * means all defaults, and so does one of only comments, but a file libfyaml fails to load
+ * for any other reason (out of memory included) is an error. Anchors, aliases and merge keys
+ * are expanded at load, within limits that stop an alias bomb (docs/configuration.md).
  *
  * Node text: every scalar's text is resolved (${NAME} replaced, "$${" -> "${") once, at
  * load, and stored as the node's libfyaml meta data, so read a scalar through
@@ -98,6 +100,7 @@ typedef struct dq_config {
     dq_service *services;
     size_t n_services;
     struct fy_document *doc; /* kept alive for dq_config_env_node users; may be NULL */
+    struct dq_config_index *index; /* config.c's own: the service and environment lookups */
 } dq_config;
 
 /* Defaults only (no file). Never NULL except on allocation failure. */

@@ -2,7 +2,8 @@
  * test_config.c - config.h: defaults, a full file read field by field, every error with its
  * exact "name:line: message", ${NAME} references (and that their values are masked from
  * then on), the environment overrides, kafka pass-through order, and the YAML-to-cJSON view
- * later workers read their sections through.
+ * later workers read their sections through. Hostile files: an alias bomb is refused, and
+ * so is a document libfyaml drops without a word (out of memory): never "all defaults".
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -342,6 +345,23 @@ static const bad_case bad_cases[] = {
      "deployq.yaml:4: a second YAML document starts here; the configuration is one document"},
     {"redis:\n  url: redis://a\n---\nkafka: [\n",
      "deployq.yaml:5: flow sequence without a closing bracket"},
+    /* Keys are checked by deployq, not libfyaml (whose check is quadratic): still refused,
+     * quoted or not. */
+    {"redis:\n  url: a\n  \"url\": b\n", "deployq.yaml:3: duplicate key"},
+    {"services:\n  api: {}\n  web: {}\n  db: {}\n  api: {}\n", "deployq.yaml:5: duplicate key"},
+    {"providers:\n  ? [a]\n  : 1\n",
+     "deployq.yaml:2: a mapping key must be a plain value, not a mapping or a list"},
+    /* Aliases: each names an anchor before it, never one around it, never as a key. */
+    {"providers:\n  a: *nope\n", "deployq.yaml:2: alias *nope: no anchor &nope before it"},
+    {"providers:\n  a: *b\n  b: &b 1\n", "deployq.yaml:2: alias *b: no anchor &b before it"},
+    {"providers:\n  a: &a [1, *a]\n", "deployq.yaml:2: alias *a is inside the node it names"},
+    {"providers:\n  &k a: 1\n  *k : 2\n", "deployq.yaml:3: an alias (*k) cannot be a mapping key"},
+    {"providers:\n  s: &s 1\n  m: {<<: *s}\n",
+     "deployq.yaml:3: <<: a merge key takes an alias of a mapping (<<: *name) or a list of them"},
+    {"providers:\n  m:\n    <<: [1, 2]\n",
+     "deployq.yaml:3: <<: a merge key takes an alias of a mapping (<<: *name) or a list of them"},
+    {"providers:\n  a: &a {x: 1}\n  m: {<<: &z [*a]}\n  n: *z\n",
+     "deployq.yaml:3: <<: a merge key takes an alias of a mapping (<<: *name) or a list of them"},
     /* Found by tests/fuzz (fuzz_config): an item or key with no text of its own once sent
      * the line lookup of the error message back and forth between parent and child until
      * the stack overflowed. */
@@ -580,6 +600,233 @@ static void test_node_json(void **state)
     dq_config_free(cfg);
 }
 
+/* The classic "billion laughs": nine levels of ten aliases, 10^9 nodes once expanded, from
+ * 500 bytes. libfyaml expanded it until the memory ran out (gigabytes); under a memory
+ * limit it then returned no document and no error, and the loader took that for an empty
+ * file: all defaults. */
+static const char alias_bomb[] = "providers:\n"
+                                 "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                                 "  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                                 "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                                 "  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+                                 "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+                                 "  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+                                 "  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+                                 "  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+                                 "  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]\n";
+
+static void test_alias_bomb(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    /* Refused while walking, before anything is copied: the walk stops at the limit. */
+    dq_config *cfg = load_yaml(alias_bomb, err, sizeof err);
+    assert_null(cfg);
+    assert_string_equal(err,
+                        "deployq.yaml:7: alias *e: expanding aliases would make more than 250000 "
+                        "nodes");
+
+    /* Nesting through aliases is bounded too (each level here is 50 deep: libfyaml itself
+     * refuses more than 64 in the text). */
+    char deep[1024], open_[51], close_[51];
+    memset(open_, '[', 50);
+    memset(close_, ']', 50);
+    open_[50] = close_[50] = '\0';
+    snprintf(deep, sizeof deep, "providers:\n  a: &a %s%s\n  b: &b %s*a%s\n  c: %s*b%s\n", open_,
+             close_, open_, close_, open_, close_);
+    cfg = load_yaml(deep, err, sizeof err);
+    assert_null(cfg);
+    assert_string_equal(err,
+                        "deployq.yaml:4: alias *b: nested more than 128 levels deep once expanded");
+
+    /* libfyaml 0.7 spends time per anchor on every node it copies or frees. */
+    size_t cap = 64 + 1001 * 32, n = 0;
+    char *many = malloc(cap);
+    assert_non_null(many);
+    n += (size_t)snprintf(many + n, cap - n, "providers:\n");
+    for (int i = 0; i < 1001; i++)
+        n += (size_t)snprintf(many + n, cap - n, "  k%d: &a%d v\n", i, i);
+    cfg = load_yaml(many, err, sizeof err);
+    free(many);
+    assert_null(cfg);
+    assert_string_equal(err,
+                        "deployq.yaml:1002: anchor &a1000: more than 1000 anchors in one file");
+}
+
+/* Aliases and merge keys within the limits work as YAML says. */
+static void test_aliases(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    dq_config *cfg = load_yaml("providers:\n"
+                               "  base: &base {a: 1, b: [x, y]}\n"
+                               "  more: &more {a: 2, c: 3}\n"
+                               "  one:\n"
+                               "    <<: *base\n"
+                               "    a: 9\n"
+                               "  two: {<<: [*more, *base]}\n"
+                               "  list:\n"
+                               "    - *base\n"
+                               "services:\n"
+                               "  api:\n"
+                               "    environments:\n"
+                               "      staging: &env {approval: required}\n"
+                               "      production: *env\n"
+                               "      canary:\n"
+                               "        <<: *env\n"
+                               "        requires: staging\n",
+                               err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    struct fy_node *p =
+        fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
+    cJSON *j = dq_config_node_json(p);
+    assert_non_null(j);
+    /* The mapping's own keys win over merged ones; of merged mappings, the first wins. */
+    cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "one");
+    assert_int_equal(cJSON_GetArraySize(one), 2);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(one, "a")->valueint, 9);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(one, "b")), 2);
+    cJSON *two = cJSON_GetObjectItemCaseSensitive(j, "two");
+    assert_int_equal(cJSON_GetArraySize(two), 3);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(two, "a")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(two, "c")->valueint, 3);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(two, "b"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(two, "<<"));
+    char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "list"));
+    assert_string_equal(text, "[{\"a\":1,\"b\":[\"x\",\"y\"]}]");
+    free(text);
+    cJSON_Delete(j);
+    /* A copy made for an alias is where the alias is written. */
+    struct fy_node *list = fy_node_mapping_lookup_by_string(p, "list", FY_NT);
+    assert_int_equal(dq_config_node_line(fy_node_sequence_get_by_index(list, 0)), 9);
+
+    const dq_environment *prod = dq_config_environment(cfg, "api", "production");
+    assert_non_null(prod);
+    assert_int_equal(prod->approval, 1);
+    assert_int_equal(dq_config_node_line(prod->node), 14);
+    const dq_environment *canary = dq_config_environment(cfg, "api", "canary");
+    assert_non_null(canary);
+    assert_int_equal(canary->approval, 1);
+    assert_string_equal(canary->requires, "staging");
+    dq_config_free(cfg);
+
+    /* A name used for two anchors: an alias names the one before it. */
+    cfg = load_yaml("providers:\n  x: &v one\n  y: *v\n  z: &v two\n  w: *v\n", err, sizeof err);
+    assert_non_null(cfg);
+    p = fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
+    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "y", FY_NT)),
+                        "one");
+    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "w", FY_NT)),
+                        "two");
+    dq_config_free(cfg);
+}
+
+/* Many services: every one found again by name, and `requires` checked across all of them
+ * (the lookups are indexed: no timing is asserted here, tests/bench has no place for it). */
+static void test_many_services(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    size_t cap = 64 + (size_t)N * 128, n = 0;
+    char *yaml = malloc(cap), err[256] = "";
+    assert_non_null(yaml);
+    n += (size_t)snprintf(yaml + n, cap - n, "services:\n");
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(yaml + n, cap - n,
+                              "  svc-%d:\n    environments:\n      staging: {}\n"
+                              "      production: {requires: staging}\n",
+                              i);
+    dq_config *cfg = load_yaml(yaml, err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    assert_int_equal(cfg->n_services, N);
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "svc-%d", i);
+        const dq_service *svc = dq_config_service(cfg, name);
+        assert_non_null(svc);
+        assert_string_equal(svc->name, name);
+        assert_ptr_equal(dq_config_environment(cfg, name, "production"), &svc->envs[1]);
+        assert_null(dq_config_environment(cfg, name, "prod"));
+    }
+    assert_null(dq_config_service(cfg, "svc-3000"));
+    dq_config_free(cfg);
+
+    /* A long chain of environments that closes on itself. */
+    n = (size_t)snprintf(yaml, cap, "services:\n  api:\n    environments:\n");
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(yaml + n, cap - n, "      e%d: {requires: e%d}\n", i, (i + 1) % 1000);
+    cfg = load_yaml(yaml, err, sizeof err);
+    assert_null(cfg);
+    assert_string_equal(err, "deployq.yaml:4: services.api.environments.e0: requires forms a "
+                             "cycle, so no deploy could ever pass it");
+    free(yaml);
+}
+
+/*
+ * A document libfyaml gives up on without a diagnostic is an error, not an empty file. Out
+ * of memory is how that happens: a child process under RLIMIT_AS loads 20,000 services
+ * with 32 MiB to spare (libfyaml needs about 100 MiB for them). Exit status: 0 refused with
+ * the expected message, 1 loaded (all defaults: the bug), 2 refused with another message.
+ */
+static void test_silent_parse_failure(void **state)
+{
+    (void)state;
+    /* Text with no node in it is still an empty file: all defaults. */
+    char err[256] = "";
+    dq_config *cfg = load_yaml("# nothing yet\n  \n# still nothing\n", err, sizeof err);
+    assert_non_null(cfg);
+    assert_null(cfg->doc);
+    dq_config_free(cfg);
+    cfg = load_yaml("# nothing yet\n\n--- # a marker\n...\n", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->n_services, 0);
+    dq_config_free(cfg);
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan reserves terabytes of address space: RLIMIT_AS cannot be used */
+#else
+    enum { N = 20000 };
+    size_t cap = 64 + (size_t)N * 128, n = 0;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    n += (size_t)snprintf(yaml + n, cap - n, "services:\n");
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(yaml + n, cap - n,
+                              "  svc-%05d:\n    environments:\n      staging: {}\n"
+                              "      production: {requires: staging, approval: required}\n",
+                              i);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (f == NULL || fscanf(f, "%ld", &pages) != 1)
+            _exit(3);
+        fclose(f);
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (32 << 20);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(3);
+        cfg = dq_config_load_string(yaml, n, "deployq.yaml", err, sizeof err);
+        if (cfg != NULL)
+            _exit(1);
+        fprintf(stderr, "child: %s\n", err);
+        _exit(strcmp(err, "deployq.yaml: the YAML could not be loaded and libfyaml gave no "
+                          "reason (out of memory?)") == 0
+                  ? 0
+                  : 2);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    free(yaml);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+#endif
+}
+
 static void test_docs_example(void **state)
 {
     (void)state;
@@ -616,6 +863,10 @@ int main(void)
         cmocka_unit_test_setup(test_kafka_order, reset),
         cmocka_unit_test_setup(test_node_json, reset),
         cmocka_unit_test_setup(test_docs_example, reset),
+        cmocka_unit_test_setup(test_alias_bomb, reset),
+        cmocka_unit_test_setup(test_aliases, reset),
+        cmocka_unit_test_setup(test_many_services, reset),
+        cmocka_unit_test_setup(test_silent_parse_failure, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
