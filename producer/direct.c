@@ -75,25 +75,33 @@ static const char spool_usage[] =
 
 enum { OPT_DIRECT = DQ_OPT_VERB_BASE, OPT_REASON, OPT_KEY_ID, OPT_SPOOL, OPT_LOCK_WAIT };
 
-/* The spool path: flag, $DEPLOYQ_SPOOL, <state dir>/spool.jsonl. malloc'd. */
-static char *spool_path(const char *flag)
+/* The spool path: flag, $DEPLOYQ_SPOOL, <state dir>/spool.jsonl (the state directory
+ * checked as stack.h says; *in_state_dir set then, so the spool is never opened through a
+ * symbolic link). malloc'd, or NULL with the reason in err. */
+static char *spool_path(const char *flag, int *in_state_dir, char *err, size_t errlen)
 {
     const char *env = getenv("DEPLOYQ_SPOOL");
-    char *dir, *out;
+    char *dir = NULL, *out;
     size_t n;
+    int fd;
 
+    *in_state_dir = 0;
     if (flag)
         return strdup(flag);
     if (env && env[0])
         return strdup(env);
-    dir = dq_stack_dir(1);
-    if (!dir)
+    fd = dq_stack_dir_open(1, &dir, err, errlen);
+    if (fd < 0)
         return NULL;
+    close(fd);
     n = strlen(dir) + sizeof SPOOL_NAME + 1;
     out = malloc(n);
     if (out)
         snprintf(out, n, "%s/%s", dir, SPOOL_NAME);
+    else
+        snprintf(err, errlen, "out of memory");
     free(dir);
+    *in_state_dir = 1;
     return out;
 }
 
@@ -101,6 +109,7 @@ static char *spool_path(const char *flag)
 
 typedef struct spool_sink {
     const char *path;
+    int nofollow; /* the spool is in the state directory: never through a link */
     dq_lock *lock; /* may be NULL */
     volatile sig_atomic_t *stop;
 } spool_sink;
@@ -123,7 +132,8 @@ static int spool_sink_fn(void *ctx, const dq_event *ev, char *err, size_t errlen
         snprintf(err, errlen, "out of memory encoding %s", ev->type);
         return -1;
     }
-    fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (s->nofollow ? O_NOFOLLOW : 0),
+              0600);
     if (fd < 0) {
         snprintf(err, errlen, "spool %s: %s", s->path, strerror(errno));
         free(json);
@@ -314,10 +324,14 @@ int dq_cmd_deploy(int argc, char **argv)
     req.issued_at = issued;
     if (!direct_validate(&cli, cfg, key_path, key_id, &req))
         goto out;
-    spool = spool_path(spool_flag);
-    if (!spool) {
-        dq_cli_fail(&cli, "no state directory for the spool: pass --spool FILE");
-        goto out;
+    {
+        char why[512] = "";
+
+        spool = spool_path(spool_flag, &sink.nofollow, why, sizeof why);
+        if (!spool) {
+            dq_cli_fail(&cli, "no spool: %s; or pass --spool FILE", why);
+            goto out;
+        }
     }
     sink.path = spool;
     sink.stop = dq_stop_flag_install();
@@ -436,6 +450,7 @@ int dq_cmd_spool(int argc, char **argv)
     long long timeout_s = 10, off;
     int c, rc = 1, fd = -1, sent = 0;
     char mark[4096], err[1024];
+    int in_state_dir = 0;
     char *spool = NULL, *text = NULL;
     size_t len = 0;
     dq_config *cfg = NULL;
@@ -462,13 +477,17 @@ int dq_cmd_spool(int argc, char **argv)
     if (optind >= argc || strcmp(argv[optind], "flush") != 0 || optind + 1 != argc)
         return dq_cli_usage(&cli, spool_usage, 2, "expected: spool flush");
 
-    spool = spool_path(spool_flag);
-    if (!spool) {
-        dq_cli_fail(&cli, "no state directory for the spool: pass --spool FILE");
-        goto out;
+    {
+        char why[512] = "";
+
+        spool = spool_path(spool_flag, &in_state_dir, why, sizeof why);
+        if (!spool) {
+            dq_cli_fail(&cli, "no spool: %s; or pass --spool FILE", why);
+            goto out;
+        }
     }
     snprintf(mark, sizeof mark, "%s.flushed", spool);
-    fd = open(spool, O_RDWR | O_CLOEXEC);
+    fd = open(spool, O_RDWR | O_CLOEXEC | (in_state_dir ? O_NOFOLLOW : 0));
     if (fd < 0 && errno == ENOENT) {
         printf("spool %s: nothing to flush\n", spool);
         rc = 0;

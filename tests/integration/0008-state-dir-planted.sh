@@ -97,6 +97,9 @@ owned="state directory $VD is owned by uid $ATTACKER, not by you (uid $VICTIM); 
 run_refused "planted, broker" "deployq: broker: $owned" "$BIN/deployq" broker
 run_refused "planted, up" "deployq: up: $owned" "$BIN/deployq" up
 run_refused "planted, up --demo" "deployq: up: $owned" "$BIN/deployq" up --demo
+# the break-glass spool lives there too: refused with the reason, never through a link
+run_refused "planted, spool flush" "deployq: spool: no spool: $owned; or pass --spool FILE" \
+    "$BIN/deployq" spool flush
 precious_unchanged "planted"
 listing "$VD" >"$T/planted.after"
 diff "$T/planted.before" "$T/planted.after" >&2 || fail "planted: the attacker's directory changed (a key written there?)"
