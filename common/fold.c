@@ -461,9 +461,17 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             return -1;
         t->current_since_ms = ev->at_ms;
         if (d) {
+            const cJSON *watch = cJSON_GetObjectItemCaseSensitive(data, "watch");
+
             d->succeeded_at_ms = ev->at_ms;
             if (d->outcome < DQ_DEPLOY_SUCCEEDED)
                 d->outcome = DQ_DEPLOY_SUCCEEDED;
+            /* No health watch follows (the executor said so): nothing else will conclude
+             * it. Without the field (older events) a deploy.verified still may. */
+            if (cJSON_IsFalse(watch)) {
+                d->unwatched = 1;
+                inflight_end(t, d);
+            }
         }
     } else if (strcmp(type, DQ_EV_FAILED) == 0) {
         const char *outcome = dq_json_str(data, "outcome");
@@ -535,9 +543,15 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             r->status = DQ_ROLLBACK_STARTED;
             r->started_at_ms = ev->at_ms;
         } else if (strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0) {
+            const char *policy = dq_json_str(data, "policy");
+
             r->status = DQ_ROLLBACK_FAILED;
             r->finished_at_ms = ev->at_ms;
-            t->n_rollbacks_failed++;
+            /* `rollback: notify`: nothing was attempted, a person was told; not a failure
+             * of a rollback. */
+            r->not_attempted = policy && strcmp(policy, "notify") == 0;
+            if (!r->not_attempted)
+                t->n_rollbacks_failed++;
         } else {
             int64_t restored = json_time(data, "restored_at");
 
@@ -806,6 +820,8 @@ cJSON *dq_fold_rollback_json(const dq_fold_rollback *r)
     add_str(o, "environment", r->environment);
     add_str(o, "deployment_id", r->deployment_id);
     add_str(o, "status", dq_rollback_status_name(r->status));
+    if (r->not_attempted)
+        add_str(o, "policy", "notify");
     add_str(o, "from_version", r->from_version);
     add_str(o, "to_version", r->to_version);
     add_str(o, "reason", r->reason);
@@ -845,6 +861,8 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     add_time(o, "rejected_at", d->rejected_at_ms);
     add_time(o, "verified_at", d->verified_at_ms);
     add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
+    if (d->unwatched)
+        cJSON_AddFalseToObject(o, "watch");
     cJSON_AddNumberToObject(o, "fence", (double)d->fence);
     if (with_timeline) {
         cJSON *arr = cJSON_AddArrayToObject(o, "timeline");

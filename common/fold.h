@@ -18,7 +18,10 @@
  *   deploy.validated / deploy.awaiting_approval  a deployment begins: in flight on its target
  *   deploy.rejected         the deployment ends rejected
  *   deploy.started          running (provider accepted); provider.failed only moves the step
- *   deploy.succeeded        the target's current version becomes the event's version
+ *   deploy.succeeded        the target's current version becomes the event's version; with
+ *                           data.watch false (no health watch follows) the deployment ends
+ *                           deployed (outcome succeeded, unwatched set); with true or without
+ *                           the field it stays in flight until verified or rolled back
  *   deploy.failed           the deployment ends failed; with data.outcome "unknown" (a timeout
  *                           whose cancel was not confirmed) the target's outcome is unknown
  *                           until a deploy or rollback of it succeeds
@@ -27,7 +30,9 @@
  *   rollback.requested      a rollback record opens on the target, with its evidence; the
  *                           deployment named by the event counts as rolled back
  *   rollback.started/succeeded/failed  update the target's open rollback; succeeded sets the
- *                           current version to data.to_version
+ *                           current version to data.to_version; failed with data.policy
+ *                           "notify" closes it as not attempted (not_attempted, not counted
+ *                           in n_rollbacks_failed)
  *   notification.*, unknown types  timeline only
  * Not thread-safe: a program that reads the fold from other threads (the HTTP API) holds
  * its own lock around dq_fold_apply*() and the readers.
@@ -88,6 +93,7 @@ typedef struct dq_fold_deployment {
     int64_t validated_at_ms, commit_at_ms, started_at_ms; /* 0 when not seen / not given */
     int64_t succeeded_at_ms, failed_at_ms, rejected_at_ms, verified_at_ms;
     int64_t rollback_requested_at_ms; /* 0 unless a rollback was requested for it */
+    int unwatched;          /* 1: its deploy.succeeded said no health watch follows (concluded) */
     int64_t fence;          /* the highest fence among its applied events */
     dq_fold_entry *timeline; /* every event of it, applied or stale, in log order */
     size_t n_timeline;
@@ -112,6 +118,9 @@ typedef struct dq_fold_rollback {
     char *reason, *requested_by;
     cJSON *evidence;       /* rollback.requested data.evidence (owned), or NULL */
     dq_rollback_status status;
+    int not_attempted;     /* 1: status failed because the policy is `rollback: notify`
+                              (rollback.failed data.policy "notify"): nothing was tried,
+                              the deployment stays degraded until a person decides */
     int64_t requested_at_ms;  /* 0 when the rollback began with rollback.started */
     /* When the trouble began, for MTTR: evidence.first_failure_at, else evidence.detected_at,
      * else rollback.succeeded data.detected_at, else requested_at_ms. */

@@ -143,8 +143,8 @@ int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *o
         if (!matches(o, r->service, r->environment) || !in_window(o, at))
             continue;
         out->rollbacks++;
-        if (r->status == DQ_ROLLBACK_FAILED)
-            out->rollbacks_failed++;
+        if (r->status == DQ_ROLLBACK_FAILED && !r->not_attempted)
+            out->rollbacks_failed++; /* the notify policy attempts nothing: not a failure */
         if (r->status == DQ_ROLLBACK_SUCCEEDED) {
             out->rollbacks_succeeded++;
             if (dvec_push(&mttr, (double)(r->restored_at_ms - r->detected_at_ms)) != 0)

@@ -518,7 +518,8 @@ static void print_targets_table(dq_fold *f, const char *service, const char *env
             short_time(r->requested_at_ms ? r->requested_at_ms : r->started_at_ms, when,
                        sizeof when);
             snprintf(rb, sizeof rb, "%s %s -> %s (%s%s%s)", when, or_dash(r->from_version),
-                     or_dash(r->to_version), dq_rollback_status_name(r->status),
+                     or_dash(r->to_version),
+                     r->not_attempted ? "not rolled back: policy notify" : dq_rollback_status_name(r->status),
                      probe ? ", probe " : "", probe ? probe : "");
         } else {
             dq_strlcpy(rb, "-", sizeof rb);

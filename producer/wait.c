@@ -31,6 +31,8 @@ const char *dq_wait_outcome_name(int code)
     case DQ_WAIT_FAILED: return "failed";
     case DQ_WAIT_ROLLED_BACK: return "rolled_back";
     case DQ_WAIT_TIMEOUT: return "timed_out";
+    case DQ_WAIT_NOT_ROLLED_BACK: return "not_rolled_back";
+    case DQ_WAIT_APPROVAL_EXPIRED: return "approval_expired";
     default: return "error";
     }
 }
@@ -123,8 +125,9 @@ fail:
     return NULL;
 }
 
-/* Whether the target has monitoring configured (an environment `monitor:` mapping, what
- * deployq-monitor watches), so "deployed" means deploy.verified. */
+/* For a deploy.succeeded without data.watch (an executor older than that field): whether
+ * this client's configuration has monitoring for the target (an environment `monitor:`
+ * mapping), so "deployed" means deploy.verified. */
 static int monitored(const dq_config *cfg, const char *service, const char *env)
 {
     struct fy_node *n = service && env ? dq_config_env_node(cfg, service, env) : NULL;
@@ -182,8 +185,21 @@ static int outcome_of(const dq_follow *f, const dq_event *ev, int *watching)
 {
     const char *t = ev->type;
 
-    if (strcmp(t, DQ_EV_REJECTED) == 0)
+    if (strcmp(t, DQ_EV_REJECTED) == 0) {
+        const cJSON *r;
+
+        cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(ev->data, "reasons"))
+        {
+            const char *code = dq_json_str(r, "code");
+
+            if (code && strcmp(code, "approval_expired") == 0)
+                return DQ_WAIT_APPROVAL_EXPIRED;
+        }
         return DQ_WAIT_REJECTED;
+    }
+    if (strcmp(t, DQ_EV_ROLLBACK_FAILED) == 0 && dq_json_str(ev->data, "policy") &&
+        strcmp(dq_json_str(ev->data, "policy"), "notify") == 0)
+        return DQ_WAIT_NOT_ROLLED_BACK;
     if (strcmp(t, DQ_EV_FAILED) == 0 || strcmp(t, DQ_EV_ROLLBACK_FAILED) == 0)
         return DQ_WAIT_FAILED;
     if (strcmp(t, DQ_EV_ROLLBACK_SUCCEEDED) == 0)
@@ -191,7 +207,11 @@ static int outcome_of(const dq_follow *f, const dq_event *ev, int *watching)
     if (strcmp(t, DQ_EV_VERIFIED) == 0)
         return DQ_WAIT_DEPLOYED;
     if (strcmp(t, DQ_EV_SUCCEEDED) == 0) {
-        if (!monitored(f->cfg, ev->service, ev->environment))
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(ev->data, "watch");
+
+        /* The executor says whether a watch follows (data.watch); only an event of an
+         * older executor, without it, leaves the guess to this client's configuration. */
+        if (cJSON_IsBool(w) ? !cJSON_IsTrue(w) : !monitored(f->cfg, ev->service, ev->environment))
             return DQ_WAIT_DEPLOYED;
         *watching = 1; /* deployed, but only verified (or rolled back) settles it */
     }

@@ -7,13 +7,18 @@
  * send and the first read. It joins no consumer group and commits nothing.
  *
  * Outcomes and exit codes (README "submit --wait"):
- *   0 deployed: deploy.succeeded, or deploy.verified when the target has monitoring
- *     configured (an environment with a `monitor:` mapping)
+ *   0 deployed: deploy.succeeded when its data.watch is false, else deploy.verified
  *   1 rejected: deploy.rejected (also a denied or unsigned approval)
  *   3 failed: deploy.failed, or rollback.failed
  *   4 rolled back: rollback.succeeded
  *   5 timed out: no outcome within the timeout (the deploy may still go on)
  *   6 could not follow (broker unreachable, topic missing)
+ *   7 degraded, not rolled back: the watch failed and the target's policy is
+ *     `rollback: notify` (rollback.failed with data.policy "notify"); a person decides
+ *   8 approval expired: deploy.rejected with reason approval_expired
+ * Whether a watch follows deploy.succeeded is the event's data.watch (set by the executor,
+ * which knows the target's configuration); only an event without it (an older executor)
+ * falls back to this client's configuration.
  */
 #ifndef DQ_WAIT_H
 #define DQ_WAIT_H
@@ -31,6 +36,8 @@ enum {
     DQ_WAIT_ROLLED_BACK = 4,
     DQ_WAIT_TIMEOUT = 5,
     DQ_WAIT_ERROR = 6,
+    DQ_WAIT_NOT_ROLLED_BACK = 7,
+    DQ_WAIT_APPROVAL_EXPIRED = 8,
 };
 
 typedef struct dq_follow dq_follow;
@@ -48,7 +55,8 @@ void dq_follow_free(dq_follow *f);
 int dq_follow_run(dq_follow *f, const char *deployment_id, int64_t timeout_ms, int json, FILE *out,
                   volatile sig_atomic_t *stop);
 
-/* "deployed", "rejected", "failed", "rolled_back", "timed_out" or "error". */
+/* "deployed", "rejected", "failed", "rolled_back", "timed_out", "not_rolled_back",
+ * "approval_expired" or "error". */
 const char *dq_wait_outcome_name(int code);
 
 #endif

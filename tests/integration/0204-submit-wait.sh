@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
 # deployq submit --wait: follows the deployment on deployq.events and exits with its
-# outcome: 0 deployed (deploy.succeeded; deploy.verified where the target is monitored),
-# 1 rejected, 3 failed, 4 rolled back, 5 timed out, 6 cannot follow. The executor's,
-# monitor's and rollback worker's events are injected with kcat, as they would emit them.
+# outcome: 0 deployed (deploy.succeeded; deploy.verified when its data.watch says a watch
+# follows), 1 rejected, 3 failed, 4 rolled back, 5 timed out, 6 cannot follow, 7 degraded
+# and not rolled back (rollback: notify), 8 approval expired. The verdict comes from the
+# events, never from the client's configuration. The executor's, monitor's and rollback
+# worker's events are injected with kcat, as they would emit them.
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-gates.sh"
+. "$(dirname "$0")/helpers-executor.sh"
 
 start_redis
 start_broker
-write_config '  mon:
+start_fake wh webhook
+chain="providers:
+          - {type: webhook, name: wh, url: \"http://127.0.0.1:$FAKE_PORT_wh/deploy\", status_url: \"http://127.0.0.1:$FAKE_PORT_wh/status/{id}\", poll_interval: 200ms, deadline: 20s}"
+write_config "  wx:
+    environments:
+      staging:
+        $chain
+      production:
+        $chain
+        monitor:
+          probes:
+            - {name: http, type: http, url: \"http://127.0.0.1:1/health\"}
+"'  mon:
     environments:
       production:
         monitor:
           probes:
-            - {name: http, type: http, url: "http://127.0.0.1:1/health"}'
+            - {name: http, type: http, url: "http://127.0.0.1:1/health"}
+  vault:
+    environments:
+      production:
+        approval: required
+        approval_timeout: 3s'
 start_validator a
+start_validator b # approval expiry: two validators, one rejection
+# A CI runner's configuration: brokers and topics, no services (so no monitor: either).
+CLIENT_CONFIG="$T/client.yaml"
+config_base >"$CLIENT_CONFIG"
 
 # wait_bg NAME ARGS...: run submit --wait in the background, output in $T/NAME.out.
 wait_bg() {
@@ -83,10 +107,71 @@ inject deploy.succeeded "$id" mon production v4 "$succeeded"
 inject deploy.verified "$id" mon production v4 '{"window_ms":60000,"samples":12}'
 exit_of ver; assert_eq "$RC" 0 "exit code, verified"
 
+# The verdict comes from the events, not the client's configuration (which has no
+# monitor: at all): data.watch true waits for deploy.verified...
+wait_bg cw --config "$CLIENT_CONFIG" --service mon --env production --version v7 --timeout 120
+id=$(id_of cw)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.succeeded "$id" mon production v7 "${succeeded%\}},\"watch\":true}"
+sleep 1
+alive "$PID_cw" || fail "exited at deploy.succeeded although the event says a watch follows"
+inject deploy.verified "$id" mon production v7 '{"window_ms":60000,"samples":12}'
+exit_of cw; assert_eq "$RC" 0 "exit code, verified (client without monitor:)"
+assert_eq "$(tail -n1 "$T/cw.out")" "$id: deployed" "last line, watch true"
+# ... and data.watch false ends at deploy.succeeded, although this client's configuration
+# has monitor: for the target.
+wait_bg nw --service mon --env production --version v8 --timeout 30
+id=$(id_of nw)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.succeeded "$id" mon production v8 "${succeeded%\}},\"watch\":false}"
+exit_of nw; assert_eq "$RC" 0 "exit code, deployed without a watch"
+grep -q "timed out" "$T/nw.out" && fail "waited for a watch the event said does not follow"
+
+# 7 degraded, not rolled back: the rollback worker's final event under rollback: notify.
+wait_bg nt --config "$CLIENT_CONFIG" --service mon --env production --version v9 --timeout 120
+id=$(id_of nt)
+wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+inject deploy.succeeded "$id" mon production v9 "${succeeded%\}},\"watch\":true}"
+inject rollback.requested "$id" mon production v9 '{"reason":"health","requested_by":"deployq-monitor"}'
+inject rollback.failed "$id" mon production v9 \
+    '{"reason":"policy notify: nothing was rolled back; a person must decide","policy":"notify"}'
+exit_of nt; assert_eq "$RC" 7 "exit code, not rolled back (notify)"
+assert_eq "$(tail -n1 "$T/nt.out")" "$id: not_rolled_back" "last line, notify"
+
+# 8 approval expired: nobody decides within approval_timeout (3 s); the validator rejects
+# it (approval_expired) and --wait ends long before its own timeout.
+start=$(date +%s)
+rc=0; out=$(submit --wait --config "$CLIENT_CONFIG" --service vault --env production --version v10 --timeout 60) || rc=$?
+assert_eq "$rc" 8 "exit code, approval expired"
+[ $(($(date +%s) - start)) -lt 30 ] || fail "approval expiry took $(($(date +%s) - start)) s"
+grep -q "deploy.awaiting_approval " <<<"$out" || fail "no awaiting line: $out"
+grep -q "deploy.rejected .*approval_expired: no approver decided before " <<<"$out" || fail "no expiry line: $out"
+id=$(head -n1 <<<"$out")
+assert_eq "$(tail -n1 <<<"$out")" "$id: approval_expired" "last line, expired"
+redis_has "deployq:pending:$id" && fail "pending record kept after expiry"
+assert_eq "$(events_for "$id" | jq -r 'select(.type == "deploy.rejected") | .id' | wc -l)" 1 "one rejection"
+
 # 5 timed out: validated, but nobody deploys it.
 rc=0; out=$(submit --wait --service api --env staging --version v5 --timeout 3) || rc=$?
 assert_eq "$rc" 5 "exit code, timed out"
 grep -q "^timed out after 3 s waiting for " <<<"$out" || fail "no timeout line: $out"
+
+# The executor itself says whether a watch follows (last: an executor reads the requests
+# validated above too, and fails those of targets without providers).
+fake_script wh '{"mode":"succeed","steps":1}'
+start_executor a
+rc=0; out=$(submit --wait --config "$CLIENT_CONFIG" --service wx --env staging --version e1 --timeout 60) || rc=$?
+assert_eq "$rc" 0 "exit code, executor without a watch"
+id=$(head -n1 <<<"$out")
+assert_eq "$(events_for "$id" | jq -c 'select(.type == "deploy.succeeded") | .data.watch')" false "executor data.watch, no monitor:"
+wait_bg ew --config "$CLIENT_CONFIG" --service wx --env production --version e2 --timeout 60
+id=$(id_of ew)
+ev=$(wait_event "$id" deploy.succeeded 60) || fail "executor: no deploy.succeeded for $id"
+assert_eq "$(jq -c .data.watch <<<"$ev")" true "executor data.watch, monitor:"
+sleep 1
+alive "$PID_ew" || fail "exited at the executor's deploy.succeeded although a watch follows"
+inject deploy.verified "$id" wx production e2 '{"window_ms":60000,"samples":12}'
+exit_of ew; assert_eq "$RC" 0 "exit code, executor with a watch, verified"
 
 # 6 the request cannot be followed (no broker).
 rc=0; submit --wait --service api --env staging --version v6 --timeout 5 --brokers 127.0.0.1:1 \

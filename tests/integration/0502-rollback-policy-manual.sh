@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deployq-rollback's refusals and the manual path:
-#   1. `rollback: notify`: a rollback.requested only sends a notification (it says a
-#      person must decide); no rollback.* event, no provider call.
+#   1. `rollback: notify`: a rollback.requested sends a notification (it says a person
+#      must decide) and ends with rollback.failed data.policy "notify" (what submit --wait
+#      exits 7 on); no provider call.
 #   2. no verified version to return to: rollback.failed with that reason, a
 #      notification, and no provider call (never a blind rollback).
 #   3. `deployq rollback --service --env --reason --wait` while Slack answers 503: the
@@ -41,7 +42,7 @@ write_rollback_config "  db:
 start_rollback a
 fake_script wh '{"mode":"succeed","steps":1}'
 
-log "1. rollback: notify -> a notification, nothing else"
+log "1. rollback: notify -> a notification and the final rollback.failed (policy notify)"
 d1=$(new_uuid); d2=$(new_uuid)
 inject deploy.succeeded db production v1 "$d1" "$(succeeded_data wh wh-db-1)" >/dev/null
 inject deploy.verified db production v1 "$d1" "$verified_data" >/dev/null
@@ -52,7 +53,12 @@ assert_eq "$(notifications "$req" | jq -r '.type + " " + .data.channel')" "notif
 texts=$(slack_texts slack)
 grep -q 'Rollback requested for db/production: version v2' <<<"$texts" || fail "no request message: $texts"
 grep -q 'rollback: notify`: nothing was rolled back. A person must decide' <<<"$texts" || fail "no policy note: $texts"
-assert_eq "$(events_for "$d2" | jq -r 'select(.type | startswith("rollback.")) | .type' | paste -sd, -)" rollback.requested "rollback events for db"
+ev=$(rollback_outcome "$req" 30) || fail "no final event for the notify policy"
+assert_eq "$(jq -r '.type + " " + .data.policy + " " + .deployment_id + " " + .version' <<<"$ev")" \
+    "rollback.failed notify $d2 v2" "notify-policy final event"
+assert_eq "$(jq -r .data.reason <<<"$ev")" "policy notify: nothing was rolled back; a person must decide" "notify-policy reason"
+assert_eq "$(events_for "$d2" | jq -r 'select(.type | startswith("rollback.")) | .type' | paste -sd, -)" \
+    rollback.requested,rollback.failed "rollback events for db"
 assert_eq "$(fake_calls wh | jq '.calls | length')" 0 "provider calls after the notify policy"
 
 log "2. no verified version -> rollback.failed, no blind rollback"

@@ -408,6 +408,116 @@ static void test_outcome_unknown(void **state)
     dq_fold_free(f);
 }
 
+/* deploy.succeeded says whether a health watch follows (data.watch): false concludes the
+ * deployment there; true, or no field (older executors), keeps it in flight. */
+static void test_succeeded_watch_field(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    const dq_fold_deployment *d;
+    cJSON *j;
+
+    put(f, 0, 0, DQ_EV_VALIDATED, D1, "api", "dev", "v1", "2026-01-01T10:00:00Z", 0, VALIDATED_DATA);
+    put(f, 0, 1, DQ_EV_SUCCEEDED, D1, "api", "dev", "v1", "2026-01-01T10:01:00Z", 3,
+        "{\"provider\":\"p\",\"provider_deployment_id\":\"x\",\"duration_ms\":5,\"watch\":false}");
+    t = dq_fold_target_get(f, "api", "dev");
+    assert_non_null(t);
+    assert_null(t->inflight); /* concluded: not "in flight · deployed" forever */
+    assert_string_equal(t->current_version, "v1");
+    d = dq_fold_deployment_get(f, D1);
+    assert_int_equal(d->outcome, DQ_DEPLOY_SUCCEEDED);
+    assert_int_equal(d->unwatched, 1);
+    j = dq_fold_deployment_json(d, 0);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "watch")));
+    cJSON_Delete(j);
+    j = dq_fold_target_json(t);
+    assert_null(cJSON_GetObjectItemCaseSensitive(j, "in_flight"));
+    cJSON_Delete(j);
+
+    /* watch true: in flight until verified */
+    put(f, 0, 2, DQ_EV_VALIDATED, D2, "api", "dev", "v2", "2026-01-02T10:00:00Z", 0, VALIDATED_DATA);
+    put(f, 0, 3, DQ_EV_SUCCEEDED, D2, "api", "dev", "v2", "2026-01-02T10:01:00Z", 4,
+        "{\"provider\":\"p\",\"provider_deployment_id\":\"x\",\"duration_ms\":5,\"watch\":true}");
+    assert_non_null(t->inflight);
+    assert_string_equal(t->inflight->id, D2);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->unwatched, 0);
+    put(f, 0, 4, DQ_EV_VERIFIED, D2, "api", "dev", "v2", "2026-01-02T10:10:00Z", 4, NULL);
+    assert_null(t->inflight);
+
+    /* no field (an older executor): today's behaviour, still in flight */
+    put(f, 0, 5, DQ_EV_VALIDATED, D3, "api", "dev", "v3", "2026-01-03T10:00:00Z", 0, VALIDATED_DATA);
+    put(f, 0, 6, DQ_EV_SUCCEEDED, D3, "api", "dev", "v3", "2026-01-03T10:01:00Z", 5,
+        "{\"provider\":\"p\",\"provider_deployment_id\":\"x\",\"duration_ms\":5}");
+    assert_non_null(t->inflight);
+    assert_string_equal(t->inflight->id, D3);
+    dq_fold_free(f);
+}
+
+/* Under `rollback: notify` the rollback worker ends the request with rollback.failed and
+ * data.policy "notify": the rollback record closes as not attempted, not as a failure. */
+static void test_rollback_notify_policy(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    cJSON *j;
+
+    put(f, 0, 0, DQ_EV_VALIDATED, D1, "api", "prod", "v1", "2026-01-01T10:00:00Z", 0, VALIDATED_DATA);
+    put(f, 0, 1, DQ_EV_SUCCEEDED, D1, "api", "prod", "v1", "2026-01-01T10:01:00Z", 3,
+        "{\"provider\":\"p\",\"provider_deployment_id\":\"x\",\"duration_ms\":5,\"watch\":true}");
+    put(f, 0, 2, DQ_EV_ROLLBACK_REQUESTED, D1, "api", "prod", "v1", "2026-01-01T10:02:00Z", 3,
+        "{\"reason\":\"health\",\"requested_by\":\"deployq-monitor\"}");
+    t = dq_fold_target_get(f, "api", "prod");
+    assert_int_equal(t->last_rollback->status, DQ_ROLLBACK_REQUESTED);
+    put(f, 0, 3, DQ_EV_ROLLBACK_FAILED, D1, "api", "prod", "v1", "2026-01-01T10:02:01Z", 0,
+        "{\"reason\":\"policy notify: nothing was rolled back; a person must decide\","
+        "\"policy\":\"notify\"}");
+    assert_int_equal(t->last_rollback->status, DQ_ROLLBACK_FAILED);
+    assert_int_equal(t->last_rollback->not_attempted, 1);
+    assert_int_equal(t->n_rollbacks_failed, 0);
+    assert_null(t->inflight);
+    assert_string_equal(t->current_version, "v1"); /* still serving the degraded version */
+    j = dq_fold_target_json(t);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(j, "last_rollback"), "policy")->valuestring,
+                        "notify");
+    cJSON_Delete(j);
+
+    /* a real failure still counts */
+    put(f, 0, 4, DQ_EV_ROLLBACK_REQUESTED, D1, "api", "prod", "v1", "2026-01-01T11:00:00Z", 3,
+        "{\"reason\":\"health\",\"requested_by\":\"deployq-monitor\"}");
+    put(f, 0, 5, DQ_EV_ROLLBACK_FAILED, D1, "api", "prod", "v1", "2026-01-01T11:00:01Z", 3,
+        "{\"reason\":\"provider down\"}");
+    assert_int_equal(t->last_rollback->not_attempted, 0);
+    assert_int_equal(t->n_rollbacks_failed, 1);
+    dq_fold_free(f);
+}
+
+/* An approval nobody gave in time: the validator's deploy.rejected (approval_expired)
+ * ends the deployment that was awaiting approval. */
+static void test_approval_expired(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    const dq_fold_target *t;
+    const dq_fold_deployment *d;
+
+    put(f, 0, 0, DQ_EV_AWAITING_APPROVAL, D1, "api", "prod", "v1", "2026-01-01T10:00:00Z", 0,
+        "{\"approval_role\":\"approver\",\"expires_at\":\"2026-01-01T10:00:05Z\"}");
+    t = dq_fold_target_get(f, "api", "prod");
+    assert_non_null(t->inflight);
+    assert_int_equal(t->inflight->outcome, DQ_DEPLOY_AWAITING_APPROVAL);
+    put(f, 0, 1, DQ_EV_REJECTED, D1, "api", "prod", "v1", "2026-01-01T10:00:05Z", 0,
+        "{\"reasons\":[{\"code\":\"approval_expired\",\"message\":\"no approver decided\"}]}");
+    assert_null(t->inflight);
+    d = dq_fold_deployment_get(f, D1);
+    assert_int_equal(d->outcome, DQ_DEPLOY_REJECTED);
+    assert_int_equal(d->rejected_at_ms, ms("2026-01-01T10:00:05Z"));
+    assert_int_equal(t->n_rejected, 1);
+    dq_fold_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +528,9 @@ int main(void)
         cmocka_unit_test(test_unreadable_and_untargeted),
         cmocka_unit_test(test_targets_sorted_and_json),
         cmocka_unit_test(test_outcome_unknown),
+        cmocka_unit_test(test_succeeded_watch_field),
+        cmocka_unit_test(test_rollback_notify_policy),
+        cmocka_unit_test(test_approval_expired),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -173,6 +173,30 @@ static void test_figures(void **state)
     dq_fold_free(f);
 }
 
+/* A rollback the notify policy did not attempt (rollback.failed with data.policy
+ * "notify") is a rollback request, not a failed rollback. */
+static void test_notify_policy_not_a_failed_rollback(void **state)
+{
+    dq_fold *f = dq_fold_new();
+    dq_report_opts o = window();
+    dq_report r;
+    (void)state;
+
+    next_offset = 0;
+    validated(f, D(1), "api", "production", "2026-01-02T10:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(1), "api", "production", "v", "2026-01-02T10:10:00Z", NULL);
+    put(f, DQ_EV_ROLLBACK_REQUESTED, D(1), "api", "production", "v", "2026-01-02T11:00:00Z",
+        "{\"reason\":\"5xx\",\"requested_by\":\"deployq-monitor\"}");
+    put(f, DQ_EV_ROLLBACK_FAILED, D(1), "api", "production", "v", "2026-01-02T11:00:01Z",
+        "{\"reason\":\"policy notify: nothing was rolled back; a person must decide\","
+        "\"policy\":\"notify\"}");
+    assert_int_equal(dq_report_compute(f, &o, &r), 0);
+    assert_int_equal(r.rollbacks, 1);
+    assert_int_equal(r.rollbacks_failed, 0);
+    assert_int_equal(r.rollbacks_succeeded, 0);
+    dq_fold_free(f);
+}
+
 static void test_filters(void **state)
 {
     (void)state;
@@ -292,6 +316,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_figures),
         cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_notify_policy_not_a_failed_rollback),
         cmocka_unit_test(test_percentile),
         cmocka_unit_test(test_renderings),
     };

@@ -889,9 +889,28 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
                  "Policy for %s/%s is `rollback: notify`: nothing was rolled back. A person must decide "
                  "(deployq rollback --service %s --env %s --reason ...).",
                  req->service, req->environment, req->service, req->environment);
+        dq_event *ev;
+
         dq_warn("rollback requested for %s/%s (%s); policy notify: not rolling back",
                 req->service, req->environment, dq_json_str(req->data, "reason") ? dq_json_str(req->data, "reason") : "");
+        /* The request's final event, so that whoever follows the deployment (submit --wait,
+         * the registry) learns it ends here: a rollback.failed that says data.policy
+         * "notify" (nothing was attempted). Recorded like any outcome, so a redelivery
+         * takes the "already concluded" path above. */
+        r.from_version = req->version ? req->version : dq_json_str(req->data, "from_version");
+        ev = new_event(&r, DQ_EV_ROLLBACK_FAILED, "rollback.outcome");
+        if (!ev || !cJSON_AddStringToObject(ev->data, "reason",
+                                            "policy notify: nothing was rolled back; a person must decide") ||
+            !cJSON_AddStringToObject(ev->data, "policy", "notify") || conclude(&r, ev) != 0) {
+            snprintf(err, errlen, "rollback %s: the policy-notify outcome was not delivered: %s", req->id,
+                     ev ? r.err : "out of memory");
+            dq_event_free(ev);
+            free(r.unrecorded);
+            cJSON_Delete(rec);
+            return DQ_RETRY;
+        }
         notify(rb, req, note, 1);
+        dq_event_free(ev);
         free(r.unrecorded);
         cJSON_Delete(rec);
         return DQ_HANDLED;

@@ -11,6 +11,8 @@
  * mangled approval can cancel a deploy but never let one through. The first decision
  * wins (deployq:decided:<id>, SET NX); the pending record is deleted once the verdict is
  * on deployq.events, and a message for a deployment with nothing pending is skipped.
+ * A deployment nobody decides in time is rejected (approval_expired) by
+ * dq_approval_expire_due(), which claims the decision the same way.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,8 @@
 #include "sign.h"
 #include "util.h"
 #include "validate.h"
+
+static char *expiry_member(const dq_event *validated);
 
 typedef struct parsed {
     cJSON *wrapper, *inner;
@@ -269,9 +273,16 @@ emit:
     }
     if (text) {
         redisReply *r = dq_redis_command(val->redis, "DEL %s", pkey);
+        /* Decided: its expiry must never fire, however long the decided marker lives. The
+         * parked event was moved into ev when approved. */
+        char *member = expiry_member(pending ? pending : ev);
 
         if (r)
             freeReplyObject(r);
+        r = member ? dq_redis_command(val->redis, "ZREM %s %s", DQ_APPROVAL_EXPIRIES, member) : NULL;
+        if (r)
+            freeReplyObject(r);
+        free(member);
     }
     if (strcmp(ev->type, DQ_EV_VALIDATED) == 0)
         val->n_validated++;
@@ -291,4 +302,156 @@ out:
     dq_verdict_clear(&v);
     parsed_clear(&p);
     return res;
+}
+
+/* The expiry set's member for a parked deployment (the same text from the parked
+ * deploy.validated, so a decision can remove it). NULL on allocation failure. */
+static char *expiry_member(const dq_event *validated)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *member;
+
+    if (!o || !validated->deployment_id ||
+        !cJSON_AddStringToObject(o, "deployment_id", validated->deployment_id) ||
+        !cJSON_AddStringToObject(o, "service", validated->service ? validated->service : "") ||
+        !cJSON_AddStringToObject(o, "environment", validated->environment ? validated->environment : "") ||
+        !cJSON_AddStringToObject(o, "version", validated->version ? validated->version : "")) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    member = dq_json_print(o);
+    cJSON_Delete(o);
+    return member;
+}
+
+int dq_approval_schedule_expiry(dq_validator *val, const dq_event *validated, int64_t expires_ms)
+{
+    char *member = expiry_member(validated);
+    redisReply *r;
+    int rc;
+
+    if (!member)
+        return -1;
+    /* NX: a redelivered request keeps its first expiry. */
+    r = dq_redis_command(val->redis, "ZADD %s NX %lld %s", DQ_APPROVAL_EXPIRIES, (long long)expires_ms,
+                         member);
+    rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    free(member);
+    return rc;
+}
+
+/* Put a claimed member back, for the next pass. */
+static void expiry_unclaim(dq_validator *val, const char *member, size_t len, int64_t due_ms)
+{
+    redisReply *r = dq_redis_command(val->redis, "ZADD %s %lld %b", DQ_APPROVAL_EXPIRIES, (long long)due_ms,
+                                     member, len);
+
+    if (!r || r->type != REDIS_REPLY_INTEGER)
+        dq_warn("approval expiry %.*s could not be put back: it will not be rejected", (int)len, member);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Reject one member due, already claimed by ZREM. 1 rejected, 0 nothing to do (decided
+ * before, unreadable), -1 retry later. */
+static int expire_one(dq_validator *val, const char *member, size_t len, int64_t due_ms)
+{
+    cJSON *o = dq_json_parse(member, len, 4096, 4, NULL, NULL, 0), *reasons, *x;
+    const char *dep = dq_json_str(o, "deployment_id");
+    char key[128], until[DQ_TIME_LEN + 1], msg[256], name[160], err[512], *prev = NULL;
+    dq_event *ev = NULL;
+    int rc = -1, mine;
+
+    if (!dep || !dq_uuid_valid(dep)) {
+        dq_warn("approval expiry %.*s unreadable; dropped", (int)len, member);
+        cJSON_Delete(o);
+        return 0;
+    }
+    /* The decision, claimed as an approval claims it (approval.c claim_decision): the first
+     * of the two wins. Ours also when a pass of ours claimed it and then failed to emit. */
+    snprintf(key, sizeof key, "deployq:decided:%s", dep);
+    if (dq_redis_set_nx(val->redis, key, "expired", 7L * 24 * 3600) < 0 ||
+        dq_redis_get(val->redis, key, &prev) != 0)
+        goto out;
+    mine = prev && strcmp(prev, "expired") == 0;
+    if (!mine) {
+        dq_info("deployment %s was decided before its approval expired", dep);
+        rc = 0;
+        goto out;
+    }
+    ev = dq_event_new(DQ_EV_REJECTED, dep, dq_json_str(o, "service"), dq_json_str(o, "environment"),
+                      dq_json_str(o, "version"), val->actor);
+    if (!ev)
+        goto out;
+    snprintf(name, sizeof name, "approval-expired:%s", dep);
+    dq_event_set_id_from(ev, name);
+    snprintf(msg, sizeof msg, "no approver decided before %s (the environment's approval_timeout)",
+             dq_time_format(due_ms, until));
+    reasons = cJSON_AddArrayToObject(ev->data, "reasons");
+    x = cJSON_CreateObject();
+    if (!reasons || !x || !cJSON_AddStringToObject(x, "code", "approval_expired") ||
+        !cJSON_AddStringToObject(x, "message", msg)) {
+        cJSON_Delete(x);
+        goto out;
+    }
+    cJSON_AddItemToArray(reasons, x);
+    if (dq_validator_emit(val, ev, err, sizeof err) != 0) {
+        dq_warn("cannot emit the approval expiry of %s: %s; will retry", dep, err);
+        goto out;
+    }
+    snprintf(key, sizeof key, "deployq:pending:%s", dep);
+    {
+        redisReply *r = dq_redis_command(val->redis, "DEL %s", key);
+
+        if (r)
+            freeReplyObject(r);
+    }
+    val->n_rejected++;
+    dq_info("%s deployment %s: approval_expired: %s", ev->type, dep, msg);
+    rc = 1;
+out:
+    dq_event_free(ev);
+    free(prev);
+    cJSON_Delete(o);
+    return rc;
+}
+
+int dq_approval_expire_due(dq_validator *val, int64_t now_ms)
+{
+    redisReply *r = dq_redis_command(val->redis, "ZRANGEBYSCORE %s -inf %lld WITHSCORES LIMIT 0 64",
+                                     DQ_APPROVAL_EXPIRIES, (long long)now_ms);
+    int n = 0;
+
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *m = r->element[i], *sc = r->element[i + 1];
+        int64_t due = sc->type == REDIS_REPLY_STRING ? strtoll(sc->str, NULL, 10) : now_ms;
+        redisReply *z;
+        int claimed, rc;
+
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        /* The claim: of all validators, only the one whose ZREM removed it goes on. */
+        z = dq_redis_command(val->redis, "ZREM %s %b", DQ_APPROVAL_EXPIRIES, m->str, m->len);
+        claimed = z && z->type == REDIS_REPLY_INTEGER && z->integer == 1;
+        if (z)
+            freeReplyObject(z);
+        if (!claimed)
+            continue;
+        rc = expire_one(val, m->str, m->len, due);
+        if (rc < 0) {
+            expiry_unclaim(val, m->str, m->len, due);
+            n = -1;
+            break;
+        }
+        n += rc;
+    }
+    freeReplyObject(r);
+    return n;
 }

@@ -5,7 +5,8 @@
  * a crash or a rebalance yields the same verdict event (same id), never a second one.
  *
  * A second consumer on its own thread (group <group>-state, state.c) reads deployq.events
- * so the promotion gate knows which versions were verified where.
+ * so the promotion gate knows which versions were verified where. A third thread rejects
+ * the deployments whose approval expired (approval_expired, approval.c).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -50,6 +51,29 @@ static void *state_main(void *arg)
     return NULL;
 }
 
+/* The approval expiry pass (validate.h dq_approval_expire_due) once a second, on its own
+ * thread with its own Redis connection and producer: a slow send here never holds up the
+ * requests, and a send timeout here never purges one of theirs. */
+typedef struct expiry_thread {
+    dq_validator val;
+    volatile sig_atomic_t *stop;
+} expiry_thread;
+
+static void *expiry_main(void *arg)
+{
+    expiry_thread *t = arg;
+
+    while (!*t->stop) {
+        /* Short sleeps so that a stop is seen within 100 ms. */
+        for (int i = 0; i < 10 && !*t->stop; i++)
+            dq_sleep_ms(100);
+        if (!*t->stop && dq_approval_expire_due(&t->val, dq_now_ms()) < 0)
+            dq_warn("approval expiry: redis %s or the broker unavailable; will retry",
+                    dq_redis_where(t->val.redis));
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     dq_worker w = {.program = "deployq-validator", .group = "deployq-validator"};
@@ -60,8 +84,9 @@ int main(int argc, char **argv)
     dq_validator val = {0};
     dq_consumer *consumer = NULL;
     state_thread st = {0};
-    pthread_t st_tid;
-    int st_started = 0;
+    pthread_t st_tid, ex_tid;
+    int st_started = 0, ex_started = 0;
+    expiry_thread ex = {0};
     char state_group[256];
     volatile sig_atomic_t *stop;
 
@@ -149,6 +174,24 @@ int main(int argc, char **argv)
         }
         st_started = 1;
     }
+    ex.val.cfg = cfg;
+    ex.stop = stop;
+    dq_strlcpy(ex.val.actor, val.actor, sizeof ex.val.actor);
+    ex.val.redis = dq_redis_connect(cfg->redis_url, cfg->redis_timeout_ms, err, sizeof err);
+    if (!ex.val.redis) {
+        dq_error("redis: %s", err);
+        goto out;
+    }
+    ex.val.producer = dq_producer_new(cfg, err, sizeof err);
+    if (!ex.val.producer) {
+        dq_error("%s", err);
+        goto out;
+    }
+    if (pthread_create(&ex_tid, NULL, expiry_main, &ex) != 0) {
+        dq_error("cannot start the approval expiry thread");
+        goto out;
+    }
+    ex_started = 1;
     dq_info("consuming %s as group %s (and %s as %s); emitting to %s", cfg->topic_requests, group,
             cfg->topic_events, state_group, cfg->topic_events);
     rc = dq_consumer_run(consumer, dq_validator_handle, &val, stop) == 0 ? 0 : 1;
@@ -162,6 +205,12 @@ out:
         *stop = 1;
         pthread_join(st_tid, NULL);
     }
+    if (ex_started) {
+        *stop = 1;
+        pthread_join(ex_tid, NULL);
+    }
+    dq_producer_free(ex.val.producer);
+    dq_redis_free(ex.val.redis);
     dq_consumer_free(st.consumer);
     dq_redis_free(st.state.redis);
     dq_schema_free(val.approval);

@@ -499,6 +499,7 @@ static dq_event *park_for_approval(dq_validator *val, const dq_message *m, const
 {
     char key[128], name[256], *json = dq_event_encode(validated);
     long ttl = (long)(v->approval_timeout_ms / 1000);
+    int64_t expires_ms = dq_now_ms() + (ttl > 0 ? ttl : 1) * 1000LL;
     dq_event *ev;
     cJSON *source;
 
@@ -507,7 +508,8 @@ static dq_event *park_for_approval(dq_validator *val, const dq_message *m, const
     snprintf(key, sizeof key, "deployq:pending:%s", validated->deployment_id);
     /* NX: a redelivered request must not resurrect a deployment already decided (the
      * decision deletes the key; deployq:decided:<id> then stops a new one). */
-    if (dq_redis_set_nx(val->redis, key, json, ttl > 0 ? ttl : 1) < 0) {
+    if (dq_redis_set_nx(val->redis, key, json, ttl > 0 ? ttl : 1) < 0 ||
+        dq_approval_schedule_expiry(val, validated, expires_ms) != 0) {
         free(json);
         *transient = 1;
         return NULL;
@@ -528,8 +530,7 @@ static dq_event *park_for_approval(dq_validator *val, const dq_message *m, const
     {
         char until[DQ_TIME_LEN + 1];
 
-        cJSON_AddStringToObject(ev->data, "expires_at",
-                                dq_time_format(dq_now_ms() + (ttl > 0 ? ttl : 1) * 1000LL, until));
+        cJSON_AddStringToObject(ev->data, "expires_at", dq_time_format(expires_ms, until));
     }
     source = cJSON_AddObjectToObject(ev->data, "source");
     cJSON_AddStringToObject(source, "topic", m->topic);

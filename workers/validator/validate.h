@@ -121,6 +121,23 @@ int dq_approval_peek(const dq_validator *val, const dq_message *m);
 dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err,
                                     size_t errlen);
 
+/* Approval expiry. A parked deployment is also a member of the sorted set
+ * DQ_APPROVAL_EXPIRIES (score: its expiry in wall ms; member: compact JSON with its
+ * deployment_id, service, environment and version). The validator's expiry thread calls
+ * dq_approval_expire_due() about once a second: each member due is claimed with ZREM (only
+ * the validator whose ZREM removed it goes on, so two validators never both reject), then
+ * the decision itself with deployq:decided:<id> like an approval (an approval that got
+ * there first wins), and deploy.rejected with reason approval_expired is emitted. A member
+ * whose rejection could not be emitted is put back for the next pass. */
+#define DQ_APPROVAL_EXPIRIES "deployq:approval-expiries"
+
+/* Schedule validated's expiry at expires_ms. 0, -1 when Redis did not take it. */
+int dq_approval_schedule_expiry(dq_validator *val, const dq_event *validated, int64_t expires_ms);
+
+/* Reject every parked deployment due at now_ms (at most 64 per call). Returns how many
+ * were rejected, -1 when Redis or the broker failed (the rest waits for the next call). */
+int dq_approval_expire_due(dq_validator *val, int64_t now_ms);
+
 /* ---- state.c ---- */
 
 /* What the validator learns from deployq.events (consumer group <group>-state): each
