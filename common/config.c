@@ -76,6 +76,10 @@ typedef struct loader {
     char *err;
     size_t errlen;
     dq_config *cfg;
+    /* The top-level sections whose ${NAME} references must be set (NULL-terminated), or
+     * NULL for all of them: a reading verb loads the running stack's file without the
+     * provider tokens it never uses (dq_config_load_sections). */
+    const char *const *strict;
 } loader;
 
 typedef struct buf {
@@ -231,7 +235,8 @@ static int is_name_char(char c)
  * literal "${". Returns a malloc'd string and sets *from_env when a variable was used; NULL
  * with the reason in why otherwise. The reason names a variable, never a value.
  */
-static char *expand(const char *s, size_t len, int *from_env, char *why, size_t whylen)
+static char *expand(const char *s, size_t len, int *from_env, int *unset, char *why,
+                    size_t whylen)
 {
     buf b = {0};
     size_t i = 0;
@@ -277,6 +282,7 @@ static char *expand(const char *s, size_t len, int *from_env, char *why, size_t 
         name[end - start] = '\0';
         const char *value = getenv(name);
         if (value == NULL) {
+            *unset = 1;
             snprintf(why, whylen, "${%s} is not set in the environment", name);
             goto fail;
         }
@@ -317,13 +323,29 @@ static int set_meta(loader *ld, struct fy_node *node, const char *text, size_t l
     return 0;
 }
 
+/* Whether the top-level section named by key must have every ${NAME} set: all of them
+ * unless the loader was given a list (loader.strict). */
+static int section_strict(const loader *ld, struct fy_node *key)
+{
+    const char *name;
+    size_t len = 0;
+
+    if (ld->strict == NULL)
+        return 1;
+    name = key && fy_node_get_type(key) == FYNT_SCALAR ? fy_node_get_scalar(key, &len) : NULL;
+    for (size_t i = 0; name && ld->strict[i]; i++)
+        if (strlen(ld->strict[i]) == len && memcmp(ld->strict[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
 /*
  * Store the resolved text of every scalar below node as its meta data. Keys are taken
  * literally (a key is a name, not a secret). A value left empty ("key:") gets no meta:
  * dq_config_node_scalar() reports it as NULL. Recursion is bounded by NESTING_MAX, which
  * expand_aliases() checked.
  */
-static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
+static int resolve_tree(loader *ld, struct fy_node *node, int is_key, int strict)
 {
     if (node == NULL)
         return 0;
@@ -338,8 +360,12 @@ static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
         if (is_key || memchr(raw, '$', len) == NULL)
             return set_meta(ld, node, raw, len, 0);
         char why[400];
-        int from_env;
-        char *text = expand(raw, len, &from_env, why, sizeof why);
+        int from_env, unset = 0;
+        char *text = expand(raw, len, &from_env, &unset, why, sizeof why);
+        /* Outside the sections the program uses, an unset variable is not its problem:
+         * 1 tells the caller to drop the value, as if it had never been written. */
+        if (text == NULL && unset && !strict)
+            return 1;
         if (text == NULL)
             return fail_at(ld, node, "%s", why);
         int rc = set_meta(ld, node, text, strlen(text), from_env);
@@ -348,20 +374,42 @@ static int resolve_tree(loader *ld, struct fy_node *node, int is_key)
     }
     case FYNT_SEQUENCE: {
         void *it = NULL;
-        struct fy_node *item;
-        while ((item = fy_node_sequence_iterate(node, &it)) != NULL)
-            if (resolve_tree(ld, item, 0) < 0)
+        struct fy_node *item, *drop[64];
+        size_t n_drop = 0;
+        int rc;
+        while ((item = fy_node_sequence_iterate(node, &it)) != NULL) {
+            if ((rc = resolve_tree(ld, item, 0, strict)) < 0)
                 return -1;
+            if (rc == 1 && n_drop == sizeof drop / sizeof drop[0])
+                return fail_at(ld, item, "too many unset ${...} references in one list");
+            if (rc == 1)
+                drop[n_drop++] = item;
+        }
+        for (size_t i = 0; i < n_drop; i++)
+            fy_node_free(fy_node_sequence_remove(node, drop[i]));
         return 0;
     }
     case FYNT_MAPPING: {
         void *it = NULL;
         struct fy_node_pair *pair;
+        struct fy_node *drop[64];
+        size_t n_drop = 0;
+        int rc;
         while ((pair = fy_node_mapping_iterate(node, &it)) != NULL) {
-            if (resolve_tree(ld, fy_node_pair_key(pair), 1) < 0 ||
-                resolve_tree(ld, fy_node_pair_value(pair), 0) < 0)
+            struct fy_node *key = fy_node_pair_key(pair);
+            /* the top level decides per section; below it, the section's rule holds */
+            int value_strict = node == fy_document_root(ld->cfg->doc) ? section_strict(ld, key)
+                                                                      : strict;
+            if (resolve_tree(ld, key, 1, strict) < 0 ||
+                (rc = resolve_tree(ld, fy_node_pair_value(pair), 0, value_strict)) < 0)
                 return -1;
+            if (rc == 1 && n_drop == sizeof drop / sizeof drop[0])
+                return fail_at(ld, key, "too many unset ${...} references in one mapping");
+            if (rc == 1)
+                drop[n_drop++] = key;
         }
+        for (size_t i = 0; i < n_drop; i++)
+            fy_node_free(fy_node_mapping_remove_by_key(node, drop[i]));
         return 0;
     }
     }
@@ -1666,7 +1714,7 @@ static dq_config *load_doc(loader *ld, struct fy_document *doc)
             fail_at(ld, NULL, "libfyaml refused the meta data hook");
             goto fail;
         }
-        if (expand_aliases(ld, doc) < 0 || resolve_tree(ld, fy_document_root(doc), 0) < 0 ||
+        if (expand_aliases(ld, doc) < 0 || resolve_tree(ld, fy_document_root(doc), 0, 1) < 0 ||
             read_root(ld, fy_document_root(doc)) < 0)
             goto fail;
     }
@@ -1706,6 +1754,12 @@ fail:
 
 dq_config *dq_config_load(const char *path, char *err, size_t errlen)
 {
+    return dq_config_load_sections(path, NULL, err, errlen);
+}
+
+dq_config *dq_config_load_sections(const char *path, const char *const *sections, char *err,
+                                   size_t errlen)
+{
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (path == NULL || path[0] == '\0')
@@ -1715,7 +1769,7 @@ dq_config *dq_config_load(const char *path, char *err, size_t errlen)
         return load_doc(&ld, NULL);
     }
 
-    loader ld = {.name = path, .path = path, .err = err, .errlen = errlen};
+    loader ld = {.name = path, .path = path, .err = err, .errlen = errlen, .strict = sections};
     /* libfyaml only says "failed to open": check first to give the reason. */
     FILE *f = fopen(path, "r");
     if (f == NULL) {

@@ -110,6 +110,13 @@ dq_config *dq_config_new_default(void);
  * environment overrides. NULL with "path:line: message" in err. */
 dq_config *dq_config_load(const char *path, char *err, size_t errlen);
 
+/* Like dq_config_load, for a program that uses only some top-level sections (NULL-terminated
+ * names, e.g. {"registry", "keys", NULL}; NULL: all): a ${NAME} that is not set is an error
+ * only inside them. Elsewhere the value is left absent (read as null), so a reader such as
+ * `deployq status` loads the running stack's file without holding its provider tokens. */
+dq_config *dq_config_load_sections(const char *path, const char *const *sections, char *err,
+                                   size_t errlen);
+
 /* Load from YAML text in memory; name is used in error messages. */
 dq_config *dq_config_load_string(const char *yaml, size_t len, const char *name, char *err,
                                  size_t errlen);

@@ -56,6 +56,11 @@ int dq_cli_common_opt(dq_cli *cli, int c, const char *arg);
  * flags, then the environment. When no broker is configured anywhere, the running
  * stack's is used. Prints a one-line error and returns NULL on failure. */
 dq_config *dq_cli_load_config(const dq_cli *cli);
+/* The same for a verb that uses only the given top-level sections (config.h,
+ * dq_config_load_sections): a ${NAME} elsewhere need not be set. */
+dq_config *dq_cli_load_config_sections(const dq_cli *cli, const char *const *sections);
+/* What the registry's readers (status, history, replay, report, verify) use. */
+#define DQ_CLI_READER_SECTIONS ((const char *const[]){"registry", "keys", NULL})
 
 /* The key id a key file implies: its base name up to the first '.' ("keys/ci-2026.key"
  * gives "ci-2026"), what `deployq keygen` uses when no --id is given. 0, or -1 when the

@@ -132,6 +132,11 @@ int dq_cli_common_opt(dq_cli *cli, int c, const char *arg)
 
 dq_config *dq_cli_load_config(const dq_cli *cli)
 {
+    return dq_cli_load_config_sections(cli, NULL);
+}
+
+dq_config *dq_cli_load_config_sections(const dq_cli *cli, const char *const *sections)
+{
     char err[512];
     const char *path = cli->config_path;
     dq_stack *stack = dq_stack_find();
@@ -139,7 +144,7 @@ dq_config *dq_cli_load_config(const dq_cli *cli)
 
     if (!path && !getenv("DEPLOYQ_CONFIG") && stack && stack->config_path)
         path = stack->config_path;
-    cfg = dq_config_load(path, err, sizeof err);
+    cfg = dq_config_load_sections(path, sections, err, sizeof err);
     if (!cfg) {
         dq_cli_fail(cli, "%s", err);
         dq_stack_free(stack);

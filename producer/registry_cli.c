@@ -257,7 +257,7 @@ static reg_source *source_open(reg_opts *o, char *err, size_t errlen)
         return s;
     }
     if (!dir) {
-        cfg = dq_cli_load_config(&o->cli);
+        cfg = dq_cli_load_config_sections(&o->cli, DQ_CLI_READER_SECTIONS);
         if (!cfg) {
             snprintf(err, errlen, "cannot load the configuration");
             return NULL;
@@ -1005,7 +1005,7 @@ static int check_checkpoint(reg_opts *o, const char *path, const char *pubkey, c
     if (!pubkey) {
         const dq_key *k;
 
-        cfg = dq_cli_load_config(&o->cli);
+        cfg = dq_cli_load_config_sections(&o->cli, DQ_CLI_READER_SECTIONS);
         k = cfg ? dq_config_key(cfg, key_id) : NULL;
         if (!k) {
             snprintf(err, errlen, "key %s is not in the configuration: pass --pubkey", key_id);
@@ -1221,7 +1221,7 @@ int dq_cmd_verify(int argc, char **argv)
         return 2;
     }
     if (!o.dir) {
-        cfg = dq_cli_load_config(&o.cli);
+        cfg = dq_cli_load_config_sections(&o.cli, DQ_CLI_READER_SECTIONS);
         if (!cfg)
             return 2;
         o.dir = registry_dir(&o, cfg);

@@ -8,7 +8,9 @@
 #   - 70 slow senders (slowloris) and then 64 event-stream clients do not keep /healthz
 #     or the API from answering, a slow sender is cut by the request timeout, and the
 #     stream slots are free within about a second of their clients leaving;
-#   - the registry's directories are 0700 and its segments 0600.
+#   - the registry's directories are 0700 and its segments 0600;
+#   - the readers (status, history, report, replay, verify) load a configuration whose
+#     provider token is an unset ${VAR} (issue 10 item 8).
 # Loopback only; every client loop is bounded in count and time.
 source "$(dirname "$0")/helpers.sh"
 source "$(dirname "$0")/helpers-registry.sh"
@@ -134,6 +136,30 @@ freed=$(jq -r '.freed_s' <<<"$out")
 [ "$freed" != null ] || fail "the stream slots were not freed after their clients left"
 assert_eq "$(jq -r '.freed_s < 3' <<<"$out")" true "stream slots freed within a heartbeat"
 alive "$REGISTRY_PID" || fail "the registry died"
+
+# ---- reading never needs deploy secrets: the readers load the stack's file without the
+#      provider tokens (a ${VAR} outside registry and keys need not be set); check, which
+#      uses everything, still refuses it
+sed "s|^registry:|registry:\n  dir: \"$REG_DIR\"|" "$CONFIG" >"$T/reader.yaml"
+cat >>"$T/reader.yaml" <<'YAML'
+providers:
+  rw:
+    type: railway
+    token: ${DQ_TEST_UNSET_RAILWAY_TOKEN}
+    service_id: svc
+    environment_id: env
+YAML
+unset DQ_TEST_UNSET_RAILWAY_TOKEN
+for verb in status history report replay verify; do
+    "$DEPLOYQ" "$verb" --config "$T/reader.yaml" >"$T/$verb.out" 2>"$T/$verb.err" ||
+        fail "deployq $verb needed a deploy secret: $(cat "$T/$verb.err")"
+done
+grep -q "api" "$T/status.out" || fail "status did not read the registry: $(cat "$T/status.out")"
+set +e
+"$DEPLOYQ" check --config "$T/reader.yaml" >/dev/null 2>"$T/check.err"; rc=$?
+set -e
+[ "$rc" -ne 0 ] || fail "check passed a configuration with an unset provider token"
+grep -q 'DQ_TEST_UNSET_RAILWAY_TOKEN} is not set' "$T/check.err" || fail "check: $(cat "$T/check.err")"
 
 # ---- the registry's files are the owner's
 assert_eq "$(stat -c %a "$REG_DIR")" 700 "registry directory mode"

@@ -204,6 +204,57 @@ static void test_full_file(void **state)
     dq_config_free(cfg);
 }
 
+/* A reader loads the running stack's file without its provider tokens: a ${NAME} that is
+ * not set fails only inside the sections the reader asked for. */
+static void test_sections_without_secrets(void **state)
+{
+    (void)state;
+    static const char *const reader[] = {"registry", "keys", NULL};
+    char dir[64], path[128], err[256];
+    assert_int_equal(dq_test_tmpdir(dir, sizeof dir), 0);
+    snprintf(path, sizeof path, "%s/deployq.yaml", dir);
+    unsetenv("DQ_TEST_UNSET_PROVIDER_TOKEN");
+    unsetenv("DQ_TEST_UNSET_REDIS_URL");
+    unsetenv("DQ_TEST_UNSET_REGISTRY_DIR");
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("redis:\n  url: ${DQ_TEST_UNSET_REDIS_URL}\n"
+          "registry:\n  dir: /srv/registry\n"
+          "services:\n  api:\n    environments:\n      production:\n"
+          "        providers:\n          - type: railway\n"
+          "            token: ${DQ_TEST_UNSET_PROVIDER_TOKEN}\n",
+          f);
+    fclose(f);
+    /* every section: the unset variable is an error, named with its line */
+    assert_null(dq_config_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "${DQ_TEST_UNSET_REDIS_URL} is not set"));
+    /* a reader: loads; the values it does not use are dropped, the others there */
+    dq_config *cfg = dq_config_load_sections(path, reader, err, sizeof err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379"); /* absent: the default */
+    struct fy_node *tok = fy_node_by_path(
+        fy_document_root(cfg->doc), "/services/api/environments/production/providers/0/token",
+        (size_t)-1, FYNWF_DONT_FOLLOW);
+    assert_null(tok); /* dropped: as if it had never been written */
+    struct fy_node *rdir = fy_node_by_path(fy_document_root(cfg->doc), "/registry/dir",
+                                           (size_t)-1, FYNWF_DONT_FOLLOW);
+    assert_string_equal(dq_config_node_scalar(rdir), "/srv/registry");
+    dq_config_free(cfg);
+
+    /* inside a section the reader uses, unset is still an error */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("registry:\n  dir: ${DQ_TEST_UNSET_REGISTRY_DIR}\n", f);
+    fclose(f);
+    assert_null(dq_config_load_sections(path, reader, err, sizeof err));
+    assert_non_null(strstr(err, "${DQ_TEST_UNSET_REGISTRY_DIR} is not set"));
+    assert_non_null(strstr(err, ":2:"));
+    remove(path);
+    rmdir(dir);
+}
+
 static void test_config_env_and_empty_file(void **state)
 {
     (void)state;
@@ -867,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup(test_aliases, reset),
         cmocka_unit_test_setup(test_many_services, reset),
         cmocka_unit_test_setup(test_silent_parse_failure, reset),
+        cmocka_unit_test_setup(test_sections_without_secrets, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
