@@ -396,6 +396,10 @@ int dq_provider_http(const dq_provider *p, const char *method, const char *url,
         .retry_budget_ms = p->retry_budget_ms,
         .idempotent = idempotent,
     };
+    if (idempotent == DQ_HTTP_DEDUPED) {
+        o.idempotent = 0; /* http.c: a 5xx is retried, a timeout is not */
+        return dq_http_request(&o, r);
+    }
     if (idempotent)
         return dq_http_request(&o, r);
     /* A create: one attempt at a time, and again only when it cannot have been accepted.

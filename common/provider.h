@@ -299,10 +299,14 @@ int dq_provider_http_error(const dq_provider *p, const dq_http_response *r, cons
                            dq_provider_error *e);
 
 /* Send a request with p's timeout and retry policy. headers is NULL-terminated; the
- * fence header is added here. A non-idempotent call (a create) is retried only when it
- * cannot have been accepted (429, connection refused); a 5xx or a timeout comes back at
- * once, for dq_provider_deploy to look before anything is sent again. Returns what
- * dq_http_request returns. */
+ * fence header is added here. idempotent: DQ_HTTP_CREATE (0) for a create, retried only
+ * when it cannot have been accepted (connection refused, 429), since a 5xx may have
+ * created the deploy (dq_provider_deploy looks before a retry); DQ_HTTP_SAFE (1) for a
+ * read or a repeatable call, retried after 5xx and timeouts; DQ_HTTP_DEDUPED (2) for a
+ * create the receiver deduplicates by an idempotency key sent with it (the webhook's
+ * Idempotency-Key: <deployment_id>), retried after a 5xx but never after a timeout.
+ * Returns what dq_http_request returns. */
+enum { DQ_HTTP_CREATE = 0, DQ_HTTP_SAFE = 1, DQ_HTTP_DEDUPED = 2 };
 int dq_provider_http(const dq_provider *p, const char *method, const char *url,
                      const char *const *headers, const char *body, int idempotent, int64_t fence,
                      dq_http_response *r);

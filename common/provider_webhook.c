@@ -101,16 +101,25 @@ static void wh_expand(const char *tmpl, const char *id, const char *dep, char *o
     out[o] = '\0';
 }
 
+/* key: an idempotency key for a create (the deployment id), sent as Idempotency-Key so the
+ * receiver can deduplicate a retry; NULL for other calls. */
 static int wh_call(const dq_provider *p, const char *method, const char *url, const char *body, int idempotent,
-                   int64_t fence, dq_http_response *r)
+                   const char *key, int64_t fence, dq_http_response *r)
 {
-    char auth[1024];
-    const char *hdrs[] = {auth, "Accept: application/json", NULL};
+    char auth[1024], idem[160];
+    const char *hdrs[4];
+    size_t n = 0;
 
-    if (p->token != NULL)
+    if (p->token != NULL) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", p->token);
-    else
-        hdrs[0] = hdrs[1], hdrs[1] = NULL;
+        hdrs[n++] = auth;
+    }
+    hdrs[n++] = "Accept: application/json";
+    if (key != NULL && key[0] != '\0') {
+        snprintf(idem, sizeof idem, "Idempotency-Key: %.128s", key);
+        hdrs[n++] = idem;
+    }
+    hdrs[n] = NULL;
     int rc = dq_provider_http(p, method, url, hdrs, body, idempotent, fence, r);
     memset(auth, 0, sizeof auth);
     return rc;
@@ -152,7 +161,9 @@ static int wh_post(dq_provider *p, const dq_provider_request *req, const char *a
     cJSON_Delete(b);
     if (body == NULL)
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
-    wh_call(p, "POST", url, body, 0, req->fence, &r);
+    /* The receiver deduplicates on the deployment id (Idempotency-Key, and in the body):
+     * a 5xx is retried; a timeout is not (docs/providers.md, "webhook"). */
+    wh_call(p, "POST", url, body, DQ_HTTP_DEDUPED, req->deployment_id, req->fence, &r);
     free(body);
     if (dq_provider_http_error(p, &r, action, e) != 0) {
         dq_http_response_free(&r);
@@ -213,7 +224,7 @@ static int wh_status(dq_provider *p, const dq_provider_request *req, const char 
         return 0;
     }
     wh_expand(w->status_url, id, req->deployment_id, url, sizeof url);
-    wh_call(p, "GET", url, NULL, 1, req->fence, &r);
+    wh_call(p, "GET", url, NULL, DQ_HTTP_SAFE, NULL, req->fence, &r);
     if (dq_provider_http_error(p, &r, "status", e) != 0) {
         dq_http_response_free(&r);
         return -1;
@@ -253,7 +264,7 @@ static int wh_cancel(dq_provider *p, const dq_provider_request *req, const char 
     if (w->cancel_url == NULL)
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "no cancel_url configured");
     wh_expand(w->cancel_url, id, req->deployment_id, url, sizeof url);
-    wh_call(p, "POST", url, NULL, 1, req->fence, &r);
+    wh_call(p, "POST", url, NULL, DQ_HTTP_SAFE, NULL, req->fence, &r);
     int rc = dq_provider_http_error(p, &r, "cancel", e);
     dq_http_response_free(&r);
     return rc;

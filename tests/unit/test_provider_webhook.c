@@ -131,6 +131,34 @@ static void test_refusal_unavailable(void **state)
     dq_provider_free(p);
 }
 
+/* A 5xx on the deploy is retried with the same Idempotency-Key (the receiver deduplicates
+ * on it); a create is never repeated without one. */
+static void test_5xx_retried_with_idempotency_key(void **state)
+{
+    dq_provider *p = dq_fake_provider("{\"type\":\"webhook\",\"name\":\"hook\",\"url\":\"%s/deploy\","
+                                      "\"status_url\":\"%s/status/{id}\",\"retries\":2,"
+                                      "\"deadline\":\"2s\"}",
+                                      wh.base, wh.base);
+    char id[DQ_PROVIDER_ID_LEN];
+    dq_provider_error e;
+
+    assert_non_null(p);
+    assert_int_equal(dq_fake_script(&wh, "{\"mode\":\"http_5xx\",\"fail_times\":1}"), 0);
+    assert_int_equal(dq_provider_deploy(p, &REQ, id, sizeof id, &e), 0);
+    cJSON *calls = dq_fake_calls(&wh);
+    assert_int_equal(dq_fake_count(calls, "POST", "/deploy"), 2);
+    for (int i = 0; i < 2; i++) {
+        const cJSON *h = cJSON_GetObjectItemCaseSensitive(dq_fake_call(calls, "POST", "/deploy", i),
+                                                          "headers");
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(h, "Idempotency-Key");
+
+        assert_true(cJSON_IsString(k));
+        assert_string_equal(k->valuestring, REQ.deployment_id);
+    }
+    cJSON_Delete(calls);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +166,7 @@ int main(void)
         cmocka_unit_test_setup(test_async_failure_and_timeout, reset),
         cmocka_unit_test_setup(test_sync_verdicts, reset),
         cmocka_unit_test_setup(test_refusal_unavailable, reset),
+        cmocka_unit_test_setup(test_5xx_retried_with_idempotency_key, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
