@@ -320,29 +320,44 @@ static int gh_deploy(dq_provider *p, const dq_provider_request *req, char *id, s
     }
 }
 
-/* Whether any job of run id started: *started 1 (in progress, or a runner took it) or
- * 0. Returns 0, or -1 with *e. */
-static int gh_jobs_started(dq_provider *p, const dq_provider_request *req, const char *id, int *started,
-                           dq_provider_error *e)
+/* GET /repos/{owner}/{repo}/actions/runs/{id}<suffix> (what names the call in errors):
+ * 0 with the parsed body in *out (NULL when not JSON; the caller frees it) and the HTTP
+ * status in *code, or -1 with *e. */
+static int gh_get_run(dq_provider *p, const dq_provider_request *req, const char *id, const char *suffix,
+                      const char *what, cJSON **out, long *code, dq_provider_error *e)
 {
     gh_impl *g = p->impl;
     char path[1024];
     char *rid = dq_http_escape(id);
     dq_http_response r;
 
-    *started = 0;
+    *out = NULL;
     if (rid == NULL)
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
-    snprintf(path, sizeof path, "/repos/%s/%s/actions/runs/%s/jobs?filter=all&per_page=100", g->owner, g->repo, rid);
+    snprintf(path, sizeof path, "/repos/%s/%s/actions/runs/%s%s", g->owner, g->repo, rid, suffix);
     free(rid);
     gh_call(p, "GET", path, NULL, 1, req->fence, &r);
-    if (dq_provider_http_error(p, &r, "list run jobs", e) != 0) {
+    if (dq_provider_http_error(p, &r, what, e) != 0) {
         dq_http_response_free(&r);
         return -1;
     }
-    cJSON *j = dq_provider_parse_body(&r);
-    long code = r.status;
+    *out = dq_provider_parse_body(&r);
+    *code = r.status;
     dq_http_response_free(&r);
+    return 0;
+}
+
+/* Whether any job of run id started: *started 1 (in progress, or a runner took it) or
+ * 0. Returns 0, or -1 with *e. */
+static int gh_jobs_started(dq_provider *p, const dq_provider_request *req, const char *id, int *started,
+                           dq_provider_error *e)
+{
+    long code;
+    cJSON *j;
+
+    *started = 0;
+    if (gh_get_run(p, req, id, "/jobs?filter=all&per_page=100", "list run jobs", &j, &code, e) != 0)
+        return -1;
     const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(j, "jobs");
     if (!cJSON_IsArray(jobs)) {
         cJSON_Delete(j);
@@ -367,23 +382,11 @@ static int gh_jobs_started(dq_provider *p, const dq_provider_request *req, const
 static int gh_status(dq_provider *p, const dq_provider_request *req, const char *id, dq_deploy_status *st,
                      dq_provider_error *e)
 {
-    gh_impl *g = p->impl;
-    char path[1024];
-    char *rid = dq_http_escape(id);
-    dq_http_response r;
+    long code;
+    cJSON *j;
 
-    if (rid == NULL)
-        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
-    snprintf(path, sizeof path, "/repos/%s/%s/actions/runs/%s", g->owner, g->repo, rid);
-    free(rid);
-    gh_call(p, "GET", path, NULL, 1, req->fence, &r);
-    if (dq_provider_http_error(p, &r, "get run", e) != 0) {
-        dq_http_response_free(&r);
+    if (gh_get_run(p, req, id, "", "get run", &j, &code, e) != 0)
         return -1;
-    }
-    cJSON *j = dq_provider_parse_body(&r);
-    long code = r.status;
-    dq_http_response_free(&r);
     const char *status = dq_provider_cfg_str(j, "status");
     const char *conclusion = dq_provider_cfg_str(j, "conclusion");
     if (status == NULL) {

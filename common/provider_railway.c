@@ -252,16 +252,16 @@ typedef struct {
     size_t n;
 } rw_recent;
 
-/* The ids of the target's newest deployments (newest first, at most RW_RECENT). 0, or -1
- * with *e. */
-static int rw_list_recent(dq_provider *p, int64_t fence, rw_recent *out, dq_provider_error *e)
+/* The target's newest deployments: query (Q_DEPLOYMENTS or Q_FIND_DEPLOY, which select
+ * different fields) for the first `first` of them. 0 with the answer in *root (the caller
+ * deletes it) and its deployments.edges array in *edges, or -1 with *e. */
+static int rw_deployments(dq_provider *p, const char *query, int first, int64_t fence, cJSON **root,
+                          const cJSON **edges, dq_provider_error *e)
 {
     rw_impl *w = p->impl;
     cJSON *vars = cJSON_CreateObject(), *input = cJSON_CreateObject();
-    cJSON *root;
-    const cJSON *data, *edge;
+    const cJSON *data;
 
-    out->n = 0;
     if (vars == NULL || input == NULL || cJSON_AddStringToObject(input, "serviceId", w->service_id) == NULL ||
         cJSON_AddStringToObject(input, "environmentId", w->environment_id) == NULL) {
         cJSON_Delete(vars);
@@ -269,14 +269,28 @@ static int rw_list_recent(dq_provider *p, int64_t fence, rw_recent *out, dq_prov
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
     }
     cJSON_AddItemToObject(vars, "input", input); /* input now owned by vars */
-    cJSON_AddNumberToObject(vars, "first", RW_RECENT);
-    if (rw_gql(p, "deployments", Q_DEPLOYMENTS, vars, 1, fence, &root, &data, e) != 0)
+    cJSON_AddNumberToObject(vars, "first", first);
+    if (rw_gql(p, "deployments", query, vars, 1, fence, root, &data, e) != 0)
         return -1;
-    const cJSON *edges = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(data, "deployments"), "edges");
-    if (!cJSON_IsArray(edges)) {
-        cJSON_Delete(root);
+    *edges = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(data, "deployments"), "edges");
+    if (!cJSON_IsArray(*edges)) {
+        cJSON_Delete(*root);
+        *root = NULL;
         return dq_provider_fail(p, e, DQ_PROV_FAILED, "bad_response", 200, "deployments: no edges in the answer");
     }
+    return 0;
+}
+
+/* The ids of the target's newest deployments (newest first, at most RW_RECENT). 0, or -1
+ * with *e. */
+static int rw_list_recent(dq_provider *p, int64_t fence, rw_recent *out, dq_provider_error *e)
+{
+    cJSON *root;
+    const cJSON *edges, *edge;
+
+    out->n = 0;
+    if (rw_deployments(p, Q_DEPLOYMENTS, RW_RECENT, fence, &root, &edges, e) != 0)
+        return -1;
     cJSON_ArrayForEach(edge, edges)
     {
         const char *nid = dq_provider_cfg_str(cJSON_GetObjectItemCaseSensitive(edge, "node"), "id");
@@ -464,26 +478,12 @@ static int rw_find(dq_provider *p, const dq_provider_request *req, int64_t since
                    dq_provider_error *e)
 {
     rw_impl *w = p->impl;
-    cJSON *vars = cJSON_CreateObject(), *input = cJSON_CreateObject();
     cJSON *root;
-    const cJSON *data, *edge;
+    const cJSON *edges, *edge;
     int found = 0;
 
-    if (vars == NULL || input == NULL || cJSON_AddStringToObject(input, "serviceId", w->service_id) == NULL ||
-        cJSON_AddStringToObject(input, "environmentId", w->environment_id) == NULL) {
-        cJSON_Delete(vars);
-        cJSON_Delete(input);
-        return dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "out of memory");
-    }
-    cJSON_AddItemToObject(vars, "input", input); /* input now owned by vars */
-    cJSON_AddNumberToObject(vars, "first", 10);
-    if (rw_gql(p, "deployments", Q_FIND_DEPLOY, vars, 1, req->fence, &root, &data, e) != 0)
+    if (rw_deployments(p, Q_FIND_DEPLOY, 10, req->fence, &root, &edges, e) != 0)
         return -1;
-    const cJSON *edges = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(data, "deployments"), "edges");
-    if (!cJSON_IsArray(edges)) {
-        cJSON_Delete(root);
-        return dq_provider_fail(p, e, DQ_PROV_FAILED, "bad_response", 200, "deployments: no edges in the answer");
-    }
     cJSON_ArrayForEach(edge, edges)
     {
         const cJSON *node = cJSON_GetObjectItemCaseSensitive(edge, "node");
