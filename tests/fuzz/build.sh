@@ -6,7 +6,7 @@
 # clang, and nothing here touches build/ or build-asan/. Objects are rebuilt only when a
 # source or any header is newer, so a second run is quick.
 #
-#   tests/fuzz/build.sh          build out/fuzz_{request,event,config,reglog} and out/seedgen
+#   tests/fuzz/build.sh   build out/fuzz_{request,event,config,reglog,httpapi} and out/seedgen
 #
 # Needs clang 14 and its runtimes (Debian: clang libclang-rt-14-dev; llvm for
 # llvm-symbolizer), which scripts/install-deps.sh installs. CC overrides the compiler.
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=$here/out
 cc=${CC:-clang}
-harnesses=(request event config reglog)
+harnesses=(request event config reglog httpapi)
 
 die() {
     echo "$PROG: $*" >&2
