@@ -59,9 +59,11 @@ typedef struct dq_watch_config {
 /* Read a target's monitor settings. obj holds the keys of docs/configuration.md
  * (interval, window, failure_threshold, max_error_rate, error_rate_window, probes);
  * defaults (may be NULL) holds fallbacks for every key but probes (the top-level
- * `monitor:` section). `where` prefixes errors. Every probe's timeout is capped at the
- * interval (and an HTTP probe's attempt at its max_latency, probe.h), so a round run with
- * dq_probe_run_all() fits in one interval and ticks stay on the interval grid. Returns
+ * `monitor:` section). `where` prefixes errors. A probe's default timeout is the interval
+ * and an HTTP probe's attempt ends at its max_latency (probe.h), so a round run with
+ * dq_probe_run_all() fits in one interval and ticks stay on the interval grid; an
+ * explicit timeout longer than the interval is kept (a slow but healthy endpoint passes;
+ * only rounds whose probes time out then take longer than an interval). Returns
  * NULL with "<where>.<key>: reason" in err; a config without probes is an error. */
 dq_watch_config *dq_watch_config_from_json(const cJSON *obj, const cJSON *defaults,
                                            const char *where, char *err, size_t errlen);

@@ -88,15 +88,15 @@ static void test_config(void **state)
     dq_watch_config_free(c);
     dq_watch_config_free(NULL);
 
-    /* no probe outlives the interval, not even with an explicit timeout (http or
-     * prometheus); a shorter one stays */
+    /* an explicit timeout is kept, even longer than the interval (a slow but healthy
+     * endpoint passes); the default one is the interval (above) */
     c = config_of("{\"interval\":\"2s\",\"probes\":[{\"name\":\"h\",\"url\":\"http://x/\","
                   "\"max_latency\":\"500ms\",\"timeout\":\"5s\"},{\"name\":\"e\","
                   "\"type\":\"prometheus\",\"url\":\"http://p/\",\"query\":\"q\",\"op\":\"gt\","
                   "\"threshold\":1,\"timeout\":\"30s\"},{\"name\":\"f\",\"url\":\"http://x/\","
                   "\"timeout\":\"1500ms\"}]}", NULL);
-    assert_int_equal(c->probes[0]->timeout_ms, 2000);
-    assert_int_equal(c->probes[1]->timeout_ms, 2000);
+    assert_int_equal(c->probes[0]->timeout_ms, 5000);
+    assert_int_equal(c->probes[1]->timeout_ms, 30000);
     assert_int_equal(c->probes[2]->timeout_ms, 1500);
     dq_watch_config_free(c);
 
