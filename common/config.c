@@ -1935,6 +1935,12 @@ struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, co
     return e != NULL ? e->node : NULL;
 }
 
+int dq_config_env_watched(const dq_config *cfg, const char *service, const char *env)
+{
+    struct fy_node *n = service && env ? dq_config_env_node(cfg, service, env) : NULL;
+    return is_mapping(n) && fy_node_mapping_lookup_by_string(n, "monitor", FY_NT) != NULL;
+}
+
 /* The line of node or, failing that, of its first key or item, looking only downwards:
  * 0 when nothing below has a mark (an empty scalar has no token). Never climbing is what
  * keeps dq_config_node_line finite: a child without a line once sent it back up to the

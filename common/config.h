@@ -140,6 +140,10 @@ const dq_key *dq_config_key(const dq_config *cfg, const char *id);
  * configured, or when the environment was written as an empty value). Owned by cfg. */
 struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, const char *env);
 
+/* Whether deployq-monitor watches service/env after a deploy: its environment has a
+ * `monitor:` mapping (what workers/monitor reads). 0 for an unknown target. */
+int dq_config_env_watched(const dq_config *cfg, const char *service, const char *env);
+
 /* The 1-based line where node starts in its file: a scalar's own line; a mapping or
  * sequence that is the value of a key gives the key's line. 0 for NULL. */
 int dq_config_node_line(struct fy_node *node);

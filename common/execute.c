@@ -502,16 +502,6 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
     emit(r, ev);
 }
 
-/* Whether deployq-monitor watches the target after a deploy: its environment has a
- * `monitor:` mapping (workers/monitor reads the same key). */
-static int watch_follows(const dq_config *cfg, const char *service, const char *environment)
-{
-    struct fy_node *env = service && environment ? dq_config_env_node(cfg, service, environment) : NULL;
-
-    return env && fy_node_get_type(env) == FYNT_MAPPING &&
-           fy_node_mapping_lookup_by_string(env, "monitor", FY_NT) != NULL;
-}
-
 /* The terminal event of a chain result. */
 static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *failure,
                                 const char *detail)
@@ -535,8 +525,8 @@ static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *
          * or nothing. `submit --wait` and the fold conclude on this, never on their own
          * copy of the configuration. */
         if (r->x->cfg)
-            cJSON_AddBoolToObject(ev->data, "watch", watch_follows(r->x->cfg, r->req->service,
-                                                                    r->req->environment));
+            cJSON_AddBoolToObject(ev->data, "watch", dq_config_env_watched(r->x->cfg, r->req->service,
+                                                                            r->req->environment));
     } else {
         cJSON_AddStringToObject(ev->data, "reason", failure);
         if (res && res->provider[0])

@@ -236,7 +236,7 @@ done:
     curl_easy_cleanup(h);
 }
 
-static int should_retry(const dq_http_response *r, int idempotent)
+static int should_retry(const dq_http_response *r, int idempotent, int create)
 {
     if (r->error == DQ_HTTP_ERR_CONNECT)
         return 1;
@@ -244,7 +244,7 @@ static int should_retry(const dq_http_response *r, int idempotent)
         return idempotent;
     if (r->error != DQ_HTTP_ERR_NONE)
         return 0;
-    return r->status == 429 || (r->status >= 500 && r->status <= 599);
+    return r->status == 429 || (!create && r->status >= 500 && r->status <= 599);
 }
 
 static int64_t backoff_ms(int64_t base, int retry)
@@ -282,7 +282,7 @@ int dq_http_request(const dq_http_opts *opts, dq_http_response *resp)
         dq_http_response_free(resp);
         attempt(opts, method, resp);
         resp->attempts = retry + 1;
-        if (retry >= max_retries || !should_retry(resp, idempotent))
+        if (retry >= max_retries || !should_retry(resp, idempotent, opts->create))
             break;
         int64_t wait = resp->retry_after_ms >= 0 ? resp->retry_after_ms : backoff_ms(base, retry);
         if (dq_mono_ms() - start + wait > budget) {

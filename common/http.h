@@ -36,6 +36,8 @@ typedef struct dq_http_opts {
     int64_t retry_budget_ms;    /* total time for all attempts and waits; <= 0 means 30 s */
     int64_t backoff_base_ms;    /* first backoff; doubled each retry; <= 0 means 200 ms */
     int idempotent;             /* also retry after a timeout (GET/HEAD always are) */
+    int create;                 /* a create: a 5xx may have been accepted, so only connection
+                                 * errors and 429 are retried (never with idempotent) */
 } dq_http_opts;
 
 typedef struct dq_http_response {
@@ -51,7 +53,7 @@ typedef struct dq_http_response {
 } dq_http_response;
 
 /* Perform the request, retrying 429, 5xx and connection errors (and timeouts when
- * idempotent) up to max_retries times within retry_budget_ms. Between attempts it waits
+ * idempotent; not 5xx for a create) up to max_retries times within retry_budget_ms. Between attempts it waits
  * Retry-After when the server sent one, otherwise base * 2^n with jitter in [50%, 100%],
  * capped at 10 s. Fills *resp with the last attempt's outcome (free with
  * dq_http_response_free). Returns 0 when an HTTP response arrived (any status) and -1 when

@@ -526,6 +526,8 @@ void dq_probe_run(const dq_probe *p, dq_sample *out)
 typedef struct run_arg {
     const dq_probe *p;
     dq_sample *out;
+    pthread_t th;
+    int started;
 } run_arg;
 
 static void *run_one(void *arg)
@@ -537,26 +539,22 @@ static void *run_one(void *arg)
 
 void dq_probe_run_all(dq_probe *const *probes, size_t n, dq_sample *out)
 {
-    pthread_t *th = n > 1 ? calloc(n, sizeof *th) : NULL;
     run_arg *args = n > 1 ? calloc(n, sizeof *args) : NULL;
-    unsigned char *started = n > 1 ? calloc(n, 1) : NULL;
 
-    for (size_t i = 1; th && args && started && i < n; i++) {
+    for (size_t i = 1; args && i < n; i++) {
         args[i].p = probes[i];
         args[i].out = &out[i];
-        started[i] = pthread_create(&th[i], NULL, run_one, &args[i]) == 0;
+        args[i].started = pthread_create(&args[i].th, NULL, run_one, &args[i]) == 0;
     }
     if (n > 0)
         dq_probe_run(probes[0], &out[0]);
     for (size_t i = 1; i < n; i++) {
-        if (started && started[i])
-            pthread_join(th[i], NULL);
+        if (args && args[i].started)
+            pthread_join(args[i].th, NULL);
         else
             dq_probe_run(probes[i], &out[i]); /* no thread for it: late, but not lost */
     }
-    free(th);
     free(args);
-    free(started);
 }
 
 cJSON *dq_sample_observed_json(const dq_sample *s)

@@ -394,34 +394,12 @@ int dq_provider_http(const dq_provider *p, const char *method, const char *url,
         .timeout_ms = p->timeout_ms,
         .max_retries = p->retries,
         .retry_budget_ms = p->retry_budget_ms,
-        .idempotent = idempotent,
     };
-    if (idempotent == DQ_HTTP_DEDUPED) {
-        o.idempotent = 0; /* http.c: a 5xx is retried, a timeout is not */
-        return dq_http_request(&o, r);
-    }
-    if (idempotent)
-        return dq_http_request(&o, r);
-    /* A create: one attempt at a time, and again only when it cannot have been accepted.
-     * A 5xx may have created the deploy (dq_provider_deploy looks before a retry). */
-    o.max_retries = 0;
-    int64_t t0 = dq_mono_ms();
-    for (int attempt = 0;; attempt++) {
-        int rc = dq_http_request(&o, r);
-        r->attempts = attempt + 1;
-        int again = r->error == DQ_HTTP_ERR_CONNECT || (r->error == DQ_HTTP_ERR_NONE && r->status == 429);
-        if (!again || attempt >= p->retries)
-            return rc;
-        int64_t wait = r->retry_after_ms >= 0 ? r->retry_after_ms : (int64_t)CREATE_BACKOFF_MS << (attempt < 6 ? attempt : 6);
-        if (wait > CREATE_MAX_BACKOFF_MS && r->retry_after_ms < 0)
-            wait = CREATE_MAX_BACKOFF_MS;
-        if (dq_mono_ms() - t0 + wait > p->retry_budget_ms) {
-            r->budget_exhausted = 1;
-            return rc;
-        }
-        dq_sleep_ms(wait);
-        dq_http_response_free(r);
-    }
+    /* DEDUPED: a 5xx is retried, a timeout is not. CREATE: a 5xx may have created the
+     * deploy, so it comes back at once (dq_provider_deploy looks before a retry). */
+    o.idempotent = idempotent == DQ_HTTP_SAFE;
+    o.create = idempotent == DQ_HTTP_CREATE;
+    return dq_http_request(&o, r);
 }
 
 cJSON *dq_provider_parse_body(const dq_http_response *r)

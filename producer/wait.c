@@ -6,7 +6,6 @@
  */
 #include "wait.h"
 
-#include <libfyaml.h>
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,15 +124,6 @@ fail:
     return NULL;
 }
 
-/* For a deploy.succeeded without data.watch (an executor older than that field): whether
- * this client's configuration has monitoring for the target (an environment `monitor:`
- * mapping), so "deployed" means deploy.verified. */
-static int monitored(const dq_config *cfg, const char *service, const char *env)
-{
-    struct fy_node *n = service && env ? dq_config_env_node(cfg, service, env) : NULL;
-
-    return n && fy_node_is_mapping(n) && fy_node_mapping_lookup_by_string(n, "monitor", FY_NT);
-}
 
 /* One line per step, for people. */
 static void print_step(FILE *out, const dq_event *ev)
@@ -211,7 +201,7 @@ static int outcome_of(const dq_follow *f, const dq_event *ev, int *watching)
 
         /* The executor says whether a watch follows (data.watch); only an event of an
          * older executor, without it, leaves the guess to this client's configuration. */
-        if (cJSON_IsBool(w) ? !cJSON_IsTrue(w) : !monitored(f->cfg, ev->service, ev->environment))
+        if (cJSON_IsBool(w) ? !cJSON_IsTrue(w) : !dq_config_env_watched(f->cfg, ev->service, ev->environment))
             return DQ_WAIT_DEPLOYED;
         *watching = 1; /* deployed, but only verified (or rolled back) settles it */
     }
