@@ -794,22 +794,26 @@ static int read_topics(loader *ld, struct fy_node_pair *section)
     struct fy_node_pair *pair;
     while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
         const char *k = key_text(pair);
-        char **dst = strcmp(k, "requests") == 0 ? &ld->cfg->topic_requests
-                     : strcmp(k, "events") == 0 ? &ld->cfg->topic_events
-                     : strcmp(k, "dead") == 0   ? &ld->cfg->topic_dead
-                                                : NULL;
+        char **dst = strcmp(k, "requests") == 0       ? &ld->cfg->topic_requests
+                     : strcmp(k, "events") == 0       ? &ld->cfg->topic_events
+                     : strcmp(k, "dead") == 0         ? &ld->cfg->topic_dead
+                     : strcmp(k, "group_prefix") == 0 ? &ld->cfg->group_prefix
+                                                      : NULL;
         if (dst == NULL)
             return fail_at(ld, fy_node_pair_key(pair),
-                           "topics: unknown key '%.64s' (known: requests, events, dead)", k);
+                           "topics: unknown key '%.64s' (known: requests, events, dead, "
+                           "group_prefix)", k);
         char path[64];
         snprintf(path, sizeof path, "topics.%s", k);
         const char *name;
         if (want_string(ld, pair, path, &name) < 0)
             return -1;
-        if (!valid_topic(name))
+        /* a group id has no length rule of its own; the worker adds "-executor-state" */
+        if (!valid_topic(name) || (dst == &ld->cfg->group_prefix && strlen(name) > 200))
             return fail_at(ld, at(pair),
-                           "%s: a topic name is 1 to 249 of letters, digits, '.', '_', '-'",
-                           path);
+                           "%s: a %s is 1 to %d of letters, digits, '.', '_', '-'", path,
+                           dst == &ld->cfg->group_prefix ? "group prefix" : "topic name",
+                           dst == &ld->cfg->group_prefix ? 200 : 249);
         if (set_str(dst, name) < 0)
             return fail_at(ld, at(pair), "out of memory");
     }
@@ -1839,6 +1843,7 @@ void dq_config_free(dq_config *cfg)
     free(cfg->topic_requests);
     free(cfg->topic_events);
     free(cfg->topic_dead);
+    free(cfg->group_prefix);
     for (size_t i = 0; i < cfg->n_keys; i++) {
         free(cfg->keys[i].id);
         free(cfg->keys[i].public_key);

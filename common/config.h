@@ -95,6 +95,8 @@ typedef struct dq_config {
     char *schemas_dir;   /* where schemas/ lives; default: DEPLOYQ_SCHEMAS, else the
                             installed data dir, else ./schemas */
     char *topic_requests, *topic_events, *topic_dead; /* defaults of event.h */
+    char *group_prefix;  /* topics.group_prefix: consumer groups are <prefix>-<worker>;
+                            NULL: "deployq" (deployq-validator, deployq-executor, ...) */
     dq_key *keys;
     size_t n_keys;
     dq_service *services;

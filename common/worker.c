@@ -32,7 +32,7 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
 {
     struct option opts[N_COMMON + MAX_EXTRA + 1];
     char shortopts[128];
-    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL;
+    const char *config_path = NULL, *brokers = NULL, *redis_url = NULL, *group = NULL;
     const char *kv[DQ_WORKER_MAX_KV];
     size_t n = 0;
     int n_kv = 0, c, level = DQ_LOG_INFO;
@@ -51,7 +51,7 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
         case 'c': config_path = optarg; break;
         case OPT_BROKERS: brokers = optarg; break;
         case OPT_REDIS: redis_url = optarg; break;
-        case 'g': w->group = optarg; break;
+        case 'g': group = optarg; break;
         case 'X':
             if (!strchr(optarg, '=') || n_kv >= DQ_WORKER_MAX_KV) {
                 fprintf(stderr, "%s: -X %s: expected KEY=VALUE\n", w->program, optarg);
@@ -107,6 +107,13 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
         w->cfg->redis_url = strdup(redis_url);
     }
     dq_config_apply_env(w->cfg); /* the environment wins over flags */
+    if (group) {
+        w->group = group;
+    } else if (w->cfg->group_prefix && w->group && strncmp(w->group, "deployq-", 8) == 0) {
+        /* two installations sharing one Kafka cluster keep their groups apart */
+        snprintf(w->group_buf, sizeof w->group_buf, "%s-%s", w->cfg->group_prefix, w->group + 8);
+        w->group = w->group_buf;
+    }
     if (!dq_config_kafka_get(w->cfg, "bootstrap.servers")) {
         dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
         return 1;

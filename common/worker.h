@@ -27,9 +27,11 @@ typedef int (*dq_worker_opt_fn)(void *ctx, int c, const char *arg);
 typedef struct dq_worker {
     /* set by the caller before dq_worker_start */
     const char *program;   /* "deployq-monitor": log lines, errors */
-    const char *group;     /* the default consumer group; --group replaces it */
+    const char *group;     /* the default consumer group, "deployq-<worker>"; --group
+                              replaces it, topics.group_prefix replaces its "deployq" */
     /* set by dq_worker_start */
     dq_config *cfg;        /* owned; freed by dq_worker_finish */
+    char group_buf[256];   /* the prefixed group, when topics.group_prefix is set */
     volatile sig_atomic_t *stop;
     int log_level;
 } dq_worker;
@@ -39,7 +41,7 @@ typedef struct dq_worker {
     "  -c, --config FILE     configuration (default $DEPLOYQ_CONFIG)\n"                    \
     "      --brokers LIST    Kafka bootstrap servers (env DEPLOYQ_BROKERS wins)\n"         \
     "      --redis-url URL   Redis URL (env DEPLOYQ_REDIS_URL wins)\n"                     \
-    "  -g, --group ID        consumer group\n"                                             \
+    "  -g, --group ID        consumer group (default <topics.group_prefix>-<worker>)\n"   \
     "  -X KEY=VALUE          any librdkafka property (repeatable)\n"                       \
     "      --log-level L     debug|info|warn|error (default info)\n"                       \
     "  -h, --help            this help\n"

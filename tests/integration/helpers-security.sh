@@ -36,6 +36,7 @@ start_secure_kafka() {
     TOPIC_REQUESTS=deployq.requests
     TOPIC_EVENTS=deployq.events
     TOPIC_DEAD=deployq.dead
+    GROUP_PREFIX=deployq # the ACLs name the groups literally too
     log "secure Kafka (SASL_SSL + ACLs) at $BROKERS, up in $((SECONDS - t0)) s"
 }
 

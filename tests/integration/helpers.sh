@@ -88,6 +88,8 @@ start_broker() {
         TOPIC_REQUESTS="deployq.requests.$suffix"
         TOPIC_EVENTS="deployq.events.$suffix"
         TOPIC_DEAD="deployq.dead.$suffix"
+        # and consumer groups of its own: tests run in parallel on one Kafka
+        GROUP_PREFIX="deployq-$suffix"
         BROKER_KIND=kafka
         if [ -n "${DEPLOYQ_TEST_KAFKA_DIR:-}" ]; then
             [ -s "$DEPLOYQ_TEST_KAFKA_DIR/client/admin.kcat" ] ||
@@ -105,6 +107,7 @@ start_broker() {
         TOPIC_REQUESTS=deployq.requests
         TOPIC_EVENTS=deployq.events
         TOPIC_DEAD=deployq.dead
+        GROUP_PREFIX=deployq
         BROKER_KIND=embedded
     fi
     log "broker $BROKERS ($BROKER_KIND)"
@@ -151,6 +154,7 @@ topics:
   requests: "$TOPIC_REQUESTS"
   events: "$TOPIC_EVENTS"
   dead: "$TOPIC_DEAD"
+  group_prefix: "${GROUP_PREFIX:-deployq}"
 YAML
 }
 
@@ -204,6 +208,9 @@ start_validator() {
         wait_for 60 topic_ready "$TOPIC_REQUESTS" || fail "$TOPIC_REQUESTS was not created"
         wait_for 30 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
     fi
+    # topics.group_prefix names its groups (each test has its own on a shared Kafka)
+    wait_for 30 grep -q "as group ${GROUP_PREFIX:-deployq}-validator (and [^ ]* as ${GROUP_PREFIX:-deployq}-validator-state)" \
+        "$T/validator-$name.log" || fail "validator $name is not in group ${GROUP_PREFIX:-deployq}-validator"
 }
 topic_ready() { kcat -L -b "$BROKERS" -t "$1" 2>/dev/null | grep -q "topic \"$1\" with 6 partitions"; }
 

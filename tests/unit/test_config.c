@@ -76,6 +76,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->topic_requests, "deployq.requests");
     assert_string_equal(cfg->topic_events, "deployq.events");
     assert_string_equal(cfg->topic_dead, "deployq.dead");
+    assert_null(cfg->group_prefix);
     assert_int_equal(cfg->n_keys, 0);
     assert_int_equal(cfg->n_services, 0);
     assert_null(dq_config_service(cfg, "api"));
@@ -341,7 +342,9 @@ static const bad_case bad_cases[] = {
      "deployq.yaml:2: validator: unknown key 'depth' (known: max_request_bytes, max_depth, "
      "issued_at_window)"},
     {"topics:\n  request: x\n",
-     "deployq.yaml:2: topics: unknown key 'request' (known: requests, events, dead)"},
+     "deployq.yaml:2: topics: unknown key 'request' (known: requests, events, dead, group_prefix)"},
+    {"topics:\n  group_prefix: 'a b'\n",
+     "deployq.yaml:2: topics.group_prefix: a group prefix is 1 to 200 of letters, digits, '.', '_', '-'"},
     {"topics:\n  dead: 'bad topic'\n",
      "deployq.yaml:2: topics.dead: a topic name is 1 to 249 of letters, digits, '.', '_', '-'"},
     {"keys:\n  id: x\n", "deployq.yaml:1: keys: must be a sequence of {id, public_key, role}"},
@@ -426,6 +429,18 @@ static const bad_case bad_cases[] = {
     {"redis:\n  url: \"\xc0\x80\"\n", "deployq.yaml:2: not UTF-8 text (byte 15)"},
     {"redis:\n  url: \"\xed\xa0\x80\"\n", "deployq.yaml:2: not UTF-8 text (byte 15)"},
 };
+
+/* topics.group_prefix: the workers' consumer groups of one installation. */
+static void test_group_prefix(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    dq_config *cfg = load_yaml("topics:\n  events: acme.events\n  group_prefix: acme-deployq\n", err,
+                               sizeof err);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->group_prefix, "acme-deployq");
+    dq_config_free(cfg);
+}
 
 static void test_errors(void **state)
 {
@@ -907,6 +922,7 @@ int main(void)
         cmocka_unit_test_setup(test_defaults, reset),
         cmocka_unit_test_setup(test_full_file, reset),
         cmocka_unit_test_setup(test_config_env_and_empty_file, reset),
+        cmocka_unit_test_setup(test_group_prefix, reset),
         cmocka_unit_test_setup(test_errors, reset),
         cmocka_unit_test_setup(test_env_references, reset),
         cmocka_unit_test_setup(test_missing_env, reset),
