@@ -6,10 +6,13 @@
  * memory buffer (hashing it into the chain as it goes), dq_reglog_commit() writes the
  * buffer with one pwrite and makes it durable with one fdatasync. Reading (open's recovery,
  * verify and the replay iterator) loads one segment at a time and walks it with the same
- * checks, so the three can never disagree about what a valid record is.
+ * checks, so the three can never disagree about what a valid record is. The record hash
+ * is computed in one place (hash_record, as the chain advances): the iterator hands it to
+ * readers and the signed checkpoints at the end of this file are made and checked with it.
  */
 #include "reglog.h"
 
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -1070,6 +1073,7 @@ int dq_reglog_iter_next(dq_reglog_iter *it, dq_reglog_entry *out, char *err, siz
             out->seq = r.seq;
             out->payload = r.payload;
             out->len = r.len;
+            memcpy(out->hash, it->chain.prev, DQ_REGLOG_HASH_LEN); /* linking hashed it */
             return 1;
         }
         free(it->buf);
@@ -1094,4 +1098,258 @@ void dq_reglog_iter_close(dq_reglog_iter *it)
     free(it->dir);
     hasher_free(&it->h);
     free(it);
+}
+
+/* ---- signed checkpoints ------------------------------------------------------------- */
+
+char *dq_reglog_checkpoint_sign(const dq_reglog_report *rep, const dq_signer *signer,
+                                const char *key_id, int64_t at_ms, char *err, size_t errlen)
+{
+    if (rep == NULL || signer == NULL || key_id == NULL) {
+        snprintf(err, errlen, "checkpoint: a report, a signer and a key id are required");
+        return NULL;
+    }
+    if (rep->errors > 0) {
+        snprintf(err, errlen, "the log is not intact: %s", rep->first_error);
+        return NULL;
+    }
+    cJSON *cp = NULL, *doc = NULL, *arr;
+    char *body = NULL, *sig = NULL, *out = NULL, at[DQ_TIME_LEN + 1];
+
+    cp = cJSON_CreateObject();
+    if (cp == NULL)
+        goto out;
+    cJSON_AddStringToObject(cp, "schema", DQ_REGLOG_CHECKPOINT_SCHEMA);
+    cJSON_AddStringToObject(cp, "at", dq_time_format(at_ms, at));
+    cJSON_AddNumberToObject(cp, "records", (double)rep->records);
+    arr = cJSON_AddArrayToObject(cp, "partitions");
+    if (arr == NULL)
+        goto out;
+    for (size_t i = 0; i < rep->n_partitions; i++) {
+        cJSON *p = cJSON_CreateObject();
+        char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+        if (p == NULL)
+            goto out;
+        cJSON_AddNumberToObject(p, "partition", rep->partitions[i].partition);
+        cJSON_AddNumberToObject(p, "records", (double)rep->partitions[i].records);
+        cJSON_AddStringToObject(p, "head",
+                                dq_hex(rep->partitions[i].head_hash, DQ_REGLOG_HASH_LEN, hex));
+        cJSON_AddItemToArray(arr, p);
+    }
+    body = cJSON_PrintUnformatted(cp);
+    sig = body != NULL ? dq_sign(signer, body, strlen(body)) : NULL;
+    if (sig == NULL)
+        goto out;
+    doc = cJSON_CreateObject();
+    if (doc == NULL)
+        goto out;
+    /* the signature covers body exactly as printed: it is embedded as a string, never
+     * re-serialised */
+    cJSON_AddStringToObject(doc, "schema", DQ_REGLOG_SIGNED_CHECKPOINT_SCHEMA);
+    cJSON_AddStringToObject(doc, "key_id", key_id);
+    cJSON_AddStringToObject(doc, "alg", "ed25519");
+    cJSON_AddStringToObject(doc, "signature", sig);
+    cJSON_AddStringToObject(doc, "checkpoint", body);
+    out = cJSON_PrintUnformatted(doc);
+out:
+    if (out == NULL)
+        snprintf(err, errlen, "cannot build the checkpoint");
+    cJSON_Delete(cp);
+    cJSON_Delete(doc);
+    free(body);
+    free(sig);
+    return out;
+}
+
+/* One partition as the checkpoint states it. */
+typedef struct {
+    int32_t partition;
+    uint64_t records;
+    const char *head; /* points into content; NULL when missing */
+} cp_part;
+
+struct dq_reglog_checkpoint {
+    cJSON *doc;                            /* the signed document */
+    const char *key_id, *signature, *body; /* point into doc */
+    cJSON *content;                        /* body parsed, once its signature verified */
+    cp_part *parts;                        /* from content, in the checkpoint's order */
+    size_t n_parts;
+};
+
+#define CHECKPOINT_MAX_BYTES (1u << 20)
+#define CHECKPOINT_MAX_DEPTH 8
+
+dq_reglog_checkpoint *dq_reglog_checkpoint_parse(const char *text, size_t len, const char *name,
+                                                 char *err, size_t errlen)
+{
+    dq_reglog_checkpoint *cp = calloc(1, sizeof *cp);
+    if (cp == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    cp->doc = dq_json_parse(text, len, CHECKPOINT_MAX_BYTES, CHECKPOINT_MAX_DEPTH, NULL, err,
+                            errlen);
+    if (cp->doc == NULL)
+        goto fail;
+    const char *schema = dq_json_str(cp->doc, "schema");
+    cp->body = dq_json_str(cp->doc, "checkpoint");
+    cp->signature = dq_json_str(cp->doc, "signature");
+    cp->key_id = dq_json_str(cp->doc, "key_id");
+    if (cp->body == NULL || cp->signature == NULL || cp->key_id == NULL || schema == NULL ||
+        strcmp(schema, DQ_REGLOG_SIGNED_CHECKPOINT_SCHEMA) != 0) {
+        snprintf(err, errlen, "%s: not a signed checkpoint", name);
+        goto fail;
+    }
+    return cp;
+
+fail:
+    dq_reglog_checkpoint_free(cp);
+    return NULL;
+}
+
+const char *dq_reglog_checkpoint_key_id(const dq_reglog_checkpoint *cp)
+{
+    return cp != NULL ? cp->key_id : NULL;
+}
+
+void dq_reglog_checkpoint_free(dq_reglog_checkpoint *cp)
+{
+    if (cp == NULL)
+        return;
+    cJSON_Delete(cp->doc);
+    cJSON_Delete(cp->content);
+    free(cp->parts);
+    free(cp);
+}
+
+void dq_reglog_cp_result_free(dq_reglog_cp_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->mismatches);
+    res->mismatches = NULL;
+    res->n_mismatches = 0;
+}
+
+/* Parse the verified body into cp->parts (once per check: a previous check's are freed). */
+static int checkpoint_load_content(dq_reglog_checkpoint *cp, char *err, size_t errlen)
+{
+    cJSON_Delete(cp->content);
+    free(cp->parts);
+    cp->parts = NULL;
+    cp->n_parts = 0;
+    cp->content = dq_json_parse(cp->body, strlen(cp->body), CHECKPOINT_MAX_BYTES,
+                                CHECKPOINT_MAX_DEPTH, NULL, err, errlen);
+    if (cp->content == NULL)
+        return -1;
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(cp->content, "partitions");
+    size_t n = 0;
+    for (const cJSON *p = parts != NULL ? parts->child : NULL; p != NULL; p = p->next)
+        n++;
+    if (n == 0)
+        return 0;
+    cp->parts = calloc(n, sizeof *cp->parts);
+    if (cp->parts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (const cJSON *p = parts->child; p != NULL; p = p->next) {
+        cp_part *cpp = &cp->parts[cp->n_parts++];
+        cpp->partition = (int32_t)dq_json_num(p, "partition", -1);
+        cpp->records = (uint64_t)dq_json_num(p, "records", 0);
+        cpp->head = dq_json_str(p, "head");
+    }
+    return 0;
+}
+
+static int add_mismatch(dq_reglog_cp_result *res, const dq_reglog_cp_mismatch *m, char *err,
+                        size_t errlen)
+{
+    dq_reglog_cp_mismatch *grown =
+        realloc(res->mismatches, (res->n_mismatches + 1) * sizeof *grown);
+    if (grown == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    res->mismatches = grown;
+    res->mismatches[res->n_mismatches++] = *m;
+    return 0;
+}
+
+/* Partition `partition` ended with `count` records: any count it was checkpointed at that
+ * the log no longer reaches was cut off. */
+static int check_partition_end(const dq_reglog_checkpoint *cp, int32_t partition, uint64_t count,
+                               dq_reglog_cp_result *res, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cp->n_parts; i++) {
+        const cp_part *p = &cp->parts[i];
+        if (p->partition != partition || p->records <= count)
+            continue;
+        dq_reglog_cp_mismatch m = {.kind = DQ_REGLOG_CP_CUT, .partition = partition,
+                                   .log_records = count, .checkpoint_records = p->records};
+        if (add_mismatch(res, &m, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int dq_reglog_checkpoint_check(dq_reglog_checkpoint *cp, const char *dir, const char *pub_b64,
+                               dq_reglog_cp_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    if (cp == NULL || dir == NULL || pub_b64 == NULL) {
+        snprintf(err, errlen, "checkpoint: a checkpoint, a directory and a public key are "
+                              "required");
+        return -1;
+    }
+    int r = dq_verify(pub_b64, cp->body, strlen(cp->body), cp->signature, err, errlen);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        return 1;
+    res->signature_ok = 1;
+    if (checkpoint_load_content(cp, err, errlen) != 0)
+        return -1;
+    res->at = dq_json_str(cp->content, "at");
+
+    dq_reglog_iter *it = dq_reglog_iter_open(dir, err, errlen);
+    if (it == NULL)
+        return -1;
+    /* One pass over the log: each entry carries the hash the chain gave it, compared at
+     * every partition's checkpointed count. */
+    int32_t cur = -1;
+    uint64_t count = 0;
+    dq_reglog_entry e;
+    int rc;
+    while ((rc = dq_reglog_iter_next(it, &e, err, errlen)) == 1) {
+        if (e.partition != cur) {
+            if (cur >= 0 && check_partition_end(cp, cur, count, res, err, errlen) != 0) {
+                rc = -1;
+                break;
+            }
+            cur = e.partition;
+            count = 0;
+        }
+        count++;
+        for (size_t i = 0; i < cp->n_parts && rc == 1; i++) {
+            const cp_part *p = &cp->parts[i];
+            char hex[2 * DQ_REGLOG_HASH_LEN + 1];
+            if (p->partition != cur || p->records != count ||
+                (p->head != NULL && strcmp(p->head, dq_hex(e.hash, DQ_REGLOG_HASH_LEN, hex)) == 0))
+                continue;
+            dq_reglog_cp_mismatch m = {.kind = DQ_REGLOG_CP_REWRITTEN, .partition = cur,
+                                       .checkpoint_records = p->records, .want = p->head};
+            memcpy(m.hash, e.hash, DQ_REGLOG_HASH_LEN);
+            if (add_mismatch(res, &m, err, errlen) != 0)
+                rc = -1;
+        }
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0 && cur >= 0 && check_partition_end(cp, cur, count, res, err, errlen) != 0)
+        rc = -1;
+    dq_reglog_iter_close(it);
+    if (rc < 0)
+        return -1;
+    return res->n_mismatches > 0 ? 1 : 0;
 }

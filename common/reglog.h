@@ -9,6 +9,11 @@
  * iterator. The byte layout, recovery rules and error texts are specified in
  * docs/registry-format.md; the constants below are that layout.
  *
+ * A record's hash (SHA-256 of the whole record, the next record's prev hash) is computed
+ * here and nowhere else: the writer chains with it, verify and the iterator check with it,
+ * the iterator hands it to readers in dq_reglog_entry.hash, and signed checkpoints (the
+ * last section) are made from verify's head hashes and checked against the iterator's.
+ *
  * Files: <dir>/p<partition>/<20-digit first sequence>.seg. One writer per partition (an
  * exclusive flock on the partition directory enforces it); readers take no lock.
  */
@@ -17,6 +22,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "sign.h"
 
 /* Record layout (little-endian), see docs/registry-format.md. */
 #define DQ_REGLOG_MAGIC "DQR1"
@@ -101,6 +108,10 @@ typedef struct {
     uint64_t seq;
     const unsigned char *payload; /* owned by the iterator, valid until the next call */
     size_t len;
+    /* SHA-256 of this whole record, as the chain computed it: the prev hash of the record
+     * after it, and the partition's head hash when it is the last. Readers never rebuild
+     * a record to hash it. */
+    unsigned char hash[DQ_REGLOG_HASH_LEN];
 } dq_reglog_entry;
 
 /* Iterate over every record of a registry dir: partitions in ascending order, each in
@@ -143,5 +154,81 @@ typedef struct {
 int dq_reglog_verify_dir(const char *dir, dq_reglog_report *rep, char *err, size_t errlen);
 /* Free what verify allocated in rep (not rep itself). NULL is a no-op. */
 void dq_reglog_report_free(dq_reglog_report *rep);
+
+/* ---- signed checkpoints ------------------------------------------------------------- */
+
+/* A checkpoint records each partition's record count and head hash at one moment, signed
+ * with an Ed25519 key (sign.h), to be published elsewhere: a log later cut at a record
+ * boundary (which verify alone accepts as a valid shorter log) or rewritten no longer
+ * matches it. The document (docs/operations.md, "Tamper evidence"):
+ *   {"schema":DQ_REGLOG_SIGNED_CHECKPOINT_SCHEMA,"key_id","alg":"ed25519","signature",
+ *    "checkpoint":"<text>"}
+ * where the signature covers exactly <text>, itself
+ *   {"schema":DQ_REGLOG_CHECKPOINT_SCHEMA,"at","records",
+ *    "partitions":[{"partition","records","head":"<64 hex digits>"}]}. */
+#define DQ_REGLOG_CHECKPOINT_SCHEMA "deployq.checkpoint/v1"
+#define DQ_REGLOG_SIGNED_CHECKPOINT_SCHEMA "deployq.signed-checkpoint/v1"
+
+/* The signed checkpoint of an intact log, from the report dq_reglog_verify_dir() filled:
+ * every partition's records and head hash, "at" = at_ms (ms since the epoch), signed by
+ * signer under key_id. Returns the malloc'd document (one line, no newline; the caller
+ * frees it), or NULL with a reason in err: rep not intact (a checkpoint never vouches for
+ * a broken log), signing or out of memory. */
+char *dq_reglog_checkpoint_sign(const dq_reglog_report *rep, const dq_signer *signer,
+                                const char *key_id, int64_t at_ms, char *err, size_t errlen);
+
+typedef struct dq_reglog_checkpoint dq_reglog_checkpoint;
+
+/* Parse a signed checkpoint document (text[len], e.g. a file's contents). name is what
+ * the errors call it (a path). Nothing is verified yet. NULL with err set to the JSON
+ * error or "<name>: not a signed checkpoint". Free with dq_reglog_checkpoint_free(). */
+dq_reglog_checkpoint *dq_reglog_checkpoint_parse(const char *text, size_t len, const char *name,
+                                                 char *err, size_t errlen);
+/* The id of the key it says signed it (to look its public key up); valid while cp lives. */
+const char *dq_reglog_checkpoint_key_id(const dq_reglog_checkpoint *cp);
+/* NULL is a no-op. */
+void dq_reglog_checkpoint_free(dq_reglog_checkpoint *cp);
+
+/* How the log differs from a checkpoint, for one partition the checkpoint names. */
+typedef enum {
+    DQ_REGLOG_CP_CUT = 1,       /* the partition now has fewer records: removed from the end */
+    DQ_REGLOG_CP_REWRITTEN = 2, /* the record at the checkpointed count hashes differently */
+} dq_reglog_cp_kind;
+
+typedef struct {
+    dq_reglog_cp_kind kind;
+    int32_t partition;
+    uint64_t log_records;        /* CUT: the records the partition has now */
+    uint64_t checkpoint_records; /* the count the checkpoint recorded */
+    /* REWRITTEN: the log's hash of record checkpoint_records - 1, and the head the
+     * checkpoint says (its text as written, NULL when missing) */
+    unsigned char hash[DQ_REGLOG_HASH_LEN];
+    const char *want;
+} dq_reglog_cp_mismatch;
+
+/* The strings (at, want) point into the checkpoint: valid until it is freed or checked
+ * again. */
+typedef struct {
+    int signature_ok;                  /* 0: the signature is invalid, nothing else checked */
+    const char *at;                    /* the checkpoint's "at", NULL if none */
+    size_t n_mismatches;
+    dq_reglog_cp_mismatch *mismatches; /* malloc'd, in log order (partitions ascending) */
+} dq_reglog_cp_result;
+
+/* Check cp against the registry under dir: first its signature with pub_b64 (base64
+ * Ed25519 public key), then, for every partition of the log that the checkpoint names,
+ * that the log still has at least the checkpointed number of records and that the record
+ * at that count has the checkpointed head hash (so a log that only grew still matches).
+ * Records are read with the iterator, so call it on a log verify found intact. The check
+ * walks the partitions the log has: one the checkpoint names that has no record left at
+ * all (its directory removed or emptied) is not reported.
+ * Returns 0 when the signature is valid and the log matches, 1 when it is invalid or the
+ * log differs (see res), -1 with a reason in err (malformed key or signature, a
+ * checkpoint text that is not JSON, an unreadable or broken log, out of memory).
+ * Free res's contents with dq_reglog_cp_result_free() whatever the result. */
+int dq_reglog_checkpoint_check(dq_reglog_checkpoint *cp, const char *dir, const char *pub_b64,
+                               dq_reglog_cp_result *res, char *err, size_t errlen);
+/* Free what the check allocated in res (not res itself). NULL is a no-op. */
+void dq_reglog_cp_result_free(dq_reglog_cp_result *res);
 
 #endif

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +94,7 @@ static int url_next(reg_source *s, dq_reglog_entry *e, char *err, size_t errlen)
     e->seq = u->next - 1;
     e->payload = (const unsigned char *)r->payload;
     e->len = r->len;
+    memset(e->hash, 0, sizeof e->hash); /* the API does not serve record hashes */
     return 1;
 }
 
@@ -938,70 +938,28 @@ int dq_cmd_history(int argc, char **argv)
 
 /* ---- verify and checkpoints ----------------------------------------------------------- */
 
-#define CHECKPOINT_SCHEMA "deployq.checkpoint/v1"
-#define SIGNED_CHECKPOINT_SCHEMA "deployq.signed-checkpoint/v1"
-
-/* The SHA-256 of a record rebuilt from what the iterator returns (the layout of
- * docs/registry-format.md), so a checkpoint's head can be checked at any record count. */
-static void record_hash(const dq_reglog_entry *e, const unsigned char prev[DQ_REGLOG_HASH_LEN],
-                        unsigned char *buf, unsigned char out[DQ_REGLOG_HASH_LEN])
-{
-    uint32_t len = (uint32_t)e->len, crc;
-    uint64_t seq = e->seq;
-    int32_t part = e->partition;
-    int64_t off = e->kafka_offset;
-    unsigned int hl;
-    size_t total = DQ_REGLOG_HEADER_LEN + e->len;
-
-    memcpy(buf, DQ_REGLOG_MAGIC, 4);
-    for (int i = 0; i < 4; i++)
-        buf[4 + i] = (unsigned char)(len >> (8 * i));
-    for (int i = 0; i < 8; i++)
-        buf[8 + i] = (unsigned char)(seq >> (8 * i));
-    for (int i = 0; i < 4; i++)
-        buf[16 + i] = (unsigned char)((uint32_t)part >> (8 * i));
-    for (int i = 0; i < 8; i++)
-        buf[20 + i] = (unsigned char)((uint64_t)off >> (8 * i));
-    memcpy(buf + 28, prev, DQ_REGLOG_HASH_LEN);
-    memcpy(buf + DQ_REGLOG_HEADER_LEN, e->payload, e->len);
-    crc = dq_reglog_crc32c(buf, total);
-    for (int i = 0; i < 4; i++)
-        buf[total + i] = (unsigned char)(crc >> (8 * i));
-    EVP_Digest(buf, total + 4, out, &hl, EVP_sha256(), NULL);
-}
-
-/* Check a signed checkpoint against the log: the signature, then for every partition it
- * names, that the log still has that many records and that the record at that count
- * hashes to the recorded head. 0 matches, 1 mismatch (printed), -1 error (err). */
+/* Check a signed checkpoint (dq_reglog_checkpoint_check) and print what differs. The key
+ * is --pubkey or the configuration's key with the checkpoint's key_id. 0 matches,
+ * 1 mismatch (printed), -1 error (err). */
 static int check_checkpoint(reg_opts *o, const char *path, const char *pubkey, char *err,
                             size_t errlen)
 {
     size_t len;
     char *txt = dq_read_file(path, 1 << 20, &len);
-    cJSON *signed_doc = NULL, *cp = NULL, *parts;
-    const char *body, *sig, *key_id;
+    dq_reglog_checkpoint *cp = NULL;
+    dq_reglog_cp_result res = {0};
     dq_config *cfg = NULL;
-    reg_source *s = NULL;
-    dq_reglog_entry e;
-    unsigned char *buf = NULL, prev[DQ_REGLOG_HASH_LEN], h[DQ_REGLOG_HASH_LEN];
-    size_t bufcap = 0;
-    int rc = -1, bad = 0, r;
+    const char *key_id;
+    int rc = -1;
 
     if (!txt) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    signed_doc = dq_json_parse(txt, len, 1 << 20, 8, NULL, err, errlen);
-    if (!signed_doc)
+    cp = dq_reglog_checkpoint_parse(txt, len, path, err, errlen);
+    if (!cp)
         goto out;
-    body = dq_json_str(signed_doc, "checkpoint");
-    sig = dq_json_str(signed_doc, "signature");
-    key_id = dq_json_str(signed_doc, "key_id");
-    if (!body || !sig || !key_id ||
-        strcmp(or_dash(dq_json_str(signed_doc, "schema")), SIGNED_CHECKPOINT_SCHEMA) != 0) {
-        snprintf(err, errlen, "%s: not a signed checkpoint", path);
-        goto out;
-    }
+    key_id = dq_reglog_checkpoint_key_id(cp);
     if (!pubkey) {
         const dq_key *k;
 
@@ -1013,146 +971,36 @@ static int check_checkpoint(reg_opts *o, const char *path, const char *pubkey, c
         }
         pubkey = k->public_key;
     }
-    r = dq_verify(pubkey, body, strlen(body), sig, err, errlen);
-    if (r < 0)
+    rc = dq_reglog_checkpoint_check(cp, o->dir, pubkey, &res, err, errlen);
+    if (rc < 0)
         goto out;
-    if (r == 0) {
+    if (!res.signature_ok) {
         printf("checkpoint %s: signature INVALID\n", path);
-        rc = 1;
         goto out;
     }
-    cp = dq_json_parse(body, strlen(body), 1 << 20, 8, NULL, err, errlen);
-    if (!cp)
-        goto out;
-    parts = cJSON_GetObjectItemCaseSensitive(cp, "partitions");
-    s = source_open(o, err, errlen);
-    if (!s)
-        goto out;
-    memset(prev, 0, sizeof prev);
-    {
-        int32_t cur = -1;
-        uint64_t count = 0;
-
-        /* Walk every record once, hashing as the writer did, and compare at each
-         * partition's checkpointed count. */
-        for (;;) {
-            r = source_next(s, &e, err, errlen);
-            if (r < 0)
-                goto out;
-            if (r == 0 || e.partition != cur) {
-                /* partition cur ended: was its checkpoint reached? */
-                for (cJSON *p = parts ? parts->child : NULL; p && cur >= 0; p = p->next) {
-                    if ((int32_t)dq_json_num(p, "partition", -1) == cur &&
-                        (uint64_t)dq_json_num(p, "records", 0) > count) {
-                        printf("p%d: the log has %llu records, the checkpoint %llu: records "
-                               "were removed from the end\n", (int)cur,
-                               (unsigned long long)count,
-                               (unsigned long long)dq_json_num(p, "records", 0));
-                        bad = 1;
-                    }
-                }
-                if (r == 0)
-                    break;
-                cur = e.partition;
-                count = 0;
-                memset(prev, 0, sizeof prev);
-            }
-            if (bufcap < DQ_REGLOG_OVERHEAD + e.len) {
-                unsigned char *nb = realloc(buf, DQ_REGLOG_OVERHEAD + e.len);
-
-                if (!nb) {
-                    snprintf(err, errlen, "out of memory");
-                    goto out;
-                }
-                buf = nb;
-                bufcap = DQ_REGLOG_OVERHEAD + e.len;
-            }
-            record_hash(&e, prev, buf, h);
-            memcpy(prev, h, sizeof prev);
-            count++;
-            for (cJSON *p = parts ? parts->child : NULL; p; p = p->next) {
-                char hex[2 * DQ_REGLOG_HASH_LEN + 1];
-                const char *want = dq_json_str(p, "head");
-
-                if ((int32_t)dq_json_num(p, "partition", -1) != cur ||
-                    (uint64_t)dq_json_num(p, "records", 0) != count)
-                    continue;
-                dq_hex(h, sizeof h, hex);
-                if (!want || strcmp(want, hex) != 0) {
-                    printf("p%d: record %llu hashes to %s, the checkpoint says %s: the log "
-                           "was rewritten\n", (int)cur, (unsigned long long)(count - 1), hex,
-                           or_dash(want));
-                    bad = 1;
-                }
-            }
-        }
-    }
-    printf("checkpoint %s (key %s, %s): %s\n", path, key_id,
-           or_dash(dq_json_str(cp, "at")), bad ? "DOES NOT MATCH the log" : "matches the log");
-    rc = bad;
-out:
-    source_close(s);
-    free(buf);
-    free(txt);
-    cJSON_Delete(signed_doc);
-    cJSON_Delete(cp);
-    dq_config_free(cfg);
-    return rc;
-}
-
-/* A signed checkpoint of an intact log: {"schema":SIGNED_CHECKPOINT_SCHEMA,"key_id",
- * "alg":"ed25519","signature","checkpoint":"<text>"} where the text is {"schema":
- * CHECKPOINT_SCHEMA,"at","records","partitions":[{"partition","records","head"}]}. */
-static char *make_checkpoint(const dq_reglog_report *rep, const char *key_path,
-                             const char *key_id, char *err, size_t errlen)
-{
-    dq_signer *signer = dq_signer_load(key_path, err, errlen);
-    cJSON *cp = NULL, *doc = NULL, *arr;
-    char *body = NULL, *sig = NULL, *out = NULL, at[DQ_TIME_LEN + 1];
-
-    if (!signer)
-        return NULL;
-    cp = cJSON_CreateObject();
-    if (!cp)
-        goto out;
-    cJSON_AddStringToObject(cp, "schema", CHECKPOINT_SCHEMA);
-    cJSON_AddStringToObject(cp, "at", dq_time_format(dq_now_ms(), at));
-    cJSON_AddNumberToObject(cp, "records", (double)rep->records);
-    arr = cJSON_AddArrayToObject(cp, "partitions");
-    for (size_t i = 0; arr && i < rep->n_partitions; i++) {
-        cJSON *p = cJSON_CreateObject();
+    for (size_t i = 0; i < res.n_mismatches; i++) {
+        const dq_reglog_cp_mismatch *m = &res.mismatches[i];
         char hex[2 * DQ_REGLOG_HASH_LEN + 1];
 
-        if (!p)
-            goto out;
-        cJSON_AddNumberToObject(p, "partition", rep->partitions[i].partition);
-        cJSON_AddNumberToObject(p, "records", (double)rep->partitions[i].records);
-        cJSON_AddStringToObject(p, "head", dq_hex(rep->partitions[i].head_hash,
-                                                  DQ_REGLOG_HASH_LEN, hex));
-        cJSON_AddItemToArray(arr, p);
+        if (m->kind == DQ_REGLOG_CP_CUT)
+            printf("p%d: the log has %llu records, the checkpoint %llu: records "
+                   "were removed from the end\n", (int)m->partition,
+                   (unsigned long long)m->log_records,
+                   (unsigned long long)m->checkpoint_records);
+        else
+            printf("p%d: record %llu hashes to %s, the checkpoint says %s: the log "
+                   "was rewritten\n", (int)m->partition,
+                   (unsigned long long)(m->checkpoint_records - 1),
+                   dq_hex(m->hash, DQ_REGLOG_HASH_LEN, hex), or_dash(m->want));
     }
-    body = cJSON_PrintUnformatted(cp);
-    sig = body ? dq_sign(signer, body, strlen(body)) : NULL;
-    if (!sig)
-        goto out;
-    doc = cJSON_CreateObject();
-    if (!doc)
-        goto out;
-    cJSON_AddStringToObject(doc, "schema", SIGNED_CHECKPOINT_SCHEMA);
-    cJSON_AddStringToObject(doc, "key_id", key_id);
-    cJSON_AddStringToObject(doc, "alg", "ed25519");
-    cJSON_AddStringToObject(doc, "signature", sig);
-    cJSON_AddStringToObject(doc, "checkpoint", body);
-    out = cJSON_PrintUnformatted(doc);
+    printf("checkpoint %s (key %s, %s): %s\n", path, key_id, or_dash(res.at),
+           rc ? "DOES NOT MATCH the log" : "matches the log");
 out:
-    if (!out && !err[0])
-        snprintf(err, errlen, "cannot build the checkpoint");
-    cJSON_Delete(cp);
-    cJSON_Delete(doc);
-    free(body);
-    free(sig);
-    dq_signer_free(signer);
-    return out;
+    dq_reglog_cp_result_free(&res);
+    dq_reglog_checkpoint_free(cp);
+    free(txt);
+    dq_config_free(cfg);
+    return rc;
 }
 
 static const char verify_usage[] =
@@ -1291,10 +1139,12 @@ int dq_cmd_verify(int argc, char **argv)
         }
     }
     if (rc == 0 && sign) {
-        char *cp;
+        dq_signer *signer = dq_signer_load(sign, err, sizeof err);
+        char *cp = signer ? dq_reglog_checkpoint_sign(&rep, signer, key_id, dq_now_ms(), err,
+                                                      sizeof err)
+                          : NULL;
 
-        err[0] = '\0';
-        cp = make_checkpoint(&rep, sign, key_id, err, sizeof err);
+        dq_signer_free(signer);
         if (!cp) {
             dq_cli_fail(&o.cli, "checkpoint: %s", err);
             rc = 1;

@@ -3,7 +3,9 @@
  * and resuming from the log's last Kafka offset, refusal of duplicate and out-of-order
  * offsets, segment rolls that keep the chain, torn-tail recovery at every byte of the last
  * record, refusal to open on corruption before the tail (with its exact position), verify,
- * replay, one writer per partition, and the failed handle after an I/O error.
+ * replay, one writer per partition, the failed handle after an I/O error, the record hash
+ * the iterator hands out, and signed checkpoints (made, matched, and broken by a rewrite
+ * or a cut).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "log.h"
 #include "reglog.h"
 #include "testutil.h"
@@ -652,6 +655,269 @@ static void test_io_failure_is_fatal(void **state)
     dq_reglog_close(log);
 }
 
+/* Every entry carries its record's hash: the SHA-256 of the record's bytes on disk, the
+ * prev hash of the record after it (across segments), and the head after the last. */
+static void test_entry_hash(void **state)
+{
+    fixture *f = *state;
+    dq_reglog_opts opts = {.segment_bytes = 150}; /* two records a segment */
+    dq_reglog *a = dq_reglog_open(f->dir, 0, &opts, f->err, sizeof f->err);
+    dq_reglog *b = dq_reglog_open(f->dir, 2, &opts, f->err, sizeof f->err);
+    assert_non_null(a);
+    assert_non_null(b);
+    append_range(a, 100, 5);
+    append_range(b, 200, 2);
+    unsigned char head_a[32], head_b[32];
+    dq_reglog_head_hash(a, head_a);
+    dq_reglog_head_hash(b, head_b);
+    dq_reglog_close(a);
+    dq_reglog_close(b);
+
+    /* p0's five records as written: 73 bytes each, in segments 0, 2 and 4 */
+    unsigned char disk[5 * 73];
+    size_t have = 0;
+    const uint64_t firsts[] = {0, 2, 4};
+    for (int i = 0; i < 3; i++) {
+        char path[256];
+        size_t len;
+        seg_path(f, 0, firsts[i], path, sizeof path);
+        unsigned char *seg = read_all(path, &len);
+        assert_true(have + len <= sizeof disk);
+        memcpy(disk + have, seg, len);
+        have += len;
+        free(seg);
+    }
+    assert_int_equal(have, sizeof disk);
+
+    dq_reglog_iter *it = dq_reglog_iter_open(f->dir, f->err, sizeof f->err);
+    assert_non_null(it);
+    dq_reglog_entry e;
+    unsigned char hashes[5][32];
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(dq_reglog_iter_next(it, &e, f->err, sizeof f->err), 1);
+        assert_int_equal(e.partition, 0);
+        assert_int_equal(e.seq, (uint64_t)i);
+        memcpy(hashes[i], e.hash, 32);
+        unsigned char want[32];
+        dq_sha256(disk + 73 * i, 73, want);
+        assert_memory_equal(e.hash, want, 32);
+    }
+    for (int i = 0; i + 1 < 5; i++)
+        assert_memory_equal(hashes[i], disk + 73 * (i + 1) + 28, 32); /* the next prev hash */
+    assert_memory_equal(hashes[4], head_a, 32);
+    assert_int_equal(dq_reglog_iter_next(it, &e, f->err, sizeof f->err), 1);
+    assert_int_equal(e.partition, 2);
+    assert_int_equal(dq_reglog_iter_next(it, &e, f->err, sizeof f->err), 1);
+    assert_memory_equal(e.hash, head_b, 32);
+    assert_int_equal(dq_reglog_iter_next(it, &e, f->err, sizeof f->err), 0);
+    dq_reglog_iter_close(it);
+
+    dq_reglog_report rep;
+    assert_int_equal(dq_reglog_verify_dir(f->dir, &rep, f->err, sizeof f->err), 0);
+    assert_memory_equal(rep.partitions[0].head_hash, hashes[4], 32);
+    dq_reglog_report_free(&rep);
+}
+
+/* The checkpoint tests keep the registry in f->dir/reg and keys in f->dir/<name>.key. */
+static dq_signer *cp_key(const fixture *f, const char *name, char **pub)
+{
+    char path[128], err[256];
+    snprintf(path, sizeof path, "%s/%s.key", f->dir, name);
+    assert_int_equal(dq_sign_keygen(path, pub, err, sizeof err), 0);
+    dq_signer *s = dq_signer_load(path, err, sizeof err);
+    assert_non_null(s);
+    return s;
+}
+
+/* Append offsets first.. with payloads "event-<offset>", record `changed` as "forged". */
+static void append_forged(const char *reg, int32_t partition, int64_t first, int n, int changed)
+{
+    char err[512];
+    dq_reglog *log = dq_reglog_open(reg, partition, NULL, err, sizeof err);
+    assert_non_null(log);
+    for (int i = 0; i < n; i++) {
+        char payload[32];
+        int len = i == changed ? snprintf(payload, sizeof payload, "forged")
+                               : snprintf(payload, sizeof payload, "event-%" PRId64, first + i);
+        assert_int_equal(dq_reglog_append(log, first + i, payload, (size_t)len), DQ_REGLOG_OK);
+    }
+    assert_int_equal(dq_reglog_commit(log), DQ_REGLOG_OK);
+    dq_reglog_close(log);
+}
+
+/* Sign a checkpoint of the registry as it is now (at 0 ms), via verify's report. */
+static char *cp_sign(fixture *f, const char *reg, const dq_signer *signer)
+{
+    dq_reglog_report rep;
+    assert_int_equal(dq_reglog_verify_dir(reg, &rep, f->err, sizeof f->err), 0);
+    char *doc = dq_reglog_checkpoint_sign(&rep, signer, "op-1", 0, f->err, sizeof f->err);
+    assert_non_null(doc);
+    dq_reglog_report_free(&rep);
+    return doc;
+}
+
+static int cp_check(fixture *f, const char *reg, const char *doc, const char *pub,
+                    dq_reglog_cp_result *res, dq_reglog_checkpoint **cp)
+{
+    *cp = dq_reglog_checkpoint_parse(doc, strlen(doc), "cp.json", f->err, sizeof f->err);
+    assert_non_null(*cp);
+    return dq_reglog_checkpoint_check(*cp, reg, pub, res, f->err, sizeof f->err);
+}
+
+static void test_checkpoint_sign_and_check(void **state)
+{
+    fixture *f = *state;
+    char reg[96];
+    snprintf(reg, sizeof reg, "%s/reg", f->dir);
+    append_forged(reg, 0, 10, 3, -1);
+    append_forged(reg, 2, 20, 2, -1);
+    char *pub, *other_pub;
+    dq_signer *signer = cp_key(f, "op", &pub);
+    dq_signer *other = cp_key(f, "other", &other_pub);
+
+    /* the document: the exact body, signed as it stands */
+    dq_reglog_report rep;
+    assert_int_equal(dq_reglog_verify_dir(reg, &rep, f->err, sizeof f->err), 0);
+    char h0[65], h2[65], body_want[512];
+    dq_hex(rep.partitions[0].head_hash, 32, h0);
+    dq_hex(rep.partitions[1].head_hash, 32, h2);
+    snprintf(body_want, sizeof body_want,
+             "{\"schema\":\"deployq.checkpoint/v1\",\"at\":\"1970-01-01T00:00:00.000Z\","
+             "\"records\":5,\"partitions\":[{\"partition\":0,\"records\":3,\"head\":\"%s\"},"
+             "{\"partition\":2,\"records\":2,\"head\":\"%s\"}]}",
+             h0, h2);
+    dq_reglog_report_free(&rep);
+    char *doc = cp_sign(f, reg, signer);
+    cJSON *j = cJSON_Parse(doc);
+    assert_non_null(j);
+    assert_string_equal(dq_json_str(j, "schema"), "deployq.signed-checkpoint/v1");
+    assert_string_equal(dq_json_str(j, "key_id"), "op-1");
+    assert_string_equal(dq_json_str(j, "alg"), "ed25519");
+    const char *body = dq_json_str(j, "checkpoint");
+    assert_non_null(body);
+    assert_string_equal(body, body_want);
+    assert_non_null(dq_json_str(j, "signature"));
+    assert_int_equal(
+        dq_verify(pub, body, strlen(body), dq_json_str(j, "signature"), f->err, sizeof f->err),
+        1);
+    cJSON_Delete(j);
+
+    /* matches now, and still once the log has grown */
+    dq_reglog_cp_result res;
+    dq_reglog_checkpoint *cp;
+    assert_int_equal(cp_check(f, reg, doc, pub, &res, &cp), 0);
+    assert_string_equal(dq_reglog_checkpoint_key_id(cp), "op-1");
+    assert_int_equal(res.signature_ok, 1);
+    assert_string_equal(res.at, "1970-01-01T00:00:00.000Z");
+    assert_int_equal(res.n_mismatches, 0);
+    dq_reglog_cp_result_free(&res);
+    append_forged(reg, 0, 13, 2, -1);
+    assert_int_equal(dq_reglog_checkpoint_check(cp, reg, pub, &res, f->err, sizeof f->err), 0);
+    assert_int_equal(res.n_mismatches, 0);
+    dq_reglog_cp_result_free(&res);
+
+    /* another key's signature is invalid, and nothing else is looked at */
+    assert_int_equal(dq_reglog_checkpoint_check(cp, reg, other_pub, &res, f->err, sizeof f->err),
+                     1);
+    assert_int_equal(res.signature_ok, 0);
+    assert_int_equal(res.n_mismatches, 0);
+    dq_reglog_cp_result_free(&res);
+    dq_reglog_checkpoint_free(cp);
+
+    /* a checkpoint never vouches for a broken log; not a checkpoint is said so */
+    dq_reglog_report broken = {.errors = 1, .first_error = "p0/x.seg: offset 0: crc mismatch"};
+    assert_null(dq_reglog_checkpoint_sign(&broken, signer, "op-1", 0, f->err, sizeof f->err));
+    assert_string_equal(f->err, "the log is not intact: p0/x.seg: offset 0: crc mismatch");
+    assert_null(dq_reglog_checkpoint_parse("{\"schema\":\"deployq.checkpoint/v1\"}", 34,
+                                           "cp.json", f->err, sizeof f->err));
+    assert_string_equal(f->err, "cp.json: not a signed checkpoint");
+    assert_null(dq_reglog_checkpoint_parse("nope", 4, "cp.json", f->err, sizeof f->err));
+    dq_reglog_checkpoint_free(NULL);
+    dq_reglog_cp_result_free(NULL);
+
+    free(doc);
+    free(pub);
+    free(other_pub);
+    dq_signer_free(signer);
+    dq_signer_free(other);
+}
+
+/* What verify alone accepts, the checkpoint catches: a history rewritten with its chain
+ * recomputed, and a log cut at a record boundary. A record changed in place breaks the
+ * chain, and the check refuses to read past it. */
+static void test_checkpoint_tamper(void **state)
+{
+    fixture *f = *state;
+    char reg[96], p0[128];
+    snprintf(reg, sizeof reg, "%s/reg", f->dir);
+    snprintf(p0, sizeof p0, "%s/p0", reg);
+    append_forged(reg, 0, 10, 4, -1);
+    append_forged(reg, 1, 30, 1, -1);
+    char *pub;
+    dq_signer *signer = cp_key(f, "op", &pub);
+    char *doc = cp_sign(f, reg, signer);
+    dq_reglog_report rep;
+    assert_int_equal(dq_reglog_verify_dir(reg, &rep, f->err, sizeof f->err), 0);
+    char head_hex[65];
+    dq_hex(rep.partitions[0].head_hash, 32, head_hex);
+    dq_reglog_report_free(&rep);
+
+    /* record 1 rewritten, the chain rebuilt after it: an intact log, another head */
+    assert_int_equal(dq_test_rm_rf(p0), 0);
+    append_forged(reg, 0, 10, 4, 1);
+    assert_int_equal(dq_reglog_verify_dir(reg, &rep, f->err, sizeof f->err), 0);
+    unsigned char forged_head[32];
+    memcpy(forged_head, rep.partitions[0].head_hash, 32);
+    dq_reglog_report_free(&rep);
+    dq_reglog_cp_result res;
+    dq_reglog_checkpoint *cp;
+    assert_int_equal(cp_check(f, reg, doc, pub, &res, &cp), 1);
+    assert_int_equal(res.signature_ok, 1);
+    assert_int_equal(res.n_mismatches, 1);
+    assert_int_equal(res.mismatches[0].kind, DQ_REGLOG_CP_REWRITTEN);
+    assert_int_equal(res.mismatches[0].partition, 0);
+    assert_int_equal(res.mismatches[0].checkpoint_records, 4);
+    assert_memory_equal(res.mismatches[0].hash, forged_head, 32);
+    assert_string_equal(res.mismatches[0].want, head_hex);
+    dq_reglog_cp_result_free(&res);
+
+    /* the same history written again hashes the same: it matches again */
+    assert_int_equal(dq_test_rm_rf(p0), 0);
+    append_forged(reg, 0, 10, 4, -1);
+    assert_int_equal(dq_reglog_checkpoint_check(cp, reg, pub, &res, f->err, sizeof f->err), 0);
+    dq_reglog_cp_result_free(&res);
+
+    /* cut at a record boundary ("event-NN" records are 72 bytes): valid, one record short */
+    char seg[256];
+    snprintf(seg, sizeof seg, "%s/" SEG0, p0);
+    assert_int_equal(file_size(seg), 4 * 72);
+    assert_int_equal(truncate(seg, 3 * 72), 0);
+    assert_int_equal(dq_reglog_verify_dir(reg, &rep, f->err, sizeof f->err), 0);
+    dq_reglog_report_free(&rep);
+    assert_int_equal(dq_reglog_checkpoint_check(cp, reg, pub, &res, f->err, sizeof f->err), 1);
+    assert_int_equal(res.n_mismatches, 1);
+    assert_int_equal(res.mismatches[0].kind, DQ_REGLOG_CP_CUT);
+    assert_int_equal(res.mismatches[0].partition, 0);
+    assert_int_equal(res.mismatches[0].log_records, 3);
+    assert_int_equal(res.mismatches[0].checkpoint_records, 4);
+    dq_reglog_cp_result_free(&res);
+
+    /* a byte changed in place: the chain is broken and the check says where */
+    size_t len;
+    unsigned char *buf = read_all(seg, &len);
+    buf[60] ^= 1; /* the first payload byte of record 0 */
+    write_all(seg, buf, len);
+    free(buf);
+    assert_int_equal(dq_reglog_checkpoint_check(cp, reg, pub, &res, f->err, sizeof f->err), -1);
+    assert_string_equal(f->err, "p0/" SEG0 ": offset 0: crc mismatch (record 0)");
+    dq_reglog_cp_result_free(&res);
+
+    dq_reglog_checkpoint_free(cp);
+    free(doc);
+    free(pub);
+    dq_signer_free(signer);
+}
+
 int main(void)
 {
     /* the torn tails made here are expected: keep their warnings out of the output */
@@ -668,6 +934,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_partitions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_failure_is_fatal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_sign_and_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_tamper, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
