@@ -4,26 +4,26 @@
  *
  * The router call is the one step that changes what users see, so it is never retried
  * blindly here: one attempt within its timeout (an HTTP router behind a flaky proxy gets
- * the usual retries only for connection errors, which cannot have switched anything).
+ * the usual retries only for connection errors, which cannot have switched anything). A
+ * router command runs through the process runner (proc.h), like every child of deployq.
  */
 #include "bluegreen.h"
 
-#include <errno.h>
 #include <libfyaml.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "http.h"
 #include "json.h"
+#include "log.h"
 #include "probe.h"
+#include "proc.h"
 #include "util.h"
 
 #define PICK_TTL_S (7 * 24 * 3600)
 #define MAX_ARGV 64
+#define ROUTER_OUTPUT_MAX 1024 /* the tail of a router command's output, for the log */
 
 struct dq_bluegreen {
     char where[512];       /* "deployq.yaml:12: services.api.environments.prod.blue_green" */
@@ -526,11 +526,11 @@ static int switch_command(const dq_bluegreen *bg, const char *color, int64_t fen
                           size_t errlen)
 {
     const cJSON *argv_j = cJSON_GetObjectItemCaseSensitive(bg->router, "argv"), *a;
-    char *argv[MAX_ARGV + 1] = {0};
+    char *argv[MAX_ARGV + 1] = {0}, **env = NULL, f[32], why[512], *text;
+    dq_proc_result res = {0};
+    dq_proc_status ps;
     size_t n = 0;
-    int64_t deadline = dq_mono_ms() + bg->router_timeout_ms;
-    int status = 0, rc = -1;
-    pid_t pid;
+    int rc = -1;
 
     cJSON_ArrayForEach(a, argv_j)
     {
@@ -540,49 +540,51 @@ static int switch_command(const dq_bluegreen *bg, const char *color, int64_t fen
             goto out;
         }
     }
-    pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "router %s: fork: %s", bg->router_name, strerror(errno));
+    snprintf(f, sizeof f, "%lld", (long long)fence);
+    /* built here and handed to the spawn: the process environment is never written */
+    const dq_proc_var vars[] = {
+        {"DEPLOYQ_COLOR", color},
+        {"DEPLOYQ_FENCE", f},
+        {"DEPLOYQ_SERVICE", bg->service},
+        {"DEPLOYQ_ENVIRONMENT", bg->environment},
+    };
+    env = dq_proc_env(vars, sizeof vars / sizeof vars[0]);
+    if (!env) {
+        snprintf(err, errlen, "out of memory");
         goto out;
     }
-    if (pid == 0) {
-        char f[32];
-
-        setpgid(0, 0); /* so a timeout can stop the whole group */
-        snprintf(f, sizeof f, "%lld", (long long)fence);
-        setenv("DEPLOYQ_COLOR", color, 1);
-        setenv("DEPLOYQ_FENCE", f, 1);
-        setenv("DEPLOYQ_SERVICE", bg->service, 1);
-        setenv("DEPLOYQ_ENVIRONMENT", bg->environment, 1);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-
-        if (w == pid)
-            break;
-        if (w < 0 && errno != EINTR) {
-            snprintf(err, errlen, "router %s: waitpid: %s", bg->router_name, strerror(errno));
-            goto out;
-        }
-        if (dq_mono_ms() > deadline) {
-            kill(-pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            snprintf(err, errlen, "router %s: the command did not finish within %lld ms", bg->router_name,
-                     (long long)bg->router_timeout_ms);
-            goto out;
-        }
-        dq_sleep_ms(20);
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    /* No keep_going: a switch that has started is let finish (or time out), never abandoned
+     * halfway because the worker is shutting down. */
+    const dq_proc_opts o = {
+        .argv = argv,
+        .envp = env,
+        .timeout_ms = bg->router_timeout_ms,
+        .out_max = ROUTER_OUTPUT_MAX,
+        .out_keep = DQ_PROC_KEEP_TAIL,
+    };
+    ps = dq_proc_run(&o, &res, why, sizeof why);
+    if (ps != DQ_PROC_OK)
+        snprintf(err, errlen, "router %s: %s", bg->router_name, why);
+    else if (res.stopped == DQ_PROC_STOP_TIMEOUT)
+        snprintf(err, errlen, "router %s: the command did not finish within %lld ms", bg->router_name,
+                 (long long)bg->router_timeout_ms);
+    else if (res.exit_code != 0)
         snprintf(err, errlen, "router %s: the command %s %d", bg->router_name,
-                 WIFEXITED(status) ? "exited with" : "was killed by signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-        goto out;
+                 res.exit_code >= 0 ? "exited with" : "was killed by signal",
+                 res.exit_code >= 0 ? res.exit_code : res.term_signal);
+    else
+        rc = 0;
+    /* What it printed goes to the log (redacted), not into err: err lands in events. */
+    if (res.out_total > 0 && (text = dq_proc_text(res.out, res.out_len, res.out_total)) != NULL) {
+        if (rc != 0)
+            dq_warn("router %s: the command printed: %s", bg->router_name, text);
+        else
+            dq_debug("router %s: the command printed: %s", bg->router_name, text);
+        free(text);
     }
-    rc = 0;
 out:
+    dq_proc_result_free(&res);
+    dq_proc_env_free(env);
     for (size_t i = 0; i < n; i++)
         free(argv[i]);
     return rc;

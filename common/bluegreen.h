@@ -93,8 +93,11 @@ int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue
                 void *ctx, char *detail, size_t detaillen);
 
 /* Ask the router to send traffic to color (the fence goes as header X-Deployq-Fence, or
- * DEPLOYQ_FENCE and DEPLOYQ_COLOR in a command's environment). 0 when the router
- * answered 2xx / the command exited 0; -1 with a one-line reason in err. */
+ * DEPLOYQ_FENCE, DEPLOYQ_COLOR, DEPLOYQ_SERVICE and DEPLOYQ_ENVIRONMENT in a command's
+ * environment). A command runs through the process runner (proc.h): no shell, stdin from
+ * /dev/null, its output logged (redacted, never in err), its process group stopped at
+ * router.timeout (SIGTERM, SIGKILL 2 s later). 0 when the router answered 2xx / the
+ * command exited 0; -1 with a one-line reason in err. */
 int dq_bg_switch(const dq_bluegreen *bg, const char *color, int64_t fence, char *err,
                  size_t errlen);
 

@@ -1,29 +1,24 @@
 /*
  * gates.c - reading an environment's gate keys, the freeze test, and reading a target's
- * variable names (a local command, or Railway's `variables` query) for the drift gate.
- * See gates.h.
+ * variable names (a local command run by the process runner, proc.h, or Railway's
+ * `variables` query) for the drift gate. See gates.h.
  */
 #include "gates.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <libfyaml.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "proc.h"
 #include "util.h"
 
 #define DRIFT_OUTPUT_MAX (256 * 1024)
+#define DRIFT_STDERR_MAX 1024
 #define MAX_NAMES 4096
 
 static void free_list(char **v, size_t n)
@@ -392,88 +387,52 @@ static int names_add(names *ns, const char *s, size_t len)
     return 0;
 }
 
-/* Run argv without a shell, its stdout into a malloc'd buffer, within timeout_ms. */
+/* Run argv through the process runner, its stdout into a malloc'd buffer, within
+ * timeout_ms. stderr is kept apart (never mixed with the names) and only logged, redacted,
+ * when the command fails. */
 static char *run_capture(char *const *argv, int64_t timeout_ms, char *err, size_t errlen)
 {
-    int fds[2], status = 0;
-    pid_t pid;
-    char *out = NULL;
-    size_t len = 0;
-    int64_t deadline = dq_mono_ms() + timeout_ms;
-    int timed_out = 0, too_long = 0;
+    char **env = dq_proc_env(NULL, 0);
+    const dq_proc_opts o = {
+        .argv = argv,
+        .envp = env,
+        .timeout_ms = timeout_ms,
+        .out_max = DRIFT_OUTPUT_MAX,
+        .out_keep = DQ_PROC_KEEP_HEAD, /* a cut list of names would be read as missing names */
+        .stderr_apart = 1,
+        .err_max = DRIFT_STDERR_MAX,
+    };
+    dq_proc_result res;
+    dq_proc_status ps;
+    char why[512], *out = NULL, *text;
 
-    if (pipe(fds) != 0) {
-        snprintf(err, errlen, "drift_check: pipe: %s", strerror(errno));
-        return NULL;
-    }
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    pid = fork();
-    if (pid < 0) {
-        snprintf(err, errlen, "drift_check: fork: %s", strerror(errno));
-        close(fds[0]);
-        close(fds[1]);
-        return NULL;
-    }
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDWR);
-
-        setpgid(0, 0);
-        dup2(fds[1], 1);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    out = malloc(DRIFT_OUTPUT_MAX + 1);
-    while (out) {
-        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-        int64_t left = deadline - dq_mono_ms();
-        ssize_t r;
-
-        if (left <= 0) {
-            timed_out = 1;
-            break;
-        }
-        if (poll(&pfd, 1, (int)(left > 200 ? 200 : left)) <= 0)
-            continue;
-        if (len >= DRIFT_OUTPUT_MAX) {
-            too_long = 1;
-            break;
-        }
-        r = read(fds[0], out + len, DRIFT_OUTPUT_MAX - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
-    close(fds[0]);
-    if (timed_out || too_long || !out)
-        kill(-pid, SIGKILL);
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (!out) {
+    if (!env) {
         snprintf(err, errlen, "drift_check: out of memory");
         return NULL;
     }
-    out[len] = '\0';
-    if (timed_out)
-        snprintf(err, errlen, "drift_check %s did not finish within %lld ms", argv[0],
-                 (long long)timeout_ms);
-    else if (too_long)
-        snprintf(err, errlen, "drift_check %s printed more than %d bytes", argv[0], DRIFT_OUTPUT_MAX);
-    else if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+    ps = dq_proc_run(&o, &res, why, sizeof why);
+    dq_proc_env_free(env);
+    if (ps == DQ_PROC_ESPAWN || (ps == DQ_PROC_OK && res.stopped == DQ_PROC_STOP_NONE && res.exit_code == 127))
         snprintf(err, errlen, "drift_check %s could not be run", argv[0]);
-    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        snprintf(err, errlen, "drift_check %s failed (%s %d)", argv[0],
-                 WIFEXITED(status) ? "exit" : "signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-    else
-        return out;
-    free(out);
-    return NULL;
+    else if (ps != DQ_PROC_OK)
+        snprintf(err, errlen, "drift_check: %s", why);
+    else if (res.stopped == DQ_PROC_STOP_TIMEOUT)
+        snprintf(err, errlen, "drift_check %s did not finish within %lld ms", argv[0], (long long)timeout_ms);
+    else if (res.stopped == DQ_PROC_STOP_OUTPUT)
+        snprintf(err, errlen, "drift_check %s printed more than %d bytes", argv[0], DRIFT_OUTPUT_MAX);
+    else if (res.exit_code != 0)
+        snprintf(err, errlen, "drift_check %s failed (%s %d)", argv[0], res.exit_code >= 0 ? "exit" : "signal",
+                 res.exit_code >= 0 ? res.exit_code : res.term_signal);
+    else {
+        out = res.out;
+        res.out = NULL; /* now the caller's */
+    }
+    if (!out && res.err_total > 0 && (text = dq_proc_text(res.err, res.err_len, res.err_total)) != NULL) {
+        dq_warn("drift_check %s: its stderr: %s", argv[0], text);
+        free(text);
+    }
+    dq_proc_result_free(&res);
+    return out;
 }
 
 static int read_command(const dq_gates *g, names *ns, char *err, size_t errlen)

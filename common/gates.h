@@ -18,6 +18,10 @@
  * (an entry written inline, or the name of an entry of the top-level `providers`). A
  * railway provider needs project_id for the `variables` query.
  *
+ * drift_check runs through the process runner (proc.h): no shell, stdin from /dev/null, its
+ * stdout read as names (more than 256 KiB fails), its stderr logged (redacted) only when it
+ * fails, its process group stopped at drift_timeout (SIGTERM, SIGKILL 2 s later).
+ *
  * Variable *values* never leave this module: only names are kept, compared and reported.
  */
 #ifndef DQ_GATES_H

@@ -2,57 +2,40 @@
  * provider_command.c - a local deploy command (railway up --ci, a script) as a provider.
  *
  * The command is an argument vector with placeholders ({service}, {environment},
- * {version}, {deployment_id}, {fence}) expanded per argument and started with
- * posix_spawnp: no shell ever sees a value. It runs in its own process group so a timeout
- * or a cancel stops everything it started. A thread per run drains its output (stdout and
- * stderr together) into a bounded tail buffer, enforces the time limit and reaps it, so
- * the chain can poll it like any remote provider. Exit 0 is success; anything else fails.
- * Runs live in memory only: after a restart their ids are unknown (and say so).
+ * {version}, {deployment_id}, {fence}) expanded per argument and started by the process
+ * runner (proc.h): no shell ever sees a value, and a timeout or a cancel stops its whole
+ * process group. A thread per run waits in dq_proc_wait (which keeps the tail of stdout and
+ * stderr together, enforces the time limit and reaps it), so the chain can poll the run
+ * like any remote provider. Exit 0 is success; anything else fails. Runs live in memory
+ * only: after a restart their ids are unknown (and say so).
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include "log.h"
+#include "proc.h"
 #include "provider.h"
 #include "util.h"
 
-extern char **environ;
-
 #define CMD_DEFAULT_TIMEOUT_MS (10 * 60 * 1000)
-#define CMD_DEFAULT_OUTPUT 8192
-#define CMD_KILL_GRACE_MS 2000
-#define CMD_DRAIN_GRACE_MS 500
+#define CMD_DEFAULT_OUTPUT DQ_PROC_OUT_DEFAULT
+
+typedef struct cmd_impl cmd_impl;
 
 typedef struct cmd_run {
     struct cmd_run *next;
+    cmd_impl *impl;
     char id[64];
-    pid_t pid;
-    int fd;
+    dq_proc *proc; /* used by the run's thread only, until it is joined */
     pthread_t thread;
-    int64_t deadline; /* monotonic */
     /* Guarded by the impl mutex: */
     int done;
-    int exit_code; /* -1 when killed by a signal */
-    int term_signal;
-    int timed_out;
     int cancel_requested;
-    char *out; /* tail of the output, out_cap bytes at most */
-    size_t out_len;
-    size_t out_cap;
-    size_t out_total;
+    dq_proc_result res; /* set when done */
 } cmd_run;
 
-typedef struct {
+struct cmd_impl {
     char **argv; /* the template, NULL-terminated */
     size_t argc;
     char *cwd;
@@ -61,7 +44,7 @@ typedef struct {
     pthread_mutex_t mu;
     cmd_run *runs;
     unsigned seq;
-} cmd_impl;
+};
 
 static const char *const placeholders[] = {"{service}", "{environment}", "{version}", "{deployment_id}", "{fence}",
                                            NULL};
@@ -121,7 +104,7 @@ static int cmd_init(dq_provider *p, const cJSON *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cJSON_GetObjectItemCaseSensitive(cfg, "deadline") == NULL)
-        p->deadline_ms = c->timeout_ms + CMD_KILL_GRACE_MS + 1000;
+        p->deadline_ms = c->timeout_ms + DQ_PROC_KILL_GRACE_MS + 1000;
     c->output_limit = CMD_DEFAULT_OUTPUT;
     const cJSON *lim = cJSON_GetObjectItemCaseSensitive(cfg, "output_limit");
     if (lim != NULL) {
@@ -144,7 +127,8 @@ static void run_free(cmd_run *r)
 {
     if (r == NULL)
         return;
-    free(r->out);
+    dq_proc_free(r->proc);
+    dq_proc_result_free(&r->res);
     free(r);
 }
 
@@ -172,79 +156,29 @@ static void cmd_destroy(dq_provider *p)
     free(c);
 }
 
-/* Keep the last out_cap bytes of everything written. Called with the mutex held. */
-static void tail_append(cmd_run *r, const char *buf, size_t n)
+/* The runner's keep_going: a cancel (or the provider going away) stops the run. */
+static int run_keep_going(void *arg)
 {
-    r->out_total += n;
-    if (n >= r->out_cap) {
-        memcpy(r->out, buf + (n - r->out_cap), r->out_cap);
-        r->out_len = r->out_cap;
-        return;
-    }
-    if (r->out_len + n > r->out_cap) {
-        size_t drop = r->out_len + n - r->out_cap;
-        memmove(r->out, r->out + drop, r->out_len - drop);
-        r->out_len -= drop;
-    }
-    memcpy(r->out + r->out_len, buf, n);
-    r->out_len += n;
+    cmd_run *r = arg;
+    int cancel;
+
+    pthread_mutex_lock(&r->impl->mu);
+    cancel = r->cancel_requested;
+    pthread_mutex_unlock(&r->impl->mu);
+    return !cancel;
 }
 
 static void *run_thread(void *arg)
 {
-    cmd_impl *c = ((void **)arg)[0];
-    cmd_run *r = ((void **)arg)[1];
-    int exited = 0, status = 0;
-    int64_t term_at = 0, exited_at = 0;
-    char buf[4096];
+    cmd_run *r = arg;
+    dq_proc_result res;
 
-    free(arg);
-    for (;;) {
-        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
-        int n = poll(&pfd, 1, 100);
-        if (n > 0 && r->fd >= 0) {
-            ssize_t got = read(r->fd, buf, sizeof buf);
-            if (got > 0) {
-                pthread_mutex_lock(&c->mu);
-                tail_append(r, buf, (size_t)got);
-                pthread_mutex_unlock(&c->mu);
-            } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-                close(r->fd);
-                r->fd = -1;
-            }
-        }
-        int64_t now = dq_mono_ms();
-        if (!exited && waitpid(r->pid, &status, WNOHANG) == r->pid) {
-            exited = 1;
-            exited_at = now;
-        }
-        /* Grandchildren may hold the pipe open after the command exits: drain briefly. */
-        if (exited && (r->fd < 0 || now - exited_at > CMD_DRAIN_GRACE_MS))
-            break;
-        if (exited)
-            continue;
-        pthread_mutex_lock(&c->mu);
-        int cancel = r->cancel_requested;
-        if (!r->timed_out && !cancel && now >= r->deadline)
-            r->timed_out = 1;
-        int stop = cancel || r->timed_out;
-        pthread_mutex_unlock(&c->mu);
-        if (stop && term_at == 0) {
-            kill(-r->pid, SIGTERM);
-            term_at = now;
-        } else if (stop && now - term_at > CMD_KILL_GRACE_MS) {
-            kill(-r->pid, SIGKILL);
-        }
-    }
-    if (r->fd >= 0) {
-        close(r->fd);
-        r->fd = -1;
-    }
-    pthread_mutex_lock(&c->mu);
-    r->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    /* DQ_PROC_EWAIT leaves exit_code -1 and term_signal 0: reported as a failure. */
+    dq_proc_wait(r->proc, &res);
+    pthread_mutex_lock(&r->impl->mu);
+    r->res = res;
     r->done = 1;
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&r->impl->mu);
     return NULL;
 }
 
@@ -286,71 +220,29 @@ static char *expand_arg(const char *tmpl, const dq_provider_request *req, const 
     return out;
 }
 
-#define ENV_OURS 5
-
-/* environ without our variables, then DEPLOYQ_* for this deploy (the last ENV_OURS
- * entries, the only ones to free: see env_free). NULL on allocation failure. */
+/* The process environment with DEPLOYQ_* for this deploy; NULL on allocation failure. */
 static char **child_env(const dq_provider_request *req, const char *fence)
 {
-    static const char *const names[ENV_OURS] = {"DEPLOYQ_DEPLOYMENT_ID", "DEPLOYQ_SERVICE", "DEPLOYQ_ENVIRONMENT",
-                                                "DEPLOYQ_VERSION", "DEPLOYQ_FENCE"};
-    const char *vals[ENV_OURS] = {req->deployment_id, req->service, req->environment, req->version, fence};
-    size_t n = 0;
-    while (environ[n] != NULL)
-        n++;
-    char **env = calloc(n + ENV_OURS + 1, sizeof *env);
-    size_t o = 0;
-    if (env == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int ours = 0;
-        for (size_t k = 0; k < ENV_OURS; k++) {
-            size_t l = strlen(names[k]);
-            if (strncmp(environ[i], names[k], l) == 0 && environ[i][l] == '=')
-                ours = 1;
-        }
-        if (!ours)
-            env[o++] = environ[i];
-    }
-    for (size_t k = 0; k < ENV_OURS; k++) {
-        size_t len = strlen(names[k]) + strlen(vals[k] ? vals[k] : "") + 2;
-        char *kv = malloc(len);
-        if (kv == NULL) {
-            for (size_t j = 0; j < k; j++)
-                free(env[o - 1 - j]);
-            free(env);
-            return NULL;
-        }
-        snprintf(kv, len, "%s=%s", names[k], vals[k] ? vals[k] : "");
-        env[o++] = kv;
-    }
-    return env;
-}
+    const dq_proc_var vars[] = {
+        {"DEPLOYQ_DEPLOYMENT_ID", req->deployment_id ? req->deployment_id : ""},
+        {"DEPLOYQ_SERVICE", req->service ? req->service : ""},
+        {"DEPLOYQ_ENVIRONMENT", req->environment ? req->environment : ""},
+        {"DEPLOYQ_VERSION", req->version ? req->version : ""},
+        {"DEPLOYQ_FENCE", fence},
+    };
 
-static void env_free(char **env)
-{
-    size_t n = 0;
-    if (env == NULL)
-        return;
-    while (env[n] != NULL)
-        n++;
-    for (size_t i = n - ENV_OURS; i < n; i++)
-        free(env[i]);
-    free(env);
+    return dq_proc_env(vars, sizeof vars / sizeof vars[0]);
 }
 
 static int cmd_deploy(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen, dq_provider_error *e)
 {
     cmd_impl *c = p->impl;
-    char fence[32];
+    char fence[32], why[512];
     char **argv = calloc(c->argc + 1, sizeof *argv);
     char **env = NULL;
-    int pipefd[2] = {-1, -1};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int fa_ok = 0, attr_ok = 0, rc = -1;
     cmd_run *r = NULL;
-    pid_t pid;
+    dq_proc_status ps;
+    int rc = -1;
 
     snprintf(fence, sizeof fence, "%lld", (long long)req->fence);
     if (argv == NULL)
@@ -366,58 +258,37 @@ static int cmd_deploy(dq_provider *p, const dq_provider_request *req, char *id, 
             goto out;
         }
     }
-    if ((env = child_env(req, fence)) == NULL || pipe2(pipefd, O_CLOEXEC) != 0 ||
-        (r = calloc(1, sizeof *r)) == NULL || (r->out = malloc(c->output_limit)) == NULL) {
-        dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "cannot prepare the command: %s", strerror(errno));
+    if ((env = child_env(req, fence)) == NULL || (r = calloc(1, sizeof *r)) == NULL) {
+        dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "cannot prepare the command: out of memory");
         goto out;
     }
-    r->out_cap = c->output_limit;
-    if (posix_spawn_file_actions_init(&fa) != 0 || (fa_ok = 1, posix_spawnattr_init(&attr)) != 0) {
-        dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "posix_spawn setup failed");
-        goto out;
-    }
-    attr_ok = 1;
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-    if (c->cwd != NULL)
-        posix_spawn_file_actions_addchdir_np(&fa, c->cwd);
-    sigset_t none, dfl;
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGINT);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setpgroup(&attr, 0); /* its own group: a kill reaches its children */
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int serr = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
-    if (serr != 0) {
+    r->impl = c;
+    const dq_proc_opts po = {
+        .argv = argv,
+        .envp = env,
+        .cwd = c->cwd,
+        .timeout_ms = c->timeout_ms,
+        .out_max = c->output_limit,
+        .out_keep = DQ_PROC_KEEP_TAIL,
+        .keep_going = run_keep_going,
+        .ctx = r,
+    };
+    ps = dq_proc_start(&po, &r->proc, why, sizeof why);
+    if (ps == DQ_PROC_ESPAWN) {
         /* Nothing ran: a missing or unusable program lets the next provider try. */
-        dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "config", 0, "cannot start %s: %s", argv[0], strerror(serr));
+        dq_provider_fail(p, e, DQ_PROV_UNAVAILABLE, "config", 0, "%s", why);
         goto out;
     }
-    close(pipefd[1]);
-    pipefd[1] = -1;
-    r->pid = pid;
-    r->fd = pipefd[0];
-    pipefd[0] = -1;
-    r->deadline = dq_mono_ms() + c->timeout_ms;
-
-    void **arg = malloc(2 * sizeof *arg);
-    pthread_mutex_lock(&c->mu);
-    snprintf(r->id, sizeof r->id, "cmd-%d-%u", (int)pid, ++c->seq);
-    if (arg != NULL) {
-        arg[0] = c;
-        arg[1] = r;
+    if (ps != DQ_PROC_OK) {
+        dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "cannot prepare the command: %s", why);
+        goto out;
     }
-    if (arg == NULL || pthread_create(&r->thread, NULL, run_thread, arg) != 0) {
+
+    pthread_mutex_lock(&c->mu);
+    snprintf(r->id, sizeof r->id, "cmd-%d-%u", (int)dq_proc_pid(r->proc), ++c->seq);
+    if (pthread_create(&r->thread, NULL, run_thread, r) != 0) {
         pthread_mutex_unlock(&c->mu);
-        free(arg);
-        kill(-pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        close(r->fd);
+        /* run_free kills and reaps the child through dq_proc_free */
         dq_provider_fail(p, e, DQ_PROV_FAILED, "config", 0, "cannot start a thread for the command");
         goto out;
     }
@@ -428,19 +299,11 @@ static int cmd_deploy(dq_provider *p, const dq_provider_request *req, char *id, 
     r = NULL; /* now owned by the run table */
     rc = 0;
 out:
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (attr_ok)
-        posix_spawnattr_destroy(&attr);
-    if (pipefd[0] >= 0)
-        close(pipefd[0]);
-    if (pipefd[1] >= 0)
-        close(pipefd[1]);
     run_free(r);
     for (size_t i = 0; i < c->argc; i++)
         free(argv[i]);
     free(argv);
-    env_free(env);
+    dq_proc_env_free(env);
     return rc;
 }
 
@@ -472,38 +335,22 @@ static int cmd_status(dq_provider *p, const dq_provider_request *req, const char
     pthread_mutex_unlock(&c->mu);
     pthread_join(r->thread, NULL);
 
-    if (r->timed_out) {
+    if (r->res.stopped == DQ_PROC_STOP_TIMEOUT) {
         st->state = DQ_DEPLOY_FAILED;
         st->timed_out = 1;
         snprintf(st->raw, sizeof st->raw, "timeout after %lld ms", (long long)c->timeout_ms);
-    } else if (r->exit_code == 0) {
+    } else if (r->res.exit_code == 0) {
         st->state = DQ_DEPLOY_SUCCEEDED;
         dq_strlcpy(st->raw, "exit 0", sizeof st->raw);
     } else {
         st->state = DQ_DEPLOY_FAILED;
-        if (r->exit_code >= 0)
-            snprintf(st->raw, sizeof st->raw, "exit %d", r->exit_code);
+        if (r->res.exit_code >= 0)
+            snprintf(st->raw, sizeof st->raw, "exit %d", r->res.exit_code);
         else
-            snprintf(st->raw, sizeof st->raw, "signal %d", r->term_signal);
+            snprintf(st->raw, sizeof st->raw, "signal %d", r->res.term_signal);
     }
-    size_t prefix = r->out_total > r->out_len ? 4 : 0;
-    size_t cap = r->out_len + prefix + 1;
-    char *raw = malloc(cap);
-    st->output = malloc(cap + 16); /* "***" may be longer than a short secret */
-    if (raw != NULL && st->output != NULL) {
-        memcpy(raw, "...\n", prefix);
-        memcpy(raw + prefix, r->out, r->out_len);
-        raw[prefix + r->out_len] = '\0';
-        /* Output is text for an event: NULs would cut it short. */
-        for (size_t i = 0; i < prefix + r->out_len; i++)
-            if (raw[i] == '\0')
-                raw[i] = ' ';
-        dq_redact(raw, st->output, cap + 16);
-    } else {
-        free(st->output);
-        st->output = NULL;
-    }
-    free(raw);
+    /* NULL on allocation failure: the status stands without its output */
+    st->output = dq_proc_text(r->res.out, r->res.out_len, r->res.out_total);
     run_free(r);
     return 0;
 }
