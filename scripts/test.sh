@@ -83,6 +83,17 @@ step_failed() {
     failures+=("$1")
 }
 
+# start_kafka DIR [kafka.sh start args...]: a real Kafka from DIR, its address on stdout.
+# One more try in a fresh directory when the first start fails (a port taken between the
+# pick and the bind, a slow first JVM start on a loaded machine): the reason is printed.
+start_kafka() {
+    local dir=$1; shift
+    scripts/kafka.sh start --dir "$dir" "$@" && return 0
+    echo "# kafka.sh start $* failed (above); trying once more in a fresh directory" >&2
+    scripts/kafka.sh stop --dir "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir" && mkdir -p "$dir" && scripts/kafka.sh start --dir "$dir" "$@"
+}
+
 finish() {
     say "totals over all runs (tier $tier, $((SECONDS - t_start)) s)"
     if [ ${#failures[@]} -gt 0 ]; then
@@ -125,7 +136,7 @@ run_suite "unit and integration, embedded broker" build
 if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ]; then
     say "starting a real Apache Kafka (KRaft)"
     kdir=$(mktemp -d /tmp/dq-kafka.XXXXXX)
-    if brokers=$(scripts/kafka.sh start --dir "$kdir"); then
+    if brokers=$(start_kafka "$kdir"); then
         DEPLOYQ_TEST_BROKERS=$brokers run_suite "integration, real Apache Kafka ($brokers)" build --suite integration --no-suite local
         scripts/kafka.sh stop --dir "$kdir" || true
     else
@@ -142,7 +153,7 @@ fi
 if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ] && [ -z "${DEPLOYQ_SKIP_SECURE_KAFKA:-}" ]; then
     say "starting a real Apache Kafka 3.9.1, SASL_SSL with SCRAM-SHA-512 only"
     sdir=$(mktemp -d /tmp/dq-kafka-scram.XXXXXX)
-    if brokers=$(KAFKA_VERSION=3.9.1 scripts/kafka.sh start --secure --dir "$sdir"); then
+    if brokers=$(KAFKA_VERSION=3.9.1 start_kafka "$sdir" --secure); then
         DEPLOYQ_TEST_BROKERS=$brokers DEPLOYQ_TEST_KAFKA_DIR=$sdir \
             run_suite "integration, real Apache Kafka 3.9.1 over SASL_SSL/SCRAM-SHA-512 ($brokers)" build --suite integration --no-suite local
         KAFKA_VERSION=3.9.1 scripts/kafka.sh stop --dir "$sdir" || true
