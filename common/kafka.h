@@ -113,8 +113,8 @@ typedef struct dq_consumer dq_consumer;
 dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
                              dq_producer *dead, char *err, size_t errlen);
 
-/* Poll and handle until *stop becomes non-zero. Returns 0 after a clean stop, -1 on a
- * fatal consumer error (reason logged). */
+/* Poll and handle until *stop becomes non-zero (the flag of signals.h, say). Returns 0
+ * after a clean stop, -1 on a fatal consumer error (reason logged). */
 int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
                     volatile sig_atomic_t *stop);
 
@@ -139,33 +139,5 @@ void dq_consumer_free(dq_consumer *c);
 int dq_consumer_closes_pending(void);
 
 rd_kafka_t *dq_consumer_handle(dq_consumer *c);
-
-/* ---- stop signals ---- */
-
-/* Install SIGINT/SIGTERM handlers that only set the returned flag (and ignore SIGPIPE).
- * The flag is process-wide. */
-volatile sig_atomic_t *dq_stop_flag_install(void);
-
-/* ---- the embedded broker (librdkafka's mock cluster) ----
- *
- * librdkafka's mock cluster speaks the real wire protocol, so clients cannot tell it from
- * Kafka, but it is a test double with limits the user must know:
- *   - it listens on random loopback ports only (a new port on every start), so clients
- *     learn the address from dq_mock_broker_bootstraps(), not from a fixed config;
- *   - it keeps everything in RAM: topics, messages and committed offsets are gone when it
- *     stops (production points kafka.bootstrap.servers at a real cluster);
- *   - a group rebalance waits for every known member to rejoin or for a whole
- *     session.timeout.ms, so a consumer joining or leaving can stall the group for that
- *     long: keep session.timeout.ms small (e.g. 6000, heartbeat.interval.ms 500) against it.
- */
-
-typedef struct dq_mock_broker dq_mock_broker;
-
-/* Start a mock cluster of n_brokers on random loopback ports and create the deployq
- * topics in it (partitions as above). RAM only: everything is gone when it stops. */
-dq_mock_broker *dq_mock_broker_new(int n_brokers, int partitions, char *err, size_t errlen);
-/* "127.0.0.1:port,..." */
-const char *dq_mock_broker_bootstraps(const dq_mock_broker *b);
-void dq_mock_broker_free(dq_mock_broker *b);
 
 #endif

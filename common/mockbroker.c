@@ -1,20 +1,22 @@
 /*
- * mockbroker.c - the embedded broker: librdkafka's mock cluster (see kafka.h).
+ * mockbroker.c - the embedded broker: librdkafka's mock cluster (see mockbroker.h).
  *
  * `deployq broker`, `deployq up` and the tests need a Kafka that starts in milliseconds
  * with nothing installed. librdkafka ships one: a mock cluster that speaks the real wire
  * protocol on loopback TCP ports, so every client (ours, kcat, a real Kafka client) talks
  * to it unchanged. It is hosted by an otherwise idle producer handle. Its limits (random
- * ports, RAM only, slow rebalances) are listed in kafka.h.
+ * ports, RAM only, slow rebalances) are listed in mockbroker.h.
  */
-#include "kafka.h"
+#include "mockbroker.h"
 
-#include <librdkafka/rdkafka_mock.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h> /* must follow rdkafka.h */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "event.h"
+#include "kafka.h"
 
 struct dq_mock_broker {
     rd_kafka_t *rk; /* hosts the cluster; the cluster dies with it */

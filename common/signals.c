@@ -1,12 +1,12 @@
 /*
- * signals.c - SIGINT/SIGTERM become a stop flag (see kafka.h).
+ * signals.c - SIGINT/SIGTERM become a stop flag (see signals.h).
  *
  * A worker's loop polls Kafka with a short timeout and checks this flag between polls, so
  * the handler does nothing but set it: everything else (closing the consumer, flushing the
  * producer) happens in the loop, outside signal context, in order. SIGTERM matters as much
  * as SIGINT because that is what containers and systemd send.
  */
-#include "kafka.h"
+#include "signals.h"
 
 #include <signal.h>
 #include <string.h>

@@ -10,6 +10,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "signals.h"
 #include "util.h"
 
 enum { OPT_BROKERS = 1100, OPT_REDIS, OPT_LOG_LEVEL };

@@ -44,8 +44,8 @@ cflags+=($pkg_cflags)
 # The library code is instrumented for coverage but compiled without -Werror: its warnings
 # are the gcc build's business; the harnesses below are held to -Werror.
 newest_header=$(ls -t "$root"/common/*.h "$root"/workers/validator/*.h | head -n1)
-# The validator's own files but main.c: validate.c calls into its siblings (approvals,
-# state), exactly as deployq-validator links them.
+# The validator's own files but main.c (the checks, approvals and the state consumer),
+# exactly as deployq-validator links them.
 sources=("$root"/common/*.c)
 for src in "$root"/workers/validator/*.c; do
     [ "$(basename "$src")" = main.c ] || sources+=("$src")

@@ -28,6 +28,8 @@
 #include "event.h"
 #include "kafka.h"
 #include "log.h"
+#include "mockbroker.h"
+#include "signals.h"
 #include "util.h"
 
 #define KEY "api/production"

@@ -12,8 +12,12 @@
  * wins (deployq:decided:<id>, SET NX); the pending record is deleted once the verdict is
  * on deployq.events, and a message for a deployment with nothing pending is skipped.
  * A deployment nobody decides in time is rejected (approval_expired) by
- * dq_approval_expire_due(), which claims the decision the same way.
+ * dq_approval_expire_due(), which claims the decision the same way. Parking the request in
+ * the first place (dq_approval_park) is here too, so the pending record and the expiry set
+ * are written and read by this file alone; it uses validate.c, which never calls back.
  */
+#include "approval.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,7 +328,8 @@ static char *expiry_member(const dq_event *validated)
     return member;
 }
 
-int dq_approval_schedule_expiry(dq_validator *val, const dq_event *validated, int64_t expires_ms)
+/* Schedule validated's expiry at expires_ms. 0, -1 when Redis did not take it. */
+static int schedule_expiry(dq_validator *val, const dq_event *validated, int64_t expires_ms)
 {
     char *member = expiry_member(validated);
     redisReply *r;
@@ -340,6 +345,47 @@ int dq_approval_schedule_expiry(dq_validator *val, const dq_event *validated, in
         freeReplyObject(r);
     free(member);
     return rc;
+}
+
+dq_event *dq_approval_park(dq_validator *val, const dq_message *m, const dq_verdict *v,
+                           const dq_event *validated, int *transient)
+{
+    char key[128], name[256], *json = dq_event_encode(validated);
+    long ttl = (long)(v->approval_timeout_ms / 1000);
+    int64_t expires_ms = dq_now_ms() + (ttl > 0 ? ttl : 1) * 1000LL;
+    dq_event *ev;
+
+    if (!json)
+        return NULL;
+    snprintf(key, sizeof key, "deployq:pending:%s", validated->deployment_id);
+    /* NX: a redelivered request must not resurrect a deployment already decided (the
+     * decision deletes the key; deployq:decided:<id> then stops a new one). */
+    if (dq_redis_set_nx(val->redis, key, json, ttl > 0 ? ttl : 1) < 0 ||
+        schedule_expiry(val, validated, expires_ms) != 0) {
+        free(json);
+        *transient = 1;
+        return NULL;
+    }
+    free(json);
+    ev = dq_event_new(DQ_EV_AWAITING_APPROVAL, validated->deployment_id, validated->service,
+                      validated->environment, validated->version, val->actor);
+    if (!ev)
+        return NULL;
+    snprintf(name, sizeof name, "awaiting:%s/%d/%lld", m->topic, (int)m->partition,
+             (long long)m->offset);
+    dq_event_set_id_from(ev, name);
+    cJSON_AddStringToObject(ev->data, "approval_role", "approver");
+    if (v->request->requested_by)
+        cJSON_AddStringToObject(ev->data, "requested_by", v->request->requested_by);
+    if (v->request->ci_run_url)
+        cJSON_AddStringToObject(ev->data, "ci_run_url", v->request->ci_run_url);
+    {
+        char until[DQ_TIME_LEN + 1];
+
+        cJSON_AddStringToObject(ev->data, "expires_at", dq_time_format(expires_ms, until));
+    }
+    add_source(ev->data, m);
+    return ev;
 }
 
 /* Put a claimed member back, for the next pass. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "approval.h"
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
@@ -33,6 +34,78 @@ static const char usage[] =
     "promotion gate uses <group>-state.\n"
     "\n" DQ_WORKER_COMMON_USAGE;
 
+/* The handler of deployq.requests: an approval document goes to approval.c; a deploy
+ * request is judged (validate.c), its verdict emitted on deployq.events keyed
+ * service/environment (or, when it awaits approval, parked and deploy.awaiting_approval
+ * emitted instead), and only then may its offset be stored. It lives here, above both,
+ * because it is the one place that needs both: validate.c never calls approval.c. */
+static dq_handle_result handle_request(void *ctx, const dq_message *m, char *err, size_t errlen)
+{
+    dq_validator *val = ctx;
+    dq_verdict v;
+    dq_event *ev = NULL, *out = NULL;
+    dq_handle_result res = DQ_HANDLED;
+    char key[256];
+
+    if (dq_approval_peek(val, m))
+        return dq_approval_handle(val, m, err, errlen);
+    if (dq_validate(val, m, dq_now_ms(), &v) != 0) {
+        dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
+                dq_redis_errstr(val->redis), m->topic, (int)m->partition, (long long)m->offset);
+        dq_verdict_clear(&v);
+        return DQ_RETRY;
+    }
+    ev = dq_verdict_event(val, m, &v);
+    if (!ev) {
+        snprintf(err, errlen, "out of memory building the verdict");
+        res = DQ_FAILED;
+        goto out;
+    }
+    out = ev;
+    if (v.n_reasons == 0 && v.awaiting) {
+        int transient = 0;
+
+        out = dq_approval_park(val, m, &v, ev, &transient);
+        if (!out) {
+            if (transient)
+                dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
+                        dq_redis_errstr(val->redis), m->topic, (int)m->partition, (long long)m->offset);
+            else
+                snprintf(err, errlen, "out of memory parking the request for approval");
+            res = transient ? DQ_RETRY : DQ_FAILED;
+            goto out;
+        }
+    }
+    if (dq_validator_emit(val, out, err, errlen) != 0) {
+        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", out->type, m->topic,
+                (int)m->partition, (long long)m->offset, err);
+        res = DQ_RETRY;
+        goto out;
+    }
+    if (out->service && out->environment)
+        dq_target_key(out->service, out->environment, key, sizeof key);
+    else
+        dq_strlcpy(key, "unknown", sizeof key);
+    if (v.n_reasons == 0 && v.awaiting) {
+        val->n_awaiting++;
+        dq_info("%s %s deployment %s version %s", out->type, key, out->deployment_id, out->version);
+    } else if (v.n_reasons == 0) {
+        val->n_validated++;
+        dq_info("%s %s deployment %s version %s%s%s", ev->type, key, ev->deployment_id, ev->version,
+                v.override_freeze[0] ? "; freeze overridden: " : "", v.override_freeze);
+    } else {
+        val->n_rejected++;
+        dq_info("%s %s deployment %s: %s: %s%s", ev->type, key,
+                ev->deployment_id ? ev->deployment_id : "-", v.reasons[0].code,
+                v.reasons[0].message, v.n_reasons > 1 ? " (and more)" : "");
+    }
+out:
+    if (out != ev)
+        dq_event_free(out);
+    dq_event_free(ev);
+    dq_verdict_clear(&v);
+    return res;
+}
 
 typedef struct state_thread {
     dq_consumer *consumer;
@@ -51,7 +124,7 @@ static void *state_main(void *arg)
     return NULL;
 }
 
-/* The approval expiry pass (validate.h dq_approval_expire_due) once a second, on its own
+/* The approval expiry pass (approval.h dq_approval_expire_due) once a second, on its own
  * thread with its own Redis connection and producer: a slow send here never holds up the
  * requests, and a send timeout here never purges one of theirs. */
 typedef struct expiry_thread {
@@ -194,7 +267,7 @@ int main(int argc, char **argv)
     ex_started = 1;
     dq_info("consuming %s as group %s (and %s as %s); emitting to %s", cfg->topic_requests, group,
             cfg->topic_events, state_group, cfg->topic_events);
-    rc = dq_consumer_run(consumer, dq_validator_handle, &val, stop) == 0 ? 0 : 1;
+    rc = dq_consumer_run(consumer, handle_request, &val, stop) == 0 ? 0 : 1;
     dq_info("stopping: %llu validated, %llu rejected, %llu awaiting approval",
             (unsigned long long)val.n_validated, (unsigned long long)val.n_rejected,
             (unsigned long long)val.n_awaiting);

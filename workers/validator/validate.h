@@ -14,9 +14,10 @@
  * is recorded), promotion (the version must be verified, or succeeded, in the `requires`
  * environment: a key the state consumer (state.c) records from deployq.events), and
  * configuration drift (required variables at the provider, variables of the `requires`
- * environment missing here). A target with `approval: required` does not get
- * deploy.validated: the would-be event is parked in Redis (deployq:pending:<id>) and
- * deploy.awaiting_approval is emitted; approval.c decides it later.
+ * environment missing here). For a target with `approval: required` the verdict only
+ * says so (awaiting): parking the would-be deploy.validated and deciding it later are
+ * approval.h's. approval.c builds on this file (verdicts, nonces, emitting), never the
+ * other way round, and main.c's handler tells requests and approvals apart.
  */
 #ifndef DQ_VALIDATE_H
 #define DQ_VALIDATE_H
@@ -101,42 +102,6 @@ void dq_verdict_clear(dq_verdict *v);
  * Its id is derived from the message's topic/partition/offset, so a redelivered message
  * produces the same event id. Caller frees with dq_event_free. */
 dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const dq_verdict *v);
-
-/* The consumer handler: judge, emit on deployq.events keyed service/environment, and
- * only then let the offset be stored. Approval documents (approval.c) are told apart by
- * their inner schema and handled there. */
-dq_handle_result dq_validator_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
-
-/* ---- approval.c ---- */
-
-#define DQ_APPROVAL_SCHEMA "deployq.approval/v1"
-
-/* 1 when m is a signed wrapper whose request text is an approval document. */
-int dq_approval_peek(const dq_validator *val, const dq_message *m);
-
-/* Decide a pending deployment from an approve/deny message: deploy.validated with
- * approved_by on a valid approver's approval, deploy.rejected (denied, approval_unsigned,
- * stale, ...) otherwise. A message for a deployment with nothing pending is logged and
- * skipped. */
-dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err,
-                                    size_t errlen);
-
-/* Approval expiry. A parked deployment is also a member of the sorted set
- * DQ_APPROVAL_EXPIRIES (score: its expiry in wall ms; member: compact JSON with its
- * deployment_id, service, environment and version). The validator's expiry thread calls
- * dq_approval_expire_due() about once a second: each member due is claimed with ZREM (only
- * the validator whose ZREM removed it goes on, so two validators never both reject), then
- * the decision itself with deployq:decided:<id> like an approval (an approval that got
- * there first wins), and deploy.rejected with reason approval_expired is emitted. A member
- * whose rejection could not be emitted is put back for the next pass. */
-#define DQ_APPROVAL_EXPIRIES "deployq:approval-expiries"
-
-/* Schedule validated's expiry at expires_ms. 0, -1 when Redis did not take it. */
-int dq_approval_schedule_expiry(dq_validator *val, const dq_event *validated, int64_t expires_ms);
-
-/* Reject every parked deployment due at now_ms (at most 64 per call). Returns how many
- * were rejected, -1 when Redis or the broker failed (the rest waits for the next call). */
-int dq_approval_expire_due(dq_validator *val, int64_t now_ms);
 
 /* ---- state.c ---- */
 
