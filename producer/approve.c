@@ -40,8 +40,6 @@ static const char approve_usage[] =
     "Follow the outcome with `deployq submit --wait` (already running in CI) or by reading\n"
     "deployq.events.\n";
 
-enum { OPT_KEY_ID = DQ_OPT_VERB_BASE, OPT_APPROVER, OPT_DRY_RUN, OPT_ISSUED_AT, OPT_NONCE };
-
 /* The approval document, members in a fixed order. malloc'd. */
 static char *approval_text(const char *deployment_id, const char *decision, const char *reason,
                            const char *approver, const char *nonce, const char *issued_at)
@@ -65,22 +63,22 @@ static char *approval_text(const char *deployment_id, const char *decision, cons
 
 static int decide(int argc, char **argv, const char *verb, const char *decision)
 {
-    static const struct option opts[] = {
-        {"reason", required_argument, NULL, 'r'},
-        {"key", required_argument, NULL, 'k'},
-        {"key-id", required_argument, NULL, OPT_KEY_ID},
-        {"approver", required_argument, NULL, OPT_APPROVER},
-        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-        {"issued-at", required_argument, NULL, OPT_ISSUED_AT},
-        {"nonce", required_argument, NULL, OPT_NONCE},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = verb};
+    dq_cli cli = {.verb = verb, .usage = approve_usage, .takes = DQ_CLI_COMMON, .n_args = 1,
+                  .args_reason = "expected one DEPLOYMENT_ID"};
     const char *reason = NULL, *approver = getenv("USER"), *issued_at = NULL, *nonce = NULL;
     const char *key_path = getenv("DEPLOYQ_APPROVER_KEY"), *key_id = getenv("DEPLOYQ_APPROVER_KEY_ID");
     const char *deployment_id;
-    int dry_run = 0, c, rc = 1;
+    int dry_run = 0, rc;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('r', "reason", &reason),
+        DQ_OPT_STRING('k', "key", &key_path),
+        DQ_OPT_STRING(0, "key-id", &key_id),
+        DQ_OPT_STRING(0, "approver", &approver),
+        DQ_OPT_FLAG(0, "dry-run", &dry_run),
+        DQ_OPT_STRING(0, "issued-at", &issued_at),
+        DQ_OPT_STRING(0, "nonce", &nonce),
+        DQ_OPT_END,
+    };
     char err[512], keyidbuf[128], now[DQ_TIME_LEN + 1], nonce_buf[33];
     unsigned char raw[16];
     int64_t ms;
@@ -90,29 +88,10 @@ static int decide(int argc, char **argv, const char *verb, const char *decision)
     dq_producer *producer = NULL;
     char *text = NULL, *signed_text = NULL;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "r:k:c:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case 'r': reason = optarg; break;
-        case 'k': key_path = optarg; break;
-        case OPT_KEY_ID: key_id = optarg; break;
-        case OPT_APPROVER: approver = optarg; break;
-        case OPT_DRY_RUN: dry_run = 1; break;
-        case OPT_ISSUED_AT: issued_at = optarg; break;
-        case OPT_NONCE: nonce = optarg; break;
-        case 'h': return dq_cli_usage(&cli, approve_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, approve_usage, 2, NULL);
-        }
-    }
-    if (optind != argc - 1)
-        return dq_cli_usage(&cli, approve_usage, 2, "expected one DEPLOYMENT_ID");
-    deployment_id = argv[optind];
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    rc = 1;
+    deployment_id = cli.args[0];
     if (!dq_uuid_valid(deployment_id))
         return dq_cli_usage(&cli, approve_usage, 2, "DEPLOYMENT_ID is not a deployment id (a UUID)");
     if (strcmp(decision, "deny") == 0 && (!reason || !reason[0]))

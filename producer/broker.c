@@ -13,11 +13,13 @@
 #include "cli.h"
 #include "kafka.h"
 #include "log.h"
+#include "mockbroker.h"
+#include "signals.h"
 #include "stack.h"
 #include "util.h"
 
 static const char broker_usage[] =
-    "Usage: deployq broker [--partitions N] [--brokers N] [--address-file FILE]\n"
+    "Usage: deployq broker [--partitions N] [--count N] [--address-file FILE]\n"
     "\n"
     "Run librdkafka's mock Kafka cluster on random loopback ports until Ctrl-C or\n"
     "SIGTERM. The topics deployq.requests, deployq.events (N partitions each) and\n"
@@ -30,50 +32,44 @@ static const char broker_usage[] =
     "session.timeout.ms (use a short one, e.g. -X session.timeout.ms=6000, in workers).\n"
     "\n"
     "  -p, --partitions N     partitions of requests and events (default 6)\n"
-    "  -b, --brokers N        brokers in the cluster (default 1)\n"
+    "  -n, --count N          brokers in the cluster, 1..5 (default 1); its old name,\n"
+    "                         --brokers N, still works in this release, with a warning\n"
     "  -a, --address-file F   where to write the bootstrap address\n"
     "  -h, --help             this help\n";
 
+/* --brokers N: what --count was called until it clashed with every other verb's --brokers
+ * LIST. Taken for one more release when it is a bare number, with a note. */
+static int deprecated_brokers(void *dst, const char *arg)
+{
+    if (dq_parse_int(arg, 1, 5, dst) != 0)
+        return -1;
+    fprintf(stderr, "deployq: broker: --brokers N is deprecated (it goes in the next release): "
+                    "use --count %s\n", arg);
+    return 0;
+}
+
 int dq_cmd_broker(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"partitions", required_argument, NULL, 'p'},
-        {"brokers", required_argument, NULL, 'b'},
-        {"address-file", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "broker"};
     long long partitions = DQ_PARTITIONS_DEFAULT, nbrokers = 1;
     const char *addr_file = NULL;
+    dq_cli cli = {.verb = "broker", .usage = broker_usage};
+    const dq_cli_opt opts[] = {
+        DQ_OPT_INT('p', "partitions", &partitions, 1, 64, "--partitions must be 1..64"),
+        DQ_OPT_INT('n', "count", &nbrokers, 1, 5, "--count must be 1..5"),
+        DQ_OPT_PARSE('b', "brokers", &nbrokers, deprecated_brokers,
+                     "--brokers is a Kafka bootstrap list in the other verbs; the number of "
+                     "brokers is --count N (1..5)"),
+        DQ_OPT_STRING('a', "address-file", &addr_file),
+        DQ_OPT_END,
+    };
     char *dir = NULL, pathbuf[4200], err[512], *line = NULL;
     volatile sig_atomic_t *stop;
     dq_mock_broker *mb;
     FILE *f;
-    int c, dirfd = -1, written;
+    int rc, dirfd = -1, written;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "p:b:a:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'p':
-            if (dq_parse_int(optarg, 1, 64, &partitions) != 0)
-                return dq_cli_usage(&cli, broker_usage, 2, "--partitions must be 1..64");
-            break;
-        case 'b':
-            if (dq_parse_int(optarg, 1, 5, &nbrokers) != 0)
-                return dq_cli_usage(&cli, broker_usage, 2, "--brokers must be 1..5");
-            break;
-        case 'a':
-            addr_file = optarg;
-            break;
-        case 'h':
-            return dq_cli_usage(&cli, broker_usage, 0, NULL);
-        default:
-            return dq_cli_usage(&cli, broker_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, broker_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
     if (!addr_file) {
         /* The default file goes under the checked state directory's descriptor; a FILE
          * named on the command line is the user's own choice and written as given. */

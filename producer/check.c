@@ -44,8 +44,6 @@ static const char check_usage[] =
     "Exit status: 0 no problem found, 1 problems (one line each on stderr), 2 usage.\n"
     "`deployq hook install` runs this before every git push.\n";
 
-enum { OPT_STRATEGY = DQ_OPT_VERB_BASE, OPT_OVERRIDE_FREEZE };
-
 typedef struct checker {
     dq_cli *cli;
     int problems;
@@ -158,44 +156,24 @@ static void check_target(checker *ck, const dq_config *cfg, const char *service,
 
 int dq_cmd_check(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"version", required_argument, NULL, 'v'},
-        {"strategy", required_argument, NULL, OPT_STRATEGY},
-        {"override-freeze", required_argument, NULL, OPT_OVERRIDE_FREEZE},
-        {"quiet", no_argument, NULL, 'q'},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "check"};
+    dq_cli cli = {.verb = "check", .usage = check_usage, .takes = DQ_CLI_COMMON};
     checker ck = {.cli = &cli};
     const char *service = NULL, *env = NULL, *version = NULL, *strategy = "rolling", *override = NULL;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_STRING('v', "version", &version),
+        DQ_OPT_STRING(0, "strategy", &strategy),
+        DQ_OPT_STRING(0, "override-freeze", &override),
+        DQ_OPT_FLAG('q', "quiet", &ck.quiet),
+        DQ_OPT_END,
+    };
     dq_config *cfg;
     char err[1024];
-    int c, n_envs = 0;
+    int rc, n_envs = 0;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:v:qc:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'v': version = optarg; break;
-        case 'q': ck.quiet = 1; break;
-        case OPT_STRATEGY: strategy = optarg; break;
-        case OPT_OVERRIDE_FREEZE: override = optarg; break;
-        case 'h': return dq_cli_usage(&cli, check_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, check_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, check_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
     if (!service != !env)
         return dq_cli_usage(&cli, check_usage, 2, "--service and --env go together");
     if (version && !service)

@@ -1,42 +1,96 @@
 /*
- * cli.h - what the verbs of the `deployq` CLI share: the global options every verb
- * accepts (--config, --brokers, --redis-url, -X, --log-level), loading the configuration
- * with the right precedence, finding a running `deployq up` stack, and one-line errors.
+ * cli.h - what the verbs of the `deployq` CLI share: one option parser (the verb's own
+ * options as a table, the options several verbs share appended by the parser), loading
+ * the configuration with the right precedence, and one-line errors.
+ *
+ * A verb declares itself in a dq_cli (its name, its help text, which shared options it
+ * takes, how many positional arguments), lists its own options in a dq_cli_opt table that
+ * points at its own variables, and calls dq_cli_parse once:
+ *
+ *     const char *out = NULL;
+ *     long long n = 1;
+ *     dq_cli cli = {.verb = "frob", .usage = frob_usage, .takes = DQ_CLI_COMMON};
+ *     const dq_cli_opt opts[] = {
+ *         DQ_OPT_STRING('o', "out", &out),
+ *         DQ_OPT_INT('n', "count", &n, 1, 5, "--count must be 1..5"),
+ *         DQ_OPT_END,
+ *     };
+ *     if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+ *         return rc;
+ *
+ * The list of verbs and their one-line summaries is main.c's table.
  */
 #ifndef DQ_CLI_H
 #define DQ_CLI_H
 
-#include <getopt.h>
 #include <stdio.h>
 
 #include "config.h"
 
-/* Options every verb takes; the verbs put DQ_CLI_COMMON_OPTIONS in their option table. */
+/* The shared options, by what they are for; a verb takes the ones its help text lists
+ * (dq_cli.takes). -h/--help is always there. */
+enum {
+    DQ_CLI_CONFIG = 1 << 0,  /* -c, --config FILE                        -> config_path */
+    DQ_CLI_CONNECT = 1 << 1, /* --brokers LIST, --redis-url URL, -X KEY=VALUE,
+                                --log-level L (applied at once)          -> brokers, ... */
+    DQ_CLI_JSON = 1 << 2,    /* --json (what it prints is the verb's)    -> json */
+    DQ_CLI_COMMON = DQ_CLI_CONFIG | DQ_CLI_CONNECT,
+};
+
+#define DQ_CLI_MAX_KV 32
+
 typedef struct dq_cli {
-    const char *verb;
+    /* the verb's declaration, set before dq_cli_parse */
+    const char *verb;        /* "submit": errors read "deployq: submit: ..." */
+    const char *usage;       /* its help text: --help prints it, a usage error follows it */
+    unsigned takes;          /* DQ_CLI_CONFIG | DQ_CLI_CONNECT | DQ_CLI_JSON, or 0 */
+    int n_args;              /* the positional arguments it takes: exactly this many */
+    const char *args_reason; /* the usage error when their number differs (NULL:
+                                "unexpected argument") */
+    /* set by dq_cli_parse (pointers into argv) */
     const char *config_path;
     const char *brokers;
     const char *redis_url;
-    const char *kafka_kv[32]; /* "key=value" from -X */
+    const char *kafka_kv[DQ_CLI_MAX_KV]; /* "key=value" from -X */
     int n_kafka_kv;
     const char *log_level;
+    int json;
+    char **args; /* the n_args positional arguments */
 } dq_cli;
 
-enum {
-    DQ_OPT_CONFIG = 1000,
-    DQ_OPT_BROKERS,
-    DQ_OPT_REDIS,
-    DQ_OPT_LOG_LEVEL,
-    DQ_OPT_VERB_BASE = 1100, /* verbs number their own long-only options from here */
-};
+/* One option of a verb's own. Write them with the DQ_OPT_* macros below, which check that
+ * the variable has the right type; end the table with DQ_OPT_END. */
+typedef enum dq_cli_kind {
+    DQ_CLI_FLAG,   /* no argument: the int is set to 1 */
+    DQ_CLI_STRING, /* the const char * points at the argument */
+    DQ_CLI_INT,    /* a whole number in [min, max] into the long long, else `reason` */
+    DQ_CLI_PARSE,  /* parse(dst, arg): 0 taken, -1 refused with `reason` */
+} dq_cli_kind;
 
-#define DQ_CLI_COMMON_LONGOPTS                                                             \
-    {"config", required_argument, NULL, DQ_OPT_CONFIG},                                    \
-        {"brokers", required_argument, NULL, DQ_OPT_BROKERS},                              \
-        {"redis-url", required_argument, NULL, DQ_OPT_REDIS},                              \
-        {"log-level", required_argument, NULL, DQ_OPT_LOG_LEVEL},                          \
-        {"help", no_argument, NULL, 'h'}
+typedef struct dq_cli_opt {
+    int letter;         /* the short option, 0 for none */
+    const char *name;   /* the long option, without "--" */
+    dq_cli_kind kind;
+    void *dst;          /* where the value goes */
+    long long min, max; /* DQ_CLI_INT */
+    const char *reason; /* DQ_CLI_INT, DQ_CLI_PARSE: the usage error for a bad value */
+    int (*parse)(void *dst, const char *arg); /* DQ_CLI_PARSE */
+} dq_cli_opt;
 
+/* p converted to void *, where the compiler has checked that it is a `type *`. */
+#define DQ_CLI_DST(type, p) (1 ? (p) : (type *)0)
+
+#define DQ_OPT_FLAG(letter, name, p)                                                       \
+    {(letter), (name), DQ_CLI_FLAG, DQ_CLI_DST(int, p), 0, 0, NULL, NULL}
+#define DQ_OPT_STRING(letter, name, p)                                                     \
+    {(letter), (name), DQ_CLI_STRING, DQ_CLI_DST(const char *, p), 0, 0, NULL, NULL}
+#define DQ_OPT_INT(letter, name, p, lo, hi, reason)                                        \
+    {(letter), (name), DQ_CLI_INT, DQ_CLI_DST(long long, p), (lo), (hi), (reason), NULL}
+#define DQ_OPT_PARSE(letter, name, p, fn, reason)                                          \
+    {(letter), (name), DQ_CLI_PARSE, (p), 0, 0, (reason), (fn)}
+#define DQ_OPT_END {0, NULL, DQ_CLI_FLAG, NULL, 0, 0, NULL, NULL}
+
+/* The help lines of DQ_CLI_COMMON, for a verb's usage text. */
 #define DQ_CLI_COMMON_USAGE                                                                \
     "Common options:\n"                                                                    \
     "  -c, --config FILE     configuration file (default: $DEPLOYQ_CONFIG, or the running\n" \
@@ -48,9 +102,13 @@ enum {
     "                        failures are reported as one line anyway)\n"                \
     "  -h, --help            this help\n"
 
-/* Handle one of the common options (c is getopt's return). Returns 1 when handled,
- * 0 when c is not a common option, -1 on a bad value (message printed). */
-int dq_cli_common_opt(dq_cli *cli, int c, const char *arg);
+/* Parse argv (argv[0] is the verb): the shared options cli->takes names, -h/--help, and
+ * opts (the verb's own; may be NULL; a long name must not repeat a shared option the verb
+ * takes). Each value is stored as its option says, in command-line order; the positional
+ * arguments are left in cli->args. Returns -1 when the verb should go on, else the exit
+ * status to return at once: 0 after --help (the usage on stdout), 2 on a usage error (the
+ * reason, then the usage, on stderr; a bad shared value is one line only). */
+int dq_cli_parse(dq_cli *cli, const dq_cli_opt *opts, int argc, char **argv);
 
 /* Load the configuration: file (flag, $DEPLOYQ_CONFIG, or the running stack's), then
  * flags, then the environment. When no broker is configured anywhere, the running
@@ -74,11 +132,12 @@ void dq_cli_fail(const dq_cli *cli, const char *fmt, ...) __attribute__((format(
  * and return code; the verbs call it as `return dq_cli_usage(...)`. */
 int dq_cli_usage(const dq_cli *cli, const char *usage, int code, const char *reason);
 
-/* Verbs. Each returns the process exit code. */
-int dq_cmd_keygen(int argc, char **argv);
-int dq_cmd_submit(int argc, char **argv);
-int dq_cmd_broker(int argc, char **argv);
-int dq_cmd_up(int argc, char **argv);
+/* Verbs: each returns the process exit code; argv[0] is the verb. main.c's table lists
+ * them with their summaries. */
+int dq_cmd_keygen(int argc, char **argv);   /* keygen.c */
+int dq_cmd_submit(int argc, char **argv);   /* submit.c */
+int dq_cmd_broker(int argc, char **argv);   /* broker.c */
+int dq_cmd_up(int argc, char **argv);       /* up.c */
 int dq_cmd_approve(int argc, char **argv);  /* approve.c */
 int dq_cmd_deny(int argc, char **argv);     /* approve.c */
 int dq_cmd_check(int argc, char **argv);    /* check.c */

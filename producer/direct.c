@@ -32,6 +32,7 @@
 #include "redis.h"
 #include "schema.h"
 #include "sign.h"
+#include "signals.h"
 #include "stack.h"
 #include "util.h"
 
@@ -72,8 +73,6 @@ static const char spool_usage[] =
     "\n" DQ_CLI_COMMON_USAGE
     "\n"
     "Exit status: 0 all published (or nothing to do), 1 not all (the rest stays), 2 usage.\n";
-
-enum { OPT_DIRECT = DQ_OPT_VERB_BASE, OPT_REASON, OPT_KEY_ID, OPT_SPOOL, OPT_LOCK_WAIT };
 
 /* The spool path: flag, $DEPLOYQ_SPOOL, <state dir>/spool.jsonl (the state directory
  * checked as stack.h says; *in_state_dir set then, so the spool is never opened through a
@@ -226,24 +225,23 @@ out:
 
 int dq_cmd_deploy(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"direct", no_argument, NULL, OPT_DIRECT},
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"version", required_argument, NULL, 'v'},
-        {"reason", required_argument, NULL, OPT_REASON},
-        {"key", required_argument, NULL, 'k'},
-        {"key-id", required_argument, NULL, OPT_KEY_ID},
-        {"spool", required_argument, NULL, OPT_SPOOL},
-        {"lock-wait", required_argument, NULL, OPT_LOCK_WAIT},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "deploy"};
+    dq_cli cli = {.verb = "deploy", .usage = deploy_usage, .takes = DQ_CLI_COMMON};
     const char *service = NULL, *env = NULL, *version = NULL, *reason = NULL, *spool_flag = NULL;
     const char *key_path = getenv("DEPLOYQ_OPERATOR_KEY"), *key_id = NULL;
     long long lock_wait_s = -1;
-    int direct = 0, c, rc = 1;
+    int direct = 0, rc;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_FLAG(0, "direct", &direct),
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_STRING('v', "version", &version),
+        DQ_OPT_STRING(0, "reason", &reason),
+        DQ_OPT_STRING('k', "key", &key_path),
+        DQ_OPT_STRING(0, "key-id", &key_id),
+        DQ_OPT_STRING(0, "spool", &spool_flag),
+        DQ_OPT_INT(0, "lock-wait", &lock_wait_s, 0, 86400, "--lock-wait must be 0..86400 seconds"),
+        DQ_OPT_END,
+    };
     char err[1024], keyidbuf[128], dep_id[DQ_UUID_LEN + 1], nonce[DQ_UUID_LEN + 1];
     char issued[DQ_TIME_LEN + 1], actor[256];
     dq_config *cfg = NULL;
@@ -258,33 +256,9 @@ int dq_cmd_deploy(int argc, char **argv)
     dq_exec_status st;
     dq_provider_request preq;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:v:k:c:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case OPT_DIRECT: direct = 1; break;
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'v': version = optarg; break;
-        case OPT_REASON: reason = optarg; break;
-        case 'k': key_path = optarg; break;
-        case OPT_KEY_ID: key_id = optarg; break;
-        case OPT_SPOOL: spool_flag = optarg; break;
-        case OPT_LOCK_WAIT:
-            if (dq_parse_int(optarg, 0, 86400, &lock_wait_s) != 0)
-                return dq_cli_usage(&cli, deploy_usage, 2, "--lock-wait must be 0..86400 seconds");
-            break;
-        case 'h': return dq_cli_usage(&cli, deploy_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, deploy_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, deploy_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    rc = 1;
     if (!direct)
         return dq_cli_usage(&cli, deploy_usage, 2,
                             "only --direct (break-glass) is supported; normal deploys go through `deployq submit`");
@@ -439,16 +413,16 @@ static int flushed_write(const char *mark, long long off)
 
 int dq_cmd_spool(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"spool", required_argument, NULL, OPT_SPOOL},
-        {"timeout", required_argument, NULL, 't'},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "spool"};
+    dq_cli cli = {.verb = "spool", .usage = spool_usage, .takes = DQ_CLI_COMMON, .n_args = 1,
+                  .args_reason = "expected: spool flush"};
     const char *spool_flag = NULL;
     long long timeout_s = 10, off;
-    int c, rc = 1, fd = -1, sent = 0;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING(0, "spool", &spool_flag),
+        DQ_OPT_INT('t', "timeout", &timeout_s, 1, 3600, "--timeout must be 1..3600 seconds"),
+        DQ_OPT_END,
+    };
+    int rc, fd = -1, sent = 0;
     char mark[4096], err[1024];
     int in_state_dir = 0;
     char *spool = NULL, *text = NULL;
@@ -456,26 +430,11 @@ int dq_cmd_spool(int argc, char **argv)
     dq_config *cfg = NULL;
     dq_producer *producer = NULL;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "t:c:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case OPT_SPOOL: spool_flag = optarg; break;
-        case 't':
-            if (dq_parse_int(optarg, 1, 3600, &timeout_s) != 0)
-                return dq_cli_usage(&cli, spool_usage, 2, "--timeout must be 1..3600 seconds");
-            break;
-        case 'h': return dq_cli_usage(&cli, spool_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, spool_usage, 2, NULL);
-        }
-    }
-    if (optind >= argc || strcmp(argv[optind], "flush") != 0 || optind + 1 != argc)
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    if (strcmp(cli.args[0], "flush") != 0)
         return dq_cli_usage(&cli, spool_usage, 2, "expected: spool flush");
+    rc = 1;
 
     {
         char why[512] = "";

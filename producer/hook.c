@@ -108,36 +108,26 @@ static int is_ours(const char *path)
 
 int dq_cmd_hook(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"repo", required_argument, NULL, 'C'},
-        {"config", required_argument, NULL, 'c'},
-        {"force", no_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const char *repo = ".", *config, *action;
+    int force = 0, rc;
+    dq_cli cli = {.verb = "hook", .usage = hook_usage, .takes = DQ_CLI_CONFIG, .n_args = 1,
+                  .args_reason = "expected install or uninstall"};
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('C', "repo", &repo),
+        DQ_OPT_FLAG('f', "force", &force),
+        DQ_OPT_END,
     };
-    dq_cli cli = {.verb = "hook"};
-    const char *repo = ".", *config = NULL, *action;
     const char *top_args[] = {"rev-parse", "--show-toplevel", NULL};
     const char *hooks_args[] = {"rev-parse", "--path-format=absolute", "--git-path", "hooks", NULL};
     char top[PATH_MAX], hooks[PATH_MAX], path[PATH_MAX + 16], tmp[PATH_MAX + 32], cfgbuf[PATH_MAX];
     char self[PATH_MAX];
-    int force = 0, c;
     ssize_t n;
     FILE *f;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "C:c:fh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'C': repo = optarg; break;
-        case 'c': config = optarg; break;
-        case 'f': force = 1; break;
-        case 'h': return dq_cli_usage(&cli, hook_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, hook_usage, 2, NULL);
-        }
-    }
-    if (optind != argc - 1)
-        return dq_cli_usage(&cli, hook_usage, 2, "expected install or uninstall");
-    action = argv[optind];
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    config = cli.config_path;
+    action = cli.args[0];
     if (strcmp(action, "install") != 0 && strcmp(action, "uninstall") != 0)
         return dq_cli_usage(&cli, hook_usage, 2, "expected install or uninstall");
 

@@ -29,40 +29,21 @@ static const char keygen_usage[] =
 
 int dq_cmd_keygen(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, 'o'},
-        {"id", required_argument, NULL, 'i'},
-        {"role", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "keygen"};
+    dq_cli cli = {.verb = "keygen", .usage = keygen_usage};
     const char *out = NULL, *id = NULL, *role = "ci";
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('o', "out", &out),
+        DQ_OPT_STRING('i', "id", &id),
+        DQ_OPT_STRING('r', "role", &role),
+        DQ_OPT_END,
+    };
     char idbuf[128];
     char err[256];
     char *pub = NULL;
-    int c;
+    int rc;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:i:r:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'o':
-            out = optarg;
-            break;
-        case 'i':
-            id = optarg;
-            break;
-        case 'r':
-            role = optarg;
-            break;
-        case 'h':
-            return dq_cli_usage(&cli, keygen_usage, 0, NULL);
-        default:
-            return dq_cli_usage(&cli, keygen_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, keygen_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
     if (!out)
         return dq_cli_usage(&cli, keygen_usage, 2, "--out FILE is required");
     if (strcmp(role, "ci") != 0 && strcmp(role, "approver") != 0 && strcmp(role, "operator") != 0)

@@ -1,191 +1,126 @@
 /*
- * main.c - the `deployq` CLI: verb dispatch and what every verb shares (options,
- * configuration precedence, one-line errors). Each verb lives in its own file.
+ * main.c - the `deployq` CLI: the table of verbs, which `deployq --help` lists and main
+ * dispatches on. Each verb lives in its own file; what they share is cli.c.
  */
 #include <curl/curl.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "log.h"
-#include "stack.h"
 
-static const char usage_text[] =
-    "Usage: deployq <verb> [options]\n"
-    "\n"
-    "deployq is the deploy control plane: CI submits signed deploy requests onto Kafka,\n"
-    "workers validate and execute them, and every event lands in deployq.events.\n"
-    "\n"
-    "Verbs:\n"
-    "  submit     submit a signed deploy request (what a CI job runs)\n"
-    "  keygen     create an Ed25519 key pair for signing requests\n"
-    "  up         run the whole stack on this machine (embedded broker, Redis, workers)\n"
-    "  broker     run only the embedded Kafka broker\n"
-    "  help VERB  the help of one verb (same as `deployq VERB --help`)\n"
-    "  version    print the version\n"
-    "\n"
-    "Run `deployq VERB --help` for a verb's options. Documentation: README.md, docs/.\n";
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
 
-struct verb {
+typedef struct dq_verb {
     const char *name;
-    int (*fn)(int, char **);
+    int (*fn)(int argc, char **argv); /* argv[0] is the verb; returns the exit status */
+    const char *group;                /* the heading `deployq --help` lists it under */
+    const char *summary;              /* one line */
+} dq_verb;
+
+/* The headings of `deployq --help`, in their order. */
+#define DEPLOYING "Deploying"
+#define STACK "Running the stack"
+#define REGISTRY "The registry (what happened)"
+#define KEYS "Keys"
+#define BREAK_GLASS "Break-glass (Kafka or the workers down)"
+#define HELP "Help"
+
+/* Every verb, once, in the order `deployq --help` lists them (a group's verbs together). */
+static const dq_verb verbs[] = {
+    {"submit", dq_cmd_submit, DEPLOYING, "submit a signed deploy request (what a CI job runs)"},
+    {"check", dq_cmd_check, DEPLOYING, "validate the configuration and a request offline"},
+    {"hook", dq_cmd_hook, DEPLOYING, "install or remove the git pre-push hook that runs check"},
+    {"approve", dq_cmd_approve, DEPLOYING, "approve a deployment that waits for approval"},
+    {"deny", dq_cmd_deny, DEPLOYING, "deny a deployment that waits for approval"},
+    {"rollback", dq_cmd_rollback, DEPLOYING, "ask for a rollback of a service/environment"},
+    {"up", dq_cmd_up, STACK, "run the whole stack here: embedded broker, Redis, every worker"},
+    {"broker", dq_cmd_broker, STACK, "run only the embedded Kafka broker"},
+    {"status", dq_cmd_status, REGISTRY,
+     "each target's version now, its last verified, a deploy in flight"},
+    {"history", dq_cmd_history, REGISTRY, "the registry's events, filtered"},
+    {"replay", dq_cmd_replay, REGISTRY,
+     "every target's state, now or at a past time or offset, with its hash"},
+    {"report", dq_cmd_report, REGISTRY,
+     "delivery figures: success rate, MTTR, frequency, lead time"},
+    {"verify", dq_cmd_verify, REGISTRY,
+     "check the registry's hash chains; sign or check a checkpoint"},
+    {"keygen", dq_cmd_keygen, KEYS, "create an Ed25519 key pair (ci, approver or operator)"},
+    {"deploy", dq_cmd_deploy, BREAK_GLASS,
+     "deploy --direct from this machine; the events go to a local spool"},
+    {"spool", dq_cmd_spool, BREAK_GLASS,
+     "spool flush: publish the spooled events to deployq.events"},
+    {"help", cmd_help, HELP, "the help of one verb: `deployq help VERB` = `deployq VERB --help`"},
+    {"version", cmd_version, HELP, "print the version"},
 };
 
-static const struct verb verbs[] = {
-    {"submit", dq_cmd_submit},
-    {"keygen", dq_cmd_keygen},
-    {"up", dq_cmd_up},
-    {"broker", dq_cmd_broker},
-    {"approve", dq_cmd_approve},
-    {"deny", dq_cmd_deny},
-    {"check", dq_cmd_check},
-    {"hook", dq_cmd_hook},
-    {"status", dq_cmd_status},
-    {"history", dq_cmd_history},
-    {"replay", dq_cmd_replay},
-    {"verify", dq_cmd_verify},
-    {"report", dq_cmd_report},
-    {"rollback", dq_cmd_rollback},
-    {"deploy", dq_cmd_deploy},
-    {"spool", dq_cmd_spool},
-};
-
-void dq_cli_fail(const dq_cli *cli, const char *fmt, ...)
+static void usage(FILE *out)
 {
-    char msg[1024];
-    char clean[1024];
-    va_list ap;
+    const char *group = NULL;
 
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    /* An error may quote a library's message, which may quote a value: redact anyway. */
-    dq_redact(msg, clean, sizeof clean);
-    fprintf(stderr, "deployq: %s: %s\n", cli && cli->verb ? cli->verb : "error", clean);
+    fputs("Usage: deployq <verb> [options]\n"
+          "\n"
+          "deployq, the deploy control plane: CI submits signed deploy requests to Kafka,\n"
+          "workers validate and execute them, every event lands in deployq.events.\n",
+          out);
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        if (!group || strcmp(group, verbs[i].group) != 0) {
+            group = verbs[i].group;
+            fprintf(out, "\n%s:\n", group);
+        }
+        fprintf(out, "  %-9s %s\n", verbs[i].name, verbs[i].summary);
+    }
+    fputs("\n"
+          "Run `deployq VERB --help` for a verb's options and exit status. Documentation:\n"
+          "README.md, docs/.\n",
+          out);
 }
 
-int dq_cli_key_id_from_path(const char *path, char *out, size_t outlen)
+static const dq_verb *find_verb(const char *name)
 {
-    const char *base = strrchr(path, '/');
-    size_t n;
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strcmp(name, verbs[i].name) == 0)
+            return &verbs[i];
+    return NULL;
+}
 
-    base = base ? base + 1 : path;
-    n = strcspn(base, ".");
-    if (n == 0 || n >= outlen)
-        return -1;
-    memcpy(out, base, n);
-    out[n] = '\0';
+static int unknown_verb(const char *prefix, const char *name)
+{
+    fprintf(stderr, "deployq: %sunknown verb '%s'; `deployq --help` lists the verbs\n", prefix,
+            name);
+    return 2;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const dq_verb *v;
+    char *hargv[3] = {NULL, (char *)"--help", NULL};
+
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    v = find_verb(argv[1]);
+    if (!v)
+        return unknown_verb("help: ", argv[1]);
+    hargv[0] = argv[1];
+    return v->fn(2, hargv);
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0))
+        fputs("Usage: deployq version\n\nPrint the version of deployq.\n", stdout);
+    else
+        printf("deployq %s\n", DQ_VERSION);
     return 0;
-}
-
-int dq_cli_usage(const dq_cli *cli, const char *usage, int code, const char *reason)
-{
-    if (code == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (reason)
-        fprintf(stderr, "deployq: %s: %s\n", cli->verb, reason);
-    fputs(usage, stderr);
-    return code;
-}
-
-int dq_cli_common_opt(dq_cli *cli, int c, const char *arg)
-{
-    switch (c) {
-    case 'c':
-    case DQ_OPT_CONFIG:
-        cli->config_path = arg;
-        return 1;
-    case DQ_OPT_BROKERS:
-        cli->brokers = arg;
-        return 1;
-    case DQ_OPT_REDIS:
-        cli->redis_url = arg;
-        return 1;
-    case DQ_OPT_LOG_LEVEL:
-        if (dq_log_level_parse(arg) < 0) {
-            dq_cli_fail(cli, "--log-level %s: expected debug, info, warn or error", arg);
-            return -1;
-        }
-        cli->log_level = arg;
-        dq_log_init("deployq", (dq_log_level)dq_log_level_parse(arg), -1);
-        return 1;
-    case 'X':
-        if (!strchr(arg, '=')) {
-            dq_cli_fail(cli, "-X %s: expected KEY=VALUE", arg);
-            return -1;
-        }
-        if (cli->n_kafka_kv >= (int)(sizeof cli->kafka_kv / sizeof cli->kafka_kv[0])) {
-            dq_cli_fail(cli, "too many -X options");
-            return -1;
-        }
-        cli->kafka_kv[cli->n_kafka_kv++] = arg;
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-dq_config *dq_cli_load_config(const dq_cli *cli)
-{
-    return dq_cli_load_config_sections(cli, NULL);
-}
-
-dq_config *dq_cli_load_config_sections(const dq_cli *cli, const char *const *sections)
-{
-    char err[512];
-    const char *path = cli->config_path;
-    dq_stack *stack = dq_stack_find();
-    dq_config *cfg;
-
-    if (!path && !getenv("DEPLOYQ_CONFIG") && stack && stack->config_path)
-        path = stack->config_path;
-    cfg = dq_config_load_sections(path, sections, err, sizeof err);
-    if (!cfg) {
-        dq_cli_fail(cli, "%s", err);
-        dq_stack_free(stack);
-        return NULL;
-    }
-    /* Talking to the running stack (its configuration, or none at all): its broker and
-     * Redis are what is really running, whatever the file says. Flags and the
-     * environment still win below. */
-    if (stack && (!cfg->path || (stack->config_path && strcmp(cfg->path, stack->config_path) == 0))) {
-        if (stack->brokers)
-            dq_config_set_kafka(cfg, "bootstrap.servers", stack->brokers);
-        if (stack->redis_url) {
-            free(cfg->redis_url);
-            cfg->redis_url = strdup(stack->redis_url);
-        }
-    }
-    for (int i = 0; i < cli->n_kafka_kv; i++) {
-        const char *eq = strchr(cli->kafka_kv[i], '=');
-        char key[256];
-        size_t klen = (size_t)(eq - cli->kafka_kv[i]);
-
-        if (klen >= sizeof key)
-            klen = sizeof key - 1;
-        memcpy(key, cli->kafka_kv[i], klen);
-        key[klen] = '\0';
-        dq_config_set_kafka(cfg, key, eq + 1);
-    }
-    if (cli->brokers)
-        dq_config_set_kafka(cfg, "bootstrap.servers", cli->brokers);
-    if (cli->redis_url) {
-        free(cfg->redis_url);
-        cfg->redis_url = strdup(cli->redis_url);
-    }
-    dq_config_apply_env(cfg); /* the environment wins over flags */
-    dq_stack_free(stack);
-    return cfg;
 }
 
 int main(int argc, char **argv)
 {
-    const char *verb;
+    const dq_verb *v;
     int rc;
 
     /* The CLI reports its failures itself, as one line (dq_cli_fail); library logs, such
@@ -193,41 +128,20 @@ int main(int argc, char **argv)
      * noisily. --log-level (or DEPLOYQ_LOG_LEVEL) turns them on. */
     dq_log_init("deployq", DQ_LOG_OFF, -1);
     if (argc < 2) {
-        fputs(usage_text, stderr);
+        usage(stderr);
         return 2;
     }
-    verb = argv[1];
-    if (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0) {
-        fputs(usage_text, stdout);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
         return 0;
     }
-    if (strcmp(verb, "version") == 0 || strcmp(verb, "--version") == 0) {
-        printf("deployq %s\n", DQ_VERSION);
-        return 0;
-    }
-    if (strcmp(verb, "help") == 0) {
-        if (argc < 3) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
-            if (strcmp(argv[2], verbs[i].name) == 0) {
-                char *hargv[] = {argv[2], (char *)"--help", NULL};
-                return verbs[i].fn(2, hargv);
-            }
-        fprintf(stderr, "deployq: help: unknown verb '%s'\n", argv[2]);
-        return 2;
-    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv + 1);
+    v = find_verb(argv[1]);
+    if (!v)
+        return unknown_verb("", argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
-        if (strcmp(verb, verbs[i].name) == 0) {
-            rc = verbs[i].fn(argc - 1, argv + 1);
-            curl_global_cleanup();
-            return rc;
-        }
-    }
-    fprintf(stderr, "deployq: unknown verb '%s'\n", verb);
-    fputs(usage_text, stderr);
+    rc = v->fn(argc - 1, argv + 1);
     curl_global_cleanup();
-    return 2;
+    return rc;
 }

@@ -9,7 +9,6 @@
  * pages through the registry's HTTP API only has to provide another source_open_*().
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,32 +319,11 @@ static void source_close(reg_source *s)
 
 /* ---- shared option handling ----------------------------------------------------------- */
 
-enum {
-    OPT_DIR = DQ_OPT_VERB_BASE,
-    OPT_URL,
-    OPT_SERVICE,
-    OPT_ENV,
-    OPT_SINCE,
-    OPT_UNTIL,
-    OPT_TYPE,
-    OPT_DEPLOYMENT,
-    OPT_AT,
-    OPT_JSON,
-    OPT_CSV,
-    OPT_PROD_ENV,
-    OPT_SIGN,
-    OPT_KEY_ID,
-    OPT_CHECKPOINT,
-    OPT_PUBKEY,
-    OPT_OUT,
-    OPT_TOKEN,
-};
-
-#define REG_LONGOPTS                                                                       \
-    DQ_CLI_COMMON_LONGOPTS, {"dir", required_argument, NULL, OPT_DIR},                     \
-        {"url", required_argument, NULL, OPT_URL},                                         \
-        {"token", required_argument, NULL, OPT_TOKEN},                                     \
-        {"json", no_argument, NULL, OPT_JSON}
+/* Every reading verb takes the common options and --json, and these, in its table. */
+#define REG_TAKES (DQ_CLI_COMMON | DQ_CLI_JSON)
+#define REG_OPTS(o)                                                                        \
+    DQ_OPT_STRING('d', "dir", &(o).dir), DQ_OPT_STRING(0, "url", &(o).url),                \
+        DQ_OPT_STRING(0, "token", &(o).token)
 
 #define REG_USAGE                                                                          \
     "  -d, --dir DIR         the registry directory (default: registry.dir of the\n"       \
@@ -355,19 +333,6 @@ enum {
     "                        (e.g. http://127.0.0.1:8787; fetches the whole log)\n"        \
     "      --token T         the API's bearer token (default $DEPLOYQ_REGISTRY_TOKEN)\n"   \
     "      --json            machine-readable output\n"
-
-/* Handle the options every reading verb has. 1 handled, 0 not ours, -1 bad value. */
-static int reg_opt(reg_opts *o, int c, const char *arg, int *json)
-{
-    switch (c) {
-    case 'd':
-    case OPT_DIR: o->dir = arg; return 1;
-    case OPT_URL: o->url = arg; return 1;
-    case OPT_TOKEN: o->token = arg; return 1;
-    case OPT_JSON: *json = 1; return 1;
-    default: return dq_cli_common_opt(&o->cli, c, arg);
-    }
-}
 
 /* A point in time: RFC 3339, or a duration meaning that long ago ("24h", "7d"). */
 static int parse_when(const char *s, int64_t *ms)
@@ -381,6 +346,12 @@ static int parse_when(const char *s, int64_t *ms)
         return -1;
     *ms = dq_now_ms() - d;
     return 0;
+}
+
+/* --since / --until (DQ_OPT_PARSE): parse_when into an int64_t. */
+static int when_opt(void *ms, const char *arg)
+{
+    return parse_when(arg, ms);
 }
 
 static void print_json(cJSON *j)
@@ -573,38 +544,23 @@ static const char status_usage[] =
 
 int dq_cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        REG_LONGOPTS,
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {NULL, 0, NULL, 0},
-    };
-    reg_opts o = {.cli = {.verb = "status"}};
+    reg_opts o = {.cli = {.verb = "status", .usage = status_usage, .takes = REG_TAKES}};
     const char *service = NULL, *env = NULL;
-    int c, json = 0;
+    const dq_cli_opt opts[] = {
+        REG_OPTS(o),
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_END,
+    };
+    int rc;
     dq_fold *f;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
-        int r = reg_opt(&o, c, optarg, &json);
-
-        if (r < 0)
-            return 2;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'h': return dq_cli_usage(&o.cli, status_usage, 0, NULL);
-        default: return dq_cli_usage(&o.cli, status_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&o.cli, status_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&o.cli, opts, argc, argv)) >= 0)
+        return rc;
     f = fold_registry(&o, NULL);
     if (!f)
         return 1;
-    if (json) {
+    if (o.cli.json) {
         cJSON *j = state_json(f, service, env);
 
         print_json(j);
@@ -632,38 +588,22 @@ static const char replay_usage[] =
 
 int dq_cmd_replay(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        REG_LONGOPTS,
-        {"at", required_argument, NULL, OPT_AT},
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {NULL, 0, NULL, 0},
-    };
-    reg_opts o = {.cli = {.verb = "replay"}};
+    reg_opts o = {.cli = {.verb = "replay", .usage = replay_usage, .takes = REG_TAKES}};
     const char *service = NULL, *env = NULL, *at = NULL;
+    const dq_cli_opt opts[] = {
+        REG_OPTS(o),
+        DQ_OPT_STRING(0, "at", &at),
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_END,
+    };
     fold_limit lim = {.at_partition = -1, .at_offset = -1};
-    int c, json = 0;
+    int rc;
     dq_fold *f;
     char hash[DQ_FOLD_HASH_HEX_LEN + 1];
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
-        int r = reg_opt(&o, c, optarg, &json);
-
-        if (r < 0)
-            return 2;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case OPT_AT: at = optarg; break;
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'h': return dq_cli_usage(&o.cli, replay_usage, 0, NULL);
-        default: return dq_cli_usage(&o.cli, replay_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&o.cli, replay_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&o.cli, opts, argc, argv)) >= 0)
+        return rc;
     if (at) {
         const char *colon = strchr(at, ':');
         long long p, off;
@@ -690,7 +630,7 @@ int dq_cmd_replay(int argc, char **argv)
     if (!f)
         return 1;
     dq_fold_state_hash(f, hash);
-    if (json) {
+    if (o.cli.json) {
         cJSON *j = state_json(f, service, env);
 
         if (j && at)
@@ -737,50 +677,25 @@ static const char report_usage[] =
 
 int dq_cmd_report(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        REG_LONGOPTS,
-        {"since", required_argument, NULL, OPT_SINCE},
-        {"until", required_argument, NULL, OPT_UNTIL},
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"production-env", required_argument, NULL, OPT_PROD_ENV},
-        {"csv", no_argument, NULL, OPT_CSV},
-        {NULL, 0, NULL, 0},
-    };
-    reg_opts o = {.cli = {.verb = "report"}};
+    reg_opts o = {.cli = {.verb = "report", .usage = report_usage, .takes = REG_TAKES}};
     dq_report_opts ro = {0};
+    int rc, csv = 0;
+    const dq_cli_opt opts[] = {
+        REG_OPTS(o),
+        DQ_OPT_PARSE(0, "since", &ro.since_ms, when_opt, "--since: not a time or duration"),
+        DQ_OPT_PARSE(0, "until", &ro.until_ms, when_opt, "--until: not a time or duration"),
+        DQ_OPT_STRING('s', "service", &ro.service),
+        DQ_OPT_STRING('e', "env", &ro.environment),
+        DQ_OPT_STRING(0, "production-env", &ro.production_env),
+        DQ_OPT_FLAG(0, "csv", &csv),
+        DQ_OPT_END,
+    };
     dq_report rep;
-    int c, json = 0, csv = 0;
     dq_fold *f;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:d:c:X:h", opts, NULL)) != -1) {
-        int r = reg_opt(&o, c, optarg, &json);
-
-        if (r < 0)
-            return 2;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case OPT_SINCE:
-            if (parse_when(optarg, &ro.since_ms) != 0)
-                return dq_cli_usage(&o.cli, report_usage, 2, "--since: not a time or duration");
-            break;
-        case OPT_UNTIL:
-            if (parse_when(optarg, &ro.until_ms) != 0)
-                return dq_cli_usage(&o.cli, report_usage, 2, "--until: not a time or duration");
-            break;
-        case 's': ro.service = optarg; break;
-        case 'e': ro.environment = optarg; break;
-        case OPT_PROD_ENV: ro.production_env = optarg; break;
-        case OPT_CSV: csv = 1; break;
-        case 'h': return dq_cli_usage(&o.cli, report_usage, 0, NULL);
-        default: return dq_cli_usage(&o.cli, report_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&o.cli, report_usage, 2, "unexpected argument");
-    if (json && csv)
+    if ((rc = dq_cli_parse(&o.cli, opts, argc, argv)) >= 0)
+        return rc;
+    if (o.cli.json && csv)
         return dq_cli_usage(&o.cli, report_usage, 2, "--json and --csv exclude each other");
     f = fold_registry(&o, NULL);
     if (!f)
@@ -790,7 +705,7 @@ int dq_cmd_report(int argc, char **argv)
         dq_cli_fail(&o.cli, "out of memory");
         return 1;
     }
-    if (json) {
+    if (o.cli.json) {
         cJSON *j = dq_report_json(&rep);
 
         print_json(j);
@@ -820,64 +735,52 @@ static const char history_usage[] =
     "  -t, --type TYPE       only this event type (repeatable)\n"
     "      --deployment ID   only this deployment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
 
+/* history's --type, repeatable. */
+typedef struct type_list {
+    const char *v[16];
+    int n;
+} type_list;
+
+static int type_opt(void *list, const char *arg)
+{
+    type_list *t = list;
+
+    if (t->n == (int)(sizeof t->v / sizeof t->v[0]))
+        return -1;
+    t->v[t->n++] = arg;
+    return 0;
+}
+
 int dq_cmd_history(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        REG_LONGOPTS,
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"since", required_argument, NULL, OPT_SINCE},
-        {"until", required_argument, NULL, OPT_UNTIL},
-        {"type", required_argument, NULL, 't'},
-        {"deployment", required_argument, NULL, OPT_DEPLOYMENT},
-        {NULL, 0, NULL, 0},
-    };
-    reg_opts o = {.cli = {.verb = "history"}};
-    const char *service = NULL, *env = NULL, *deployment = NULL, *types[16];
+    reg_opts o = {.cli = {.verb = "history", .usage = history_usage, .takes = REG_TAKES}};
+    const char *service = NULL, *env = NULL, *deployment = NULL;
+    type_list types = {.n = 0};
     int64_t since = 0, until = 0;
-    int c, json = 0, n_types = 0, rc;
+    const dq_cli_opt opts[] = {
+        REG_OPTS(o),
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_PARSE(0, "since", &since, when_opt, "--since: not a time or duration"),
+        DQ_OPT_PARSE(0, "until", &until, when_opt, "--until: not a time or duration"),
+        DQ_OPT_PARSE('t', "type", &types, type_opt, "at most 16 --type options"),
+        DQ_OPT_STRING(0, "deployment", &deployment),
+        DQ_OPT_END,
+    };
+    int rc;
     reg_source *s;
     dq_reglog_entry e;
     char err[512];
     uint64_t shown = 0;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:t:d:c:X:h", opts, NULL)) != -1) {
-        int r = reg_opt(&o, c, optarg, &json);
-
-        if (r < 0)
-            return 2;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 't':
-            if (n_types == 16)
-                return dq_cli_usage(&o.cli, history_usage, 2, "at most 16 --type options");
-            types[n_types++] = optarg;
-            break;
-        case OPT_DEPLOYMENT: deployment = optarg; break;
-        case OPT_SINCE:
-            if (parse_when(optarg, &since) != 0)
-                return dq_cli_usage(&o.cli, history_usage, 2, "--since: not a time or duration");
-            break;
-        case OPT_UNTIL:
-            if (parse_when(optarg, &until) != 0)
-                return dq_cli_usage(&o.cli, history_usage, 2, "--until: not a time or duration");
-            break;
-        case 'h': return dq_cli_usage(&o.cli, history_usage, 0, NULL);
-        default: return dq_cli_usage(&o.cli, history_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&o.cli, history_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&o.cli, opts, argc, argv)) >= 0)
+        return rc;
     s = source_open(&o, err, sizeof err);
     if (!s) {
         dq_cli_fail(&o.cli, "%s", err);
         return 1;
     }
-    if (!json)
+    if (!o.cli.json)
         printf("%-24s %-4s %-9s %-24s %-28s %-16s %-6s %s\n", "AT", "P", "OFFSET", "TYPE",
                "TARGET", "VERSION", "FENCE", "DEPLOYMENT");
     while ((rc = source_next(s, &e, err, sizeof err)) == 1) {
@@ -894,19 +797,19 @@ int dq_cmd_history(int argc, char **argv)
             keep = 0;
         if (keep && until && ev->at_ms >= until)
             keep = 0;
-        if (keep && n_types) {
+        if (keep && types.n) {
             int any = 0;
 
-            for (int i = 0; i < n_types && !any; i++)
-                any = strcmp(types[i], ev->type) == 0;
+            for (int i = 0; i < types.n && !any; i++)
+                any = strcmp(types.v[i], ev->type) == 0;
             keep = any;
         }
         /* An unreadable record is shown only when nothing filters it out. */
-        if (!ev && !service && !env && !deployment && !since && !until && !n_types)
+        if (!ev && !service && !env && !deployment && !since && !until && !types.n)
             keep = 1;
         if (keep) {
             shown++;
-            if (json) {
+            if (o.cli.json) {
                 fwrite(e.payload, 1, e.len, stdout);
                 fputc('\n', stdout);
             } else if (ev) {
@@ -931,7 +834,7 @@ int dq_cmd_history(int argc, char **argv)
         dq_cli_fail(&o.cli, "%s/%s", o.dir, err);
         return 1;
     }
-    if (!json && !shown)
+    if (!o.cli.json && !shown)
         printf("(no events)\n");
     return 0;
 }
@@ -1025,43 +928,25 @@ static const char verify_usage[] =
 
 int dq_cmd_verify(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        REG_LONGOPTS,
-        {"sign", required_argument, NULL, OPT_SIGN},
-        {"key-id", required_argument, NULL, OPT_KEY_ID},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
-        {"pubkey", required_argument, NULL, OPT_PUBKEY},
-        {NULL, 0, NULL, 0},
-    };
-    reg_opts o = {.cli = {.verb = "verify"}};
+    reg_opts o = {.cli = {.verb = "verify", .usage = verify_usage, .takes = REG_TAKES}};
     const char *sign = NULL, *key_id = NULL, *out_path = NULL, *checkpoint = NULL,
                *pubkey = NULL;
-    int c, json = 0, rc;
+    const dq_cli_opt opts[] = {
+        REG_OPTS(o),
+        DQ_OPT_STRING(0, "sign", &sign),
+        DQ_OPT_STRING(0, "key-id", &key_id),
+        DQ_OPT_STRING(0, "out", &out_path),
+        DQ_OPT_STRING(0, "checkpoint", &checkpoint),
+        DQ_OPT_STRING(0, "pubkey", &pubkey),
+        DQ_OPT_END,
+    };
+    int rc;
     dq_reglog_report rep = {0};
     char err[512] = "";
     dq_config *cfg;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "d:c:X:h", opts, NULL)) != -1) {
-        int r = reg_opt(&o, c, optarg, &json);
-
-        if (r < 0)
-            return 2;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case OPT_SIGN: sign = optarg; break;
-        case OPT_KEY_ID: key_id = optarg; break;
-        case OPT_OUT: out_path = optarg; break;
-        case OPT_CHECKPOINT: checkpoint = optarg; break;
-        case OPT_PUBKEY: pubkey = optarg; break;
-        case 'h': return dq_cli_usage(&o.cli, verify_usage, 0, NULL);
-        default: return dq_cli_usage(&o.cli, verify_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&o.cli, verify_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&o.cli, opts, argc, argv)) >= 0)
+        return rc;
     if (sign && !key_id)
         return dq_cli_usage(&o.cli, verify_usage, 2, "--sign needs --key-id");
     if (o.url) {
@@ -1084,7 +969,7 @@ int dq_cmd_verify(int argc, char **argv)
         dq_cli_fail(&o.cli, "%s", err);
         return 2;
     }
-    if (json) {
+    if (o.cli.json) {
         cJSON *j = cJSON_CreateObject(), *arr;
 
         if (j) {
@@ -1154,7 +1039,7 @@ int dq_cmd_verify(int argc, char **argv)
             if (!fp || fprintf(fp, "%s\n", cp) < 0 || fclose(fp) != 0) {
                 dq_cli_fail(&o.cli, "%s: %s", out_path, strerror(errno));
                 rc = 1;
-            } else if (!json) {
+            } else if (!o.cli.json) {
                 printf("signed checkpoint written to %s\n", out_path);
             }
         } else {

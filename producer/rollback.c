@@ -44,7 +44,16 @@ static const char rollback_usage[] =
     "succeeded), 1 not sent, 2 usage, 3 (--wait) the rollback failed, 5 (--wait) no outcome\n"
     "within the timeout, 6 (--wait) could not follow.\n";
 
-enum { OPT_REQUESTED_BY = DQ_OPT_VERB_BASE, OPT_TIMEOUT };
+/* --timeout DURATION ("10m"), into milliseconds. */
+static int parse_timeout(void *dst, const char *arg)
+{
+    int64_t ms = dq_duration_parse(arg);
+
+    if (ms <= 0)
+        return -1;
+    *(int64_t *)dst = ms;
+    return 0;
+}
 
 /* What deployq-rollback records as serving now: version and deployment id (malloc'd, or
  * NULL when unknown or Redis is not reachable: the worker then fills them in). */
@@ -86,21 +95,21 @@ static int version_ok(const char *v)
 
 int dq_cmd_rollback(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"reason", required_argument, NULL, 'r'},
-        {"to", required_argument, NULL, 't'},
-        {"requested-by", required_argument, NULL, OPT_REQUESTED_BY},
-        {"wait", no_argument, NULL, 'w'},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "rollback"};
+    dq_cli cli = {.verb = "rollback", .usage = rollback_usage, .takes = DQ_CLI_COMMON};
     const char *service = NULL, *env = NULL, *reason = NULL, *to = NULL, *who = getenv("USER");
-    int wait = 0, c, rc = 1;
+    int wait = 0, rc;
     int64_t timeout_ms = 600000;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_STRING('r', "reason", &reason),
+        DQ_OPT_STRING('t', "to", &to),
+        DQ_OPT_STRING(0, "requested-by", &who),
+        DQ_OPT_FLAG('w', "wait", &wait),
+        DQ_OPT_PARSE(0, "timeout", &timeout_ms, parse_timeout,
+                     "--timeout is not a duration such as 5m"),
+        DQ_OPT_END,
+    };
     char err[512], key[300], actor[256];
     dq_config *cfg = NULL;
     dq_producer *producer = NULL;
@@ -108,32 +117,9 @@ int dq_cmd_rollback(int argc, char **argv)
     dq_event *ev = NULL;
     char *json = NULL, *version = NULL, *deployment_id = NULL;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:r:t:wc:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'r': reason = optarg; break;
-        case 't': to = optarg; break;
-        case 'w': wait = 1; break;
-        case OPT_REQUESTED_BY: who = optarg; break;
-        case OPT_TIMEOUT:
-            timeout_ms = dq_duration_parse(optarg);
-            if (timeout_ms <= 0)
-                return dq_cli_usage(&cli, rollback_usage, 2, "--timeout is not a duration such as 5m");
-            break;
-        case 'h': return dq_cli_usage(&cli, rollback_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, rollback_usage, 2, NULL);
-        }
-    }
-    if (optind != argc)
-        return dq_cli_usage(&cli, rollback_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    rc = 1;
     if (!service || !service[0] || !env || !env[0])
         return dq_cli_usage(&cli, rollback_usage, 2, "--service and --env are required");
     if (!reason || !reason[0] || strlen(reason) > 1024)

@@ -12,6 +12,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "sign.h"
+#include "signals.h"
 #include "stack.h"
 #include "util.h"
 #include "wait.h"
@@ -68,19 +69,6 @@ static const char submit_usage[] =
     "  deployq submit --service api --env staging --version \"$GITHUB_SHA\" \\\n"
     "    --commit-at \"$(git show -s --format=%cI HEAD)\"\n";
 
-enum {
-    OPT_STRATEGY = DQ_OPT_VERB_BASE,
-    OPT_COMMIT_AT,
-    OPT_CI_RUN_URL,
-    OPT_REQUESTED_BY,
-    OPT_KEY_ID,
-    OPT_JSON,
-    OPT_DRY_RUN,
-    OPT_ISSUED_AT,
-    OPT_NONCE,
-    OPT_OVERRIDE_FREEZE,
-};
-
 /* The CI run's URL from the variables GitHub Actions sets, when they are there. */
 static char *github_run_url(void)
 {
@@ -102,33 +90,31 @@ static char *dup_or_null(const char *s)
 
 int dq_cmd_submit(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"service", required_argument, NULL, 's'},
-        {"env", required_argument, NULL, 'e'},
-        {"version", required_argument, NULL, 'v'},
-        {"strategy", required_argument, NULL, OPT_STRATEGY},
-        {"commit-at", required_argument, NULL, OPT_COMMIT_AT},
-        {"ci-run-url", required_argument, NULL, OPT_CI_RUN_URL},
-        {"requested-by", required_argument, NULL, OPT_REQUESTED_BY},
-        {"key", required_argument, NULL, 'k'},
-        {"key-id", required_argument, NULL, OPT_KEY_ID},
-        {"timeout", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-        {"issued-at", required_argument, NULL, OPT_ISSUED_AT},
-        {"nonce", required_argument, NULL, OPT_NONCE},
-        {"wait", no_argument, NULL, 'w'},
-        {"override-freeze", required_argument, NULL, OPT_OVERRIDE_FREEZE},
-        DQ_CLI_COMMON_LONGOPTS,
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "submit"};
+    dq_cli cli = {.verb = "submit", .usage = submit_usage, .takes = DQ_CLI_COMMON | DQ_CLI_JSON};
     const char *service = NULL, *env = NULL, *version = NULL, *strategy = "rolling";
     const char *commit_at = NULL, *ci_run_url = NULL, *requested_by = NULL;
     const char *key_path = getenv("DEPLOYQ_SIGNING_KEY"), *key_id = getenv("DEPLOYQ_KEY_ID");
     const char *issued_at = NULL, *nonce = NULL, *override_freeze = NULL;
     long long timeout_s = -1;
-    int json = 0, dry_run = 0, wait = 0, c, rc = 1;
+    int dry_run = 0, wait = 0, rc;
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('s', "service", &service),
+        DQ_OPT_STRING('e', "env", &env),
+        DQ_OPT_STRING('v', "version", &version),
+        DQ_OPT_STRING(0, "strategy", &strategy),
+        DQ_OPT_STRING(0, "commit-at", &commit_at),
+        DQ_OPT_STRING(0, "ci-run-url", &ci_run_url),
+        DQ_OPT_STRING(0, "requested-by", &requested_by),
+        DQ_OPT_STRING('k', "key", &key_path),
+        DQ_OPT_STRING(0, "key-id", &key_id),
+        DQ_OPT_INT('t', "timeout", &timeout_s, 1, 86400, "--timeout must be 1..86400 seconds"),
+        DQ_OPT_FLAG(0, "dry-run", &dry_run),
+        DQ_OPT_STRING(0, "issued-at", &issued_at),
+        DQ_OPT_STRING(0, "nonce", &nonce),
+        DQ_OPT_FLAG('w', "wait", &wait),
+        DQ_OPT_STRING(0, "override-freeze", &override_freeze),
+        DQ_OPT_END,
+    };
     char err[512], keyidbuf[128];
     int64_t ms;
     dq_request req = {0};
@@ -139,40 +125,8 @@ int dq_cmd_submit(int argc, char **argv)
     dq_follow *follow = NULL;
     char *request_text = NULL, *signed_text = NULL;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "s:e:v:k:t:wc:X:h", opts, NULL)) != -1) {
-        int common = dq_cli_common_opt(&cli, c, optarg);
-
-        if (common < 0)
-            return 2;
-        if (common > 0)
-            continue;
-        switch (c) {
-        case 's': service = optarg; break;
-        case 'e': env = optarg; break;
-        case 'v': version = optarg; break;
-        case 'k': key_path = optarg; break;
-        case 't':
-            if (dq_parse_int(optarg, 1, 86400, &timeout_s) != 0)
-                return dq_cli_usage(&cli, submit_usage, 2, "--timeout must be 1..86400 seconds");
-            break;
-        case 'w': wait = 1; break;
-        case OPT_OVERRIDE_FREEZE: override_freeze = optarg; break;
-        case OPT_STRATEGY: strategy = optarg; break;
-        case OPT_COMMIT_AT: commit_at = optarg; break;
-        case OPT_CI_RUN_URL: ci_run_url = optarg; break;
-        case OPT_REQUESTED_BY: requested_by = optarg; break;
-        case OPT_KEY_ID: key_id = optarg; break;
-        case OPT_JSON: json = 1; break;
-        case OPT_DRY_RUN: dry_run = 1; break;
-        case OPT_ISSUED_AT: issued_at = optarg; break;
-        case OPT_NONCE: nonce = optarg; break;
-        case 'h': return dq_cli_usage(&cli, submit_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, submit_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, submit_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
     if (!service || !env || !version)
         return dq_cli_usage(&cli, submit_usage, 2, "--service, --env and --version are required");
     if (strcmp(strategy, "rolling") != 0 && strcmp(strategy, "blue-green") != 0)
@@ -295,7 +249,7 @@ int dq_cmd_submit(int argc, char **argv)
             dq_cli_fail(&cli, "%s", err);
             goto out;
         }
-        if (json)
+        if (cli.json)
             printf("{\"deployment_id\":\"%s\",\"partition\":%d,\"offset\":%lld}\n",
                    req.deployment_id, (int)partition, (long long)offset);
         else
@@ -304,8 +258,8 @@ int dq_cmd_submit(int argc, char **argv)
     rc = 0;
     if (wait) {
         fflush(stdout);
-        rc = dq_follow_run(follow, req.deployment_id, (timeout_s < 0 ? 1800 : timeout_s) * 1000LL, json,
-                           stdout, dq_stop_flag_install());
+        rc = dq_follow_run(follow, req.deployment_id, (timeout_s < 0 ? 1800 : timeout_s) * 1000LL,
+                           cli.json, stdout, dq_stop_flag_install());
     }
 out:
     dq_follow_free(follow);

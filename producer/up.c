@@ -22,8 +22,10 @@
 #include "demo.h"
 #include "kafka.h"
 #include "log.h"
+#include "mockbroker.h"
 #include "redis.h"
 #include "sign.h"
+#include "signals.h"
 #include "stack.h"
 #include "util.h"
 
@@ -281,42 +283,28 @@ static void stop_pid(pid_t pid, const char *what)
 
 int dq_cmd_up(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"redis-server", required_argument, NULL, 'r'},
-        {"partitions", required_argument, NULL, 'p'},
-        {"demo", no_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    dq_cli cli = {.verb = "up"};
-    const char *user_config = NULL, *redis_bin = "redis-server";
+    const char *user_config, *redis_bin = "redis-server";
     long long partitions = DQ_PARTITIONS_DEFAULT;
+    int want_demo = 0; /* --demo (demo.c) */
+    dq_cli cli = {.verb = "up", .usage = up_usage, .takes = DQ_CLI_CONFIG};
+    const dq_cli_opt opts[] = {
+        DQ_OPT_STRING('r', "redis-server", &redis_bin),
+        DQ_OPT_INT('p', "partitions", &partitions, 1, 64, "--partitions must be 1..64"),
+        DQ_OPT_FLAG(0, "demo", &want_demo),
+        DQ_OPT_END,
+    };
     up_state st = {.dirfd = -1, .logdirfd = -1};
     dq_mock_broker *mb = NULL;
     dq_stack stack = {0}, *running;
     volatile sig_atomic_t *stop;
     char err[512], key_id[64] = "", keypath[PATH_MAX];
-    int c, rc = 1, port;
-    int want_demo = 0;      /* --demo (demo.c) */
+    int rc, port;
     dq_demo *demo = NULL;
 
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:r:p:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': user_config = optarg; break;
-        case 'r': redis_bin = optarg; break;
-        case 'p':
-            if (dq_parse_int(optarg, 1, 64, &partitions) != 0)
-                return dq_cli_usage(&cli, up_usage, 2, "--partitions must be 1..64");
-            break;
-        case 'D': want_demo = 1; break;
-        case 'h': return dq_cli_usage(&cli, up_usage, 0, NULL);
-        default: return dq_cli_usage(&cli, up_usage, 2, NULL);
-        }
-    }
-    if (optind < argc)
-        return dq_cli_usage(&cli, up_usage, 2, "unexpected argument");
+    if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
+        return rc;
+    rc = 1;
+    user_config = cli.config_path;
     if (want_demo && user_config)
         return dq_cli_usage(&cli, up_usage, 2, "--demo writes its own configuration; drop --config");
 
