@@ -240,6 +240,7 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
     s->lock_wait_ms = 60000;
     s->cancel_on_timeout = 1;
     s->cancel_wait_ms = 60000;
+    s->orphan_scan_ms = 1000;
     if (cfg && cfg->doc)
         sec = map_get(fy_document_root(cfg->doc), "executor");
     if (!sec)
@@ -248,7 +249,8 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
          (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
         const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
         if (!k || (strcmp(k, "lock_ttl") != 0 && strcmp(k, "lock_wait") != 0 &&
-                   strcmp(k, "cancel_on_timeout") != 0 && strcmp(k, "cancel_wait") != 0)) {
+                   strcmp(k, "cancel_on_timeout") != 0 && strcmp(k, "cancel_wait") != 0 &&
+                   strcmp(k, "orphan_scan") != 0)) {
             snprintf(err, errlen, "%s:%d: executor: unknown key '%.64s'", cfg_path(cfg),
                      dq_config_node_line(fy_node_pair_key(pair)), k ? k : "?");
             return -1;
@@ -256,8 +258,14 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
     }
     if (duration_key(cfg, sec, "lock_ttl", &s->lock_ttl_ms, err, errlen) < 0 ||
         duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0 ||
-        duration_key(cfg, sec, "cancel_wait", &s->cancel_wait_ms, err, errlen) < 0)
+        duration_key(cfg, sec, "cancel_wait", &s->cancel_wait_ms, err, errlen) < 0 ||
+        duration_key(cfg, sec, "orphan_scan", &s->orphan_scan_ms, err, errlen) < 0)
         return -1;
+    if (s->orphan_scan_ms != 0 && s->orphan_scan_ms < 100) {
+        snprintf(err, errlen, "%s:%d: executor.orphan_scan: at least 100ms, or 0 (never)", cfg_path(cfg),
+                 dq_config_node_line(map_get(sec, "orphan_scan")));
+        return -1;
+    }
     if (s->cancel_wait_ms <= 0) {
         snprintf(err, errlen, "%s:%d: executor.cancel_wait: must be positive", cfg_path(cfg),
                  dq_config_node_line(map_get(sec, "cancel_wait")));

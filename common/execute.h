@@ -113,13 +113,18 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
 void dq_exec_chain_free(dq_provider **providers, size_t n);
 
 /* The executor section of the configuration (executor: {lock_ttl, lock_wait,
- * cancel_on_timeout, cancel_wait}); defaults when absent. Durations in ms. Returns 0, or -1 with
- * "path:line: message" in err on a bad value. */
+ * cancel_on_timeout, cancel_wait, orphan_scan}); defaults when absent. Durations in ms.
+ * Returns 0, or -1 with "path:line: message" in err on a bad value. deployq-rollback reads
+ * the same section for its lock and its orphan scan. */
 typedef struct dq_exec_settings {
     int64_t lock_ttl_ms;   /* default 30 s */
     int64_t lock_wait_ms;  /* break-glass: how long to wait for a busy lock, default 60 s */
     int cancel_on_timeout; /* default 1: cancel at the provider and confirm it */
     int64_t cancel_wait_ms; /* how long a cancel may take to show, default 60 s */
+    /* How often a worker looks for runs whose worker died (runlease.h), default 1 s, at
+     * least 100 ms; 0: never (such a run then waits for Kafka to redeliver its event). An
+     * orphaned run is resumed at most lock_ttl + orphan_scan after its worker died. */
+    int64_t orphan_scan_ms;
 } dq_exec_settings;
 int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen);
 

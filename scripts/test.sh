@@ -19,7 +19,7 @@
 # Options (environment): DEPLOYQ_SKIP_INSTALL=1 skips the package step (quick and pr never
 # install), DEPLOYQ_SKIP_REAL_KAFKA=1 skips runs 2 and 2b, DEPLOYQ_SKIP_SECURE_KAFKA=1
 # skips 2b, DEPLOYQ_SKIP_ASAN=1 skips 3, DEPLOYQ_SKIP_FUZZ=1 skips 4, DEPLOYQ_SKIP_CHAOS=1
-# skips 5. DEPLOYQ_TEST_JOBS sets how many tests meson runs at once (default 3: the
+# skips 5. DEPLOYQ_TEST_JOBS sets how many tests meson runs at once (default 3, 2 under ASan: the
 # integration tests mostly wait on brokers and timers, so 3 fit on 2 cores; the few that
 # measure time or start a JVM of their own run alone, see tests/integration/meson.build).
 set -uo pipefail
@@ -169,6 +169,7 @@ if [ -z "${DEPLOYQ_SKIP_ASAN:-}" ]; then
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp} \
+        jobs=${DEPLOYQ_TEST_JOBS:-2} \
             run_suite "ASan/UBSan: unit and integration, embedded broker" build-asan
     else
         step_failed "the ASan/UBSan build (scripts/build.sh build-asan)"

@@ -13,6 +13,9 @@ provider), also used by the HTTP client's tests.
 Script modes: succeed, fail_after_building, in_flight_forever, refusals on /deploy
 (http_5xx, http_401, http_402, http_403, rate_limit, with fail_times/retry_after) and
 status_5xx on /status. Auth is optional (Bearer); it is recorded as present or not.
+Script "done_after_ms": N makes a run terminal by the clock instead of by polls: the
+first status poll N ms or more after the deploy call sees the end, however many polls
+came before (a deployment that finishes while nobody watches it).
 """
 
 import re
@@ -47,6 +50,8 @@ class Webhook(fakelib.App):
                 mode = s.get("mode", "succeed")
                 run = {"id": rid, "mode": mode, "steps": int(s.get("steps", 2)), "polls": 0,
                        "status": "running", "target": "%s/%s" % (body.get("service"), body.get("environment"))}
+                if "done_after_ms" in s:
+                    run["done_at"] = time.monotonic() + int(s["done_after_ms"]) / 1000.0
                 st.runs[rid] = run
                 if s.get("sync"):
                     status = "failed" if mode == "fail_after_building" else "succeeded"
@@ -66,7 +71,11 @@ class Webhook(fakelib.App):
                 if run["status"] == "running":
                     polls = run["polls"]
                     run["polls"] += 1
-                    if run["mode"] != "in_flight_forever" and polls >= run["steps"]:
+                    if "done_at" in run:
+                        over = time.monotonic() >= run["done_at"]
+                    else:
+                        over = polls >= run["steps"]
+                    if run["mode"] != "in_flight_forever" and over:
                         run["status"] = "failed" if run["mode"] == "fail_after_building" else "succeeded"
                         st.end_run(run)
                 return 200, {"id": run["id"], "status": run["status"],

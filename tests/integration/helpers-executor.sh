@@ -43,6 +43,14 @@ YAML
 
 # start_executor NAME [extra args]; sets EXECUTOR_PID_<NAME>.
 start_executor() {
+    launch_executor "$@"
+    # consuming once it logged its assignment (a group join takes a moment)
+    wait_for 30 grep -q 'assigned' "$T/executor-$1.log" || fail "executor $1 never got partitions"
+}
+# launch_executor NAME [extra args]: start_executor without waiting for partitions (to
+# start several at once: with a long session.timeout.ms the embedded broker's rebalance
+# for a late joiner takes that long; see group_settled).
+launch_executor() {
     local name=$1; shift
     "$EXECUTOR" --config "$CONFIG" --log-level debug "$@" >"$T/executor-$name.log" 2>&1 &
     local pid=$!
@@ -51,8 +59,18 @@ start_executor() {
     if [ "$BROKER_KIND" = kafka ]; then
         wait_for 60 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
     fi
-    # consuming once it logged its assignment (a group join takes a moment)
-    wait_for 30 grep -q 'assigned' "$T/executor-$name.log" || fail "executor $name never got partitions"
+}
+# group_settled LOG...: every worker's last partition change is an assignment, and they
+# hold 6 partitions between them (the group finished its rebalance).
+group_settled() {
+    local f last total=0 n
+    for f in "$@"; do
+        last=$(grep -oE 'kafka: (assigned|revoked|lost) [0-9]+ partition' "$f" | tail -n1)
+        case $last in "kafka: assigned "*) ;; *) return 1 ;; esac
+        n=${last#kafka: assigned }
+        total=$((total + ${n% partition}))
+    done
+    [ "$total" -eq 6 ]
 }
 
 # terminal DEPLOYMENT_ID [SECONDS]: the terminal event (succeeded or failed), once there.

@@ -8,13 +8,14 @@
 
 ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
 
-# write_rollback_config SERVICES_YAML [TOP_LEVEL_YAML]
+# write_rollback_config SERVICES_YAML [TOP_LEVEL_YAML]; RB_LOCK_TTL (default 5s) is
+# executor.lock_ttl.
 write_rollback_config() {
     CONFIG="$T/deployq.yaml"
     cat >"$CONFIG" <<YAML
 $(config_base)
 executor:
-  lock_ttl: 5s
+  lock_ttl: ${RB_LOCK_TTL:-5s}
   lock_wait: 10s
 ${2:-}
 services:
@@ -24,6 +25,12 @@ YAML
 
 # start_rollback NAME [extra args]: sets ROLLBACK_PID_<NAME>, returns once it has partitions.
 start_rollback() {
+    launch_rollback "$@"
+    wait_for 30 grep -q 'assigned' "$T/rollback-$1.log" || fail "rollback worker $1 never got partitions"
+}
+# launch_rollback NAME [extra args]: start_rollback without waiting for partitions (to start
+# several at once; group_settled in helpers-executor.sh says when their group is formed).
+launch_rollback() {
     local name=$1; shift
     "$ROLLBACK" --config "$CONFIG" --log-level debug "$@" >>"$T/rollback-$name.log" 2>&1 &
     local pid=$!
@@ -32,7 +39,6 @@ start_rollback() {
     if [ "$BROKER_KIND" = kafka ]; then
         wait_for 60 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
     fi
-    wait_for 30 grep -q 'assigned' "$T/rollback-$name.log" || fail "rollback worker $name never got partitions"
 }
 
 new_uuid() { cat /proc/sys/kernel/random/uuid; }

@@ -11,6 +11,14 @@
  * stored only once its deploy reached a terminal event (DQ_DEFERRED + dq_consumer_ack),
  * so an executor that dies mid-deploy leaves the message to the next owner, which finds
  * the idempotency record and resumes polling the same provider deployment.
+ *
+ * That next owner comes only after Kafka's session.timeout.ms (45 s by default). Sooner,
+ * within lock_ttl + executor.orphan_scan: every deploy that holds its lock is registered
+ * (runlease.h), and a scanner thread of every executor adopts a registered deploy whose
+ * lock expired: it queues the deploy.validated on its target like a message, with no
+ * offset to acknowledge, and the normal path (lock, idempotency record) resumes it. When
+ * Kafka then redelivers the message, it is acknowledged with the adopted run (still
+ * queued or running here) or handled again (concluded: the same terminal event again).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +34,7 @@
 #include "lock.h"
 #include "log.h"
 #include "redis.h"
+#include "runlease.h"
 #include "util.h"
 #include "worker.h"
 
@@ -47,7 +56,7 @@ static const char usage[] =
 typedef struct job {
     struct job *next;
     dq_event *ev; /* the deploy.validated */
-    char *topic;
+    char *topic;  /* where its message is; NULL: an adopted run, no offset (guarded by mu) */
     int32_t partition;
     int64_t offset;
 } job;
@@ -228,6 +237,17 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
         return 0;
     dq_info("deploy %s of %s %s: lock taken (fence %lld)", v->deployment_id, jc.key, v->version,
             (long long)dq_lock_fence(jc.lock));
+    /* From here, if this process dies, another executor adopts the run once the lock
+     * expired (runlease.h) instead of waiting for Kafka's rebalance. */
+    {
+        char *json = dq_event_encode(v);
+
+        if (!json || dq_runlease_register(*redis, DQ_RUNLEASE_KIND_EXEC, v->deployment_id,
+                                          dq_lock_key(jc.lock), json, err, sizeof err) != 0)
+            dq_warn("deploy %s: not registered for adoption (a crash is then resumed only after "
+                    "Kafka's rebalance): %s", v->deployment_id, json ? err : "out of memory");
+        free(json);
+    }
 
     memset(&x, 0, sizeof x);
     x.cfg = ex->cfg;
@@ -257,6 +277,11 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
         dq_warn("deploy %s: stopped: %s; will retry", v->deployment_id, err);
     else if (st == DQ_EXEC_ERROR)
         dq_warn("deploy %s: %s; will retry", v->deployment_id, err);
+    /* concluded: unregistered while the lock is still held, so no scan adopts it */
+    if (st == DQ_EXEC_DONE &&
+        dq_runlease_unregister(*redis, DQ_RUNLEASE_KIND_EXEC, v->deployment_id, err, sizeof err) != 0)
+        dq_warn("deploy %s: still registered for adoption (it would only repeat its outcome): %s",
+                v->deployment_id, err);
     dq_lock_release(jc.lock);
     if (st == DQ_EXEC_ERROR) {
         /* a fresh connection next time */
@@ -295,13 +320,18 @@ static void *target_main(void *arg)
         pthread_mutex_unlock(&ex->mu);
 
         if (run_job(ex, &redis, jb)) {
-            dq_consumer_ack(ex->consumer, jb->topic, jb->partition, jb->offset);
+            int has_offset;
+
             __atomic_add_fetch(&ex->n_done, 1, __ATOMIC_SEQ_CST);
             pthread_mutex_lock(&ex->mu);
             t->head = jb->next;
             if (!t->head)
                 t->tail = NULL;
+            /* an adopted run gets its message's offset when Kafka redelivers it meanwhile */
+            has_offset = jb->topic != NULL;
             pthread_mutex_unlock(&ex->mu);
+            if (has_offset)
+                dq_consumer_ack(ex->consumer, jb->topic, jb->partition, jb->offset);
             job_free(jb);
             backoff = RETRY_MIN_MS;
             continue;
@@ -315,13 +345,72 @@ static void *target_main(void *arg)
     return NULL;
 }
 
+/* The job of deployment_id queued or running on any target, or NULL. Called under mu. */
+static job *job_find(executor *ex, const char *deployment_id)
+{
+    for (target *t = ex->targets; t; t = t->next)
+        for (job *jb = t->head; jb; jb = jb->next)
+            if (strcmp(jb->ev->deployment_id, deployment_id) == 0)
+                return jb;
+    return NULL;
+}
+
+/* Append jb to the queue of its target and make sure a thread runs that queue. Called
+ * under mu (which it may drop for a moment to join a thread that is exiting). 0, or -1
+ * out of memory (jb is then still the caller's). */
+static int job_queue(executor *ex, job *jb)
+{
+    target *t;
+    char key[300];
+
+    dq_target_key(jb->ev->service, jb->ev->environment, key, sizeof key);
+    for (t = ex->targets; t; t = t->next)
+        if (strcmp(t->key, key) == 0)
+            break;
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return -1;
+        dq_strlcpy(t->key, key, sizeof t->key);
+        t->ex = ex;
+        t->next = ex->targets;
+        ex->targets = t;
+    }
+    if (t->tail)
+        t->tail->next = jb;
+    else
+        t->head = jb;
+    t->tail = jb;
+    if (!t->running) {
+        /* This caller starts the queue's thread. running is set before mu may be dropped
+         * below, so that the other thread that queues (the consumer's, the orphan
+         * scanner's) only appends meanwhile and never joins the same thread twice. */
+        t->running = 1;
+        if (t->joinable) {
+            /* it decided to exit under mu and only returns now: a short join */
+            pthread_t old = t->thread;
+
+            t->joinable = 0;
+            pthread_mutex_unlock(&ex->mu);
+            pthread_join(old, NULL);
+            pthread_mutex_lock(&ex->mu);
+        }
+        if (pthread_create(&t->thread, NULL, target_main, t) != 0) {
+            t->running = 0;
+            dq_error("cannot start a thread for %s; the deploy waits for the next message", key);
+        } else {
+            t->joinable = 1;
+        }
+    }
+    return 0;
+}
+
 /* The consumer handler: pick out deploy.validated and queue it on its target. */
 static dq_handle_result handle(void *ctx, const dq_message *m, char *err, size_t errlen)
 {
     executor *ex = ctx;
     dq_event *ev;
-    job *jb;
-    target *t;
+    job *jb, *adopted;
     char why[512], key[300];
 
     ev = dq_event_decode(m->value ? m->value : "", m->len, why, sizeof why);
@@ -352,45 +441,84 @@ static dq_handle_result handle(void *ctx, const dq_message *m, char *err, size_t
     dq_target_key(ev->service, ev->environment, key, sizeof key);
 
     pthread_mutex_lock(&ex->mu);
-    for (t = ex->targets; t; t = t->next)
-        if (strcmp(t->key, key) == 0)
-            break;
-    if (!t) {
-        t = calloc(1, sizeof *t);
-        if (!t) {
-            pthread_mutex_unlock(&ex->mu);
-            job_free(jb);
-            return DQ_RETRY;
-        }
-        dq_strlcpy(t->key, key, sizeof t->key);
-        t->ex = ex;
-        t->next = ex->targets;
-        ex->targets = t;
+    adopted = job_find(ex, ev->deployment_id);
+    if (adopted && !adopted->topic) {
+        /* Kafka redelivers a deploy this executor adopted and still runs: one run, and
+         * this message is acknowledged when it concludes. */
+        adopted->topic = jb->topic;
+        adopted->partition = jb->partition;
+        adopted->offset = jb->offset;
+        jb->topic = NULL;
+        pthread_mutex_unlock(&ex->mu);
+        dq_info("deploy %s of %s %s: redelivered while its adopted run is here; acknowledged when it concludes",
+                ev->deployment_id, key, ev->version);
+        job_free(jb); /* and ev with it */
+        return DQ_DEFERRED;
     }
-    if (t->tail)
-        t->tail->next = jb;
-    else
-        t->head = jb;
-    t->tail = jb;
-    if (!t->running) {
-        if (t->joinable) {
-            /* it decided to exit under mu and only returns now: a short join */
-            pthread_mutex_unlock(&ex->mu);
-            pthread_join(t->thread, NULL);
-            pthread_mutex_lock(&ex->mu);
-            t->joinable = 0;
-        }
-        t->running = 1;
-        if (pthread_create(&t->thread, NULL, target_main, t) != 0) {
-            t->running = 0;
-            dq_error("cannot start a thread for %s; the deploy waits for the next message", key);
-        } else {
-            t->joinable = 1;
-        }
+    if (job_queue(ex, jb) != 0) {
+        pthread_mutex_unlock(&ex->mu);
+        job_free(jb);
+        return DQ_RETRY;
     }
     pthread_mutex_unlock(&ex->mu);
     dq_info("deploy %s of %s %s queued", ev->deployment_id, key, ev->version);
     return DQ_DEFERRED;
+}
+
+/* ---- orphaned deploys (runlease.h): adopted from a dead executor ---- */
+
+/* dq_runlease_skip_fn: a deploy queued or running here is not an orphan. */
+static int orphan_skip(void *ctx, const char *id)
+{
+    executor *ex = ctx;
+    int mine;
+
+    pthread_mutex_lock(&ex->mu);
+    mine = job_find(ex, id) != NULL;
+    pthread_mutex_unlock(&ex->mu);
+    return mine;
+}
+
+/* dq_runlease_adopt_fn: queue the deploy.validated as a job without an offset. */
+static void orphan_adopt(void *ctx, dq_redis *r, const char *id, const char *event_json)
+{
+    executor *ex = ctx;
+    dq_event *ev;
+    job *jb;
+    char why[512], key[300];
+
+    (void)r;
+    ev = dq_event_decode(event_json, strlen(event_json), why, sizeof why);
+    if (!ev || strcmp(ev->type, DQ_EV_VALIDATED) != 0 || !ev->deployment_id || !ev->service ||
+        !ev->environment || !ev->version || strcmp(ev->deployment_id, id) != 0) {
+        /* not something an executor registered: leave it (it expires with its keys) */
+        dq_error("run %s registered for adoption is not a deploy.validated of that deployment: %s", id,
+                 ev ? "wrong type or fields" : why);
+        dq_event_free(ev);
+        return;
+    }
+    dq_target_key(ev->service, ev->environment, key, sizeof key);
+    jb = calloc(1, sizeof *jb);
+    if (!jb) {
+        dq_event_free(ev);
+        return;
+    }
+    jb->ev = ev;
+    jb->offset = -1;
+    pthread_mutex_lock(&ex->mu);
+    if (job_find(ex, id)) {
+        /* Kafka gave it to us since the scan looked */
+        pthread_mutex_unlock(&ex->mu);
+        job_free(jb);
+        return;
+    }
+    if (job_queue(ex, jb) != 0) {
+        pthread_mutex_unlock(&ex->mu);
+        job_free(jb);
+        return;
+    }
+    pthread_mutex_unlock(&ex->mu);
+    dq_info("deploy %s of %s: orphaned (lock expired), resuming", id, key);
 }
 
 static void targets_free(executor *ex)
@@ -416,6 +544,7 @@ int main(int argc, char **argv)
     int rc;
     char err[1024];
     executor ex;
+    dq_runlease_scanner *scanner = NULL;
 
     memset(&ex, 0, sizeof ex);
     rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
@@ -460,13 +589,33 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
-    dq_info("consuming %s as group %s (lock ttl %lld ms)", ex.cfg->topic_events, group,
-            (long long)ex.settings.lock_ttl_ms);
+    if (ex.settings.orphan_scan_ms > 0) {
+        dq_runlease_opts so = {.redis_url = ex.cfg->redis_url,
+                               .redis_timeout_ms = ex.cfg->redis_timeout_ms,
+                               .kind = DQ_RUNLEASE_KIND_EXEC,
+                               .claimant = ex.actor,
+                               .interval_ms = ex.settings.orphan_scan_ms,
+                               .claim_ms = ex.settings.lock_ttl_ms,
+                               .skip = orphan_skip,
+                               .adopt = orphan_adopt,
+                               .ctx = &ex,
+                               .stop = ex.stop};
+
+        scanner = dq_runlease_scanner_start(&so, err, sizeof err);
+        if (!scanner) {
+            dq_error("%s", err);
+            goto out;
+        }
+    }
+    dq_info("consuming %s as group %s (lock ttl %lld ms, orphan scan every %lld ms)",
+            ex.cfg->topic_events, group, (long long)ex.settings.lock_ttl_ms,
+            (long long)ex.settings.orphan_scan_ms);
     rc = dq_consumer_run(ex.consumer, handle, &ex, ex.stop) == 0 ? 0 : 1;
     /* a fatal consumer error also stops the deploy threads */
     *ex.stop = 1;
     dq_info("stopping: waiting for deploy threads");
 out:
+    dq_runlease_scanner_stop(scanner); /* before the targets: it may still queue a job */
     targets_free(&ex);
     dq_info("stopped: %llu deploy(s) concluded",
             (unsigned long long)__atomic_load_n(&ex.n_done, __ATOMIC_SEQ_CST));

@@ -8,6 +8,14 @@
  * the point (a deploy that follows a rollback sees its outcome). librdkafka heartbeats
  * on its own thread; max.poll.interval.ms is raised so a long restore does not cost the
  * group membership.
+ *
+ * A second thread, the orphan scanner (runlease.h), runs the rollbacks whose worker died:
+ * every executor.orphan_scan it looks for registered rollbacks whose lock expired and runs
+ * one it claimed right there, with its own Redis connection (the consumer thread's is
+ * not shared) and the shared producer, one at a time. So a killed worker's rollback goes
+ * on within lock_ttl + orphan_scan rather than after Kafka's session.timeout.ms; the
+ * request's record makes it resume, never restore twice, and Kafka's later redelivery of
+ * the request finds it concluded.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +27,7 @@
 #include "log.h"
 #include "redis.h"
 #include "rollback.h"
+#include "runlease.h"
 #include "util.h"
 #include "worker.h"
 
@@ -33,6 +42,44 @@ static const char usage[] =
     "\n"
     DQ_WORKER_COMMON_USAGE;
 
+/* ---- orphaned rollbacks (runlease.h), run on the scanner's thread ---- */
+
+/* dq_runlease_skip_fn: a request a thread of this process runs is not an orphan. */
+static int orphan_skip(void *ctx, const char *id)
+{
+    dq_rollbacker *rb = ctx;
+    return dq_rb_running_has(rb->running, id);
+}
+
+/* dq_runlease_adopt_fn: run the request now with the scanner's connection. ctx is the
+ * scanner's own rollbacker. */
+static void orphan_adopt(void *ctx, dq_redis *r, const char *id, const char *event_json)
+{
+    dq_rollbacker *rb = ctx;
+    dq_event *ev;
+    dq_handle_result res;
+    char why[512], err[1024] = "";
+
+    ev = dq_event_decode(event_json, strlen(event_json), why, sizeof why);
+    if (!ev || strcmp(ev->type, DQ_EV_ROLLBACK_REQUESTED) != 0 || strcmp(ev->id, id) != 0 || !ev->service ||
+        !ev->environment) {
+        /* not something a rollback worker registered: leave it (it expires with its keys) */
+        dq_error("run %s registered for adoption is not that rollback.requested: %s", id,
+                 ev ? "wrong type or fields" : why);
+        dq_event_free(ev);
+        return;
+    }
+    dq_info("rollback %s of %s/%s: orphaned (lock expired), resuming", id, ev->service, ev->environment);
+    rb->redis = r;
+    res = dq_rollback_request(rb, ev, err, sizeof err);
+    rb->redis = NULL;
+    if (res == DQ_RETRY && !*rb->stop)
+        dq_warn("rollback %s: adopted but not concluded (%s); adopted again once its lock is free", id, err);
+    else if (res == DQ_POISON)
+        dq_error("rollback %s: adopted but cannot be handled: %s", id, err);
+    dq_event_free(ev);
+}
+
 int main(int argc, char **argv)
 {
     dq_worker w = {.program = "deployq-rollback", .group = "deployq-rollback"};
@@ -41,10 +88,12 @@ int main(int argc, char **argv)
     volatile sig_atomic_t *stop;
     char err[1024];
     dq_config *cfg = NULL;
-    dq_rollbacker rb;
+    dq_rollbacker rb, orphans; /* the consumer thread's, the scanner thread's */
     dq_consumer *consumer = NULL;
+    dq_runlease_scanner *scanner = NULL;
 
     memset(&rb, 0, sizeof rb);
+    memset(&orphans, 0, sizeof orphans);
     rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
     if (rc >= 0) {
         dq_worker_finish(&w);
@@ -61,6 +110,11 @@ int main(int argc, char **argv)
     }
     rb.cfg = cfg;
     dq_actor("deployq-rollback", rb.actor, sizeof rb.actor);
+    rb.running = dq_rb_running_new();
+    if (!rb.running) {
+        dq_error("out of memory");
+        goto out;
+    }
     rb.redis = dq_worker_redis(&w);
     if (!rb.redis)
         goto out;
@@ -87,15 +141,43 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
-    dq_info("consuming %s as group %s", cfg->topic_events, group);
+    if (rb.settings.orphan_scan_ms > 0) {
+        dq_runlease_opts so = {.redis_url = cfg->redis_url,
+                               .redis_timeout_ms = cfg->redis_timeout_ms,
+                               .kind = DQ_RUNLEASE_KIND_ROLLBACK,
+                               .claimant = rb.actor,
+                               .interval_ms = rb.settings.orphan_scan_ms,
+                               .claim_ms = rb.settings.lock_ttl_ms,
+                               .skip = orphan_skip,
+                               .adopt = orphan_adopt,
+                               .ctx = &orphans,
+                               .stop = stop};
+
+        orphans = rb;
+        orphans.redis = NULL; /* the scanner's own, set for each adoption */
+        scanner = dq_runlease_scanner_start(&so, err, sizeof err);
+        if (!scanner) {
+            dq_error("%s", err);
+            goto out;
+        }
+    }
+    dq_info("consuming %s as group %s (orphan scan every %lld ms)", cfg->topic_events, group,
+            (long long)rb.settings.orphan_scan_ms);
     rc = dq_consumer_run(consumer, dq_rollback_handle, &rb, rb.stop) == 0 ? 0 : 1;
+    /* a fatal consumer error also stops the scanner and the rollback it may be running;
+     * it is joined before the producer goes (an adopted rollback emits through it) */
+    *stop = 1;
+    dq_runlease_scanner_stop(scanner);
     dq_info("stopping: %llu rollbacks succeeded, %llu failed; %llu notifications sent, %llu failed",
-            (unsigned long long)rb.n_succeeded, (unsigned long long)rb.n_failed,
-            (unsigned long long)rb.n_notified, (unsigned long long)rb.n_notify_failed);
+            (unsigned long long)(rb.n_succeeded + orphans.n_succeeded),
+            (unsigned long long)(rb.n_failed + orphans.n_failed),
+            (unsigned long long)(rb.n_notified + orphans.n_notified),
+            (unsigned long long)(rb.n_notify_failed + orphans.n_notify_failed));
 out:
     dq_consumer_free(consumer);
     dq_producer_free(rb.producer);
     dq_redis_free(rb.redis);
+    dq_rb_running_free(rb.running);
     dq_worker_finish(&w);
     return rc;
 }

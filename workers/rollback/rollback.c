@@ -8,10 +8,13 @@
  * instead of rolling back again), and the terminal record only after the terminal event
  * was delivered (a restart before that re-emits the same event id). Notifications are
  * sent last, each at most once per trigger event and channel as far as Redis can tell.
+ * A rollback is registered as a run (runlease.h) from its lock until its outcome was
+ * delivered, so that another worker resumes it soon after this one died.
  */
 #include "rollback.h"
 
 #include <libfyaml.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +26,7 @@
 #include "log.h"
 #include "notify.h"
 #include "provider.h"
+#include "runlease.h"
 #include "util.h"
 
 #define SEND_TIMEOUT_MS 5000
@@ -34,6 +38,115 @@
 #define VERIFIED_KEEP 50
 #define KEY_LEN 512
 #define RECORD_MAX_BYTES (256 * 1024)
+
+/* ---- requests running in this process (dq_rb_running) ---- */
+
+typedef struct running_id {
+    struct running_id *next;
+    char *id;
+} running_id;
+
+struct dq_rb_running {
+    pthread_mutex_t mu;
+    running_id *head; /* guarded by mu */
+};
+
+dq_rb_running *dq_rb_running_new(void)
+{
+    dq_rb_running *rr = calloc(1, sizeof *rr);
+
+    if (rr)
+        pthread_mutex_init(&rr->mu, NULL);
+    return rr;
+}
+
+void dq_rb_running_free(dq_rb_running *rr)
+{
+    if (!rr)
+        return;
+    while (rr->head) {
+        running_id *e = rr->head;
+        rr->head = e->next;
+        free(e->id);
+        free(e);
+    }
+    pthread_mutex_destroy(&rr->mu);
+    free(rr);
+}
+
+static running_id *running_find(dq_rb_running *rr, const char *id)
+{
+    for (running_id *e = rr->head; e; e = e->next)
+        if (strcmp(e->id, id) == 0)
+            return e;
+    return NULL;
+}
+
+int dq_rb_running_has(dq_rb_running *rr, const char *request_id)
+{
+    int has;
+
+    if (!rr || !request_id)
+        return 0;
+    pthread_mutex_lock(&rr->mu);
+    has = running_find(rr, request_id) != NULL;
+    pthread_mutex_unlock(&rr->mu);
+    return has;
+}
+
+/* 1 entered (the caller runs id now), 0 another thread runs it, -1 out of memory. */
+static int running_enter(dq_rb_running *rr, const char *id)
+{
+    running_id *e;
+    int rc = 1;
+
+    if (!rr)
+        return 1;
+    pthread_mutex_lock(&rr->mu);
+    if (running_find(rr, id)) {
+        rc = 0;
+    } else if ((e = calloc(1, sizeof *e)) != NULL && (e->id = strdup(id)) != NULL) {
+        e->next = rr->head;
+        rr->head = e;
+    } else {
+        free(e);
+        rc = -1;
+    }
+    pthread_mutex_unlock(&rr->mu);
+    return rc;
+}
+
+static void running_leave(dq_rb_running *rr, const char *id)
+{
+    running_id *gone = NULL;
+
+    if (!rr)
+        return;
+    pthread_mutex_lock(&rr->mu);
+    for (running_id **pp = &rr->head; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rr->mu);
+    if (gone) {
+        free(gone->id);
+        free(gone);
+    }
+}
+
+/* The request is done (its outcome delivered, or nothing to do): no scan adopts it any
+ * more. A failure only costs a later adoption that finds it concluded. */
+static void run_unregister(dq_rollbacker *rb, const char *request_id)
+{
+    char err[512];
+
+    if (dq_runlease_unregister(rb->redis, DQ_RUNLEASE_KIND_ROLLBACK, request_id, err, sizeof err) != 0)
+        dq_warn("rollback %s: still registered for adoption (it would only repeat its outcome): %s",
+                request_id, err);
+}
 
 /* ---- emitting ---- */
 
@@ -443,6 +556,8 @@ static int conclude(run *r, dq_event *ev)
 
     if (emit(rb, ev, 0, r->err, sizeof r->err) != 0)
         return -1;
+    /* concluded: unregistered while the lock (if any) is still held, so no scan adopts it */
+    run_unregister(rb, r->req->id);
     json = dq_event_encode(ev);
     rec = cJSON_CreateObject();
     parsed = json ? dq_json_parse(json, strlen(json), RECORD_MAX_BYTES, 32, NULL, r->err, sizeof r->err) : NULL;
@@ -957,6 +1072,18 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_warn("rollback %s: %s; will retry", req->id, err);
         goto out;
     }
+    /* From here, if this process dies, another worker runs the request again once the
+     * lock expired (runlease.h) instead of waiting for Kafka's rebalance. */
+    {
+        char *json = dq_event_encode(req);
+
+        if (!json || dq_runlease_register(rb->redis, DQ_RUNLEASE_KIND_ROLLBACK, req->id, dq_lock_key(r.lock),
+                                          json, lerr, sizeof lerr) != 0)
+            dq_warn("rollback %s: not registered for adoption (a crash is then resumed only after Kafka's "
+                    "rebalance): %s",
+                    req->id, json ? lerr : "out of memory");
+        free(json);
+    }
 
     if (rec) {
         r.to_version = dq_json_str(rec, "to_version");
@@ -997,6 +1124,26 @@ out:
     return result;
 }
 
+dq_handle_result dq_rollback_request(dq_rollbacker *rb, const dq_event *req, char *err, size_t errlen)
+{
+    dq_handle_result res;
+    int entered = running_enter(rb->running, req->id);
+
+    if (entered <= 0) {
+        snprintf(err, errlen, "rollback %s: %s", req->id,
+                 entered == 0 ? "running in another thread of this process" : "out of memory");
+        dq_info("%s; will retry", err);
+        return DQ_RETRY;
+    }
+    res = on_request(rb, req, err, errlen);
+    /* Also ends a run that concluded without an outcome of its own (concluded earlier,
+     * nothing to roll back); after conclude() it is a no-op. */
+    if (res == DQ_HANDLED)
+        run_unregister(rb, req->id);
+    running_leave(rb->running, req->id);
+    return res;
+}
+
 dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, size_t errlen)
 {
     dq_rollbacker *rb = ctx;
@@ -1012,7 +1159,7 @@ dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, s
         return DQ_HANDLED;
     }
     if (strcmp(ev->type, DQ_EV_ROLLBACK_REQUESTED) == 0) {
-        res = on_request(rb, ev, err, errlen);
+        res = dq_rollback_request(rb, ev, err, errlen);
     } else if (ev->service && ev->environment) {
         if (track(rb, ev, err, errlen) != 0) {
             dq_warn("%s %s: %s; will retry", ev->type, ev->id, err);

@@ -28,6 +28,13 @@
  * rollback.failed, each with the lock's fence and an id derived from the request's id.
  * Notifications go out after those events (notify.h); their delivery is reported as
  * notification.sent / failed.
+ *
+ * A rollback that holds its lock is registered as a run (runlease.h, kind "rollback", id
+ * the request's event id) until its outcome was delivered, so that when its worker dies
+ * another worker's orphan scanner runs the request again (dq_rollback_request) once the
+ * lock expired, instead of waiting for Kafka to redeliver it; the record above makes that
+ * resume, never roll back twice. Within one process the consumer thread and the scanner
+ * thread never run the same request at once (dq_rb_running).
  */
 #ifndef DQ_ROLLBACK_H
 #define DQ_ROLLBACK_H
@@ -40,13 +47,25 @@
 #include "kafka.h"
 #include "redis.h"
 
+/* The requests running in this process, shared by the threads that run them. */
+typedef struct dq_rb_running dq_rb_running;
+
+/* NULL when out of memory. free: NULL is a no-op; no thread may use it any more. */
+dq_rb_running *dq_rb_running_new(void);
+void dq_rb_running_free(dq_rb_running *rr);
+/* 1 when a thread of this process runs request_id now, else 0. Any thread. */
+int dq_rb_running_has(dq_rb_running *rr, const char *request_id);
+
+/* One per thread that handles events: the producer and the running set may be shared,
+ * the Redis connection and the counters not. */
 typedef struct dq_rollbacker {
     const dq_config *cfg;    /* borrowed */
-    dq_producer *producer;   /* borrowed: events go to cfg->topic_events */
-    dq_redis *redis;         /* borrowed: state and records */
+    dq_producer *producer;   /* borrowed: events go to cfg->topic_events (thread-safe) */
+    dq_redis *redis;         /* borrowed: state and records; this thread's own */
     dq_exec_settings settings; /* lock_ttl, lock_wait */
     char actor[256];
     volatile sig_atomic_t *stop;
+    dq_rb_running *running;  /* borrowed, shared by the process's rollbackers; NULL: none */
     uint64_t n_succeeded, n_failed, n_notified, n_notify_failed;
 } dq_rollbacker;
 
@@ -55,5 +74,10 @@ typedef struct dq_rollbacker {
  * lock is not available (the partition waits, in order), DQ_POISON for a
  * rollback.requested that names no target. */
 dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
+
+/* Run one rollback.requested, as the handler does: what the orphan scanner calls for a
+ * request it adopted. Results as for dq_rollback_handle; DQ_RETRY also when another
+ * thread of this process runs the same request now. Unregisters the run once it is done. */
+dq_handle_result dq_rollback_request(dq_rollbacker *rb, const dq_event *req, char *err, size_t errlen);
 
 #endif
