@@ -5,7 +5,7 @@
  * checks the request as the validator would (schema, an operator key that is known, not
  * retired and really held, the signature, the target in the configuration), takes the
  * target's Redis lock when Redis answers (and says loudly when it cannot), runs the same
- * provider chain as the executor (common/execute.c) from this machine, polls to a
+ * provider chain as the executor (common/domain/execute.c) from this machine, polls to a
  * terminal state, and appends every event it would have emitted to a local spool file
  * (JSON lines, mode 0600), each marked data.direct = true. `spool flush` later publishes
  * the spooled events to deployq.events in order. The events' ids are deterministic, and

@@ -2,9 +2,9 @@
  * registry_cli.c - the verbs that read the registry: `deployq status`, `history`,
  * `replay`, `verify` and `report`.
  *
- * They read the registry files directly (common/reglog.h: no lock, so they work while the
+ * They read the registry files directly (common/domain/reglog.h: no lock, so they work while the
  * registry runs; a commit in progress is not yet durable and is quietly left out) and fold
- * the events with common/fold.h, so the figures are exactly the live registry's.
+ * the events with common/domain/fold.h, so the figures are exactly the live registry's.
  * Every verb reads its records through a reg_source: today the files; a --url mode that
  * pages through the registry's HTTP API only has to provide another source_open_*().
  */
@@ -664,7 +664,7 @@ static const char report_usage[] =
     "Delivery figures from the registry: deployment success rate, time to restore (MTTR,\n"
     "first failing probe -> rollback succeeded; median and p90), deployment frequency, lead\n"
     "time (commit -> deployed), change-failure rate, share of bad changes stopped before\n"
-    "production, time to deploy. common/report.h defines each figure exactly.\n"
+    "production, time to deploy. common/domain/report.h defines each figure exactly.\n"
     "\n"
     "      --since T         deployments that began at or after T (RFC 3339, or \"7d\": that\n"
     "                        long ago)\n"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/fuzz/build.sh - build the libFuzzer harnesses with clang, ASan and UBSan, straight
-# from the sources (common/*.c and workers/validator/*.c but main.c) into tests/fuzz/out/.
+# from the sources (common/*/*.c and workers/validator/*.c but main.c) into tests/fuzz/out/.
 #
 # Separate from the meson build on purpose: the project builds with gcc, libFuzzer needs
 # clang, and nothing here touches build/ or build-asan/. Objects are rebuilt only when a
@@ -37,16 +37,18 @@ cflags=(-std=gnu11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE
     -fsanitize=address,undefined -fno-sanitize-recover=undefined
     "-DDQ_SCHEMAS_SOURCE=\"$root/schemas\"" "-DDQ_SCHEMAS_INSTALLED=\"/nonexistent\""
     "-DDQ_VERSION=\"fuzz\"" "-DDQ_FUZZ_SCHEMAS=\"$root/schemas\""
-    -I"$root/common" -I"$root/workers/validator")
+    -I"$root/common/base" -I"$root/common/clients" -I"$root/common/providers"
+    -I"$root/common/domain" -I"$root/workers/validator")
 # shellcheck disable=SC2206 # pkg-config output is a list of words
 cflags+=($pkg_cflags)
 
 # The library code is instrumented for coverage but compiled without -Werror: its warnings
 # are the gcc build's business; the harnesses below are held to -Werror.
-newest_header=$(ls -t "$root"/common/*.h "$root"/workers/validator/*.h | head -n1)
+newest_header=$(ls -t "$root"/common/*/*.h "$root"/workers/validator/*.h | head -n1)
 # The validator's own files but main.c (the checks, approvals and the state consumer),
 # exactly as deployq-validator links them.
-sources=("$root"/common/*.c)
+# The layers of common/ (common/meson.build) are one set of objects here.
+sources=("$root"/common/*/*.c)
 for src in "$root"/workers/validator/*.c; do
     [ "$(basename "$src")" = main.c ] || sources+=("$src")
 done

@@ -1,5 +1,5 @@
 /*
- * fuzz_httpapi.c - libFuzzer harness for the registry's HTTP API (common/httpapi.c on
+ * fuzz_httpapi.c - libFuzzer harness for the registry's HTTP API (common/domain/httpapi.c on
  * libmicrohttpd): every input becomes one HTTP request, sent over a loopback TCP socket to
  * a real dq_httpapi server, and the answer is read back and checked.
  *

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An executor SIGKILLed in the middle of a deploy: another executor of the group resumes
 # the SAME provider deployment within lock_ttl + executor.orphan_scan (issue 10, item 5),
-# because it watches the registered runs whose lock expired (common/runlease.h), and
+# because it watches the registered runs whose lock expired (common/domain/runlease.h), and
 # Kafka's later redelivery of the dead executor's message is harmless. Two scenarios:
 #
 # crash (Kafka's session.timeout.ms left at librdkafka's default, 45 s, so a rebalance

@@ -1,5 +1,5 @@
 /*
- * schema_check.c - run deployq's own validator (common/schema.c) over JSON documents.
+ * schema_check.c - run deployq's own validator (common/base/schema.c) over JSON documents.
  *
  * tests/schema/crosscheck.py drives it over the corpus and compares every verdict with
  * Python's jsonschema, so the two validators are held to the same answers. It is also a

@@ -1,5 +1,5 @@
 /*
- * test_bluegreen.c - blue-green (common/bluegreen.c): the configuration and its errors,
+ * test_bluegreen.c - blue-green (common/domain/bluegreen.c): the configuration and its errors,
  * which color a deployment goes to (remembered per deployment, in a redis-server of the
  * test's own), the idle color's probe (against tests/fakes/health.py) and the router
  * call as a command (placeholders, environment, exit status, time limit).

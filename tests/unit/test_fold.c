@@ -1,5 +1,5 @@
 /*
- * test_fold.c - the state fold (common/fold.c): a deploy's life folded into its target,
+ * test_fold.c - the state fold (common/domain/fold.c): a deploy's life folded into its target,
  * fencing (stale events flagged, never applied), rollbacks with evidence, timelines, and a
  * state hash that depends only on each partition's order.
  */

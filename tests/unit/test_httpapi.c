@@ -1,5 +1,5 @@
 /*
- * test_httpapi.c - the registry's HTTP API (common/httpapi.c) served on a free port of
+ * test_httpapi.c - the registry's HTTP API (common/domain/httpapi.c) served on a free port of
  * 127.0.0.1 over a real state fold and a real registry directory: every endpoint's
  * answer, the bearer token, read-only methods, paging with cursors, the SSE stream
  * (live events, resume, the reset after falling behind the ring), the metrics the worker

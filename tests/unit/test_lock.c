@@ -1,5 +1,5 @@
 /*
- * test_lock.c - the fenced Redis lease (common/lock.c) against a real redis-server of
+ * test_lock.c - the fenced Redis lease (common/clients/lock.c) against a real redis-server of
  * the test's own: exclusion, a fence that only grows, renewal that keeps the lease,
  * compare-and-delete that never deletes another holder's lease, and lease loss when the
  * key is taken over or Redis goes away.

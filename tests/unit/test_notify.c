@@ -1,5 +1,5 @@
 /*
- * test_notify.c - notifications (common/notify.c): the settings of a target (environment
+ * test_notify.c - notifications (workers/rollback/notify.c): the settings of a target (environment
  * `notify`, else top-level `notifications`, and their errors), the message text, delivery
  * to the Slack double (tests/fakes/slack.py) with retries, and the notification.* event
  * that reports it, never carrying the webhook URL.

@@ -1,5 +1,5 @@
 /*
- * test_proc.c - the child-process runner (common/proc.c): argv arrives verbatim (no shell),
+ * test_proc.c - the child-process runner (common/clients/proc.c): argv arrives verbatim (no shell),
  * the child's environment is exactly the array given and the parent's is left alone,
  * stdin is /dev/null and no descriptor of ours leaks, output is capped (tail, or head with
  * a stop), a timeout or keep_going stops the whole process group (SIGTERM, then SIGKILL

@@ -1,5 +1,5 @@
 /*
- * test_report.c - the report figures (common/report.c) on a scripted ten-day history whose
+ * test_report.c - the report figures (common/domain/report.c) on a scripted ten-day history whose
  * every figure was worked out by hand (see the comments), with filters, percentiles and the
  * JSON/CSV renderings.
  */

@@ -1,5 +1,5 @@
 /*
- * test_runlease.c - the registry of runs and the orphan scan (common/runlease.c) against a
+ * test_runlease.c - the registry of runs and the orphan scan (common/domain/runlease.c) against a
  * real redis-server of the test's own: a run is adopted only once its lock key is gone
  * (released, or expired as after a crash), by one claimant at a time, never when the
  * caller says it runs it, never after it was unregistered; expired registrations are

@@ -1,5 +1,5 @@
 /*
- * test_schema.c - unit tests of common/schema.c, the JSON Schema validator.
+ * test_schema.c - unit tests of common/base/schema.c, the JSON Schema validator.
  *
  * Keyword by keyword, each case asserts the exact error text a user (or a deploy.rejected
  * event) will see. Then the real schemas/ directory (DEPLOYQ_SCHEMAS) is loaded and a good

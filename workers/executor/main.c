@@ -1,6 +1,6 @@
 /*
  * main.c - deployq-executor: consumes deploy.validated from deployq.events, takes the
- * target's fenced lock, runs the target's provider chain (common/execute.c) and emits
+ * target's fenced lock, runs the target's provider chain (common/domain/execute.c) and emits
  * deploy.started / provider.failed / deploy.succeeded / deploy.failed.
  *
  * The consumer loop never runs a deploy itself: it hands each deploy.validated to the

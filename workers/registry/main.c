@@ -1,7 +1,7 @@
 /*
  * main.c - deployq-registry: keeps every event of deployq.events in the append-only,
- * hash-chained log of common/reglog.h (docs/registry-format.md), one writer per partition,
- * and folds each stored event into the live state (common/fold.h).
+ * hash-chained log of common/domain/reglog.h (docs/registry-format.md), one writer per partition,
+ * and folds each stored event into the live state (common/domain/fold.h).
  *
  * Why its own consumer loop instead of dq_consumer: the resume point must come from the
  * log, not from Kafka. On assignment each partition's log is opened (recovering a torn
@@ -88,7 +88,7 @@ typedef struct {
     pthread_mutex_t fold_lock;
     dq_fold *fold;
     int64_t *folded_upto; /* per partition: last Kafka offset folded, -1 none */
-    /* HTTP API (common/httpapi.h): NULL when registry.http.listen is off. Events are staged
+    /* HTTP API (common/domain/httpapi.h): NULL when registry.http.listen is off. Events are staged
      * as they are appended and published once their group commit is durable. */
     dq_httpapi *api;
     int64_t lag_mono; /* when consumer lag was last reported */
@@ -178,7 +178,7 @@ static int fold_catch_up(registry *r, const rd_kafka_topic_partition_list_t *par
     return 0;
 }
 
-/* ---- HTTP API (common/httpapi.h) ---------------------------------------------------- */
+/* ---- HTTP API (common/domain/httpapi.h) ---------------------------------------------------- */
 
 static double mono_seconds(void)
 {

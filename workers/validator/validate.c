@@ -221,7 +221,7 @@ static void gate_report(void *ctx, const char *code, const char *message)
     dq_verdict_add(ctx, code, "%s", message);
 }
 
-/* The gates of common/gates.h for a request that is signed, on time and aimed at a
+/* The gates of common/domain/gates.h for a request that is signed, on time and aimed at a
  * configured target. -1 when Redis cannot be asked (retry), else 0 with reasons added. */
 static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms)
 {

@@ -10,7 +10,7 @@
  * only by a request whose signature and time are good, so a forger cannot burn nonces.
  *
  * Then, for a request whose signature and time are good and whose target is configured,
- * the gates of common/gates.h: a freeze window (passed with override_freeze, whose reason
+ * the gates of common/domain/gates.h: a freeze window (passed with override_freeze, whose reason
  * is recorded), promotion (the version must be verified, or succeeded, in the `requires`
  * environment: a key the state consumer (state.c) records from deployq.events), and
  * configuration drift (required variables at the provider, variables of the `requires`
