@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test.sh TIER: run deployq's tests in one of three tiers. Every tier ends with the names
+# test.sh TIER: run deployq's tests in one of four tiers. Every tier ends with the names
 # of the tests that failed (if any) and one line of totals: "N passed, N failed, N skipped".
 #
 #   quick  build/, the unit tests and a handful of smoke integration tests (meson suite
@@ -11,10 +11,13 @@
 #          then
 #            1. unit + schema + integration tests against the embedded broker   (build/)
 #            2. the integration tests again against a real Apache Kafka 4.x      (build/)
-#            2b. and once more against a real Kafka 3.9.1 over SASL_SSL/SCRAM   (build/)
+#            2b. the suite 'secure' (every worker's main path, each kind of Kafka
+#                client) once more against a real Kafka 3.9.1 over SASL_SSL/SCRAM (build/)
 #            3. the whole suite once more under ASan/UBSan, embedded broker     (build-asan/)
 #            4. every libFuzzer harness for 20 s                       (tests/fuzz/)
 #            5. two seeded fault-injection runs and the 10,000-request flood (tests/chaos/)
+#   extended  full, with every integration test in run 2b (not only suite 'secure'): about
+#          ten minutes more, which CI's budget does not have; run it before a release.
 #
 # Options (environment): DEPLOYQ_SKIP_INSTALL=1 skips the package step (quick and pr never
 # install), DEPLOYQ_SKIP_REAL_KAFKA=1 skips runs 2 and 2b, DEPLOYQ_SKIP_SECURE_KAFKA=1
@@ -27,17 +30,17 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
 }
 tier=${1:-}
 case "$tier" in
-quick | pr | full) ;;
+quick | pr | full | extended) ;;
 -h | --help) usage; exit 0 ;;
 *) usage >&2; exit 2 ;;
 esac
 
 jobs=${DEPLOYQ_TEST_JOBS:-3}
-passed=0 failed=0 skipped=0 runs_failed=0
+passed=0 failed=0 skipped=0 runs_failed=0 secure_suite=
 failures=() # "test (run)" of every failed test, printed before the totals
 t_start=$SECONDS
 say() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
@@ -105,7 +108,12 @@ finish() {
     exit $?
 }
 
-if [ "$tier" = full ] && [ -z "${DEPLOYQ_SKIP_INSTALL:-}" ]; then
+if [ "$tier" = full ] || [ "$tier" = extended ]; then
+    secure_suite=secure
+    [ "$tier" = extended ] && secure_suite=integration
+fi
+
+if [ "$secure_suite" ] && [ -z "${DEPLOYQ_SKIP_INSTALL:-}" ]; then
     say "installing dependencies"
     if ! scripts/install-deps.sh --with-java; then
         step_failed "dependency installation (scripts/install-deps.sh --with-java)"
@@ -130,7 +138,7 @@ pr)
     ;;
 esac
 
-# ---- full ----
+# ---- full, extended ----
 run_suite "unit and integration, embedded broker" build
 
 if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ]; then
@@ -145,7 +153,8 @@ if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ]; then
     rm -rf "$kdir"
 fi
 
-# The same integration tests once more over authenticated, encrypted transport: a Kafka
+# Integration tests once more over authenticated, encrypted transport (suite 'secure' in
+# full, all of them in extended: tests/integration/meson.build says which): a Kafka
 # 3.9.1 whose only listener is SASL_SSL with SCRAM-SHA-512 (certificates made by
 # kafka.sh), every process logging in as its super user (tests/integration/helpers.sh,
 # DEPLOYQ_TEST_KAFKA_DIR). Kafka 3.9 because Debian 12's librdkafka cannot do SCRAM with
@@ -155,7 +164,7 @@ if [ -z "${DEPLOYQ_SKIP_REAL_KAFKA:-}" ] && [ -z "${DEPLOYQ_SKIP_SECURE_KAFKA:-}
     sdir=$(mktemp -d /tmp/dq-kafka-scram.XXXXXX)
     if brokers=$(KAFKA_VERSION=3.9.1 start_kafka "$sdir" --secure); then
         DEPLOYQ_TEST_BROKERS=$brokers DEPLOYQ_TEST_KAFKA_DIR=$sdir \
-            run_suite "integration, real Apache Kafka 3.9.1 over SASL_SSL/SCRAM-SHA-512 ($brokers)" build --suite integration --no-suite local
+            run_suite "suite $secure_suite, real Apache Kafka 3.9.1 over SASL_SSL/SCRAM-SHA-512 ($brokers)" build --suite "$secure_suite" --no-suite local
         KAFKA_VERSION=3.9.1 scripts/kafka.sh stop --dir "$sdir" || true
     else
         step_failed "the secure Kafka 3.9.1 did not start (scripts/kafka.sh start --secure)"

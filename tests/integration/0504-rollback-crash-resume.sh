@@ -17,7 +17,10 @@
 
 LOCK_TTL_MS=3000
 SCAN_MS=1000  # executor.orphan_scan's default: not set below
-SLACK_MS=4000 # one provider poll (250 ms), Redis and Kafka round trips, a busy machine
+# One provider poll (250 ms), Redis and Kafka round trips, and a machine busy with the
+# tests beside this one (it runs in parallel): the bound, 12 s, still rules out the 45 s
+# rebalance this test exists to prove is not needed.
+SLACK_MS=8000
 
 start_redis
 start_broker
