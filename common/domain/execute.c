@@ -17,10 +17,10 @@
 
 #include "json.h"
 #include "log.h"
+#include "runrecord.h"
 #include "util.h"
 
-#define RECORD_WRITE_TRIES 3
-#define RECORD_RETRY_MS 1000 /* while polling, how often an unwritten record is tried again */
+#define RECORD_WRITE_TRIES 3 /* losing a started record would let a restart deploy twice */
 
 /* ---- memory of accepted provider deployments (execute.h, dq_exec_memo_*) ---- */
 
@@ -299,13 +299,11 @@ typedef struct run {
     const dq_provider_request *req;
     dq_provider *const *providers;
     size_t n;
-    char record_key[128];
+    dq_runrecord *record; /* deployq:exec:<deployment_id> (runrecord.h) */
     int sink_failed;
     char sink_err[512];
     int attempt;         /* 1-based position in the chain of the provider being tried */
     int64_t started_at;  /* wall ms when the provider accepted */
-    char *unrecorded;    /* the started record Redis did not take yet (tried again while polling) */
-    int64_t next_retry;  /* wall ms of the next try of unrecorded */
     char unknown_key[256];      /* deployq:unknown:<service>:<environment> */
     cJSON *prev_unknown;        /* that marker left by an earlier deploy of the target, or NULL */
 } run;
@@ -360,8 +358,6 @@ static int emit(run *r, dq_event *ev)
     return rc;
 }
 
-static int record_write(run *r, const char *json, int tries);
-
 static int run_continue(void *ctx)
 {
     run *r = ctx;
@@ -370,15 +366,7 @@ static int run_continue(void *ctx)
         return 0;
     /* Redis was down when the provider accepted: record as soon as it is back, so that
      * another process taking the target over resumes instead of deploying again. */
-    if (r->unrecorded && dq_now_ms() >= r->next_retry) {
-        if (record_write(r, r->unrecorded, 1) == 0) {
-            dq_info("deploy %s: provider deployment recorded now (%s)", r->req->deployment_id, r->record_key);
-            free(r->unrecorded);
-            r->unrecorded = NULL;
-        } else {
-            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
-        }
-    }
+    dq_runrecord_poll(r->record);
     return r->x->should_continue == NULL || r->x->should_continue(r->x->ctx);
 }
 
@@ -402,36 +390,6 @@ static void emit_started(run *r, const char *provider, const char *provider_type
     emit(r, ev);
 }
 
-/* SET the record; a few tries, because losing it would let a restart deploy twice. */
-static int record_write(run *r, const char *json, int tries)
-{
-    char ttl[32];
-
-    if (!r->x->redis)
-        return 0;
-    snprintf(ttl, sizeof ttl, "%d", DQ_EXEC_RECORD_TTL_S);
-    for (int i = 0; i < tries; i++) {
-        const char *argv[] = {"SET", r->record_key, json, "EX", ttl};
-        size_t argvlen[5];
-        redisReply *rep;
-
-        for (int k = 0; k < 5; k++)
-            argvlen[k] = strlen(argv[k]);
-        rep = dq_redis_commandv(r->x->redis, 5, argv, argvlen);
-        if (rep && rep->type == REDIS_REPLY_STATUS) {
-            freeReplyObject(rep);
-            return 0;
-        }
-        if (rep)
-            freeReplyObject(rep);
-        if (i + 1 < tries)
-            dq_sleep_ms(200);
-    }
-    dq_error("deploy %s: cannot write %s to redis %s: %s", r->req->deployment_id, r->record_key,
-             dq_redis_where(r->x->redis), dq_redis_errstr(r->x->redis));
-    return -1;
-}
-
 static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
 {
     run *r = ctx;
@@ -453,19 +411,14 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
     cJSON_Delete(o);
     /* Kept in memory first: whatever Redis does, a later run in this process (after the
      * lease was lost and the lock taken again) resumes this provider deployment. */
-    if (!json || dq_exec_memo_put(r->record_key, json) != 0)
+    if (!json || dq_exec_memo_put(dq_runrecord_key(r->record), json) != 0)
         dq_error("deploy %s: %s %s started but not remembered (out of memory)", r->req->deployment_id,
                  dq_provider_name(p), provider_id);
     /* Recorded before anything else, polling included: from here a restart resumes. */
-    if (!json || record_write(r, json, RECORD_WRITE_TRIES) != 0) {
+    if (dq_runrecord_write(r->record, json) != 0)
         dq_error("deploy %s: %s %s started but NOT recorded yet: retrying while polling; a crash of "
                  "this process before that could deploy twice",
                  r->req->deployment_id, dq_provider_name(p), provider_id);
-        free(r->unrecorded);
-        r->unrecorded = json;
-        r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
-        json = NULL;
-    }
     free(json);
     emit_started(r, dq_provider_name(p), dq_provider_type(p), provider_id, r->attempt);
 }
@@ -487,14 +440,10 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
         char json[128];
         snprintf(json, sizeof json, "{\"resume_from\":%d,\"fence\":%lld}", attempt + 1, (long long)r->x->fence);
         r->started_at = 0;
-        if (dq_exec_memo_put(r->record_key, json) != 0 || record_write(r, json, RECORD_WRITE_TRIES) != 0) {
-            free(r->unrecorded);
-            r->unrecorded = strdup(json);
-            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
-        } else {
-            free(r->unrecorded); /* an older started record must not overwrite this one */
-            r->unrecorded = NULL;
-        }
+        /* Written or kept pending: either way the older started record is dropped, so it
+         * never overwrites this one (runrecord.h). */
+        dq_exec_memo_put(dq_runrecord_key(r->record), json);
+        dq_runrecord_write(r->record, json);
     }
     snprintf(name, sizeof name, "%s/%s/%d", DQ_EV_PROVIDER_FAILED, dq_provider_name(p), attempt);
     ev = run_event(r, DQ_EV_PROVIDER_FAILED, name);
@@ -678,35 +627,22 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     cJSON_Delete(rec);
     /* A lost terminal record costs a re-poll on redelivery, never a wrong outcome; the
      * memory of the started deployment goes only once Redis has the outcome. */
-    if (rec_json && record_write(r, rec_json, RECORD_WRITE_TRIES) == 0)
-        dq_exec_memo_drop(r->record_key);
+    if (dq_runrecord_write(r->record, rec_json) == 0)
+        dq_exec_memo_drop(dq_runrecord_key(r->record));
     free(rec_json);
     free(json);
     unknown_note(r, effect);
     return DQ_EXEC_DONE;
 }
 
-/* Read deployq:exec:<id>. 0 with *rec (NULL when absent); -1 when Redis failed. */
-static int record_read(run *r, cJSON **rec, char *err, size_t errlen)
-{
-    char *text = NULL;
-    char why[256];
-
-    *rec = NULL;
-    if (!r->x->redis)
-        return 0;
-    if (dq_redis_get(r->x->redis, r->record_key, &text) != 0) {
-        snprintf(err, errlen, "redis %s: %s", dq_redis_where(r->x->redis), dq_redis_errstr(r->x->redis));
-        return -1;
-    }
-    if (!text)
-        return 0;
-    *rec = dq_json_parse(text, strlen(text), 1 << 20, 16, NULL, why, sizeof why);
-    if (!*rec)
-        dq_warn("deploy %s: ignoring unreadable %s: %s", r->req->deployment_id, r->record_key, why);
-    free(text);
-    return 0;
-}
+static const dq_runrecord_opts record_opts = {
+    .prefix = DQ_RUNRECORD_KEY_EXEC,
+    .noun = "deploy",
+    .ttl_s = DQ_EXEC_RECORD_TTL_S,
+    .tries = RECORD_WRITE_TRIES,
+    .max_bytes = 1 << 20,
+    .max_depth = 16,
+};
 
 dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, dq_exec_outcome *out,
                           char *err, size_t errlen)
@@ -729,27 +665,31 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     req.fence = x->fence;
     r.x = x;
     r.req = &req;
-    snprintf(r.record_key, sizeof r.record_key, "deployq:exec:%s", req.deployment_id);
     snprintf(r.unknown_key, sizeof r.unknown_key, "deployq:unknown:%s:%s", req.service ? req.service : "",
              req.environment ? req.environment : "");
 
-    if (record_read(&r, &rec, err, errlen) != 0)
+    r.record = dq_runrecord_new(x->redis, &record_opts, req.deployment_id);
+    if (!r.record) {
+        snprintf(err, errlen, "out of memory");
         return DQ_EXEC_ERROR;
+    }
+    if (dq_runrecord_read(r.record, &rec) != 0) {
+        snprintf(err, errlen, "%s", dq_runrecord_errstr(r.record));
+        dq_runrecord_free(r.record);
+        return DQ_EXEC_ERROR;
+    }
     if (!rec) {
         /* Redis has no record, but this process may have seen a provider accept the deploy
-         * while Redis was down: resume that deployment, and record it now. */
-        char *mem = dq_exec_memo_get(r.record_key);
+         * while Redis was down: resume that deployment, and record it now (or, when Redis
+         * still refuses, while polling). */
+        char *mem = dq_exec_memo_get(dq_runrecord_key(r.record));
 
         if (mem) {
-            rec = dq_json_parse(mem, strlen(mem), 1 << 20, 16, NULL, why, sizeof why);
+            rec = dq_runrecord_parse(r.record, mem);
             if (rec) {
                 dq_warn("deploy %s: not recorded in redis but started by this process: recording it now",
                         req.deployment_id);
-                if (record_write(&r, mem, RECORD_WRITE_TRIES) != 0) {
-                    r.unrecorded = mem;
-                    r.next_retry = dq_now_ms() + RECORD_RETRY_MS;
-                    mem = NULL;
-                }
+                dq_runrecord_write(r.record, mem);
             }
             free(mem);
         }
@@ -761,7 +701,8 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
         dq_event *ev = dq_event_decode(terminal, strlen(terminal), why, sizeof why);
         if (ev) {
             cJSON_Delete(rec);
-            dq_exec_memo_drop(r.record_key); /* Redis has the outcome */
+            dq_exec_memo_drop(dq_runrecord_key(r.record)); /* Redis has the outcome */
+            dq_runrecord_free(r.record);
             if (out)
                 out->resumed = 1;
             fill_outcome(out, ev);
@@ -778,10 +719,11 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                        : dq_exec_chain_load(x->cfg, req.service, req.environment, &providers, &n, why,
                                             sizeof why)) != 0) {
         cJSON_Delete(rec);
-        free(r.unrecorded);
-        r.unrecorded = NULL;
         dq_error("deploy %s: %s", req.deployment_id, why);
-        return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+        /* the terminal record replaces whatever was pending (runrecord.h) */
+        st = conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+        dq_runrecord_free(r.record);
+        return st;
     }
     r.providers = providers;
     r.n = n;
@@ -826,11 +768,11 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                          pname, pid);
                 cJSON_Delete(rec);
                 dq_exec_chain_free(providers, n);
-                free(r.unrecorded);
-                r.unrecorded = NULL;
                 cJSON_Delete(r.prev_unknown);
                 r.prev_unknown = NULL;
-                return conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+                st = conclude(&r, terminal_event(&r, NULL, "internal", why), out, err, errlen);
+                dq_runrecord_free(r.record);
+                return st;
             }
             dq_info("deploy %s: resuming %s %s (started %lld ms ago); no new deploy", req.deployment_id,
                     pname, pid, (long long)elapsed);
@@ -891,7 +833,7 @@ outcome:
     }
     dq_chain_result_clear(&res);
     dq_exec_chain_free(providers, n);
-    free(r.unrecorded);
+    dq_runrecord_free(r.record);
     cJSON_Delete(r.prev_unknown);
     return st;
 }

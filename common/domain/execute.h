@@ -22,7 +22,9 @@
  * provider that had accepted turns out to have run nothing (provider.h, NOT_STARTED) the
  * chain fails over and the record becomes {"resume_from": <next attempt>, "fence"} until
  * the next provider's start replaces it: a restart carries on from there, never polling or
- * adopting the failed-over provider's deployment again.
+ * adopting the failed-over provider's deployment again. The record is read and written
+ * through runrecord.h: a write Redis refuses is kept and written while the run polls, and
+ * a newer record always wins over one still waiting.
  *
  * Unknown outcomes: a deploy.failed whose cancel was not confirmed (or not attempted:
  * cancel_on_timeout false) carries data.cancel and data.outcome = "unknown": the deploy

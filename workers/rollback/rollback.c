@@ -27,6 +27,7 @@
 #include "notify.h"
 #include "provider.h"
 #include "runlease.h"
+#include "runrecord.h"
 #include "util.h"
 
 #define SEND_TIMEOUT_MS 5000
@@ -34,7 +35,6 @@
 #define RETRY_MAX_MS 5000
 #define NOTIFY_EVENT_TRIES 3
 #define RECORD_TTL_S (7 * 24 * 3600)
-#define RECORD_RETRY_MS 1000 /* while polling, how often an unwritten record is tried again */
 #define VERIFIED_KEEP 50
 #define KEY_LEN 512
 #define RECORD_MAX_BYTES (256 * 1024)
@@ -411,19 +411,25 @@ static void notify(dq_rollbacker *rb, const dq_event *trigger, const char *note,
 
 /* ---- one rollback ---- */
 
+static const dq_runrecord_opts record_opts = {
+    .prefix = DQ_RUNRECORD_KEY_ROLLBACK,
+    .noun = "rollback",
+    .ttl_s = RECORD_TTL_S,
+    .tries = 1,
+    .max_bytes = RECORD_MAX_BYTES,
+    .max_depth = 32,
+};
+
 typedef struct run {
     dq_rollbacker *rb;
     const dq_event *req;
     dq_lock *lock;
-    char record_key[KEY_LEN];
+    dq_runrecord *record; /* deployq:rb:req:<request id> (runrecord.h) */
     char rollback_id[DQ_UUID_LEN + 1]; /* the provider's deployment_id for this rollback */
     const char *from_version;
     const char *to_version;
     const char *method;
     int64_t started_at_ms;
-    int record_failed;
-    char *unrecorded;   /* the started record Redis did not take yet (tried again while polling) */
-    int64_t next_retry; /* wall ms of the next try of unrecorded */
     dq_event *terminal; /* the delivered outcome, notified once the lock is released */
     char err[512];
 } run;
@@ -434,18 +440,7 @@ static int run_continue(void *ctx)
 
     /* Redis was down when the provider accepted: record as soon as it is back, so that
      * another process taking the target over resumes instead of redeploying. */
-    if (r->unrecorded && dq_now_ms() >= r->next_retry) {
-        if (reply_ok(r->rb, dq_redis_command(r->rb->redis, "SET %s %s EX %d", r->record_key, r->unrecorded,
-                                             RECORD_TTL_S),
-                     r->err, sizeof r->err) == 0) {
-            dq_info("rollback %s: provider deployment recorded now", r->req->id);
-            free(r->unrecorded);
-            r->unrecorded = NULL;
-            r->record_failed = 0;
-        } else {
-            r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
-        }
-    }
+    dq_runrecord_poll(r->record);
     return !*r->rb->stop && !dq_lock_lost(r->lock);
 }
 
@@ -473,17 +468,14 @@ static int write_started(run *r, const char *provider, const char *provider_id)
      * process (after the lease was lost and the lock taken again) resumes this provider
      * deployment instead of redeploying. */
     json = dq_json_print(o);
-    if (!json || dq_exec_memo_put(r->record_key, json) != 0)
+    cJSON_Delete(o);
+    if (!json || dq_exec_memo_put(dq_runrecord_key(r->record), json) != 0)
         dq_error("rollback %s: provider deployment %s not remembered (out of memory)", r->req->id,
                  provider_id ? provider_id : "-");
-    rc = set_json(r->rb, r->record_key, o, RECORD_TTL_S, r->err, sizeof r->err);
-    cJSON_Delete(o);
-    if (rc != 0 && json) {
-        free(r->unrecorded);
-        r->unrecorded = json;
-        r->next_retry = dq_now_ms() + RECORD_RETRY_MS;
-        json = NULL;
-    }
+    /* Refused: kept and written while polling (runrecord.h). */
+    rc = dq_runrecord_write(r->record, json);
+    if (rc != 0)
+        snprintf(r->err, sizeof r->err, "%s", dq_runrecord_errstr(r->record));
     free(json);
     return rc;
 }
@@ -495,7 +487,6 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
     if (write_started(r, dq_provider_name(p), provider_id) != 0) {
         /* Go on: the rollback runs and this process remembers it (dq_exec_memo); the
          * record is tried again while polling. Only a crash before then would repeat it. */
-        r->record_failed = 1;
         dq_warn("rollback %s: could not record the provider deployment yet: %s", r->req->id, r->err);
     }
 }
@@ -551,7 +542,7 @@ static int conclude(run *r, dq_event *ev)
 {
     dq_rollbacker *rb = r->rb;
     cJSON *rec = NULL;
-    char *json = NULL;
+    char *json = NULL, *rec_json;
     const cJSON *parsed;
 
     if (emit(rb, ev, 0, r->err, sizeof r->err) != 0)
@@ -565,11 +556,14 @@ static int conclude(run *r, dq_event *ev)
         cJSON_AddItemToObject(rec, "terminal", (cJSON *)parsed);
     else
         cJSON_Delete((cJSON *)parsed);
-    if (!rec || set_json(rb, r->record_key, rec, RECORD_TTL_S, r->err, sizeof r->err) != 0)
+    /* the terminal record replaces whatever was pending (runrecord.h) */
+    rec_json = rec ? dq_json_print(rec) : NULL;
+    if (dq_runrecord_write(r->record, rec_json) != 0)
         dq_warn("rollback %s: outcome delivered but not recorded (a redelivery re-emits the same event): %s",
-                r->req->id, r->err);
+                r->req->id, dq_runrecord_errstr(r->record));
     else
-        dq_exec_memo_drop(r->record_key); /* Redis has the outcome: the memory is no longer needed */
+        dq_exec_memo_drop(dq_runrecord_key(r->record)); /* Redis has the outcome: the memory is no longer needed */
+    free(rec_json);
     cJSON_Delete(rec);
     free(json);
     return 0;
@@ -953,32 +947,35 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         snprintf(err, errlen, "rollback.requested %s names no service/environment", req->id);
         return DQ_POISON;
     }
-    snprintf(r.record_key, sizeof r.record_key, "deployq:rb:req:%s", req->id);
+    r.record = dq_runrecord_new(rb->redis, &record_opts, req->id);
+    if (!r.record) {
+        snprintf(err, errlen, "rollback %s: out of memory", req->id);
+        return DQ_RETRY;
+    }
     {
         char name[128];
         snprintf(name, sizeof name, "rollback:%s", req->id);
         dq_uuid_from_name(name, r.rollback_id);
     }
-    if (get_json(rb, r.record_key, &rec, err, errlen) != 0)
+    if (dq_runrecord_read(r.record, &rec) != 0) {
+        snprintf(err, errlen, "%s", dq_runrecord_errstr(r.record));
+        dq_runrecord_free(r.record);
         return DQ_RETRY;
+    }
     if (!rec) {
         /* Redis has no record, but this process may have seen a provider accept this
-         * rollback while Redis was down: resume that deployment, and record it now. */
-        char *mem = dq_exec_memo_get(r.record_key);
+         * rollback while Redis was down: resume that deployment, and record it now (or,
+         * when Redis still refuses, while polling). */
+        char *mem = dq_exec_memo_get(dq_runrecord_key(r.record));
 
-        rec = mem ? dq_json_parse(mem, strlen(mem), RECORD_MAX_BYTES, 32, NULL, lerr, sizeof lerr) : NULL;
+        rec = mem ? dq_runrecord_parse(r.record, mem) : NULL;
         if (rec) {
             dq_warn("rollback %s: not recorded in redis but started by this process: recording it now", req->id);
-            if (reply_ok(rb, dq_redis_command(rb->redis, "SET %s %s EX %d", r.record_key, mem, RECORD_TTL_S),
-                         lerr, sizeof lerr) != 0) {
-                r.unrecorded = mem;
-                r.next_retry = dq_now_ms() + RECORD_RETRY_MS;
-                mem = NULL;
-            }
+            dq_runrecord_write(r.record, mem);
         }
         free(mem);
     } else if (strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
-        dq_exec_memo_drop(r.record_key);
+        dq_exec_memo_drop(dq_runrecord_key(r.record));
     }
     if (rec && strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
         /* Concluded earlier: only the notifications may still be owed. */
@@ -992,7 +989,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
             notify(rb, tev, NULL, 0);
         dq_event_free(tev);
         free(json);
-        free(r.unrecorded);
+        dq_runrecord_free(r.record);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -1020,13 +1017,13 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
             snprintf(err, errlen, "rollback %s: the policy-notify outcome was not delivered: %s", req->id,
                      ev ? r.err : "out of memory");
             dq_event_free(ev);
-            free(r.unrecorded);
+            dq_runrecord_free(r.record);
             cJSON_Delete(rec);
             return DQ_RETRY;
         }
         notify(rb, req, note, 1);
         dq_event_free(ev);
-        free(r.unrecorded);
+        dq_runrecord_free(r.record);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -1047,7 +1044,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_warn("rollback requested for %s/%s after a rollback; not rolling back further",
                 req->service, req->environment);
         notify(rb, req, note, 1);
-        free(r.unrecorded);
+        dq_runrecord_free(r.record);
         cJSON_Delete(rec);
         return DQ_HANDLED;
     }
@@ -1118,7 +1115,7 @@ out:
         dq_event_free(r.terminal);
     }
     free(picked);
-    free(r.unrecorded);
+    dq_runrecord_free(r.record);
     cJSON_Delete(cur);
     cJSON_Delete(rec);
     return result;

@@ -13,7 +13,8 @@
  * and, per rollback request, the idempotency record deployq:rb:req:<request event id>
  * ({"state":"started","provider","provider_id","method","to_version","started_at_ms"},
  * then {"state":"done","terminal":<event>}), so a redelivered request resumes polling the
- * provider deployment it started or only re-reports the outcome, never rolls back twice;
+ * provider deployment it started or only re-reports the outcome, never rolls back twice
+ * (read and written through runrecord.h, as a deploy's record is);
  * and deployq:rb:notified:<event id> once the notifications about an event went out.
  *
  * On rollback.requested it applies the target's policy (`rollback: auto | notify`): with

@@ -1,0 +1,204 @@
+/*
+ * runrecord.c - the run record of runrecord.h: one key per run in Redis, and the record
+ * Redis did not take yet, kept until a poll gets it written.
+ *
+ * Writes go through SET with an argv vector (binary safe: a record holds provider output)
+ * and count only a +OK status: an error reply (OOM, READONLY, NOREPLICAS) is a refusal
+ * like a lost connection.
+ */
+#include "runrecord.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+struct dq_runrecord {
+    dq_redis *redis; /* borrowed; NULL: no records */
+    char *key;
+    char *id;
+    char *noun;
+    long ttl_s;
+    int tries;
+    size_t max_bytes;
+    int max_depth;
+    char *pending;        /* the newest record Redis did not take yet, or NULL */
+    int64_t next_retry;   /* wall ms from which a poll tries pending again */
+    char errstr[512];
+};
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
+}
+
+dq_runrecord *dq_runrecord_new(dq_redis *redis, const dq_runrecord_opts *o, const char *id)
+{
+    dq_runrecord *rr;
+
+    if (!o || !o->prefix || !o->noun || o->ttl_s <= 0 || o->tries < 1)
+        return NULL;
+    if (!id)
+        id = "";
+    rr = calloc(1, sizeof *rr);
+    if (!rr)
+        return NULL;
+    rr->redis = redis;
+    rr->ttl_s = o->ttl_s;
+    rr->tries = o->tries;
+    rr->max_bytes = o->max_bytes;
+    rr->max_depth = o->max_depth;
+    rr->key = concat(o->prefix, id);
+    rr->id = strdup(id);
+    rr->noun = strdup(o->noun);
+    if (!rr->key || !rr->id || !rr->noun)
+        goto err;
+    return rr;
+err:
+    dq_runrecord_free(rr);
+    return NULL;
+}
+
+void dq_runrecord_free(dq_runrecord *rr)
+{
+    if (!rr)
+        return;
+    free(rr->pending);
+    free(rr->key);
+    free(rr->id);
+    free(rr->noun);
+    free(rr);
+}
+
+const char *dq_runrecord_key(const dq_runrecord *rr)
+{
+    return rr->key;
+}
+
+const char *dq_runrecord_errstr(const dq_runrecord *rr)
+{
+    return rr->errstr;
+}
+
+const char *dq_runrecord_pending(const dq_runrecord *rr)
+{
+    return rr->pending;
+}
+
+cJSON *dq_runrecord_parse(dq_runrecord *rr, const char *json)
+{
+    if (!json) {
+        snprintf(rr->errstr, sizeof rr->errstr, "no record");
+        return NULL;
+    }
+    return dq_json_parse(json, strlen(json), rr->max_bytes, rr->max_depth, NULL, rr->errstr,
+                         sizeof rr->errstr);
+}
+
+int dq_runrecord_read(dq_runrecord *rr, cJSON **rec)
+{
+    char *text = NULL;
+
+    *rec = NULL;
+    if (!rr->redis)
+        return 0;
+    if (dq_redis_get(rr->redis, rr->key, &text) != 0) {
+        snprintf(rr->errstr, sizeof rr->errstr, "%s", dq_redis_errstr(rr->redis));
+        return -1;
+    }
+    if (!text)
+        return 0;
+    *rec = dq_runrecord_parse(rr, text);
+    if (!*rec)
+        dq_warn("%s %s: ignoring unreadable %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
+    free(text);
+    return 0;
+}
+
+/* One SET ... EX. 0 on +OK, else -1 with the reason in errstr. */
+static int set_once(dq_runrecord *rr, const char *json)
+{
+    char ttl[32];
+    const char *argv[5];
+    size_t argvlen[5];
+    redisReply *rep;
+    int rc = -1;
+
+    snprintf(ttl, sizeof ttl, "%ld", rr->ttl_s);
+    argv[0] = "SET";
+    argv[1] = rr->key;
+    argv[2] = json;
+    argv[3] = "EX";
+    argv[4] = ttl;
+    for (int k = 0; k < 5; k++)
+        argvlen[k] = strlen(argv[k]);
+    rep = dq_redis_commandv(rr->redis, 5, argv, argvlen);
+    if (!rep) {
+        snprintf(rr->errstr, sizeof rr->errstr, "%s", dq_redis_errstr(rr->redis));
+        return -1;
+    }
+    if (rep->type == REDIS_REPLY_STATUS)
+        rc = 0;
+    else
+        snprintf(rr->errstr, sizeof rr->errstr, "redis %s: SET: %.300s", dq_redis_where(rr->redis),
+                 rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "unexpected reply");
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* Make json (or nothing) the pending record, tried again from RETRY_MS on. */
+static void keep_pending(dq_runrecord *rr, const char *json)
+{
+    free(rr->pending);
+    rr->pending = json ? strdup(json) : NULL;
+    rr->next_retry = dq_now_ms() + DQ_RUNRECORD_RETRY_MS;
+}
+
+int dq_runrecord_write(dq_runrecord *rr, const char *json)
+{
+    if (!rr->redis)
+        return 0;
+    if (!json) {
+        snprintf(rr->errstr, sizeof rr->errstr, "out of memory");
+        keep_pending(rr, NULL); /* the older record must not follow the one that was meant */
+        dq_error("%s %s: cannot write %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
+        return -1;
+    }
+    for (int i = 0; i < rr->tries; i++) {
+        if (set_once(rr, json) == 0) {
+            free(rr->pending); /* older than json: writing it later would undo json */
+            rr->pending = NULL;
+            return 0;
+        }
+        if (i + 1 < rr->tries)
+            dq_sleep_ms(DQ_RUNRECORD_TRY_PAUSE_MS);
+    }
+    dq_error("%s %s: cannot write %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
+    keep_pending(rr, json);
+    return -1;
+}
+
+int dq_runrecord_poll(dq_runrecord *rr)
+{
+    if (!rr->pending || dq_now_ms() < rr->next_retry)
+        return 0;
+    if (set_once(rr, rr->pending) != 0) {
+        dq_error("%s %s: cannot write %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
+        rr->next_retry = dq_now_ms() + DQ_RUNRECORD_RETRY_MS;
+        return -1;
+    }
+    dq_info("%s %s: recorded now (%s)", rr->noun, rr->id, rr->key);
+    free(rr->pending);
+    rr->pending = NULL;
+    return 1;
+}
