@@ -10,7 +10,6 @@ start_broker
 write_config
 start_validator a
 
-produce_raw() { printf '%s' "$1" | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" -k "${2:-raw}" 2>/dev/null; }
 rejected_ids() { events | jq -r 'select(.type == "deploy.rejected") | .id' | sort; }
 
 # expect_raw_rejection NAME CODE PAYLOAD: the one new deploy.rejected after sending PAYLOAD
@@ -47,9 +46,6 @@ expect_rejection() {
     alive "$VALIDATOR_PID_a" || fail "$1: the validator died"
     log "$1 -> $(jq -c '[.data.reasons[] | .code + ": " + .message]' <<<"$ev")"
 }
-
-signed() { "$DEPLOYQ" submit --dry-run --key "${KEY:-$T/ci.key}" --key-id "${KEY_ID:-ci-test}" "$@"; }
-id_of() { jq -r '.request | fromjson | .deployment_id' <<<"$1"; }
 
 expect_raw_rejection "bad JSON" bad_json '{"schema": "deployq.signed/v1", "key_id": '
 expect_raw_rejection "not an object" bad_json '[1, 2, 3]'

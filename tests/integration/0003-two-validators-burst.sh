@@ -21,8 +21,7 @@ log "signing $N requests"
 : >"$T/burst.txt"
 for i in $(seq 1 "$N"); do
     svc=$([ $((i % 2)) -eq 0 ] && echo api || echo demo)
-    msg=$("$DEPLOYQ" submit --dry-run --key "$T/ci.key" --key-id ci-test \
-        --service "$svc" --env staging --version "v$i")
+    msg=$(signed --service "$svc" --env staging --version "v$i")
     printf '%s/staging\t%s\n' "$svc" "$msg" >>"$T/burst.txt"
 done
 jq -Rr 'split("\t")[1] | fromjson | .request | fromjson | .deployment_id' "$T/burst.txt" | sort >"$T/ids.txt"

@@ -25,7 +25,7 @@ id=$(submit --service api --env staging --version v1) || fail "submit failed"
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated with a password-protected Redis"
 id=$(submit --service nosuch --env staging --version v1)
 wait_event "$id" deploy.rejected 30 >/dev/null || fail "no rejection"
-printf 'garbage' | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" 2>/dev/null
+produce_raw garbage
 
 # Make things go wrong: Redis refuses the wrong password, Redis goes away, a bad broker.
 DQ_REDIS_PASSWORD=wrong-password timeout 5 "$VALIDATOR" --config "$CONFIG" >"$T/validator-wrongpw.log" 2>&1 || true

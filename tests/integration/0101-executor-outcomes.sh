@@ -30,15 +30,6 @@ providers:
 start_validator a
 start_executor a
 
-# deploy VERSION -> deployment id, after its terminal event is on the topic
-deploy() {
-    local id
-    id=$(submit --service "${2:-api}" --env staging --version "$1")
-    terminal "$id" 60 >/dev/null || fail "$1: no terminal event"
-    printf '%s\n' "$id"
-}
-deploys_on() { fake_calls "$1" | jq '[.calls[] | select(.method == "POST" and (.path == "/deploy" or (.body.query // "" | test("serviceInstanceDeployV2"))))] | length'; }
-
 log "1. success through the primary"
 fake_script wh '{"mode":"succeed","steps":2}'
 id=$(deploy v1)
@@ -53,7 +44,7 @@ assert_eq "$(jq -r .fence <<<"$ev")" "$fence" "v1 terminal fence"
 assert_eq "$(count_type "$id" provider.failed)" 0 "v1 provider.failed events"
 wh_fence=$(fake_calls wh | jq -r --arg id "$id" '[.calls[] | select(.path == "/deploy" and .body.deployment_id == $id)][0].fence')
 assert_eq "$wh_fence" "$fence" "fence sent to the provider"
-assert_eq "$(deploys_on rw)" 0 "backup deploys after v1"
+assert_eq "$(deploy_calls rw)" 0 "backup deploys after v1"
 
 log "2. failover from a primary answering 402"
 fake_script wh '{"mode":"http_402"}'
@@ -66,7 +57,7 @@ assert_eq "$(jq -r .data.provider <<<"$pf")" primary "v2 failed provider"
 assert_eq "$(jq -r .data.error_class <<<"$pf")" payment_required "v2 error class"
 assert_eq "$(jq -r .data.http_status <<<"$pf")" 402 "v2 http status"
 [ "$(jq -r .fence <<<"$pf")" -gt "$fence" ] || fail "fence did not grow: $(jq -r .fence <<<"$pf") after $fence"
-assert_eq "$(deploys_on rw)" 1 "backup deploys after v2"
+assert_eq "$(deploy_calls rw)" 1 "backup deploys after v2"
 # order on the topic: provider.failed, deploy.started, deploy.succeeded
 order=$(events_for "$id" | jq -r 'select(.type != "deploy.validated") | .type' | paste -sd, -)
 assert_eq "$order" "provider.failed,deploy.started,deploy.succeeded" "v2 event order"
@@ -78,7 +69,7 @@ ev=$(terminal "$id")
 assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "v3 outcome"
 assert_eq "$(jq -r .data.provider <<<"$ev")" backup "v3 provider"
 assert_eq "$(events_for "$id" | jq -r 'select(.type == "provider.failed") | .data.error_class')" timeout "v3 error class"
-assert_eq "$(deploys_on rw)" 2 "backup deploys after v3"
+assert_eq "$(deploy_calls rw)" 2 "backup deploys after v3"
 
 log "4. a real build failure is not failed over"
 fake_script wh '{"mode":"fail_after_building","steps":1}'
@@ -90,7 +81,7 @@ assert_eq "$(jq -r .data.provider <<<"$ev")" primary "v4 provider"
 assert_eq "$(jq -r .data.provider_status <<<"$ev")" failed "v4 provider status"
 assert_eq "$(jq -r .data.log_url <<<"$ev" | grep -c '^https://example.test/deploys/.*/log$')" 1 "v4 log url"
 assert_eq "$(count_type "$id" provider.failed)" 0 "v4 provider.failed events"
-assert_eq "$(deploys_on rw)" 2 "backup deploys after v4 (no failover)"
+assert_eq "$(deploy_calls rw)" 2 "backup deploys after v4 (no failover)"
 
 log "5. stuck in BUILDING -> deploy.failed, reason timeout"
 fake_script rw '{"mode":"in_flight_forever"}'

@@ -26,7 +26,7 @@ start_executor a
 id=$(submit --service api --env staging --version v1)
 started=$(wait_event "$id" deploy.started 60) || fail "deploy never started"
 pid_id=$(jq -r .data.provider_deployment_id <<<"$started")
-wait_for 10 test "$(redis-cli -p "$REDIS_PORT" exists "deployq:exec:$id")" = 1 || fail "no idempotency record"
+wait_for 10 redis_has "deployq:exec:$id" || fail "no idempotency record"
 record=$(redis-cli -p "$REDIS_PORT" get "deployq:exec:$id")
 assert_eq "$(jq -r .provider_id <<<"$record")" "$pid_id" "recorded provider deployment id"
 sleep 1

@@ -44,7 +44,7 @@ assert_eq "$(jq -r .data.direct_reason "$SPOOL" | sort -u)" "kafka outage INC-42
 fence=$(jq -r .fence "$SPOOL" | sort -u)
 [ "$fence" -ge 1 ] || fail "no fence: the lock was not taken"
 assert_eq "$(redis-cli -p "$REDIS_PORT" exists deployq:lock:api:staging)" 0 "lock released"
-assert_eq "$(fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length')" 1 "deploy calls"
+assert_eq "$(deploy_calls wh)" 1 "deploy calls"
 spooled_ids=$(jq -r .id "$SPOOL" | sort)
 schema_check <"$SPOOL" || fail "spooled events do not match the schemas"
 

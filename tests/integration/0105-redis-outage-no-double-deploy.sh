@@ -39,17 +39,13 @@ write_rollback_config "  web:
 # The deploy call takes 1.5 s, then the deploy polls 40 times (8 s): Redis dies inside the
 # call, so the provider accepts while the worker cannot record it.
 fake_script wh '{"mode":"succeed","steps":40,"delay_ms":1500}'
-deploy_calls() { fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length'; }
-has_deploy_call() { [ "$(deploy_calls)" -ge 1 ]; }
-redis_up() { redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; }
+has_deploy_call() { [ "$(deploy_calls wh)" -ge 1 ]; }
 outage() {
     wait_for 60 has_deploy_call || fail "no deploy call"
     log "the provider has the deploy call; Redis goes down for 7 s (lock_ttl is 5 s)"
-    kill -KILL "$REDIS_PID"
+    kill_redis
     sleep 7
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --dir "$T" $REDIS_EXTRA_ARGS >>"$T/redis.log" 2>&1 &
-    PIDS+=("$!")
-    wait_for 10 redis_up || fail "redis did not restart"
+    restart_redis $REDIS_EXTRA_ARGS
 }
 
 if [ "$which" = rollback ]; then

@@ -28,29 +28,22 @@ start_validator a
 start_executor a
 start_registry a
 
-deploy() {
-    local id
-    id=$(submit --service stuck --env staging --version "$1")
-    terminal "$id" 60 >/dev/null || fail "$1: no terminal event"
-    printf '%s\n' "$id"
-}
-cancels() { fake_calls rw | jq '[.calls[] | select(.body.query // "" | test("deploymentCancel"))] | length'; }
 
 log "1. stuck in BUILDING: cancelled and confirmed, then deploy.failed"
 fake_script rw '{"mode":"in_flight_forever"}'
-id1=$(deploy v1)
+id1=$(deploy v1 stuck)
 ev=$(terminal "$id1")
 assert_eq "$(jq -r .type <<<"$ev")" deploy.failed "v1 outcome"
 assert_eq "$(jq -r .data.reason <<<"$ev")" timeout "v1 reason"
 assert_eq "$(jq -r .data.cancel <<<"$ev")" confirmed "v1 cancel"
 assert_eq "$(jq -r '.data.outcome // "none"' <<<"$ev")" none "v1 outcome field"
 assert_eq "$(jq -r .data.provider_status <<<"$ev")" BUILDING "v1 status at the deadline"
-[ "$(cancels)" -ge 1 ] || fail "no deploymentCancel reached the double"
+[ "$(gql_calls rw deploymentCancel | jq length)" -ge 1 ] || fail "no deploymentCancel reached the double"
 assert_eq "$(fake_calls rw | jq '.active["svc-stuck/env-staging"]')" 0 "deployments still in flight at the double"
 
 log "2. the double refuses the cancel: outcome unknown"
 fake_script rw '{"mode":"in_flight_forever","cancel":"refuse"}'
-id2=$(deploy v2)
+id2=$(deploy v2 stuck)
 ev=$(terminal "$id2")
 assert_eq "$(jq -r .data.reason <<<"$ev")" timeout "v2 reason"
 assert_eq "$(jq -r .data.cancel <<<"$ev")" unconfirmed "v2 cancel"
@@ -63,7 +56,7 @@ grep -q "outcome unknown since .*$id2" "$T/status.txt" || fail "status note: $(c
 
 log "3. the next deploy knows, and its success makes the target known again"
 fake_script rw '{"mode":"succeed","steps":1}'
-id3=$(deploy v3)
+id3=$(deploy v3 stuck)
 assert_eq "$(jq -r .type <<<"$(terminal "$id3")")" deploy.succeeded "v3 outcome"
 started=$(events_for "$id3" | jq -c 'select(.type == "deploy.started")' | head -n1)
 assert_eq "$(jq -r .data.previous_outcome_unknown.deployment_id <<<"$started")" "$id2" "v3 previous_outcome_unknown"

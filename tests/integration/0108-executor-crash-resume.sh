@@ -47,16 +47,13 @@ write_exec_config "  api:
 providers:
   wh: {type: webhook, url: \"$WH/deploy\", status_url: \"$WH/status/{id}\", poll_interval: 250ms, deadline: 60s}"
 
-deploy_calls() { fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length'; }
-recorded() { [ "$(redis-cli -p "$REDIS_PORT" exists "deployq:exec:$id")" = 1 ]; }
-
 if [ "$scenario" = redelivered ]; then
     # a deployment long enough for the group to hand the message over while it runs
     fake_script wh '{"mode":"succeed","done_after_ms":20000}'
     start_validator a
     start_executor a
     id=$(submit --service api --env staging --version v1)
-    wait_for 60 recorded || fail "no idempotency record: the deploy never started"
+    wait_for 60 redis_has "deployq:exec:$id" || fail "no idempotency record: the deploy never started"
     kill -KILL "$EXECUTOR_PID_a"
     log "SIGKILLed executor a; b joins and adopts, then Kafka gives b the message"
     start_executor b
@@ -73,7 +70,7 @@ if [ "$scenario" = redelivered ]; then
     start_executor c
     sleep 5
     grep -q "deploy $id" "$T/executor-c.log" && fail "the acknowledged message was delivered again"
-    assert_eq "$(deploy_calls)" 1 "deploy calls"
+    assert_eq "$(deploy_calls wh)" 1 "deploy calls"
     assert_eq "$(count_type "$id" deploy.succeeded)" 1 "distinct terminal events"
     events | schema_check || fail "events do not match the schemas"
     echo ok
@@ -93,7 +90,7 @@ wait_for 120 group_settled "$T/executor-a.log" "$T/executor-b.log" || fail "the 
 log "1. deploy, then SIGKILL the executor that holds the lock"
 id=$(submit --service api --env staging --version v1)
 # Redis and the logs, not kcat (slow on a real Kafka): kill as soon as the provider has it
-wait_for 60 recorded || fail "no idempotency record: the deploy never started"
+wait_for 60 redis_has "deployq:exec:$id" || fail "no idempotency record: the deploy never started"
 holder=
 for n in a b; do
     grep -q "deploy $id of api/staging v1: lock taken" "$T/executor-$n.log" && holder=$n
@@ -109,14 +106,14 @@ log "SIGKILLed executor $holder while it polls $pid_id; executor $survivor must 
 jq -e 'has("terminal")' <<<"$record" >/dev/null && fail "deploy concluded before the kill: make the double slower"
 grep -q "deploy $id of api/staging: orphaned" "$T/executor-$survivor.log" &&
     fail "executor $survivor adopted the deploy before the kill: the machine stalled longer than lock_ttl"
-assert_eq "$(redis-cli -p "$REDIS_PORT" zscore deployq:runs:exec "$id" | grep -c .)" 1 "the run is registered"
+run_registered exec "$id" || fail "the run is not registered"
 
 log "2. the survivor resumes the same provider deployment"
 ev=$(terminal "$id" 90) || fail "executor $survivor did not resume the deploy within 90 s"
-done_ms=$(date -u -d "$(jq -r .at <<<"$ev")" +%s%3N)
+done_ms=$(ms_of "$(jq -r .at <<<"$ev")")
 adopt_line=$(grep "deploy $id of api/staging: orphaned (lock expired), resuming" "$T/executor-$survivor.log" | head -n1 || true)
 adopt_txt=none
-[ -n "$adopt_line" ] && adopt_txt="$(($(date -u -d "$(jq -r .ts <<<"$adopt_line")" +%s%3N) - kill_ms)) ms"
+[ -n "$adopt_line" ] && adopt_txt="$(($(ms_of "$(jq -r .ts <<<"$adopt_line")") - kill_ms)) ms"
 log "resume time after SIGKILL: adoption $adopt_txt, deploy.succeeded $((done_ms - kill_ms)) ms (bound $((LOCK_TTL_MS + SCAN_MS + SLACK_MS)) ms; Kafka's rebalance: 45 s)"
 [ -n "$adopt_line" ] || fail "executor $survivor did not log the adoption"
 [ $((done_ms - kill_ms)) -le $((LOCK_TTL_MS + SCAN_MS + SLACK_MS)) ] ||
@@ -135,15 +132,14 @@ fences=$(jq -r '[([.calls[] | select(.path == "/deploy") | .fence | tonumber] | 
 [ "$(cut -f2 <<<"$fences")" -gt "$(cut -f1 <<<"$fences")" ] || fail "fence did not grow across executors: $fences"
 assert_eq "$(jq -r .fence <<<"$ev")" "$(cut -f2 <<<"$fences")" "terminal event fence"
 # concluded: no longer registered
-unregistered() { [ "$(redis-cli -p "$REDIS_PORT" zscore deployq:runs:exec "$id" | grep -c .)" = 0 ]; }
-wait_for 5 unregistered || fail "the concluded run is still registered"
+wait_for 5 run_registered exec "$id" 0 || fail "the concluded run is still registered"
 
 log "3. Kafka's redelivery (after the 45 s session timeout) only repeats the outcome"
 wait_for 90 grep -q "deploy $id of api/staging v1 queued" "$T/executor-$survivor.log" ||
     fail "executor $survivor never got the dead executor's message"
 emitted() { [ "$(grep -c "deploy $id: deploy.succeeded" "$T/executor-$survivor.log")" -ge 2 ]; }
 wait_for 30 emitted || fail "the redelivered deploy did not conclude"
-assert_eq "$(fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length')" 1 "deploy calls after the redelivery"
+assert_eq "$(deploy_calls wh)" 1 "deploy calls after the redelivery"
 assert_eq "$(count_type "$id" deploy.succeeded)" 1 "distinct terminal events"
 assert_eq "$(count_type "$id" deploy.started)" 1 "distinct deploy.started events"
 assert_eq "$(events_for "$id" | jq -s '[.[] | select(.type == "deploy.failed")] | length')" 0 "deploy.failed events"

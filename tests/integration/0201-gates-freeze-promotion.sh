@@ -32,7 +32,7 @@ assert_eq "$(jq -r '.data.reasons[1].message' <<<"$ev")" \
     "version v1 has not been verified in staging (production requires: staging)" "promotion message"
 
 # 2. v1 verified in staging (as the monitor would say): promotion passes, freeze holds.
-inject deploy.verified "$(cat /proc/sys/kernel/random/uuid)" shop staging v1 '{"window_ms":60000,"samples":12}'
+inject deploy.verified shop staging v1 "$(new_uuid)" "$verified_data" >/dev/null
 wait_recorded deployq:verified:shop:staging:v1
 id=$(submit --service shop --env production --version v1) || fail "submit failed"
 ev=$(wait_event "$id" deploy.rejected 60) || fail "no deploy.rejected for $id"
@@ -52,8 +52,7 @@ id=$(submit --service shop --env canary --version v2) || fail "submit failed"
 ev=$(wait_event "$id" deploy.rejected 60) || fail "no deploy.rejected for $id"
 assert_eq "$(jq -r '.data.reasons[0].message' <<<"$ev")" \
     "version v2 has not been deployed successfully in staging (canary requires: staging)" "succeeded message"
-inject deploy.succeeded "$(cat /proc/sys/kernel/random/uuid)" shop staging v2 \
-    '{"provider":"railway","provider_deployment_id":"d-1","duration_ms":1000}'
+inject deploy.succeeded shop staging v2 "$(new_uuid)" "$(succeeded_data railway d-1)" >/dev/null
 wait_recorded deployq:succeeded:shop:staging:v2
 id=$(submit --service shop --env canary --version v2) || fail "submit failed"
 wait_event "$id" deploy.validated 60 >/dev/null || fail "canary v2 not validated"

@@ -10,11 +10,8 @@
 
 start_redis
 start_broker
-"$PY" "$DEPLOYQ_SOURCE/tests/fakes/railway.py" --port 0 --port-file "$T/rw.port" >"$T/railway.log" 2>&1 &
-PIDS+=("$!")
-wait_for 10 test -s "$T/rw.port" || fail "railway double did not start"
-RW="http://127.0.0.1:$(cat "$T/rw.port")"
-script() { curl -fsS -X POST -H 'Content-Type: application/json' -d "$1" "$RW/_fake/script" >/dev/null || fail "script"; }
+start_fake rw railway
+RW=$FAKE_URL_rw
 export DQ_TEST_RW_TOKEN=rw-secret-token-0202
 
 write_config "  store:
@@ -30,12 +27,11 @@ write_config "  store:
           - {type: railway, name: rw, base_url: \"$RW/graphql/v2\", token_env: DQ_TEST_RW_TOKEN,
              project_id: prj-1, service_id: svc-1, environment_id: env-prd}"
 start_validator a
-inject deploy.succeeded "$(cat /proc/sys/kernel/random/uuid)" store staging v1 \
-    '{"provider":"railway","provider_deployment_id":"d-1","duration_ms":1000}'
+inject deploy.succeeded store staging v1 "$(new_uuid)" "$(succeeded_data railway d-1)" >/dev/null
 wait_recorded deployq:succeeded:store:staging:v1
 
 # 1. Production lacks STRIPE_KEY (required) and REDIS_URL, FEATURE_FLAGS (staging has them).
-script '{"variables": {"env-prd": {"DATABASE_URL": "postgres://prod-password-xyz@db"}}}'
+fake_script rw '{"variables": {"env-prd": {"DATABASE_URL": "postgres://prod-password-xyz@db"}}}'
 id=$(submit --service store --env production --version v1) || fail "submit failed"
 ev=$(wait_event "$id" deploy.rejected 60) || fail "no deploy.rejected for $id"
 assert_eq "$(reason_codes "$ev")" "drift,drift" "reason codes"
@@ -45,20 +41,20 @@ assert_eq "$(jq -r '.data.reasons[1].message' <<<"$ev")" \
     "variables present in store/staging but missing in store/production: REDIS_URL, FEATURE_FLAGS" "comparison message"
 events | grep -q -e prod-password-xyz -e redis://staging -e rw-secret-token && fail "a variable value or token reached an event"
 # The query carried the ids and the token only in the auth header.
-calls=$(curl -fsS "$RW/_fake/calls")
+calls=$(fake_calls rw)
 jq -e '[.calls[] | select(.body.variables.projectId == "prj-1" and .body.variables.environmentId == "env-prd"
         and .body.variables.serviceId == "svc-1" and .auth.scheme == "Bearer")] | length >= 1' <<<"$calls" >/dev/null ||
     fail "unexpected variables query: $calls"
 
 # 2. The API cannot answer: fail closed.
-script '{"variables": {}}'
+fake_script rw '{"variables": {}}'
 id=$(submit --service store --env production --version v1) || fail "submit failed"
 ev=$(wait_event "$id" deploy.rejected 60) || fail "no deploy.rejected for $id"
 assert_eq "$(jq -r '.data.reasons[0].message' <<<"$ev")" \
     "cannot read the variables of store/production: railway variables: Environment not found" "unreadable"
 
 # 3. Everything in place: validated.
-script '{"variables": {"env-prd/svc-1": {"DATABASE_URL": "x", "STRIPE_KEY": "y", "REDIS_URL": "z", "FEATURE_FLAGS": "f"}}}'
+fake_script rw '{"variables": {"env-prd/svc-1": {"DATABASE_URL": "x", "STRIPE_KEY": "y", "REDIS_URL": "z", "FEATURE_FLAGS": "f"}}}'
 id=$(submit --service store --env production --version v1) || fail "submit failed"
 wait_event "$id" deploy.validated 60 >/dev/null || fail "no deploy.validated once nothing drifts"
 

@@ -51,7 +51,7 @@ wait_for 30 grep -q "nothing pending" "$T/validator-a.log" || fail "a late decis
 assert_eq "$(events_for "$id" | jq -r .type | sort | tr '\n' ' ')" "deploy.awaiting_approval deploy.validated " "events of $id"
 
 # 2. deny --reason -> rejected, code denied.
-"$DEPLOYQ" deny --config "$CONFIG" --key "$T/approver.key" --key-id approver-test "$(cat /proc/sys/kernel/random/uuid)" 2>/dev/null &&
+"$DEPLOYQ" deny --config "$CONFIG" --key "$T/approver.key" --key-id approver-test "$(new_uuid)" 2>/dev/null &&
     fail "deny without --reason accepted"
 id=$(waiting v2)
 "$DEPLOYQ" deny --config "$CONFIG" --key "$T/approver.key" --key-id approver-test "$id" --reason "not during the sale" >/dev/null ||
@@ -79,7 +79,7 @@ assert_eq "$(jq -r '.data.reasons[0].message' <<<"$ev")" \
 # 5. Not signed at all (the signature stripped) -> approval_unsigned.
 id=$(waiting v5)
 msg=$(approve_as "$T/approver.key" approver-test "$id" --dry-run | jq -c 'del(.signature)') || fail "dry-run failed"
-send_raw "$msg" "$id" || fail "kcat could not send"
+produce_raw "$msg" "$id" || fail "kcat could not send"
 ev=$(wait_event "$id" deploy.rejected 60) || fail "no deploy.rejected for an unsigned approval"
 assert_eq "$(reason_codes "$ev")" approval_unsigned "unsigned code"
 assert_eq "$(jq -r '.data.reasons[0].message' <<<"$ev")" \

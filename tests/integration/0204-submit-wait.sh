@@ -47,8 +47,8 @@ wait_bg() {
     eval "PID_$name=$!"
     PIDS+=("$!")
 }
-# id_of NAME: the deployment id (the first line) once it is printed.
-id_of() {
+# bg_id NAME: the deployment id (the first line) once it is printed.
+bg_id() {
     wait_for 20 test -s "$T/$1.out" || fail "$1: no deployment id printed"
     head -n1 "$T/$1.out" | sed -e 's/.*"deployment_id":"\([^"]*\)".*/\1/'
 }
@@ -66,10 +66,10 @@ assert_eq "$(tail -n1 <<<"$out")" "$(head -n1 <<<"$out"): rejected" "last line"
 
 # 0 deployed: validated, then the executor's started and succeeded.
 wait_bg ok --service api --env staging --version v1 --timeout 120
-id=$(id_of ok)
+id=$(bg_id ok)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.started "$id" api staging v1 '{"provider":"railway","provider_deployment_id":"d-1","attempt":1}'
-inject deploy.succeeded "$id" api staging v1 "$succeeded"
+inject deploy.started api staging v1 "$id" '{"provider":"railway","provider_deployment_id":"d-1","attempt":1}' >/dev/null
+inject deploy.succeeded api staging v1 "$id" "$succeeded" >/dev/null
 exit_of ok; assert_eq "$RC" 0 "exit code, deployed"
 grep -q "deploy.validated .*api/staging v1  signed by ci-test" "$T/ok.out" || fail "no validated line: $(cat "$T/ok.out")"
 grep -q "deploy.started .*provider railway" "$T/ok.out" || fail "no started line"
@@ -78,22 +78,22 @@ assert_eq "$(tail -n1 "$T/ok.out")" "$id: deployed" "last line"
 
 # 3 failed.
 wait_bg bad --service api --env staging --version v2 --timeout 120
-id=$(id_of bad)
+id=$(bg_id bad)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.failed "$id" api staging v2 '{"reason":"build_failed","provider":"railway","provider_status":"FAILED"}'
+inject deploy.failed api staging v2 "$id" '{"reason":"build_failed","provider":"railway","provider_status":"FAILED"}' >/dev/null
 exit_of bad; assert_eq "$RC" 3 "exit code, failed"
 grep -q "deploy.failed .*provider railway, reason build_failed" "$T/bad.out" || fail "no failed line: $(cat "$T/bad.out")"
 
 # 4 rolled back: a monitored target is only settled by verified or a rollback; --json.
 wait_bg rb --service mon --env production --version v3 --timeout 120 --json
-id=$(id_of rb)
+id=$(bg_id rb)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.succeeded "$id" mon production v3 "$succeeded"
+inject deploy.succeeded mon production v3 "$id" "$succeeded" >/dev/null
 sleep 1
 alive "$PID_rb" || fail "exited at deploy.succeeded although the target is monitored"
-inject health.degraded "$id" mon production v3 '{"state":"degraded","probe":"http"}'
-inject rollback.succeeded "$id" mon production v3 \
-    '{"to_version":"v2","method":"redeploy","restored_at":"2026-11-26T10:00:00.000Z"}'
+inject health.degraded mon production v3 "$id" '{"state":"degraded","probe":"http"}' >/dev/null
+inject rollback.succeeded mon production v3 "$id" \
+    '{"to_version":"v2","method":"redeploy","restored_at":"2026-11-26T10:00:00.000Z"}' >/dev/null
 exit_of rb; assert_eq "$RC" 4 "exit code, rolled back"
 assert_eq "$(tail -n1 "$T/rb.out")" "{\"deployment_id\":\"$id\",\"outcome\":\"rolled_back\",\"exit_code\":4}" "json outcome"
 assert_eq "$(sed -n '2,$p' "$T/rb.out" | head -n -1 | jq -r .type | tr '\n' ' ')" \
@@ -101,40 +101,40 @@ assert_eq "$(sed -n '2,$p' "$T/rb.out" | head -n -1 | jq -r .type | tr '\n' ' ')
 
 # 0 on a monitored target once verified.
 wait_bg ver --service mon --env production --version v4 --timeout 120
-id=$(id_of ver)
+id=$(bg_id ver)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.succeeded "$id" mon production v4 "$succeeded"
-inject deploy.verified "$id" mon production v4 '{"window_ms":60000,"samples":12}'
+inject deploy.succeeded mon production v4 "$id" "$succeeded" >/dev/null
+inject deploy.verified mon production v4 "$id" "$verified_data" >/dev/null
 exit_of ver; assert_eq "$RC" 0 "exit code, verified"
 
 # The verdict comes from the events, not the client's configuration (which has no
 # monitor: at all): data.watch true waits for deploy.verified...
 wait_bg cw --config "$CLIENT_CONFIG" --service mon --env production --version v7 --timeout 120
-id=$(id_of cw)
+id=$(bg_id cw)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.succeeded "$id" mon production v7 "${succeeded%\}},\"watch\":true}"
+inject deploy.succeeded mon production v7 "$id" "${succeeded%\}},\"watch\":true}" >/dev/null
 sleep 1
 alive "$PID_cw" || fail "exited at deploy.succeeded although the event says a watch follows"
-inject deploy.verified "$id" mon production v7 '{"window_ms":60000,"samples":12}'
+inject deploy.verified mon production v7 "$id" "$verified_data" >/dev/null
 exit_of cw; assert_eq "$RC" 0 "exit code, verified (client without monitor:)"
 assert_eq "$(tail -n1 "$T/cw.out")" "$id: deployed" "last line, watch true"
 # ... and data.watch false ends at deploy.succeeded, although this client's configuration
 # has monitor: for the target.
 wait_bg nw --service mon --env production --version v8 --timeout 30
-id=$(id_of nw)
+id=$(bg_id nw)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.succeeded "$id" mon production v8 "${succeeded%\}},\"watch\":false}"
+inject deploy.succeeded mon production v8 "$id" "${succeeded%\}},\"watch\":false}" >/dev/null
 exit_of nw; assert_eq "$RC" 0 "exit code, deployed without a watch"
 grep -q "timed out" "$T/nw.out" && fail "waited for a watch the event said does not follow"
 
 # 7 degraded, not rolled back: the rollback worker's final event under rollback: notify.
 wait_bg nt --config "$CLIENT_CONFIG" --service mon --env production --version v9 --timeout 120
-id=$(id_of nt)
+id=$(bg_id nt)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
-inject deploy.succeeded "$id" mon production v9 "${succeeded%\}},\"watch\":true}"
-inject rollback.requested "$id" mon production v9 '{"reason":"health","requested_by":"deployq-monitor"}'
-inject rollback.failed "$id" mon production v9 \
-    '{"reason":"policy notify: nothing was rolled back; a person must decide","policy":"notify"}'
+inject deploy.succeeded mon production v9 "$id" "${succeeded%\}},\"watch\":true}" >/dev/null
+inject rollback.requested mon production v9 "$id" '{"reason":"health","requested_by":"deployq-monitor"}' >/dev/null
+inject rollback.failed mon production v9 "$id" \
+    '{"reason":"policy notify: nothing was rolled back; a person must decide","policy":"notify"}' >/dev/null
 exit_of nt; assert_eq "$RC" 7 "exit code, not rolled back (notify)"
 assert_eq "$(tail -n1 "$T/nt.out")" "$id: not_rolled_back" "last line, notify"
 
@@ -165,12 +165,12 @@ assert_eq "$rc" 0 "exit code, executor without a watch"
 id=$(head -n1 <<<"$out")
 assert_eq "$(events_for "$id" | jq -c 'select(.type == "deploy.succeeded") | .data.watch')" false "executor data.watch, no monitor:"
 wait_bg ew --config "$CLIENT_CONFIG" --service wx --env production --version e2 --timeout 60
-id=$(id_of ew)
+id=$(bg_id ew)
 ev=$(wait_event "$id" deploy.succeeded 60) || fail "executor: no deploy.succeeded for $id"
 assert_eq "$(jq -c .data.watch <<<"$ev")" true "executor data.watch, monitor:"
 sleep 1
 alive "$PID_ew" || fail "exited at the executor's deploy.succeeded although a watch follows"
-inject deploy.verified "$id" wx production e2 '{"window_ms":60000,"samples":12}'
+inject deploy.verified wx production e2 "$id" "$verified_data" >/dev/null
 exit_of ew; assert_eq "$RC" 0 "exit code, executor with a watch, verified"
 
 # 6 the request cannot be followed (no broker).

@@ -46,7 +46,7 @@ EVIDENCE='{"reason":"error rate 7.5% > 5%","requested_by":"deployq-monitor","to_
 N=$(wc -l <"$T/history")
 
 start_registry api --log-level debug
-wait_for 20 curl -fs -o /dev/null "$HTTP/healthz" || fail "the API did not come up on $HTTP"
+wait_api_up
 grep -q "http: serving on 127.0.0.1:$HTTP_PORT" "$T/registry-api.log" || fail "no 'serving on' log line"
 produce_events "$T/history" || fail "the history was not acknowledged"
 wait_for 60 http_has "$N" || fail "the registry folded $(http_events) of $N events"

@@ -21,7 +21,7 @@ export DQ_TEST_HTTP_TOKEN="ui-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 write_config "$(http_yaml DQ_TEST_HTTP_TOKEN)"
 start_validator v1
 start_registry ui
-wait_for 20 curl -fs -o /dev/null "$HTTP/healthz" || fail "the API did not come up on $HTTP"
+wait_api_up
 
 # Something on the page before it opens: one deploy already validated.
 first=$(submit --service api --env staging --version v-before) || fail "submit failed"

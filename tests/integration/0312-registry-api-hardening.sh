@@ -36,7 +36,7 @@ assert_eq "$(status /healthz)" 000 "nothing listens after a refused start"
 # ---- the live registry, defaults but the port (no token, as `deployq up` runs it)
 sed -i '/^    token: /d' "$CONFIG"
 start_registry api
-wait_for 20 curl -fs -o /dev/null "$HTTP/healthz" || fail "the API did not come up on $HTTP"
+wait_api_up
 echo 'api/staging	{"schema":"deployq.event/v1","id":"33333333-3333-4333-8333-000000000001","type":"deploy.validated","deployment_id":"44444444-4444-4444-8444-000000000001","service":"api","environment":"staging","version":"v1","at":"2026-01-01T10:00:00Z","actor":"test@host/1","fence":0,"data":{"key_id":"ci-test","issued_at":"2026-01-01T09:59:00Z","strategy":"rolling","source":{"topic":"deployq.requests","partition":0,"offset":0}}}' >"$T/history"
 produce_events "$T/history" || fail "the event was not acknowledged"
 wait_for 60 http_has 1 || fail "the registry folded $(http_events) of 1 event"

@@ -8,7 +8,7 @@
 
 start_redis
 start_broker
-start_fake health H
+start_fake H health
 write_monitor_config "
   api:
     environments:
@@ -18,14 +18,14 @@ write_monitor_config "
           window: 30s
           failure_threshold: 3
           probes:
-            - {name: health, type: http, url: \"$H_URL/health\", expect_status: 200, missing: fail}"
+            - {name: health, type: http, url: \"$FAKE_URL_H/health\", expect_status: 200, missing: fail}"
 start_monitor a
 
 dep=$(new_uuid)
 inject deploy.succeeded api production v2 "$dep" >/dev/null
 wait_event "$dep" monitor.started 60 >/dev/null || fail "no monitor.started"
-wait_for 10 health_calls_ge "$H_URL" 2 || fail "the monitor does not probe"
-fake_post "$H_URL" /_fake/script '{"status": 503, "body": "down"}'
+wait_for 10 health_calls_ge H 2 || fail "the monitor does not probe"
+fake_script H '{"status": 503, "body": "down"}'
 flipped=$(date +%s%3N)
 
 rb=$(wait_event "$dep" rollback.requested 30) || fail "no rollback.requested"
@@ -63,24 +63,22 @@ assert_eq "$(jq -r .data.observed <<<"$hd")" 503 health.degraded.observed
 assert_eq "$(jq -r .data.threshold <<<"$hd")" 200 health.degraded.threshold
 # the session ended: no more probing, no verdict after the rollback request
 sleep 2
-c1=$(health_calls "$H_URL"); sleep 1.5; c2=$(health_calls "$H_URL")
+c1=$(health_calls H); sleep 1.5; c2=$(health_calls H)
 assert_eq "$c2" "$c1" "probes after the verdict"
 assert_eq "$(count_events "$dep" deploy.verified)" 0 "deploy.verified after a rollback request"
 
 # A degradation that recovers before the threshold: degraded, recovered, then verified.
-fake_post "$H_URL" /_fake/reset '{}'
+fake_reset H
 dep2=$(new_uuid)
 inject deploy.succeeded api production v3 "$dep2" >/dev/null
 wait_event "$dep2" monitor.started 30 >/dev/null || fail "no monitor.started for v3"
-fake_post "$H_URL" /_fake/script '{"pattern": [200, 500, 500], "repeat": false}'
+fake_script H '{"pattern": [200, 500, 500], "repeat": false}'
 wait_event "$dep2" health.degraded 30 >/dev/null || fail "no health.degraded for v3"
 wait_for 30 events_ge "$dep2" health.degraded 2 || fail "no recovery for v3"
-fake_post "$H_URL" /_fake/script '{"status": 200}'
+fake_script H '{"status": 200}'
 states=$(events_for "$dep2" | jq -r 'select(.type == "health.degraded") | .data.state' | tr '\n' ' ')
 assert_eq "$states" "degraded recovered " "health states of v3"
 
-events | jq -c 'select(.actor | startswith("deployq-monitor"))' >"$T/monitor-events.jsonl"
-n=$(wc -l <"$T/monitor-events.jsonl")
-assert_eq "$(schema_check <"$T/monitor-events.jsonl")" "$n" "monitor events valid against schemas/"
+monitor_events_valid
 stop_monitor a
 echo ok

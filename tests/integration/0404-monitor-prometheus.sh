@@ -11,10 +11,10 @@
 
 start_redis
 start_broker
-start_fake health H
-start_fake prometheus P
+start_fake H health
+start_fake P prometheus
 script_all() { # $1: the hold query's answer
-    fake_post "$P_URL" /_fake/script "{\"queries\": {
+    fake_script P "{\"queries\": {
         \"errors_api\": {\"value\": 0.09},
         \"latency_staging\": {\"value\": null},
         \"saturation\": {\"value\": \"NaN\", \"result_type\": \"scalar\"},
@@ -22,7 +22,7 @@ script_all() { # $1: the hold query's answer
 }
 script_all '{"value": 0.2}'
 prom() { # name query missing
-    echo "{name: $1, type: prometheus, url: \"$P_URL/api/v1/query\", query: $2, op: gt, threshold: 0.05, missing: $3}"
+    echo "{name: $1, type: prometheus, url: \"$FAKE_URL_P/api/v1/query\", query: $2, op: gt, threshold: 0.05, missing: $3}"
 }
 write_monitor_config "
   api:
@@ -30,13 +30,13 @@ write_monitor_config "
       production:
         monitor:
           probes:
-            - {name: health, url: \"$H_URL/health\"}
+            - {name: health, url: \"$FAKE_URL_H/health\"}
             - $(prom errors errors_api fail)
       staging:
         monitor:
           window: 4s
           probes:
-            - {name: health, url: \"$H_URL/health\"}
+            - {name: health, url: \"$FAKE_URL_H/health\"}
             - $(prom latency latency_staging ignore)
   demo:
     environments:
@@ -60,7 +60,7 @@ inject deploy.succeeded api staging v-ignore "$ignore" >/dev/null
 inject deploy.succeeded demo staging v-nan "$nan" >/dev/null
 
 # hold: once the breach was sampled, Prometheus goes silent for that query
-prom_calls_ge() { [ "$(curl -fsS "$P_URL/_fake/calls" | jq --arg q "$1" '[.calls[] | select(.query == $q)] | length')" -ge "$2" ]; }
+prom_calls_ge() { [ "$(fake_calls P | jq --arg q "$1" '[.calls[] | select(.query == $q)] | length')" -ge "$2" ]; }
 wait_for 30 prom_calls_ge hold_q 1 || fail "the held query was never sent"
 script_all '{"value": null}'
 
@@ -97,8 +97,6 @@ assert_eq "$(jq -r .data.samples <<<"$v")" 8 "ignore: samples taken (4 rounds, 2
 assert_eq "$(count_events "$ignore" health.degraded)" 0 "ignore: health.degraded"
 assert_eq "$(count_events "$ignore" rollback.requested)" 0 "ignore: rollback.requested"
 
-events | jq -c 'select(.actor | startswith("deployq-monitor"))' >"$T/monitor-events.jsonl"
-n=$(wc -l <"$T/monitor-events.jsonl")
-assert_eq "$(schema_check <"$T/monitor-events.jsonl")" "$n" "monitor events valid against schemas/"
+monitor_events_valid
 stop_monitor a
 echo ok

@@ -9,8 +9,8 @@
 
 start_redis
 start_broker
-start_fake health GOOD
-start_fake health BAD
+start_fake GOOD health
+start_fake BAD health
 write_monitor_config "
   api:
     environments:
@@ -18,12 +18,12 @@ write_monitor_config "
         monitor:
           window: 10s
           probes:
-            - {name: health, url: \"$GOOD_URL/health\"}
+            - {name: health, url: \"$FAKE_URL_GOOD/health\"}
       staging:
         monitor:
           window: 30s
           probes:
-            - {name: health, url: \"$BAD_URL/health\"}" "
+            - {name: health, url: \"$FAKE_URL_BAD/health\"}" "
 monitor:
   interval: 1s
   failure_threshold: 3"
@@ -34,8 +34,8 @@ inject deploy.succeeded api production v-good "$good" >/dev/null
 inject deploy.succeeded api staging v-bad "$bad" >/dev/null
 started=$(wait_event "$good" monitor.started 60) || fail "no monitor.started"
 wait_event "$bad" monitor.started 30 >/dev/null || fail "no monitor.started for the bad deploy"
-wait_for 10 health_calls_ge "$BAD_URL" 2 || fail "monitor a does not probe"
-fake_post "$BAD_URL" /_fake/script '{"status": 500}'
+wait_for 10 health_calls_ge BAD 2 || fail "monitor a does not probe"
+fake_script BAD '{"status": 500}'
 hd=$(wait_event "$bad" health.degraded 10) || fail "monitor a did not see the failure"
 pid_a=$MONITOR_PID_a
 kill -KILL "$pid_a"
@@ -71,8 +71,6 @@ assert_eq "$(count_events "$good" deploy.verified)" 1 "one verdict"
 assert_eq "$(count_events "$bad" rollback.requested)" 1 "one rollback request"
 grep -q 'probe health' "$T/monitor-b.log" || fail "monitor b never probed"
 
-events | jq -c 'select(.actor | startswith("deployq-monitor"))' >"$T/monitor-events.jsonl"
-n=$(wc -l <"$T/monitor-events.jsonl")
-assert_eq "$(schema_check <"$T/monitor-events.jsonl")" "$n" "monitor events valid against schemas/"
+monitor_events_valid
 stop_monitor b
 echo ok

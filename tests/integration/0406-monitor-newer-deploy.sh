@@ -8,7 +8,7 @@
 
 start_redis
 start_broker
-start_fake health H
+start_fake H health
 write_monitor_config "
   api:
     environments:
@@ -17,19 +17,19 @@ write_monitor_config "
           interval: 1s
           window: 6s
           probes:
-            - {name: health, url: \"$H_URL/health\"}"
+            - {name: health, url: \"$FAKE_URL_H/health\"}"
 start_monitor a
 
 v1=$(new_uuid); v2=$(new_uuid); v0=$(new_uuid)
 inject deploy.succeeded api production v1 "$v1" >/dev/null
 s1=$(wait_event "$v1" monitor.started 60) || fail "no monitor.started for v1"
-wait_for 10 health_calls_ge "$H_URL" 2 || fail "v1 is not probed"
+wait_for 10 health_calls_ge H 2 || fail "v1 is not probed"
 inject deploy.succeeded api production v2 "$v2" >/dev/null
 s2=$(wait_event "$v2" monitor.started 30) || fail "no monitor.started for v2"
 assert_eq "$(jq -r .data.supersedes_session <<<"$s2")" "$(jq -r .data.session_id <<<"$s1")" supersedes_session
 # older than v1 (and so than v2), still inside its window: stale
 t0=$(( $(ms_of "$(jq -r .at <<<"$s1")") - 300 ))
-inject deploy.succeeded api production v0 "$v0" "" \
+inject deploy.succeeded api production v0 "$v0" "" "" \
     "$(date -u -d "@$((t0 / 1000)).$(printf %03d $((t0 % 1000)))" +%Y-%m-%dT%H:%M:%S.%3NZ)" >/dev/null
 wait_event "$v2" deploy.verified 30 >/dev/null || fail "no deploy.verified for v2"
 sleep 1

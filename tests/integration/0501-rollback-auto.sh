@@ -39,22 +39,12 @@ write_rollback_config "  api:
           - {type: webhook, name: wh, url: \"$WH/deploy\", status_url: \"$WH/status/{id}\", token: t0k3n-wh, poll_interval: 200ms, deadline: 20s}"
 start_rollback a
 
-# A Railway deployment the double knows, polled to SUCCESS: what v1's deploy left.
-rw_deploy() {
-    local id
-    id=$(curl -fsS -H 'Authorization: Bearer x' -H 'Content-Type: application/json' "$RW" \
-        -d "{\"query\":\"mutation { serviceInstanceDeployV2(serviceId: \$s, environmentId: \$e) }\",\"variables\":{\"serviceId\":\"svc-api\",\"environmentId\":\"env-prod\",\"commitSha\":\"$1\"}}" |
-        jq -r .data.serviceInstanceDeployV2)
-    for _ in 1 2 3 4 5 6; do
-        curl -fsS -H 'Authorization: Bearer x' -H 'Content-Type: application/json' "$RW" \
-            -d "{\"query\":\"query { deployment(id: \$id) { id status } }\",\"variables\":{\"id\":\"$id\"}}" >/dev/null
-    done
-    printf '%s\n' "$id"
-}
-
 log "1. api: provider rollback on Railway, MTTR, notifications"
-rw_v1=$(rw_deploy v1)
-rw_v2=$(rw_deploy v2)
+# Railway deployments the double knows, polled to SUCCESS: what v1's and v2's deploys left.
+rw_v1=$(rw_create "$RW" svc-api env-prod v1)
+rw_poll "$RW" "$rw_v1"
+rw_v2=$(rw_create "$RW" svc-api env-prod v2)
+rw_poll "$RW" "$rw_v2"
 d1=$(new_uuid); d2=$(new_uuid)
 inject deploy.succeeded api production v1 "$d1" "$(succeeded_data rw "$rw_v1")" >/dev/null
 inject deploy.verified api production v1 "$d1" "$verified_data" >/dev/null
@@ -82,7 +72,7 @@ started=$(events | jq -c --arg id "$req" 'select(.type == "rollback.started" and
 assert_eq "$(jq -r .data.method <<<"$started")" provider_rollback "started method"
 assert_eq "$(jq -r .fence <<<"$started")" "$fence" "started fence"
 # the provider double got deploymentRollback of v1's deployment, with the fence
-rbcall=$(fake_calls rw | jq -c '[.calls[] | select(.body.query // "" | test("deploymentRollback"))]')
+rbcall=$(gql_calls rw deploymentRollback)
 assert_eq "$(jq length <<<"$rbcall")" 1 "deploymentRollback calls"
 assert_eq "$(jq -r '.[0].body.variables.id' <<<"$rbcall")" "$rw_v1" "rolled back to v1's deployment"
 assert_eq "$(jq -r '.[0].fence' <<<"$rbcall")" "$fence" "fence sent to Railway"
@@ -124,7 +114,7 @@ events | jq -c --arg id "$wreq" 'select(.id == $id)' |
     kcat -P -b "$BROKERS" -t "$TOPIC_EVENTS" -k "web/production" 2>>"$T/kcat.log"
 wait_for 30 grep -q "rollback $wreq: already concluded" "$T/rollback-a.log" ||
     fail "the redelivered request was not recognised"
-assert_eq "$(fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length')" 1 "webhook deploys after the repeat"
+assert_eq "$(deploy_calls wh)" 1 "webhook deploys after the repeat"
 assert_eq "$(events | jq -r --arg id "$wreq" 'select(.type == "rollback.succeeded" and .data.request_id == $id) | .id' | sort -u | wc -l)" 1 "distinct outcomes"
 
 log "every event passes the schemas; no secret anywhere"

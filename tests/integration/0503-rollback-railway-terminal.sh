@@ -12,7 +12,7 @@
 # probing what the Railway double serves, and asks for the rollback itself.
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-monitor.sh"
-. "$(dirname "$0")/helpers-executor.sh" # start_fake NAME KIND (provider doubles)
+. "$(dirname "$0")/helpers-executor.sh" # gql_calls
 . "$(dirname "$0")/helpers-rollback.sh"
 
 RESTORE_S=4
@@ -70,7 +70,7 @@ rb_dep=$(jq -r .data.provider_deployment_id <<<"$ev")
     fail "rollback.succeeded names $rb_dep, not the deployment the rollback created"
 success_ms=$(jq -r --arg id "$rb_dep" '[.history[] | select(.deployment_id == $id)][0].at * 1000 | floor' <<<"$live_doc")
 [ "$success_ms" != null ] || fail "the double never served $rb_dep: $live_doc"
-rbcall_ms=$(fake_calls rw | jq -r '[.calls[] | select(.body.query // "" | test("deploymentRollback"))][0].time * 1000 | floor')
+rbcall_ms=$(gql_calls rw deploymentRollback | jq -r '.[0].time * 1000 | floor')
 log "deploymentRollback at $rbcall_ms, its deployment SUCCESS at $success_ms, restored_at $restored_ms"
 [ "$restored_ms" -ge "$success_ms" ] ||
     fail "restored_at is $((success_ms - restored_ms)) ms before the double's deployment reached SUCCESS"
@@ -103,7 +103,7 @@ assert_eq "$(jq -r .version <<<"$verified")" v1 "verified version"
 after=$(events_for "$d2" | jq -c 'select(.data.trigger == "rollback.succeeded" and (.type == "health.degraded" or .type == "rollback.requested"))')
 [ -z "$after" ] || fail "the monitor judged the restored version unhealthy: $after"
 assert_eq "$(events | jq -r 'select(.type == "rollback.requested") | .id' | sort -u | wc -l)" 1 "rollback requests"
-assert_eq "$(fake_calls rw | jq '[.calls[] | select(.body.query // "" | test("deploymentRollback"))] | length')" 1 "deploymentRollback calls"
+assert_eq "$(gql_calls rw deploymentRollback | jq length)" 1 "deploymentRollback calls"
 
 events | schema_check || fail "events do not match the schemas"
 if events | grep -q 't0k3n'; then fail "a token leaked into an event"; fi

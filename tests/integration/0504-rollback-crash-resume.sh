@@ -65,7 +65,7 @@ survivor=$([ "$holder" = a ] && echo b || echo a)
 holder_pid=$(eval "printf '%s' \"\$ROLLBACK_PID_$holder\"")
 kill -KILL "$holder_pid"
 kill_ms=$(date +%s%3N)
-assert_eq "$(redis-cli -p "$REDIS_PORT" zscore deployq:runs:rollback "$req" | grep -c .)" 1 "the rollback is registered"
+run_registered rollback "$req" || fail "the rollback is not registered"
 log "SIGKILLed rollback worker $holder while it polls $pid_id; worker $survivor must resume it"
 record_has_provider || fail "rollback concluded before the kill: make the double slower"
 grep -q "rollback $req of web/production: orphaned" "$T/rollback-$survivor.log" &&
@@ -73,10 +73,10 @@ grep -q "rollback $req of web/production: orphaned" "$T/rollback-$survivor.log" 
 
 log "2. the survivor resumes the same provider deployment"
 ev=$(rollback_outcome "$req" 90) || fail "rollback worker $survivor did not resume the rollback within 90 s"
-done_ms=$(date -u -d "$(jq -r .at <<<"$ev")" +%s%3N)
+done_ms=$(ms_of "$(jq -r .at <<<"$ev")")
 adopt_line=$(grep "rollback $req of web/production: orphaned (lock expired), resuming" "$T/rollback-$survivor.log" | head -n1 || true)
 adopt_txt=none
-[ -n "$adopt_line" ] && adopt_txt="$(($(date -u -d "$(jq -r .ts <<<"$adopt_line")" +%s%3N) - kill_ms)) ms"
+[ -n "$adopt_line" ] && adopt_txt="$(($(ms_of "$(jq -r .ts <<<"$adopt_line")") - kill_ms)) ms"
 log "resume time after SIGKILL: adoption $adopt_txt, rollback.succeeded $((done_ms - kill_ms)) ms (bound $((LOCK_TTL_MS + SCAN_MS + SLACK_MS)) ms; Kafka's rebalance: 45 s)"
 [ -n "$adopt_line" ] || fail "rollback worker $survivor did not log the adoption"
 [ $((done_ms - kill_ms)) -le $((LOCK_TTL_MS + SCAN_MS + SLACK_MS)) ] ||
@@ -92,13 +92,12 @@ assert_eq "$(jq '[.calls[] | select(.path == "/deploy")] | length' <<<"$calls")"
 assert_eq "$(jq -r '.max_concurrent["web/production"]' <<<"$calls")" 1 "most concurrent deploys"
 started_fence=$(events | jq -r --arg id "$req" 'select(.type == "rollback.started" and .data.request_id == $id) | .fence' | head -n1)
 [ "$(jq -r .fence <<<"$ev")" -gt "$started_fence" ] || fail "the resumed rollback's fence did not grow: $started_fence -> $(jq -r .fence <<<"$ev")"
-unregistered() { [ "$(redis-cli -p "$REDIS_PORT" zscore deployq:runs:rollback "$req" | grep -c .)" = 0 ]; }
-wait_for 5 unregistered || fail "the concluded rollback is still registered"
+wait_for 5 run_registered rollback "$req" 0 || fail "the concluded rollback is still registered"
 
 log "3. Kafka's redelivery (after the 45 s session timeout) finds it concluded"
 wait_for 90 grep -q "rollback $req: already concluded" "$T/rollback-$survivor.log" ||
     fail "worker $survivor never got the dead worker's request"
-assert_eq "$(fake_calls wh | jq '[.calls[] | select(.path == "/deploy")] | length')" 1 "deploy calls after the redelivery"
+assert_eq "$(deploy_calls wh)" 1 "deploy calls after the redelivery"
 for t in rollback.started rollback.succeeded; do
     assert_eq "$(events | jq -r --arg id "$req" --arg t "$t" 'select(.type == $t and .data.request_id == $id) | .id' | sort -u | wc -l)" 1 "distinct $t"
 done

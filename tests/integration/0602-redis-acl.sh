@@ -16,13 +16,13 @@ start_validator a
 # ---- the validator works as its ACL user ----
 id=$(submit --service api --env staging --version v1) || fail "submit failed"
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated with the validator's ACL user"
-msg=$("$DEPLOYQ" submit --dry-run --key "$T/ci.key" --key-id ci-test --service api --env staging --version v2)
-rid=$(jq -r '.request | fromjson | .deployment_id' <<<"$msg")
-printf '%s' "$msg" | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" -k api/staging 2>/dev/null
+msg=$(signed --service api --env staging --version v2)
+rid=$(id_of "$msg")
+produce_raw "$msg" api/staging
 wait_event "$rid" deploy.validated 30 >/dev/null || fail "the original of the replay was not validated"
-printf '%s' "$msg" | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" -k api/staging 2>/dev/null
+produce_raw "$msg" api/staging
 ev=$(wait_event "$rid" deploy.rejected 30) || fail "the replay was not rejected"
-assert_eq "$(jq -r '[.data.reasons[].code] | join(",")' <<<"$ev")" replayed_nonce "replay verdict"
+assert_eq "$(reason_codes "$ev")" replayed_nonce "replay verdict"
 nonces=$(redis-cli "${REDIS_ADMIN[@]}" --scan --pattern 'deployq:nonce:*' | wc -l)
 [ "$nonces" -ge 2 ] || fail "expected the nonces in Redis under deployq:nonce:*, found $nonces"
 log "validator as ACL user: validated, replay refused, $nonces nonces stored"

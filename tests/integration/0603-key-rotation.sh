@@ -18,9 +18,6 @@ sed -i "s|^keys:\$|keys:\n  - id: ci-next\n    public_key: \"$(pubkey "$T/ci-nex
 grep -q 'id: ci-next' "$CONFIG" || fail "config not written as intended"
 start_validator a
 
-produce_raw() { printf '%s' "$1" | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" -k api/staging 2>/dev/null; }
-signed() { "$DEPLOYQ" submit --dry-run --key "${KEY:-$T/ci.key}" --key-id "${KEY_ID:-ci-test}" "$@"; }
-id_of() { jq -r '.request | fromjson | .deployment_id' <<<"$1"; }
 # expect_reasons NAME DEPLOYMENT_ID CODES: its deploy.rejected has exactly CODES (sorted, comma-joined).
 expect_reasons() {
     local ev
@@ -43,11 +40,11 @@ id=$("$DEPLOYQ" submit --config "$CONFIG" --key "$T/ci-next.key" --key-id ci-nex
     --service api --env staging --version v2) || fail "submit (ci-next)"
 expect_validated "new CI key" "$id" ci-next
 msg=$(KEY=$T/retired.key KEY_ID=ci-retired signed --service api --env staging --version v3)
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 expect_reasons "retired key" "$(id_of "$msg")" retired_key
 # The new key under the old key's id: the id picks the key, so this is a forgery.
 msg=$(KEY=$T/ci-next.key KEY_ID=ci-test signed --service api --env staging --version v3)
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 expect_reasons "right key, wrong key id" "$(id_of "$msg")" bad_signature
 
 # ---- one byte changed ----
@@ -56,32 +53,24 @@ msg=$(signed --service api --env staging --version v4)
 altered=$(jq -c '.request |= sub("\"version\":\"v4\""; "\"version\":\"v5\"")' <<<"$msg")
 [ "$(jq -r .request <<<"$altered" | cmp -l - <(jq -r .request <<<"$msg") | wc -l)" = 1 ] ||
     fail "the request was not altered by exactly one byte"
-produce_raw "$altered"
+produce_raw "$altered" api/staging
 expect_reasons "one byte of the request" "$(id_of "$msg")" bad_signature
 msg=$(signed --service api --env staging --version v4)
 # One byte of the signature: its first base64 character (changes the first decoded byte).
 sig=$(jq -r .signature <<<"$msg")
 first=${sig:0:1}
 if [ "$first" = A ]; then repl=B; else repl=A; fi
-produce_raw "$(jq -c --arg s "$repl${sig:1}" '.signature = $s' <<<"$msg")"
+produce_raw "$(jq -c --arg s "$repl${sig:1}" '.signature = $s' <<<"$msg")" api/staging
 expect_reasons "one byte of the signature" "$(id_of "$msg")" bad_signature
 
 # ---- nonces across a Redis crash ----
-restart_redis() { # restart_redis [redis-server args]: SIGKILL (a crash), same port and dir
-    kill -KILL "$REDIS_PID"
-    wait "$REDIS_PID" 2>/dev/null || true
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --dir "$T" "$@" \
-        >>"$T/redis.log" 2>&1 &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_for 10 redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || fail "redis-server did not restart"
-}
 msg=$(signed --service api --env staging --version v6)
 id=$(id_of "$msg")
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 wait_event "$id" deploy.validated 30 >/dev/null || fail "persisted: the original was not validated"
+kill_redis # a crash; then the same port and dir
 restart_redis --appendonly yes --appendfsync always
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 expect_reasons "replay after a Redis crash (AOF, fsync always)" "$id" replayed_nonce
 
 # A Redis without persistence forgets every nonce, and alone it would take a replay
@@ -91,13 +80,14 @@ expect_reasons "replay after a Redis crash (AOF, fsync always)" "$id" replayed_n
 # second time.
 msg=$(signed --service api --env staging --version v7)
 id=$(id_of "$msg")
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 wait_event "$id" deploy.validated 30 >/dev/null || fail "volatile: the original was not validated"
 epoch_before=$(redis-cli -p "$REDIS_PORT" get deployq:nonce-epoch)
 [ -n "$epoch_before" ] || fail "no deployq:nonce-epoch in Redis"
+kill_redis
 restart_redis --appendonly no
 assert_eq "$(redis-cli -p "$REDIS_PORT" dbsize)" 0 "keys in the restarted, volatile Redis"
-produce_raw "$msg"
+produce_raw "$msg" api/staging
 expect_reasons "replay inside the window after Redis lost its nonces" "$id" stale
 ev=$(wait_event "$id" deploy.rejected 30)
 jq -r '.data.reasons[0].message' <<<"$ev" | grep -q 'before .*when the replay memory (Redis) began' ||

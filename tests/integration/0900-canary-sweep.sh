@@ -10,10 +10,10 @@
 # (the provider got its token, the Slack double was called on the URL holding its canary).
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-executor.sh"
+. "$(dirname "$0")/helpers-monitor.sh"
 . "$(dirname "$0")/helpers-rollback.sh"
 . "$(dirname "$0")/helpers-registry.sh"
 
-MONITOR="$DEPLOYQ_BUILD/workers/monitor/deployq-monitor"
 canary() { printf 'cnry%s%s' "$1" "$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"; }
 export DQ_REDIS_PASSWORD DQ_SASL_PASSWORD DQ_PROVIDER_TOKEN DQ_GITHUB_TOKEN DQ_PROBE_TOKEN
 export DQ_REGISTRY_TOKEN DQ_SLACK_URL DQ_HOOK_URL
@@ -36,11 +36,8 @@ REDIS_URL='redis://:${DQ_REDIS_PASSWORD}@127.0.0.1:'"$REDIS_PORT"
 start_broker
 start_fake wh webhook
 start_fake slack slack
-"$PY" "$FAKES/health.py" --port 0 --port-file "$T/health.port" \
-    --script '{"versions": {"v2": {"status": 500, "body": "broken"}}}' >"$T/fake-health.log" 2>&1 &
-PIDS+=("$!")
-wait_for 10 test -s "$T/health.port" || fail "health double did not start"
-H="http://127.0.0.1:$(cat "$T/health.port")"
+start_fake health health --script '{"versions": {"v2": {"status": 500, "body": "broken"}}}'
+H=$FAKE_URL_health
 WH=http://127.0.0.1:$FAKE_PORT_wh
 DQ_SLACK_URL="http://127.0.0.1:$FAKE_PORT_slack/services/T0/B0/$SLACK_CANARY"
 DQ_HOOK_URL="http://127.0.0.1:$FAKE_PORT_slack/hooks/$HOOK_CANARY"
@@ -88,9 +85,7 @@ start_validator a
 start_executor a
 start_rollback a
 start_registry a
-"$MONITOR" --config "$CONFIG" --log-level debug >"$T/monitor-a.log" 2>&1 &
-PIDS+=("$!")
-wait_for 60 grep -q 'assigned' "$T/monitor-a.log" || fail "the monitor got no partitions"
+start_monitor a
 
 log "v1: the webhook answers 5xx twice first; deployed and verified"
 fake_script wh '{"mode":"http_5xx","fail_times":2,"steps":2}'
@@ -98,14 +93,14 @@ fake_script slack '{"mode":"http_5xx","fail_times":1}'
 d1=$(submit --service api --env staging --version v1) || fail "submit v1"
 ev=$(terminal "$d1" 60) || fail "v1 never concluded"
 assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "v1 outcome"
-curl -fsS -X POST -d '{"version":"v1"}' "$H/_fake/deploy" >/dev/null
+fake_post health /_fake/deploy '{"version":"v1"}'
 wait_event "$d1" deploy.verified 60 >/dev/null || fail "v1 was never verified"
 
 log "v2: deployed, health goes bad, the monitor asks for a rollback, notifications go out"
 d2=$(submit --service api --env staging --version v2) || fail "submit v2"
 ev=$(terminal "$d2" 60) || fail "v2 never concluded"
 assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "v2 outcome"
-curl -fsS -X POST -d '{"version":"v2"}' "$H/_fake/deploy" >/dev/null
+fake_post health /_fake/deploy '{"version":"v2"}'
 wait_event "$d2" rollback.requested 60 >/dev/null || fail "no rollback.requested for v2"
 wait_event "$d2" rollback.succeeded 60 >/dev/null || fail "no rollback.succeeded for v2"
 wait_for 30 grep -q -F '"type":"notification.' <(events) || fail "no notification event"
@@ -117,7 +112,7 @@ ev=$(terminal "$d3" 60) || fail "v3 never concluded"
 assert_eq "$(jq -r .type <<<"$ev")" deploy.failed "v3 outcome"
 d4=$(submit --service nosuch --env staging --version v1)
 wait_event "$d4" deploy.rejected 30 >/dev/null || fail "no rejection"
-printf 'garbage' | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" 2>/dev/null
+produce_raw garbage
 
 log "wrong secrets: a wrong Redis password, a wrong registry token"
 for w in executor rollback; do

@@ -1,24 +1,18 @@
 # helpers-executor.sh - what the executor and break-glass tests (01xx) share, sourced
-# after helpers.sh: provider doubles from tests/fakes, a configuration with provider
-# chains and an operator key, executors to start.
+# after helpers.sh: a configuration with provider chains and an operator key, executors to
+# start, and what the provider doubles (start_fake, helpers.sh) were asked to do.
 
 EXECUTOR="$DEPLOYQ_BUILD/workers/executor/deployq-executor"
-FAKES="$DEPLOYQ_SOURCE/tests/fakes"
 
-# start_fake NAME KIND: a provider double (webhook, railway, github, circleci); sets
-# FAKE_PORT_<NAME>.
-start_fake() {
-    local name=$1 kind=$2
-    "$PY" "$FAKES/$kind.py" --port 0 --port-file "$T/fake-$name.port" >"$T/fake-$name.log" 2>&1 &
-    PIDS+=("$!")
-    wait_for 10 test -s "$T/fake-$name.port" || fail "fake $name ($kind) did not start"
-    eval "FAKE_PORT_$name=$(cat "$T/fake-$name.port")"
+# deploy_calls NAME: how many deployments the provider double NAME was asked to create
+# (POST /deploy at a webhook double, serviceInstanceDeployV2 at a Railway double).
+deploy_calls() {
+    fake_calls "$1" | jq '[.calls[] | select(.method == "POST" and
+        (.path == "/deploy" or (.body.query // "" | test("serviceInstanceDeployV2"))))] | length'
 }
-fake_port() { eval "printf '%s' \"\$FAKE_PORT_$1\""; }
-# fake_script NAME JSON
-fake_script() { curl -fsS -X POST -d "$2" "http://127.0.0.1:$(fake_port "$1")/_fake/script" >/dev/null; }
-fake_reset() { curl -fsS -X POST "http://127.0.0.1:$(fake_port "$1")/_fake/reset" >/dev/null; }
-fake_calls() { curl -fsS "http://127.0.0.1:$(fake_port "$1")/_fake/calls"; }
+# gql_calls NAME OPERATION: the calls to the Railway double NAME whose GraphQL query names
+# OPERATION (deploymentCancel, deploymentRollback, ...), as one JSON array.
+gql_calls() { fake_calls "$1" | jq -c --arg op "$2" '[.calls[] | select(.body.query // "" | test($op))]'; }
 
 # write_exec_config SERVICES_YAML [EXTRA_TOP_LEVEL_YAML]: like write_config, with an
 # operator key (for break-glass) and the given services: block (indented two spaces).
@@ -71,6 +65,22 @@ group_settled() {
         total=$((total + ${n% partition}))
     done
     [ "$total" -eq 6 ]
+}
+
+# deploy VERSION [SERVICE]: submit SERVICE/staging (SERVICE api by default) at VERSION and
+# wait for its terminal event (60 s); prints the deployment id.
+deploy() {
+    local id
+    id=$(submit --service "${2:-api}" --env staging --version "$1")
+    terminal "$id" 60 >/dev/null || fail "$1: no terminal event"
+    printf '%s\n' "$id"
+}
+
+# run_registered KIND ID [N]: the run ID is registered under its lock in deployq:runs:KIND
+# (exec, rollback; common/runlease.c) N times: 1 (the default) while it runs, 0 once it
+# concluded (for wait_for).
+run_registered() {
+    [ "$(redis-cli -p "$REDIS_PORT" zscore "deployq:runs:$1" "$2" | grep -c .)" = "${3:-1}" ]
 }
 
 # terminal DEPLOYMENT_ID [SECONDS]: the terminal event (succeeded or failed), once there.

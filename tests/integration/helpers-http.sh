@@ -13,6 +13,9 @@ http_yaml() {
     [ -z "${1:-}" ] || printf '    token: "${%s}"\n' "$1"
 }
 
+# wait_api_up: the API answers /healthz within 20 s, or the test fails.
+wait_api_up() { wait_for 20 curl -fs -o /dev/null "$HTTP/healthz" || fail "the API did not come up on $HTTP"; }
+
 # api PATH: the body of a GET (fails the test on a transport error or a status >= 400).
 api() {
     local auth=()

@@ -1,12 +1,12 @@
 # helpers-monitor.sh - what the monitor tests (04xx) share; source it after helpers.sh.
 #
 # The tests need no executor: they put deploy.succeeded / rollback.succeeded on the events
-# topic with kcat, exactly as the executor or the rollback worker would, and read what
-# deployq-monitor emits. The probed service is tests/fakes/health.py (status, latency,
-# body flipped at runtime) and tests/fakes/prometheus.py stands in for Prometheus.
+# topic with kcat (inject, helpers.sh), exactly as the executor or the rollback worker
+# would, and read what deployq-monitor emits. The probed service is tests/fakes/health.py
+# (status, latency, body flipped at runtime: fake_script) and tests/fakes/prometheus.py
+# stands in for Prometheus, both started with start_fake NAME KIND.
 
 MONITOR="$DEPLOYQ_BUILD/workers/monitor/deployq-monitor"
-FAKES="$DEPLOYQ_SOURCE/tests/fakes"
 
 # write_monitor_config SERVICES_YAML [TOP_LEVEL_MONITOR_YAML]: a configuration of the test's
 # broker, Redis and topics, with the `services:` block given (environments carry their
@@ -40,64 +40,31 @@ start_monitor_nowait() {
     fi
 }
 
-# start_fake KIND NAME [args]: tests/fakes/KIND.py on a free port; sets <NAME>_PORT and
-# <NAME>_URL (http://127.0.0.1:port).
-start_fake() {
-    local kind=$1 name=$2; shift 2
-    "$PY" "$FAKES/$kind.py" --port 0 --port-file "$T/$name.port" "$@" >"$T/$name.log" 2>&1 &
-    PIDS+=("$!")
-    wait_for 10 test -s "$T/$name.port" || fail "$kind double $name did not start"
-    local port
-    port=$(cat "$T/$name.port")
-    eval "${name}_PORT=$port"
-    eval "${name}_URL=http://127.0.0.1:$port"
-}
-
-# fake_post URL PATH JSON: script a double.
-fake_post() {
-    curl -fsS -X POST -H 'Content-Type: application/json' --data "$3" "$1$2" >/dev/null ||
-        fail "POST $1$2 failed"
-}
-health_calls() { curl -fsS "$1/_fake/calls" | jq -r .calls; }
-# health_calls_ge URL N: the double has answered at least N requests (for wait_for).
+# health_calls NAME: how many requests the health double NAME has answered.
+health_calls() { fake_calls "$1" | jq -r .calls; }
+# health_calls_ge NAME N: the double has answered at least N requests (for wait_for).
 health_calls_ge() { [ "$(health_calls "$1")" -ge "$2" ]; }
 # events_ge DEPLOYMENT_ID TYPE N: at least N events of TYPE (for wait_for).
 events_ge() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
 
-new_uuid() { cat /proc/sys/kernel/random/uuid; }
-now_rfc3339() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
-
-# inject TYPE SERVICE ENV VERSION DEPLOYMENT_ID [EVENT_ID] [AT]: put one event on the
-# events topic as a worker would (keyed service/env). Prints the event id.
-inject() {
-    local type=$1 svc=$2 env=$3 version=$4 dep=$5 id=${6:-$(new_uuid)} at=${7:-$(now_rfc3339)}
-    local data
-    case "$type" in
-    deploy.succeeded) data='{"provider":"command","provider_deployment_id":"run-1","duration_ms":1200}' ;;
-    rollback.succeeded) data="{\"to_version\":\"$version\",\"method\":\"redeploy\",\"restored_at\":\"$at\"}" ;;
-    *) data='{}' ;;
-    esac
-    jq -cn --arg id "$id" --arg type "$type" --arg dep "$dep" --arg svc "$svc" --arg env "$env" \
-        --arg v "$version" --arg at "$at" --argjson data "$data" \
-        '{schema:"deployq.event/v1",id:$id,type:$type,deployment_id:$dep,service:$svc,
-          environment:$env,version:$v,at:$at,actor:"deployq-executor@test/1",fence:7,data:$data}' |
-        kcat -P -b "$BROKERS" -t "$TOPIC_EVENTS" -k "$svc/$env" 2>>"$T/kcat.log" ||
-        fail "kcat could not produce $type"
-    printf '%s\n' "$id"
-}
-
-# Milliseconds since the epoch of an RFC 3339 time (GNU date).
-ms_of() { date -u -d "$1" +%s%3N; }
-
-# wait_no_event DEPLOYMENT_ID TYPE SECONDS: fail if TYPE shows up within SECONDS.
+# assert_no_event DEPLOYMENT_ID TYPE: fail if an event of TYPE is on the topic.
 assert_no_event() {
     local out
-    out=$(events_for "$1" | jq -c --arg t "$2" 'select(.type == $t)' | head -n 1)
+    out=$(events_for "$1" "$2" | head -n 1)
     [ -z "$out" ] || fail "unexpected $2 for $1: $out"
 }
 
-# count_events DEPLOYMENT_ID TYPE
-count_events() { events_for "$1" | jq -c --arg t "$2" 'select(.type == $t)' | wc -l; }
+# count_events DEPLOYMENT_ID TYPE: how many events of TYPE (repeats included).
+count_events() { events_for "$1" "$2" | wc -l; }
+
+# monitor_events_valid: every event deployq-monitor put on the topic is valid against
+# schemas/ (and they are saved in $T/monitor-events.jsonl).
+monitor_events_valid() {
+    local n
+    events | jq -c 'select(.actor | startswith("deployq-monitor"))' >"$T/monitor-events.jsonl"
+    n=$(wc -l <"$T/monitor-events.jsonl")
+    assert_eq "$(schema_check <"$T/monitor-events.jsonl")" "$n" "monitor events valid against schemas/"
+}
 
 # stop_monitor NAME: SIGTERM, then it must exit 0 within 15 s (a clean shutdown: the
 # ticker finishes its tick, the consumer leaves the group, the producers flush).

@@ -1,10 +1,11 @@
 # helpers-rollback.sh - what the rollback and notification tests (05xx) share; source it
-# after helpers.sh and helpers-executor.sh (provider doubles: start_fake NAME KIND,
-# fake_script, fake_calls).
+# after helpers.sh (provider and Slack doubles: start_fake NAME KIND, fake_script,
+# fake_calls; inject) and helpers-executor.sh (deploy_calls, gql_calls, group_settled).
 #
 # No executor or monitor runs: the tests put deploy.succeeded / deploy.verified /
-# rollback.requested on the events topic with kcat, exactly as those workers would, and
-# read what deployq-rollback emits and what the doubles (providers, Slack) received.
+# rollback.requested on the events topic with kcat (inject), exactly as those workers
+# would, and read what deployq-rollback emits and what the doubles (providers, Slack)
+# received.
 
 ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
 
@@ -40,27 +41,6 @@ launch_rollback() {
         wait_for 60 topic_ready "$TOPIC_EVENTS" || fail "$TOPIC_EVENTS was not created"
     fi
 }
-
-new_uuid() { cat /proc/sys/kernel/random/uuid; }
-now_rfc3339() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
-ago_rfc3339() { date -u -d "@$(($(date +%s) - $1))" +%Y-%m-%dT%H:%M:%S.000Z; }
-ms_of() { date -u -d "$1" +%s%3N; }
-
-# inject TYPE SERVICE ENV VERSION DEPLOYMENT_ID DATA_JSON [EVENT_ID] [AT]: one event on the
-# events topic as the executor or the monitor would put it (keyed service/env). Prints its id.
-inject() {
-    local type=$1 svc=$2 env=$3 version=$4 dep=$5 data=$6 id=${7:-$(new_uuid)} at=${8:-$(now_rfc3339)}
-    jq -cn --arg id "$id" --arg type "$type" --arg dep "$dep" --arg svc "$svc" --arg env "$env" \
-        --arg v "$version" --arg at "$at" --argjson data "$data" \
-        '{schema:"deployq.event/v1",id:$id,type:$type,deployment_id:$dep,service:$svc,
-          environment:$env,version:$v,at:$at,actor:"deployq-test@host/1",fence:1,data:$data}' |
-        kcat -P -b "$BROKERS" -t "$TOPIC_EVENTS" -k "$svc/$env" 2>>"$T/kcat.log" ||
-        fail "kcat could not produce $type"
-    printf '%s\n' "$id"
-}
-# succeeded PROVIDER PROVIDER_ID: deploy.succeeded data
-succeeded_data() { jq -cn --arg p "$1" --arg i "$2" '{provider:$p,provider_deployment_id:$i,duration_ms:1000}'; }
-verified_data='{"window_ms":60000,"samples":12}'
 
 # rollback_outcome REQUEST_ID [SECONDS]: the rollback.succeeded/failed of a request, once there.
 rollback_outcome() {

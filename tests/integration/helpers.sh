@@ -3,7 +3,9 @@
 # Each test sources this file, which gives it a scratch directory, a real redis-server on
 # a free port, a broker, a configuration with fresh signing keys, and helpers to run the
 # deployq binaries and read deployq.events with an independent client (kcat). Everything
-# a test starts is stopped on exit, whatever happened.
+# a test starts is stopped on exit, whatever happened. The helpers every area uses are
+# here (events put on the topic with inject, requests with signed / produce_raw, the doubles
+# of tests/fakes with start_fake NAME KIND); helpers-<area>.sh add what one area needs.
 #
 # The broker: the embedded one (`deployq broker`, librdkafka's mock cluster), fresh per
 # test, unless DEPLOYQ_TEST_BROKERS names a real Kafka; then each test uses topics of its
@@ -70,15 +72,28 @@ wait_for() {
     done
 }
 
+# start_redis: a redis-server on a free port (REDIS_PORT, REDIS_PID, REDIS_URL), with
+# REDIS_EXTRA_ARGS; REDIS_CLI_AUTH: redis-cli arguments to log in with.
 start_redis() {
     REDIS_PORT=$(free_port)
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$T" ${REDIS_EXTRA_ARGS:-} >"$T/redis.log" 2>&1 &
+    restart_redis --appendonly no ${REDIS_EXTRA_ARGS:-}
+    REDIS_URL=${REDIS_URL_OVERRIDE:-redis://127.0.0.1:$REDIS_PORT}
+}
+# restart_redis [redis-server args...]: run the test's redis-server (again, after
+# kill_redis) on REDIS_PORT with its dir $T; sets REDIS_PID once it answers.
+restart_redis() {
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --dir "$T" "$@" >>"$T/redis.log" 2>&1 &
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
     wait_for 10 redis-cli -p "$REDIS_PORT" ${REDIS_CLI_AUTH:-} ping >/dev/null 2>&1 || fail "redis-server did not start"
-    REDIS_URL=${REDIS_URL_OVERRIDE:-redis://127.0.0.1:$REDIS_PORT}
 }
+# kill_redis: SIGKILL the test's redis-server (a crash), and reap it.
+kill_redis() {
+    kill -KILL "$REDIS_PID"
+    wait "$REDIS_PID" 2>/dev/null || true
+}
+# redis_has KEY: the key exists (for wait_for).
+redis_has() { [ "$(redis-cli -p "$REDIS_PORT" exists "$1")" = 1 ]; }
 
 start_broker() {
     if [ -n "${DEPLOYQ_TEST_BROKERS:-}" ]; then
@@ -214,20 +229,37 @@ start_validator() {
 }
 topic_ready() { kcat -L -b "$BROKERS" -t "$1" 2>/dev/null | grep -q "topic \"$1\" with 6 partitions"; }
 
+# submit [submit args...]: deployq submit with the test's configuration and CI key.
 submit() { "$DEPLOYQ" submit --config "$CONFIG" --key "$T/ci.key" --key-id ci-test "$@"; }
+# signed [submit args...]: a signed request as CI would send it (submit --dry-run), with the
+# key $KEY (default $T/ci.key) under the id $KEY_ID (default ci-test); prints the message.
+signed() { "$DEPLOYQ" submit --dry-run --key "${KEY:-$T/ci.key}" --key-id "${KEY_ID:-ci-test}" "$@"; }
+# id_of MESSAGE: the deployment id of a signed request (from signed).
+id_of() { jq -r '.request | fromjson | .deployment_id' <<<"$1"; }
+# produce_raw TEXT [KEY]: put TEXT as it is on the requests topic, keyed KEY (default raw),
+# with kcat (forged, altered or replayed requests, approvals, garbage).
+produce_raw() { printf '%s\n' "$1" | kcat -P -b "$BROKERS" -t "$TOPIC_REQUESTS" -k "${2:-raw}" 2>/dev/null; }
+# reason_codes EVENT: the codes of a deploy.rejected, comma-separated.
+reason_codes() { jq -r '[.data.reasons[].code] | join(",")' <<<"$1"; }
 
 # Every event on the events topic, one JSON document a line (independent client: kcat).
 events() {
     kcat -C -b "$BROKERS" -t "$TOPIC_EVENTS" -o beginning -e -q -f '%s\n' 2>/dev/null || true
 }
-# events_for DEPLOYMENT_ID
-events_for() { events | jq -c --arg id "$1" 'select(.deployment_id == $id)'; }
+# events_for DEPLOYMENT_ID [TYPE]: its events (only those of TYPE if given), one a line.
+events_for() {
+    if [ -n "${2:-}" ]; then
+        events | jq -c --arg id "$1" --arg t "$2" 'select(.deployment_id == $id and .type == $t)'
+    else
+        events | jq -c --arg id "$1" 'select(.deployment_id == $id)'
+    fi
+}
 
 # wait_event DEPLOYMENT_ID TYPE [SECONDS]: prints the event once it is on the topic.
 wait_event() {
-    local id=$1 type=$2 secs=${3:-30} end=$((SECONDS + ${3:-30})) out
+    local id=$1 type=$2 end=$((SECONDS + ${3:-30})) out
     while :; do
-        out=$(events_for "$id" | jq -c --arg t "$type" 'select(.type == $t)' | head -n 1)
+        out=$(events_for "$id" "$type" | head -n 1)
         [ -n "$out" ] && { printf '%s\n' "$out"; return 0; }
         [ $SECONDS -lt $end ] || return 1
         sleep 0.3
@@ -239,3 +271,71 @@ schema_check() { "$PY" "$DEPLOYQ_SOURCE/tests/integration/validate_events.py" "$
 
 assert_eq() { [ "$1" == "$2" ] || fail "${3:-value}: expected '$2', got '$1'"; }
 alive() { kill -0 "$1" 2>/dev/null; }
+
+# ---- times and ids ----
+# new_uuid: a random UUID (v4), for deployment and event ids.
+new_uuid() { cat /proc/sys/kernel/random/uuid; }
+# now_rfc3339 / ago_rfc3339 SECONDS: RFC 3339 times (UTC, milliseconds), now and SECONDS ago.
+now_rfc3339() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
+ago_rfc3339() { date -u -d "$1 seconds ago" +%Y-%m-%dT%H:%M:%S.%3NZ; }
+# ms_of TIME: milliseconds since the epoch of an RFC 3339 time (GNU date).
+ms_of() { date -u -d "$1" +%s%3N; }
+
+# inject TYPE SERVICE ENV VERSION DEPLOYMENT_ID [DATA_JSON] [EVENT_ID] [AT]: put one event
+# on the events topic with kcat, as the executor, monitor or rollback worker would (keyed
+# service/env, fence 7); prints its id. Without DATA_JSON (or with ""), the data of a
+# plausible deploy.succeeded / rollback.succeeded, {} for other types.
+inject() {
+    local type=$1 svc=$2 env=$3 version=$4 dep=$5 data=${6:-} id=${7:-} at=${8:-}
+    [ -n "$id" ] || id=$(new_uuid)
+    [ -n "$at" ] || at=$(now_rfc3339)
+    if [ -z "$data" ]; then
+        case "$type" in
+        deploy.succeeded) data='{"provider":"command","provider_deployment_id":"run-1","duration_ms":1200}' ;;
+        rollback.succeeded) data="{\"to_version\":\"$version\",\"method\":\"redeploy\",\"restored_at\":\"$at\"}" ;;
+        *) data='{}' ;;
+        esac
+    fi
+    jq -cn --arg id "$id" --arg type "$type" --arg dep "$dep" --arg svc "$svc" --arg env "$env" \
+        --arg v "$version" --arg at "$at" --argjson data "$data" \
+        '{schema:"deployq.event/v1",id:$id,type:$type,deployment_id:$dep,service:$svc,
+          environment:$env,version:$v,at:$at,actor:"deployq-test@localhost/1",fence:7,data:$data}' |
+        kcat -P -b "$BROKERS" -t "$TOPIC_EVENTS" -k "$svc/$env" 2>>"$T/kcat.log" ||
+        fail "kcat could not inject $type"
+    printf '%s\n' "$id"
+}
+
+# succeeded_data PROVIDER PROVIDER_ID: the data of a deploy.succeeded, for inject.
+succeeded_data() { jq -cn --arg p "$1" --arg i "$2" '{provider:$p,provider_deployment_id:$i,duration_ms:1000}'; }
+# The data of a deploy.verified, for inject.
+verified_data='{"window_ms":60000,"samples":12}'
+
+# ---- doubles (tests/fakes): providers, Slack, health, Prometheus, router ----
+FAKES="$DEPLOYQ_SOURCE/tests/fakes"
+
+# start_fake NAME KIND [args...]: tests/fakes/KIND.py (webhook, railway, slack, health,
+# prometheus, router, ...) on a free port, given args; sets FAKE_PORT_<NAME> and
+# FAKE_URL_<NAME> (http://127.0.0.1:port).
+start_fake() {
+    local name=$1 kind=$2 port
+    shift 2
+    "$PY" "$FAKES/$kind.py" --port 0 --port-file "$T/fake-$name.port" "$@" >"$T/fake-$name.log" 2>&1 &
+    PIDS+=("$!")
+    wait_for 10 test -s "$T/fake-$name.port" || fail "fake $name ($kind) did not start"
+    port=$(cat "$T/fake-$name.port")
+    eval "FAKE_PORT_$name=$port FAKE_URL_$name=http://127.0.0.1:$port"
+}
+# fake_url NAME: http://127.0.0.1:port of the double NAME.
+fake_url() { eval "printf '%s' \"\$FAKE_URL_$1\""; }
+# fake_post NAME PATH JSON: POST JSON to a control endpoint of the double (fails the test
+# if it does not take it).
+fake_post() {
+    curl -fsS -X POST -H 'Content-Type: application/json' --data "$3" "$(fake_url "$1")$2" >/dev/null ||
+        fail "POST $2 to the double $1 failed"
+}
+# fake_script NAME JSON: replace what the double does (its script).
+fake_script() { fake_post "$1" /_fake/script "$2"; }
+# fake_reset NAME: forget its calls and script.
+fake_reset() { fake_post "$1" /_fake/reset '{}'; }
+# fake_calls NAME: what the double recorded (GET /_fake/calls).
+fake_calls() { curl -fsS "$(fake_url "$1")/_fake/calls"; }
