@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libfyaml.h>
 
 #include "cli.h"
 #include "fold.h"
@@ -199,10 +198,9 @@ static const char *registry_dir(reg_opts *o, const dq_config *cfg)
 
     if (o->dir)
         return o->dir;
-    if (cfg && cfg->doc) {
-        struct fy_node *n = fy_node_by_path(fy_document_root(cfg->doc), "/registry/dir",
-                                            (size_t)-1, FYNWF_DONT_FOLLOW);
-        const char *v = n ? dq_config_node_scalar(n) : NULL;
+    if (cfg) {
+        char num[32];
+        const char *v = dq_config_text(cfg, dq_config_view(cfg, "registry.dir"), num, sizeof num);
 
         if (v) {
             dq_strlcpy(o->dirbuf, v, sizeof o->dirbuf);

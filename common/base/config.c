@@ -1,7 +1,8 @@
 /*
  * config.c - deployq.yaml: built-in defaults, the file (libfyaml), ${NAME} references and
  * the environment overrides (see config.h for the contract, docs/configuration.md for the
- * keys).
+ * keys). This is the only file that knows YAML: every other module reads its section as
+ * cJSON (dq_config_view) with the `file:line` of each item (dq_config_where).
  *
  * The document is parsed without libfyaml resolving anything: its duplicate-key check and
  * its alias resolution are quadratic in 0.7.12 (a mapping of 20,000 services took 20 s), and
@@ -9,13 +10,14 @@
  * keys and aliases itself in one linear walk, with limits, and only then expands aliases
  * and merge keys (expand_aliases).
  *
- * A load then makes three passes over the document. First every scalar is resolved
+ * A load then makes four passes over the document. First every scalar is resolved
  * (${NAME} replaced) into the node's meta data, so a missing variable fails the load
  * whichever section holds it, each resolved value is registered for redaction before
- * anything could log it, and later readers never see the raw references. Then the sections
- * this module owns are read into dq_config. Last come the checks that span entries
- * (`requires` targets and cycles). The document stays alive in cfg->doc so a later worker
- * reads its own section (providers, probes, ...) with line numbers for its messages.
+ * anything could log it, and later readers never see the raw references. Then the document
+ * becomes the view: a cJSON tree, with the line of every item (and the spelling of every
+ * scalar that is not a string) in a table beside it; the document is freed. Then the
+ * sections this module owns are read from the view into dq_config. Last come the checks
+ * that span entries (`requires` targets and cycles).
  */
 #include "config.h"
 
@@ -54,14 +56,17 @@
 #define ANCHORS_MAX 1000
 #define NESTING_MAX 128 /* mappings and sequences inside each other, aliases expanded */
 
-/* Top-level sections that later workers read from cfg->doc themselves. */
-static const char *const reserved_sections[] = {
+/* The top-level keys: the sections this module reads, then those later workers read from
+ * the view themselves. */
+static const char *const top_level_keys[] = {
+    "kafka", "redis", "validator", "topics", "schemas_dir", "keys", "services",
     "providers", "executor", "monitor", "rollback", "registry", "notifications", "locks",
+    NULL,
 };
 
 /* What this module keeps as a node's libfyaml meta data: for a scalar, its resolved text;
  * for a mapping or sequence copied in place of an alias, the alias's line (libfyaml gives
- * such a copy no parent, which is where dq_config_node_line() would find it). */
+ * such a copy no parent, which is where node_line() would find it). */
 typedef struct node_meta {
     int from_env; /* the text held a ${NAME} reference: it is a string, whatever it looks like */
     int line;     /* a copy made for an alias: the alias's line; 0 otherwise */
@@ -76,6 +81,8 @@ typedef struct loader {
     char *err;
     size_t errlen;
     dq_config *cfg;
+    struct fy_document *doc; /* the parsed file until it became the view; NULL after */
+    char num[32];            /* a number of a view built by hand, as text (text_of) */
     /* The top-level sections whose ${NAME} references must be set (NULL-terminated), or
      * NULL for all of them: a reading verb loads the running stack's file without the
      * provider tokens it never uses (dq_config_load_sections). */
@@ -87,22 +94,90 @@ typedef struct buf {
     size_t len, cap;
 } buf;
 
-static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...) DQ_PRINTF(3, 4);
+static int node_line(struct fy_node *node);
 
-static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...)
+/*
+ * The view: the document as one cJSON tree (cfg->tree->root), and beside it, for every
+ * item, where it was written. The table is keyed by the item's address and never changes
+ * once the load is done, so readers on several threads share it. A cJSON built by hand
+ * (dq_config_from_json, a unit test) has no entries: its positions are unknown (line 0).
+ */
+typedef struct pos {
+    const cJSON *item;   /* NULL: an empty slot */
+    char *text;          /* a scalar that is not a string: its spelling in the file ("0x1F",
+                            "True", "~"); NULL for a string, a collection or an empty value */
+    int line;            /* the value's line; a mapping or list under a key: the key's */
+    int key_line : 31;   /* the line of the key it is the value of; a list item's own line */
+    unsigned plain : 1;  /* a scalar written plain (no quotes), whatever type it became */
+} pos;
+
+struct dq_config_tree {
+    cJSON *root;
+    pos *slot;
+    size_t cap, n; /* cap is 0 or a power of two, above twice n */
+};
+
+static uint64_t table_hash(const void *key, size_t len);
+#define PTR_KEY ((size_t)-1)
+
+static const pos *pos_find(const struct dq_config_tree *t, const cJSON *item)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
+    if (t == NULL || item == NULL || t->cap == 0)
+        return NULL;
+    for (size_t i = (size_t)table_hash(item, PTR_KEY) & (t->cap - 1); t->slot[i].item != NULL;
+         i = (i + 1) & (t->cap - 1))
+        if (t->slot[i].item == item)
+            return &t->slot[i];
+    return NULL;
+}
+
+/* "name:line: message" in the caller's buffer ("name: message" when line is 0). */
+static void vfail(loader *ld, int line, const char *fmt, va_list ap)
+{
+    char msg[768];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (ld->err != NULL && ld->errlen > 0) {
-        int line = dq_config_node_line(node);
         if (line > 0)
             snprintf(ld->err, ld->errlen, "%s:%d: %s", ld->name, line, msg);
         else
             snprintf(ld->err, ld->errlen, "%s: %s", ld->name, msg);
     }
+}
+
+static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...) DQ_PRINTF(3, 4);
+static int fail_item(loader *ld, const cJSON *item, const char *fmt, ...) DQ_PRINTF(3, 4);
+static int fail_key(loader *ld, const cJSON *item, const char *fmt, ...) DQ_PRINTF(3, 4);
+
+/* An error at a node of the document (parsing, aliases, references). */
+static int fail_at(loader *ld, struct fy_node *node, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, node_line(node), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* An error at an item of the view: the line of its value (of its key, for a mapping or a
+ * list under a key); no line for an item built by hand. */
+static int fail_item(loader *ld, const cJSON *item, const char *fmt, ...)
+{
+    const struct pos *p = pos_find(ld->cfg->tree, item);
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, p != NULL ? p->line : 0, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* An error at the key that introduces an item of the view. */
+static int fail_key(loader *ld, const cJSON *item, const char *fmt, ...)
+{
+    const struct pos *p = pos_find(ld->cfg->tree, item);
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, p != NULL ? p->key_line : 0, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -139,7 +214,6 @@ static int buf_add(buf *b, const char *s, size_t n)
  * either text (key, len: compared by content) or a pointer (len == PTR_KEY: compared by
  * address). Keys are borrowed, never copied: they must outlive the table.
  */
-#define PTR_KEY ((size_t)-1)
 
 typedef struct table_slot {
     const void *key; /* NULL: an empty slot */
@@ -342,7 +416,7 @@ static int section_strict(const loader *ld, struct fy_node *key)
 /*
  * Store the resolved text of every scalar below node as its meta data. Keys are taken
  * literally (a key is a name, not a secret). A value left empty ("key:") gets no meta:
- * dq_config_node_scalar() reports it as NULL. Recursion is bounded by NESTING_MAX, which
+ * the view holds it as null with no text. Recursion is bounded by NESTING_MAX, which
  * expand_aliases() checked.
  */
 static int resolve_tree(loader *ld, struct fy_node *node, int is_key, int strict)
@@ -398,8 +472,8 @@ static int resolve_tree(loader *ld, struct fy_node *node, int is_key, int strict
         while ((pair = fy_node_mapping_iterate(node, &it)) != NULL) {
             struct fy_node *key = fy_node_pair_key(pair);
             /* the top level decides per section; below it, the section's rule holds */
-            int value_strict = node == fy_document_root(ld->cfg->doc) ? section_strict(ld, key)
-                                                                      : strict;
+            int value_strict =
+                node == fy_document_root(ld->doc) ? section_strict(ld, key) : strict;
             if (resolve_tree(ld, key, 1, strict) < 0 ||
                 (rc = resolve_tree(ld, fy_node_pair_value(pair), 0, value_strict)) < 0)
                 return -1;
@@ -458,70 +532,116 @@ static struct fy_node *at(struct fy_node_pair *pair)
     return v != NULL ? v : fy_node_pair_key(pair);
 }
 
-static const char *key_text(struct fy_node_pair *pair)
+/* The text of a scalar item (dq_config_text); a number of a view built by hand is printed
+ * into the loader's buffer, valid until the next call. */
+static const char *text_of(loader *ld, const cJSON *item)
 {
-    const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
-    return k != NULL ? k : "";
+    return dq_config_text(ld->cfg, item, ld->num, sizeof ld->num);
 }
 
-/* A string value, or an error naming path. */
-static int want_string(loader *ld, struct fy_node_pair *pair, const char *path, const char **out)
+/* A member of a mapping of the view; NULL when absent or when obj is not a mapping. */
+static const cJSON *member(const cJSON *obj, const char *key)
 {
-    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
-    if (s == NULL || is_null(fy_node_pair_value(pair)))
-        return fail_at(ld, at(pair), "%s: must be a string", path);
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+}
+
+/* The first key of obj that allowed (NULL-terminated) does not list, with the message
+ * "what: unknown key 'k' (known: a, b)" (what NULL: the top level) in msg; NULL when every
+ * key is known or obj is not a mapping. The one check of unknown keys, public as
+ * dq_config_check_keys(). */
+static const cJSON *unknown_key(const cJSON *obj, const char *const allowed[], const char *what,
+                                char *msg, size_t msglen)
+{
+    const cJSON *it;
+    if (!cJSON_IsObject(obj))
+        return NULL;
+    cJSON_ArrayForEach(it, obj)
+    {
+        size_t i = 0;
+        while (allowed[i] != NULL && strcmp(allowed[i], it->string) != 0)
+            i++;
+        if (allowed[i] != NULL)
+            continue;
+        char known[512];
+        size_t n = 0;
+        known[0] = '\0';
+        for (i = 0; allowed[i] != NULL && n < sizeof known; i++) {
+            int w = snprintf(known + n, sizeof known - n, "%s%s", i > 0 ? ", " : "", allowed[i]);
+            n += w > 0 ? (size_t)w : 0;
+        }
+        if (what != NULL)
+            snprintf(msg, msglen, "%s: unknown key '%.64s' (known: %s)", what, it->string, known);
+        else
+            snprintf(msg, msglen, "unknown top-level key '%.64s' (known: %s)", it->string, known);
+        return it;
+    }
+    return NULL;
+}
+
+static int known_keys(loader *ld, const cJSON *obj, const char *const allowed[], const char *what)
+{
+    char msg[768];
+    const cJSON *bad = unknown_key(obj, allowed, what, msg, sizeof msg);
+    return bad != NULL ? fail_key(ld, bad, "%s", msg) : 0;
+}
+
+/* A string value, or an error naming path. Any scalar but null is taken as written. */
+static int want_string(loader *ld, const cJSON *v, const char *path, const char **out)
+{
+    const char *s = text_of(ld, v);
+    if (s == NULL || cJSON_IsNull(v))
+        return fail_item(ld, v, "%s: must be a string", path);
     *out = s;
     return 0;
 }
 
-static int want_int(loader *ld, struct fy_node_pair *pair, const char *path, long long min,
-                    long long max, long long *out)
+static int want_int(loader *ld, const cJSON *v, const char *path, long long min, long long max,
+                    long long *out)
 {
-    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
+    const char *s = text_of(ld, v);
     if (s == NULL || dq_parse_int(s, min, max, out) < 0)
-        return fail_at(ld, at(pair), "%s: must be an integer from %lld to %lld", path, min, max);
+        return fail_item(ld, v, "%s: must be an integer from %lld to %lld", path, min, max);
     return 0;
 }
 
-static int want_duration(loader *ld, struct fy_node_pair *pair, const char *path, int64_t *out)
+static int want_duration(loader *ld, const cJSON *v, const char *path, int64_t *out)
 {
-    const char *s = dq_config_node_scalar(fy_node_pair_value(pair));
+    const char *s = text_of(ld, v);
     int64_t ms = s != NULL ? dq_duration_parse(s) : -1;
     if (ms <= 0)
-        return fail_at(ld, at(pair), "%s: must be a duration above zero such as 1500ms, 2s, 5m",
-                       path);
+        return fail_item(ld, v, "%s: must be a duration above zero such as 1500ms, 2s, 5m", path);
     *out = ms;
     return 0;
 }
 
-static int want_bool(loader *ld, struct fy_node_pair *pair, const char *path, int *out)
+static int want_bool(loader *ld, const cJSON *v, const char *path, int *out)
 {
-    struct fy_node *v = fy_node_pair_value(pair);
-    const char *s = dq_config_node_scalar(v);
-    if (s != NULL && fy_node_get_style(v) == FYNS_PLAIN &&
-        (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0)) {
+    /* A boolean; and, as before the view existed, true/false written plain but made a
+     * string (by !!str or a ${NAME} reference). */
+    const pos *p = pos_find(ld->cfg->tree, v);
+    const char *s = cJSON_IsString(v) && p != NULL && p->plain ? v->valuestring : NULL;
+    if (cJSON_IsTrue(v) ||
+        (s && (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0))) {
         *out = 1;
         return 0;
     }
-    if (s != NULL && fy_node_get_style(v) == FYNS_PLAIN &&
-        (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0)) {
+    if (cJSON_IsFalse(v) ||
+        (s && (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 || strcmp(s, "FALSE") == 0))) {
         *out = 0;
         return 0;
     }
-    return fail_at(ld, at(pair), "%s: must be true or false", path);
+    return fail_item(ld, v, "%s: must be true or false", path);
 }
 
 /* A section must be a mapping; an empty one ("redis:" or "redis: {}") means defaults. */
-static int want_mapping(loader *ld, struct fy_node_pair *pair, const char *path,
-                        struct fy_node **out)
+static int want_mapping(loader *ld, const cJSON *v, const char *path, const cJSON **out)
 {
-    struct fy_node *v = fy_node_pair_value(pair);
-    if (is_null(v)) {
+    if (cJSON_IsNull(v)) {
         *out = NULL;
         return 0;
     }
-    if (!is_mapping(v))
-        return fail_at(ld, at(pair), "%s: must be a mapping", path);
+    if (!cJSON_IsObject(v))
+        return fail_item(ld, v, "%s: must be a mapping", path);
     *out = v;
     return 0;
 }
@@ -701,142 +821,130 @@ static const dq_environment *env_of(const dq_config *cfg, const dq_service *svc,
 
 /* ---- sections ---------------------------------------------------------------------- */
 
-static int read_kafka(loader *ld, struct fy_node_pair *section)
+/* Each reader takes its section's item of the view; item->string is its key. */
+
+static int read_kafka(loader *ld, const cJSON *section)
 {
-    struct fy_node *map;
+    const cJSON *map = NULL, *it;
     if (want_mapping(ld, section, "kafka", &map) < 0)
         return -1;
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+    cJSON_ArrayForEach(it, map)
+    {
         char path[128];
-        snprintf(path, sizeof path, "kafka.%.100s", key_text(pair));
-        struct fy_node *v = fy_node_pair_value(pair);
-        const char *value = dq_config_node_scalar(v);
-        if (value == NULL || is_null(v))
-            return fail_at(ld, at(pair), "%s: must be a scalar value", path);
+        snprintf(path, sizeof path, "kafka.%.100s", it->string);
+        const char *value = text_of(ld, it);
+        if (value == NULL || cJSON_IsNull(it))
+            return fail_item(ld, it, "%s: must be a scalar value", path);
         /* Keys are unique in a mapping: appended without looking for an earlier one. */
-        if (kafka_add(ld->cfg, key_text(pair), value) < 0)
-            return fail_at(ld, at(pair), "out of memory");
+        if (kafka_add(ld->cfg, it->string, value) < 0)
+            return fail_item(ld, it, "out of memory");
     }
     return 0;
 }
 
-static int read_redis(loader *ld, struct fy_node_pair *section)
+static int read_redis(loader *ld, const cJSON *section)
 {
-    struct fy_node *map;
-    if (want_mapping(ld, section, "redis", &map) < 0)
+    static const char *const known[] = {"url", "timeout", NULL};
+    const cJSON *map = NULL, *it;
+    if (want_mapping(ld, section, "redis", &map) < 0 || known_keys(ld, map, known, "redis") < 0)
         return -1;
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
-        const char *k = key_text(pair);
-        if (strcmp(k, "url") == 0) {
-            const char *url;
-            if (want_string(ld, pair, "redis.url", &url) < 0)
+    cJSON_ArrayForEach(it, map)
+    {
+        if (strcmp(it->string, "url") == 0) {
+            const char *url = NULL;
+            if (want_string(ld, it, "redis.url", &url) < 0)
                 return -1;
             redact_url_password(url);
             if (set_str(&ld->cfg->redis_url, url) < 0)
-                return fail_at(ld, at(pair), "out of memory");
-        } else if (strcmp(k, "timeout") == 0) {
-            int64_t ms;
-            if (want_duration(ld, pair, "redis.timeout", &ms) < 0)
+                return fail_item(ld, it, "out of memory");
+        } else { /* timeout */
+            int64_t ms = 0;
+            if (want_duration(ld, it, "redis.timeout", &ms) < 0)
                 return -1;
             if (ms > INT32_MAX)
-                return fail_at(ld, at(pair), "redis.timeout: too long");
+                return fail_item(ld, it, "redis.timeout: too long");
             ld->cfg->redis_timeout_ms = (int)ms;
-        } else {
-            return fail_at(ld, fy_node_pair_key(pair),
-                           "redis: unknown key '%.64s' (known: url, timeout)", k);
         }
     }
     return 0;
 }
 
-static int read_validator(loader *ld, struct fy_node_pair *section)
+static int read_validator(loader *ld, const cJSON *section)
 {
-    struct fy_node *map;
-    if (want_mapping(ld, section, "validator", &map) < 0)
+    static const char *const known[] = {"max_request_bytes", "max_depth", "issued_at_window",
+                                        NULL};
+    const cJSON *map = NULL, *it;
+    if (want_mapping(ld, section, "validator", &map) < 0 ||
+        known_keys(ld, map, known, "validator") < 0)
         return -1;
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
-        const char *k = key_text(pair);
+    cJSON_ArrayForEach(it, map)
+    {
+        const char *k = it->string;
         long long n;
         if (strcmp(k, "max_request_bytes") == 0) {
-            if (want_int(ld, pair, "validator.max_request_bytes", 1024, 1048576, &n) < 0)
+            if (want_int(ld, it, "validator.max_request_bytes", 1024, 1048576, &n) < 0)
                 return -1;
             ld->cfg->max_request_bytes = (size_t)n;
         } else if (strcmp(k, "max_depth") == 0) {
-            if (want_int(ld, pair, "validator.max_depth", 2, 64, &n) < 0)
+            if (want_int(ld, it, "validator.max_depth", 2, 64, &n) < 0)
                 return -1;
             ld->cfg->max_depth = (int)n;
-        } else if (strcmp(k, "issued_at_window") == 0) {
-            if (want_duration(ld, pair, "validator.issued_at_window",
+        } else { /* issued_at_window */
+            if (want_duration(ld, it, "validator.issued_at_window",
                               &ld->cfg->issued_at_window_ms) < 0)
                 return -1;
-        } else {
-            return fail_at(ld, fy_node_pair_key(pair),
-                           "validator: unknown key '%.64s' (known: max_request_bytes, "
-                           "max_depth, issued_at_window)",
-                           k);
         }
     }
     return 0;
 }
 
-static int read_topics(loader *ld, struct fy_node_pair *section)
+static int read_topics(loader *ld, const cJSON *section)
 {
-    struct fy_node *map;
-    if (want_mapping(ld, section, "topics", &map) < 0)
+    static const char *const known[] = {"requests", "events", "dead", "group_prefix", NULL};
+    const cJSON *map = NULL, *it;
+    if (want_mapping(ld, section, "topics", &map) < 0 || known_keys(ld, map, known, "topics") < 0)
         return -1;
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while (map != NULL && (pair = fy_node_mapping_iterate(map, &it)) != NULL) {
-        const char *k = key_text(pair);
-        char **dst = strcmp(k, "requests") == 0       ? &ld->cfg->topic_requests
-                     : strcmp(k, "events") == 0       ? &ld->cfg->topic_events
-                     : strcmp(k, "dead") == 0         ? &ld->cfg->topic_dead
-                     : strcmp(k, "group_prefix") == 0 ? &ld->cfg->group_prefix
-                                                      : NULL;
-        if (dst == NULL)
-            return fail_at(ld, fy_node_pair_key(pair),
-                           "topics: unknown key '%.64s' (known: requests, events, dead, "
-                           "group_prefix)", k);
+    cJSON_ArrayForEach(it, map)
+    {
+        const char *k = it->string;
+        char **dst = strcmp(k, "requests") == 0 ? &ld->cfg->topic_requests
+                     : strcmp(k, "events") == 0 ? &ld->cfg->topic_events
+                     : strcmp(k, "dead") == 0   ? &ld->cfg->topic_dead
+                                                : &ld->cfg->group_prefix;
         char path[64];
         snprintf(path, sizeof path, "topics.%s", k);
-        const char *name;
-        if (want_string(ld, pair, path, &name) < 0)
+        const char *name = NULL;
+        if (want_string(ld, it, path, &name) < 0)
             return -1;
         /* a group id has no length rule of its own; the worker adds "-executor-state" */
         if (!valid_topic(name) || (dst == &ld->cfg->group_prefix && strlen(name) > 200))
-            return fail_at(ld, at(pair),
-                           "%s: a %s is 1 to %d of letters, digits, '.', '_', '-'", path,
-                           dst == &ld->cfg->group_prefix ? "group prefix" : "topic name",
-                           dst == &ld->cfg->group_prefix ? 200 : 249);
+            return fail_item(ld, it,
+                             "%s: a %s is 1 to %d of letters, digits, '.', '_', '-'", path,
+                             dst == &ld->cfg->group_prefix ? "group prefix" : "topic name",
+                             dst == &ld->cfg->group_prefix ? 200 : 249);
         if (set_str(dst, name) < 0)
-            return fail_at(ld, at(pair), "out of memory");
+            return fail_item(ld, it, "out of memory");
     }
     return 0;
 }
 
-static int read_schemas_dir(loader *ld, struct fy_node_pair *pair)
+static int read_schemas_dir(loader *ld, const cJSON *item)
 {
-    const char *dir;
-    if (want_string(ld, pair, "schemas_dir", &dir) < 0)
+    const char *dir = NULL;
+    if (want_string(ld, item, "schemas_dir", &dir) < 0)
         return -1;
     if (dir[0] == '\0')
-        return fail_at(ld, at(pair), "schemas_dir: must not be empty");
+        return fail_item(ld, item, "schemas_dir: must not be empty");
     if (dir[0] == '/' || ld->dir == NULL) {
         if (set_str(&ld->cfg->schemas_dir, dir) < 0)
-            return fail_at(ld, at(pair), "out of memory");
+            return fail_item(ld, item, "out of memory");
         return 0;
     }
     /* Relative to the file, so the config works from any working directory. */
     size_t n = strlen(ld->dir) + 1 + strlen(dir) + 1;
     char *joined = malloc(n);
     if (joined == NULL)
-        return fail_at(ld, at(pair), "out of memory");
+        return fail_item(ld, item, "out of memory");
     snprintf(joined, n, "%s/%s", ld->dir, dir);
     free(ld->cfg->schemas_dir);
     ld->cfg->schemas_dir = joined;
@@ -844,86 +952,82 @@ static int read_schemas_dir(loader *ld, struct fy_node_pair *pair)
 }
 
 /* ids: the ids of the keys before this one, to refuse a duplicate. */
-static int read_key(loader *ld, table *ids, struct fy_node *entry, size_t index, dq_key *key)
+static int read_key(loader *ld, table *ids, const cJSON *entry, size_t index, dq_key *key)
 {
+    static const char *const known[] = {"id", "public_key", "role", "retired", NULL};
     char path[64];
     snprintf(path, sizeof path, "keys[%zu]", index);
-    if (!is_mapping(entry))
-        return fail_at(ld, entry, "%s: must be a mapping with id and public_key", path);
+    if (!cJSON_IsObject(entry))
+        return fail_item(ld, entry, "%s: must be a mapping with id and public_key", path);
+    if (known_keys(ld, entry, known, path) < 0)
+        return -1;
 
     int has_id = 0, has_key = 0;
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(entry, &it)) != NULL) {
-        const char *k = key_text(pair);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, entry)
+    {
+        const char *k = it->string;
         char kpath[160];
         snprintf(kpath, sizeof kpath, "%s.%.64s", path, k);
-        const char *s;
+        const char *s = NULL;
         if (strcmp(k, "id") == 0) {
-            if (want_string(ld, pair, kpath, &s) < 0)
+            if (want_string(ld, it, kpath, &s) < 0)
                 return -1;
             if (s[0] == '\0')
-                return fail_at(ld, at(pair), "%s: must not be empty", kpath);
+                return fail_item(ld, it, "%s: must not be empty", kpath);
             if (table_find(ids, s, strlen(s)) != NULL)
-                return fail_at(ld, at(pair), "%s: duplicate key id '%.64s'", kpath, s);
+                return fail_item(ld, it, "%s: duplicate key id '%.64s'", kpath, s);
             if (set_str(&key->id, s) < 0 || table_put(ids, key->id, strlen(key->id), key) < 0)
-                return fail_at(ld, at(pair), "out of memory");
+                return fail_item(ld, it, "out of memory");
             has_id = 1;
         } else if (strcmp(k, "public_key") == 0) {
             unsigned char raw[KEY_BYTES];
-            if (want_string(ld, pair, kpath, &s) < 0)
+            if (want_string(ld, it, kpath, &s) < 0)
                 return -1;
             if (dq_base64_decode(s, raw, sizeof raw) != KEY_BYTES)
-                return fail_at(ld, at(pair),
-                               "%s: must be the base64 of a 32-byte Ed25519 public key", kpath);
+                return fail_item(ld, it,
+                                 "%s: must be the base64 of a 32-byte Ed25519 public key", kpath);
             if (set_str(&key->public_key, s) < 0)
-                return fail_at(ld, at(pair), "out of memory");
+                return fail_item(ld, it, "out of memory");
             has_key = 1;
         } else if (strcmp(k, "role") == 0) {
-            if (want_string(ld, pair, kpath, &s) < 0)
+            if (want_string(ld, it, kpath, &s) < 0)
                 return -1;
             if (strcmp(s, "ci") != 0 && strcmp(s, "approver") != 0 && strcmp(s, "operator") != 0)
-                return fail_at(ld, at(pair), "%s: must be 'ci', 'approver' or 'operator'",
-                               kpath);
+                return fail_item(ld, it, "%s: must be 'ci', 'approver' or 'operator'", kpath);
             if (set_str(&key->role, s) < 0)
-                return fail_at(ld, at(pair), "out of memory");
-        } else if (strcmp(k, "retired") == 0) {
-            if (want_bool(ld, pair, kpath, &key->retired) < 0)
+                return fail_item(ld, it, "out of memory");
+        } else { /* retired */
+            if (want_bool(ld, it, kpath, &key->retired) < 0)
                 return -1;
-        } else {
-            return fail_at(ld, fy_node_pair_key(pair),
-                           "%s: unknown key '%.64s' (known: id, public_key, role, retired)",
-                           path, k);
         }
     }
     if (!has_id)
-        return fail_at(ld, entry, "%s: id is missing", path);
+        return fail_item(ld, entry, "%s: id is missing", path);
     if (!has_key)
-        return fail_at(ld, entry, "%s.public_key is missing (key '%.64s')", path, key->id);
+        return fail_item(ld, entry, "%s.public_key is missing (key '%.64s')", path, key->id);
     if (key->role == NULL && set_str(&key->role, "ci") < 0)
-        return fail_at(ld, entry, "out of memory");
+        return fail_item(ld, entry, "out of memory");
     return 0;
 }
 
-static int read_keys(loader *ld, struct fy_node_pair *section)
+static int read_keys(loader *ld, const cJSON *seq)
 {
-    struct fy_node *seq = fy_node_pair_value(section);
-    if (is_null(seq))
+    if (cJSON_IsNull(seq))
         return 0;
-    if (!is_sequence(seq))
-        return fail_at(ld, at(section), "keys: must be a sequence of {id, public_key, role}");
-    int count = fy_node_sequence_item_count(seq);
+    if (!cJSON_IsArray(seq))
+        return fail_item(ld, seq, "keys: must be a sequence of {id, public_key, role}");
+    int count = cJSON_GetArraySize(seq);
     if (count <= 0)
         return 0;
     ld->cfg->keys = calloc((size_t)count, sizeof *ld->cfg->keys);
     if (ld->cfg->keys == NULL)
-        return fail_at(ld, seq, "out of memory");
+        return fail_item(ld, seq, "out of memory");
 
     table ids = {0};
-    void *it = NULL;
-    struct fy_node *entry;
+    const cJSON *entry;
     int rc = 0;
-    while (rc == 0 && (entry = fy_node_sequence_iterate(seq, &it)) != NULL) {
+    for (entry = seq->child; rc == 0 && entry != NULL; entry = entry->next) {
         /* Counted before reading, so a failed entry is still freed with the config. */
         dq_key *key = &ld->cfg->keys[ld->cfg->n_keys];
         rc = read_key(ld, &ids, entry, ld->cfg->n_keys, key);
@@ -933,47 +1037,46 @@ static int read_keys(loader *ld, struct fy_node_pair *section)
     return rc;
 }
 
-static int read_environment(loader *ld, const char *service, struct fy_node_pair *pair,
+static int read_environment(loader *ld, const char *service, const cJSON *map,
                             dq_environment *env)
 {
-    const char *name = key_text(pair);
+    const char *name = map->string;
     char path[256];
     snprintf(path, sizeof path, "services.%s.environments.%.64s", service, name);
     if (!valid_name(name))
-        return fail_at(ld, fy_node_pair_key(pair),
-                       "%s: an environment name must match ^[a-z0-9][a-z0-9._-]{0,62}$", path);
+        return fail_key(ld, map,
+                        "%s: an environment name must match ^[a-z0-9][a-z0-9._-]{0,62}$", path);
     if (set_str(&env->name, name) < 0)
-        return fail_at(ld, at(pair), "out of memory");
+        return fail_item(ld, map, "out of memory");
 
-    struct fy_node *map = fy_node_pair_value(pair);
-    if (is_null(map))
+    if (cJSON_IsNull(map))
         return 0;
-    if (!is_mapping(map))
-        return fail_at(ld, at(pair), "%s: must be a mapping (or {} when empty)", path);
-    env->node = map;
+    if (!cJSON_IsObject(map))
+        return fail_item(ld, map, "%s: must be a mapping (or {} when empty)", path);
+    env->view = map;
 
-    void *it = NULL;
-    struct fy_node_pair *item;
-    while ((item = fy_node_mapping_iterate(map, &it)) != NULL) {
-        const char *k = key_text(item);
-        const char *s;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, map)
+    {
+        const char *k = item->string;
+        const char *s = NULL;
         char kpath[336];
         snprintf(kpath, sizeof kpath, "%s.%.64s", path, k);
         if (strcmp(k, "requires") == 0) {
             if (want_string(ld, item, kpath, &s) < 0)
                 return -1;
             if (set_str(&env->requires, s) < 0)
-                return fail_at(ld, at(item), "out of memory");
+                return fail_item(ld, item, "out of memory");
         } else if (strcmp(k, "approval") == 0) {
-            s = dq_config_node_scalar(fy_node_pair_value(item));
+            s = text_of(ld, item);
             if (s != NULL && strcmp(s, "required") == 0)
                 env->approval = 1;
             else if (s != NULL && strcmp(s, "none") == 0)
                 env->approval = 0;
             else
-                return fail_at(ld, at(item), "%s: approval must be 'required' or 'none'", path);
+                return fail_item(ld, item, "%s: approval must be 'required' or 'none'", path);
         }
-        /* Any other key belongs to a later worker (providers, probes, ...): kept in node. */
+        /* Any other key belongs to a later worker (providers, probes, ...): in env->view. */
     }
     return 0;
 }
@@ -990,7 +1093,7 @@ static int check_requires(loader *ld, const dq_service *svc)
     if (to == NULL || state == NULL) {
         free(to);
         free(state);
-        return fail_at(ld, svc->node, "out of memory");
+        return fail_item(ld, svc->view, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         const dq_environment *t = env_of(ld->cfg, svc, svc->envs[i].requires);
@@ -1014,139 +1117,126 @@ static int check_requires(loader *ld, const dq_service *svc)
         const dq_environment *env = &svc->envs[i];
         if (env->requires == NULL)
             continue;
-        struct fy_node *where = fy_node_mapping_lookup_by_string(env->node, "requires", FY_NT);
+        const cJSON *where = member(env->view, "requires");
         if (strcmp(env->requires, env->name) == 0)
-            rc = fail_at(ld, where, "services.%s.environments.%s: requires names itself",
-                         svc->name, env->name);
+            rc = fail_item(ld, where, "services.%s.environments.%s: requires names itself",
+                           svc->name, env->name);
         else if (to[i] == n)
-            rc = fail_at(ld, where,
-                         "services.%s.environments.%s: requires '%.64s', which is not an "
-                         "environment of service %s",
-                         svc->name, env->name, env->requires, svc->name);
+            rc = fail_item(ld, where,
+                           "services.%s.environments.%s: requires '%.64s', which is not an "
+                           "environment of service %s",
+                           svc->name, env->name, env->requires, svc->name);
         else if (state[i] == 3) /* a loop that does not pass through env is reported at one
                                    of its own members */
-            rc = fail_at(ld, where,
-                         "services.%s.environments.%s: requires forms a cycle, so no deploy "
-                         "could ever pass it",
-                         svc->name, env->name);
+            rc = fail_item(ld, where,
+                           "services.%s.environments.%s: requires forms a cycle, so no deploy "
+                           "could ever pass it",
+                           svc->name, env->name);
     }
     free(to);
     free(state);
     return rc;
 }
 
-static int read_service(loader *ld, struct fy_node_pair *pair, dq_service *svc)
+static int read_service(loader *ld, const cJSON *map, dq_service *svc)
 {
-    const char *name = key_text(pair);
+    static const char *const known[] = {"environments", NULL};
+    const char *name = map->string;
     if (!valid_name(name))
-        return fail_at(ld, fy_node_pair_key(pair),
-                       "services.%.64s: a service name must match ^[a-z0-9][a-z0-9._-]{0,62}$",
-                       name);
+        return fail_key(ld, map,
+                        "services.%.64s: a service name must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                        name);
     if (set_str(&svc->name, name) < 0)
-        return fail_at(ld, at(pair), "out of memory");
+        return fail_item(ld, map, "out of memory");
     char path[128];
     snprintf(path, sizeof path, "services.%s", name);
 
-    struct fy_node *map = fy_node_pair_value(pair);
-    if (is_null(map))
+    if (cJSON_IsNull(map))
         return 0;
-    if (!is_mapping(map))
-        return fail_at(ld, at(pair), "%s: must be a mapping with environments", path);
-    svc->node = map;
+    if (!cJSON_IsObject(map))
+        return fail_item(ld, map, "%s: must be a mapping with environments", path);
+    svc->view = map;
+    if (known_keys(ld, map, known, path) < 0)
+        return -1;
 
-    void *it = NULL;
-    struct fy_node_pair *item;
-    while ((item = fy_node_mapping_iterate(map, &it)) != NULL) {
-        const char *k = key_text(item);
-        if (strcmp(k, "environments") != 0)
-            return fail_at(ld, fy_node_pair_key(item),
-                           "%s: unknown key '%.64s' (known: environments)", path, k);
-        char epath[160];
-        snprintf(epath, sizeof epath, "%s.environments", path);
-        struct fy_node *envs;
-        if (want_mapping(ld, item, epath, &envs) < 0)
+    const cJSON *item = member(map, "environments"), *envs = NULL, *e;
+    if (item == NULL)
+        return 0;
+    char epath[160];
+    snprintf(epath, sizeof epath, "%s.environments", path);
+    if (want_mapping(ld, item, epath, &envs) < 0)
+        return -1;
+    int count = envs != NULL ? cJSON_GetArraySize(envs) : 0;
+    if (count <= 0)
+        return 0;
+    svc->envs = calloc((size_t)count, sizeof *svc->envs);
+    if (svc->envs == NULL)
+        return fail_item(ld, envs, "out of memory");
+    cJSON_ArrayForEach(e, envs)
+    {
+        dq_environment *env = &svc->envs[svc->n_envs++];
+        if (read_environment(ld, name, e, env) < 0)
             return -1;
-        int count = envs != NULL ? fy_node_mapping_item_count(envs) : 0;
-        if (count <= 0)
-            continue;
-        svc->envs = calloc((size_t)count, sizeof *svc->envs);
-        if (svc->envs == NULL)
-            return fail_at(ld, envs, "out of memory");
-        void *eit = NULL;
-        struct fy_node_pair *epair;
-        while ((epair = fy_node_mapping_iterate(envs, &eit)) != NULL) {
-            dq_environment *env = &svc->envs[svc->n_envs++];
-            if (read_environment(ld, name, epair, env) < 0)
-                return -1;
-        }
     }
     return 0;
 }
 
-static int read_services(loader *ld, struct fy_node_pair *section)
+static int read_services(loader *ld, const cJSON *section)
 {
-    struct fy_node *map;
+    const cJSON *map = NULL, *it;
     if (want_mapping(ld, section, "services", &map) < 0)
         return -1;
-    int count = map != NULL ? fy_node_mapping_item_count(map) : 0;
+    int count = map != NULL ? cJSON_GetArraySize(map) : 0;
     if (count <= 0)
         return 0;
     ld->cfg->services = calloc((size_t)count, sizeof *ld->cfg->services);
     if (ld->cfg->services == NULL)
-        return fail_at(ld, map, "out of memory");
+        return fail_item(ld, map, "out of memory");
 
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(map, &it)) != NULL) {
+    cJSON_ArrayForEach(it, map)
+    {
         dq_service *svc = &ld->cfg->services[ld->cfg->n_services++];
-        if (read_service(ld, pair, svc) < 0)
+        if (read_service(ld, it, svc) < 0)
             return -1;
     }
     ld->cfg->index = index_build(ld->cfg);
     if (ld->cfg->index == NULL)
-        return fail_at(ld, map, "out of memory");
+        return fail_item(ld, map, "out of memory");
     for (size_t i = 0; i < ld->cfg->n_services; i++)
         if (check_requires(ld, &ld->cfg->services[i]) < 0)
             return -1;
     return 0;
 }
 
-static int read_root(loader *ld, struct fy_node *root)
+static int read_root(loader *ld, const cJSON *root)
 {
-    if (is_null(root))
+    if (root == NULL || cJSON_IsNull(root))
         return 0;
-    if (!is_mapping(root))
-        return fail_at(ld, root, "the file must be a mapping of sections (kafka, redis, ...)");
+    if (!cJSON_IsObject(root))
+        return fail_item(ld, root, "the file must be a mapping of sections (kafka, redis, ...)");
+    if (known_keys(ld, root, top_level_keys, NULL) < 0)
+        return -1;
 
-    void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(root, &it)) != NULL) {
-        const char *k = key_text(pair);
-        int rc = 0, reserved = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        const char *k = it->string;
+        int rc = 0;
         if (strcmp(k, "kafka") == 0)
-            rc = read_kafka(ld, pair);
+            rc = read_kafka(ld, it);
         else if (strcmp(k, "redis") == 0)
-            rc = read_redis(ld, pair);
+            rc = read_redis(ld, it);
         else if (strcmp(k, "validator") == 0)
-            rc = read_validator(ld, pair);
+            rc = read_validator(ld, it);
         else if (strcmp(k, "topics") == 0)
-            rc = read_topics(ld, pair);
+            rc = read_topics(ld, it);
         else if (strcmp(k, "schemas_dir") == 0)
-            rc = read_schemas_dir(ld, pair);
+            rc = read_schemas_dir(ld, it);
         else if (strcmp(k, "keys") == 0)
-            rc = read_keys(ld, pair);
+            rc = read_keys(ld, it);
         else if (strcmp(k, "services") == 0)
-            rc = read_services(ld, pair);
-        else {
-            for (size_t i = 0; i < sizeof reserved_sections / sizeof reserved_sections[0]; i++)
-                reserved |= strcmp(k, reserved_sections[i]) == 0;
-            if (!reserved)
-                return fail_at(ld, fy_node_pair_key(pair),
-                               "unknown top-level key '%.64s' (known: kafka, redis, validator, "
-                               "topics, schemas_dir, keys, services, providers, executor, "
-                               "monitor, rollback, registry, notifications, locks)",
-                               k);
-        }
+            rc = read_services(ld, it);
+        /* the other top-level keys are sections later workers read from the view */
         if (rc < 0)
             return -1;
     }
@@ -1429,7 +1519,7 @@ static int expand_node(alias_walk *aw, struct fy_node *node)
                 if (expand_node(aw, item) < 0)
                     return -1;
             } else {
-                int line = dq_config_node_line(item);
+                int line = node_line(item);
                 /* In place of the item, in constant time (the alias is freed). */
                 if (fy_node_insert(item, table_get(&aw->target, item, PTR_KEY)) != 0)
                     return fail_at(aw->ld, node, "out of memory");
@@ -1449,7 +1539,7 @@ static int expand_node(alias_walk *aw, struct fy_node *node)
                 if (expand_node(aw, v) < 0)
                     return -1;
             } else {
-                int line = dq_config_node_line(v);
+                int line = node_line(v);
                 struct fy_node *copy =
                     fy_node_copy(aw->doc, table_get(&aw->target, v, PTR_KEY));
                 if (copy == NULL || fy_node_pair_set_value(pair, copy) != 0) {
@@ -1698,7 +1788,10 @@ done:
     return doc;
 }
 
-/* The three passes over a parsed document; the config takes the document. */
+static int view_build(loader *ld, struct fy_node *root);
+static void tree_free(struct dq_config_tree *t);
+
+/* The passes over a parsed document (see the top of this file); frees the document. */
 static dq_config *load_doc(loader *ld, struct fy_document *doc)
 {
     dq_config *cfg = dq_config_new_default();
@@ -1707,8 +1800,8 @@ static dq_config *load_doc(loader *ld, struct fy_document *doc)
         fail_at(ld, NULL, "out of memory");
         return NULL;
     }
-    cfg->doc = doc; /* now owned by cfg */
     ld->cfg = cfg;
+    ld->doc = doc;
     if (ld->path != NULL && set_str(&cfg->path, ld->path) < 0) {
         fail_at(ld, NULL, "out of memory");
         goto fail;
@@ -1719,13 +1812,20 @@ static dq_config *load_doc(loader *ld, struct fy_document *doc)
             goto fail;
         }
         if (expand_aliases(ld, doc) < 0 || resolve_tree(ld, fy_document_root(doc), 0, 1) < 0 ||
-            read_root(ld, fy_document_root(doc)) < 0)
+            view_build(ld, fy_document_root(doc)) < 0)
+            goto fail;
+        /* Everything the readers and the workers need is in the view now. */
+        fy_document_destroy(doc);
+        ld->doc = doc = NULL;
+        if (read_root(ld, cfg->tree->root) < 0)
             goto fail;
     }
     dq_config_apply_env(cfg);
     return cfg;
 
 fail:
+    fy_document_destroy(doc);
+    ld->doc = NULL;
     dq_config_free(cfg);
     return NULL;
 }
@@ -1828,6 +1928,34 @@ dq_config *dq_config_load_string(const char *yaml, size_t len, const char *name,
     return load_doc(&ld, doc);
 }
 
+dq_config *dq_config_from_json(const cJSON *root, const char *name, char *err, size_t errlen)
+{
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    loader ld = {.name = name != NULL ? name : "<json>", .err = err, .errlen = errlen};
+    dq_config *cfg = dq_config_new_default();
+    if (cfg == NULL) {
+        fail_at(&ld, NULL, "out of memory");
+        return NULL;
+    }
+    ld.cfg = cfg;
+    if (root != NULL) {
+        cfg->tree = calloc(1, sizeof *cfg->tree);
+        if (cfg->tree == NULL || (cfg->tree->root = cJSON_Duplicate(root, 1)) == NULL) {
+            fail_at(&ld, NULL, "out of memory");
+            goto fail;
+        }
+        if (read_root(&ld, cfg->tree->root) < 0)
+            goto fail;
+    }
+    dq_config_apply_env(cfg);
+    return cfg;
+
+fail:
+    dq_config_free(cfg);
+    return NULL;
+}
+
 void dq_config_free(dq_config *cfg)
 {
     if (cfg == NULL)
@@ -1860,7 +1988,7 @@ void dq_config_free(dq_config *cfg)
     }
     free(cfg->services);
     free(cfg->index);
-    fy_document_destroy(cfg->doc);
+    tree_free(cfg->tree);
     free(cfg);
 }
 
@@ -1934,21 +2062,111 @@ const dq_key *dq_config_key(const dq_config *cfg, const char *id)
     return NULL;
 }
 
-struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, const char *env)
+const cJSON *dq_config_env_view(const dq_config *cfg, const char *service, const char *env)
 {
     const dq_environment *e = dq_config_environment(cfg, service, env);
-    return e != NULL ? e->node : NULL;
+    return e != NULL ? e->view : NULL;
 }
 
 int dq_config_env_watched(const dq_config *cfg, const char *service, const char *env)
 {
-    struct fy_node *n = service && env ? dq_config_env_node(cfg, service, env) : NULL;
-    return is_mapping(n) && fy_node_mapping_lookup_by_string(n, "monitor", FY_NT) != NULL;
+    return member(dq_config_env_view(cfg, service, env), "monitor") != NULL;
+}
+
+const cJSON *dq_config_view(const dq_config *cfg, const char *path)
+{
+    const cJSON *cur = cfg != NULL && cfg->tree != NULL ? cfg->tree->root : NULL;
+    while (cur != NULL && path != NULL && path[0] != '\0') {
+        size_t len = strcspn(path, ".");
+        const cJSON *it = NULL;
+        if (cJSON_IsObject(cur))
+            for (it = cur->child; it != NULL; it = it->next)
+                if (strncmp(it->string, path, len) == 0 && it->string[len] == '\0')
+                    break;
+        cur = it;
+        path += len;
+        if (path[0] == '.')
+            path++;
+    }
+    return cur;
+}
+
+int dq_config_line(const dq_config *cfg, const cJSON *item)
+{
+    const pos *p = cfg != NULL ? pos_find(cfg->tree, item) : NULL;
+    return p != NULL ? p->line : 0;
+}
+
+/* The "file:line: " prefix of a message at line, "" when the line is unknown. */
+static const char *where_line(const dq_config *cfg, int line, char *out, size_t n)
+{
+    if (out == NULL || n == 0)
+        return "";
+    out[0] = '\0';
+    if (line > 0)
+        snprintf(out, n, "%s:%d: ", cfg != NULL && cfg->path != NULL ? cfg->path : "deployq.yaml",
+                 line);
+    return out;
+}
+
+const char *dq_config_where(const dq_config *cfg, const cJSON *item, char *out, size_t n)
+{
+    return where_line(cfg, dq_config_line(cfg, item), out, n);
+}
+
+int dq_config_fail(const dq_config *cfg, const cJSON *item, char *err, size_t errlen,
+                   const char *fmt, ...)
+{
+    char where[512], msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s%s", dq_config_where(cfg, item, where, sizeof where), msg);
+    return -1;
+}
+
+const char *dq_config_text(const dq_config *cfg, const cJSON *item, char *out, size_t n)
+{
+    if (item == NULL)
+        return NULL;
+    if (cJSON_IsString(item))
+        return item->valuestring;
+    const pos *p = cfg != NULL ? pos_find(cfg->tree, item) : NULL;
+    if (p != NULL)
+        return p->text;
+    if (cJSON_IsTrue(item))
+        return "true";
+    if (cJSON_IsFalse(item))
+        return "false";
+    if (!cJSON_IsNumber(item) || out == NULL || n == 0)
+        return NULL;
+    double d = item->valuedouble;
+    if (d > -1e15 && d < 1e15 && d == (double)(long long)d)
+        snprintf(out, n, "%lld", (long long)d);
+    else
+        snprintf(out, n, "%.17g", d);
+    return out;
+}
+
+int dq_config_check_keys(const dq_config *cfg, const cJSON *obj, const char *const allowed[],
+                         const char *what, char *err, size_t errlen)
+{
+    char msg[768], where[512];
+    const cJSON *bad = unknown_key(obj, allowed, what, msg, sizeof msg);
+    if (bad == NULL)
+        return 0;
+    const pos *p = cfg != NULL ? pos_find(cfg->tree, bad) : NULL;
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s%s",
+                 where_line(cfg, p != NULL ? p->key_line : 0, where, sizeof where), msg);
+    return -1;
 }
 
 /* The line of node or, failing that, of its first key or item, looking only downwards:
  * 0 when nothing below has a mark (an empty scalar has no token). Never climbing is what
- * keeps dq_config_node_line finite: a child without a line once sent it back up to the
+ * keeps node_line finite: a child without a line once sent it back up to the
  * parent, whose first child was that child again ("-", or a mapping with an empty key). */
 static int node_line_down(struct fy_node *node)
 {
@@ -1970,7 +2188,9 @@ static int node_line_down(struct fy_node *node)
     return 0;
 }
 
-int dq_config_node_line(struct fy_node *node)
+/* The 1-based line where node starts in its file: a scalar's own line; a mapping or
+ * sequence that is the value of a key gives the key's line. 0 for NULL. */
+static int node_line(struct fy_node *node)
 {
     if (node == NULL)
         return 0;
@@ -2001,10 +2221,11 @@ int dq_config_node_line(struct fy_node *node)
     int line = node_line_down(node);
     if (line > 0)
         return line;
-    return parent != NULL ? dq_config_node_line(parent) : 1;
+    return parent != NULL ? node_line(parent) : 1;
 }
 
-const char *dq_config_node_scalar(struct fy_node *node)
+/* The resolved text of a scalar node; NULL for an empty value or a collection. */
+static const char *node_scalar(struct fy_node *node)
 {
     const node_meta *m = meta_of(node);
     return m != NULL ? m->text : NULL;
@@ -2082,48 +2303,143 @@ static cJSON *scalar_json(struct fy_node *node)
     return cJSON_CreateString(s);
 }
 
-cJSON *dq_config_node_json(struct fy_node *node)
+/* ---- the view ---------------------------------------------------------------------- */
+
+/* The line node_line() gives node, the value of key in a mapping (key NULL: an item of a
+ * list, or the root) whose own line is parent_line, without searching the mapping for the
+ * pair, so that the view is built in time linear in the document. */
+static int value_line(struct fy_node *node, struct fy_node *key, int parent_line)
 {
     if (node == NULL)
-        return cJSON_CreateNull();
-    switch (fy_node_get_type(node)) {
-    case FYNT_SCALAR:
-        return scalar_json(node);
-    case FYNT_SEQUENCE: {
-        cJSON *arr = cJSON_CreateArray();
+        return key != NULL ? node_line(key) : parent_line;
+    if (fy_node_get_type(node) == FYNT_SCALAR) {
+        struct fy_token *tok = fy_node_get_scalar_token(node);
+        const struct fy_mark *mark = tok != NULL ? fy_token_start_mark(tok) : NULL;
+        if (mark != NULL)
+            return mark->line + 1;
+    } else {
+        const node_meta *m = fy_node_get_meta(node); /* a copy made for an alias */
+        if (m != NULL && m->line > 0)
+            return m->line;
+    }
+    struct fy_node *parent = fy_node_get_parent(node);
+    int line;
+    if (key != NULL && is_mapping(parent) && (line = node_line_down(key)) > 0)
+        return line;
+    if ((line = node_line_down(node)) > 0)
+        return line;
+    return parent != NULL ? parent_line : 1;
+}
+
+/* A new entry for item (not in the table yet); NULL when out of memory. */
+static pos *pos_add(struct dq_config_tree *t, const cJSON *item)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap != 0 ? t->cap * 2 : 64;
+        pos *slot = calloc(cap, sizeof *slot);
+        if (slot == NULL)
+            return NULL;
+        for (size_t i = 0; i < t->cap; i++) {
+            if (t->slot[i].item == NULL)
+                continue;
+            size_t j = (size_t)table_hash(t->slot[i].item, PTR_KEY) & (cap - 1);
+            while (slot[j].item != NULL)
+                j = (j + 1) & (cap - 1);
+            slot[j] = t->slot[i];
+        }
+        free(t->slot);
+        t->slot = slot;
+        t->cap = cap;
+    }
+    size_t i = (size_t)table_hash(item, PTR_KEY) & (t->cap - 1);
+    while (t->slot[i].item != NULL)
+        i = (i + 1) & (t->cap - 1);
+    t->slot[i].item = item;
+    t->n++;
+    return &t->slot[i];
+}
+
+static void tree_free(struct dq_config_tree *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->cap; i++)
+        free(t->slot[i].text);
+    free(t->slot);
+    cJSON_Delete(t->root);
+    free(t);
+}
+
+/*
+ * The view of node, the value of key (NULL: a list item or the root) in a collection
+ * written at parent_line, each item's position recorded in t. Mappings become objects (an
+ * empty key is ""), sequences arrays, scalars as scalar_json() says. NULL when out of
+ * memory. Recursion is bounded by NESTING_MAX, which expand_aliases() checked.
+ */
+static cJSON *view_of(struct dq_config_tree *t, struct fy_node *node, struct fy_node *key,
+                      int parent_line)
+{
+    int line = value_line(node, key, parent_line);
+    cJSON *item = NULL;
+    char *text = NULL;
+
+    if (node == NULL || fy_node_get_type(node) == FYNT_SCALAR) {
+        const node_meta *m = meta_of(node);
+        item = node != NULL ? scalar_json(node) : cJSON_CreateNull();
+        if (item != NULL && !cJSON_IsString(item) && m != NULL &&
+            (text = strdup(m->text)) == NULL)
+            goto oom;
+    } else if (is_sequence(node)) {
         void *it = NULL;
-        struct fy_node *item;
-        while (arr != NULL && (item = fy_node_sequence_iterate(node, &it)) != NULL) {
-            cJSON *child = dq_config_node_json(item);
-            if (child == NULL || !cJSON_AddItemToArray(arr, child)) {
-                cJSON_Delete(child);
-                goto fail_arr;
+        struct fy_node *child;
+        item = cJSON_CreateArray();
+        while (item != NULL && (child = fy_node_sequence_iterate(node, &it)) != NULL) {
+            cJSON *c = view_of(t, child, NULL, line);
+            if (c == NULL || !cJSON_AddItemToArray(item, c)) {
+                cJSON_Delete(c);
+                goto oom;
             }
         }
-        return arr;
-    fail_arr:
-        cJSON_Delete(arr);
-        return NULL;
-    }
-    case FYNT_MAPPING: {
-        cJSON *obj = cJSON_CreateObject();
+    } else {
         void *it = NULL;
         struct fy_node_pair *pair;
-        while (obj != NULL && (pair = fy_node_mapping_iterate(node, &it)) != NULL) {
-            const char *key = dq_config_node_scalar(fy_node_pair_key(pair));
-            if (key == NULL)
-                continue; /* a mapping or empty key has no JSON spelling */
-            cJSON *child = dq_config_node_json(fy_node_pair_value(pair));
-            if (child == NULL || !cJSON_AddItemToObject(obj, key, child)) {
-                cJSON_Delete(child);
-                goto fail_obj;
+        item = cJSON_CreateObject();
+        while (item != NULL && (pair = fy_node_mapping_iterate(node, &it)) != NULL) {
+            const char *k = node_scalar(fy_node_pair_key(pair));
+            cJSON *c = view_of(t, fy_node_pair_value(pair), fy_node_pair_key(pair), line);
+            if (c == NULL || !cJSON_AddItemToObject(item, k != NULL ? k : "", c)) {
+                cJSON_Delete(c);
+                goto oom;
             }
         }
-        return obj;
-    fail_obj:
-        cJSON_Delete(obj);
-        return NULL;
     }
-    }
+    if (item == NULL)
+        goto oom;
+    pos *p = pos_add(t, item);
+    if (p == NULL)
+        goto oom;
+    p->line = line;
+    p->key_line = key != NULL ? node_line(key) : line;
+    p->plain = node != NULL && fy_node_get_type(node) == FYNT_SCALAR &&
+               fy_node_get_style(node) == FYNS_PLAIN;
+    p->text = text;
+    return item;
+
+oom:
+    /* the entries of the items freed here stay in t, which the failed load frees unread */
+    free(text);
+    cJSON_Delete(item);
     return NULL;
+}
+
+/* The document becomes cfg's view; the document itself is no longer needed after this. */
+static int view_build(loader *ld, struct fy_node *root)
+{
+    ld->cfg->tree = calloc(1, sizeof *ld->cfg->tree);
+    if (ld->cfg->tree == NULL)
+        return fail_at(ld, NULL, "out of memory");
+    ld->cfg->tree->root = view_of(ld->cfg->tree, root, NULL, 1);
+    if (ld->cfg->tree->root == NULL)
+        return fail_at(ld, root, "out of memory");
+    return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * config.h - the one configuration file (deployq.yaml, read with libfyaml).
+ * config.h - the one configuration file (deployq.yaml; libfyaml reads it, in config.c only).
  *
  * Precedence, lowest first: built-in defaults, the file, command-line flags, then the
  * environment variables DEPLOYQ_BROKERS (kafka bootstrap.servers) and DEPLOYQ_REDIS_URL
@@ -27,24 +27,34 @@
  *       environments:
  *         staging: {}
  *         production: {requires: staging, approval: required}
- * Sections a later worker needs (providers, probes, ...) stay reachable as libfyaml nodes
- * through dq_config_env_node() so each worker reads its own part with line numbers.
  * Top-level sections reserved for later workers (providers, executor, monitor, rollback,
- * registry, notifications, locks) are accepted unread and stay in cfg->doc; any other
- * unknown top-level key is an error, and so is an unknown key in the sections this module
- * reads (redis, validator, topics, keys[], services.<name>). Unknown keys inside an
- * environment are allowed: they belong to later workers and are read through env->node.
- * The file holds one YAML document (a second "---" document is an error); an empty file
- * means all defaults, and so does one of only comments, but a file libfyaml fails to load
- * for any other reason (out of memory included) is an error. Anchors, aliases and merge keys
- * are expanded at load, within limits that stop an alias bomb (docs/configuration.md).
+ * registry, notifications, locks) are accepted unread; any other unknown top-level key is an
+ * error, and so is an unknown key in the sections this module reads (redis, validator,
+ * topics, keys[], services.<name>). Unknown keys inside an environment are allowed: they
+ * belong to later workers. The file holds one YAML document (a second "---" document is an
+ * error); an empty file means all defaults, and so does one of only comments, but a file
+ * libfyaml fails to load for any other reason (out of memory included) is an error. Anchors,
+ * aliases and merge keys are expanded at load, within limits that stop an alias bomb
+ * (docs/configuration.md).
  *
- * Node text: every scalar's text is resolved (${NAME} replaced, "$${" -> "${") once, at
- * load, and stored as the node's libfyaml meta data, so read a scalar through
- * dq_config_node_scalar() or dq_config_node_json(), never fy_node_get_scalar() (that
- * returns the raw text with the references). The document's meta hook belongs to config.c:
- * do not call fy_document_register_meta() on cfg->doc. The dq_config_node_*() functions
- * only read the document, so several threads may call them at once.
+ * The view. YAML stays inside config.c: once loaded, the file is a read-only cJSON tree that
+ * every module reads its own section from (dq_config_view, dq_config_env_view), and beside it
+ * config.c keeps where each item was written, for messages in "file:line: message" form
+ * (dq_config_where, dq_config_fail). Mappings are objects, sequences arrays; plain scalars
+ * true/false are booleans, integers and decimals numbers, null/~/empty null; everything else
+ * is a string, and so are quoted scalars, !!str and any scalar that holds a ${NAME}
+ * reference (an environment value is text: a token of digits keeps its leading zeros). Every
+ * ${NAME} is already replaced. A reader that wants a value as the text it was written as
+ * (a duration, a count, a kafka property) takes dq_config_text(). Unknown keys are refused by
+ * dq_config_check_keys() and nowhere else, so every such message has one form.
+ *
+ * A loader that takes a section as a cJSON item (and cfg only for positions) works as well on
+ * a cJSON built by hand, and so does every dq_config function: such an item has no position
+ * (line 0), and its messages come without "file:line: ". dq_config_from_json() makes a whole
+ * dq_config from JSON, so a loader that takes a cfg is unit-tested without YAML.
+ *
+ * Threads: a dq_config is read-only once loaded; any thread may call the functions below
+ * that take a const dq_config.
  */
 #ifndef DQ_CONFIG_H
 #define DQ_CONFIG_H
@@ -52,9 +62,6 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
-
-struct fy_document;
-struct fy_node;
 
 typedef struct dq_kv {
     char *key;
@@ -72,14 +79,15 @@ typedef struct dq_environment {
     char *name;
     char *requires;  /* environment this one is promoted from, or NULL */
     int approval;    /* 1 when approval: required */
-    struct fy_node *node; /* the environment's mapping in the document */
+    const cJSON *view; /* the environment's mapping (its later workers' keys too), owned by
+                          the dq_config; NULL when written as an empty value */
 } dq_environment;
 
 typedef struct dq_service {
     char *name;
     dq_environment *envs;
     size_t n_envs;
-    struct fy_node *node;
+    const cJSON *view; /* the service's mapping, owned by the dq_config; NULL when empty */
 } dq_service;
 
 typedef struct dq_config {
@@ -101,7 +109,8 @@ typedef struct dq_config {
     size_t n_keys;
     dq_service *services;
     size_t n_services;
-    struct fy_document *doc; /* kept alive for dq_config_env_node users; may be NULL */
+    struct dq_config_tree *tree;   /* config.c's own: the view and its positions; NULL when
+                                      no file was read (use dq_config_view) */
     struct dq_config_index *index; /* config.c's own: the service and environment lookups */
 } dq_config;
 
@@ -138,29 +147,53 @@ const dq_environment *dq_config_environment(const dq_config *cfg, const char *se
                                             const char *env);
 const dq_key *dq_config_key(const dq_config *cfg, const char *id);
 
+/* A whole configuration from JSON (the file's layout, as cJSON), for tests: read by the same
+ * readers as a file, with the same checks, but values are taken as they are (no ${NAME}
+ * replaced) and no item has a position, so messages read "name: message". root is copied;
+ * NULL root means all defaults. NULL with the message in err. */
+dq_config *dq_config_from_json(const cJSON *root, const char *name, char *err, size_t errlen);
+
+/* The value at path in the view: keys from the top separated by dots ("notifications",
+ * "registry.dir"; "" or NULL: the whole file). NULL when absent or when no file was read. A
+ * key that holds a dot (a kafka property) is not reachable this way: look it up in its
+ * parent. Owned by cfg, read-only, valid while cfg lives. */
+const cJSON *dq_config_view(const dq_config *cfg, const char *path);
+
 /* The mapping of services.<service>.environments.<env> (NULL when the target is not
  * configured, or when the environment was written as an empty value). Owned by cfg. */
-struct fy_node *dq_config_env_node(const dq_config *cfg, const char *service, const char *env);
+const cJSON *dq_config_env_view(const dq_config *cfg, const char *service, const char *env);
 
 /* Whether deployq-monitor watches service/env after a deploy: its environment has a
  * `monitor:` mapping (what workers/monitor reads). 0 for an unknown target. */
 int dq_config_env_watched(const dq_config *cfg, const char *service, const char *env);
 
-/* The 1-based line where node starts in its file: a scalar's own line; a mapping or
- * sequence that is the value of a key gives the key's line. 0 for NULL. */
-int dq_config_node_line(struct fy_node *node);
+/* The 1-based line in cfg's file where item was written: a scalar's own line; a mapping or
+ * list that is the value of a key gives the key's line. 0 when item is NULL, cfg is NULL or
+ * item is not part of cfg's view (built by hand): the position is unknown. */
+int dq_config_line(const dq_config *cfg, const cJSON *item);
 
-/* The text of a scalar node of a document loaded by this module, with ${NAME} already
- * replaced. NULL for NULL, for a non-scalar, or for an empty value ("key:" with nothing).
- * Owned by the document: valid while the dq_config lives. */
-const char *dq_config_node_scalar(struct fy_node *node);
+/* The "file:line: " that starts a message about item, in buf (n bytes; 512 is plenty), or
+ * "" when its line is unknown (dq_config_line). file is cfg->path, "deployq.yaml" for a
+ * configuration loaded from text. Returns buf (a literal "" when n is 0). */
+const char *dq_config_where(const dq_config *cfg, const cJSON *item, char *buf, size_t n);
 
-/* A YAML subtree as cJSON, ${NAME} already replaced: mappings -> objects, sequences ->
- * arrays; plain scalars true/false -> bools, integers and decimals -> numbers,
- * null/~/empty -> null; everything else -> strings, and so are quoted scalars, !!str and
- * any scalar that holds a ${NAME} reference (an environment value is text: a token of
- * digits must keep its leading zeros). NULL node -> JSON null. The caller frees the result
- * with cJSON_Delete; NULL only on allocation failure. */
-cJSON *dq_config_node_json(struct fy_node *node);
+/* Write dq_config_where(item) followed by the formatted message into err; returns -1. */
+int dq_config_fail(const dq_config *cfg, const cJSON *item, char *err, size_t errlen,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* The text of a scalar item as the file wrote it, ${NAME} replaced: a string's value; a
+ * number's, boolean's or null's own spelling ("0x1F", "True", "~"). NULL for NULL, an object,
+ * an array or an empty value ("key:" with nothing). For an item built by hand: booleans give
+ * "true"/"false" and numbers are printed into buf (n bytes, 32 is enough). The result is
+ * owned by cfg or item, or is buf. */
+const char *dq_config_text(const dq_config *cfg, const cJSON *item, char *buf, size_t n);
+
+/* The one check of unknown keys: 0 when every key of obj is in allowed (NULL-terminated),
+ * or when obj is not a mapping (the caller checks types); else -1 with
+ * "file:line: <what>: unknown key 'x' (known: a, b, c)" in err, at the line of the first
+ * unknown key (no "file:line: " when its position is unknown). what NULL means the top level:
+ * "unknown top-level key 'x' (known: ...)". */
+int dq_config_check_keys(const dq_config *cfg, const cJSON *obj, const char *const allowed[],
+                         const char *what, char *err, size_t errlen);
 
 #endif

@@ -9,7 +9,6 @@
  */
 #include "bluegreen.h"
 
-#include <libfyaml.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,14 +56,12 @@ static int color_index(const char *color)
     return color && strcmp(color, "green") == 0 ? 1 : color && strcmp(color, "blue") == 0 ? 0 : -1;
 }
 
-static struct fy_node *env_key(const dq_config *cfg, const char *service, const char *environment,
-                               const char *key)
+static const cJSON *env_key(const dq_config *cfg, const char *service, const char *environment,
+                            const char *key)
 {
-    struct fy_node *env = dq_config_env_node(cfg, service, environment);
+    const cJSON *env = dq_config_env_view(cfg, service, environment);
 
-    if (!env || fy_node_get_type(env) != FYNT_MAPPING)
-        return NULL;
-    return fy_node_mapping_lookup_by_string(env, key, FY_NT);
+    return cJSON_IsObject(env) ? cJSON_GetObjectItemCaseSensitive(env, key) : NULL;
 }
 
 int dq_bg_configured(const dq_config *cfg, const char *service, const char *environment)
@@ -75,7 +72,8 @@ int dq_bg_configured(const dq_config *cfg, const char *service, const char *envi
 int dq_bg_applies(const dq_config *cfg, const char *service, const char *environment,
                   const char *request_strategy)
 {
-    const char *s = dq_config_node_scalar(env_key(cfg, service, environment, "strategy"));
+    char num[32];
+    const char *s = dq_config_text(cfg, env_key(cfg, service, environment, "strategy"), num, sizeof num);
 
     return (request_strategy && strcmp(request_strategy, "blue-green") == 0) ||
            (s && strcmp(s, "blue-green") == 0);
@@ -111,26 +109,26 @@ static int64_t duration_of(const cJSON *obj, const char *key, int64_t fallback)
 dq_bluegreen *dq_bg_load(const dq_config *cfg, const char *service, const char *environment,
                          char *err, size_t errlen)
 {
-    struct fy_node *node = env_key(cfg, service, environment, "blue_green");
+    const cJSON *node = env_key(cfg, service, environment, "blue_green");
     dq_bluegreen *bg = calloc(1, sizeof *bg);
     const cJSON *cs, *v;
     const char *type;
+    char at[512];
 
     if (!bg) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    snprintf(bg->where, sizeof bg->where, "%s:%d: services.%s.environments.%s.blue_green",
-             cfg->path ? cfg->path : "deployq.yaml",
-             dq_config_node_line(node ? node : dq_config_env_node(cfg, service, environment)), service,
-             environment);
+    snprintf(bg->where, sizeof bg->where, "%sservices.%s.environments.%s.blue_green",
+             dq_config_where(cfg, node ? node : dq_config_env_view(cfg, service, environment), at, sizeof at),
+             service, environment);
     if (!node) {
         snprintf(err, errlen, "%s: required for strategy blue-green", bg->where);
         goto fail;
     }
     bg->service = strdup(service);
     bg->environment = strdup(environment);
-    bg->section = dq_config_node_json(node);
+    bg->section = cJSON_Duplicate(node, 1);
     if (!bg->service || !bg->environment || !bg->section) {
         snprintf(err, errlen, "out of memory");
         goto fail;

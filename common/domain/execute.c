@@ -9,7 +9,6 @@
  */
 #include "execute.h"
 
-#include <libfyaml.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,16 +106,9 @@ void dq_exec_memo_drop(const char *key)
 
 /* ---- configuration ---- */
 
-static struct fy_node *map_get(struct fy_node *map, const char *key)
+static const cJSON *map_get(const cJSON *map, const char *key)
 {
-    if (!map || fy_node_get_type(map) != FYNT_MAPPING)
-        return NULL;
-    return fy_node_mapping_lookup_by_string(map, key, FY_NT);
-}
-
-static const char *cfg_path(const dq_config *cfg)
-{
-    return cfg && cfg->path ? cfg->path : "deployq.yaml";
+    return cJSON_IsObject(map) ? cJSON_GetObjectItemCaseSensitive(map, key) : NULL;
 }
 
 void dq_exec_chain_free(dq_provider **providers, size_t n)
@@ -131,48 +123,42 @@ void dq_exec_chain_free(dq_provider **providers, size_t n)
 int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *environment,
                        dq_provider ***providers, size_t *n, char *err, size_t errlen)
 {
-    struct fy_node *env, *list, *named = NULL;
-    cJSON *arr = NULL, *defs = NULL;
+    const cJSON *env, *arr, *defs;
     dq_provider **ps = NULL;
     size_t count = 0;
-    int line;
+    char at[512];
 
     *providers = NULL;
     *n = 0;
-    env = dq_config_env_node(cfg, service, environment);
-    list = map_get(env, "providers");
-    line = dq_config_node_line(list ? list : env);
-    if (!list) {
-        snprintf(err, errlen, "%s:%d: %s/%s: no providers configured (services.%s.environments.%s.providers)",
-                 cfg_path(cfg), line, service, environment, service, environment);
+    env = dq_config_env_view(cfg, service, environment);
+    arr = map_get(env, "providers");
+    dq_config_where(cfg, arr ? arr : env, at, sizeof at);
+    if (!arr) {
+        snprintf(err, errlen, "%s%s/%s: no providers configured (services.%s.environments.%s.providers)",
+                 at, service, environment, service, environment);
         return -1;
     }
-    arr = dq_config_node_json(list);
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) == 0) {
-        snprintf(err, errlen, "%s:%d: %s/%s: providers must be a non-empty list", cfg_path(cfg), line,
-                 service, environment);
+        snprintf(err, errlen, "%s%s/%s: providers must be a non-empty list", at, service, environment);
         goto fail;
     }
-    if (cfg->doc)
-        named = map_get(fy_document_root(cfg->doc), "providers");
-    if (named)
-        defs = dq_config_node_json(named);
+    defs = dq_config_view(cfg, "providers");
     ps = calloc((size_t)cJSON_GetArraySize(arr), sizeof *ps);
     if (!ps) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    for (cJSON *item = arr->child; item; item = item->next) {
-        cJSON *conf = item;
+    for (const cJSON *item = arr->child; item; item = item->next) {
+        const cJSON *conf = item;
         cJSON *copy = NULL;
         char why[512];
 
         if (cJSON_IsString(item)) {
             /* a name of a top-level providers: entry; its key is its default name */
-            cJSON *def = cJSON_IsObject(defs) ? cJSON_GetObjectItemCaseSensitive(defs, item->valuestring) : NULL;
+            const cJSON *def = map_get(defs, item->valuestring);
             if (!cJSON_IsObject(def)) {
-                snprintf(err, errlen, "%s:%d: %s/%s: provider '%.64s' is not defined under providers:",
-                         cfg_path(cfg), line, service, environment, item->valuestring);
+                snprintf(err, errlen, "%s%s/%s: provider '%.64s' is not defined under providers:",
+                         at, service, environment, item->valuestring);
                 goto fail;
             }
             copy = cJSON_Duplicate(def, 1);
@@ -180,113 +166,91 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
                 cJSON_AddStringToObject(copy, "name", item->valuestring);
             conf = copy;
         } else if (!cJSON_IsObject(item)) {
-            snprintf(err, errlen, "%s:%d: %s/%s: each provider is a mapping or a name", cfg_path(cfg),
-                     line, service, environment);
+            snprintf(err, errlen, "%s%s/%s: each provider is a mapping or a name", at, service,
+                     environment);
             goto fail;
         }
         ps[count] = conf ? dq_provider_new(conf, why, sizeof why) : NULL;
         cJSON_Delete(copy);
         if (!ps[count]) {
-            snprintf(err, errlen, "%s:%d: %s/%s: provider %zu: %s", cfg_path(cfg), line, service,
-                     environment, count + 1, conf ? why : "out of memory");
+            snprintf(err, errlen, "%s%s/%s: provider %zu: %s", at, service, environment, count + 1,
+                     conf ? why : "out of memory");
             goto fail;
         }
         for (size_t j = 0; j < count; j++) {
             if (strcmp(dq_provider_name(ps[j]), dq_provider_name(ps[count])) == 0) {
-                snprintf(err, errlen, "%s:%d: %s/%s: provider name '%s' used twice in the chain",
-                         cfg_path(cfg), line, service, environment, dq_provider_name(ps[count]));
+                snprintf(err, errlen, "%s%s/%s: provider name '%s' used twice in the chain", at,
+                         service, environment, dq_provider_name(ps[count]));
                 count++;
                 goto fail;
             }
         }
         count++;
     }
-    cJSON_Delete(arr);
-    cJSON_Delete(defs);
     *providers = ps;
     *n = count;
     return 0;
 fail:
     dq_exec_chain_free(ps, count);
-    cJSON_Delete(arr);
-    cJSON_Delete(defs);
     return -1;
 }
 
-static int duration_key(const dq_config *cfg, struct fy_node *sec, const char *key, int64_t *out,
+static int duration_key(const dq_config *cfg, const cJSON *sec, const char *key, int64_t *out,
                         char *err, size_t errlen)
 {
-    struct fy_node *v = map_get(sec, key);
-    const char *text = dq_config_node_scalar(v);
+    const cJSON *v = map_get(sec, key);
+    char num[32];
+    const char *text = dq_config_text(cfg, v, num, sizeof num);
     int64_t ms;
 
     if (!v)
         return 0;
     ms = text ? dq_duration_parse(text) : -1;
-    if (ms < 0) {
-        snprintf(err, errlen, "%s:%d: executor.%s: expected a duration such as 30s", cfg_path(cfg),
-                 dq_config_node_line(v), key);
-        return -1;
-    }
+    if (ms < 0)
+        return dq_config_fail(cfg, v, err, errlen, "executor.%s: expected a duration such as 30s", key);
     *out = ms;
     return 0;
 }
 
 int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen)
 {
-    struct fy_node *sec = NULL, *v;
+    static const char *const known[] = {"lock_ttl", "lock_wait", "cancel_on_timeout", "cancel_wait",
+                                        "orphan_scan", NULL};
+    const cJSON *sec, *v;
+    char num[32];
 
     s->lock_ttl_ms = 30000;
     s->lock_wait_ms = 60000;
     s->cancel_on_timeout = 1;
     s->cancel_wait_ms = 60000;
     s->orphan_scan_ms = 1000;
-    if (cfg && cfg->doc)
-        sec = map_get(fy_document_root(cfg->doc), "executor");
+    sec = dq_config_view(cfg, "executor");
     if (!sec)
         return 0;
-    for (struct fy_node_pair *pair, *iter = NULL;
-         (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
-        const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
-        if (!k || (strcmp(k, "lock_ttl") != 0 && strcmp(k, "lock_wait") != 0 &&
-                   strcmp(k, "cancel_on_timeout") != 0 && strcmp(k, "cancel_wait") != 0 &&
-                   strcmp(k, "orphan_scan") != 0)) {
-            snprintf(err, errlen, "%s:%d: executor: unknown key '%.64s'", cfg_path(cfg),
-                     dq_config_node_line(fy_node_pair_key(pair)), k ? k : "?");
-            return -1;
-        }
-    }
+    if (dq_config_check_keys(cfg, sec, known, "executor", err, errlen) != 0)
+        return -1;
     if (duration_key(cfg, sec, "lock_ttl", &s->lock_ttl_ms, err, errlen) < 0 ||
         duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0 ||
         duration_key(cfg, sec, "cancel_wait", &s->cancel_wait_ms, err, errlen) < 0 ||
         duration_key(cfg, sec, "orphan_scan", &s->orphan_scan_ms, err, errlen) < 0)
         return -1;
-    if (s->orphan_scan_ms != 0 && s->orphan_scan_ms < 100) {
-        snprintf(err, errlen, "%s:%d: executor.orphan_scan: at least 100ms, or 0 (never)", cfg_path(cfg),
-                 dq_config_node_line(map_get(sec, "orphan_scan")));
-        return -1;
-    }
-    if (s->cancel_wait_ms <= 0) {
-        snprintf(err, errlen, "%s:%d: executor.cancel_wait: must be positive", cfg_path(cfg),
-                 dq_config_node_line(map_get(sec, "cancel_wait")));
-        return -1;
-    }
-    if (s->lock_ttl_ms < 300) {
-        snprintf(err, errlen, "%s:%d: executor.lock_ttl: at least 300ms", cfg_path(cfg),
-                 dq_config_node_line(map_get(sec, "lock_ttl")));
-        return -1;
-    }
+    if (s->orphan_scan_ms != 0 && s->orphan_scan_ms < 100)
+        return dq_config_fail(cfg, map_get(sec, "orphan_scan"), err, errlen,
+                              "executor.orphan_scan: at least 100ms, or 0 (never)");
+    if (s->cancel_wait_ms <= 0)
+        return dq_config_fail(cfg, map_get(sec, "cancel_wait"), err, errlen,
+                              "executor.cancel_wait: must be positive");
+    if (s->lock_ttl_ms < 300)
+        return dq_config_fail(cfg, map_get(sec, "lock_ttl"), err, errlen, "executor.lock_ttl: at least 300ms");
     v = map_get(sec, "cancel_on_timeout");
     if (v) {
-        const char *t = dq_config_node_scalar(v);
+        const char *t = dq_config_text(cfg, v, num, sizeof num);
         if (t && strcmp(t, "true") == 0) {
             s->cancel_on_timeout = 1;
         } else if (t && strcmp(t, "false") == 0) {
             s->cancel_on_timeout = 0;
         } else {
-            snprintf(err, errlen, "%s:%d: executor.cancel_on_timeout: expected true or false",
-                     cfg_path(cfg), dq_config_node_line(v));
-            return -1;
+            return dq_config_fail(cfg, v, err, errlen, "executor.cancel_on_timeout: expected true or false");
         }
     }
     return 0;

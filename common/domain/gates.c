@@ -5,7 +5,6 @@
  */
 #include "gates.h"
 
-#include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +54,7 @@ void dq_gates_free(dq_gates *g)
 
 typedef struct reader {
     const dq_config *cfg;
-    struct fy_node *env;
+    const cJSON *env; /* the environment's mapping in the configuration's view */
     char prefix[300]; /* services.<svc>.environments.<env> */
     char *err;
     size_t errlen;
@@ -67,13 +66,17 @@ static int fail_key(reader *rd, const char *key, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
-    struct fy_node *n = rd->env ? fy_node_mapping_lookup_by_string(rd->env, key, FY_NT) : NULL;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(rd->env, key);
+    int line = dq_config_line(rd->cfg, n ? n : rd->env);
+    const char *file = rd->cfg->path ? rd->cfg->path : "(config)";
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(rd->err, rd->errlen, "%s:%d: %s.%s: %s", rd->cfg->path ? rd->cfg->path : "(config)",
-             n ? dq_config_node_line(n) : dq_config_node_line(rd->env), rd->prefix, key, msg);
+    if (line > 0)
+        snprintf(rd->err, rd->errlen, "%s:%d: %s.%s: %s", file, line, rd->prefix, key, msg);
+    else
+        snprintf(rd->err, rd->errlen, "%s: %s.%s: %s", file, rd->prefix, key, msg);
     return -1;
 }
 
@@ -129,8 +132,10 @@ static int64_t read_duration(reader *rd, const cJSON *envj, const char *key, int
 
 static int read_freeze(reader *rd, const cJSON *envj, dq_gates *g)
 {
+    static const char *const known[] = {"from", "until", "reason", NULL};
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(envj, "freeze"), *it;
     size_t i = 0;
+    char what[400];
 
     if (!arr || cJSON_IsNull(arr))
         return 0;
@@ -144,17 +149,12 @@ static int read_freeze(reader *rd, const cJSON *envj, dq_gates *g)
         const char *from = dq_json_str(it, "from"), *until = dq_json_str(it, "until");
         const char *reason = dq_json_str(it, "reason");
         dq_freeze_window *w = &g->freeze[i];
-        const cJSON *m;
 
         if (!cJSON_IsObject(it))
             return fail_key(rd, "freeze", "entry %zu must be a mapping {from, until, reason}", i + 1);
-        cJSON_ArrayForEach(m, it)
-        {
-            if (strcmp(m->string, "from") != 0 && strcmp(m->string, "until") != 0 &&
-                strcmp(m->string, "reason") != 0)
-                return fail_key(rd, "freeze", "entry %zu: unknown key '%s' (known: from, until, reason)",
-                                i + 1, m->string);
-        }
+        snprintf(what, sizeof what, "%s.freeze: entry %zu", rd->prefix, i + 1);
+        if (dq_config_check_keys(rd->cfg, it, known, what, rd->err, rd->errlen) != 0)
+            return -1;
         if (!from || dq_time_parse(from, &w->from_ms) != 0)
             return fail_key(rd, "freeze", "entry %zu: from must be an RFC 3339 time", i + 1);
         if (!until || dq_time_parse(until, &w->until_ms) != 0)
@@ -174,17 +174,13 @@ static int read_freeze(reader *rd, const cJSON *envj, dq_gates *g)
 static cJSON *provider_entry(const dq_config *cfg, const cJSON *entry)
 {
     const char *name = cJSON_GetStringValue(entry);
-    struct fy_node *root, *top;
-    cJSON *all, *found = NULL, *it;
+    const cJSON *all;
+    cJSON *found = NULL, *it;
 
     if (cJSON_IsObject(entry))
         return cJSON_Duplicate(entry, 1);
-    if (!name || !cfg->doc || !(root = fy_document_root(cfg->doc)) || !fy_node_is_mapping(root))
+    if (!name || !(all = dq_config_view(cfg, "providers")))
         return NULL;
-    top = fy_node_mapping_lookup_by_string(root, "providers", FY_NT);
-    if (!top)
-        return NULL;
-    all = dq_config_node_json(top);
     if (cJSON_IsObject(all)) {
         it = cJSON_GetObjectItemCaseSensitive(all, name);
         if (cJSON_IsObject(it)) {
@@ -203,7 +199,6 @@ static cJSON *provider_entry(const dq_config *cfg, const cJSON *entry)
             }
         }
     }
-    cJSON_Delete(all);
     return found;
 }
 
@@ -246,7 +241,7 @@ dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *e
     reader rd = {.cfg = cfg, .err = err, .errlen = errlen};
     const dq_environment *e = dq_config_environment(cfg, service, env);
     dq_gates *g = calloc(1, sizeof *g);
-    cJSON *envj = NULL;
+    const cJSON *envj;
     const cJSON *dc, *it, *pn;
     char target[256];
     int bad = 0;
@@ -266,15 +261,12 @@ dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *e
     g->target = strdup(target);
     g->drift_timeout_ms = 30000;
     g->approval_timeout_ms = 24LL * 3600 * 1000;
-    rd.env = e->node;
+    rd.env = envj = e->view;
     snprintf(rd.prefix, sizeof rd.prefix, "services.%s.environments.%s", service, env);
     if (!g->target)
         goto fail;
-    if (!e->node)
-        return g; /* an empty environment: no gates */
-    envj = dq_config_node_json(e->node);
     if (!cJSON_IsObject(envj))
-        goto done;
+        return g; /* an empty environment: no gates */
     if (read_names(&rd, envj, "required_vars", &g->required_vars, &g->n_required) != 0 ||
         read_names(&rd, envj, "drift_ignore", &g->drift_ignore, &g->n_ignore) != 0 ||
         read_freeze(&rd, envj, g) != 0)
@@ -328,13 +320,10 @@ dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *e
                  "nothing can read the variables: add drift_check or a railway provider with project_id");
         goto fail;
     }
-done:
-    cJSON_Delete(envj);
     return g;
 fail:
     if (err[0] == '\0')
         snprintf(err, errlen, "out of memory");
-    cJSON_Delete(envj);
     dq_gates_free(g);
     return NULL;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "config.h"
 #include "json.h"
 #include "log.h"
 #include "util.h"
@@ -102,15 +103,8 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
         snprintf(err, errlen, "%s: expected a mapping", where);
         return NULL;
     }
-    cJSON_ArrayForEach(it, obj) {
-        int known = 0;
-        for (const char *const *k = probe_keys; *k && !known; k++)
-            known = strcmp(*k, it->string) == 0;
-        if (!known) {
-            snprintf(err, errlen, "%s.%s: unknown key", where, it->string);
-            return NULL;
-        }
-    }
+    if (dq_config_check_keys(NULL, obj, probe_keys, where, err, errlen) != 0)
+        return NULL;
     p = calloc(1, sizeof *p);
     if (!p)
         goto oom;

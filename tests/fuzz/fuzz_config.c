@@ -1,8 +1,9 @@
 /*
  * fuzz_config.c - libFuzzer harness for the YAML configuration loader,
  * dq_config_load_string (libfyaml underneath), and for the readers every worker then
- * calls on the loaded configuration: service, environment and key lookups, the
- * environment nodes as cJSON (dq_config_node_json) and their line numbers.
+ * calls on the loaded configuration: service, environment and key lookups, the cJSON view
+ * of every environment (dq_config_env_view) with its lines and texts, and the unknown-key
+ * check over the whole view.
  *
  * ${NAME} references resolve against the process environment; the harness sets
  * FUZZ_SECRET and FUZZ_EMPTY so the seeds can exercise substitution, and clears the
@@ -15,8 +16,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <libfyaml.h>
 
 #include "config.h"
 #include "fuzz.h"
@@ -41,6 +40,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static void walk_view(const dq_config *cfg, const cJSON *item)
+{
+    static const char *const none[] = {NULL};
+    char num[32], err[256];
+    const cJSON *child;
+
+    if (item == NULL)
+        return;
+    DQ_FUZZ_CHECK(dq_config_line(cfg, item) > 0, "an item of the view without a line");
+    (void)dq_config_text(cfg, item, num, sizeof num);
+    /* every key is unknown to an empty list: the message's line lookup runs on each map */
+    DQ_FUZZ_CHECK(dq_config_check_keys(cfg, item, none, "x", err, sizeof err) ==
+                      (cJSON_IsObject(item) && item->child != NULL ? -1 : 0),
+                  "dq_config_check_keys");
+    for (child = item->child; child != NULL; child = child->next)
+        walk_view(cfg, child);
+}
+
 static void walk(const dq_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_services; i++) {
@@ -49,28 +66,22 @@ static void walk(const dq_config *cfg)
         DQ_FUZZ_CHECK(dq_config_service(cfg, svc->name) != NULL, "service %zu not found", i);
         for (size_t j = 0; j < svc->n_envs; j++) {
             const dq_environment *env = &svc->envs[j];
-            struct fy_node *node = dq_config_env_node(cfg, svc->name, env->name);
-            cJSON *json = dq_config_node_json(node);
+            const cJSON *view = dq_config_env_view(cfg, svc->name, env->name);
 
             DQ_FUZZ_CHECK(dq_config_environment(cfg, svc->name, env->name) != NULL,
                           "environment %zu of service %zu not found", j, i);
-            DQ_FUZZ_CHECK(json != NULL, "dq_config_node_json returned NULL");
-            (void)dq_config_node_line(node);
-            cJSON_Delete(json);
+            DQ_FUZZ_CHECK(view == env->view, "dq_config_env_view is not the environment's view");
+            DQ_FUZZ_CHECK(view == NULL || dq_config_line(cfg, view) > 0,
+                          "an environment of the file without a line");
         }
     }
     for (size_t i = 0; i < cfg->n_keys; i++)
         DQ_FUZZ_CHECK(dq_config_key(cfg, cfg->keys[i].id) != NULL, "key %zu not found", i);
     for (size_t i = 0; i < cfg->n_kafka; i++)
         DQ_FUZZ_CHECK(dq_config_kafka_get(cfg, cfg->kafka[i].key) != NULL, "kafka %zu", i);
-    /* The whole document, so the sections of later workers (providers, monitor, ...) go
-     * through the conversion too. */
-    if (cfg->doc) {
-        cJSON *whole = dq_config_node_json(fy_document_root(cfg->doc));
-
-        DQ_FUZZ_CHECK(whole != NULL, "the document does not convert");
-        cJSON_Delete(whole);
-    }
+    /* The whole view, so the sections of later workers (providers, monitor, ...) are read
+     * the way their loaders read them: every item has a line, every scalar its text. */
+    walk_view(cfg, dq_config_view(cfg, ""));
 }
 
 /* KNOWN ISSUE, reported to the lead (docs/reliability.md, "Fuzzing"): libfyaml 0.7.12

@@ -1,9 +1,10 @@
 /*
  * test_config.c - config.h: defaults, a full file read field by field, every error with its
  * exact "name:line: message", ${NAME} references (and that their values are masked from
- * then on), the environment overrides, kafka pass-through order, and the YAML-to-cJSON view
- * later workers read their sections through. Hostile files: an alias bomb is refused, and
- * so is a document libfyaml drops without a word (out of memory): never "all defaults".
+ * then on), the environment overrides, kafka pass-through order, and the cJSON view (with
+ * lines and scalar spellings) later workers read their sections through. Hostile files: an
+ * alias bomb is refused, and so is a document libfyaml drops without a word (out of
+ * memory): never "all defaults".
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +13,6 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
-#include <libfyaml.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +64,7 @@ static void test_defaults(void **state)
     dq_config *cfg = dq_config_new_default();
     assert_non_null(cfg);
     assert_null(cfg->path);
-    assert_null(cfg->doc);
+    assert_null(dq_config_view(cfg, ""));
     assert_int_equal(cfg->n_kafka, 0);
     assert_null(dq_config_kafka_get(cfg, "bootstrap.servers"));
     assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
@@ -98,7 +98,7 @@ static void test_defaults(void **state)
     assert_non_null(cfg);
     assert_string_equal(err, "");
     assert_null(cfg->path);
-    assert_null(cfg->doc);
+    assert_null(dq_config_view(cfg, ""));
     assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
     dq_config_free(cfg);
 
@@ -121,7 +121,7 @@ static void test_full_file(void **state)
     assert_string_equal(err, "");
     assert_non_null(cfg);
     assert_string_equal(cfg->path, path);
-    assert_non_null(cfg->doc);
+    assert_true(cJSON_IsObject(dq_config_view(cfg, "")));
 
     assert_int_equal(cfg->n_kafka, 5);
     assert_string_equal(dq_config_kafka_get(cfg, "bootstrap.servers"),
@@ -164,44 +164,44 @@ static void test_full_file(void **state)
     assert_string_equal(api->envs[0].name, "staging");
     assert_null(api->envs[0].requires);
     assert_int_equal(api->envs[0].approval, 0);
-    assert_non_null(api->envs[0].node); /* {} is a mapping */
+    assert_non_null(api->envs[0].view); /* {} is a mapping */
     const dq_environment *prod = dq_config_environment(cfg, "api", "production");
     assert_non_null(prod);
     assert_string_equal(prod->requires, "staging");
     assert_int_equal(prod->approval, 1);
-    assert_int_equal(dq_config_node_line(prod->node), 35);
+    assert_int_equal(dq_config_line(cfg, prod->view), 35);
 
     /* An environment's own keys stay readable for later workers, with lines. */
-    struct fy_node *env_node = dq_config_env_node(cfg, "api", "production");
-    assert_ptr_equal(env_node, prod->node);
-    struct fy_node *providers = fy_node_mapping_lookup_by_string(env_node, "providers", FY_NT);
+    const cJSON *env_view = dq_config_env_view(cfg, "api", "production");
+    assert_ptr_equal(env_view, prod->view);
+    const cJSON *providers = cJSON_GetObjectItemCaseSensitive(env_view, "providers");
     assert_non_null(providers);
-    assert_int_equal(dq_config_node_line(providers), 38);
-    cJSON *j = dq_config_node_json(providers);
-    char *text = cJSON_PrintUnformatted(j);
+    assert_int_equal(dq_config_line(cfg, providers), 38);
+    char *text = cJSON_PrintUnformatted(providers);
     assert_string_equal(text, "[\"github-actions\",\"railway\"]");
     free(text);
-    cJSON_Delete(j);
 
     const dq_environment *preview = dq_config_environment(cfg, "web.frontend", "preview");
     assert_non_null(preview);
-    assert_null(preview->node); /* written as an empty value */
-    assert_null(dq_config_env_node(cfg, "web.frontend", "preview"));
+    assert_null(preview->view); /* written as an empty value */
+    assert_null(dq_config_env_view(cfg, "web.frontend", "preview"));
     const dq_environment *fprod = dq_config_environment(cfg, "web.frontend", "prod");
     assert_string_equal(fprod->requires, "preview");
     assert_int_equal(fprod->approval, 0);
     assert_null(dq_config_environment(cfg, "api", "prod"));
     assert_null(dq_config_environment(cfg, "nope", "prod"));
 
-    /* Reserved sections are kept in the document, references resolved. */
-    struct fy_node *root = fy_document_root(cfg->doc);
-    struct fy_node *token = fy_node_by_path(root, "/providers/github-actions/token", FY_NT,
-                                            FYNWF_DONT_FOLLOW);
+    /* Reserved sections are kept in the view, references resolved. */
+    const cJSON *token = dq_config_view(cfg, "providers.github-actions.token");
     assert_non_null(token);
-    assert_string_equal(dq_config_node_scalar(token), "kafka-s3cret-pw");
-    assert_int_equal(dq_config_node_line(token), 45);
-    struct fy_node *monitor = fy_node_mapping_lookup_by_string(root, "monitor", FY_NT);
-    assert_int_equal(dq_config_node_line(monitor), 46);
+    assert_string_equal(dq_config_text(cfg, token, NULL, 0), "kafka-s3cret-pw");
+    assert_int_equal(dq_config_line(cfg, token), 45);
+    const cJSON *monitor = dq_config_view(cfg, "monitor");
+    assert_int_equal(dq_config_line(cfg, monitor), 46);
+    /* and errors about them say where, with the file's path */
+    char where[600], want[600];
+    snprintf(want, sizeof want, "%s:45: ", path);
+    assert_string_equal(dq_config_where(cfg, token, where, sizeof where), want);
     dq_config_free(cfg);
 }
 
@@ -235,13 +235,12 @@ static void test_sections_without_secrets(void **state)
     if (cfg == NULL)
         fail_msg("%s", err);
     assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379"); /* absent: the default */
-    struct fy_node *tok = fy_node_by_path(
-        fy_document_root(cfg->doc), "/services/api/environments/production/providers/0/token",
-        (size_t)-1, FYNWF_DONT_FOLLOW);
-    assert_null(tok); /* dropped: as if it had never been written */
-    struct fy_node *rdir = fy_node_by_path(fy_document_root(cfg->doc), "/registry/dir",
-                                           (size_t)-1, FYNWF_DONT_FOLLOW);
-    assert_string_equal(dq_config_node_scalar(rdir), "/srv/registry");
+    const cJSON *chain = dq_config_view(cfg, "services.api.environments.production.providers");
+    assert_true(cJSON_IsObject(cJSON_GetArrayItem(chain, 0)));
+    /* dropped: as if it had never been written */
+    assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(chain, 0), "token"));
+    const cJSON *rdir = dq_config_view(cfg, "registry.dir");
+    assert_string_equal(dq_config_text(cfg, rdir, NULL, 0), "/srv/registry");
     dq_config_free(cfg);
 
     /* inside a section the reader uses, unset is still an error */
@@ -271,7 +270,7 @@ static void test_config_env_and_empty_file(void **state)
     dq_config *cfg = dq_config_load(NULL, err, sizeof err);
     assert_non_null(cfg);
     assert_string_equal(cfg->path, path);
-    assert_null(cfg->doc);
+    assert_null(dq_config_view(cfg, ""));
     assert_string_equal(cfg->redis_url, "redis://127.0.0.1:6379");
     dq_config_free(cfg);
 
@@ -480,14 +479,9 @@ static void test_env_references(void **state)
     assert_string_equal(dq_config_kafka_get(cfg, "group.id"), "db.internaldb.internal");
 
     /* A value from the environment is text, even when it looks like a number. */
-    struct fy_node *port =
-        fy_node_mapping_lookup_by_string(fy_node_mapping_lookup_by_string(
-                                             fy_document_root(cfg->doc), "providers", FY_NT),
-                                         "port", FY_NT);
-    cJSON *j = dq_config_node_json(port);
+    const cJSON *j = dq_config_view(cfg, "providers.port");
     assert_true(cJSON_IsString(j));
     assert_string_equal(j->valuestring, "0042");
-    cJSON_Delete(j);
 
     /* Every substituted value is masked from now on. */
     char out[256];
@@ -595,7 +589,7 @@ static void test_kafka_order(void **state)
     dq_config_free(cfg);
 }
 
-static void test_node_json(void **state)
+static void test_view(void **state)
 {
     (void)state;
     char err[256] = "";
@@ -629,12 +623,9 @@ static void test_node_json(void **state)
                                err, sizeof err);
     assert_string_equal(err, "");
     assert_non_null(cfg);
-    struct fy_node *p =
-        fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
+    const cJSON *p = dq_config_view(cfg, "providers");
     assert_non_null(p);
-    cJSON *j = dq_config_node_json(p);
-    assert_non_null(j);
-    char *text = cJSON_PrintUnformatted(j);
+    char *text = cJSON_PrintUnformatted(p);
     assert_string_equal(text, "{\"t\":true,\"f\":false,\"i\":42,\"neg\":-7,\"fl\":2.5,\"exp\":1000,"
                               "\"hex\":31,\"n1\":null,\"n2\":null,\"n3\":null,\"qs\":\"42\","
                               "\"sq\":\"true\",\"tagged\":\"17\",\"word\":\"yes\","
@@ -643,26 +634,31 @@ static void test_node_json(void **state)
                               "\"chain\":[\"github-actions\",{\"name\":\"command\","
                               "\"timeout\":\"10m\"}],\"anchor\":{\"x\":1},\"alias\":{\"x\":1}}");
     free(text);
-    cJSON_Delete(j);
 
     /* Lines: a scalar's own; a collection under a key, the key's. */
-    assert_int_equal(dq_config_node_line(p), 1);
-    struct fy_node *chain = fy_node_mapping_lookup_by_string(p, "chain", FY_NT);
-    assert_int_equal(dq_config_node_line(chain), 21);
-    assert_int_equal(dq_config_node_line(fy_node_sequence_get_by_index(chain, 1)), 23);
-    assert_int_equal(dq_config_node_line(fy_node_mapping_lookup_by_string(p, "tok", FY_NT)), 18);
-    assert_int_equal(dq_config_node_line(fy_node_mapping_lookup_by_string(p, "n3", FY_NT)), 11);
-    assert_int_equal(dq_config_node_line(NULL), 0);
+    assert_int_equal(dq_config_line(cfg, p), 1);
+    const cJSON *chain = cJSON_GetObjectItemCaseSensitive(p, "chain");
+    assert_int_equal(dq_config_line(cfg, chain), 21);
+    assert_int_equal(dq_config_line(cfg, cJSON_GetArrayItem(chain, 1)), 23);
+    assert_int_equal(dq_config_line(cfg, cJSON_GetObjectItemCaseSensitive(p, "tok")), 18);
+    assert_int_equal(dq_config_line(cfg, cJSON_GetObjectItemCaseSensitive(p, "n3")), 11);
+    assert_int_equal(dq_config_line(cfg, NULL), 0);
+    assert_int_equal(dq_config_line(NULL, p), 0);
 
-    assert_null(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "n3", FY_NT)));
-    assert_null(dq_config_node_scalar(chain));
-    assert_null(dq_config_node_scalar(NULL));
-    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "qs", FY_NT)),
+    /* Text: as written, whatever type the scalar became; none for a collection or empty. */
+    assert_null(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "n3"), NULL, 0));
+    assert_null(dq_config_text(cfg, chain, NULL, 0));
+    assert_null(dq_config_text(cfg, NULL, NULL, 0));
+    assert_string_equal(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "qs"), NULL, 0),
                         "42");
-
-    j = dq_config_node_json(NULL);
-    assert_true(cJSON_IsNull(j));
-    cJSON_Delete(j);
+    assert_string_equal(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "hex"), NULL, 0),
+                        "0x1F");
+    assert_string_equal(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "f"), NULL, 0),
+                        "False");
+    assert_string_equal(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "n2"), NULL, 0),
+                        "~");
+    assert_string_equal(dq_config_text(cfg, cJSON_GetObjectItemCaseSensitive(p, "exp"), NULL, 0),
+                        "1e3");
     dq_config_free(cfg);
 }
 
@@ -744,16 +740,15 @@ static void test_aliases(void **state)
                                err, sizeof err);
     assert_string_equal(err, "");
     assert_non_null(cfg);
-    struct fy_node *p =
-        fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
-    cJSON *j = dq_config_node_json(p);
+    const cJSON *p = dq_config_view(cfg, "providers");
+    const cJSON *j = p;
     assert_non_null(j);
     /* The mapping's own keys win over merged ones; of merged mappings, the first wins. */
-    cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "one");
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(j, "one");
     assert_int_equal(cJSON_GetArraySize(one), 2);
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(one, "a")->valueint, 9);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(one, "b")), 2);
-    cJSON *two = cJSON_GetObjectItemCaseSensitive(j, "two");
+    const cJSON *two = cJSON_GetObjectItemCaseSensitive(j, "two");
     assert_int_equal(cJSON_GetArraySize(two), 3);
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(two, "a")->valueint, 2);
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(two, "c")->valueint, 3);
@@ -762,15 +757,14 @@ static void test_aliases(void **state)
     char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "list"));
     assert_string_equal(text, "[{\"a\":1,\"b\":[\"x\",\"y\"]}]");
     free(text);
-    cJSON_Delete(j);
     /* A copy made for an alias is where the alias is written. */
-    struct fy_node *list = fy_node_mapping_lookup_by_string(p, "list", FY_NT);
-    assert_int_equal(dq_config_node_line(fy_node_sequence_get_by_index(list, 0)), 9);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "list");
+    assert_int_equal(dq_config_line(cfg, cJSON_GetArrayItem(list, 0)), 9);
 
     const dq_environment *prod = dq_config_environment(cfg, "api", "production");
     assert_non_null(prod);
     assert_int_equal(prod->approval, 1);
-    assert_int_equal(dq_config_node_line(prod->node), 14);
+    assert_int_equal(dq_config_line(cfg, prod->view), 14);
     const dq_environment *canary = dq_config_environment(cfg, "api", "canary");
     assert_non_null(canary);
     assert_int_equal(canary->approval, 1);
@@ -780,11 +774,8 @@ static void test_aliases(void **state)
     /* A name used for two anchors: an alias names the one before it. */
     cfg = load_yaml("providers:\n  x: &v one\n  y: *v\n  z: &v two\n  w: *v\n", err, sizeof err);
     assert_non_null(cfg);
-    p = fy_node_mapping_lookup_by_string(fy_document_root(cfg->doc), "providers", FY_NT);
-    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "y", FY_NT)),
-                        "one");
-    assert_string_equal(dq_config_node_scalar(fy_node_mapping_lookup_by_string(p, "w", FY_NT)),
-                        "two");
+    assert_string_equal(dq_config_view(cfg, "providers.y")->valuestring, "one");
+    assert_string_equal(dq_config_view(cfg, "providers.w")->valuestring, "two");
     dq_config_free(cfg);
 }
 
@@ -843,7 +834,7 @@ static void test_silent_parse_failure(void **state)
     char err[256] = "";
     dq_config *cfg = load_yaml("# nothing yet\n  \n# still nothing\n", err, sizeof err);
     assert_non_null(cfg);
-    assert_null(cfg->doc);
+    assert_null(dq_config_view(cfg, ""));
     dq_config_free(cfg);
     cfg = load_yaml("# nothing yet\n\n--- # a marker\n...\n", err, sizeof err);
     assert_non_null(cfg);
@@ -928,7 +919,7 @@ int main(void)
         cmocka_unit_test_setup(test_missing_env, reset),
         cmocka_unit_test_setup(test_env_overrides, reset),
         cmocka_unit_test_setup(test_kafka_order, reset),
-        cmocka_unit_test_setup(test_node_json, reset),
+        cmocka_unit_test_setup(test_view, reset),
         cmocka_unit_test_setup(test_docs_example, reset),
         cmocka_unit_test_setup(test_alias_bomb, reset),
         cmocka_unit_test_setup(test_aliases, reset),

@@ -139,7 +139,8 @@ static void test_errors(void **state)
                         "(config):5: services.api.environments.production.freeze: entry 1: until must be after from");
     assert_string_equal(gate_error(HEAD "      production:\n        freeze:\n          - {form: \"2027-01-02T00:00:00Z\"}\n",
                                    "production"),
-                        "(config):5: services.api.environments.production.freeze: entry 1: unknown key 'form' (known: from, until, reason)");
+                        /* at the unknown key itself (dq_config_check_keys): its own line */
+                        "deployq.yaml:6: services.api.environments.production.freeze: entry 1: unknown key 'form' (known: from, until, reason)");
     assert_string_equal(gate_error(HEAD "      production:\n        required_vars: [DATABASE_URL]\n", "production"),
                         "(config):5: services.api.environments.production.required_vars: nothing can read the variables: "
                         "add drift_check or a railway provider with project_id");

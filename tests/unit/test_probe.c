@@ -105,7 +105,9 @@ static void test_config_refusals(void **state)
             "m.probes[0].url: required, an http:// or https:// URL");
     refused("{\"name\":\"a\",\"type\":\"tcp\",\"url\":\"http://x/\"}",
             "m.probes[0].type: expected http or prometheus");
-    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"colour\":1}", "m.probes[0].colour: unknown key");
+    refused("{\"name\":\"a\",\"url\":\"http://x/\",\"colour\":1}",
+            "m.probes[0]: unknown key 'colour' (known: name, type, url, headers, timeout, missing, "
+            "expect_status, max_latency, body_match, body_regex, query, op, threshold)");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"missing\":\"maybe\"}",
             "m.probes[0].missing: expected fail, ignore or hold");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"expect_status\":99}",

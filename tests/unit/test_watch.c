@@ -111,7 +111,9 @@ static void test_config(void **state)
                    "f.yaml:3: m.max_error_rate: expected a number from 0 to 1");
     config_refused("{\"error_rate_window\":101," ONE_HTTP "}",
                    "f.yaml:3: m.error_rate_window: expected a whole number 1..100");
-    config_refused("{\"windw\":\"1m\"," ONE_HTTP "}", "f.yaml:3: m.windw: unknown key");
+    config_refused("{\"windw\":\"1m\"," ONE_HTTP "}",
+                   "f.yaml:3: m: unknown key 'windw' (known: interval, window, failure_threshold, "
+                   "max_error_rate, error_rate_window, probes)");
     config_refused("{\"probes\":[{\"name\":\"a\",\"url\":\"http://x/\"},{\"name\":\"a\",\"url\":\"http://y/\"}]}",
                    "f.yaml:3: m.probes[1].name: 'a' is used twice");
     config_refused("{\"probes\":[{\"name\":\"a\",\"url\":\"x\"}]}",

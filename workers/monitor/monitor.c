@@ -9,7 +9,6 @@
  */
 #include "monitor.h"
 
-#include <libfyaml.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,46 +27,39 @@ static const char *const top_keys[] = {
     "workers", "lease", NULL,
 };
 
-static char *where_of(const dq_config *cfg, struct fy_node *node, const char *path, char *buf,
+/* "file:line: path" of a monitor mapping, the prefix of its messages. */
+static char *where_of(const dq_config *cfg, const cJSON *node, const char *path, char *buf,
                       size_t len)
 {
-    snprintf(buf, len, "%s:%d: %s", cfg->path ? cfg->path : "deployq.yaml",
-             dq_config_node_line(node), path);
+    char at[512];
+
+    snprintf(buf, len, "%s%s", dq_config_where(cfg, node, at, sizeof at), path);
     return buf;
 }
 
 /* The top-level monitor: section: worker settings, and defaults for every target. */
-static int load_top(dq_monitor *m, cJSON **defaults, char *err, size_t errlen)
+static int load_top(dq_monitor *m, const cJSON **defaults, char *err, size_t errlen)
 {
-    struct fy_node *root = m->cfg->doc ? fy_document_root(m->cfg->doc) : NULL;
-    struct fy_node *node = root && fy_node_get_type(root) == FYNT_MAPPING
-                               ? fy_node_mapping_lookup_by_string(root, "monitor", FY_NT) : NULL;
     const cJSON *it;
     char where[512];
 
-    *defaults = NULL;
     m->n_tickers = 4;
-    if (!node)
+    *defaults = dq_config_view(m->cfg, "monitor");
+    if (!*defaults || cJSON_IsNull(*defaults))
         return 0;
-    where_of(m->cfg, node, "monitor", where, sizeof where);
-    *defaults = dq_config_node_json(node);
-    if (!*defaults)
-        goto oom;
-    if (cJSON_IsNull(*defaults))
-        return 0;
+    where_of(m->cfg, *defaults, "monitor", where, sizeof where);
     if (!cJSON_IsObject(*defaults)) {
         snprintf(err, errlen, "%s: expected a mapping", where);
         return -1;
     }
-    cJSON_ArrayForEach(it, *defaults) {
-        int known = 0;
-        for (const char *const *k = top_keys; *k && !known; k++)
-            known = strcmp(*k, it->string) == 0;
-        if (!known) {
-            snprintf(err, errlen, "%s.%s: unknown key (probes belong to an environment)", where,
-                     it->string);
-            return -1;
-        }
+    if (dq_config_check_keys(m->cfg, *defaults, top_keys, "monitor", err, errlen) != 0) {
+        size_t n = strlen(err);
+
+        /* the likely mistake: probes are per target */
+        if (cJSON_GetObjectItemCaseSensitive(*defaults, "probes") && n < errlen)
+            snprintf(err + n, errlen - n, "; probes belong to an environment "
+                                          "(services.<name>.environments.<env>.monitor.probes)");
+        return -1;
     }
     it = cJSON_GetObjectItemCaseSensitive(*defaults, "workers");
     if (it) {
@@ -88,14 +80,11 @@ static int load_top(dq_monitor *m, cJSON **defaults, char *err, size_t errlen)
         m->lease_ms = d;
     }
     return 0;
-oom:
-    snprintf(err, errlen, "monitor: out of memory");
-    return -1;
 }
 
 int dq_monitor_load(dq_monitor *m, const dq_config *cfg, char *err, size_t errlen)
 {
-    cJSON *defaults = NULL;
+    const cJSON *defaults = NULL;
     int64_t fixed_lease;
     int rc = -1;
 
@@ -107,13 +96,11 @@ int dq_monitor_load(dq_monitor *m, const dq_config *cfg, char *err, size_t errle
     for (size_t i = 0; i < cfg->n_services; i++) {
         const dq_service *s = &cfg->services[i];
         for (size_t j = 0; j < s->n_envs; j++) {
-            struct fy_node *env = s->envs[j].node, *node;
+            const cJSON *env = s->envs[j].view, *node;
             dq_monitor_target *t;
-            cJSON *json;
             char where[512], path[256];
 
-            node = env && fy_node_get_type(env) == FYNT_MAPPING
-                       ? fy_node_mapping_lookup_by_string(env, "monitor", FY_NT) : NULL;
+            node = cJSON_IsObject(env) ? cJSON_GetObjectItemCaseSensitive(env, "monitor") : NULL;
             if (!node)
                 continue;
             snprintf(path, sizeof path, "services.%s.environments.%s.monitor", s->name,
@@ -127,11 +114,8 @@ int dq_monitor_load(dq_monitor *m, const dq_config *cfg, char *err, size_t errle
             m->targets = t;
             t = &m->targets[m->n_targets];
             memset(t, 0, sizeof *t);
-            json = dq_config_node_json(node);
-            t->watch = json ? dq_watch_config_from_json(json, cJSON_IsObject(defaults) ? defaults : NULL,
-                                                        where, err, errlen)
-                            : NULL;
-            cJSON_Delete(json);
+            t->watch = dq_watch_config_from_json(node, cJSON_IsObject(defaults) ? defaults : NULL, where,
+                                                 err, errlen);
             if (!t->watch)
                 goto out;
             t->service = strdup(s->name);
@@ -157,7 +141,6 @@ int dq_monitor_load(dq_monitor *m, const dq_config *cfg, char *err, size_t errle
         m->lease_ms = 5000;
     rc = 0;
 out:
-    cJSON_Delete(defaults);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "json.h"
 #include "log.h"
 
@@ -82,15 +83,8 @@ dq_watch_config *dq_watch_config_from_json(const cJSON *obj, const cJSON *defaul
         snprintf(err, errlen, "%s: expected a mapping", where);
         return NULL;
     }
-    cJSON_ArrayForEach(it, obj) {
-        int known = 0;
-        for (const char *const *k = watch_keys; *k && !known; k++)
-            known = strcmp(*k, it->string) == 0;
-        if (!known) {
-            snprintf(err, errlen, "%s.%s: unknown key", where, it->string);
-            return NULL;
-        }
-    }
+    if (dq_config_check_keys(NULL, obj, watch_keys, where, err, errlen) != 0)
+        return NULL;
     c = calloc(1, sizeof *c);
     if (!c)
         goto oom;

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libfyaml.h>
 
 #include "config.h"
 #include "fold.h"
@@ -218,8 +217,8 @@ static void report_lag(registry *r)
 static const char *config_registry(const dq_config *cfg, const char *key);
 static int start_http(registry *r, const dq_config *cfg)
 {
-    const char *listen = config_registry(cfg, "http/listen");
-    const char *token = config_registry(cfg, "http/token");
+    const char *listen = config_registry(cfg, "http.listen");
+    const char *token = config_registry(cfg, "http.token");
     dq_httpapi_opts o = {
         .listen = listen ? listen : DQ_HTTPAPI_DEFAULT_LISTEN,
         .token = token,
@@ -227,12 +226,12 @@ static int start_http(registry *r, const dq_config *cfg)
         .fold_lock = &r->fold_lock,
         .registry_dir = r->dir,
         .dashboard_html = dq_dashboard_html,
-        .dashboard_path = config_registry(cfg, "http/dashboard_file"),
+        .dashboard_path = config_registry(cfg, "http.dashboard_file"),
     };
     char err[512];
-    const char *max_clients = config_registry(cfg, "http/max_clients");
-    const char *per_address = config_registry(cfg, "http/max_clients_per_address");
-    const char *req_timeout = config_registry(cfg, "http/request_timeout");
+    const char *max_clients = config_registry(cfg, "http.max_clients");
+    const char *per_address = config_registry(cfg, "http.max_clients_per_address");
+    const char *req_timeout = config_registry(cfg, "http.request_timeout");
     long long n;
 
     if (listen && strcmp(listen, "off") == 0) {
@@ -450,17 +449,15 @@ static int handle(registry *r, const rd_kafka_message_t *m)
     return rc;
 }
 
-/* registry.<key> from the configuration as text, or NULL. */
+/* registry.<key> ("dir", "http.listen") from the configuration as the text it was written
+ * as (owned by cfg), or NULL. */
 static const char *config_registry(const dq_config *cfg, const char *key)
 {
     char path[64];
-    struct fy_node *n;
 
-    if (!cfg->doc)
-        return NULL;
-    snprintf(path, sizeof path, "/registry/%s", key);
-    n = fy_node_by_path(fy_document_root(cfg->doc), path, (size_t)-1, FYNWF_DONT_FOLLOW);
-    return n ? dq_config_node_scalar(n) : NULL;
+    snprintf(path, sizeof path, "registry.%s", key);
+    /* no buffer: only a number built by hand needs one, and this worker reads a file */
+    return dq_config_text(cfg, dq_config_view(cfg, path), NULL, 0);
 }
 
 int main(int argc, char **argv)

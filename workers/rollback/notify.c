@@ -9,7 +9,6 @@
  */
 #include "notify.h"
 
-#include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,16 +42,9 @@ static int type_bit(const char *type)
 
 /* ---- configuration ---- */
 
-static struct fy_node *map_get(struct fy_node *map, const char *key)
+static const cJSON *member(const cJSON *obj, const char *key)
 {
-    if (!map || fy_node_get_type(map) != FYNT_MAPPING)
-        return NULL;
-    return fy_node_mapping_lookup_by_string(map, key, FY_NT);
-}
-
-static const char *cfg_path(const dq_config *cfg)
-{
-    return cfg && cfg->path ? cfg->path : "deployq.yaml";
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
 void dq_notify_config_clear(dq_notify_config *nc)
@@ -67,19 +59,17 @@ void dq_notify_config_clear(dq_notify_config *nc)
 
 /* A URL member: absent is fine, anything but an http(s) URL is an error. The message
  * names the key, never the value. */
-static int url_key(const dq_config *cfg, struct fy_node *sec, const char *where, const char *key,
+static int url_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
                    char **out, char *err, size_t errlen)
 {
-    struct fy_node *v = map_get(sec, key);
-    const char *text = dq_config_node_scalar(v);
+    const cJSON *v = member(sec, key);
+    char num[32];
+    const char *text = dq_config_text(cfg, v, num, sizeof num);
 
     if (!v)
         return 0;
-    if (!text || (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)) {
-        snprintf(err, errlen, "%s:%d: %s.%s: expected an http:// or https:// URL", cfg_path(cfg),
-                 dq_config_node_line(v), where, key);
-        return -1;
-    }
+    if (!text || (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0))
+        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected an http:// or https:// URL", where, key);
     *out = strdup(text);
     if (!*out) {
         snprintf(err, errlen, "out of memory");
@@ -89,21 +79,19 @@ static int url_key(const dq_config *cfg, struct fy_node *sec, const char *where,
 }
 
 /* A positive duration member; absent leaves *out alone. */
-static int duration_key(const dq_config *cfg, struct fy_node *sec, const char *where, const char *key,
+static int duration_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
                         int64_t *out, char *err, size_t errlen)
 {
-    struct fy_node *v = map_get(sec, key);
-    const char *text = dq_config_node_scalar(v);
+    const cJSON *v = member(sec, key);
+    char num[32];
+    const char *text = dq_config_text(cfg, v, num, sizeof num);
     int64_t ms;
 
     if (!v)
         return 0;
     ms = text ? dq_duration_parse(text) : -1;
-    if (ms <= 0) {
-        snprintf(err, errlen, "%s:%d: %s.%s: expected a duration such as 5s", cfg_path(cfg),
-                 dq_config_node_line(v), where, key);
-        return -1;
-    }
+    if (ms <= 0)
+        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected a duration such as 5s", where, key);
     *out = ms;
     return 0;
 }
@@ -111,41 +99,35 @@ static int duration_key(const dq_config *cfg, struct fy_node *sec, const char *w
 int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
                           dq_notify_config *nc, char *err, size_t errlen)
 {
-    struct fy_node *sec, *v;
+    const cJSON *sec = member(dq_config_env_view(cfg, service, environment), "notify");
     const char *where = "notify";
+
+    if (!sec) {
+        sec = dq_config_view(cfg, "notifications");
+        where = "notifications";
+    }
+    return dq_notify_config_read(cfg, sec, where, nc, err, errlen);
+}
+
+int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *where,
+                          dq_notify_config *nc, char *err, size_t errlen)
+{
+    static const char *const known[] = {"slack_webhook", "webhook", "on", "dashboard_url",
+                                        "timeout", "retries", "retry_budget", NULL};
+    const cJSON *v;
+    char num[32];
 
     memset(nc, 0, sizeof *nc);
     nc->on_mask = DEFAULT_ON_MASK;
     nc->timeout_ms = DEFAULT_TIMEOUT_MS;
     nc->retries = DEFAULT_RETRIES;
     nc->retry_budget_ms = DEFAULT_BUDGET_MS;
-    sec = map_get(dq_config_env_node(cfg, service, environment), "notify");
-    if (!sec && cfg && cfg->doc) {
-        sec = map_get(fy_document_root(cfg->doc), "notifications");
-        where = "notifications";
-    }
     if (!sec)
         return 0;
-    if (fy_node_get_type(sec) != FYNT_MAPPING) {
-        snprintf(err, errlen, "%s:%d: %s: expected a mapping", cfg_path(cfg), dq_config_node_line(sec),
-                 where);
-        return -1;
-    }
-    for (struct fy_node_pair *pair, *iter = NULL;
-         (pair = fy_node_mapping_iterate(sec, (void **)&iter)) != NULL;) {
-        static const char *const known[] = {"slack_webhook", "webhook", "on", "dashboard_url",
-                                            "timeout", "retries", "retry_budget", NULL};
-        const char *k = dq_config_node_scalar(fy_node_pair_key(pair));
-        int ok = 0;
-
-        for (int i = 0; k && known[i]; i++)
-            ok |= strcmp(k, known[i]) == 0;
-        if (!ok) {
-            snprintf(err, errlen, "%s:%d: %s: unknown key '%.64s'", cfg_path(cfg),
-                     dq_config_node_line(fy_node_pair_key(pair)), where, k ? k : "?");
-            goto fail;
-        }
-    }
+    if (!cJSON_IsObject(sec))
+        return dq_config_fail(cfg, sec, err, errlen, "%s: expected a mapping", where);
+    if (dq_config_check_keys(cfg, sec, known, where, err, errlen) != 0)
+        goto fail;
     if (url_key(cfg, sec, where, "slack_webhook", &nc->slack_url, err, errlen) != 0 ||
         url_key(cfg, sec, where, "webhook", &nc->webhook_url, err, errlen) != 0 ||
         url_key(cfg, sec, where, "dashboard_url", &nc->dashboard_url, err, errlen) != 0)
@@ -156,22 +138,23 @@ int dq_notify_config_load(const dq_config *cfg, const char *service, const char 
     if (nc->webhook_url)
         dq_log_redact(nc->webhook_url);
 
-    if ((v = map_get(sec, "on")) != NULL) {
-        if (fy_node_get_type(v) != FYNT_SEQUENCE) {
-            snprintf(err, errlen, "%s:%d: %s.on: expected a list of event types", cfg_path(cfg),
-                     dq_config_node_line(v), where);
+    if ((v = member(sec, "on")) != NULL) {
+        const cJSON *item;
+
+        if (!cJSON_IsArray(v)) {
+            dq_config_fail(cfg, v, err, errlen, "%s.on: expected a list of event types", where);
             goto fail;
         }
         nc->on_mask = 0;
-        for (struct fy_node *item, *iter = NULL; (item = fy_node_sequence_iterate(v, (void **)&iter)) != NULL;) {
-            const char *t = dq_config_node_scalar(item);
+        cJSON_ArrayForEach(item, v) {
+            const char *t = dq_config_text(cfg, item, num, sizeof num);
             int bit = type_bit(t);
 
             if (bit < 0) {
-                snprintf(err, errlen,
-                         "%s:%d: %s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
-                         "rollback.failed, deploy.failed, deploy.succeeded, deploy.verified",
-                         cfg_path(cfg), dq_config_node_line(item), where, t ? t : "?");
+                dq_config_fail(cfg, item, err, errlen,
+                               "%s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
+                               "rollback.failed, deploy.failed, deploy.succeeded, deploy.verified",
+                               where, t ? t : "?");
                 goto fail;
             }
             nc->on_mask |= 1u << bit;
@@ -180,12 +163,11 @@ int dq_notify_config_load(const dq_config *cfg, const char *service, const char 
     if (duration_key(cfg, sec, where, "timeout", &nc->timeout_ms, err, errlen) != 0 ||
         duration_key(cfg, sec, where, "retry_budget", &nc->retry_budget_ms, err, errlen) != 0)
         goto fail;
-    if ((v = map_get(sec, "retries")) != NULL) {
+    if ((v = member(sec, "retries")) != NULL) {
         long long n;
 
-        if (dq_parse_int(dq_config_node_scalar(v), 0, 10, &n) != 0) {
-            snprintf(err, errlen, "%s:%d: %s.retries: expected an integer from 0 to 10", cfg_path(cfg),
-                     dq_config_node_line(v), where);
+        if (dq_parse_int(dq_config_text(cfg, v, num, sizeof num), 0, 10, &n) != 0) {
+            dq_config_fail(cfg, v, err, errlen, "%s.retries: expected an integer from 0 to 10", where);
             goto fail;
         }
         nc->retries = (int)n;

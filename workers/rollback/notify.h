@@ -56,6 +56,12 @@ extern const char *const dq_notify_types[];
  * dq_notify_config_clear(). */
 int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
                           dq_notify_config *nc, char *err, size_t errlen);
+/* The same from the section itself: sec is the `notify` (or `notifications`) mapping, where
+ * its name in messages ("notify"). sec NULL: nothing configured. cfg serves only for the
+ * positions of the items (dq_config_where) and may be NULL, as for a section built by hand in
+ * a test: the messages then have no "path:line: ". */
+int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *where,
+                          dq_notify_config *nc, char *err, size_t errlen);
 void dq_notify_config_clear(dq_notify_config *nc);
 
 /* 1 when at least one channel is configured and type is in `on`. */

@@ -13,7 +13,6 @@
  */
 #include "rollback.h"
 
-#include <libfyaml.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -918,17 +917,16 @@ out:
 /* The target's policy: 1 auto (default), 0 notify. */
 static int policy_auto(const dq_rollbacker *rb, const dq_event *req)
 {
-    struct fy_node *env = dq_config_env_node(rb->cfg, req->service, req->environment);
-    struct fy_node *v = env && fy_node_get_type(env) == FYNT_MAPPING ? fy_node_mapping_lookup_by_string(env, "rollback", FY_NT)
-                                                                      : NULL;
-    const char *s = dq_config_node_scalar(v);
+    const cJSON *env = dq_config_env_view(rb->cfg, req->service, req->environment);
+    const cJSON *v = cJSON_IsObject(env) ? cJSON_GetObjectItemCaseSensitive(env, "rollback") : NULL;
+    char num[32], at[512];
+    const char *s = dq_config_text(rb->cfg, v, num, sizeof num);
 
     if (!v || (s && strcmp(s, "auto") == 0))
         return 1;
     if (!s || strcmp(s, "notify") != 0)
-        dq_error("%s:%d: services.%s.environments.%s.rollback: expected auto or notify; acting as notify",
-                 rb->cfg->path ? rb->cfg->path : "deployq.yaml", dq_config_node_line(v), req->service,
-                 req->environment);
+        dq_error("%sservices.%s.environments.%s.rollback: expected auto or notify; acting as notify",
+                 dq_config_where(rb->cfg, v, at, sizeof at), req->service, req->environment);
     return 0;
 }
 
