@@ -17,39 +17,10 @@
 #include "lock.h"
 #include "log.h"
 #include "redis.h"
-#include "testutil.h"
+#include "testredis.h"
 
-typedef struct fixture {
-    int port;
-    pid_t pid;
-    char url[64];
-    dq_redis *r;
-} fixture;
+typedef dq_test_redis_fixture fixture;
 
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    char err[256];
-
-    if (!f || dq_test_redis_start(&f->port, &f->pid) != 0)
-        return -1;
-    snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
-    f->r = dq_redis_connect(f->url, 2000, err, sizeof err);
-    if (!f->r)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-
-    dq_redis_free(f->r);
-    dq_test_redis_stop(f->pid);
-    free(f);
-    return 0;
-}
 
 /* The remaining TTL of key in ms (-2 absent). */
 static long long pttl(fixture *f, const char *key)
@@ -196,5 +167,5 @@ int main(void)
         cmocka_unit_test(test_unreachable_and_lost_when_redis_goes),
     };
     dq_log_init("test_lock", DQ_LOG_ERROR, 1);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, dq_test_redis_setup, dq_test_redis_teardown);
 }

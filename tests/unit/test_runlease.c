@@ -22,17 +22,12 @@
 #include "log.h"
 #include "redis.h"
 #include "runlease.h"
-#include "testutil.h"
+#include "testredis.h"
 #include "util.h"
 
 #define EVENT "{\"type\":\"deploy.validated\",\"deployment_id\":\"d-1\"}"
 
-typedef struct fixture {
-    int port;
-    pid_t pid;
-    char url[64];
-    dq_redis *r;
-} fixture;
+typedef dq_test_redis_fixture fixture;
 
 /* What the adopt callback saw. */
 typedef struct seen {
@@ -43,30 +38,6 @@ typedef struct seen {
     dq_redis *r;         /* the connection the callback was given */
 } seen;
 
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    char err[256];
-
-    if (!f || dq_test_redis_start(&f->port, &f->pid) != 0)
-        return -1;
-    snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
-    f->r = dq_redis_connect(f->url, 2000, err, sizeof err);
-    if (!f->r)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-
-    dq_redis_free(f->r);
-    dq_test_redis_stop(f->pid);
-    free(f);
-    return 0;
-}
 
 static int flush(void **state)
 {
@@ -344,5 +315,5 @@ int main(void)
         cmocka_unit_test(test_orphan_scan_setting),
     };
     dq_log_init("test_runlease", DQ_LOG_ERROR, 1);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, dq_test_redis_setup, dq_test_redis_teardown);
 }

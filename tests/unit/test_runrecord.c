@@ -22,7 +22,7 @@
 #include "log.h"
 #include "redis.h"
 #include "runrecord.h"
-#include "testutil.h"
+#include "testredis.h"
 
 #define STARTED_1 "{\"provider\":\"wh\",\"provider_id\":\"p-1\",\"attempt\":1}"
 #define RESUME_2 "{\"resume_from\":2,\"fence\":7}"
@@ -31,12 +31,7 @@
 
 #define AFTER_RETRY_MS (DQ_RUNRECORD_RETRY_MS + 150)
 
-typedef struct fixture {
-    int port;
-    pid_t pid;
-    char url[64];
-    dq_redis *r;
-} fixture;
+typedef dq_test_redis_fixture fixture;
 
 static const dq_runrecord_opts opts = {
     .prefix = DQ_RUNRECORD_KEY_EXEC,
@@ -47,30 +42,6 @@ static const dq_runrecord_opts opts = {
     .max_depth = 8,
 };
 
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    char err[256];
-
-    if (!f || dq_test_redis_start(&f->port, &f->pid) != 0)
-        return -1;
-    snprintf(f->url, sizeof f->url, "redis://127.0.0.1:%d", f->port);
-    f->r = dq_redis_connect(f->url, 2000, err, sizeof err);
-    if (!f->r)
-        return -1;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-
-    dq_redis_free(f->r);
-    dq_test_redis_stop(f->pid);
-    free(f);
-    return 0;
-}
 
 /* A clean Redis that takes writes (started again if a failed test left it stopped). */
 static int flush(void **state)
@@ -360,5 +331,5 @@ int main(void)
         cmocka_unit_test(test_without_redis),
     };
     dq_log_init("test_runrecord", DQ_LOG_OFF, 1);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, dq_test_redis_setup, dq_test_redis_teardown);
 }
