@@ -9,7 +9,6 @@
  */
 #include "execute.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,89 +19,6 @@
 #include "util.h"
 
 #define RECORD_WRITE_TRIES 3 /* losing a started record would let a restart deploy twice */
-
-/* ---- memory of accepted provider deployments (execute.h, dq_exec_memo_*) ---- */
-
-typedef struct memo {
-    struct memo *next;
-    char *key;
-    char *json;
-} memo;
-
-static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
-static memo *memo_head;
-
-int dq_exec_memo_put(const char *key, const char *json)
-{
-    char *copy;
-    int rc = 0;
-
-    if (!key || !json)
-        return 0;
-    copy = strdup(json);
-    if (!copy)
-        return -1;
-    pthread_mutex_lock(&memo_mu);
-    {
-        memo *m = memo_head;
-
-        while (m && strcmp(m->key, key) != 0)
-            m = m->next;
-        if (m) {
-            free(m->json);
-            m->json = copy;
-        } else if ((m = calloc(1, sizeof *m)) != NULL && (m->key = strdup(key)) != NULL) {
-            m->json = copy;
-            m->next = memo_head;
-            memo_head = m;
-        } else {
-            free(m);
-            free(copy);
-            rc = -1;
-        }
-    }
-    pthread_mutex_unlock(&memo_mu);
-    return rc;
-}
-
-char *dq_exec_memo_get(const char *key)
-{
-    char *copy = NULL;
-
-    if (!key)
-        return NULL;
-    pthread_mutex_lock(&memo_mu);
-    for (memo *m = memo_head; m; m = m->next) {
-        if (strcmp(m->key, key) == 0) {
-            copy = strdup(m->json);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&memo_mu);
-    return copy;
-}
-
-void dq_exec_memo_drop(const char *key)
-{
-    memo *gone = NULL;
-
-    if (!key)
-        return;
-    pthread_mutex_lock(&memo_mu);
-    for (memo **pp = &memo_head; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->key, key) == 0) {
-            gone = *pp;
-            *pp = gone->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&memo_mu);
-    if (gone) {
-        free(gone->key);
-        free(gone->json);
-        free(gone);
-    }
-}
 
 /* ---- configuration ---- */
 
@@ -373,13 +289,9 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
         cJSON_AddNumberToObject(o, "fence", (double)r->x->fence))
         json = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    /* Kept in memory first: whatever Redis does, a later run in this process (after the
-     * lease was lost and the lock taken again) resumes this provider deployment. */
-    if (!json || dq_exec_memo_put(dq_runrecord_key(r->record), json) != 0)
-        dq_error("deploy %s: %s %s started but not remembered (out of memory)", r->req->deployment_id,
-                 dq_provider_name(p), provider_id);
-    /* Recorded before anything else, polling included: from here a restart resumes. */
-    if (dq_runrecord_write(r->record, json) != 0)
+    /* Recorded (and remembered in this process) before anything else, polling included:
+     * from here a restart resumes. */
+    if (dq_runrecord_start(r->record, json) != 0)
         dq_error("deploy %s: %s %s started but NOT recorded yet: retrying while polling; a crash of "
                  "this process before that could deploy twice",
                  r->req->deployment_id, dq_provider_name(p), provider_id);
@@ -406,8 +318,7 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
         r->started_at = 0;
         /* Written or kept pending: either way the older started record is dropped, so it
          * never overwrites this one (runrecord.h). */
-        dq_exec_memo_put(dq_runrecord_key(r->record), json);
-        dq_runrecord_write(r->record, json);
+        dq_runrecord_start(r->record, json);
     }
     snprintf(name, sizeof name, "%s/%s/%d", DQ_EV_PROVIDER_FAILED, dq_provider_name(p), attempt);
     ev = run_event(r, DQ_EV_PROVIDER_FAILED, name);
@@ -591,8 +502,7 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     cJSON_Delete(rec);
     /* A lost terminal record costs a re-poll on redelivery, never a wrong outcome; the
      * memory of the started deployment goes only once Redis has the outcome. */
-    if (dq_runrecord_write(r->record, rec_json) == 0)
-        dq_exec_memo_drop(dq_runrecord_key(r->record));
+    dq_runrecord_finish(r->record, rec_json);
     free(rec_json);
     free(json);
     unknown_note(r, effect);
@@ -642,30 +552,13 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
         dq_runrecord_free(r.record);
         return DQ_EXEC_ERROR;
     }
-    if (!rec) {
-        /* Redis has no record, but this process may have seen a provider accept the deploy
-         * while Redis was down: resume that deployment, and record it now (or, when Redis
-         * still refuses, while polling). */
-        char *mem = dq_exec_memo_get(dq_runrecord_key(r.record));
-
-        if (mem) {
-            rec = dq_runrecord_parse(r.record, mem);
-            if (rec) {
-                dq_warn("deploy %s: not recorded in redis but started by this process: recording it now",
-                        req.deployment_id);
-                dq_runrecord_write(r.record, mem);
-            }
-            free(mem);
-        }
-    }
-
     terminal = dq_json_str(rec, "terminal");
     if (terminal) {
         /* concluded by an earlier run: the same event again (same id), nothing else */
         dq_event *ev = dq_event_decode(terminal, strlen(terminal), why, sizeof why);
         if (ev) {
             cJSON_Delete(rec);
-            dq_exec_memo_drop(dq_runrecord_key(r.record)); /* Redis has the outcome */
+            dq_runrecord_forget(r.record); /* Redis has the outcome */
             dq_runrecord_free(r.record);
             if (out)
                 out->resumed = 1;

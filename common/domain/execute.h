@@ -33,11 +33,11 @@
  * deploy.started as data.previous_outcome_unknown; a deploy.succeeded of the target clears
  * it (what runs is known again).
  *
- * The process also keeps that record in memory (dq_exec_memo_*) from the moment the
- * provider accepted until the run concluded: when Redis is down as the provider accepts,
- * the record cannot be written and the lease is lost, and the next run of the same
- * deployment in this process (after the lock is taken again) finds the record in memory,
- * writes it to Redis and resumes polling, never deploying a second time.
+ * The process also keeps that record in memory from the moment the provider accepted
+ * until the run concluded (runrecord.h): when Redis is down as the provider accepts, the
+ * record cannot be written and the lease is lost, and the next run of the same deployment
+ * in this process (after the lock is taken again) finds the record in memory, writes it
+ * to Redis and resumes polling, never deploying a second time.
  *
  * Configuration: services.<s>.environments.<e>.providers is the chain, a list whose items
  * are provider objects (docs/providers.md) or names of entries of the top-level
@@ -129,15 +129,5 @@ typedef struct dq_exec_settings {
     int64_t orphan_scan_ms;
 } dq_exec_settings;
 int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen);
-
-/* Process memory of accepted provider deployments, shared by every thread of the
- * process (deployq-executor's deploys, deployq-rollback's redeploys): key is the record's
- * Redis key (deployq:exec:<deployment_id>, deployq:rb:req:<request_id>), json the record.
- * put replaces an entry (0, or -1 out of memory); get returns a malloc'd copy of the
- * record or NULL when none; drop forgets it (once the deploy concluded and that was
- * recorded). NULL arguments are ignored. */
-int dq_exec_memo_put(const char *key, const char *json);
-char *dq_exec_memo_get(const char *key);
-void dq_exec_memo_drop(const char *key);
 
 #endif

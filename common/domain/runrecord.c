@@ -8,6 +8,7 @@
  */
 #include "runrecord.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,16 +31,87 @@ struct dq_runrecord {
     char errstr[512];
 };
 
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = malloc(la + lb + 1);
+/* ---- the process memory (runrecord.h): record key -> the newest started record ---- */
 
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
+typedef struct memo {
+    struct memo *next;
+    char *key;
+    char *json;
+} memo;
+
+static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
+static memo *memo_head;
+
+static int memo_put(const char *key, const char *json)
+{
+    char *copy;
+    int rc = 0;
+
+    if (!key || !json)
+        return 0;
+    copy = strdup(json);
+    if (!copy)
+        return -1;
+    pthread_mutex_lock(&memo_mu);
+    {
+        memo *m = memo_head;
+
+        while (m && strcmp(m->key, key) != 0)
+            m = m->next;
+        if (m) {
+            free(m->json);
+            m->json = copy;
+        } else if ((m = calloc(1, sizeof *m)) != NULL && (m->key = strdup(key)) != NULL) {
+            m->json = copy;
+            m->next = memo_head;
+            memo_head = m;
+        } else {
+            free(m);
+            free(copy);
+            rc = -1;
+        }
     }
-    return s;
+    pthread_mutex_unlock(&memo_mu);
+    return rc;
+}
+
+static char *memo_get(const char *key)
+{
+    char *copy = NULL;
+
+    if (!key)
+        return NULL;
+    pthread_mutex_lock(&memo_mu);
+    for (memo *m = memo_head; m; m = m->next) {
+        if (strcmp(m->key, key) == 0) {
+            copy = strdup(m->json);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
+    return copy;
+}
+
+static void memo_drop(const char *key)
+{
+    memo *gone = NULL;
+
+    if (!key)
+        return;
+    pthread_mutex_lock(&memo_mu);
+    for (memo **pp = &memo_head; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0) {
+            gone = *pp;
+            *pp = gone->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
+    if (gone) {
+        free(gone->key);
+        free(gone->json);
+        free(gone);
+    }
 }
 
 dq_runrecord *dq_runrecord_new(dq_redis *redis, const dq_runrecord_opts *o, const char *id)
@@ -58,7 +130,8 @@ dq_runrecord *dq_runrecord_new(dq_redis *redis, const dq_runrecord_opts *o, cons
     rr->tries = o->tries;
     rr->max_bytes = o->max_bytes;
     rr->max_depth = o->max_depth;
-    rr->key = concat(o->prefix, id);
+    if (asprintf(&rr->key, "%s%s", o->prefix, id) < 0)
+        rr->key = NULL;
     rr->id = strdup(id);
     rr->noun = strdup(o->noun);
     if (!rr->key || !rr->id || !rr->noun)
@@ -110,18 +183,29 @@ int dq_runrecord_read(dq_runrecord *rr, cJSON **rec)
     char *text = NULL;
 
     *rec = NULL;
-    if (!rr->redis)
-        return 0;
-    if (dq_redis_get(rr->redis, rr->key, &text) != 0) {
+    if (rr->redis && dq_redis_get(rr->redis, rr->key, &text) != 0) {
         snprintf(rr->errstr, sizeof rr->errstr, "%s", dq_redis_errstr(rr->redis));
         return -1;
     }
-    if (!text)
-        return 0;
-    *rec = dq_runrecord_parse(rr, text);
-    if (!*rec)
-        dq_warn("%s %s: ignoring unreadable %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
-    free(text);
+    if (text) {
+        *rec = dq_runrecord_parse(rr, text);
+        if (!*rec)
+            dq_warn("%s %s: ignoring unreadable %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
+        free(text);
+    }
+    if (!*rec) {
+        /* Redis has no record, but this process may have seen a provider accept this run
+         * while Redis was down: resume that deployment, and record it now (or, when Redis
+         * still refuses, while polling). */
+        char *mem = memo_get(rr->key);
+
+        if (mem && (*rec = dq_runrecord_parse(rr, mem)) != NULL) {
+            dq_warn("%s %s: not recorded in redis but started by this process: recording it now",
+                    rr->noun, rr->id);
+            dq_runrecord_write(rr, mem);
+        }
+        free(mem);
+    }
     return 0;
 }
 
@@ -201,4 +285,28 @@ int dq_runrecord_poll(dq_runrecord *rr)
     free(rr->pending);
     rr->pending = NULL;
     return 1;
+}
+
+int dq_runrecord_start(dq_runrecord *rr, const char *json)
+{
+    /* Kept in memory first: whatever Redis does, a later run in this process (after the
+     * lease was lost and the lock taken again) resumes this provider deployment. */
+    if (!json || memo_put(rr->key, json) != 0)
+        dq_error("%s %s: provider deployment under way but not remembered (out of memory)",
+                 rr->noun, rr->id);
+    return dq_runrecord_write(rr, json);
+}
+
+int dq_runrecord_finish(dq_runrecord *rr, const char *json)
+{
+    int rc = dq_runrecord_write(rr, json);
+
+    if (rc == 0)
+        memo_drop(rr->key); /* Redis has the outcome: the memory is no longer needed */
+    return rc;
+}
+
+void dq_runrecord_forget(dq_runrecord *rr)
+{
+    memo_drop(rr->key);
 }

@@ -21,8 +21,14 @@
  *   - A record that is there but not JSON within the caller's limits counts as no record
  *     (logged): the run then starts over, which the event ids make harmless downstream.
  *
- * What it cannot do: a pending record lives in this handle only. If the process dies
- * first, it is lost; execute.h's dq_exec_memo_* covers a later run in the same process.
+ *   - A started record is also kept in this process's memory (shared by every thread)
+ *     from dq_runrecord_start() until dq_runrecord_finish() has the outcome in Redis: when
+ *     Redis is down as the provider accepts, the lease is lost too, and the next run of
+ *     the same id in this process (after the lock is taken again) finds the record there
+ *     through dq_runrecord_read(), writes it to Redis and resumes, never deploying twice.
+ *
+ * What it cannot do: a pending record and the process memory die with the process. A
+ * crash before Redis took the started record can deploy twice.
  *
  * A handle belongs to one run and is used by one thread at a time; its Redis connection
  * is borrowed and used only from calls on the handle.
@@ -74,15 +80,17 @@ const char *dq_runrecord_key(const dq_runrecord *rr);
  * nothing failed yet. */
 const char *dq_runrecord_errstr(const dq_runrecord *rr);
 
-/* GET the record into *rec (the caller frees it with cJSON_Delete). 0 with *rec, or with
- * *rec NULL when there is none or it is unreadable (a warning is logged); -1 with *rec
- * NULL when Redis could not be asked (dq_runrecord_errstr says why): the caller must not
- * go on as if there were no record. Never changes the pending record. */
+/* GET the record into *rec (the caller frees it with cJSON_Delete). When Redis has none
+ * (or one that is unreadable: a warning is logged), the record this process remembers
+ * (dq_runrecord_start) is the answer, and it is written to Redis now (logged; pending if
+ * Redis refuses). 0 with *rec, or with *rec NULL when there is no record anywhere; -1
+ * with *rec NULL when Redis could not be asked (dq_runrecord_errstr says why): the caller
+ * must not go on as if there were no record. */
 int dq_runrecord_read(dq_runrecord *rr, cJSON **rec);
 
-/* Parse json (a record from elsewhere, such as the process memory) with the same limits
- * as dq_runrecord_read(). The object (free with cJSON_Delete), or NULL with the reason in
- * dq_runrecord_errstr. Nothing is logged. */
+/* Parse json (a record from elsewhere) with the same limits as dq_runrecord_read(). The
+ * object (free with cJSON_Delete), or NULL with the reason in dq_runrecord_errstr.
+ * Nothing is logged. */
 cJSON *dq_runrecord_parse(dq_runrecord *rr, const char *json);
 
 /* Write json (borrowed) as the record: opts.tries attempts, DQ_RUNRECORD_TRY_PAUSE_MS
@@ -95,6 +103,18 @@ cJSON *dq_runrecord_parse(dq_runrecord *rr, const char *json);
  *       it): nothing is written and nothing is pending, so no older record can follow.
  * redis NULL: 0, nothing written or kept. */
 int dq_runrecord_write(dq_runrecord *rr, const char *json);
+
+/* A record of a provider deployment under way (started, {"resume_from"}): remembered in
+ * this process first (an error is logged when memory runs out), then written as
+ * dq_runrecord_write() does, with its return value. */
+int dq_runrecord_start(dq_runrecord *rr, const char *json);
+
+/* The outcome's record: written as dq_runrecord_write() does; once Redis took it, the
+ * process memory of the run is forgotten. */
+int dq_runrecord_finish(dq_runrecord *rr, const char *json);
+
+/* Forget the process memory of the run: the record in Redis already has the outcome. */
+void dq_runrecord_forget(dq_runrecord *rr);
 
 /* Call while the run waits (the provider chain's should_continue). When a record is
  * pending and its retry time has come: one attempt.

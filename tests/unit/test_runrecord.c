@@ -95,6 +95,17 @@ static void assert_stored(fixture *f, const char *key, const char *want)
     free(s);
 }
 
+/* DEL key: 0 when Redis answered. */
+static int redis_del(fixture *f, const char *key)
+{
+    redisReply *rep = dq_redis_command(f->r, "DEL %s", key);
+
+    if (!rep)
+        return -1;
+    freeReplyObject(rep);
+    return 0;
+}
+
 static void assert_pending(const dq_runrecord *rr, const char *want)
 {
     assert_non_null(dq_runrecord_pending(rr));
@@ -295,6 +306,53 @@ static void test_pending_started_never_overwrites_terminal(void **state)
     dq_runrecord_free(rr); /* nothing pending: nothing lost */
 }
 
+/* The process memory: a started record Redis refused outlives its handle (the run lost
+ * its lease), so the next run of the id in this process reads it, resumes and writes it;
+ * once the outcome is in Redis, it is forgotten. */
+static void test_process_memory_resumes_the_next_run(void **state)
+{
+    fixture *f = *state;
+    dq_runrecord *rr = dq_runrecord_new(f->r, &opts, "d-8");
+    cJSON *rec = NULL;
+
+    assert_non_null(rr);
+    refuse(f, 1);
+    assert_int_equal(dq_runrecord_start(rr, STARTED_1), -1);
+    dq_runrecord_free(rr); /* the run gave up; its pending record goes with it */
+    refuse(f, 0);
+    assert_stored(f, "deployq:exec:d-8", NULL);
+
+    rr = dq_runrecord_new(f->r, &opts, "d-8"); /* the next run of d-8 in this process */
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_read(rr, &rec), 0);
+    assert_non_null(rec);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(rec, "provider_id")), "p-1");
+    cJSON_Delete(rec);
+    assert_stored(f, "deployq:exec:d-8", STARTED_1); /* and Redis has it now */
+
+    assert_int_equal(dq_runrecord_finish(rr, TERMINAL), 0);
+    dq_runrecord_free(rr);
+    assert_int_equal(redis_del(f, "deployq:exec:d-8"), 0);
+    rr = dq_runrecord_new(f->r, &opts, "d-8");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_read(rr, &rec), 0);
+    assert_null(rec); /* the outcome was recorded: nothing remembered any more */
+    dq_runrecord_free(rr);
+
+    /* forget: the record in Redis already had the outcome */
+    rr = dq_runrecord_new(f->r, &opts, "d-9");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_start(rr, STARTED_1), 0);
+    dq_runrecord_forget(rr);
+    dq_runrecord_free(rr);
+    assert_int_equal(redis_del(f, "deployq:exec:d-9"), 0);
+    rr = dq_runrecord_new(f->r, &opts, "d-9");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_read(rr, &rec), 0);
+    assert_null(rec);
+    dq_runrecord_free(rr);
+}
+
 static void test_without_redis(void **state)
 {
     dq_runrecord *rr = dq_runrecord_new(NULL, &opts, "d-7");
@@ -328,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup(test_redis_stopped_then_back, flush),
         cmocka_unit_test_setup(test_newer_record_replaces_pending, flush),
         cmocka_unit_test_setup(test_pending_started_never_overwrites_terminal, flush),
+        cmocka_unit_test_setup(test_process_memory_resumes_the_next_run, flush),
         cmocka_unit_test(test_without_redis),
     };
     dq_log_init("test_runrecord", DQ_LOG_OFF, 1);

@@ -463,16 +463,11 @@ static int write_started(run *r, const char *provider, const char *provider_id)
         cJSON_Delete(o);
         return -1;
     }
-    /* Kept in memory first: whatever Redis does, a later run of this request in this
-     * process (after the lease was lost and the lock taken again) resumes this provider
-     * deployment instead of redeploying. */
+    /* Remembered in this process first, then written; refused: kept and written while
+     * polling (runrecord.h). */
     json = dq_json_print(o);
     cJSON_Delete(o);
-    if (!json || dq_exec_memo_put(dq_runrecord_key(r->record), json) != 0)
-        dq_error("rollback %s: provider deployment %s not remembered (out of memory)", r->req->id,
-                 provider_id ? provider_id : "-");
-    /* Refused: kept and written while polling (runrecord.h). */
-    rc = dq_runrecord_write(r->record, json);
+    rc = dq_runrecord_start(r->record, json);
     if (rc != 0)
         snprintf(r->err, sizeof r->err, "%s", dq_runrecord_errstr(r->record));
     free(json);
@@ -484,7 +479,7 @@ static void on_started(void *ctx, const dq_provider *p, const char *provider_id)
     run *r = ctx;
 
     if (write_started(r, dq_provider_name(p), provider_id) != 0) {
-        /* Go on: the rollback runs and this process remembers it (dq_exec_memo); the
+        /* Go on: the rollback runs and this process remembers it (runrecord.h); the
          * record is tried again while polling. Only a crash before then would repeat it. */
         dq_warn("rollback %s: could not record the provider deployment yet: %s", r->req->id, r->err);
     }
@@ -557,11 +552,9 @@ static int conclude(run *r, dq_event *ev)
         cJSON_Delete((cJSON *)parsed);
     /* the terminal record replaces whatever was pending (runrecord.h) */
     rec_json = rec ? dq_json_print(rec) : NULL;
-    if (dq_runrecord_write(r->record, rec_json) != 0)
+    if (dq_runrecord_finish(r->record, rec_json) != 0)
         dq_warn("rollback %s: outcome delivered but not recorded (a redelivery re-emits the same event): %s",
                 r->req->id, dq_runrecord_errstr(r->record));
-    else
-        dq_exec_memo_drop(dq_runrecord_key(r->record)); /* Redis has the outcome: the memory is no longer needed */
     free(rec_json);
     cJSON_Delete(rec);
     free(json);
@@ -960,23 +953,9 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_runrecord_free(r.record);
         return DQ_RETRY;
     }
-    if (!rec) {
-        /* Redis has no record, but this process may have seen a provider accept this
-         * rollback while Redis was down: resume that deployment, and record it now (or,
-         * when Redis still refuses, while polling). */
-        char *mem = dq_exec_memo_get(dq_runrecord_key(r.record));
-
-        rec = mem ? dq_runrecord_parse(r.record, mem) : NULL;
-        if (rec) {
-            dq_warn("rollback %s: not recorded in redis but started by this process: recording it now", req->id);
-            dq_runrecord_write(r.record, mem);
-        }
-        free(mem);
-    } else if (strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
-        dq_exec_memo_drop(dq_runrecord_key(r.record));
-    }
     if (rec && strcmp(dq_json_str(rec, "state") ? dq_json_str(rec, "state") : "", "done") == 0) {
         /* Concluded earlier: only the notifications may still be owed. */
+        dq_runrecord_forget(r.record); /* Redis has the outcome */
         const cJSON *term = cJSON_GetObjectItemCaseSensitive(rec, "terminal");
         char *json = term ? dq_json_print(term) : NULL;
         dq_event *tev = json ? dq_event_decode(json, strlen(json), lerr, sizeof lerr) : NULL;
