@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 
 #include "event.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -540,11 +541,6 @@ static const char *text_of(loader *ld, const cJSON *item)
 }
 
 /* A member of a mapping of the view; NULL when absent or when obj is not a mapping. */
-static const cJSON *member(const cJSON *obj, const char *key)
-{
-    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
-}
-
 /* The first key of obj that allowed (NULL-terminated) does not list, with the message
  * "what: unknown key 'k' (known: a, b)" (what NULL: the top level) in msg; NULL when every
  * key is known or obj is not a mapping. The one check of unknown keys, public as
@@ -1117,7 +1113,7 @@ static int check_requires(loader *ld, const dq_service *svc)
         const dq_environment *env = &svc->envs[i];
         if (env->requires == NULL)
             continue;
-        const cJSON *where = member(env->view, "requires");
+        const cJSON *where = dq_json_get(env->view, "requires");
         if (strcmp(env->requires, env->name) == 0)
             rc = fail_item(ld, where, "services.%s.environments.%s: requires names itself",
                            svc->name, env->name);
@@ -1159,7 +1155,7 @@ static int read_service(loader *ld, const cJSON *map, dq_service *svc)
     if (known_keys(ld, map, known, path) < 0)
         return -1;
 
-    const cJSON *item = member(map, "environments"), *envs = NULL, *e;
+    const cJSON *item = dq_json_get(map, "environments"), *envs = NULL, *e;
     if (item == NULL)
         return 0;
     char epath[160];
@@ -2070,7 +2066,7 @@ const cJSON *dq_config_env_view(const dq_config *cfg, const char *service, const
 
 int dq_config_env_watched(const dq_config *cfg, const char *service, const char *env)
 {
-    return member(dq_config_env_view(cfg, service, env), "monitor") != NULL;
+    return dq_json_get(dq_config_env_view(cfg, service, env), "monitor") != NULL;
 }
 
 const cJSON *dq_config_view(const dq_config *cfg, const char *path)

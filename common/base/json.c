@@ -150,6 +150,11 @@ cJSON *dq_json_parse(const char *buf, size_t len, size_t max_bytes, int max_dept
     return root;
 }
 
+const cJSON *dq_json_get(const cJSON *obj, const char *name)
+{
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, name) : NULL;
+}
+
 const char *dq_json_str(const cJSON *obj, const char *name)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);

@@ -30,7 +30,9 @@ cJSON *dq_json_parse(const char *buf, size_t len, size_t max_bytes, int max_dept
  * parsing, stopping early once it passes limit. Strings are skipped correctly. */
 int dq_json_depth(const char *buf, size_t len, int limit);
 
-/* Accessors that return NULL / fallback when the member is absent or of another type. */
+/* Accessors that return NULL / fallback when the member is absent or of another type
+ * (dq_json_get: any type, NULL also when obj is not an object; names match exactly). */
+const cJSON *dq_json_get(const cJSON *obj, const char *name);
 const char *dq_json_str(const cJSON *obj, const char *name);
 double dq_json_num(const cJSON *obj, const char *name, double fallback);
 

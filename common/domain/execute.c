@@ -22,11 +22,6 @@
 
 /* ---- configuration ---- */
 
-static const cJSON *map_get(const cJSON *map, const char *key)
-{
-    return cJSON_IsObject(map) ? cJSON_GetObjectItemCaseSensitive(map, key) : NULL;
-}
-
 void dq_exec_chain_free(dq_provider **providers, size_t n)
 {
     if (!providers)
@@ -47,7 +42,7 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
     *providers = NULL;
     *n = 0;
     env = dq_config_env_view(cfg, service, environment);
-    arr = map_get(env, "providers");
+    arr = dq_json_get(env, "providers");
     dq_config_where(cfg, arr ? arr : env, at, sizeof at);
     if (!arr) {
         snprintf(err, errlen, "%s%s/%s: no providers configured (services.%s.environments.%s.providers)",
@@ -71,7 +66,7 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
 
         if (cJSON_IsString(item)) {
             /* a name of a top-level providers: entry; its key is its default name */
-            const cJSON *def = map_get(defs, item->valuestring);
+            const cJSON *def = dq_json_get(defs, item->valuestring);
             if (!cJSON_IsObject(def)) {
                 snprintf(err, errlen, "%s%s/%s: provider '%.64s' is not defined under providers:",
                          at, service, environment, item->valuestring);
@@ -114,7 +109,7 @@ fail:
 static int duration_key(const dq_config *cfg, const cJSON *sec, const char *key, int64_t *out,
                         char *err, size_t errlen)
 {
-    const cJSON *v = map_get(sec, key);
+    const cJSON *v = dq_json_get(sec, key);
     char num[32];
     const char *text = dq_config_text(cfg, v, num, sizeof num);
     int64_t ms;
@@ -151,14 +146,14 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
         duration_key(cfg, sec, "orphan_scan", &s->orphan_scan_ms, err, errlen) < 0)
         return -1;
     if (s->orphan_scan_ms != 0 && s->orphan_scan_ms < 100)
-        return dq_config_fail(cfg, map_get(sec, "orphan_scan"), err, errlen,
+        return dq_config_fail(cfg, dq_json_get(sec, "orphan_scan"), err, errlen,
                               "executor.orphan_scan: at least 100ms, or 0 (never)");
     if (s->cancel_wait_ms <= 0)
-        return dq_config_fail(cfg, map_get(sec, "cancel_wait"), err, errlen,
+        return dq_config_fail(cfg, dq_json_get(sec, "cancel_wait"), err, errlen,
                               "executor.cancel_wait: must be positive");
     if (s->lock_ttl_ms < 300)
-        return dq_config_fail(cfg, map_get(sec, "lock_ttl"), err, errlen, "executor.lock_ttl: at least 300ms");
-    v = map_get(sec, "cancel_on_timeout");
+        return dq_config_fail(cfg, dq_json_get(sec, "lock_ttl"), err, errlen, "executor.lock_ttl: at least 300ms");
+    v = dq_json_get(sec, "cancel_on_timeout");
     if (v) {
         const char *t = dq_config_text(cfg, v, num, sizeof num);
         if (t && strcmp(t, "true") == 0) {

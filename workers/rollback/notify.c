@@ -42,11 +42,6 @@ static int type_bit(const char *type)
 
 /* ---- configuration ---- */
 
-static const cJSON *member(const cJSON *obj, const char *key)
-{
-    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
-}
-
 void dq_notify_config_clear(dq_notify_config *nc)
 {
     if (!nc)
@@ -62,7 +57,7 @@ void dq_notify_config_clear(dq_notify_config *nc)
 static int url_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
                    char **out, char *err, size_t errlen)
 {
-    const cJSON *v = member(sec, key);
+    const cJSON *v = dq_json_get(sec, key);
     char num[32];
     const char *text = dq_config_text(cfg, v, num, sizeof num);
 
@@ -82,7 +77,7 @@ static int url_key(const dq_config *cfg, const cJSON *sec, const char *where, co
 static int duration_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
                         int64_t *out, char *err, size_t errlen)
 {
-    const cJSON *v = member(sec, key);
+    const cJSON *v = dq_json_get(sec, key);
     char num[32];
     const char *text = dq_config_text(cfg, v, num, sizeof num);
     int64_t ms;
@@ -99,7 +94,7 @@ static int duration_key(const dq_config *cfg, const cJSON *sec, const char *wher
 int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
                           dq_notify_config *nc, char *err, size_t errlen)
 {
-    const cJSON *sec = member(dq_config_env_view(cfg, service, environment), "notify");
+    const cJSON *sec = dq_json_get(dq_config_env_view(cfg, service, environment), "notify");
     const char *where = "notify";
 
     if (!sec) {
@@ -138,7 +133,7 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
     if (nc->webhook_url)
         dq_log_redact(nc->webhook_url);
 
-    if ((v = member(sec, "on")) != NULL) {
+    if ((v = dq_json_get(sec, "on")) != NULL) {
         const cJSON *item;
 
         if (!cJSON_IsArray(v)) {
@@ -163,7 +158,7 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
     if (duration_key(cfg, sec, where, "timeout", &nc->timeout_ms, err, errlen) != 0 ||
         duration_key(cfg, sec, where, "retry_budget", &nc->retry_budget_ms, err, errlen) != 0)
         goto fail;
-    if ((v = member(sec, "retries")) != NULL) {
+    if ((v = dq_json_get(sec, "retries")) != NULL) {
         long long n;
 
         if (dq_parse_int(dq_config_text(cfg, v, num, sizeof num), 0, 10, &n) != 0) {
