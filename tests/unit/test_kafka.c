@@ -1,6 +1,7 @@
 /*
  * test_kafka.c - kafka.h against the embedded broker (librdkafka's mock cluster) that each
- * test starts for itself: a synchronous send returns its position, a broker that is not
+ * test starts for itself: a synchronous send returns its position (a new producer's first
+ * one without waiting for librdkafka's one-second topic scan), a broker that is not
  * there fails within the timeout with "unreachable", kafka.* keys pass through (and their
  * errors are redacted), the consumer delivers in order, stores an offset only after
  * DQ_HANDLED, redelivers after DQ_RETRY, dead-letters DQ_POISON and exhausted DQ_FAILED
@@ -329,6 +330,38 @@ static void test_send_returns_position(void **state)
     send_value(p, DQ_TOPIC_EVENTS, NULL, "no key", 6, 0);
     dq_producer_free(p);
     dq_producer_free(NULL);
+    dq_config_free(cfg);
+    dq_mock_broker_free(b);
+}
+
+/* The first send of a producer whose connection is already up, which is how a busy
+ * machine schedules `deployq submit`: the broker's first metadata request went out
+ * before the topic existed. The send must ask for the topic itself instead of waiting
+ * for librdkafka's one-second topic scan (1.0 s instead of about 1 ms: issue 11). */
+static void test_first_send_after_connect_is_prompt(void **state)
+{
+    dq_mock_broker *b;
+    dq_config *cfg;
+    dq_producer *p;
+    char err[256] = "";
+    int64_t t0;
+
+    (void)state;
+    b = dq_mock_broker_new(1, 1, err, sizeof err);
+    assert_non_null(b);
+    cfg = test_config(dq_mock_broker_bootstraps(b));
+    p = dq_producer_new(cfg, err, sizeof err);
+    assert_non_null(p);
+    /* the controller id comes with the connection's first metadata response, which asked
+     * for the brokers only: no topic existed yet */
+    assert_true(rd_kafka_controllerid(dq_producer_handle(p), 10000) >= 0);
+    t0 = dq_mono_ms();
+    /* 500 ms: far above a round trip to the embedded broker, below the scan (1 s after
+     * the producer started) that the send used to wait for */
+    assert_int_equal(dq_producer_send(p, DQ_TOPIC_REQUESTS, KEY, "x", 1, 500, NULL, NULL, err,
+                                      sizeof err), 0);
+    assert_true(dq_mono_ms() - t0 < 500);
+    dq_producer_free(p);
     dq_config_free(cfg);
     dq_mock_broker_free(b);
 }
@@ -915,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_conf_passes_keys_through),
         cmocka_unit_test(test_mock_broker_bootstraps),
         cmocka_unit_test(test_send_returns_position),
+        cmocka_unit_test(test_first_send_after_connect_is_prompt),
         cmocka_unit_test(test_send_async_and_flush),
         cmocka_unit_test(test_flush_counts_failures),
         cmocka_unit_test(test_send_unreachable),
