@@ -95,6 +95,48 @@ done:
     return rc;
 }
 
+/* An Ed25519 private key in PKCS#8 (RFC 8410) is this DER prefix and the 32-byte seed. */
+static const unsigned char ed25519_pkcs8_prefix[] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30,
+                                                     0x05, 0x06, 0x03, 0x2b, 0x65, 0x70,
+                                                     0x04, 0x22, 0x04, 0x20};
+#define ED25519_PKCS8_LEN (sizeof ed25519_pkcs8_prefix + 32)
+#define ED25519_PKCS8_B64_LEN 64 /* 48 bytes of DER, one base64 line, no padding */
+
+/* The key when pem is exactly what `deployq keygen` and `openssl genpkey -algorithm
+ * ed25519` write (an unencrypted PKCS#8 Ed25519 key, one base64 line, "\n" line ends),
+ * else NULL and the caller asks OpenSSL's generic decoder, which reads every other form.
+ * This path exists for speed: the decoder framework's set-up costs about a millisecond
+ * of every `deployq submit` (docs/performance.md). */
+static EVP_PKEY *ed25519_pkcs8_read(const char *pem, size_t len)
+{
+    static const char begin[] = "-----BEGIN PRIVATE KEY-----\n";
+    static const char end[] = "\n-----END PRIVATE KEY-----";
+    const size_t begin_len = sizeof begin - 1, end_len = sizeof end - 1;
+    unsigned char der[ED25519_PKCS8_LEN + 2]; /* EVP_DecodeBlock writes whole triplets */
+    char b64[ED25519_PKCS8_B64_LEN + 1];
+    EVP_PKEY *pkey = NULL;
+    size_t i = begin_len + ED25519_PKCS8_B64_LEN + end_len;
+
+    if (len < i || memcmp(pem, begin, begin_len) != 0 ||
+        memcmp(pem + begin_len + ED25519_PKCS8_B64_LEN, end, end_len) != 0)
+        return NULL;
+    for (; i < len; i++) /* nothing but line ends after the END line */
+        if (pem[i] != '\n')
+            return NULL;
+    memcpy(b64, pem + begin_len, ED25519_PKCS8_B64_LEN);
+    b64[ED25519_PKCS8_B64_LEN] = '\0';
+    if (strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") ==
+            ED25519_PKCS8_B64_LEN &&
+        EVP_DecodeBlock(der, (const unsigned char *)b64, ED25519_PKCS8_B64_LEN) ==
+            (int)ED25519_PKCS8_LEN &&
+        memcmp(der, ed25519_pkcs8_prefix, sizeof ed25519_pkcs8_prefix) == 0)
+        pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL,
+                                            der + sizeof ed25519_pkcs8_prefix, 32);
+    OPENSSL_cleanse(der, sizeof der);
+    OPENSSL_cleanse(b64, sizeof b64);
+    return pkey;
+}
+
 dq_signer *dq_signer_from_pem(const char *pem, size_t len, char *err, size_t errlen)
 {
     dq_signer *s = NULL;
@@ -105,9 +147,12 @@ dq_signer *dq_signer_from_pem(const char *pem, size_t len, char *err, size_t err
         set_err(err, errlen, "private key PEM missing or too large", NULL);
         goto fail;
     }
-    bio = BIO_new_mem_buf(pem, (int)len);
-    /* An empty passphrase, so an encrypted key fails here instead of prompting a tty. */
-    pkey = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+    pkey = ed25519_pkcs8_read(pem, len);
+    if (pkey == NULL) {
+        bio = BIO_new_mem_buf(pem, (int)len);
+        /* An empty passphrase, so an encrypted key fails here instead of prompting a tty. */
+        pkey = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+    }
     if (pkey == NULL) {
         set_err(err, errlen, "not a readable PEM private key", NULL);
         goto fail;

@@ -1,7 +1,8 @@
 /*
  * test_sign.c - sign.h: keygen writes a 0600 PEM and never overwrites, signatures verify
  * and fail for one flipped byte or a wrong key, malformed base64 is -1, PEM loading from a
- * file and from memory, and the signed envelope carries the request text verbatim.
+ * file and from memory (the same key from every PEM form), and the signed envelope carries
+ * the request text verbatim.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -190,6 +191,53 @@ static void test_load_errors_name_no_key(void **state)
     dq_signer_free(NULL);
 }
 
+/* One known Ed25519 key (seed 01..20) in the forms a key file comes in: as keygen and
+ * `openssl genpkey` write it (read without OpenSSL's decoder framework), with CRLF line
+ * ends and with text before the PEM (read by the decoder). Each form must give the same key:
+ * the public key and the signature of "x" are what `openssl pkey -pubout` and `openssl
+ * pkeyutl -sign -rawin` printed for this key. An X25519 key with the same layout is refused. */
+static void test_pem_forms_read_alike(void **state)
+{
+    static const char *const forms[] = {
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g\n"
+        "-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\r\n"
+        "MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g\r\n"
+        "-----END PRIVATE KEY-----\r\n",
+        "the CI key\n"
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g\n"
+        "-----END PRIVATE KEY-----\n",
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MC4CAQAwBQYDK2VwBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g\n"
+        "-----END PRIVATE KEY-----", /* no final line end */
+    };
+    static const char x25519[] =
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MC4CAQAwBQYDK2VuBCIEIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g\n"
+        "-----END PRIVATE KEY-----\n";
+    char err[256] = "";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        dq_signer *s = dq_signer_from_pem(forms[i], strlen(forms[i]), err, sizeof err);
+        char *pub, *sig;
+
+        assert_non_null(s);
+        pub = dq_signer_public_b64(s);
+        sig = dq_sign(s, "x", 1);
+        assert_string_equal(pub, "ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=");
+        assert_string_equal(sig, "/K6OkXW+CzEnPV3s0tvRjWV3hWdRjQyR+htkZPG7NeckoFfC+ny3GBS191fLE8J/"
+                                 "pseEyuM2HQyGwyLZS4UzBw==");
+        free(sig);
+        free(pub);
+        dq_signer_free(s);
+    }
+    assert_null(dq_signer_from_pem(x25519, strlen(x25519), err, sizeof err));
+    assert_string_equal(err, "private key is not an Ed25519 key");
+}
+
 static void test_envelope(void **state)
 {
     fixture *f = *state;
@@ -227,6 +275,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_inputs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors_name_no_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelope, setup, teardown),
+        cmocka_unit_test(test_pem_forms_read_alike),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
