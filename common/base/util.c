@@ -11,7 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,12 +222,18 @@ int dq_uuid_valid(const char *s)
     return s[DQ_UUID_LEN] == '\0';
 }
 
+/* The kernel's generator (getrandom(2), which waits only until it is first seeded), not
+ * OpenSSL's RAND_bytes: setting up OpenSSL's DRBG costs about 0.6 ms, a noticeable part of
+ * a `deployq submit` that needs 32 random bytes (docs/performance.md). */
 int dq_random_bytes(unsigned char *buf, size_t len)
 {
     while (len > 0) {
-        int n = len > INT_MAX ? INT_MAX : (int)len;
-        if (RAND_bytes(buf, n) != 1)
+        ssize_t n = getrandom(buf, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
             return -1;
+        }
         buf += n;
         len -= (size_t)n;
     }

@@ -38,6 +38,7 @@ void dq_uuid_from_name(const char *name, char out[DQ_UUID_LEN + 1]);
 /* 1 when s is a UUID in canonical lower-case form (8-4-4-4-12 hex), else 0. */
 int dq_uuid_valid(const char *s);
 
+/* len bytes from the kernel's generator (getrandom); 0, or -1 when it failed. */
 int dq_random_bytes(unsigned char *buf, size_t len);
 /* Lower-case hex of len bytes into out (2*len+1). */
 char *dq_hex(const unsigned char *buf, size_t len, char *out);
