@@ -391,6 +391,8 @@ static dq_fold *fold_registry(reg_opts *o, const fold_limit *lim)
         dq_cli_fail(&o->cli, "out of memory");
         return NULL;
     }
+    /* status, replay and report show targets and rollbacks, never a timeline. */
+    dq_fold_set_timelines(f, 0);
     while ((rc = source_next(s, &e, err, sizeof err)) == 1) {
         if (lim && lim->at_offset >= 0 &&
             (lim->at_partition < 0 || lim->at_partition == e.partition) &&
@@ -398,8 +400,22 @@ static dq_fold *fold_registry(reg_opts *o, const fold_limit *lim)
             continue;
         if (lim && lim->at_ms) {
             /* The time limit needs the event's own time: a cheap look at "at" first. */
-            dq_event *ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
+            dq_event_view v;
+            dq_event *ev;
             int r;
+
+            if (dq_event_scan((const char *)e.payload, e.len, &v)) {
+                if (v.at_ms > lim->at_ms)
+                    continue;
+                if (dq_fold_apply(f, e.partition, e.kafka_offset, e.payload, e.len) ==
+                    DQ_FOLD_ENOMEM) {
+                    rc = -1;
+                    snprintf(err, sizeof err, "out of memory");
+                    break;
+                }
+                continue;
+            }
+            ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
 
             if (ev && ev->at_ms > lim->at_ms) {
                 dq_event_free(ev);
@@ -749,6 +765,49 @@ static int type_opt(void *list, const char *arg)
     return 0;
 }
 
+/* 1 when the peek (event.h) settles that the record's member name is not want. */
+static int peek_differs(const dq_reglog_entry *e, const char *name, const char *want)
+{
+    dq_event_span v;
+    int r = dq_event_peek((const char *)e->payload, e->len, name, &v);
+
+    return r == 2 || (r == 1 && !dq_event_span_eq(v, want));
+}
+
+/* 1 when a peek at --service, --env or --deployment drops the record: whatever the record
+ * is, history would not show it (a record that is no event is shown only without filters). */
+static int peek_dropped(const dq_reglog_entry *e, const char *service, const char *env,
+                        const char *deployment)
+{
+    return (service && peek_differs(e, "service", service)) ||
+           (env && peek_differs(e, "environment", env)) ||
+           (deployment && peek_differs(e, "deployment_id", deployment));
+}
+
+/* The filters of history on a scanned event: the same tests as on a decoded one. */
+static int view_selected(const dq_event_view *v, const char *service, const char *env,
+                         const char *deployment, int64_t since, int64_t until,
+                         const type_list *types)
+{
+    if (service && !dq_event_span_eq(v->service, service))
+        return 0;
+    if (env && !dq_event_span_eq(v->environment, env))
+        return 0;
+    if (deployment && !dq_event_span_eq(v->deployment_id, deployment))
+        return 0;
+    if (since && v->at_ms < since)
+        return 0;
+    if (until && v->at_ms >= until)
+        return 0;
+    if (types->n) {
+        for (int i = 0; i < types->n; i++)
+            if (dq_event_span_eq(v->type, types->v[i]))
+                return 1;
+        return 0;
+    }
+    return 1;
+}
+
 int dq_cmd_history(int argc, char **argv)
 {
     reg_opts o = {.cli = {.verb = "history", .usage = history_usage, .takes = REG_TAKES}};
@@ -782,8 +841,27 @@ int dq_cmd_history(int argc, char **argv)
         printf("%-24s %-4s %-9s %-24s %-28s %-16s %-6s %s\n", "AT", "P", "OFFSET", "TYPE",
                "TARGET", "VERSION", "FENCE", "DEPLOYMENT");
     while ((rc = source_next(s, &e, err, sizeof err)) == 1) {
-        dq_event *ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
-        int keep = ev != NULL;
+        dq_event_view v;
+        dq_event *ev;
+        int keep;
+
+        /* Most records are settled by a peek at the filtered member, or by the scan:
+         * dropped, or printed as stored with --json. Only a record neither is sure of, or
+         * one shown as a table row, is decoded. */
+        if (peek_dropped(&e, service, env, deployment))
+            continue;
+        if (dq_event_scan((const char *)e.payload, e.len, &v)) {
+            if (!view_selected(&v, service, env, deployment, since, until, &types))
+                continue;
+            if (o.cli.json) {
+                shown++;
+                fwrite(e.payload, 1, e.len, stdout);
+                fputc('\n', stdout);
+                continue;
+            }
+        }
+        ev = dq_event_decode((const char *)e.payload, e.len, NULL, 0);
+        keep = ev != NULL;
 
         if (keep && service && (!ev->service || strcmp(ev->service, service) != 0))
             keep = 0;

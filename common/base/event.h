@@ -83,6 +83,46 @@ char *dq_event_encode(const dq_event *ev);
  * Returns NULL and a one-line reason in err on failure. */
 dq_event *dq_event_decode(const char *buf, size_t len, char *err, size_t errlen);
 
+/* A fast look at a stored event, for readers of a million of them (history, replay):
+ * dq_event_scan() checks the same things as dq_event_decode() in one pass over the bytes,
+ * allocates nothing and builds no cJSON tree. It says yes only when it is sure: the bytes
+ * are strict JSON (RFC 8259) without any backslash or control byte in a string, without a
+ * duplicate member at any depth, with integers only for "fence", within json.h's size and
+ * depth limits, and the envelope passes every check of dq_event_decode(). Then decoding the
+ * same bytes would succeed with exactly the values of the view. Anything else, invalid or
+ * merely unusual (an escape, a BOM, odd whitespace, "fence":1e3), gets "not sure", and
+ * the caller decodes as before: the scan never rejects an event by itself. */
+
+/* Bytes of the scanned buffer (no NUL after them); p NULL: the member is absent or null. */
+typedef struct {
+    const char *p;
+    size_t n;
+} dq_event_span;
+
+typedef struct {
+    dq_event_span id, type, deployment_id, service, environment, version, actor;
+    dq_event_span data; /* the text of the data object, braces included */
+    int64_t at_ms;
+    int64_t fence;
+} dq_event_view;
+
+/* 1 with *out filled when sure (see above), 0 when not sure: call dq_event_decode(). A
+ * string of the view is the bytes between its quotes, which with no escape are exactly
+ * the decoded string. */
+int dq_event_scan(const char *buf, size_t len, dq_event_view *out);
+
+/* A quicker "no" for filters (history --service X): the first top-level member called name,
+ * reading the record only up to it. 1 with *value when its value is a string without an
+ * escape, 2 when its value is anything but a string (null too), 0 when not sure (not
+ * reached before an escape, odd bytes or the end; a string with an escape). When it says 1
+ * with another string than X, or 2, no decoding of the record gives an event whose name is
+ * X: either that is its value, or the record has the member twice or is no JSON, and the
+ * decode refuses it. Never allocates. */
+int dq_event_peek(const char *buf, size_t len, const char *name, dq_event_span *value);
+
+/* 1 when the span holds exactly the NUL-terminated string s. */
+int dq_event_span_eq(dq_event_span sp, const char *s);
+
 /* The Kafka message key of a target: "service/environment" into out. */
 char *dq_target_key(const char *service, const char *environment, char *out, size_t outlen);
 

@@ -119,6 +119,9 @@ struct dq_fold {
     size_t n_stale, cap_stale;
     dq_fold_target **sorted; /* dq_fold_targets() cache; NULL when out of date */
     dq_fold_totals totals;
+    int no_timelines;        /* dq_fold_set_timelines(f, 0) */
+    char *scratch;           /* dq_fold_apply's copy of a scanned record */
+    size_t cap_scratch;
 };
 
 static const char unknown_type[] = "unknown";
@@ -149,6 +152,11 @@ const char *dq_rollback_status_name(dq_rollback_status s)
 dq_fold *dq_fold_new(void)
 {
     return calloc(1, sizeof(dq_fold));
+}
+
+void dq_fold_set_timelines(dq_fold *f, int on)
+{
+    f->no_timelines = !on;
 }
 
 static void deployment_free(dq_fold_deployment *d)
@@ -216,6 +224,7 @@ void dq_fold_free(dq_fold *f)
     strmap_free(&f->targets_by_key);
     strmap_free(&f->deployments_by_id);
     free(f->sorted);
+    free(f->scratch);
     free(f);
 }
 
@@ -601,7 +610,7 @@ int dq_fold_apply_event(dq_fold *f, const dq_event *ev, int32_t partition, int64
         if (!d && !stale)
             return DQ_FOLD_ENOMEM;
     }
-    if (d && timeline_add(d, ev, partition, offset, stale) != 0)
+    if (d && !f->no_timelines && timeline_add(d, ev, partition, offset, stale) != 0)
         return DQ_FOLD_ENOMEM;
     if (stale) {
         t->n_stale++;
@@ -623,12 +632,79 @@ int dq_fold_apply_event(dq_fold *f, const dq_event *ev, int32_t partition, int64
     return DQ_FOLD_APPLIED;
 }
 
+/* 1 when apply_to_target reads the data of this type (see there); the others are folded
+ * without decoding their data. */
+static int type_reads_data(const char *type)
+{
+    return strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_SUCCEEDED) == 0 ||
+           strcmp(type, DQ_EV_FAILED) == 0 || strcmp(type, DQ_EV_ROLLBACK_REQUESTED) == 0 ||
+           strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0 ||
+           strcmp(type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 ||
+           strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0;
+}
+
+/* The string of a span as a pointer into f->scratch (a copy of the record), NUL-terminated
+ * in place of its closing quote; NULL for an absent member. */
+static char *scratch_str(dq_fold *f, const char *payload, dq_event_span sp)
+{
+    char *s;
+
+    if (!sp.p)
+        return NULL;
+    s = f->scratch + (sp.p - payload);
+    s[sp.n] = '\0';
+    return s;
+}
+
+/* Fold a record dq_event_scan() was sure of: the event dq_event_decode() would have made,
+ * built on the stack from a copy of the record. 1 when folded (*rc set), 0 to take the
+ * decoding path instead. */
+static int apply_scanned(dq_fold *f, const dq_event_view *v, const char *payload, size_t len,
+                         int32_t partition, int64_t offset, int *rc)
+{
+    dq_event ev = {.at_ms = v->at_ms, .fence = v->fence};
+
+    if (len + 1 > f->cap_scratch) {
+        size_t ncap = len + 1 > 2 * f->cap_scratch ? len + 1 : 2 * f->cap_scratch;
+        char *ns = realloc(f->scratch, ncap);
+
+        if (!ns)
+            return 0;
+        f->scratch = ns;
+        f->cap_scratch = ncap;
+    }
+    memcpy(f->scratch, payload, len);
+    memcpy(ev.id, v->id.p, v->id.n); /* a valid UUID: DQ_UUID_LEN bytes */
+    ev.id[v->id.n] = '\0';
+    ev.type = scratch_str(f, payload, v->type);
+    ev.deployment_id = scratch_str(f, payload, v->deployment_id);
+    ev.service = scratch_str(f, payload, v->service);
+    ev.environment = scratch_str(f, payload, v->environment);
+    ev.version = scratch_str(f, payload, v->version);
+    ev.actor = scratch_str(f, payload, v->actor);
+    if (type_reads_data(ev.type)) {
+        /* Strict JSON the scan checked: cJSON reads it as dq_event_decode would. */
+        ev.data = cJSON_ParseWithLength(v->data.p, v->data.n);
+        if (!ev.data)
+            return 0;
+    }
+    *rc = dq_fold_apply_event(f, &ev, partition, offset);
+    cJSON_Delete(ev.data);
+    return 1;
+}
+
 int dq_fold_apply(dq_fold *f, int32_t partition, int64_t offset, const void *payload,
                   size_t len)
 {
     char err[256];
-    dq_event *ev = dq_event_decode(payload, len, err, sizeof err);
+    dq_event_view v;
+    dq_event *ev;
     int rc;
+
+    if (dq_event_scan(payload, len, &v) && apply_scanned(f, &v, payload, len, partition, offset,
+                                                         &rc))
+        return rc;
+    ev = dq_event_decode(payload, len, err, sizeof err);
 
     if (!ev) {
         f->totals.events++;

@@ -171,9 +171,16 @@ dq_fold *dq_fold_new(void);
 /* NULL is a no-op. Every pointer the fold handed out becomes invalid. */
 void dq_fold_free(dq_fold *f);
 
+/* Timelines (dq_fold_deployment.timeline) are kept by default. A reader that only wants
+ * the state (replay, status, report) turns them off before the first apply: deployments,
+ * their outcomes and the state hash are the same either way, n_timeline stays 0. */
+void dq_fold_set_timelines(dq_fold *f, int on);
+
 /* Fold one record of the log (the Kafka message value as stored) read from partition at
  * Kafka offset. The payload is decoded with event.h's limits; a payload that is not an
  * event is counted (n_unreadable) and otherwise ignored, it never stops the fold.
+ * Usual events are read with dq_event_scan() (no cJSON tree except the data of the types
+ * whose data the fold reads); the result is the same as folding dq_event_decode()'s event.
  * Returns a dq_fold_result. */
 int dq_fold_apply(dq_fold *f, int32_t partition, int64_t offset, const void *payload,
                   size_t len);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -172,11 +173,13 @@ static int pwrite_all(int fd, const unsigned char *buf, size_t len, uint64_t off
     return 0;
 }
 
-/* Read a whole segment into a malloc'd buffer (NULL for an empty file). */
-static int load_file(const char *path, unsigned char **out, size_t *outlen, char *err,
-                     size_t errlen)
+/* Read a whole segment into *mem, a malloc'd buffer of *cap bytes that is reused from one
+ * segment to the next (NULL and 0 at first; grown when too small; the caller frees it):
+ * fresh pages for every segment, faulted in and zeroed by the kernel, cost readers of a
+ * big log more than the copy itself. *outlen 0 for an empty file. */
+static int load_file(const char *path, unsigned char **mem, size_t *cap, size_t *outlen,
+                     char *err, size_t errlen)
 {
-    *out = NULL;
     *outlen = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -190,15 +193,18 @@ static int load_file(const char *path, unsigned char **out, size_t *outlen, char
         return -1;
     }
     size_t size = (size_t)st.st_size;
-    unsigned char *buf = NULL;
-    if (size > 0) {
-        buf = malloc(size);
-        if (buf == NULL) {
+    if (size > *cap) {
+        free(*mem);
+        *cap = 0;
+        *mem = malloc(size);
+        if (*mem == NULL) {
             snprintf(err, errlen, "%s: out of memory for %zu bytes", path, size);
             close(fd);
             return -1;
         }
+        *cap = size;
     }
+    unsigned char *buf = *mem;
     size_t got = 0;
     while (got < size) {
         ssize_t n = read(fd, buf + got, size - got);
@@ -206,7 +212,6 @@ static int load_file(const char *path, unsigned char **out, size_t *outlen, char
             continue;
         if (n < 0) {
             snprintf(err, errlen, "read %s: %s", path, strerror(errno));
-            free(buf);
             close(fd);
             return -1;
         }
@@ -215,9 +220,33 @@ static int load_file(const char *path, unsigned char **out, size_t *outlen, char
         got += (size_t)n;
     }
     close(fd);
-    *out = buf;
     *outlen = got;
     return 0;
+}
+
+/* Map a segment that is not its partition's newest read-only (NULL when it cannot be, or
+ * is empty: the caller reads it instead). Only the newest segment is ever cut (a torn tail
+ * repaired when a writer opens the partition), so a mapped one keeps its bytes while it is
+ * read, and the reader skips the copy of the whole file that read() makes. */
+static unsigned char *map_sealed(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    void *m;
+
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return NULL;
+    }
+    m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return NULL;
+    (void)madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+    *len = (size_t)st.st_size;
+    return m;
 }
 
 /* ---- directory listings ------------------------------------------------------------- */
@@ -517,28 +546,32 @@ static int check_seg_name(chain_state *c, const char *rel, const seg_info *s, ch
 static int walk_partition(const char *dir, chain_state *c, const seg_info *segs, size_t n,
                           size_t first, size_t *end_pos, char *err, size_t errlen)
 {
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    int ret = 0;
+
     *end_pos = 0;
-    for (size_t i = first; i < n; i++) {
+    for (size_t i = first; i < n && ret == 0; i++) {
         char rel[64], path[PATH_MAX];
         snprintf(rel, sizeof rel, "p%" PRId32 "/%s", c->partition, segs[i].name);
         snprintf(path, sizeof path, "%s/%s", dir, rel);
-        if (check_seg_name(c, rel, &segs[i], err, errlen) != 0)
-            return -1;
-        unsigned char *buf;
         size_t len, pos = 0;
-        if (load_file(path, &buf, &len, err, errlen) != 0)
-            return -1;
+        if (check_seg_name(c, rel, &segs[i], err, errlen) != 0 ||
+            load_file(path, &buf, &cap, &len, err, errlen) != 0) {
+            ret = -1;
+            break;
+        }
         int rc, torn = 0, newest = i + 1 == n;
         rec_view r;
         do
             rc = walk_next(c, rel, buf, len, &pos, newest, &r, &torn, err, errlen);
         while (rc == WALK_REC);
-        free(buf);
         *end_pos = pos;
         if (rc == WALK_BAD)
-            return torn ? 1 : -1;
+            ret = torn ? 1 : -1;
     }
-    return 0;
+    free(buf);
+    return ret;
 }
 
 /* ---- the writer --------------------------------------------------------------------- */
@@ -982,8 +1015,11 @@ struct dq_reglog_iter {
     size_t n_parts, part; /* part: index of the partition being read */
     seg_info *segs;
     size_t n_segs, seg; /* seg: index of the next segment to load */
-    unsigned char *buf; /* the loaded segment, NULL between segments */
+    unsigned char *buf; /* the loaded segment (in mem), NULL between segments */
     size_t len, pos;
+    unsigned char *mem; /* load_file's buffer, kept from segment to segment */
+    size_t cap;
+    int mapped; /* buf is a map_sealed() mapping of len bytes */
     char rel[64];
     chain_state chain;
     hasher h;
@@ -1052,15 +1088,23 @@ int dq_reglog_iter_next(dq_reglog_iter *it, dq_reglog_entry *out, char *err, siz
             char path[PATH_MAX];
             snprintf(it->rel, sizeof it->rel, "p%" PRId32 "/%s", it->chain.partition, s->name);
             snprintf(path, sizeof path, "%s/%s", it->dir, it->rel);
-            if (check_seg_name(&it->chain, it->rel, s, err, errlen) != 0 ||
-                load_file(path, &it->buf, &it->len, err, errlen) != 0) {
+            if (check_seg_name(&it->chain, it->rel, s, err, errlen) != 0) {
                 it->done = 1;
                 return -1;
             }
             it->pos = 0;
             it->seg++;
-            if (it->buf == NULL)
-                continue; /* an empty segment */
+            if (it->seg < it->n_segs && (it->buf = map_sealed(path, &it->len)) != NULL) {
+                it->mapped = 1;
+            } else {
+                if (load_file(path, &it->mem, &it->cap, &it->len, err, errlen) != 0) {
+                    it->done = 1;
+                    return -1;
+                }
+                if (it->len == 0)
+                    continue; /* an empty segment */
+                it->buf = it->mem;
+            }
         }
         rec_view r;
         int torn;
@@ -1076,8 +1120,10 @@ int dq_reglog_iter_next(dq_reglog_iter *it, dq_reglog_entry *out, char *err, siz
             memcpy(out->hash, it->chain.prev, DQ_REGLOG_HASH_LEN); /* linking hashed it */
             return 1;
         }
-        free(it->buf);
+        if (it->mapped)
+            munmap(it->buf, it->len);
         it->buf = NULL;
+        it->mapped = 0;
         if (rc == WALK_BAD && !torn) {
             it->done = 1;
             return -1;
@@ -1092,7 +1138,9 @@ void dq_reglog_iter_close(dq_reglog_iter *it)
 {
     if (it == NULL)
         return;
-    free(it->buf);
+    if (it->mapped)
+        munmap(it->buf, it->len);
+    free(it->mem);
     free(it->segs);
     free(it->parts);
     free(it->dir);

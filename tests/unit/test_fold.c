@@ -1,7 +1,8 @@
 /*
  * test_fold.c - the state fold (common/domain/fold.c): a deploy's life folded into its target,
  * fencing (stale events flagged, never applied), rollbacks with evidence, timelines, and a
- * state hash that depends only on each partition's order.
+ * state hash that depends only on each partition's order; records read by dq_event_scan
+ * fold exactly as decoded ones, with or without timelines, to the hash of before.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -518,6 +519,128 @@ static void test_approval_expired(void **state)
     dq_fold_free(f);
 }
 
+/* ---- the scanned path folds as the decoded one ---------------------------------------- */
+
+#define ENV(type, dep, svc, at, fence, data)                                               \
+    "{\"schema\":\"deployq.event/v1\",\"id\":\"" dep "\",\"type\":\"" type                  \
+    "\",\"deployment_id\":\"" dep "\",\"service\":\"" svc "\",\"environment\":\"prod\","     \
+    "\"version\":\"v-" type "\",\"at\":\"" at "\",\"actor\":\"t@h/1\",\"fence\":" #fence        \
+    ",\"data\":" data "}"
+
+/* Every type the fold reads, with the data members it reads; and records the scan leaves
+ * to the decode: escapes, a BOM, pretty-printing, a duplicate, not JSON. */
+static const char *const scan_log[] = {
+    ENV("deploy.validated", D1, "api", "2026-01-01T10:00:00.000Z", 0,
+        "{\"commit_at\":\"2026-01-01T09:00:00Z\"}"),
+    ENV("deploy.started", D1, "api", "2026-01-01T10:00:01.000Z", 3, "{}"),
+    ENV("deploy.succeeded", D1, "api", "2026-01-01T10:00:02.000Z", 3, "{\"watch\":true}"),
+    ENV("monitor.started", D1, "api", "2026-01-01T10:00:03.000Z", 3, "{}"),
+    ENV("health.degraded", D1, "api", "2026-01-01T10:00:04.000Z", 3, "{}"),
+    ENV("rollback.requested", D1, "api", "2026-01-01T10:00:05.000Z", 3,
+        "{\"reason\":\"5xx\",\"requested_by\":\"monitor\",\"to_version\":\"v0\","
+        "\"evidence\":{\"first_failure_at\":\"2026-01-01T10:00:03.500Z\",\"errors\":[1,2]}}"),
+    ENV("rollback.started", D1, "api", "2026-01-01T10:00:06.000Z", 3, "{\"from_version\":\"v9\"}"),
+    ENV("rollback.succeeded", D1, "api", "2026-01-01T10:00:07.000Z", 3,
+        "{\"restored_at\":\"2026-01-01T10:00:06.500Z\"}"),
+    ENV("notification.sent", D1, "api", "2026-01-01T10:00:08.000Z", 3, "{}"),
+    ENV("deploy.started", D1, "api", "2026-01-01T10:00:09.000Z", 2, "{}"), /* stale fence */
+    ENV("deploy.awaiting_approval", D2, "web", "2026-01-01T11:00:00.000Z", 0, "{}"),
+    ENV("deploy.rejected", D2, "web", "2026-01-01T11:00:01.000Z", 0, "{}"),
+    ENV("deploy.validated", D3, "web", "2026-01-01T12:00:00.000Z", 0, "{}"),
+    ENV("deploy.failed", D3, "web", "2026-01-01T12:00:01.000Z", 5, "{\"outcome\":\"unknown\"}"),
+    ENV("rollback.failed", D3, "web", "2026-01-01T12:00:02.000Z", 5, "{\"policy\":\"notify\"}"),
+    ENV("traffic.switched", D3, "web", "2026-01-01T12:00:03.000Z", 5, "{}"),
+    ENV("x.unknown", D3, "web", "2026-01-01T12:00:04.000Z", 5, "{}"),
+    ENV("deploy.succeeded", D3, "db", "2026-01-01T13:00:00.000Z", 1, "{\"watch\":false}"),
+    ENV("deploy.verified", D3, "db", "2026-01-01T13:00:01.000Z", 1, "{}"),
+    /* left to the decode */
+    ENV("deploy.verified", D1, "ap\\u0069", "2026-01-01T14:00:00.000Z", 4, "{}"),
+    "\xef\xbb\xbf" ENV("deploy.started", D2, "db", "2026-01-01T14:00:01.000Z", 1, "{}"),
+    "{\n  \"schema\": \"deployq.event/v1\",\n  \"id\": \"" D2 "\",\n  \"type\": "
+    "\"deploy.failed\",\n  \"service\": \"db\",\n  \"environment\": \"prod\",\n  \"at\": "
+    "\"2026-01-01T14:00:02.000Z\",\n  \"fence\": 1e0,\n  \"data\": {}\n}",
+    ENV("deploy.started", D2, "db", "2026-01-01T14:00:03.000Z", 1, "{\"a\":1,\"a\":2}"),
+    "not an event",
+    "{\"schema\":\"deployq.event/v1\",\"id\":\"" D1 "\",\"type\":\"deploy.started\","
+    "\"at\":\"2026-01-01T15:00:00.000Z\",\"fence\":0,\"data\":{}}", /* untargeted */
+};
+
+static char *state_text(dq_fold *f)
+{
+    cJSON *j = dq_fold_state_json(f);
+    size_t n;
+    dq_fold_deployment *const *ds = dq_fold_deployments(f, &n);
+    cJSON *arr = cJSON_AddArrayToObject(j, "deployments");
+    char *txt;
+
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, dq_fold_deployment_json(ds[i], 0));
+    txt = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return txt;
+}
+
+static void test_scanned_records_fold_as_decoded(void **state)
+{
+    (void)state;
+    dq_fold *scanned = dq_fold_new(), *decoded = dq_fold_new(), *lean = dq_fold_new();
+    char hs[DQ_FOLD_HASH_HEX_LEN + 1], hd[DQ_FOLD_HASH_HEX_LEN + 1], hl[DQ_FOLD_HASH_HEX_LEN + 1];
+    char *ts, *td, *tl;
+    size_t n, n_scanned = 0;
+
+    dq_fold_set_timelines(lean, 0);
+    for (size_t i = 0; i < sizeof scan_log / sizeof scan_log[0]; i++) {
+        const char *rec = scan_log[i];
+        size_t len = strlen(rec);
+        dq_event_view v;
+        dq_event *ev = dq_event_decode(rec, len, NULL, 0);
+        int rs = dq_fold_apply(scanned, 0, (int64_t)i, rec, len);
+
+        assert_int_equal(dq_fold_apply(lean, 0, (int64_t)i, rec, len), rs);
+        /* the way before the scan: decode, then fold the event */
+        assert_int_equal(ev ? dq_fold_apply_event(decoded, ev, 0, (int64_t)i)
+                            : dq_fold_apply(decoded, 0, (int64_t)i, rec, len),
+                         rs);
+        dq_event_free(ev);
+        n_scanned += (size_t)dq_event_scan(rec, len, &v);
+    }
+    assert_int_equal(n_scanned, 20); /* all but the five left to the decode */
+
+    ts = state_text(scanned);
+    td = state_text(decoded);
+    tl = state_text(lean);
+    assert_string_equal(ts, td);
+    assert_string_equal(tl, td);
+    dq_fold_state_hash(scanned, hs);
+    dq_fold_state_hash(decoded, hd);
+    dq_fold_state_hash(lean, hl);
+    assert_string_equal(hs, hd);
+    assert_string_equal(hl, hd);
+    /* the hash deployq 6c4fa08 (before the scan) printed for this log */
+    assert_string_equal(hd, "43afc5c16953a38cc03099d7676ac14e5960a0a1ae5a9ea4081a688a84ce37cd");
+
+    /* timelines: the same with the scan, none when turned off */
+    dq_fold_deployment *const *a = dq_fold_deployments(scanned, &n);
+    dq_fold_deployment *const *b = dq_fold_deployments(decoded, &n);
+    dq_fold_deployment *const *c = dq_fold_deployments(lean, &n);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        cJSON *ja = dq_fold_deployment_json(a[i], 1), *jb = dq_fold_deployment_json(b[i], 1);
+
+        assert_true(a[i]->n_timeline > 0);
+        assert_true(cJSON_Compare(ja, jb, 1));
+        assert_int_equal(c[i]->n_timeline, 0);
+        cJSON_Delete(ja);
+        cJSON_Delete(jb);
+    }
+    free(ts);
+    free(td);
+    free(tl);
+    dq_fold_free(scanned);
+    dq_fold_free(decoded);
+    dq_fold_free(lean);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -531,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_succeeded_watch_field),
         cmocka_unit_test(test_rollback_notify_policy),
         cmocka_unit_test(test_approval_expired),
+        cmocka_unit_test(test_scanned_records_fold_as_decoded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
