@@ -157,6 +157,118 @@ static void test_unreachable_and_lost_when_redis_goes(void **state)
     (void)f;
 }
 
+/* The number of clients connected to the fixture's Redis. */
+static long long clients(fixture *f)
+{
+    redisReply *rep = dq_redis_command(f->r, "INFO clients");
+    const char *at = rep && rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "connected_clients:") : NULL;
+    long long v = at ? strtoll(at + strlen("connected_clients:"), NULL, 10) : -1;
+    if (rep)
+        freeReplyObject(rep);
+    return v;
+}
+
+/* Leases of one pool: one renewal thread keeps them all, over shared connections, and
+ * each is still judged on its own (a takeover of one leaves the other held). */
+static void test_pool_renews_all_and_shares_connections(void **state)
+{
+    fixture *f = *state;
+    dq_lock_pool *p;
+    dq_lock *l[8] = {NULL}, *b = NULL;
+    char err[256], env[64];
+    long long before = clients(f);
+    char *v;
+
+    p = dq_lock_pool_new(f->url, 2000, err, sizeof err);
+    assert_non_null(p);
+    for (int i = 0; i < 8; i++) {
+        snprintf(env, sizeof env, "e%d", i);
+        assert_int_equal(dq_lock_pool_try(p, "pool", env, 600, &l[i], err, sizeof err), DQ_LOCK_TAKEN);
+        assert_int_equal(dq_lock_fence(l[i]), 1);
+    }
+    /* exclusion holds within the pool as across processes */
+    assert_int_equal(dq_lock_pool_try(p, "pool", "e0", 600, &b, err, sizeof err), DQ_LOCK_BUSY);
+    assert_null(b);
+    /* taken one after the other: one connection serves them all */
+    assert_int_equal(clients(f) - before, 1);
+    dq_test_sleep_ms(2000); /* more than three ttls */
+    for (int i = 0; i < 8; i++) {
+        snprintf(env, sizeof env, "deployq:lock:pool:e%d", i);
+        assert_int_equal(dq_lock_lost(l[i]), 0);
+        assert_in_range(pttl(f, env), 1, 600);
+    }
+    assert_in_range(clients(f) - before, 1, 2);
+
+    redisReply *rep = dq_redis_command(f->r, "SET deployq:lock:pool:e3 other-token PX 60000");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    for (int i = 0; i < 50 && !dq_lock_lost(l[3]); i++)
+        dq_test_sleep_ms(50);
+    assert_int_equal(dq_lock_lost(l[3]), 1);
+    assert_int_equal(dq_lock_release(l[3]), 0);
+    v = get(f, "deployq:lock:pool:e3");
+    assert_string_equal(v, "other-token");
+    free(v);
+    for (int i = 0; i < 8; i++) {
+        if (i == 3)
+            continue;
+        assert_int_equal(dq_lock_lost(l[i]), 0);
+        assert_int_equal(dq_lock_release(l[i]), 1);
+    }
+    assert_int_equal(dq_lock_pool_acquire(p, "pool", "e0", 600, 300, NULL, NULL, &b, err, sizeof err),
+                     DQ_LOCK_TAKEN);
+    assert_int_equal(dq_lock_fence(b), 2);
+    assert_int_equal(dq_lock_release(b), 1);
+    dq_lock_pool_free(p);
+    assert_int_equal(clients(f), before);
+}
+
+/* A script Redis has not seen (a fresh or restarted server) is sent as text once. */
+static void test_scripts_after_flush(void **state)
+{
+    fixture *f = *state;
+    dq_lock_pool *p = dq_lock_pool_new(f->url, 2000, NULL, 0);
+    dq_lock *a = NULL;
+    char err[256];
+    redisReply *rep;
+
+    assert_non_null(p);
+    rep = dq_redis_command(f->r, "SCRIPT FLUSH");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(dq_lock_pool_try(p, "svc", "flush", 5000, &a, err, sizeof err), DQ_LOCK_TAKEN);
+    rep = dq_redis_command(f->r, "SCRIPT FLUSH");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(dq_lock_release(a), 1);
+    assert_int_equal(pttl(f, "deployq:lock:svc:flush"), -2);
+    dq_lock_pool_free(p);
+}
+
+/* A lease of a pool whose Redis disappears is lost after one ttl, as one of its own. */
+static void test_pool_lost_when_redis_goes(void **state)
+{
+    dq_lock_pool *p;
+    dq_lock *a = NULL;
+    char err[256], url[96];
+    int port = dq_test_free_port();
+    pid_t pid;
+
+    assert_int_equal(dq_test_redis_start_on(port, NULL, &pid), 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    p = dq_lock_pool_new(url, 300, err, sizeof err);
+    assert_non_null(p);
+    assert_int_equal(dq_lock_pool_try(p, "svc", "gone", 600, &a, err, sizeof err), DQ_LOCK_TAKEN);
+    assert_int_equal(dq_lock_lost(a), 0);
+    dq_test_redis_stop(pid);
+    for (int i = 0; i < 60 && !dq_lock_lost(a); i++)
+        dq_test_sleep_ms(50);
+    assert_int_equal(dq_lock_lost(a), 1);
+    assert_int_equal(dq_lock_release(a), -1);
+    dq_lock_pool_free(p);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +277,9 @@ int main(void)
         cmocka_unit_test(test_takeover_detected_and_not_deleted),
         cmocka_unit_test(test_acquire_waits),
         cmocka_unit_test(test_unreachable_and_lost_when_redis_goes),
+        cmocka_unit_test(test_pool_renews_all_and_shares_connections),
+        cmocka_unit_test(test_scripts_after_flush),
+        cmocka_unit_test(test_pool_lost_when_redis_goes),
     };
     dq_log_init("test_lock", DQ_LOG_ERROR, 1);
     return cmocka_run_group_tests(tests, dq_test_redis_setup, dq_test_redis_teardown);

@@ -20,6 +20,7 @@
  * Kafka then redelivers the message, it is acknowledged with the adopted run (still
  * queued or running here) or handled again (concluded: the same terminal event again).
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,16 @@
 #define SEND_TIMEOUT_MS 5000
 #define RETRY_MIN_MS 200
 #define RETRY_MAX_MS 5000
+/* A target's thread touches 36-52 KB of stack (/proc/PID/smaps during
+ * tests/bench/burst.sh; -fstack-usage agrees); 512 KB leaves room for libcurl, OpenSSL
+ * and getaddrinfo. glibc's 8 MB default reserves 16 GB of address space for 2,000 targets
+ * deploying at once (what is resident is the same: only touched pages count), which a
+ * ulimit -v or strict overcommit refuses. */
+#define TARGET_STACK_SIZE (512 * 1024)
+/* malloc arenas: glibc gives threads up to 8 per core, each keeping freed memory of its
+ * own; with 2,000 deploy threads that is memory for no speed (they mostly wait on
+ * providers). */
+#define MALLOC_ARENAS 2
 
 static const char usage[] =
     "Usage: deployq-executor [options]\n"
@@ -76,6 +87,7 @@ typedef struct executor {
     dq_exec_settings settings;
     dq_producer *producer;
     dq_consumer *consumer;
+    dq_lock_pool *locks; /* every target's lease: one renewal thread, shared connections */
     char actor[256];
     volatile sig_atomic_t *stop;
     pthread_mutex_t mu;
@@ -231,9 +243,8 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
         }
     }
     /* Waits as long as the target is busy: queued, in order, never dropped. */
-    if (dq_lock_acquire(ex->cfg->redis_url, ex->cfg->redis_timeout_ms, v->service, v->environment,
-                        ex->settings.lock_ttl_ms, -1, not_stopped, ex, &jc.lock, err,
-                        sizeof err) != DQ_LOCK_TAKEN)
+    if (dq_lock_pool_acquire(ex->locks, v->service, v->environment, ex->settings.lock_ttl_ms, -1,
+                             not_stopped, ex, &jc.lock, err, sizeof err) != DQ_LOCK_TAKEN)
         return 0;
     dq_info("deploy %s of %s %s: lock taken (fence %lld)", v->deployment_id, jc.key, v->version,
             (long long)dq_lock_fence(jc.lock));
@@ -361,6 +372,8 @@ static job *job_find(executor *ex, const char *deployment_id)
 static int job_queue(executor *ex, job *jb)
 {
     target *t;
+    pthread_attr_t attr;
+    int started;
     char key[300];
 
     dq_target_key(jb->ev->service, jb->ev->environment, key, sizeof key);
@@ -395,7 +408,11 @@ static int job_queue(executor *ex, job *jb)
             pthread_join(old, NULL);
             pthread_mutex_lock(&ex->mu);
         }
-        if (pthread_create(&t->thread, NULL, target_main, t) != 0) {
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, TARGET_STACK_SIZE);
+        started = pthread_create(&t->thread, &attr, target_main, t) == 0;
+        pthread_attr_destroy(&attr);
+        if (!started) {
             t->running = 0;
             dq_error("cannot start a thread for %s; the deploy waits for the next message", key);
         } else {
@@ -547,6 +564,7 @@ int main(int argc, char **argv)
     dq_runlease_scanner *scanner = NULL;
 
     memset(&ex, 0, sizeof ex);
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS); /* before any thread */
     rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
     if (rc >= 0) {
         dq_worker_finish(&w);
@@ -571,6 +589,11 @@ int main(int argc, char **argv)
             else
                 dq_warn("%s (deploys to it will fail)", err);
         }
+    }
+    ex.locks = dq_lock_pool_new(ex.cfg->redis_url, ex.cfg->redis_timeout_ms, err, sizeof err);
+    if (!ex.locks) {
+        dq_error("%s", err);
+        goto out;
     }
     dq_actor("deployq-executor", ex.actor, sizeof ex.actor);
     dq_worker_ensure_topics(&w);
@@ -617,6 +640,7 @@ int main(int argc, char **argv)
 out:
     dq_runlease_scanner_stop(scanner); /* before the targets: it may still queue a job */
     targets_free(&ex);
+    dq_lock_pool_free(ex.locks); /* after the targets: their locks are released */
     dq_info("stopped: %llu deploy(s) concluded",
             (unsigned long long)__atomic_load_n(&ex.n_done, __ATOMIC_SEQ_CST));
     dq_consumer_free(ex.consumer);
