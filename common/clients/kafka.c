@@ -863,7 +863,9 @@ dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
     static const conf_pair defaults[] = {
         {"enable.auto.commit", "true"},  {"auto.commit.interval.ms", "1000"},
         {"auto.offset.reset", "earliest"}, {"enable.partition.eof", "false"},
-        {"fetch.wait.max.ms", "50"},     {NULL, NULL}};
+        {"fetch.wait.max.ms", "50"},
+        {"queued.max.messages.kbytes", DQ_KAFKA_PREFETCH_KBYTES},
+        {NULL, NULL}};
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
     dq_consumer *c = NULL;

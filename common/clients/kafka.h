@@ -23,6 +23,12 @@
 
 #define DQ_PARTITIONS_DEFAULT 6
 
+/* queued.max.messages.kbytes of every deployq consumer unless kafka.* sets it: the bound on
+ * what librdkafka prefetches (its default, 64 MiB, is what a validator held in a flood).
+ * 4 MiB is still thousands of requests, seconds of a validator's work, so the handler does
+ * not wait on fetches (docs/performance.md, "Memory"; tests/chaos/flood.sh). */
+#define DQ_KAFKA_PREFETCH_KBYTES "4096"
+
 /* A librdkafka configuration with every cfg->kafka pair applied, plus our log callback.
  * The caller owns the result (pass it to rd_kafka_new, which takes it over).
  * NULL with "kafka.<key>: <reason>" in err. */

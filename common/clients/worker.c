@@ -4,6 +4,7 @@
 #include "worker.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,17 @@ static const struct option common_opts[] = {
 #define N_COMMON (sizeof common_opts / sizeof common_opts[0])
 #define MAX_EXTRA 32
 
+/* glibc's heap policy for every worker (docs/performance.md, "Memory"); worker.h says why
+ * each number. Set before the first thread: a thread picks its arena at its first malloc. */
+#define WORKER_ARENA_MAX 2
+#define WORKER_TRIM_THRESHOLD (1024 * 1024)
+
+static void memory_policy(void)
+{
+    mallopt(M_ARENA_MAX, WORKER_ARENA_MAX);
+    mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD);
+}
+
 int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
                     const struct option *extra_opts, const char *extra_short,
                     dq_worker_opt_fn on_opt, void *ctx)
@@ -39,6 +51,7 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
     int n_kv = 0, c, level = DQ_LOG_INFO;
     char err[1024];
 
+    memory_policy();
     memcpy(opts, common_opts, sizeof common_opts);
     n = N_COMMON;
     for (size_t i = 0; extra_opts && extra_opts[i].name && n < N_COMMON + MAX_EXTRA; i++)

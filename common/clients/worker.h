@@ -4,6 +4,16 @@
  * --log-level, -h/--help) plus its own, set up logging, libcurl and the stop flag, and load
  * the configuration with the precedence of config.h (file < flags < environment). One
  * implementation, so every worker's command line behaves and fails the same way.
+ *
+ * It also sets the one memory policy of every worker, first thing, before any thread:
+ * - at most 2 malloc arenas (glibc's default is one per thread up to 8 per core): librdkafka
+ *   allocates a message on a broker thread and the worker frees it on its own thread, so
+ *   after a burst the freed buffers would stay spread over a dozen arenas, none of them
+ *   empty enough to give memory back. Workers mostly wait on the network: 2 arenas cost
+ *   the validator no measurable throughput.
+ * - a fixed 1 MiB trim threshold: glibc otherwise raises it, up to 64 MiB, after the first
+ *   large free, and keeps that much of a flood's heap for good.
+ * The consumers' prefetch bound is kafka.c's (dq_consumer_new's defaults).
  */
 #ifndef DQ_WORKER_H
 #define DQ_WORKER_H

@@ -207,14 +207,17 @@ awk -v a="$flood_start" -v b="$judged" -v c="$stored" -v n="$N" 'BEGIN {
 echo "-- consumer groups after the flood (committed offset vs high watermark)"
 echo "deployq-validator on $TREQ:"; "$T/lag" "$BROKERS" deployq-validator "$TREQ" | sed 's/^/  /'
 echo "deployq-registry on $TEV:"; "$T/lag" "$BROKERS" deployq-registry "$TEV" | sed 's/^/  /'
-echo "-- memory (kB): VmRSS before the flood, largest VmRSS sampled, VmHWM (peak) at the end"
+echo "-- memory (kB): VmRSS before the flood, largest VmRSS sampled, VmHWM (peak) at the end, and"
+echo "   VmRSS at the end split into RssAnon (this worker's own) and RssFile (shared library pages)"
 for w in "${W1[@]}"; do
     pid=$(pid_of "$w")
     kill -0 "$pid" 2>/dev/null || fail "$w died during the flood"
     before=$(grep -o "$w=[0-9]*" <<<"$rss_before" | cut -d= -f2)
     sampled=$(awk -v w="$w" '$1 == w && $2 > m {m = $2} END {print m + 0}' "$T/rss.samples")
-    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
-    printf '  %-12s before %7d  sampled max %7d  VmHWM %7d\n' "$w" "$before" "$sampled" "$hwm"
+    read -r hwm rss anon file < <(awk '/^VmHWM/ {h = $2} /^VmRSS/ {r = $2} /^RssAnon/ {a = $2}
+        /^RssFile/ {f = $2} END {print h, r, a, f}' "/proc/$pid/status")
+    printf '  %-12s before %7d  sampled max %7d  VmHWM %7d  end %7d = anon %7d + file %6d\n' \
+        "$w" "$before" "$sampled" "$hwm" "$rss" "$anon" "$file"
 done
 # Verdict ids are deterministic: a request judged twice (a rebalance moved it before its
 # offset was committed) gives the same event again, which readers drop by id.

@@ -290,6 +290,38 @@ static void test_conf_passes_keys_through(void **state)
     dq_config_free(cfg);
 }
 
+/* queued.max.messages.kbytes of a consumer's rd_kafka_t, "" when it cannot be read. */
+static void consumer_prefetch(const dq_config *cfg, char *buf, size_t size)
+{
+    static const char *const topics[] = {DQ_TOPIC_REQUESTS};
+    dq_consumer_opts opts = {.group_id = "prefetch", .topics = topics, .n_topics = 1,
+                             .close_timeout_ms = 100};
+    char err[256] = "";
+    dq_consumer *c = dq_consumer_new(cfg, &opts, NULL, err, sizeof err);
+
+    assert_non_null(c);
+    if (rd_kafka_conf_get(rd_kafka_conf(dq_consumer_handle(c)), "queued.max.messages.kbytes",
+                          buf, &size) != RD_KAFKA_CONF_OK)
+        buf[0] = '\0';
+    dq_consumer_free(c);
+}
+
+/* A consumer prefetches at most DQ_KAFKA_PREFETCH_KBYTES (librdkafka's own default is
+ * 64 MiB: what a worker held after a flood), unless kafka.* says otherwise. */
+static void test_consumer_prefetch_bounded(void **state)
+{
+    dq_config *cfg = test_config("127.0.0.1:1");
+    char buf[32];
+
+    (void)state;
+    consumer_prefetch(cfg, buf, sizeof buf);
+    assert_string_equal(buf, "4096");
+    assert_int_equal(dq_config_set_kafka(cfg, "queued.max.messages.kbytes", "65536"), 0);
+    consumer_prefetch(cfg, buf, sizeof buf);
+    assert_string_equal(buf, "65536");
+    dq_config_free(cfg);
+}
+
 /* ---- producer ---- */
 
 static void test_mock_broker_bootstraps(void **state)
@@ -946,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_conf_unknown_key),
         cmocka_unit_test(test_conf_error_redacts_secret),
         cmocka_unit_test(test_conf_passes_keys_through),
+        cmocka_unit_test(test_consumer_prefetch_bounded),
         cmocka_unit_test(test_mock_broker_bootstraps),
         cmocka_unit_test(test_send_returns_position),
         cmocka_unit_test(test_first_send_after_connect_is_prompt),

@@ -549,6 +549,8 @@ int main(int argc, char **argv)
     }
     if (!dq_config_kafka_get(cfg, "fetch.wait.max.ms"))
         rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", NULL, 0);
+    if (!dq_config_kafka_get(cfg, "queued.max.messages.kbytes"))
+        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", DQ_KAFKA_PREFETCH_KBYTES, NULL, 0);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, &r);
     r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
