@@ -20,7 +20,6 @@
  * Kafka then redelivers the message, it is acknowledged with the adopted run (still
  * queued or running here) or handled again (concluded: the same terminal event again).
  */
-#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +47,6 @@
  * deploying at once (what is resident is the same: only touched pages count), which a
  * ulimit -v or strict overcommit refuses. */
 #define TARGET_STACK_SIZE (512 * 1024)
-/* malloc arenas: glibc gives threads up to 8 per core, each keeping freed memory of its
- * own; with 2,000 deploy threads that is memory for no speed (they mostly wait on
- * providers). */
-#define MALLOC_ARENAS 2
 
 static const char usage[] =
     "Usage: deployq-executor [options]\n"
@@ -564,7 +559,6 @@ int main(int argc, char **argv)
     dq_runlease_scanner *scanner = NULL;
 
     memset(&ex, 0, sizeof ex);
-    mallopt(M_ARENA_MAX, MALLOC_ARENAS); /* before any thread */
     rc = dq_worker_start(&w, argc, argv, usage, NULL, NULL, NULL, NULL);
     if (rc >= 0) {
         dq_worker_finish(&w);
