@@ -193,7 +193,7 @@ struct dq_producer {
 /* One synchronous send's delivery report. It lives on the heap because a send that
  * timed out must return before its report arrives: whoever comes second (the report or
  * the abandoning sender) frees it. */
-enum { SEND_WAITING = 0, SEND_DONE, SEND_ABANDONED };
+enum { SEND_WAITING = 0, SEND_DONE, SEND_ABANDONED, SEND_CALLBACK };
 
 typedef struct send_status {
     int state;
@@ -201,6 +201,14 @@ typedef struct send_status {
     int32_t partition;
     int64_t offset;
 } send_status;
+
+/* The report of a dq_producer_send_cb: state is SEND_CALLBACK for its whole life, which
+ * is how dr_msg_cb tells it from a waiting synchronous send. */
+typedef struct send_callback {
+    send_status st;
+    dq_delivery_fn fn;
+    void *ctx;
+} send_callback;
 
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
@@ -214,6 +222,13 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
             dq_warn("kafka: delivery to %s failed: %s",
                     m->rkt ? rd_kafka_topic_name(m->rkt) : "?", rd_kafka_err2str(m->err));
         }
+        return;
+    }
+    if (__atomic_load_n(&st->state, __ATOMIC_ACQUIRE) == SEND_CALLBACK) {
+        send_callback *cb = m->_private;
+
+        cb->fn(cb->ctx, m->err);
+        free(cb);
         return;
     }
     st->err = m->err;
@@ -441,6 +456,42 @@ int dq_producer_flush(dq_producer *p, int timeout_ms)
     return __atomic_exchange_n(&p->failed, 0, __ATOMIC_SEQ_CST);
 }
 
+int dq_producer_send_cb(dq_producer *p, const char *topic, const char *key, const void *value,
+                        size_t len, int timeout_ms, dq_delivery_fn fn, void *ctx)
+{
+    rd_kafka_resp_err_t e;
+    int64_t deadline = dq_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1);
+    send_callback *cb = calloc(1, sizeof *cb);
+
+    if (!cb)
+        return -1;
+    cb->st.state = SEND_CALLBACK;
+    cb->fn = fn;
+    cb->ctx = ctx;
+    for (;;) {
+        e = produce(p, topic, key, key ? strlen(key) : 0, value, len, cb);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || dq_mono_ms() >= deadline)
+            break;
+        rd_kafka_poll(p->rk, SEND_SLICE_MS); /* serving reports drains the queue */
+    }
+    if (e) {
+        free(cb);
+        dq_warn("kafka: cannot produce to %s: %s", topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
+int dq_producer_poll(dq_producer *p, int timeout_ms)
+{
+    return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+int dq_producer_outq_len(dq_producer *p)
+{
+    return rd_kafka_outq_len(p->rk);
+}
+
 /* ---- topics ---- */
 
 static const char *topic_or(const char *configured, const char *fallback)
@@ -637,6 +688,15 @@ struct dq_consumer {
     pthread_mutex_t pend_mu;
     pend_part *pend;
     size_t n_pend, cap_pend;
+    /* partitions to rewind, asked for by dq_consumer_nack (any thread) and done by the
+     * loop's thread, which owns the part_states; under pend_mu */
+    struct rewind {
+        char *topic;
+        int32_t partition;
+        int64_t offset;
+    } *rewinds;
+    size_t n_rewinds, cap_rewinds;
+    int rebalances; /* rebalance callbacks so far (the loop's thread only) */
 };
 
 static part_state *part_find(dq_consumer *c, const char *topic, int32_t partition)
@@ -758,6 +818,19 @@ static int pend_add(pend_part *pp, int64_t offset, int done)
     return 0;
 }
 
+/* Forget offset and the entries after it (they will be read again), when offset is there
+ * and not done. 1 when it was forgotten. */
+static int pend_truncate(pend_part *pp, int64_t offset)
+{
+    for (size_t i = pp->head; i < pp->n; i++) {
+        if (pp->offsets[i] == offset && !pp->done[i]) {
+            pp->n = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void one_partition(rd_kafka_topic_partition_list_t **list, const char *topic,
                           int32_t partition, int64_t offset)
 {
@@ -796,6 +869,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     dq_consumer *c = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+
+    c->rebalances++;
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
 
@@ -952,6 +1027,9 @@ static void consumer_release(dq_consumer *c)
     while (c->n_pend > 0)
         pend_drop(c, &c->pend[0]);
     free(c->pend);
+    for (size_t i = 0; i < c->n_rewinds; i++)
+        free(c->rewinds[i].topic);
+    free(c->rewinds);
     pthread_mutex_destroy(&c->pend_mu);
     free(c->topic_dead);
     free(c);
@@ -1154,6 +1232,73 @@ void dq_consumer_ack(dq_consumer *c, const char *topic, int32_t partition, int64
     pthread_mutex_unlock(&c->pend_mu);
 }
 
+void dq_consumer_nack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset)
+{
+    pend_part *pp;
+
+    if (!c || !topic)
+        return;
+    pthread_mutex_lock(&c->pend_mu);
+    pp = pend_find(c, topic, partition);
+    if (!pp || !pend_truncate(pp, offset)) {
+        /* revoked, done already, or an earlier message of the partition is being read
+         * again already (and this one with it) */
+        dq_debug("kafka: nack of %s [%" PRId32 "] %" PRId64 " ignored", topic, partition, offset);
+    } else {
+        if (c->n_rewinds == c->cap_rewinds) {
+            size_t cap = c->cap_rewinds ? c->cap_rewinds * 2 : 8;
+            struct rewind *nr = realloc(c->rewinds, cap * sizeof *nr);
+
+            if (nr) {
+                c->rewinds = nr;
+                c->cap_rewinds = cap;
+            }
+        }
+        if (c->n_rewinds < c->cap_rewinds &&
+            (c->rewinds[c->n_rewinds].topic = strdup(topic)) != NULL) {
+            c->rewinds[c->n_rewinds].partition = partition;
+            c->rewinds[c->n_rewinds].offset = offset;
+            c->n_rewinds++;
+        } else {
+            /* never stored either way: read again after a restart or a rebalance */
+            dq_error("kafka: out of memory rewinding %s [%" PRId32 "] to %" PRId64, topic,
+                     partition, offset);
+        }
+    }
+    pthread_mutex_unlock(&c->pend_mu);
+}
+
+static void hold_back(dq_consumer *c, part_state *ps, const dq_message *m);
+
+/* Rewind the partitions that dq_consumer_nack asked for (the loop's thread). */
+static void rewinds_due(dq_consumer *c)
+{
+    struct rewind *list;
+    size_t n;
+
+    pthread_mutex_lock(&c->pend_mu);
+    list = c->rewinds;
+    n = c->n_rewinds;
+    c->rewinds = NULL;
+    c->n_rewinds = c->cap_rewinds = 0;
+    pthread_mutex_unlock(&c->pend_mu);
+    for (size_t i = 0; i < n; i++) {
+        dq_message m = {.topic = list[i].topic, .partition = list[i].partition,
+                        .offset = list[i].offset};
+        part_state *ps = part_get(c, m.topic, m.partition, m.offset);
+
+        if (!ps) {
+            dq_error("kafka: out of memory rewinding %s [%" PRId32 "] to %" PRId64, m.topic,
+                     m.partition, m.offset);
+        } else {
+            ps->offset = m.offset;
+            hold_back(c, ps, &m);
+        }
+        free(list[i].topic);
+    }
+    free(list);
+}
+
 /* Hold the partition back on this message: pause it, rewind to it, and resume after the
  * backoff. Pausing first is what makes the rewind stick (librdkafka #3471), and only this
  * partition waits: the others keep flowing and the loop keeps polling, so the consumer
@@ -1311,81 +1456,104 @@ static int dead_letter(dq_consumer *c, const dq_message *m, const char *error, i
     return 0;
 }
 
-static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_handler_fn handler,
-                           void *ctx)
+static void message_of(const rd_kafka_message_t *rkm, dq_message *m)
 {
-    dq_message m;
-    part_state *ps;
-    dq_handle_result r;
-    char err[512];
-    const char *reason;
+    m->topic = rd_kafka_topic_name(rkm->rkt);
+    m->partition = rkm->partition;
+    m->offset = rkm->offset;
+    m->key = rkm->key;
+    m->key_len = rkm->key_len;
+    m->value = rkm->payload;
+    m->len = rkm->len;
+    m->timestamp_ms = rd_kafka_message_timestamp(rkm, NULL);
+}
 
-    m.topic = rd_kafka_topic_name(rkm->rkt);
-    m.partition = rkm->partition;
-    m.offset = rkm->offset;
-    m.key = rkm->key;
-    m.key_len = rkm->key_len;
-    m.value = rkm->payload;
-    m.len = rkm->len;
-    m.timestamp_ms = rd_kafka_message_timestamp(rkm, NULL);
+/* What happens before the handler sees m. 1 when the message is dealt with here (its
+ * partition is held back, or only its dead letter was owed), 0 when the handler gets it. */
+static int before_handler(dq_consumer *c, const dq_message *m)
+{
+    part_state *ps = part_find(c, m->topic, m->partition);
 
-    ps = part_find(c, m.topic, m.partition);
     if (ps && ps->resume_at) {
         /* fetched before the pause took effect; the rewind brings it back in order */
-        return;
+        return 1;
     }
-    if (ps && ps->offset != m.offset) {
+    if (ps && ps->offset != m->offset) {
         /* the partition moved (a rebalance handed it back at another offset): the old
          * hold-back no longer applies */
         part_drop(c, ps);
         ps = NULL;
     }
-
     if (ps && ps->dead_error) {
         /* the handler already gave up; only the dead letter is owed */
-        if (dead_letter(c, &m, ps->dead_error, ps->attempts) == 0) {
-            offset_done(c, m.topic, m.partition, m.offset);
+        if (dead_letter(c, m, ps->dead_error, ps->attempts) == 0) {
+            offset_done(c, m->topic, m->partition, m->offset);
             part_drop(c, ps);
         } else {
-            hold_back(c, ps, &m);
+            hold_back(c, ps, m);
         }
-        return;
+        return 1;
     }
+    return 0;
+}
 
-    err[0] = '\0';
-    r = handler(ctx, &m, err, sizeof err);
-    switch (r) {
-    case DQ_HANDLED:
-        offset_done(c, m.topic, m.partition, m.offset);
-        if (ps)
-            part_drop(c, ps);
-        return;
-    case DQ_DEFERRED: {
+/* Act on the handler's answer r for m. registered: m is already in its partition's pending
+ * list (the batch loop puts every message there before the handler runs, so that an ack
+ * may come at any moment); then DQ_HANDLED marks it done there, and any other answer
+ * forgets it and what follows it in the partition, which is read again. */
+static void after_handler(dq_consumer *c, const dq_message *m, dq_handle_result r,
+                          const char *err, int registered)
+{
+    part_state *ps = part_find(c, m->topic, m->partition);
+    const char *reason;
+
+    if (registered && ps && ps->resume_at)
+        return; /* an earlier message of the partition is read again, and this one after it */
+    if (registered && r != DQ_HANDLED && r != DQ_DEFERRED) {
         pend_part *pp;
 
         pthread_mutex_lock(&c->pend_mu);
-        pp = pend_get(c, m.topic, m.partition);
-        if (!pp || pend_add(pp, m.offset, 0) != 0)
-            /* never stored then: redelivered after a restart, which is safe */
-            dq_error("kafka: out of memory deferring %s [%" PRId32 "] %" PRId64, m.topic,
-                     m.partition, m.offset);
+        pp = pend_find(c, m->topic, m->partition);
+        if (pp)
+            pend_truncate(pp, m->offset);
         pthread_mutex_unlock(&c->pend_mu);
+    }
+    switch (r) {
+    case DQ_HANDLED:
+        if (registered)
+            dq_consumer_ack(c, m->topic, m->partition, m->offset);
+        else
+            offset_done(c, m->topic, m->partition, m->offset);
         if (ps)
             part_drop(c, ps);
         return;
-    }
+    case DQ_DEFERRED:
+        if (!registered) {
+            pend_part *pp;
+
+            pthread_mutex_lock(&c->pend_mu);
+            pp = pend_get(c, m->topic, m->partition);
+            if (!pp || pend_add(pp, m->offset, 0) != 0)
+                /* never stored then: redelivered after a restart, which is safe */
+                dq_error("kafka: out of memory deferring %s [%" PRId32 "] %" PRId64, m->topic,
+                         m->partition, m->offset);
+            pthread_mutex_unlock(&c->pend_mu);
+        }
+        if (ps)
+            part_drop(c, ps);
+        return;
     case DQ_RETRY:
-        ps = part_get(c, m.topic, m.partition, m.offset);
+        ps = part_get(c, m->topic, m->partition, m->offset);
         break;
     case DQ_POISON:
-        ps = part_get(c, m.topic, m.partition, m.offset);
+        ps = part_get(c, m->topic, m->partition, m->offset);
         if (ps)
             ps->attempts++;
         reason = err[0] ? err : "poison message";
         goto dead;
     case DQ_FAILED:
     default:
-        ps = part_get(c, m.topic, m.partition, m.offset);
+        ps = part_get(c, m->topic, m->partition, m->offset);
         if (!ps)
             break;
         ps->attempts++;
@@ -1395,34 +1563,49 @@ static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_han
         {
             char safe[1024];
             dq_redact(reason, safe, sizeof safe);
-            dq_warn("kafka: %s [%" PRId32 "] %" PRId64 " failed (attempt %d of %d): %s", m.topic,
-                    m.partition, m.offset, ps->attempts, c->max_attempts, safe);
+            dq_warn("kafka: %s [%" PRId32 "] %" PRId64 " failed (attempt %d of %d): %s",
+                    m->topic, m->partition, m->offset, ps->attempts, c->max_attempts, safe);
         }
         break;
     }
     if (!ps) {
         /* out of memory for the bookkeeping: still never skip the message */
-        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m.topic,
-                 m.partition, m.offset);
+        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m->topic,
+                 m->partition, m->offset);
         return;
     }
-    hold_back(c, ps, &m);
+    hold_back(c, ps, m);
     return;
 
 dead:
     if (!ps) {
-        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m.topic,
-                 m.partition, m.offset);
+        dq_error("kafka: out of memory holding back %s [%" PRId32 "] %" PRId64, m->topic,
+                 m->partition, m->offset);
         return;
     }
-    if (dead_letter(c, &m, reason, ps->attempts) == 0) {
-        offset_done(c, m.topic, m.partition, m.offset);
+    if (dead_letter(c, m, reason, ps->attempts) == 0) {
+        offset_done(c, m->topic, m->partition, m->offset);
         part_drop(c, ps);
         return;
     }
     free(ps->dead_error);
     ps->dead_error = strdup(reason);
-    hold_back(c, ps, &m);
+    hold_back(c, ps, m);
+}
+
+static void handle_message(dq_consumer *c, const rd_kafka_message_t *rkm, dq_handler_fn handler,
+                           void *ctx)
+{
+    dq_message m;
+    dq_handle_result r;
+    char err[512];
+
+    message_of(rkm, &m);
+    if (before_handler(c, &m))
+        return;
+    err[0] = '\0';
+    r = handler(ctx, &m, err, sizeof err);
+    after_handler(c, &m, r, err, 0);
 }
 
 /* Resume partitions whose backoff passed; returns how long the next poll may block. */
@@ -1443,6 +1626,23 @@ static int resume_due(dq_consumer *c)
     return (int)wait;
 }
 
+/* A poll's result that is not a message. -1 when it is fatal (logged). */
+static int poll_error(dq_consumer *c, const rd_kafka_message_t *rkm)
+{
+    if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(c->rk, why, sizeof why);
+        dq_error("kafka: fatal consumer error: %s", why);
+        return -1;
+    }
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        dq_debug("kafka: %s [%" PRId32 "] at end (%" PRId64 ")",
+                 rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rkm->partition, rkm->offset);
+    else
+        dq_warn("kafka: consumer: %s", rd_kafka_message_errstr(rkm));
+    return 0;
+}
+
 int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
                     volatile sig_atomic_t *stop)
 {
@@ -1450,25 +1650,17 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
         rd_kafka_message_t *rkm;
         int wait = resume_due(c);
 
+        rewinds_due(c);
         pend_flush(c);
         rkm = rd_kafka_consumer_poll(c->rk, wait);
         if (!rkm)
             continue;
         if (rkm->err) {
-            if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
-                char why[512];
-                rd_kafka_fatal_error(c->rk, why, sizeof why);
-                dq_error("kafka: fatal consumer error: %s", why);
-                rd_kafka_message_destroy(rkm);
-                return -1;
-            }
-            if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                dq_debug("kafka: %s [%" PRId32 "] at end (%" PRId64 ")",
-                         rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rkm->partition,
-                         rkm->offset);
-            else
-                dq_warn("kafka: consumer: %s", rd_kafka_message_errstr(rkm));
+            int fatal = poll_error(c, rkm) < 0;
+
             rd_kafka_message_destroy(rkm);
+            if (fatal)
+                return -1;
             continue;
         }
         handle_message(c, rkm, handler, ctx);
@@ -1476,4 +1668,90 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
     }
     pend_flush(c); /* acks that came in since the last poll count at close */
     return 0;
+}
+
+/* Put m in its partition's pending list, not done. -1 out of memory. */
+static int pend_register(dq_consumer *c, const dq_message *m)
+{
+    pend_part *pp;
+    int rc = -1;
+
+    pthread_mutex_lock(&c->pend_mu);
+    pp = pend_get(c, m->topic, m->partition);
+    if (pp)
+        rc = pend_add(pp, m->offset, 0);
+    pthread_mutex_unlock(&c->pend_mu);
+    return rc;
+}
+
+int dq_consumer_run_batch(dq_consumer *c, dq_batch_fn handler, void *ctx, size_t max_batch,
+                          volatile sig_atomic_t *stop)
+{
+    rd_kafka_message_t **rkms;
+    dq_batch_item *items;
+    int rc = 0;
+
+    if (max_batch == 0)
+        max_batch = 1;
+    rkms = calloc(max_batch, sizeof *rkms);
+    items = calloc(max_batch, sizeof *items);
+    if (!rkms || !items) {
+        dq_error("kafka: out of memory for a batch of %zu", max_batch);
+        free(rkms);
+        free(items);
+        return -1;
+    }
+    while (!*stop && rc == 0) {
+        size_t n_rkm = 0, n = 0;
+        int wait = resume_due(c), rebalances = c->rebalances;
+
+        rewinds_due(c);
+        pend_flush(c);
+        /* The first poll waits; the rest take what is already fetched. A rebalance ends the
+         * batch, so that it does not mix partitions from before and after. */
+        while (n_rkm < max_batch) {
+            rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, n_rkm == 0 ? wait : 0);
+
+            if (!rkm)
+                break;
+            if (rkm->err) {
+                if (poll_error(c, rkm) < 0)
+                    rc = -1;
+                rd_kafka_message_destroy(rkm);
+                if (rc < 0)
+                    break;
+                continue;
+            }
+            rkms[n_rkm++] = rkm;
+            if (c->rebalances != rebalances)
+                break;
+        }
+        for (size_t i = 0; i < n_rkm; i++) {
+            dq_batch_item *it = &items[n];
+
+            message_of(rkms[i], &it->m);
+            if (before_handler(c, &it->m))
+                continue;
+            if (pend_register(c, &it->m) != 0) {
+                /* never stored then, and nothing after it in the partition either */
+                dq_error("kafka: out of memory registering %s [%" PRId32 "] %" PRId64,
+                         it->m.topic, it->m.partition, it->m.offset);
+                continue;
+            }
+            it->result = DQ_RETRY;
+            it->err[0] = '\0';
+            n++;
+        }
+        handler(ctx, items, n);
+        /* nacks that came during the handler come first: what they rewind is read again */
+        rewinds_due(c);
+        for (size_t i = 0; i < n; i++)
+            after_handler(c, &items[i].m, items[i].result, items[i].err, 1);
+        for (size_t i = 0; i < n_rkm; i++)
+            rd_kafka_message_destroy(rkms[i]);
+    }
+    pend_flush(c); /* acks that came in since the last poll count at close */
+    free(rkms);
+    free(items);
+    return rc;
 }

@@ -70,6 +70,25 @@ int dq_producer_send_async(dq_producer *p, const char *topic, const char *key,
                            const void *value, size_t len);
 int dq_producer_flush(dq_producer *p, int timeout_ms);
 
+/* The outcome of a dq_producer_send_cb: err is RD_KAFKA_RESP_ERR_NO_ERROR once the message
+ * is acknowledged by every in-sync replica, else why it finally failed (a timeout, a purge
+ * by a synchronous send that timed out, ...). Runs on the thread that serves this
+ * producer's reports: dq_producer_poll, a synchronous send or a flush on it. */
+typedef void (*dq_delivery_fn)(void *ctx, rd_kafka_resp_err_t err);
+
+/* Produce without waiting; fn(ctx, err) is called exactly once, later, with the outcome.
+ * A full local queue is waited on (serving reports) for up to timeout_ms. 0 queued, -1 not
+ * queued (fn is then never called; the reason is logged). */
+int dq_producer_send_cb(dq_producer *p, const char *topic, const char *key, const void *value,
+                        size_t len, int timeout_ms, dq_delivery_fn fn, void *ctx);
+
+/* Serve the delivery reports that are due, waiting up to timeout_ms for one (0: do not
+ * wait). Returns how many were served. */
+int dq_producer_poll(dq_producer *p, int timeout_ms);
+
+/* Messages queued or in flight on this producer (not yet reported). */
+int dq_producer_outq_len(dq_producer *p);
+
 rd_kafka_t *dq_producer_handle(dq_producer *p);
 
 /* ---- consumer ---- */
@@ -129,6 +148,36 @@ int dq_consumer_run(dq_consumer *c, dq_handler_fn handler, void *ctx,
  * the message again). The loop stores the offsets of each partition's contiguous prefix
  * of done messages (DQ_HANDLED ones behind a deferred one wait for it). */
 void dq_consumer_ack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset);
+
+/* Say that a message the handler answered DQ_DEFERRED for failed after all (say, its
+ * result could not be delivered): it and every later message of its partition are
+ * forgotten and read again, in order, after a backoff (as for DQ_RETRY). Callable from any
+ * thread; ignored when the partition was revoked (the next owner reads it again) or when
+ * an earlier message of the partition is already being read again (it comes with it). */
+void dq_consumer_nack(dq_consumer *c, const char *topic, int32_t partition, int64_t offset);
+
+/* One message of a batch and the handler's answer for it (result and, for DQ_FAILED and
+ * DQ_POISON, err), as for dq_handler_fn. */
+typedef struct dq_batch_item {
+    dq_message m;
+    dq_handle_result result; /* DQ_RETRY until the handler says otherwise */
+    char err[512];
+} dq_batch_item;
+
+/* Handle items[0..n) (in the order they were read; several partitions may be mixed) and set
+ * each item's result. Called with n == 0 when a poll brought nothing, so that the handler
+ * may serve its own queues (delivery reports) while the topic is quiet. Once an item's
+ * result is not DQ_HANDLED or DQ_DEFERRED, the later items of its partition are read again
+ * whatever their result says, so a handler keeps order by doing nothing visible for them. */
+typedef void (*dq_batch_fn)(void *ctx, dq_batch_item *items, size_t n);
+
+/* dq_consumer_run for a handler that judges messages in batches (one Redis round trip for
+ * many, say): after a poll returns a message, what is already fetched is taken too, up to
+ * max_batch. Every message of a batch counts as not done (dq_consumer_ack) from before the
+ * handler runs, so an acknowledgement may come at any time, even from inside the handler.
+ * Returns as dq_consumer_run. */
+int dq_consumer_run_batch(dq_consumer *c, dq_batch_fn handler, void *ctx, size_t max_batch,
+                          volatile sig_atomic_t *stop);
 
 /* Commit stored offsets, leave the group (rd_kafka_consumer_close) and destroy. Deferred
  * messages not acknowledged by then are not committed (they are redelivered).

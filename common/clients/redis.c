@@ -322,6 +322,44 @@ redisReply *dq_redis_commandv(dq_redis *r, int argc, const char **argv, const si
     return reply;
 }
 
+int dq_redis_pipeline(dq_redis *r, size_t n, char *const *cmds, const size_t *lens,
+                      redisReply **replies)
+{
+    if (r == NULL || (n > 0 && (cmds == NULL || lens == NULL || replies == NULL)))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    if (n == 0)
+        return 0;
+    /* as run(): on a broken connection reconnect once and send the same bytes again */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t got = 0;
+        int ok = 1;
+
+        if (r->c == NULL && redis_open(r) != 0)
+            continue;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = redisAppendFormattedCommand(r->c, cmds[i], lens[i]) == REDIS_OK;
+        for (; ok && got < n; got++) {
+            void *reply = NULL;
+
+            ok = redisGetReply(r->c, &reply) == REDIS_OK;
+            replies[got] = reply;
+        }
+        if (ok)
+            return 0;
+        for (size_t i = 0; i < got; i++) {
+            freeReplyObject(replies[i]);
+            replies[i] = NULL;
+        }
+        set_error(r, "redis %s: %s", r->where,
+                  r->c->errstr[0] != '\0' ? r->c->errstr : "connection lost");
+        redisFree(r->c);
+        r->c = NULL;
+    }
+    return -1;
+}
+
 const char *dq_redis_errstr(const dq_redis *r)
 {
     return r != NULL ? r->errstr : "redis: no connection";

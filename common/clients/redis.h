@@ -27,6 +27,14 @@ redisReply *dq_redis_command(dq_redis *r, const char *fmt, ...);
 /* The same with an argv vector (binary safe). */
 redisReply *dq_redis_commandv(dq_redis *r, int argc, const char **argv, const size_t *argvlen);
 
+/* Send n commands, each already in the wire protocol (redisFormatCommand), in one round
+ * trip, and read their n replies into replies[] (free each with freeReplyObject; error
+ * replies included). On a broken connection it reconnects once and sends them all again,
+ * so the commands must be safe to run twice (SET NX, GET). 0 ok, -1 unreachable (then
+ * every replies[i] is NULL and dq_redis_errstr() says why). */
+int dq_redis_pipeline(dq_redis *r, size_t n, char *const *cmds, const size_t *lens,
+                      redisReply **replies);
+
 const char *dq_redis_errstr(const dq_redis *r);
 /* "host:port" of the server (no credentials). */
 const char *dq_redis_where(const dq_redis *r);

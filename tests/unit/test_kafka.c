@@ -741,6 +741,182 @@ static void test_deferred_ack_stores_done_prefix(void **state)
     dq_mock_broker_free(b);
 }
 
+/* ---- batches ---- */
+
+typedef struct batch_seen {
+    char values[MAX_SEEN][64];
+    int64_t offsets[MAX_SEEN];
+    int n, empty_calls, nacked;
+    dq_consumer *c;
+    volatile sig_atomic_t *stop;
+} batch_seen;
+
+/* The first four messages are deferred; once all four are in, "a" is acknowledged and "b"
+ * fails (as a verdict whose delivery failed): "b", "c" and "d" must come again, and are
+ * then handled. */
+static void batch_script(void *ctx, dq_batch_item *items, size_t n)
+{
+    batch_seen *s = ctx;
+
+    if (n == 0)
+        s->empty_calls++;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(s->n < MAX_SEEN);
+        snprintf(s->values[s->n], sizeof s->values[s->n], "%.*s", (int)items[i].m.len,
+                 items[i].m.value);
+        s->offsets[s->n] = items[i].m.offset;
+        s->n++;
+        items[i].result = s->n <= 4 ? DQ_DEFERRED : DQ_HANDLED;
+    }
+    if (s->n == 4 && !s->nacked) {
+        s->nacked = 1;
+        /* from inside the handler, as a delivery report served by a send would */
+        dq_consumer_ack(s->c, DQ_TOPIC_REQUESTS, 0, 0);
+        dq_consumer_nack(s->c, DQ_TOPIC_REQUESTS, 0, 1);
+    }
+    if (s->n >= 7)
+        *s->stop = 1;
+}
+
+static void test_batch_nack_reads_again(void **state)
+{
+    dq_mock_broker *b;
+    dq_config *cfg;
+    dq_producer *p;
+    dq_consumer *c;
+    batch_seen s = {0};
+    volatile sig_atomic_t stop = 0;
+    watchdog w = {.stop = &stop, .limit_ms = RUN_LIMIT_MS};
+    pthread_t t;
+    char err[256] = "";
+    static const char *const want[] = {"a", "b", "c", "d", "b", "c", "d"};
+    static const int64_t want_offsets[] = {0, 1, 2, 3, 1, 2, 3};
+
+    (void)state;
+    b = dq_mock_broker_new(1, 1, err, sizeof err);
+    assert_non_null(b);
+    cfg = consumer_config(dq_mock_broker_bootstraps(b));
+    p = dq_producer_new(cfg, err, sizeof err);
+    assert_non_null(p);
+    send_text(p, DQ_TOPIC_REQUESTS, "a", 0);
+    send_text(p, DQ_TOPIC_REQUESTS, "b", 1);
+    send_text(p, DQ_TOPIC_REQUESTS, "c", 2);
+    send_text(p, DQ_TOPIC_REQUESTS, "d", 3);
+
+    c = new_consumer(cfg, "batch-nack", p, 3);
+    s.c = c;
+    s.stop = &stop;
+    assert_int_equal(pthread_create(&t, NULL, watchdog_main, &w), 0);
+    assert_int_equal(dq_consumer_run_batch(c, batch_script, &s, 16, &stop), 0);
+    __atomic_store_n(&w.done, 1, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    assert_int_equal(w.fired, 0);
+    assert_int_equal(s.n, 7);
+    for (int i = 0; i < 7; i++) {
+        assert_string_equal(s.values[i], want[i]);
+        assert_int_equal(s.offsets[i], want_offsets[i]);
+    }
+    /* the group joined before anything was there: quiet polls reach the handler too */
+    assert_true(s.empty_calls > 0);
+    assert_int_equal(committed_offset(c), 4);
+    dq_consumer_free(c);
+    dq_producer_free(p);
+    dq_config_free(cfg);
+    dq_mock_broker_free(b);
+}
+
+/* Until the nack of "b" reaches the loop, "c" and "d" (acknowledged) wait behind it; a nack
+ * with the partition gone, or of an offset not pending, changes nothing. */
+static void test_batch_ack_order_and_stray_nack(void **state)
+{
+    dq_mock_broker *b;
+    dq_config *cfg;
+    dq_producer *p;
+    dq_consumer *c;
+    seen s = {.stop_after = 3, .decide = defer_ac};
+    char err[256] = "";
+
+    (void)state;
+    b = dq_mock_broker_new(1, 1, err, sizeof err);
+    assert_non_null(b);
+    cfg = consumer_config(dq_mock_broker_bootstraps(b));
+    p = dq_producer_new(cfg, err, sizeof err);
+    assert_non_null(p);
+    send_text(p, DQ_TOPIC_REQUESTS, "a", 0);
+    send_text(p, DQ_TOPIC_REQUESTS, "b", 1);
+    send_text(p, DQ_TOPIC_REQUESTS, "c", 2);
+    c = new_consumer(cfg, "stray-nack", p, 3);
+    run_consumer(c, &s);
+    assert_int_equal(s.n, 3);
+    dq_consumer_nack(c, "some.other.topic", 7, 0); /* not ours: ignored */
+    dq_consumer_nack(c, DQ_TOPIC_REQUESTS, 0, 1);  /* handled, not deferred: not pending */
+    dq_consumer_ack(c, DQ_TOPIC_REQUESTS, 0, 0);
+    dq_consumer_ack(c, DQ_TOPIC_REQUESTS, 0, 2);
+    {
+        seen idle = {.stop_after = 100};
+
+        run_consumer_for(c, &idle, 300);
+        assert_int_equal(idle.n, 0);
+    }
+    assert_int_equal(committed_offset(c), 3);
+    dq_consumer_free(c);
+    dq_producer_free(p);
+    dq_config_free(cfg);
+    dq_mock_broker_free(b);
+}
+
+typedef struct report {
+    int calls;
+    rd_kafka_resp_err_t err;
+} report;
+
+static void on_report(void *ctx, rd_kafka_resp_err_t err)
+{
+    report *r = ctx;
+
+    r->calls++;
+    r->err = err;
+}
+
+static void test_send_cb_reports(void **state)
+{
+    dq_mock_broker *b;
+    dq_config *cfg, *down;
+    dq_producer *p;
+    char err[256] = "";
+    report ok = {0}, failed = {0};
+    int64_t until;
+
+    (void)state;
+    b = dq_mock_broker_new(1, 1, err, sizeof err);
+    assert_non_null(b);
+    cfg = test_config(dq_mock_broker_bootstraps(b));
+    p = dq_producer_new(cfg, err, sizeof err);
+    assert_non_null(p);
+    assert_int_equal(dq_producer_send_cb(p, DQ_TOPIC_EVENTS, KEY, "v", 1, 1000, on_report, &ok), 0);
+    until = dq_mono_ms() + 5000;
+    while (ok.calls == 0 && dq_mono_ms() < until)
+        dq_producer_poll(p, 50);
+    assert_int_equal(ok.calls, 1);
+    assert_int_equal(ok.err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(dq_producer_outq_len(p), 0);
+    dq_producer_free(p);
+
+    /* nobody listens on port 1: the report says it failed, once */
+    down = test_config("127.0.0.1:1");
+    assert_int_equal(dq_config_set_kafka(down, "message.timeout.ms", "300"), 0);
+    p = dq_producer_new(down, err, sizeof err);
+    assert_non_null(p);
+    assert_int_equal(dq_producer_send_cb(p, DQ_TOPIC_EVENTS, KEY, "v", 1, 1000, on_report, &failed), 0);
+    assert_int_equal(dq_producer_flush(p, 5000), 0);
+    assert_int_equal(failed.calls, 1);
+    assert_int_equal(failed.err, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+    dq_producer_free(p);
+    dq_config_free(down);
+    dq_config_free(cfg);
+    dq_mock_broker_free(b);
+}
+
 /* "bad" and the binary message are poison, "x" fails every time, the rest is handled.
  * The error of "bad" carries a secret that must not reach deployq.dead. */
 static dq_handle_result judge(seen *s, const dq_message *m, char *err, size_t errlen)
@@ -991,6 +1167,9 @@ int main(void)
         cmocka_unit_test(test_consume_in_order),
         cmocka_unit_test(test_retry_redelivers_and_stores_nothing),
         cmocka_unit_test(test_deferred_ack_stores_done_prefix),
+        cmocka_unit_test(test_batch_nack_reads_again),
+        cmocka_unit_test(test_batch_ack_order_and_stray_nack),
+        cmocka_unit_test(test_send_cb_reports),
         cmocka_unit_test(test_dead_letters),
         cmocka_unit_test(test_dead_letter_failure_holds_partition),
         cmocka_unit_test(test_stop_flag),

@@ -30,48 +30,11 @@
 
 static char *expiry_member(const dq_event *validated);
 
-typedef struct parsed {
-    cJSON *wrapper, *inner;
-    const char *request_text;
-} parsed;
-
-static void parsed_clear(parsed *p)
+int dq_approval_peek(const dq_parsed *p)
 {
-    cJSON_Delete(p->inner);
-    cJSON_Delete(p->wrapper);
-    memset(p, 0, sizeof *p);
-}
+    const char *schema = dq_json_str(p->inner, "schema");
 
-/* The wrapper and the inner document, when both are JSON objects. */
-static int parse_both(const dq_validator *val, const dq_message *m, parsed *p)
-{
-    const dq_config *cfg = val->cfg;
-
-    memset(p, 0, sizeof *p);
-    if (!m->value || m->len == 0)
-        return -1;
-    p->wrapper = dq_json_parse(m->value, m->len, cfg->max_request_bytes, cfg->max_depth, NULL, NULL, 0);
-    p->request_text = dq_json_str(p->wrapper, "request");
-    if (p->request_text)
-        p->inner = dq_json_parse(p->request_text, strlen(p->request_text), cfg->max_request_bytes,
-                                 cfg->max_depth, NULL, NULL, 0);
-    if (!p->inner) {
-        parsed_clear(p);
-        return -1;
-    }
-    return 0;
-}
-
-int dq_approval_peek(const dq_validator *val, const dq_message *m)
-{
-    parsed p;
-    int yes;
-
-    if (parse_both(val, m, &p) != 0)
-        return 0;
-    yes = dq_json_str(p.inner, "schema") && strcmp(dq_json_str(p.inner, "schema"), DQ_APPROVAL_SCHEMA) == 0;
-    parsed_clear(&p);
-    return yes;
+    return p->wrapper && schema && strcmp(schema, DQ_APPROVAL_SCHEMA) == 0;
 }
 
 static void add_source(cJSON *data, const dq_message *m)
@@ -85,7 +48,7 @@ static void add_source(cJSON *data, const dq_message *m)
 
 /* Check who signed the approval and when. Reasons go into v; *key_out is the verified
  * approver key (NULL when the signature does not count). */
-static void check_signature(dq_validator *val, const parsed *p, int64_t now_ms, dq_verdict *v,
+static void check_signature(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v,
                             const dq_key **key_out)
 {
     const char *key_id = dq_json_str(p->wrapper, "key_id");
@@ -145,9 +108,9 @@ static int claim_decision(dq_validator *val, const dq_message *m, const char *de
     return rc;
 }
 
-dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err, size_t errlen)
+dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, const dq_parsed *p,
+                                    char *err, size_t errlen)
 {
-    parsed p;
     dq_verdict v;
     dq_event *pending = NULL, *ev = NULL;
     const dq_key *key = NULL;
@@ -158,11 +121,11 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char
     int approved;
 
     memset(&v, 0, sizeof v);
-    if (parse_both(val, m, &p) != 0)
-        return DQ_HANDLED; /* peek said yes: cannot happen; nothing to decide */
-    dep = dq_json_str(p.inner, "deployment_id");
-    decision = dq_json_str(p.inner, "decision");
-    reason = dq_json_str(p.inner, "reason");
+    if (!dq_approval_peek(p))
+        return DQ_HANDLED; /* the caller asked dq_approval_peek: cannot happen */
+    dep = dq_json_str(p->inner, "deployment_id");
+    decision = dq_json_str(p->inner, "decision");
+    reason = dq_json_str(p->inner, "reason");
     if (!dep || !dq_uuid_valid(dep)) {
         /* Nothing can be decided without a deployment id: a plain rejection of the message. */
         dq_verdict_add(&v, "schema", "approval: /deployment_id: required, a UUID");
@@ -189,13 +152,13 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char
         goto out;
     }
     if (val->approval &&
-        dq_schema_validate(val->approval, p.inner, schema_err, sizeof schema_err) != 0)
+        dq_schema_validate(val->approval, p->inner, schema_err, sizeof schema_err) != 0)
         dq_verdict_add(&v, "schema", "approval: %s", dq_validator_safe(schema_err, buf, 300));
-    check_signature(val, &p, now, &v, &key);
+    check_signature(val, p, now, &v, &key);
     if (key && v.n_reasons == 0) {
         char owner[256] = "";
-        const char *nonce = dq_json_str(p.inner, "nonce");
-        const char *issued = dq_json_str(p.inner, "issued_at");
+        const char *nonce = dq_json_str(p->inner, "nonce");
+        const char *issued = dq_json_str(p->inner, "issued_at");
         int64_t issued_ms = 0;
         int rc = 0;
 
@@ -304,7 +267,6 @@ out:
     dq_event_free(pending);
     free(text);
     dq_verdict_clear(&v);
-    parsed_clear(&p);
     return res;
 }
 

@@ -23,8 +23,9 @@
 
 #define DQ_APPROVAL_SCHEMA "deployq.approval/v1"
 
-/* 1 when m is a signed wrapper whose request text is an approval document. */
-int dq_approval_peek(const dq_validator *val, const dq_message *m);
+/* 1 when the parsed message (dq_parse_message) is a signed wrapper whose request text is
+ * an approval document. */
+int dq_approval_peek(const dq_parsed *p);
 
 /* Park validated, the deploy.validated that the verdict v of message m would have
  * produced: stored as deployq:pending:<id> for v->approval_timeout_ms (1 s at least) with
@@ -39,9 +40,9 @@ dq_event *dq_approval_park(dq_validator *val, const dq_message *m, const dq_verd
 /* Decide a pending deployment from an approve/deny message: deploy.validated with
  * approved_by on a valid approver's approval, deploy.rejected (denied, approval_unsigned,
  * stale, ...) otherwise. A message for a deployment with nothing pending is logged and
- * skipped. */
-dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, char *err,
-                                    size_t errlen);
+ * skipped. p is m parsed (dq_parse_message), for which dq_approval_peek said 1. */
+dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, const dq_parsed *p,
+                                    char *err, size_t errlen);
 
 /* Approval expiry. A parked deployment is also a member of the sorted set
  * DQ_APPROVAL_EXPIRIES (score: its expiry in wall ms; member: compact JSON with its

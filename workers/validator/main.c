@@ -34,38 +34,99 @@ static const char usage[] =
     "promotion gate uses <group>-state.\n"
     "\n" DQ_WORKER_COMMON_USAGE;
 
-/* The handler of deployq.requests: an approval document goes to approval.c; a deploy
- * request is judged (validate.c), its verdict emitted on deployq.events keyed
- * service/environment (or, when it awaits approval, parked and deploy.awaiting_approval
- * emitted instead), and only then may its offset be stored. It lives here, above both,
- * because it is the one place that needs both: validate.c never calls approval.c. */
-static dq_handle_result handle_request(void *ctx, const dq_message *m, char *err, size_t errlen)
+/* How many requests are judged together: their nonces are claimed in one Redis round trip. */
+#define BATCH_MAX 64
+/* Verdicts produced and not yet acknowledged, at most; past that the loop waits for reports. */
+#define INFLIGHT_MAX 10000
+
+/* The consumer loop of deployq.requests and what one batch needs (allocated once). */
+typedef struct requests {
+    dq_validator *val;
+    dq_consumer *consumer;
+    volatile sig_atomic_t *stop;
+    int inflight; /* verdicts queued whose delivery report has not come (this thread only) */
+    dq_parsed docs[BATCH_MAX];
+    dq_verdict verdicts[BATCH_MAX];
+    dq_nonce_claim claims[BATCH_MAX];
+    int claim_of[BATCH_MAX]; /* index into claims, or -1 */
+    int approval[BATCH_MAX];
+} requests;
+
+/* Where a verdict in flight came from: its delivery report acknowledges that message. */
+typedef struct verdict_ref {
+    requests *rq;
+    int32_t partition;
+    int64_t offset;
+    char topic[];
+} verdict_ref;
+
+/* A verdict's delivery report (it runs on this thread, in dq_producer_poll or a sync send):
+ * acknowledged, the request's offset may be stored; failed for good, the request and what
+ * follows it in its partition are read and judged again. The verdict then gets the same id
+ * (dq_verdict_event), and its nonce, which names this very message as its owner, lets it
+ * pass as a redelivery, not as a replay. */
+static void verdict_delivered(void *ctx, rd_kafka_resp_err_t err)
 {
-    dq_validator *val = ctx;
-    dq_verdict v;
-    dq_event *ev = NULL, *out = NULL;
-    dq_handle_result res = DQ_HANDLED;
+    verdict_ref *r = ctx;
+
+    r->rq->inflight--;
+    if (!err) {
+        dq_consumer_ack(r->rq->consumer, r->topic, r->partition, r->offset);
+    } else {
+        dq_warn("verdict for %s/%d/%lld not delivered (%s); judging it again", r->topic,
+                (int)r->partition, (long long)r->offset, rd_kafka_err2str(err));
+        dq_consumer_nack(r->rq->consumer, r->topic, r->partition, r->offset);
+    }
+    free(r);
+}
+
+static void log_verdict(const dq_event *ev, const dq_verdict *v)
+{
     char key[256];
 
-    if (dq_approval_peek(val, m))
-        return dq_approval_handle(val, m, err, errlen);
-    if (dq_validate(val, m, dq_now_ms(), &v) != 0) {
+    if (ev->service && ev->environment)
+        dq_target_key(ev->service, ev->environment, key, sizeof key);
+    else
+        dq_strlcpy(key, "unknown", sizeof key);
+    if (v->n_reasons == 0 && v->awaiting)
+        dq_info("%s %s deployment %s version %s", ev->type, key, ev->deployment_id, ev->version);
+    else if (v->n_reasons == 0)
+        dq_info("%s %s deployment %s version %s%s%s", ev->type, key, ev->deployment_id, ev->version,
+                v->override_freeze[0] ? "; freeze overridden: " : "", v->override_freeze);
+    else
+        dq_info("%s %s deployment %s: %s: %s%s", ev->type, key,
+                ev->deployment_id ? ev->deployment_id : "-", v->reasons[0].code,
+                v->reasons[0].message, v->n_reasons > 1 ? " (and more)" : "");
+}
+
+/* Finish judging the request m (dq_validate_finish) and emit its verdict: on deployq.events
+ * keyed service/environment without waiting (DQ_DEFERRED: verdict_delivered acknowledges
+ * it), or, when it awaits approval, parked and deploy.awaiting_approval emitted in its place,
+ * synchronously (rare; DQ_HANDLED once acknowledged). */
+static dq_handle_result judge(requests *rq, const dq_message *m, const dq_parsed *p,
+                              dq_verdict *v, const dq_nonce_claim *claim, char *err,
+                              size_t errlen)
+{
+    dq_validator *val = rq->val;
+    dq_event *ev = NULL, *out = NULL;
+    dq_handle_result res = DQ_HANDLED;
+    verdict_ref *ref;
+
+    if (dq_validate_finish(val, p, dq_now_ms(), v, claim ? claim->rc : 0,
+                           claim ? claim->owner : "") != 0) {
         dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
                 dq_redis_errstr(val->redis), m->topic, (int)m->partition, (long long)m->offset);
-        dq_verdict_clear(&v);
         return DQ_RETRY;
     }
-    ev = dq_verdict_event(val, m, &v);
+    ev = dq_verdict_event(val, m, v);
     if (!ev) {
         snprintf(err, errlen, "out of memory building the verdict");
-        res = DQ_FAILED;
-        goto out;
+        return DQ_FAILED;
     }
-    out = ev;
-    if (v.n_reasons == 0 && v.awaiting) {
+    if (v->n_reasons == 0 && v->awaiting) {
         int transient = 0;
 
-        out = dq_approval_park(val, m, &v, ev, &transient);
+        out = dq_approval_park(val, m, v, ev, &transient);
         if (!out) {
             if (transient)
                 dq_warn("redis %s unavailable (%s); will retry %s/%d/%lld", dq_redis_where(val->redis),
@@ -73,38 +134,129 @@ static dq_handle_result handle_request(void *ctx, const dq_message *m, char *err
             else
                 snprintf(err, errlen, "out of memory parking the request for approval");
             res = transient ? DQ_RETRY : DQ_FAILED;
-            goto out;
+        } else if (dq_validator_emit(val, out, err, errlen) != 0) {
+            dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", out->type, m->topic,
+                    (int)m->partition, (long long)m->offset, err);
+            res = DQ_RETRY;
+        } else {
+            val->n_awaiting++;
+            log_verdict(out, v);
+        }
+        dq_event_free(out);
+        dq_event_free(ev);
+        return res;
+    }
+    ref = malloc(sizeof *ref + strlen(m->topic) + 1);
+    if (!ref) {
+        snprintf(err, errlen, "out of memory emitting the verdict");
+        dq_event_free(ev);
+        return DQ_FAILED;
+    }
+    ref->rq = rq;
+    ref->partition = m->partition;
+    ref->offset = m->offset;
+    memcpy(ref->topic, m->topic, strlen(m->topic) + 1);
+    if (dq_validator_emit_async(val, ev, verdict_delivered, ref, err, errlen) != 0) {
+        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic,
+                (int)m->partition, (long long)m->offset, err);
+        free(ref);
+        dq_event_free(ev);
+        return DQ_RETRY;
+    }
+    rq->inflight++;
+    if (v->n_reasons == 0)
+        val->n_validated++;
+    else
+        val->n_rejected++;
+    log_verdict(ev, v);
+    dq_event_free(ev);
+    return DQ_DEFERRED;
+}
+
+/* 1 when an earlier item of item i's partition was not done: then i must wait for it. */
+static int partition_blocked(const dq_batch_item *items, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (items[j].m.partition == items[i].m.partition &&
+            items[j].result != DQ_HANDLED && items[j].result != DQ_DEFERRED &&
+            strcmp(items[j].m.topic, items[i].m.topic) == 0)
+            return 1;
+    return 0;
+}
+
+/* The batch handler of deployq.requests (kafka.h dq_consumer_run_batch). Each message is
+ * parsed once; approval documents go to approval.c, requests are judged (validate.c) with
+ * every nonce of the batch claimed in one Redis round trip, and then, in order, each
+ * verdict is emitted. It lives here, above both, because it is the one place that needs
+ * both: validate.c never calls approval.c. Redis unreachable leaves the whole batch to be
+ * read again (DQ_RETRY): nothing of it was emitted. */
+static void handle_batch(void *ctx, dq_batch_item *items, size_t n)
+{
+    requests *rq = ctx;
+    dq_validator *val = rq->val;
+    size_t n_claims = 0;
+    int64_t now = dq_now_ms();
+
+    /* the reports of verdicts sent before: acknowledgements, and rewinds for failures */
+    dq_producer_poll(val->producer, 0);
+    while (rq->inflight >= INFLIGHT_MAX && !*rq->stop)
+        dq_producer_poll(val->producer, 100);
+    if (n > BATCH_MAX)
+        n = BATCH_MAX; /* cannot happen: the loop's batches are at most BATCH_MAX */
+    for (size_t i = 0; i < n; i++) {
+        dq_parse_message(val, &items[i].m, &rq->docs[i]);
+        rq->approval[i] = dq_approval_peek(&rq->docs[i]);
+        rq->claim_of[i] = -1;
+        memset(&rq->verdicts[i], 0, sizeof rq->verdicts[i]);
+        if (rq->approval[i])
+            continue;
+        dq_validate_start(val, &rq->docs[i], now, &rq->verdicts[i]);
+        if (rq->verdicts[i].claim) {
+            dq_nonce_claim *cl = &rq->claims[n_claims];
+
+            cl->m = &items[i].m;
+            cl->key_id = rq->verdicts[i].claim_key_id;
+            cl->nonce = rq->verdicts[i].request->nonce;
+            cl->issued_ms = rq->verdicts[i].issued_ms;
+            rq->claim_of[i] = (int)n_claims++;
         }
     }
-    if (dq_validator_emit(val, out, err, errlen) != 0) {
-        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", out->type, m->topic,
-                (int)m->partition, (long long)m->offset, err);
-        res = DQ_RETRY;
-        goto out;
+    if (dq_validator_claim_nonces(val, rq->claims, n_claims) != 0) {
+        dq_warn("redis %s unavailable (%s); will retry %zu request(s)", dq_redis_where(val->redis),
+                dq_redis_errstr(val->redis), n);
+        goto out; /* every result stays DQ_RETRY */
     }
-    if (out->service && out->environment)
-        dq_target_key(out->service, out->environment, key, sizeof key);
-    else
-        dq_strlcpy(key, "unknown", sizeof key);
-    if (v.n_reasons == 0 && v.awaiting) {
-        val->n_awaiting++;
-        dq_info("%s %s deployment %s version %s", out->type, key, out->deployment_id, out->version);
-    } else if (v.n_reasons == 0) {
-        val->n_validated++;
-        dq_info("%s %s deployment %s version %s%s%s", ev->type, key, ev->deployment_id, ev->version,
-                v.override_freeze[0] ? "; freeze overridden: " : "", v.override_freeze);
-    } else {
-        val->n_rejected++;
-        dq_info("%s %s deployment %s: %s: %s%s", ev->type, key,
-                ev->deployment_id ? ev->deployment_id : "-", v.reasons[0].code,
-                v.reasons[0].message, v.n_reasons > 1 ? " (and more)" : "");
+    for (size_t i = 0; i < n; i++) {
+        dq_batch_item *it = &items[i];
+
+        if (partition_blocked(items, i))
+            continue;
+        if (rq->approval[i])
+            it->result = dq_approval_handle(val, &it->m, &rq->docs[i], it->err, sizeof it->err);
+        else
+            it->result = judge(rq, &it->m, &rq->docs[i], &rq->verdicts[i],
+                               rq->claim_of[i] >= 0 ? &rq->claims[rq->claim_of[i]] : NULL,
+                               it->err, sizeof it->err);
     }
 out:
-    if (out != ev)
-        dq_event_free(out);
-    dq_event_free(ev);
-    dq_verdict_clear(&v);
-    return res;
+    for (size_t i = 0; i < n; i++) {
+        dq_verdict_clear(&rq->verdicts[i]);
+        dq_parsed_clear(&rq->docs[i]);
+    }
+}
+
+/* After the loop: wait for the reports of the verdicts in flight, so that their offsets are
+ * stored before the consumer commits and leaves; what does not come in time is purged
+ * (reported as failed, so read again by the next owner). */
+static void drain_verdicts(requests *rq)
+{
+    rd_kafka_t *rk = dq_producer_handle(rq->val->producer);
+
+    dq_producer_flush(rq->val->producer, 10000);
+    if (dq_producer_outq_len(rq->val->producer) > 0) {
+        rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        dq_producer_flush(rq->val->producer, 1000);
+    }
 }
 
 typedef struct state_thread {
@@ -156,6 +308,7 @@ int main(int argc, char **argv)
     dq_config *cfg = NULL;
     dq_validator val = {0};
     dq_consumer *consumer = NULL;
+    requests *rq = NULL;
     state_thread st = {0};
     pthread_t st_tid, ex_tid;
     int st_started = 0, ex_started = 0;
@@ -204,11 +357,14 @@ int main(int argc, char **argv)
             dq_warn("replay memory: %s (asked again for every message)", err);
     }
     dq_worker_ensure_topics(&w);
-    /* Each verdict is sent synchronously (its offset is stored only once it is
-     * acknowledged), so batching delay is pure latency: 5 ms of linger capped the
-     * validator at ~160 requests/s, none gives ~1,400 (docs/performance.md). */
+    /* Verdicts are sent without waiting, but approvals and dead letters still wait for
+     * theirs, where any linger is pure latency (docs/performance.md). */
     if (!dq_config_kafka_get(cfg, "linger.ms"))
         dq_config_set_kafka(cfg, "linger.ms", "0");
+    /* A verdict that cannot be delivered comes back as a failed report after this long,
+     * and its request is judged again: as the 10 s a synchronous send used to wait. */
+    if (!dq_config_kafka_get(cfg, "message.timeout.ms"))
+        dq_config_set_kafka(cfg, "message.timeout.ms", "10000");
     val.producer = dq_producer_new(cfg, err, sizeof err);
     if (!val.producer) {
         dq_error("%s", err);
@@ -267,7 +423,16 @@ int main(int argc, char **argv)
     ex_started = 1;
     dq_info("consuming %s as group %s (and %s as %s); emitting to %s", cfg->topic_requests, group,
             cfg->topic_events, state_group, cfg->topic_events);
-    rc = dq_consumer_run(consumer, handle_request, &val, stop) == 0 ? 0 : 1;
+    rq = calloc(1, sizeof *rq);
+    if (!rq) {
+        dq_error("out of memory");
+        goto out;
+    }
+    rq->val = &val;
+    rq->consumer = consumer;
+    rq->stop = stop;
+    rc = dq_consumer_run_batch(consumer, handle_batch, rq, BATCH_MAX, stop) == 0 ? 0 : 1;
+    drain_verdicts(rq);
     dq_info("stopping: %llu validated, %llu rejected, %llu awaiting approval",
             (unsigned long long)val.n_validated, (unsigned long long)val.n_rejected,
             (unsigned long long)val.n_awaiting);
@@ -288,6 +453,7 @@ out:
     dq_redis_free(st.state.redis);
     dq_schema_free(val.approval);
     dq_consumer_free(consumer);
+    free(rq);
     dq_producer_free(val.producer);
     dq_redis_free(val.redis);
     dq_schema_set_free(val.schemas);

@@ -177,43 +177,153 @@ int dq_validator_nonce_epoch(dq_validator *val, int64_t now_ms, int64_t *epoch_m
     return -1;
 }
 
-int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
-                       const char *nonce, int64_t issued_ms, char *owner, size_t ownerlen)
+/* "topic/partition/offset": the owner a nonce names, so that a redelivery of the message
+ * that claimed it is told from a replay. */
+static void nonce_owner(const dq_message *m, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
+}
+
+static void nonce_key(const dq_nonce_claim *cl, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "deployq:nonce:%s:%s", cl->key_id, cl->nonce);
+}
+
+/* Run cmds[0..n) in one round trip; replies[] as dq_redis_pipeline. The commands are freed. */
+static int pipeline(dq_validator *val, size_t n, char **cmds, size_t *lens, redisReply **replies)
+{
+    int rc = dq_redis_pipeline(val->redis, n, cmds, lens, replies);
+
+    for (size_t i = 0; i < n; i++) {
+        redisFreeCommand(cmds[i]);
+        cmds[i] = NULL;
+    }
+    return rc;
+}
+
+int dq_validator_claim_nonces(dq_validator *val, dq_nonce_claim *claims, size_t n)
 {
     char key[256], me[256], err[256];
-    char *prev = NULL;
     long ttl = (long)(val->cfg->issued_at_window_ms / 1000) * 2 + 60;
     int64_t epoch;
-    int rc;
+    size_t k = 0, *idx = NULL, *lens = NULL;
+    char **cmds = NULL;
+    redisReply **replies = NULL;
+    int rc = -1;
 
+    if (n == 0)
+        return 0;
     /* The nonce outlives the window in which its message is acceptable; past that,
      * issued_at alone refuses a replay. Inside the window only the nonce can, so a message
      * signed before Redis' memory of nonces began (a restart without persistence) is
-     * refused rather than possibly run twice. Read per message: Redis may lose its data at
-     * any moment. */
+     * refused rather than possibly run twice. Read for every batch: Redis may lose its
+     * data at any moment. */
     if (dq_validator_nonce_epoch(val, dq_now_ms(), &epoch, err, sizeof err) != 0) {
         dq_warn("replay memory: %s", err);
         return -1;
     }
-    if (issued_ms < epoch) {
-        char at[DQ_TIME_LEN + 1];
+    idx = calloc(n, sizeof *idx);
+    lens = calloc(n, sizeof *lens);
+    cmds = calloc(n, sizeof *cmds);
+    replies = calloc(n, sizeof *replies);
+    if (!idx || !lens || !cmds || !replies)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        dq_nonce_claim *cl = &claims[i];
+        int len;
 
-        dq_strlcpy(owner, dq_time_format(epoch, at), ownerlen);
-        return 2;
+        cl->rc = 0;
+        cl->owner[0] = '\0';
+        if (cl->issued_ms < epoch) {
+            char at[DQ_TIME_LEN + 1];
+
+            dq_strlcpy(cl->owner, dq_time_format(epoch, at), sizeof cl->owner);
+            cl->rc = 2;
+            continue;
+        }
+        nonce_key(cl, key, sizeof key);
+        nonce_owner(cl->m, me, sizeof me);
+        len = redisFormatCommand(&cmds[k], "SET %s %s NX EX %ld", key, me, ttl);
+        if (len < 0)
+            goto out;
+        lens[k] = (size_t)len;
+        idx[k++] = i;
     }
-    snprintf(key, sizeof key, "deployq:nonce:%s:%s", key_id, nonce);
-    snprintf(me, sizeof me, "%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
-    rc = dq_redis_set_nx(val->redis, key, me, ttl);
-    if (rc == 1)
-        return 0;
-    if (rc < 0 || dq_redis_get(val->redis, key, &prev) != 0)
-        return -1;
-    if (!prev) /* expired between the two calls: try once more */
-        return dq_redis_set_nx(val->redis, key, me, ttl) == 1 ? 0 : -1;
-    rc = strcmp(prev, me) == 0 ? 0 : 1;
-    dq_strlcpy(owner, prev, ownerlen);
-    free(prev);
+    if (pipeline(val, k, cmds, lens, replies) != 0)
+        goto out;
+    /* Taken: by this very message before (a redelivery), or by another (a replay). */
+    {
+        size_t k2 = 0;
+
+        for (size_t j = 0; j < k; j++) {
+            redisReply *r = replies[j];
+
+            if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
+                continue;
+            if (r->type != REDIS_REPLY_NIL) {
+                dq_warn("redis %s: SET: %s", dq_redis_where(val->redis),
+                        r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+                goto out;
+            }
+            nonce_key(&claims[idx[j]], key, sizeof key);
+            int len = redisFormatCommand(&cmds[k2], "GET %s", key);
+            if (len < 0)
+                goto out;
+            lens[k2] = (size_t)len;
+            idx[k2++] = idx[j];
+        }
+        for (size_t j = 0; j < k; j++) {
+            freeReplyObject(replies[j]);
+            replies[j] = NULL;
+        }
+        k = k2;
+    }
+    if (pipeline(val, k, cmds, lens, replies) != 0)
+        goto out;
+    for (size_t j = 0; j < k; j++) {
+        dq_nonce_claim *cl = &claims[idx[j]];
+        redisReply *r = replies[j];
+
+        nonce_owner(cl->m, me, sizeof me);
+        if (r->type == REDIS_REPLY_NIL) {
+            /* expired between the two round trips: try once more */
+            nonce_key(cl, key, sizeof key);
+            if (dq_redis_set_nx(val->redis, key, me, ttl) != 1)
+                goto out;
+            continue;
+        }
+        if (r->type != REDIS_REPLY_STRING) {
+            dq_warn("redis %s: GET: %s", dq_redis_where(val->redis),
+                    r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            goto out;
+        }
+        if (strcmp(r->str, me) != 0) {
+            cl->rc = 1;
+            dq_strlcpy(cl->owner, r->str, sizeof cl->owner);
+        }
+    }
+    rc = 0;
+out:
+    for (size_t j = 0; replies && j < n; j++)
+        freeReplyObject(replies[j]);
+    for (size_t j = 0; cmds && j < n; j++)
+        redisFreeCommand(cmds[j]);
+    free(replies);
+    free(cmds);
+    free(lens);
+    free(idx);
     return rc;
+}
+
+int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
+                             const char *nonce, int64_t issued_ms, char *owner, size_t ownerlen)
+{
+    dq_nonce_claim cl = {.m = m, .key_id = key_id, .nonce = nonce, .issued_ms = issued_ms};
+
+    if (dq_validator_claim_nonces(val, &cl, 1) != 0)
+        return -1;
+    dq_strlcpy(owner, cl.owner, ownerlen);
+    return cl.rc;
 }
 
 static void gate_report(void *ctx, const char *code, const char *message)
@@ -276,27 +386,48 @@ static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64
     return 0;
 }
 
-int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdict *v)
+void dq_parse_message(const dq_validator *val, const dq_message *m, dq_parsed *p)
+{
+    const dq_config *cfg = val->cfg;
+
+    memset(p, 0, sizeof *p);
+    if (!m->value || m->len == 0) {
+        p->wrapper_st = DQ_JSON_INVALID; /* reported as bad_json */
+        dq_strlcpy(p->wrapper_err, "empty message", sizeof p->wrapper_err);
+        return;
+    }
+    p->wrapper = dq_json_parse(m->value, m->len, cfg->max_request_bytes, cfg->max_depth,
+                               &p->wrapper_st, p->wrapper_err, sizeof p->wrapper_err);
+    p->request_text = dq_json_str(p->wrapper, "request");
+    if (p->request_text)
+        p->inner = dq_json_parse(p->request_text, strlen(p->request_text),
+                                 cfg->max_request_bytes, cfg->max_depth, &p->inner_st,
+                                 p->inner_err, sizeof p->inner_err);
+}
+
+void dq_parsed_clear(dq_parsed *p)
+{
+    if (!p)
+        return;
+    cJSON_Delete(p->inner);
+    cJSON_Delete(p->wrapper);
+    memset(p, 0, sizeof *p);
+}
+
+void dq_validate_start(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v)
 {
     const dq_config *cfg = val->cfg;
     char err[1024], buf[160], buf2[160];
-    dq_json_status st = DQ_JSON_OK;
-    cJSON *wrapper = NULL, *inner = NULL;
-    const char *request_text = NULL, *sig = NULL, *key_id = NULL;
+    const cJSON *wrapper = p->wrapper, *inner = p->inner;
+    const char *request_text = p->request_text, *sig = NULL, *key_id = NULL;
     const dq_key *key = NULL;
-    int sig_ok = 0, time_ok = 0, replayed = 0;
+    int sig_ok = 0, time_ok = 0;
     int64_t issued_ms = 0;
 
     memset(v, 0, sizeof *v);
-    if (!m->value || m->len == 0) {
-        dq_verdict_add(v, "bad_json", "empty message");
-        return 0;
-    }
-    wrapper = dq_json_parse(m->value, m->len, cfg->max_request_bytes, cfg->max_depth, &st, err,
-                            sizeof err);
     if (!wrapper) {
-        dq_verdict_add(v, json_reason_code(st), "%s", err);
-        return 0;
+        dq_verdict_add(v, json_reason_code(p->wrapper_st), "%s", p->wrapper_err);
+        return;
     }
     if (dq_schema_validate(dq_schema_set_signed(val->schemas), wrapper, err, sizeof err) != 0) {
         if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(wrapper, "signature")) ||
@@ -307,19 +438,16 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
     }
     key_id = dq_json_str(wrapper, "key_id");
     sig = dq_json_str(wrapper, "signature");
-    request_text = dq_json_str(wrapper, "request");
     if (key_id)
         dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
     if (!request_text) {
         if (v->n_reasons == 0)
             dq_verdict_add(v, "schema", "signed envelope: /request: required");
-        goto done;
+        return;
     }
 
-    inner = dq_json_parse(request_text, strlen(request_text), cfg->max_request_bytes,
-                          cfg->max_depth, &st, err, sizeof err);
     if (!inner) {
-        dq_verdict_add(v, json_reason_code(st), "request: %s", err);
+        dq_verdict_add(v, json_reason_code(p->inner_st), "request: %s", p->inner_err);
     } else {
         if (dq_schema_validate(dq_schema_set_request(val->schemas), inner, err, sizeof err) != 0)
             dq_verdict_add(v, "schema", "request: %s", dq_validator_safe(err, buf, sizeof buf));
@@ -378,43 +506,64 @@ int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdi
                        dq_validator_safe(v->request->environment, buf2, 80));
     }
 
-    if (sig_ok && time_ok && v->request && v->request->nonce) {
-        char owner[256] = "";
-        int rc = dq_validator_claim_nonce(val, m, key->id, v->request->nonce, issued_ms, owner,
-                                          sizeof owner);
+    v->signed_in_time = sig_ok && time_ok;
+    if (v->signed_in_time && v->request && v->request->nonce) {
+        v->claim = 1;
+        v->claim_key_id = key->id;
+        v->issued_ms = issued_ms;
+    }
+}
 
-        if (rc < 0) {
-            v->transient = 1;
-            cJSON_Delete(inner);
-            cJSON_Delete(wrapper);
-            return -1;
-        }
-        if (rc == 1) {
-            dq_verdict_add(v, "replayed_nonce", "nonce already used by the request at %s", owner);
-            replayed = 1;
-        }
-        if (rc == 2) {
-            dq_verdict_add(v, "stale",
-                           "issued_at %s is before %s, when the replay memory (Redis) began: a "
-                           "replay could not be told from it; sign it again",
-                           dq_validator_safe(v->request->issued_at, buf, 40), owner);
-            replayed = 1;
-        }
+int dq_validate_finish(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v,
+                       int claim_rc, const char *owner)
+{
+    const dq_config *cfg = val->cfg;
+    char buf[160];
+    int replayed = 0;
+
+    if (v->claim && claim_rc == 1) {
+        dq_verdict_add(v, "replayed_nonce", "nonce already used by the request at %s", owner);
+        replayed = 1;
+    }
+    if (v->claim && claim_rc == 2) {
+        dq_verdict_add(v, "stale",
+                       "issued_at %s is before %s, when the replay memory (Redis) began: a "
+                       "replay could not be told from it; sign it again",
+                       dq_validator_safe(v->request->issued_at, buf, 40), owner);
+        replayed = 1;
     }
     /* The gates may call a provider: only for a request that is signed, on time, aimed at
      * a configured target and not a replay. */
-    if (sig_ok && time_ok && !replayed && v->request && v->request->service && v->request->environment &&
+    if (v->signed_in_time && !replayed && v->request && v->request->service &&
+        v->request->environment &&
         dq_config_environment(cfg, v->request->service, v->request->environment) &&
-        run_gates(val, v, inner, now_ms) != 0) {
+        run_gates(val, v, p->inner, now_ms) != 0) {
         v->transient = 1;
-        cJSON_Delete(inner);
-        cJSON_Delete(wrapper);
         return -1;
     }
-done:
-    cJSON_Delete(inner);
-    cJSON_Delete(wrapper);
     return 0;
+}
+
+int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdict *v)
+{
+    dq_parsed p;
+    char owner[256] = "";
+    int claim_rc = 0, rc;
+
+    dq_parse_message(val, m, &p);
+    dq_validate_start(val, &p, now_ms, v);
+    if (v->claim) {
+        claim_rc = dq_validator_claim_nonce(val, m, v->claim_key_id, v->request->nonce,
+                                            v->issued_ms, owner, sizeof owner);
+        if (claim_rc < 0) {
+            v->transient = 1;
+            dq_parsed_clear(&p);
+            return -1;
+        }
+    }
+    rc = dq_validate_finish(val, &p, now_ms, v, claim_rc, owner);
+    dq_parsed_clear(&p);
+    return rc;
 }
 
 dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const dq_verdict *v)
@@ -472,21 +621,45 @@ dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const d
     return ev;
 }
 
+/* ev as JSON (malloc'd) and its key (service/environment, or "unknown"). */
+static char *emit_prepare(const dq_event *ev, char *key, size_t keylen)
+{
+    if (ev->service && ev->environment)
+        dq_target_key(ev->service, ev->environment, key, keylen);
+    else
+        dq_strlcpy(key, "unknown", keylen);
+    return dq_event_encode(ev);
+}
+
 int dq_validator_emit(dq_validator *val, const dq_event *ev, char *err, size_t errlen)
 {
-    char *json = dq_event_encode(ev), key[256];
+    char key[256], *json = emit_prepare(ev, key, sizeof key);
     int rc;
 
     if (!json) {
         snprintf(err, errlen, "out of memory encoding %s", ev->type);
         return -1;
     }
-    if (ev->service && ev->environment)
-        dq_target_key(ev->service, ev->environment, key, sizeof key);
-    else
-        dq_strlcpy(key, "unknown", sizeof key);
     rc = dq_producer_send(val->producer, val->cfg->topic_events, key, json, strlen(json), 10000,
                           NULL, NULL, err, errlen);
+    free(json);
+    return rc;
+}
+
+int dq_validator_emit_async(dq_validator *val, const dq_event *ev, dq_delivery_fn fn, void *ctx,
+                            char *err, size_t errlen)
+{
+    char key[256], *json = emit_prepare(ev, key, sizeof key);
+    int rc;
+
+    if (!json) {
+        snprintf(err, errlen, "out of memory encoding %s", ev->type);
+        return -1;
+    }
+    rc = dq_producer_send_cb(val->producer, val->cfg->topic_events, key, json, strlen(json),
+                             10000, fn, ctx);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot queue %s for %s", ev->type, val->cfg->topic_events);
     free(json);
     return rc;
 }

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "json.h"
 #include "kafka.h"
 #include "redis.h"
 #include "schema.h"
@@ -57,7 +58,27 @@ typedef struct dq_verdict {
     char override_freeze[513]; /* the request's override_freeze.reason, or "" */
     int awaiting;         /* valid, but the environment requires approval */
     int64_t approval_timeout_ms;
+    /* dq_validate_start: the signature and issued_at are good; with claim the nonce
+     * (v->request->nonce) of key claim_key_id, signed at issued_ms, is to be claimed */
+    int signed_in_time;
+    int claim;
+    const char *claim_key_id; /* borrowed from the configuration */
+    int64_t issued_ms;
 } dq_verdict;
+
+/* A message of deployq.requests parsed once, for every reader: the signed wrapper and the
+ * request text inside it. */
+typedef struct dq_parsed {
+    cJSON *wrapper;           /* NULL when the message is empty or not JSON (wrapper_err) */
+    cJSON *inner;             /* the request text parsed, or NULL (inner_err when there was one) */
+    const char *request_text; /* inside wrapper, or NULL */
+    dq_json_status wrapper_st, inner_st;
+    char wrapper_err[512], inner_err[512];
+} dq_parsed;
+
+/* Parse m within the configured size and depth limits. Free with dq_parsed_clear. */
+void dq_parse_message(const dq_validator *val, const dq_message *m, dq_parsed *p);
+void dq_parsed_clear(dq_parsed *p);
 
 /* Add a reason (at most DQ_MAX_REASONS are kept). */
 void dq_verdict_add(dq_verdict *v, const char *code, const char *fmt, ...)
@@ -85,9 +106,30 @@ int dq_validator_nonce_epoch(dq_validator *val, int64_t now_ms, int64_t *epoch_m
 int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char *key_id,
                              const char *nonce, int64_t issued_ms, char *owner, size_t ownerlen);
 
+/* One nonce to claim, for dq_validator_claim_nonces. */
+typedef struct dq_nonce_claim {
+    const dq_message *m;
+    const char *key_id, *nonce;
+    int64_t issued_ms;
+    int rc;          /* out: as dq_validator_claim_nonce returns (0, 1 or 2) */
+    char owner[256]; /* out: for 1 and 2, as there */
+} dq_nonce_claim;
+
+/* dq_validator_claim_nonce for n messages with one read of the replay memory's beginning
+ * and the SETs pipelined in one round trip (a second one GETs the owners of the nonces
+ * that were taken: redeliveries and replays). Claims of one batch run in order, so of two
+ * messages with the same nonce the later is the replay. 0 with every rc set, -1 Redis
+ * unreachable or refusing: nothing decided (some nonces may be claimed already, by their
+ * own messages, which then pass as redeliveries). */
+int dq_validator_claim_nonces(dq_validator *val, dq_nonce_claim *claims, size_t n);
+
 /* Emit ev on deployq.events keyed service/environment ("unknown" without a target).
  * 0 acknowledged, -1 with a reason in err (retry later). */
 int dq_validator_emit(dq_validator *val, const dq_event *ev, char *err, size_t errlen);
+/* The same without waiting: fn(ctx, err) says later whether it was acknowledged
+ * (kafka.h dq_producer_send_cb). 0 queued, -1 not queued (fn never called), reason in err. */
+int dq_validator_emit_async(dq_validator *val, const dq_event *ev, dq_delivery_fn fn, void *ctx,
+                            char *err, size_t errlen);
 
 /* Copy attacker-controlled text for a message: printable ASCII only, bounded. */
 const char *dq_validator_safe(const char *s, char *buf, size_t buflen);
@@ -96,6 +138,16 @@ const char *dq_validator_safe(const char *s, char *buf, size_t buflen);
  * dq_verdict_clear). Returns 0, or -1 when a transient failure (Redis) prevents a verdict:
  * then v->transient is set and nothing was decided. */
 int dq_validate(dq_validator *val, const dq_message *m, int64_t now_ms, dq_verdict *v);
+
+/* dq_validate in two halves, so that a batch claims its nonces in one round trip between
+ * them. dq_validate_start runs every check before the nonce (no Redis) and says in
+ * v->claim whether a nonce is to be claimed; dq_validate_finish takes the claim's outcome
+ * (claim_rc and owner as dq_validator_claim_nonce gives them; ignored without v->claim)
+ * and runs the gates. p is m parsed, and must outlive both calls. finish returns as
+ * dq_validate. */
+void dq_validate_start(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v);
+int dq_validate_finish(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v,
+                       int claim_rc, const char *owner);
 void dq_verdict_clear(dq_verdict *v);
 
 /* Build the verdict event (deploy.validated or deploy.rejected) of a judged message.
