@@ -26,7 +26,9 @@
 /* queued.max.messages.kbytes of every deployq consumer unless kafka.* sets it: the bound on
  * what librdkafka prefetches (its default, 64 MiB, is what a validator held in a flood).
  * 4 MiB is still thousands of requests, seconds of a validator's work, so the handler does
- * not wait on fetches (docs/performance.md, "Memory"; tests/chaos/flood.sh). */
+ * not wait on fetches (docs/performance.md, "Memory"; tests/chaos/flood.sh). The registry
+ * keeps librdkafka's default: its group commit needs the fetches to go on while it syncs
+ * (workers/registry/main.c). */
 #define DQ_KAFKA_PREFETCH_KBYTES "4096"
 
 /* A librdkafka configuration with every cfg->kafka pair applied, plus our log callback.

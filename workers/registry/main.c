@@ -549,8 +549,11 @@ int main(int argc, char **argv)
     }
     if (!dq_config_kafka_get(cfg, "fetch.wait.max.ms"))
         rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", NULL, 0);
-    if (!dq_config_kafka_get(cfg, "queued.max.messages.kbytes"))
-        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", DQ_KAFKA_PREFETCH_KBYTES, NULL, 0);
+    /* The registry keeps librdkafka's prefetch (queued.max.messages.kbytes, 64 MiB), not
+     * the 4 MiB of the other consumers (kafka.h): it appends in group commits, and fetching
+     * goes on during each fdatasync only while the queue has room. With 4 MiB it stored
+     * 18,500 events/s on a real Kafka, with 64 MiB 52,000-61,000 (tests/bench/registry.sh,
+     * alternating; docs/performance.md). Its peak in the flood is its live state either way. */
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, &r);
     r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
