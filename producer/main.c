@@ -2,7 +2,6 @@
  * main.c - the `deployq` CLI: the table of verbs, which `deployq --help` lists and main
  * dispatches on. Each verb lives in its own file; what they share is cli.c.
  */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,19 +53,6 @@ static const dq_verb verbs[] = {
     {"help", cmd_help, HELP, "the help of one verb: `deployq help VERB` = `deployq VERB --help`"},
     {"version", cmd_version, HELP, "print the version"},
 };
-
-/* The verbs that never make an HTTP request, so main skips libcurl's global set-up (TLS
- * and protocol libraries: about a millisecond) for them. `submit` is here because CI runs
- * it once per deploy and waits for it (docs/performance.md). */
-static const char *const no_http_verbs[] = {"submit", "keygen"};
-
-static int uses_http(const dq_verb *v)
-{
-    for (size_t i = 0; i < sizeof no_http_verbs / sizeof no_http_verbs[0]; i++)
-        if (strcmp(v->name, no_http_verbs[i]) == 0)
-            return 0;
-    return 1;
-}
 
 static void usage(FILE *out)
 {
@@ -134,7 +120,6 @@ static int cmd_version(int argc, char **argv)
 int main(int argc, char **argv)
 {
     const dq_verb *v;
-    int rc;
 
     /* The CLI reports its failures itself, as one line (dq_cli_fail); library logs, such
      * as librdkafka's connection errors while a broker is down, would only repeat them
@@ -153,10 +138,5 @@ int main(int argc, char **argv)
     v = find_verb(argv[1]);
     if (!v)
         return unknown_verb("", argv[1]);
-    if (!uses_http(v))
-        return v->fn(argc - 1, argv + 1);
-    curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any thread: libcurl's rule */
-    rc = v->fn(argc - 1, argv + 1);
-    curl_global_cleanup();
-    return rc;
+    return v->fn(argc - 1, argv + 1);
 }

@@ -8,7 +8,10 @@
  * bounded (DQ_HTTP_MAX_BODY), redirects are never followed (a token must not travel to
  * another host), and no header value is ever logged or copied into an error string.
  *
- * curl_global_init() is the caller's job (main, once, before any thread); tests call it.
+ * libcurl is not linked: the first request (or Retry-After date) loads it with dlopen and
+ * runs curl_global_init there, so callers do no set-up and a process that never makes a
+ * request never loads it. When it cannot be loaded, every request fails with
+ * DQ_HTTP_ERR_OTHER and an errstr naming the library and the reason.
  */
 #ifndef DQ_HTTP_H
 #define DQ_HTTP_H
@@ -70,5 +73,9 @@ int64_t dq_http_retry_after_parse(const char *value, int64_t now_ms);
 /* Percent-encode s for a URL query or path segment into a malloc'd string (NULL on
  * allocation failure). Unreserved characters (RFC 3986) pass unchanged. */
 char *dq_http_escape(const char *s);
+
+/* Tests only: dlopen soname instead of the library the build names, to see the error when
+ * libcurl is missing. Has an effect only before the process's first request. */
+void dq_http_test_set_library(const char *soname);
 
 #endif

@@ -3,7 +3,6 @@
  */
 #include "worker.h"
 
-#include <curl/curl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +96,6 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
     }
     w->log_level = level;
     dq_log_init(w->program, (dq_log_level)level, -1);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     w->stop = dq_stop_flag_install();
 
     w->cfg = dq_config_load(config_path, err, sizeof err);
@@ -167,5 +165,4 @@ void dq_worker_finish(dq_worker *w)
         return;
     dq_config_free(w->cfg);
     w->cfg = NULL;
-    curl_global_cleanup();
 }

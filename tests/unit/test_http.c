@@ -2,16 +2,23 @@
  * test_http.c - the HTTP client's retry policy against the webhook double: 429 with
  * Retry-After (seconds and HTTP date) waited out, a Retry-After beyond the budget not
  * waited, 5xx retried then given up, connection refused and timeouts classified, POSTs not
- * repeated after a timeout, bodies bounded.
+ * repeated after a timeout, bodies bounded; libcurl loaded by the first request, not before,
+ * and a clear error on every request when it cannot be loaded.
+ *
+ * This program is not linked with libcurl (tests/unit/meson.build), and the first two
+ * tests must run before any other makes a request.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <curl/curl.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../fakes/fake_server.h"
 #include "http.h"
@@ -19,16 +26,11 @@
 
 static dq_fake fake;
 
-static int setup(void **state)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    return dq_fake_start(&fake, "webhook");
-}
+static int setup(void **state) { return dq_fake_start(&fake, "webhook"); }
 
 static int teardown(void **state)
 {
     dq_fake_stop(&fake);
-    curl_global_cleanup();
     return 0;
 }
 
@@ -42,6 +44,89 @@ static void post_deploy(dq_http_opts *o, char *url, size_t urllen)
     o->method = "POST";
     o->url = url;
     o->body = DEPLOY_BODY;
+}
+
+/* 1 when a libcurl file is mapped into this process. */
+static int libcurl_mapped(void)
+{
+    char line[1024];
+    int found = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strstr(line, "/libcurl") != NULL)
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* Two requests and a Retry-After date in a child that loads soname instead of libcurl (so
+ * that this process can still load the real library afterwards). Writes into out: "rc1 rc2
+ * error attempts1 attempts2 libcurl-mapped date|errstr1|errstr2". */
+static void child_requests(const char *soname, char *out, size_t outlen)
+{
+    int fds[2];
+
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dq_http_opts o = {.url = "http://127.0.0.1:9/x", .max_retries = 3, .backoff_base_ms = 10};
+        dq_http_response r1, r2;
+        char line[512];
+
+        close(fds[0]);
+        dq_http_test_set_library(soname);
+        int rc1 = dq_http_request(&o, &r1);
+        int rc2 = dq_http_request(&o, &r2);
+        int64_t date = dq_http_retry_after_parse("Wed, 21 Oct 2026 07:28:00 GMT", 0);
+        int n = snprintf(line, sizeof line, "%d %d %d %d %d %d %lld|%s|%s", rc1, rc2,
+                         (int)r1.error, r1.attempts, r2.attempts, libcurl_mapped(),
+                         (long long)date, r1.errstr, r2.errstr);
+        _exit(write(fds[1], line, (size_t)n) == n ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], out, outlen - 1);
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(got > 0);
+    out[got] = '\0';
+}
+
+/* With libcurl missing, or another library in its place, each request fails at once with
+ * the reason (DQ_HTTP_ERR_OTHER = 3, one attempt, nothing retried), a Retry-After date is
+ * unparseable rather than a crash, and libcurl is not mapped. */
+static void test_library_missing(void **state)
+{
+    char out[512];
+
+#define MISSING "cannot load libcurl: libcurl-missing-for-test.so.4: cannot open shared object " \
+                "file: No such file or directory (install libcurl4)"
+    child_requests("libcurl-missing-for-test.so.4", out, sizeof out);
+    assert_string_equal(out, "-1 -1 3 1 1 0 -1|" MISSING "|" MISSING);
+#undef MISSING
+#define NOT_CURL "libz.so.1 has no curl_global_init: not libcurl?"
+    child_requests("libz.so.1", out, sizeof out);
+    assert_string_equal(out, "-1 -1 3 1 1 0 -1|" NOT_CURL "|" NOT_CURL);
+#undef NOT_CURL
+}
+
+static void test_loaded_by_first_request(void **state)
+{
+    char url[128];
+    dq_http_opts o = {.timeout_ms = 5000};
+    dq_http_response r;
+
+    assert_int_equal(dq_http_retry_after_parse("120", 0), 120000); /* needs no libcurl */
+    assert_false(libcurl_mapped());
+    post_deploy(&o, url, sizeof url);
+    assert_int_equal(dq_http_request(&o, &r), 0);
+    assert_int_equal(r.status, 202);
+    dq_http_response_free(&r);
+    assert_true(libcurl_mapped());
 }
 
 static void test_retry_after_parse(void **state)
@@ -279,6 +364,9 @@ static void test_no_url(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* these two first: no request may have been made before them */
+        cmocka_unit_test(test_library_missing),
+        cmocka_unit_test(test_loaded_by_first_request), /* no reset: that is a request */
         cmocka_unit_test(test_retry_after_parse),
         cmocka_unit_test(test_escape),
         cmocka_unit_test_setup(test_429_retry_after_honoured, reset),
