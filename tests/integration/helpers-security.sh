@@ -265,3 +265,37 @@ redis_as() {
     shift 2
     redis-cli -p "$REDIS_PORT" --user "$user" --pass "$pw" --no-auth-warning "$@" 2>&1
 }
+
+# ---- changing the ACLs of a running secure Kafka ----
+
+# kafka_acl LOG ARGS...: Kafka's AclCommand (org.apache.kafka.tools, as scripts/kafka.sh
+# runs it on 4.x; kafka.admin on 3.x) as admin, e.g. `kafka_acl x.log --remove --force
+# --allow-principal User:validator --operation Write --topic deployq.events`. A JVM: ~3-5 s.
+kafka_acl() {
+    local log=$1 class=org.apache.kafka.tools.AclCommand
+    shift
+    case $KAFKA_VERSION in [0-3].*) class=kafka.admin.AclCommand ;; esac
+    kafka_java "$class" "$log" --bootstrap-server "$BROKERS" --command-config "$KDIR/client/admin.properties" "$@" ||
+        fail "AclCommand $* failed: $(grep -v ' INFO ' "$log" | tail -n 5)"
+}
+
+# kafka_java CLASS LOG ARGS...: one of Kafka's Java CLIs from the broker's own jars, its
+# output in LOG.
+kafka_java() {
+    local class=$1 log=$2
+    shift 2
+    java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$DEPLOYQ_SOURCE/scripts/kafka/log4j2.xml" \
+        -Dlog4j2.level=warn -cp "${DEPLOYQ_CACHE:-$HOME/.cache/deployq}/kafka-$KAFKA_VERSION/libs/*" \
+        "$class" "$@" >"$log" 2>&1
+}
+
+# committed_offset GROUP TOPIC PARTITION: the offset GROUP has committed on that partition
+# (the next one it will read), as Kafka's own ConsumerGroupCommand reads it as admin; "-"
+# when none.
+committed_offset() {
+    local out="$T/groups-$1.out"
+    kafka_java org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$out" --bootstrap-server "$BROKERS" \
+        --command-config "$KDIR/client/admin.properties" --describe --offsets --group "$1" ||
+        fail "ConsumerGroupCommand --describe --group $1 failed: $(tail -n 5 "$out")"
+    awk -v t="$2" -v p="$3" '$2 == t && $3 == p { print $4; found = 1 } END { if (!found) print "-" }' "$out"
+}
