@@ -1,7 +1,7 @@
 /*
  * worker.h - what every deployq worker does before its own work starts: parse the options
  * all workers share (-c/--config, --brokers, --redis-url, -g/--group, -X key=value,
- * --log-level, -h/--help) plus its own, set up logging, libcurl and the stop flag, and load
+ * --log-level, -h/--help) plus its own, set up logging and the stop flag, and load
  * the configuration with the precedence of config.h (file < flags < environment). One
  * implementation, so every worker's command line behaves and fails the same way.
  *
@@ -58,7 +58,7 @@ typedef struct dq_worker {
 
 /* Parse argv: the shared options, then extra_opts (may be NULL; a {NULL,0,NULL,0}
  * terminated table) with their short letters in extra_short (may be NULL), handed to
- * on_opt. Then start logging, curl_global_init, the stop flag, and load the configuration
+ * on_opt. Then start logging, the stop flag, and load the configuration
  * (flags and environment applied; a broker must be configured). Returns -1 when the worker
  * should go on (w->cfg is set), else the exit status to return at once: 0 after --help,
  * 2 on a usage error, 1 when the configuration cannot be loaded (reason logged). */
@@ -76,7 +76,7 @@ dq_redis *dq_worker_redis(const dq_worker *w);
  * topics may well exist already. */
 void dq_worker_ensure_topics(const dq_worker *w);
 
-/* Free the configuration and clean up libcurl. */
+/* Free the configuration. */
 void dq_worker_finish(dq_worker *w);
 
 #endif

@@ -88,7 +88,7 @@ int dq_bg_pick_idle(dq_redis *r, const char *service, const char *environment,
 
 /* Probe color until one probe passes: up to probe.attempts tries, probe.interval apart,
  * stopping early when should_continue (may be NULL) returns 0. 0 passed; -1 failed with
- * the last sample's detail in detail; 1 stopped. curl_global_init() must have been called. */
+ * the last sample's detail in detail; 1 stopped. */
 int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue)(void *),
                 void *ctx, char *detail, size_t detaillen);
 

@@ -117,8 +117,7 @@ void dq_httpapi_observe_fsync(dq_httpapi *api, double seconds);
  * dq_http_escape) with "Authorization: Bearer <token>" when token is non-empty, and parse
  * the JSON answer. Returns the parsed body (caller frees with cJSON_Delete) when the status
  * is 200; otherwise NULL with a one-line reason in err ("HTTP 404: no deployment ..." with
- * the server's "error" text, or the transport error). The token never enters err.
- * curl_global_init() is the caller's job. */
+ * the server's "error" text, or the transport error). The token never enters err. */
 cJSON *dq_httpapi_get(const char *base_url, const char *path, const char *token, long *status,
                       char *err, size_t errlen);
 

@@ -91,8 +91,7 @@ typedef struct dq_sample {
 /* Run the probe once and judge it into *out (always filled; at_ms = now). The attempt is
  * given up after p->timeout_ms, or after p->max_latency_ms when that is shorter (then it
  * is a latency failure, not a missing sample), so it returns within
- * min(max_latency, timeout) plus the time curl needs to notice. curl_global_init() must
- * have been called. Thread-safe. */
+ * min(max_latency, timeout) plus the time curl needs to notice. Thread-safe. */
 void dq_probe_run(const dq_probe *p, dq_sample *out);
 /* Run n probes at once (a thread each, the first in the caller's) into out[0..n-1], so a
  * round of probes takes as long as its slowest probe rather than the sum of them. When a
