@@ -25,9 +25,10 @@
 # other knobs of each bench (N, RUNS, ...) pass through.
 #
 # Needs: a release build (scripts/build.sh BUILD_DIR), kcat, jq, redis-benchmark, and for
-# the real Kafka Java 17 + Maven (scripts/install-deps.sh installs them all). About 20
+# the real Kafka Java 17 + Maven (scripts/install-deps.sh installs them all). About 10
 # minutes on 2 cores. The benches never decide CI: nothing here is a test.
 set -uo pipefail
+case ${1:-} in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 build=${1:-build}

@@ -111,6 +111,7 @@ if [ -n "$BEFORE_DQ" ]; then
 fi
 
 # ---- 2. tail under load --------------------------------------------------------------
+[ "$TAIL_RUNS" -gt 0 ] || exit 0 # TAIL_RUNS=0: the medians only
 if [ "$LOAD" != 0 ]; then
     for _ in $(seq 1 "$LOAD_PROCS"); do
         yes >/dev/null &
