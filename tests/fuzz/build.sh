@@ -30,6 +30,10 @@ pkgs=(rdkafka hiredis libcurl libcjson libfyaml libmicrohttpd openssl libisal)
 pkg_cflags=$(pkg-config --cflags "${pkgs[@]}") || die "pkg-config: a library is missing (scripts/install-deps.sh)"
 pkg_libs=$(pkg-config --libs "${pkgs[@]}")
 
+# The libcurl that common/clients/http.c opens, as meson.build states it (once, there).
+curl_soname=$(sed -n "s/^libcurl_soname = '\(.*\)'.*/\1/p" "$root/meson.build")
+[ -n "$curl_soname" ] || die "meson.build: no libcurl_soname"
+
 mkdir -p "$out/obj"
 # -O1 and frame pointers: the usual libFuzzer trade between speed and readable stacks.
 # UBSan findings abort (no recover), so libFuzzer saves them as crashes.
@@ -37,6 +41,7 @@ cflags=(-std=gnu11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE
     -fsanitize=address,undefined -fno-sanitize-recover=undefined
     "-DDQ_SCHEMAS_SOURCE=\"$root/schemas\"" "-DDQ_SCHEMAS_INSTALLED=\"/nonexistent\""
     "-DDQ_VERSION=\"fuzz\"" "-DDQ_FUZZ_SCHEMAS=\"$root/schemas\""
+    "-DDQ_LIBCURL_SONAME=\"$curl_soname\""
     -I"$root/common/base" -I"$root/common/clients" -I"$root/common/providers"
     -I"$root/common/domain" -I"$root/workers/validator")
 # shellcheck disable=SC2206 # pkg-config output is a list of words
