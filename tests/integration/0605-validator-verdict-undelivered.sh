@@ -21,14 +21,7 @@
 
 export KAFKA_VERSION=4.1.1
 SASL_MECHANISM=PLAIN
-start_secure_kafka
-start_redis
-write_config
-export DQ_KAFKA_PW_ci DQ_KAFKA_PW_validator
-DQ_KAFKA_PW_ci=$(kafka_password ci)
-DQ_KAFKA_PW_validator=$(kafka_password validator)
-as_user ci "$T/ci.yaml"
-as_user validator "$T/validator.yaml"
+start_secure_stack
 # A failed verdict is reported after message.timeout.ms at the latest (10 s by default);
 # shorter here, so the test is quick whichever way librdkafka reports the refusal.
 sed -i 's/^kafka:$/kafka:\n  message.timeout.ms: "3000"/' "$T/validator.yaml"

@@ -137,13 +137,11 @@ wrong_password_cause() {
 #   - after all that, the right credentials still work.
 # Leaves the validator (VALIDATOR_PID) and the broker running for the caller's own checks;
 # secure_kafka_finish then checks no password leaked and stops them.
-secure_kafka_checks() {
-    SASL_MECHANISM=$1
+# start_secure_stack: the secure Kafka, Redis, and $T/ci.yaml and $T/validator.yaml, each
+# logging in as that principal (passwords through ${DQ_KAFKA_PW_<user>}). SASL_MECHANISM
+# must be set.
+start_secure_stack() {
     start_secure_kafka
-    # kcat_as (the ACL checks, reading events) uses the kcat files of kafka.sh: they must
-    # log in the way this test is about.
-    assert_eq "$(sed -n 's/^sasl\.mechanisms=//p' "$KDIR/client/ci.kcat")" "$SASL_MECHANISM" \
-        "the mechanism of kafka.sh's kcat files for Kafka $KAFKA_VERSION"
     start_redis
     write_config
     export DQ_KAFKA_PW_ci DQ_KAFKA_PW_validator
@@ -151,6 +149,15 @@ secure_kafka_checks() {
     DQ_KAFKA_PW_validator=$(kafka_password validator)
     as_user ci "$T/ci.yaml"
     as_user validator "$T/validator.yaml"
+}
+
+secure_kafka_checks() {
+    SASL_MECHANISM=$1
+    start_secure_stack
+    # kcat_as (the ACL checks, reading events) uses the kcat files of kafka.sh: they must
+    # log in the way this test is about.
+    assert_eq "$(sed -n 's/^sasl\.mechanisms=//p' "$KDIR/client/ci.kcat")" "$SASL_MECHANISM" \
+        "the mechanism of kafka.sh's kcat files for Kafka $KAFKA_VERSION"
     grep -q 'DQ_KAFKA_PW_ci' "$T/ci.yaml" || fail "ci.yaml not written as intended"
     grep -q "sasl.mechanisms: $SASL_MECHANISM\$" "$T/ci.yaml" || fail "ci.yaml does not use $SASL_MECHANISM"
 
