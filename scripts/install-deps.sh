@@ -3,8 +3,15 @@
 #
 # Idempotent: when every package is already installed it runs no apt-get at all (a
 # dpkg-query check), so CI can call it on every run for well under 2 s. It never starts a
-# service: redis-server's install would start one, so a policy-rc.d that refuses is in
-# place while apt-get runs (tests start their own redis-server on a free port).
+# service: redis-server's and prometheus's installs would start one, so a policy-rc.d
+# that refuses is in place while apt-get runs (tests start their own redis-server on a
+# free port; prometheus is there for `promtool`).
+#
+# It also caches the Compose Specification's JSON Schema (tests/docker/compose-spec.pin:
+# the Go module github.com/compose-spec/compose-go/v2 at a pinned version, fetched with
+# `go mod download`, its schema/compose-spec.json checked against a pinned sha256) in
+# ${DEPLOYQ_CACHE:-~/.cache/deployq}/compose-spec/<version>/, as scripts/kafka.sh caches
+# its jars. Go comes from Debian's golang-go when `go` is missing.
 #
 #   scripts/install-deps.sh              the build, test and tool packages
 #   scripts/install-deps.sh --with-java  also Java 17+ and Maven, for scripts/kafka.sh (a
@@ -31,6 +38,9 @@ readonly PACKAGES=(
     libfyaml-dev libmicrohttpd-dev libssl-dev libisal-dev
     # tests: a real Redis, kcat for Kafka, an independent JSON Schema validator
     redis-server redis-tools kcat python3 python3-jsonschema jq curl ca-certificates
+    # the compose and monitoring checks (tests/docker/): YAML for python, and promtool
+    # (from Debian's prometheus; its service is kept from starting, as redis-server's)
+    python3-yaml prometheus
     # the dashboard's browser test: a real headless Chromium (node comes below)
     chromium fonts-dejavu-core
 )
@@ -47,7 +57,7 @@ note() {
 }
 
 usage() {
-    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 
@@ -102,6 +112,8 @@ mapfile -t want < <(missing_of "${PACKAGES[@]}")
 # and Debian's npm package would conflict with it.
 command -v node >/dev/null 2>&1 || want+=(nodejs)
 command -v npm >/dev/null 2>&1 || want+=(npm)
+# go only for `go mod download` of the compose schema's module; any Go >= 1.17 will do.
+command -v go >/dev/null 2>&1 || want+=(golang-go)
 if [ "$with_java" = 1 ]; then
     major=0
     if command -v java >/dev/null 2>&1; then
@@ -125,19 +137,53 @@ install_browser_modules() {
         die "npm ci failed in $BROWSER_DIR (network? see the npm output above)"
 }
 
+# The Compose Specification's schema for tests/docker/compose_check.py, at the version
+# and sha256 of tests/docker/compose-spec.pin.
+readonly PIN_FILE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/docker/compose-spec.pin
+pin_field() { awk -v k="$1" '$1 == k { print $2 }' "$PIN_FILE"; }
+readonly SCHEMA_MODULE=$(pin_field module) SCHEMA_VERSION=$(pin_field version)
+readonly SCHEMA_SHA256=$(pin_field sha256)
+readonly SCHEMA_FILE=${DEPLOYQ_CACHE:-$HOME/.cache/deployq}/compose-spec/$SCHEMA_VERSION/compose-spec.json
+compose_schema_ok() {
+    [ -f "$SCHEMA_FILE" ] && [ "$(sha256sum "$SCHEMA_FILE" | cut -d' ' -f1)" = "$SCHEMA_SHA256" ]
+}
+fetch_compose_schema() {
+    compose_schema_ok && return 0
+    [ -n "$SCHEMA_MODULE" ] && [ -n "$SCHEMA_VERSION" ] && [ -n "$SCHEMA_SHA256" ] ||
+        die "$PIN_FILE: needs module, version and sha256 lines"
+    note "fetching the compose schema: $SCHEMA_MODULE@$SCHEMA_VERSION (go mod download)"
+    local dir got
+    # Outside any module; GOFLAGS=-mod=mod so a caller's -mod=vendor cannot interfere.
+    dir=$(cd / && GOFLAGS=-mod=mod go mod download -json "$SCHEMA_MODULE@$SCHEMA_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p') ||
+        die "go mod download $SCHEMA_MODULE@$SCHEMA_VERSION failed (network? GOPROXY=$(go env GOPROXY))"
+    [ -f "$dir/schema/compose-spec.json" ] || die "$SCHEMA_MODULE@$SCHEMA_VERSION has no schema/compose-spec.json"
+    got=$(sha256sum "$dir/schema/compose-spec.json" | cut -d' ' -f1)
+    [ "$got" = "$SCHEMA_SHA256" ] ||
+        die "compose-spec.json of $SCHEMA_MODULE@$SCHEMA_VERSION has sha256 $got, the pin says $SCHEMA_SHA256"
+    mkdir -p "$(dirname "$SCHEMA_FILE")"
+    # install: the module cache's files are read-only, the cached copy need not be.
+    install -m 0644 "$dir/schema/compose-spec.json" "$SCHEMA_FILE.tmp" && mv -f "$SCHEMA_FILE.tmp" "$SCHEMA_FILE"
+    note "compose schema cached: $SCHEMA_FILE"
+}
+
 if [ "${#want[@]}" -eq 0 ]; then
     if [ "$check_only" = 1 ]; then
-        browser_modules_ok || { note "missing: tests/browser/node_modules (npm ci)"; exit 1; }
-        note "all packages present"
-        exit 0
+        rc=0
+        browser_modules_ok || { note "missing: tests/browser/node_modules (npm ci)"; rc=1; }
+        compose_schema_ok || { note "missing: $SCHEMA_FILE (the compose schema)"; rc=1; }
+        [ "$rc" = 1 ] || note "all packages present"
+        exit "$rc"
     fi
     install_browser_modules
+    fetch_compose_schema
     note "all packages present"
     exit 0
 fi
 
 if [ "$check_only" = 1 ]; then
     browser_modules_ok || want+=("tests/browser/node_modules (npm ci)")
+    compose_schema_ok || want+=("$SCHEMA_FILE (the compose schema)")
     note "missing: ${want[*]}"
     exit 1
 fi
@@ -153,7 +199,7 @@ fi
 note "installing: ${want[*]}"
 
 # While apt-get runs, policy-rc.d exits 101 ("action forbidden") so postinst scripts do
-# not start redis-server; an existing policy-rc.d is put back afterwards.
+# not start redis-server or prometheus; an existing policy-rc.d is put back afterwards.
 readonly POLICY=/usr/sbin/policy-rc.d
 readonly POLICY_SAVED=/usr/sbin/policy-rc.d.deployq-saved
 restore_policy() {
@@ -196,4 +242,5 @@ if [ "$with_java" = 1 ]; then
     command -v mvn >/dev/null 2>&1 || die "mvn is still missing after installing maven"
 fi
 install_browser_modules
+fetch_compose_schema
 note "done"
