@@ -61,6 +61,7 @@ class State:
         self.active = {}
         self.max_active = {}
         self.counters = {}
+        self.store = {}  # a double's own records (github.py: deployments), forgotten on reset
 
     # --- concurrency per target ---
     def start_run(self, target):

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""github.py - a local double of the GitHub Actions REST API, as deployq uses it.
+"""github.py - a local double of the GitHub REST API as deployq uses it: the Actions API (the
+github provider)
 
   POST /repos/{o}/{r}/actions/workflows/{wf}/dispatches
        {"ref", "inputs", "return_run_details"?} -> 200 {workflow_run_id, run_url, html_url}
@@ -14,6 +15,29 @@
        run's job is queued without a runner, a running or finished run's job has one
        (runner_name), a startup_failure run has none
   POST /repos/{o}/{r}/actions/runs/{id}/cancel -> 202 (409 once completed)
+
+and the Deployments API (recording deploys, github_deploy.c), as GitHub serves it:
+  POST /repos/{o}/{r}/deployments {ref, environment, task, description, auto_merge
+       (default true), required_contexts (default: every context), payload,
+       production_environment (default: environment == "production"), transient_environment}
+       -> 201 the deployment; 202 {"message": "Auto-merged master into <ref>."} (and no
+       deployment) when auto_merge is true and the script lists the ref in `behind`; 409
+       {"message": "Conflict merging master into <ref>."} for a ref in `conflict` (with
+       auto_merge), 409 "Conflict: Commit status checks failed for <ref>." when a context of
+       `failing_contexts` is required (required_contexts absent means all of them)
+  GET  /repos/{o}/{r}/deployments?environment=&ref=&sha=&task=&per_page= -> newest first
+  GET  /repos/{o}/{r}/deployments/{id}
+  POST /repos/{o}/{r}/deployments/{id}/statuses {state, description (<= 140), log_url,
+       environment_url, auto_inactive (default true)} -> 201 the status; a success with
+       auto_inactive adds an inactive status to the earlier non-transient, non-production
+       deployments of the same environment whose last state was success (GitHub leaves
+       production ones alone: their client says inactive itself)
+  GET  /repos/{o}/{r}/deployments/{id}/statuses -> newest first
+Deployments calls need a token: 401 without an Authorization header, and with the script's
+`token` set, 401 for any other token ("Bad credentials"). `deployments_down: true` answers
+503 to every Deployments call (GitHub down); `deployments_rate_limit: N` answers the first
+N calls 429 with Retry-After `retry_after` (default 1) seconds. The deployments survive
+script changes.
 
 The run's display_title is the workflow's run-name, "Deploy <service> <version>
 (<deployment_id>)" - the run listing does not echo inputs, so that is the only place the
@@ -51,7 +75,122 @@ def gh_error(status, message):
             "status": str(status)}
 
 
+DEPLOYMENTS = re.compile(r"^/repos/([^/]+)/([^/]+)/deployments$")
+DEPLOYMENT = re.compile(r"^/repos/([^/]+)/([^/]+)/deployments/(\d+)$")
+STATUSES = re.compile(r"^/repos/([^/]+)/([^/]+)/deployments/(\d+)/statuses$")
+STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+
+
 class GitHub(fakelib.App):
+    # ---- the Deployments API ----
+    def deployments_route(self, h, method, path, query, body, auth):
+        """The Deployments API, or None when path is not one of its endpoints."""
+        st = self.state
+        m_list, m_one, m_st = DEPLOYMENTS.match(path), DEPLOYMENT.match(path), STATUSES.match(path)
+        if not (m_list or m_one or m_st):
+            return None
+        with st.lock:
+            s = st.script
+            if s.get("deployments_down"):
+                return 503, gh_error(503, "Service Unavailable"), {}
+            if st.bump("deployments_rate") < int(s.get("deployments_rate_limit", 0)):
+                return 429, gh_error(429, "API rate limit exceeded"), {"Retry-After": str(s.get("retry_after", 1))}
+            header = h.headers.get("Authorization") or ""
+            if not auth["present"]:
+                return 401, gh_error(401, "Requires authentication"), {}
+            if s.get("token") and header not in ("Bearer " + s["token"], "token " + s["token"]):
+                return 401, gh_error(401, "Bad credentials"), {}
+            deps = st.store.setdefault("deployments", {})
+            base = "http://%s:%d" % h.server.server_address[:2]
+            m = m_list or m_one or m_st
+            repo = "%s/%s" % (m.group(1), m.group(2))
+            api = "%s/repos/%s" % (base, repo)
+
+            if m_list and method == "POST":
+                return self.create_deployment(st, deps, repo, api, body)
+            if m_list and method == "GET":
+                found = [d for d in deps.values() if d["repo"] == repo
+                         and all(not query.get(k) or query[k] == d[k] for k in ("environment", "ref", "sha", "task"))]
+                found.sort(key=lambda d: -d["id"])
+                per_page = min(int(query.get("per_page") or 30), 100)
+                return 200, [self.deployment_view(d) for d in found[:per_page]], {}
+            d = deps.get(int(m.group(3)))
+            if d is None or d["repo"] != repo:
+                return 404, gh_error(404, "Not Found"), {}
+            if m_one and method == "GET":
+                return 200, self.deployment_view(d), {}
+            if m_st and method == "GET":
+                return 200, list(reversed(d["statuses"])), {}
+            if m_st and method == "POST":
+                if not isinstance(body, dict) or body.get("state") not in STATES:
+                    return 422, gh_error(422, "Validation Failed"), {}
+                if len(body.get("description") or "") > 140:
+                    return 422, gh_error(422, "Validation Failed: description is too long (maximum is 140 characters)"), {}
+                status = self.add_status(st, d, api, body)
+                if body["state"] == "success" and body.get("auto_inactive", True):
+                    for other in deps.values():
+                        if (other is not d and other["repo"] == repo and other["environment"] == d["environment"]
+                                and not other["transient_environment"] and not other["production_environment"]
+                                and other["statuses"] and other["statuses"][-1]["state"] == "success"):
+                            self.add_status(st, other, api, {"state": "inactive", "description": ""})
+                return 201, status, {}
+        return 404, gh_error(404, "Not Found"), {}
+
+    def create_deployment(self, st, deps, repo, api, body):
+        s = st.script
+        if not isinstance(body, dict) or not body.get("ref"):
+            return 422, gh_error(422, "Invalid request.\n\n\"ref\" wasn't supplied."), {}
+        ref = body["ref"]
+        auto_merge = body.get("auto_merge", True)
+        if auto_merge and ref in (s.get("conflict") or []):
+            return 409, gh_error(409, "Conflict merging master into %s." % ref), {}
+        if auto_merge and ref in (s.get("behind") or []):
+            return 202, {"message": "Auto-merged master into %s." % ref}, {}
+        failing = s.get("failing_contexts") or []
+        required = body.get("required_contexts")
+        bad = failing if required is None else [c for c in required if c in failing]
+        if bad:
+            out = gh_error(409, "Conflict: Commit status checks failed for %s." % ref)
+            out["errors"] = [{"contexts": [{"context": c, "state": "failure"} for c in bad],
+                              "resource": "Deployment", "field": "required_contexts", "code": "invalid"}]
+            return 409, out, {}
+        env = body.get("environment") or "production"
+        did = st.next_id()
+        d = {"id": did, "repo": repo, "ref": ref, "sha": s.get("sha", "a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d"),
+             "task": body.get("task") or "deploy", "payload": body.get("payload") or {},
+             "environment": env, "original_environment": env, "description": body.get("description"),
+             "transient_environment": bool(body.get("transient_environment", False)),
+             "production_environment": bool(body.get("production_environment", env == "production")),
+             "created": time.time(), "statuses": [], "api": api,
+             "request": {k: body.get(k) for k in ("auto_merge", "required_contexts")}}
+        deps[did] = d
+        return 201, self.deployment_view(d), {}
+
+    def deployment_view(self, d):
+        url = "%s/deployments/%d" % (d["api"], d["id"])
+        return {"url": url, "id": d["id"], "node_id": "MDEwOkRlcGxveW1lbnQ%d" % d["id"], "sha": d["sha"],
+                "ref": d["ref"], "task": d["task"], "payload": d["payload"], "environment": d["environment"],
+                "original_environment": d["original_environment"], "description": d["description"],
+                "creator": {"login": "deployq-bot", "type": "Bot"}, "created_at": fakelib.iso(d["created"]),
+                "updated_at": fakelib.iso(time.time()), "statuses_url": url + "/statuses",
+                "repository_url": d["api"], "transient_environment": d["transient_environment"],
+                "production_environment": d["production_environment"],
+                "_requested": d["request"]}  # not GitHub's: what the client asked for, for tests
+
+    def add_status(self, st, d, api, body):
+        sid = st.next_id()
+        durl = "%s/deployments/%d" % (api, d["id"])
+        status = {"url": "%s/statuses/%d" % (durl, sid), "id": sid, "node_id": "MDE2OkRlcGxveW1lbnRTdGF0dXM%d" % sid,
+                  "state": body["state"], "creator": {"login": "deployq-bot", "type": "Bot"},
+                  "description": body.get("description") or "", "environment": d["environment"],
+                  "target_url": body.get("log_url") or "", "log_url": body.get("log_url") or "",
+                  "environment_url": body.get("environment_url") or "",
+                  "created_at": fakelib.iso(time.time()), "updated_at": fakelib.iso(time.time()),
+                  "deployment_url": durl, "repository_url": api}
+        d["statuses"].append(status)
+        return status
+
+    # ---- the Actions API ----
     def run_view(self, run):
         s = self.state.script
         return {
@@ -114,6 +253,9 @@ class GitHub(fakelib.App):
 
     def route(self, h, method, path, query, body, auth):
         st = self.state
+        answer = self.deployments_route(h, method, path, query, body, auth)
+        if answer is not None:
+            return answer
         m = DISPATCH.match(path)
         if m and method == "POST":
             self.deploy_delay()

@@ -16,6 +16,10 @@
  * on within lock_ttl + orphan_scan rather than after Kafka's session.timeout.ms; the
  * request's record makes it resume, never restore twice, and Kafka's later redelivery of
  * the request finds it concluded.
+ *
+ * A third thread, only when a service configures github_deployments, records deploys as
+ * GitHub Deployments (github_deploy.h) as a consumer group of its own, so that GitHub's
+ * pace never becomes the rollbacks' pace.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@
 
 #include "config.h"
 #include "execute.h"
+#include "github_deploy.h"
 #include "kafka.h"
 #include "log.h"
 #include "redis.h"
@@ -38,6 +43,9 @@ static const char usage[] =
     "last verified version (a provider rollback, or a redeploy through the provider chain),\n"
     "emitting rollback.started and rollback.succeeded (with MTTR) or rollback.failed; send\n"
     "notifications (Slack-compatible and JSON webhooks) as configured per environment.\n"
+    "For services with github_deployments, record each deploy as a GitHub Deployment and\n"
+    "post its statuses, on a thread and consumer group of its own (<group>-github), so\n"
+    "GitHub being down never delays a rollback (docs/github.md).\n"
     "Stops cleanly on SIGTERM/SIGINT (an interrupted rollback is resumed, not repeated).\n"
     "\n"
     DQ_WORKER_COMMON_USAGE;
@@ -91,6 +99,8 @@ int main(int argc, char **argv)
     dq_rollbacker rb, orphans; /* the consumer thread's, the scanner thread's */
     dq_consumer *consumer = NULL;
     dq_runlease_scanner *scanner = NULL;
+    dq_gh_worker *github = NULL;
+    char gh_group[300];
 
     memset(&rb, 0, sizeof rb);
     memset(&orphans, 0, sizeof orphans);
@@ -141,6 +151,14 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    /* GitHub Deployments on a thread and a consumer group of their own (github_deploy.h): a
+     * slow or absent GitHub never holds up a rollback. */
+    snprintf(gh_group, sizeof gh_group, "%s-github", group);
+    github = dq_gh_worker_start(cfg, rb.producer, gh_group, stop, err, sizeof err);
+    if (!github && err[0]) {
+        dq_error("%s", err);
+        goto out;
+    }
     if (rb.settings.orphan_scan_ms > 0) {
         dq_runlease_opts so = {.redis_url = cfg->redis_url,
                                .redis_timeout_ms = cfg->redis_timeout_ms,
@@ -168,12 +186,15 @@ int main(int argc, char **argv)
      * it is joined before the producer goes (an adopted rollback emits through it) */
     *stop = 1;
     dq_runlease_scanner_stop(scanner);
+    dq_gh_worker_stop(github);
+    github = NULL;
     dq_info("stopping: %llu rollbacks succeeded, %llu failed; %llu notifications sent, %llu failed",
             (unsigned long long)(rb.n_succeeded + orphans.n_succeeded),
             (unsigned long long)(rb.n_failed + orphans.n_failed),
             (unsigned long long)(rb.n_notified + orphans.n_notified),
             (unsigned long long)(rb.n_notify_failed + orphans.n_notify_failed));
 out:
+    dq_gh_worker_stop(github);
     dq_consumer_free(consumer);
     dq_producer_free(rb.producer);
     dq_redis_free(rb.redis);
