@@ -26,10 +26,12 @@ static const char check_usage[] =
     "\n"
     "Validate offline what can be validated before a deploy request is sent: the\n"
     "configuration parses; each environment's freeze windows, required_vars and drift\n"
-    "settings are well formed; promotion rules (requires:) are sound. With a target it\n"
-    "also checks the request `deployq submit` would send against schemas/request.json and\n"
-    "says what the validator will require of it (a freeze in force now, the version that\n"
-    "must be verified first, approval). Nothing is contacted: no broker, Redis or provider.\n"
+    "settings are well formed; promotion rules (requires:) are sound: a promotion that\n"
+    "needs a version verified in an environment without a monitor can never pass and is\n"
+    "refused. With a target it also checks the request `deployq submit` would send against\n"
+    "schemas/request.json and says what the validator will require of it (a freeze in\n"
+    "force now, the version that must be verified first, approval). Nothing is contacted:\n"
+    "no broker, Redis or provider.\n"
     "\n"
     "  -s, --service NAME      the service to check a request for\n"
     "  -e, --env NAME          its environment\n"
@@ -191,6 +193,10 @@ int dq_cmd_check(int argc, char **argv)
 
             n_envs++;
             if (!g)
+                problem(&ck, "%s", err);
+            else if (dq_gates_promotion_unverifiable(cfg, cfg->services[i].name,
+                                                     cfg->services[i].envs[j].name, err,
+                                                     sizeof err))
                 problem(&ck, "%s", err);
             dq_gates_free(g);
         }

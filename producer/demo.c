@@ -95,7 +95,8 @@ static void stop_child(pid_t pid)
     waitpid(pid, &status, 0);
 }
 
-dq_demo *dq_demo_start(const char *state_dir, const char *logdir, char *err, size_t errlen)
+dq_demo *dq_demo_start(const char *state_dir, const char *logdir, const char *name, char *err,
+                       size_t errlen)
 {
     dq_demo *d = calloc(1, sizeof *d);
     char script[PATH_MAX + 16], portfile[PATH_MAX], log[PATH_MAX + 32];
@@ -112,8 +113,8 @@ dq_demo *dq_demo_start(const char *state_dir, const char *logdir, char *err, siz
         goto fail;
     }
     snprintf(script, sizeof script, "%s/health.py", d->dir);
-    snprintf(portfile, sizeof portfile, "%s/demo-service.port", state_dir);
-    snprintf(log, sizeof log, "%s/demo-service.log", logdir);
+    snprintf(portfile, sizeof portfile, "%s/%s.port", state_dir, name);
+    snprintf(log, sizeof log, "%s/%s.log", logdir, name);
     unlink(portfile);
     /* In the logs/ directory `up` checked; opened here, never through a symbolic link. */
     logfd = dq_stack_open_file(AT_FDCWD, log, O_CREAT | O_APPEND);
@@ -197,43 +198,71 @@ static void yaml_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
-void dq_demo_write_services(const dq_demo *d, FILE *f)
+/* One environment of service `demo` (at six spaces of indent): the local provider aimed at
+ * d's service, automatic rollback and a monitor whose watch window is window. */
+static void write_env(const dq_demo *d, FILE *f, const char *env, const char *window)
 {
     char deploy_py[PATH_MAX + 16];
 
     snprintf(deploy_py, sizeof deploy_py, "%s/deploy.py", d->dir);
-    fputs("# `deployq up --demo`: one service, a local provider, a short watch window.\n"
-          "services:\n"
-          "  demo:\n"
-          "    environments:\n"
-          "      staging:\n"
-          "        providers:\n"
-          "          - type: command\n"
-          "            name: " PROVIDER_NAME "\n"
-          "            # tells the demo service which version to serve; *-bad versions fail\n"
-          "            argv: [python3, ",
-          f);
+    fprintf(f,
+            "      %s:\n"
+            "        providers:\n"
+            "          - type: command\n"
+            "            name: " PROVIDER_NAME "\n"
+            "            # tells the demo service which version to serve; *-bad versions fail\n"
+            "            argv: [python3, ",
+            env);
     yaml_quoted(f, deploy_py);
     fputs(", ", f);
     yaml_quoted(f, d->health_base);
-    fputs(", \"{version}\"]\n"
-          "            timeout: 30s\n"
-          "            poll_interval: 200ms\n"
-          "            deadline: 60s\n"
-          "        rollback: auto\n"
-          "        monitor:\n"
-          "          interval: 1s\n"
-          "          window: 8s\n"
-          "          failure_threshold: 3\n"
-          "          probes:\n"
-          "            - name: health\n"
-          "              type: http\n"
-          "              url: ",
-          f);
+    fprintf(f,
+            ", \"{version}\"]\n"
+            "            timeout: 30s\n"
+            "            poll_interval: 200ms\n"
+            "            deadline: 60s\n"
+            "        rollback: auto\n"
+            "        # the monitor is what emits deploy.verified: without it a version could\n"
+            "        # never be promoted from here (deployq check refuses that)\n"
+            "        monitor:\n"
+            "          interval: 1s\n"
+            "          window: %s\n"
+            "          failure_threshold: 3\n"
+            "          probes:\n"
+            "            - name: health\n"
+            "              type: http\n"
+            "              url: ",
+            window);
     yaml_quoted(f, d->health_url);
     fputs("\n"
           "              expect_status: 200\n"
           "              missing: fail\n",
+          f);
+}
+
+void dq_demo_write_services(const dq_demo *d, FILE *f)
+{
+    fputs("# `deployq up --demo`: one service, a local provider, a short watch window.\n"
+          "services:\n"
+          "  demo:\n"
+          "    environments:\n",
+          f);
+    write_env(d, f, "staging", "8s");
+}
+
+void dq_demo_write_promotion(const dq_demo *staging, const dq_demo *production, FILE *f)
+{
+    fputs("# Service `demo`: two local HTTP services stand for its staging and production,\n"
+          "# a local provider deploys to them. A version verified in staging (its watch\n"
+          "# window passed clean) may then go to production.\n"
+          "services:\n"
+          "  demo:\n"
+          "    environments:\n",
+          f);
+    write_env(staging, f, "staging", "10s");
+    write_env(production, f, "production", "10s");
+    fputs("        requires: staging\n"
+          "        promotion_needs: verified\n",
           f);
 }
 

@@ -24,10 +24,12 @@ typedef struct dq_demo dq_demo;
 
 /* Find the demo's scripts (next to the deployq binary: demo/ in the build tree,
  * ../share/deployq/demo/ once installed, or $DEPLOYQ_DEMO_DIR) and start the demo service
- * on a free loopback port, its output appended to <logdir>/demo-service.log. Returns NULL
+ * on a free loopback port, its port written to <state_dir>/<name>.port and its output
+ * appended to <logdir>/<name>.log (name: "demo-service" for --demo). Returns NULL
  * with a one-line reason in err when a script is missing or the service does not start
  * within 10 s. Stop it with dq_demo_free(). */
-dq_demo *dq_demo_start(const char *state_dir, const char *logdir, char *err, size_t errlen);
+dq_demo *dq_demo_start(const char *state_dir, const char *logdir, const char *name, char *err,
+                       size_t errlen);
 
 /* The demo service's health URL ("http://127.0.0.1:PORT/health"). */
 const char *dq_demo_health_url(const dq_demo *d);
@@ -37,6 +39,13 @@ const char *dq_demo_health_url(const dq_demo *d);
  * short watch window (probe every 1 s for 8 s, 3 failures in a row roll back) and
  * `rollback: auto`. */
 void dq_demo_write_services(const dq_demo *d, FILE *f);
+
+/* Write the `services:` section of plain `deployq up` to f: service `demo` with
+ * environments staging (aimed at the service staging) and production (at production),
+ * each with the local provider, `rollback: auto` and a monitor (probe every 1 s for 10 s),
+ * production with `requires: staging` and `promotion_needs: verified`: a version goes from
+ * staging to production once verified there. */
+void dq_demo_write_promotion(const dq_demo *staging, const dq_demo *production, FILE *f);
 
 /* Run the demo against the stack whose configuration is config_path: submit
  * DQ_DEMO_GOOD_VERSION signed with key_path/key_id and follow it to deploy.verified, then

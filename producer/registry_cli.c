@@ -189,7 +189,7 @@ typedef struct {
 } reg_opts;
 
 /* The registry directory: --dir, else registry.dir of the configuration, else the running
- * `deployq up` stack's (<state dir>/registry), else $DEPLOYQ_STATE_DIR/registry, else
+ * `deployq up` stack's (<its --data dir>/registry or <state dir>/registry), else $DEPLOYQ_STATE_DIR/registry, else
  * ./deployq-registry (the worker's own defaults, in the same order). */
 static const char *registry_dir(reg_opts *o, const dq_config *cfg)
 {
@@ -208,6 +208,11 @@ static const char *registry_dir(reg_opts *o, const dq_config *cfg)
         }
     }
     stack = dq_stack_find();
+    if (stack && stack->data_dir) { /* `up --data DIR`: the registry writes DIR/registry */
+        snprintf(o->dirbuf, sizeof o->dirbuf, "%s/registry", stack->data_dir);
+        dq_stack_free(stack);
+        return o->dirbuf;
+    }
     if (stack) {
         char *sd = dq_stack_dir(0);
 

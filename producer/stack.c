@@ -316,6 +316,10 @@ dq_stack *dq_stack_find(void)
         s->ci_key_path = dup_member(root, "ci_key");
         s->ci_key_id = dup_member(root, "ci_key_id");
         s->approver_key_path = dup_member(root, "approver_key");
+        s->broker_started = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "broker_started"));
+        s->redis_started = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "redis_started"));
+        s->redis_pid = (pid_t)dq_json_num(root, "redis_pid", 0);
+        s->data_dir = dup_member(root, "data_dir");
     }
     cJSON_Delete(root);
     /* A stack whose process is gone left a stale file behind: not a stack. */
@@ -347,6 +351,12 @@ int dq_stack_write(int dirfd, const dq_stack *s)
         cJSON_AddStringToObject(root, "ci_key_id", s->ci_key_id);
     if (s->approver_key_path)
         cJSON_AddStringToObject(root, "approver_key", s->approver_key_path);
+    cJSON_AddBoolToObject(root, "broker_started", s->broker_started);
+    cJSON_AddBoolToObject(root, "redis_started", s->redis_started);
+    if (s->redis_started && s->redis_pid > 0)
+        cJSON_AddNumberToObject(root, "redis_pid", s->redis_pid);
+    if (s->data_dir)
+        cJSON_AddStringToObject(root, "data_dir", s->data_dir);
     text = cJSON_Print(root);
     if (!text) {
         errno = ENOMEM;
@@ -386,5 +396,6 @@ void dq_stack_free(dq_stack *s)
     free(s->ci_key_path);
     free(s->ci_key_id);
     free(s->approver_key_path);
+    free(s->data_dir);
     free(s);
 }

@@ -3,7 +3,9 @@
  * state directory that holds it.
  *
  * `deployq up` writes <state dir>/stack.json with its pid, the broker's bootstrap
- * address, the Redis URL, the configuration file and the CI key it generated; any later
+ * address, the Redis URL, the configuration file, the CI key it generated, whether it
+ * started the broker and the redis-server itself (or uses existing ones, which it never
+ * stops) and its --data directory; any later
  * `deployq` finds it without flags. The state dir is $DEPLOYQ_STATE_DIR, else
  * $XDG_RUNTIME_DIR/deployq, else /tmp/deployq-<uid>. A file whose pid is gone is stale
  * and ignored.
@@ -31,6 +33,11 @@ typedef struct dq_stack {
     char *ci_key_path;
     char *ci_key_id;
     char *approver_key_path;
+    /* What `up` started, and so stops (and what it found running, and leaves alone). */
+    int broker_started; /* 1: the embedded broker; 0: an existing Kafka (--brokers) */
+    int redis_started;  /* 1: a redis-server of its own, redis_pid; 0: an existing Redis */
+    pid_t redis_pid;
+    char *data_dir;     /* --data DIR, or NULL: nothing is kept across restarts */
 } dq_stack;
 
 /* Open the state directory, creating it 0700 first when create is set and it does not

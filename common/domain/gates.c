@@ -328,6 +328,33 @@ fail:
     return NULL;
 }
 
+int dq_gates_promotion_unverifiable(const dq_config *cfg, const char *service, const char *env,
+                                    char *msg, size_t msglen)
+{
+    const dq_environment *e = dq_config_environment(cfg, service, env);
+    const cJSON *req, *pn;
+    const char *needs;
+    char where[512];
+
+    if (!e || !e->requires || !dq_config_environment(cfg, service, e->requires))
+        return 0;
+    pn = dq_json_get(e->view, "promotion_needs");
+    needs = cJSON_GetStringValue(pn);
+    if (needs && strcmp(needs, "verified") != 0)
+        return 0; /* succeeded: the executor's outcome is enough */
+    if (dq_config_env_watched(cfg, service, e->requires))
+        return 0;
+    req = dq_json_get(e->view, "requires");
+    snprintf(msg, msglen,
+             "%sservices.%s.environments.%s.requires: %s: %s has no monitor, so nothing ever "
+             "emits deploy.verified there and %s can never be promoted; add a monitor with "
+             "probes to services.%s.environments.%s (docs/configuration.md, Probes and "
+             "monitoring) or set promotion_needs: succeeded on %s",
+             dq_config_where(cfg, req, where, sizeof where), service, env, e->requires,
+             e->requires, env, service, e->requires, env);
+    return 1;
+}
+
 const dq_freeze_window *dq_gates_frozen(const dq_gates *g, int64_t now_ms)
 {
     for (size_t i = 0; g && i < g->n_freeze; i++)

@@ -60,6 +60,15 @@ dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *e
                         size_t errlen);
 void dq_gates_free(dq_gates *g);
 
+/* The promotion that can never pass: service/env `requires:` a source environment while
+ * asking for `deploy.verified` there (`promotion_needs: verified`, the default), and the
+ * source has no `monitor:` (dq_config_env_watched), so nothing ever emits deploy.verified
+ * for it. Returns 1 with one line in msg ("file:line: services.api.environments.production
+ * .requires: staging: ...", saying what to add), 0 when the promotion can pass or there is
+ * none. Reads only the configuration. */
+int dq_gates_promotion_unverifiable(const dq_config *cfg, const char *service, const char *env,
+                                    char *msg, size_t msglen);
+
 /* The freeze window that holds at now_ms, or NULL when the environment is not frozen.
  * Borrowed from g. */
 const dq_freeze_window *dq_gates_frozen(const dq_gates *g, int64_t now_ms);

@@ -19,6 +19,9 @@ write_config '  shop:
         freeze:
           - {from: "2020-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z", reason: launch week}'
 check() { "$DEPLOYQ" check --config "$CONFIG" "$@"; }
+# A production that requires staging needs a version verified there: staging is watched
+# (a monitor emits deploy.verified), else check refuses it (below).
+sed -i 's|^      staging: {}$|      staging:\n        monitor: {probes: [{name: health, type: http, url: "http://127.0.0.1:1/health"}]}|' "$CONFIG"
 
 # A good configuration; a good request.
 out=$(check) || fail "check of a good config failed"
@@ -53,6 +56,31 @@ assert_eq "$rc" 1 "exit code, malformed freeze"
 grep -qF "deployq: check: $CONFIG:$((line + 1)): services.shop.environments.broken.freeze: entry 1: from must be an RFC 3339 time" <<<"$err" ||
     fail "$err"
 cp "$T/good.yaml" "$CONFIG"
+
+# A production that needs a version verified in a staging no monitor watches can never be
+# promoted: check refuses it at the line of its requires:, and says what to add. The
+# validator starts anyway (every other target works), with the same line as a warning.
+printf '  web:\n    environments:\n      staging: {}\n      production:\n        requires: staging\n' >>"$CONFIG"
+line=$(grep -n '^        requires: staging$' "$CONFIG" | tail -n1 | cut -d: -f1)
+rc=0; err=$(check 2>&1 >/dev/null) || rc=$?
+assert_eq "$rc" 1 "exit code, unverifiable staging"
+grep -qF "deployq: check: $CONFIG:$line: services.web.environments.production.requires: staging: staging has no monitor, so nothing ever emits deploy.verified there and production can never be promoted; add a monitor with probes to services.web.environments.staging" <<<"$err" ||
+    fail "$err"
+"$VALIDATOR" --config "$CONFIG" >"$T/validator.log" 2>&1 & # it then waits for a Redis: stopped below
+vpid=$!
+PIDS+=("$vpid")
+wait_for 20 grep -qF "$CONFIG:$line: services.web.environments.production.requires: staging: staging has no monitor" "$T/validator.log" ||
+    fail "no warning from the validator: $(head -c 2000 "$T/validator.log")"
+kill "$vpid" 2>/dev/null || true
+printf '        promotion_needs: succeeded\n' >>"$CONFIG"
+check --quiet || fail "promotion_needs: succeeded was refused"
+cp "$T/good.yaml" "$CONFIG"
+
+# docs/examples/deployq.yaml, every section of the configuration, passes check (its
+# ${NAME} references set as a deployment would).
+GITHUB_TOKEN=t SLACK_DEPLOYS_URL=https://hooks.example/x PROMETHEUS_TOKEN=t LB_TOKEN=t \
+    "$DEPLOYQ" check --quiet --config "$DEPLOYQ_SOURCE/docs/examples/deployq.yaml" ||
+    fail "docs/examples/deployq.yaml does not pass check"
 
 # The hook, in a fresh repository with a bare remote.
 export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com

@@ -894,9 +894,16 @@ static void test_docs_example(void **state)
              getenv("DEPLOYQ_TEST_DATA"));
     setenv("REDIS_PASSWORD", "redis-example-pw", 1);
     setenv("KAFKA_PASSWORD", "kafka-example-pw", 1);
+    /* the example's ${NAME} references (notifications, probe headers, router) */
+    setenv("SLACK_DEPLOYS_URL", "https://hooks.example/T0/B0/x", 1);
+    setenv("PROMETHEUS_TOKEN", "prom-example", 1);
+    setenv("LB_TOKEN", "lb-example", 1);
     dq_config *cfg = dq_config_load(path, err, sizeof err);
     unsetenv("REDIS_PASSWORD");
     unsetenv("KAFKA_PASSWORD");
+    unsetenv("SLACK_DEPLOYS_URL");
+    unsetenv("PROMETHEUS_TOKEN");
+    unsetenv("LB_TOKEN");
     assert_string_equal(err, "");
     assert_non_null(cfg);
     const dq_environment *prod = dq_config_environment(cfg, "api", "production");
@@ -904,6 +911,9 @@ static void test_docs_example(void **state)
     assert_string_equal(prod->requires, "staging");
     assert_int_equal(prod->approval, 1);
     assert_true(cfg->n_keys >= 2);
+    /* complete: staging is watched, so production's promotion can pass */
+    assert_true(dq_config_env_watched(cfg, "api", "staging"));
+    assert_true(dq_config_env_watched(cfg, "web", "preview"));
     dq_config_free(cfg);
 }
 

@@ -303,13 +303,48 @@ static void test_state_key(void **state)
                         "deployq:verified:api:staging:3f2c1ab");
 }
 
+/* A production that needs a version verified in a staging nothing watches can never be
+ * promoted: reported at the line of its requires:, with what to add. */
+static void test_promotion_unverifiable(void **state)
+{
+    (void)state;
+    char msg[1024] = "";
+    dq_config *cfg = load(HEAD "      staging: {}\n"
+                               "      production:\n"
+                               "        requires: staging\n");
+
+    assert_int_equal(dq_gates_promotion_unverifiable(cfg, "api", "production", msg, sizeof msg), 1);
+    /* a file loaded from memory is named deployq.yaml in messages (dq_config_where) */
+    assert_string_equal(msg, "deployq.yaml:6: services.api.environments.production.requires: staging: "
+                             "staging has no monitor, so nothing ever emits deploy.verified there "
+                             "and production can never be promoted; add a monitor with probes to "
+                             "services.api.environments.staging (docs/configuration.md, Probes "
+                             "and monitoring) or set promotion_needs: succeeded on production");
+    assert_int_equal(dq_gates_promotion_unverifiable(cfg, "api", "staging", msg, sizeof msg), 0);
+    assert_int_equal(dq_gates_promotion_unverifiable(cfg, "api", "nope", msg, sizeof msg), 0);
+    dq_config_free(cfg);
+
+    /* promotion_needs: succeeded asks only for the executor's outcome */
+    cfg = load(HEAD "      staging: {}\n"
+                    "      production: {requires: staging, promotion_needs: succeeded}\n");
+    assert_int_equal(dq_gates_promotion_unverifiable(cfg, "api", "production", msg, sizeof msg), 0);
+    dq_config_free(cfg);
+
+    /* a watched staging verifies */
+    cfg = load(HEAD "      staging:\n"
+                    "        monitor: {probes: [{name: h, type: http, url: \"http://x/h\"}]}\n"
+                    "      production: {requires: staging, promotion_needs: verified}\n");
+    assert_int_equal(dq_gates_promotion_unverifiable(cfg, "api", "production", msg, sizeof msg), 0);
+    dq_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty_environment), cmocka_unit_test(test_freeze_windows),
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_drift_command),
         cmocka_unit_test(test_drift_fails_closed), cmocka_unit_test(test_drift_railway),
-        cmocka_unit_test(test_state_key),
+        cmocka_unit_test(test_state_key),         cmocka_unit_test(test_promotion_unverifiable),
     };
     int rc;
 

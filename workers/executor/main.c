@@ -425,6 +425,10 @@ static dq_handle_result handle(void *ctx, const dq_message *m, char *err, size_t
     job *jb, *adopted;
     char why[512], key[300];
 
+    /* No value: a placeholder `deployq up --data` writes so that the embedded broker's
+     * offsets continue the registry's log; nothing to do, nothing to warn about. */
+    if (!m->value)
+        return DQ_HANDLED;
     ev = dq_event_decode(m->value ? m->value : "", m->len, why, sizeof why);
     if (!ev) {
         /* deployq.events is the workers' log; something unreadable is not ours to judge */

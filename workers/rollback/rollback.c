@@ -1125,6 +1125,10 @@ dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, s
     dq_handle_result res = DQ_HANDLED;
     char why[512];
 
+    /* No value: a placeholder `deployq up --data` writes so that the embedded broker's
+     * offsets continue the registry's log; nothing to do, nothing to warn about. */
+    if (!m->value)
+        return DQ_HANDLED;
     ev = dq_event_decode(m->value ? m->value : "", m->len, why, sizeof why);
     if (!ev) {
         /* deployq.events is the workers' log; something unreadable is not ours to judge */

@@ -15,6 +15,7 @@
 
 #include "approval.h"
 #include "config.h"
+#include "gates.h"
 #include "kafka.h"
 #include "log.h"
 #include "redis.h"
@@ -327,6 +328,13 @@ int main(int argc, char **argv)
     group = w.group;
 
     val.cfg = cfg;
+    /* A promotion that can never pass (deployq check refuses it too): warned, not refused,
+     * so a running deployq keeps serving every other target of the same file. */
+    for (size_t i = 0; i < cfg->n_services; i++)
+        for (size_t j = 0; j < cfg->services[i].n_envs; j++)
+            if (dq_gates_promotion_unverifiable(cfg, cfg->services[i].name,
+                                                cfg->services[i].envs[j].name, err, sizeof err))
+                dq_warn("%s", err);
     dq_actor("deployq-validator", val.actor, sizeof val.actor);
     val.schemas = dq_schema_set_load(cfg->schemas_dir, err, sizeof err);
     if (!val.schemas) {
