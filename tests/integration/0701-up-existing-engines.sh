@@ -39,7 +39,9 @@ grep -q "^  kafka (embedded)" "$T/up.out" && fail "up started the embedded broke
 out=$("$DEPLOYQ" submit --service demo --env staging --version v1 --wait --timeout 50) || fail "deploy: $out"
 tail -n1 <<<"$out" | grep -q ': deployed$' || fail "not deployed: $out"
 grep -q 'deploy.verified .*demo/staging v1' <<<"$out" || fail "not verified: $out"
-assert_eq "$(redis-cli -p "$REDIS_PORT" exists deployq:verified:demo:staging:v1)" 1 "verified in the existing Redis"
+# The validator learns the verification from deployq.events, a moment after --wait saw it.
+wait_for 20 bash -c "[ \"\$(redis-cli -p $REDIS_PORT exists deployq:verified:demo:staging:v1)\" = 1 ]" ||
+    fail "v1 is not recorded as verified in the existing Redis (deployq:verified:demo:staging:v1)"
 
 kill -INT "$UP"
 wait_for 30 bash -c "! kill -0 $UP 2>/dev/null" || fail "up did not stop"
