@@ -13,11 +13,13 @@
 #            2. the integration tests again against a real Apache Kafka 4.x      (build/)
 #            2b. the suite 'secure' (every worker's main path, each kind of Kafka
 #                client) once more against a real Kafka 3.9.1 over SASL_SSL/SCRAM (build/)
-#            3. the whole suite once more under ASan/UBSan, embedded broker     (build-asan/)
+#            3. the whole suite once more under ASan/UBSan, embedded broker     (build-asan/),
+#               but for suite 'jvm' (tests that start a Kafka JVM of their own)
 #            4. every libFuzzer harness for 20 s                       (tests/fuzz/)
 #            5. two seeded fault-injection runs and the 10,000-request flood (tests/chaos/)
-#   extended  full, with every integration test in run 2b (not only suite 'secure'): about
-#          ten minutes more, which CI's budget does not have; run it before a release.
+#   extended  full, with every integration test in run 2b (not only suite 'secure') and
+#          suite 'jvm' under ASan too: about fifteen minutes more, which CI's budget does
+#          not have; run it before a release.
 #
 # Options (environment): DEPLOYQ_SKIP_INSTALL=1 skips the package step (quick and pr never
 # install), DEPLOYQ_SKIP_REAL_KAFKA=1 skips runs 2 and 2b, DEPLOYQ_SKIP_SECURE_KAFKA=1
@@ -30,7 +32,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^[^#]/p' "$0" | sed -n '/^#/s/^# \{0,1\}//p'
 }
 tier=${1:-}
 case "$tier" in
@@ -108,8 +110,12 @@ finish() {
     exit $?
 }
 
+# The ASan pass of full leaves out suite 'jvm' (the tests that start a Kafka JVM of their
+# own: they ran in the first pass, and under ASan they mostly wait on the JVM).
+asan_skip=
 if [ "$tier" = full ] || [ "$tier" = extended ]; then
     secure_suite=secure
+    [ "$tier" = full ] && asan_skip=jvm
     [ "$tier" = extended ] && secure_suite=integration
 fi
 
@@ -179,7 +185,7 @@ if [ -z "${DEPLOYQ_SKIP_ASAN:-}" ]; then
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp} \
         jobs=${DEPLOYQ_TEST_JOBS:-2} \
-            run_suite "ASan/UBSan: unit and integration, embedded broker" build-asan
+            run_suite "ASan/UBSan: unit and integration, embedded broker${asan_skip:+ (not suite $asan_skip)}" build-asan ${asan_skip:+--no-suite "$asan_skip"}
     else
         step_failed "the ASan/UBSan build (scripts/build.sh build-asan)"
     fi
