@@ -181,6 +181,9 @@ typedef struct run {
     int64_t started_at;  /* wall ms when the provider accepted */
     char unknown_key[256];      /* deployq:unknown:<service>:<environment> */
     cJSON *prev_unknown;        /* that marker left by an earlier deploy of the target, or NULL */
+    cJSON *failed_over;         /* the providers of this run that failed, as provider.failed
+                                   said ({provider, error_class, detail, http_status?}); NULL
+                                   until one fails. deploy.started carries it (a failover). */
 } run;
 
 static int url_ok(const char *u)
@@ -261,6 +264,11 @@ static void emit_started(run *r, const char *provider, const char *provider_type
         /* The target may run something nobody knows of: say so where operators look. */
         if (r->prev_unknown)
             cJSON_AddItemToObject(ev->data, "previous_outcome_unknown", cJSON_Duplicate(r->prev_unknown, 1));
+        /* A failover: who failed and why, where the one that took over is named, so that a
+         * reader (a notification) needs no state of its own. A resumed run does not know
+         * its earlier failures and leaves it out. */
+        if (r->failed_over && cJSON_GetArraySize(r->failed_over) > 0)
+            cJSON_AddItemToObject(ev->data, "failed_over_from", cJSON_Duplicate(r->failed_over, 1));
     }
     emit(r, ev);
 }
@@ -325,6 +333,20 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
         if (e->http_status >= 100 && e->http_status <= 599)
             cJSON_AddNumberToObject(ev->data, "http_status", (double)e->http_status);
         cJSON_AddNumberToObject(ev->data, "attempt", attempt);
+    }
+    if (ev && (r->failed_over || (r->failed_over = cJSON_CreateArray()))) {
+        cJSON *f = cJSON_CreateObject();
+        static const char *const keep[] = {"provider", "error_class", "detail", "http_status", NULL};
+
+        for (int i = 0; f && keep[i]; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev->data, keep[i]);
+            if (v)
+                cJSON_AddItemToObject(f, keep[i], cJSON_Duplicate(v, 1));
+        }
+        if (f && cJSON_GetArraySize(r->failed_over) < 16)
+            cJSON_AddItemToArray(r->failed_over, f);
+        else
+            cJSON_Delete(f);
     }
     emit(r, ev);
 }
@@ -687,5 +709,6 @@ outcome:
     dq_exec_chain_free(providers, n);
     dq_runrecord_free(r.record);
     cJSON_Delete(r.prev_unknown);
+    cJSON_Delete(r.failed_over);
     return st;
 }

@@ -172,6 +172,7 @@ class Handler(BaseHTTPRequestHandler):
         state = app.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
+        self.raw_body = raw  # the exact bytes, for a double that checks a signature over them
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:

@@ -16,8 +16,20 @@ status_5xx on /status. Auth is optional (Bearer); it is recorded as present or n
 Script "done_after_ms": N makes a run terminal by the clock instead of by polls: the
 first status poll N ms or more after the deploy call sees the end, however many polls
 came before (a deployment that finishes while nobody watches it).
+
+It is also a receiver of deployq's signed JSON notifications, checking them as a real
+receiver would (docs/operations.md, "Receiving webhooks"):
+
+  POST /notify[/...]  the event; header X-Deployq-Signature: t=<unix>,v1=<hex> where hex is
+       HMAC-SHA256(secret, "<t>.<raw body>"). 204 when it verifies; 401
+       {"error": "missing_signature" | "bad_signature" | "stale_signature"} otherwise
+       (stale: t more than "tolerance_s" (default 300) away from now). The secret is the
+       script's "notify_secret"; without one every call is refused (missing_secret).
+       Script "notify_delay_ms" answers that much later (a slow receiver).
 """
 
+import hashlib
+import hmac
 import re
 import time
 
@@ -34,9 +46,37 @@ def wh_error(status, message):
     return {"error": message}
 
 
+def check_signature(secret, header, raw, tolerance_s, now=None):
+    """None when header signs raw with secret within tolerance_s of now, else the reason."""
+    if not header:
+        return "missing_signature"
+    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        t = int(parts.get("t", ""))
+    except ValueError:
+        return "bad_signature"
+    expected = hmac.new(secret.encode(), str(t).encode() + b"." + raw, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, parts.get("v1", "")):
+        return "bad_signature"
+    if abs((now if now is not None else time.time()) - t) > tolerance_s:
+        return "stale_signature"
+    return None
+
+
 class Webhook(fakelib.App):
     def route(self, h, method, path, query, body, auth):
         st = self.state
+        if (path == "/notify" or path.startswith("/notify/")) and method == "POST":
+            s = st.script
+            if s.get("notify_delay_ms"):
+                time.sleep(int(s["notify_delay_ms"]) / 1000.0)
+            if not s.get("notify_secret"):
+                return 401, {"error": "missing_secret"}, {}
+            why = check_signature(s["notify_secret"], h.headers.get("X-Deployq-Signature"), h.raw_body,
+                                  int(s.get("tolerance_s", 300)))
+            if why:
+                return 401, {"error": why}, {}
+            return 204, None, {}
         if path in ("/deploy", "/rollback") and method == "POST":
             self.deploy_delay()
             with st.lock:

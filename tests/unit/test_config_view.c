@@ -24,7 +24,7 @@
 #include "notify.h"
 #include "testutil.h"
 
-#define NOTIFY_KNOWN "(known: slack_webhook, webhook, on, dashboard_url, timeout, retries, retry_budget)"
+#define NOTIFY_KNOWN "(known: slack_webhook, webhook, webhook_secret, on, dashboard_url, timeout, retries, retry_budget)"
 
 static int setup(void **state)
 {

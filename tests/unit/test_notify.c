@@ -2,7 +2,10 @@
  * test_notify.c - notifications (workers/rollback/notify.c): the settings of a target (environment
  * `notify`, else top-level `notifications`, and their errors), the message text, delivery
  * to the Slack double (tests/fakes/slack.py) with retries, and the notification.* event
- * that reports it, never carrying the webhook URL.
+ * that reports it, never carrying the webhook URL; the kinds a team acts on (failover,
+ * approval waiting, rejection) and the signature of the JSON webhook's bodies, checked
+ * against a vector computed outside deployq and by the webhook double
+ * (tests/fakes/webhook.py), which verifies it as a receiver would.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,17 +25,20 @@
 
 #define SECRET_PATH "/services/T1/B1/s3cr3t-hook-path"
 
-static dq_fake slack;
+static dq_fake slack, receiver;
 
 static int setup(void **state)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     dq_log_init("test_notify", DQ_LOG_OFF, 0);
+    if (dq_fake_start(&receiver, "webhook") != 0)
+        return -1;
     return dq_fake_start(&slack, "slack");
 }
 
 static int teardown(void **state)
 {
+    dq_fake_stop(&receiver);
     dq_fake_stop(&slack);
     curl_global_cleanup();
     return 0;
@@ -89,6 +95,33 @@ static void test_config_env_and_defaults(void **state)
     assert_true(dq_notify_wants(&nc, "deploy.failed"));
     assert_false(dq_notify_wants(&nc, "deploy.succeeded"));
     assert_false(dq_notify_wants(&nc, "deploy.verified"));
+    /* what needs a person is on by default; a rejection (its submitter is told) is not */
+    assert_true(dq_notify_wants(&nc, "failover"));
+    assert_true(dq_notify_wants(&nc, "deploy.awaiting_approval"));
+    assert_false(dq_notify_wants(&nc, "deploy.rejected"));
+    assert_null(nc.webhook_secret);
+    dq_notify_config_clear(&nc);
+    dq_config_free(cfg);
+
+    /* the new kinds in `on`, and the secret: kept, registered for redaction */
+    setenv("TEST_NOTIFY_SECRET", "whsec-0123456789abcdef-s3cr3t", 1);
+    cfg = load("services:\n  api:\n    environments:\n      production:\n        notify:\n"
+               "          webhook: https://hooks.example/in\n"
+               "          webhook_secret: ${TEST_NOTIFY_SECRET}\n"
+               "          on: [deploy.rejected, failover]\n",
+               err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(dq_notify_config_load(cfg, "api", "production", &nc, err, sizeof err), 0);
+    assert_string_equal(nc.webhook_secret, "whsec-0123456789abcdef-s3cr3t");
+    assert_true(dq_notify_wants(&nc, "deploy.rejected"));
+    assert_true(dq_notify_wants(&nc, "failover"));
+    assert_false(dq_notify_wants(&nc, "deploy.awaiting_approval"));
+    assert_false(dq_notify_wants(&nc, "deploy.failed"));
+    {
+        char line[256];
+        dq_redact("secret is whsec-0123456789abcdef-s3cr3t.", line, sizeof line);
+        assert_null(strstr(line, "s3cr3t"));
+    }
     dq_notify_config_clear(&nc);
     dq_config_free(cfg);
 
@@ -113,6 +146,12 @@ static void test_config_errors(void **state)
         {"  timeout: soon\n", "deployq.yaml:2: notifications.timeout: expected a duration such as 5s"},
         {"  retries: 99\n", "deployq.yaml:2: notifications.retries: expected an integer from 0 to 10"},
         {"  slack: https://x.example\n", "deployq.yaml:2: notifications: unknown key 'slack'"},
+        {"  on: [failover, deploy.rejectd]\n", "deployq.yaml:3: notifications.on: 'deploy.rejectd' is not one of"},
+        {"  on: [provider.failed]\n", "deployq.yaml:3: notifications.on: 'provider.failed' is not one of"},
+        {"  webhook_secret: short-s3cr3t\n",
+         "deployq.yaml:3: notifications.webhook_secret: expected at least 16 characters"},
+        {"  slack_webhook: https://x.example/h\n  webhook_secret: long-enough-but-s3cr3t\n",
+         "deployq.yaml:3: notifications.webhook_secret: set without notifications.webhook"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char yaml[512], err[512];
@@ -121,7 +160,10 @@ static void test_config_errors(void **state)
 
         /* `on` is checked once a channel exists, so that case has one on line 2 */
         snprintf(yaml, sizeof yaml, "notifications:\n%s%sservices:\n  api:\n    environments:\n      prod: {}\n",
-                 strstr(cases[i].section, "on:") ? "  webhook: https://x.example/h\n" : "", cases[i].section);
+                 strstr(cases[i].section, "on:") || strstr(cases[i].section, "short-s3cr3t")
+                     ? "  webhook: https://x.example/h\n"
+                     : "",
+                 cases[i].section);
         cfg = load(yaml, err, sizeof err);
         assert_non_null(cfg);
         assert_int_equal(dq_notify_config_load(cfg, "api", "prod", &nc, err, sizeof err), -1);
@@ -177,6 +219,147 @@ static void test_text(void **state)
     assert_string_equal(text, "Rollback of api/staging FAILED: no verified version\n"
                               "Version v1 may still be serving.\nA person must act.");
     free(text);
+    dq_event_free(ev);
+}
+
+/* A failover, an approval waiting, a rejection: what each message says, exactly. */
+static void test_text_kinds(void **state)
+{
+    const char *dep = "4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a";
+    dq_event *ev = dq_event_new("deploy.started", dep, "api", "production", "v3", "t");
+    cJSON *from = cJSON_AddArrayToObject(ev->data, "failed_over_from"), *f;
+    dq_notify_links links = {.approvers = "ops-lead, sre-oncall"};
+    char *text;
+
+    /* a plain deploy.started is of no kind */
+    cJSON_AddStringToObject(ev->data, "provider", "backup");
+    cJSON_AddNumberToObject(ev->data, "attempt", 3);
+    assert_null(dq_notify_kind(ev));
+    f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "provider", "railway-prod");
+    cJSON_AddStringToObject(f, "error_class", "http_5xx");
+    cJSON_AddStringToObject(f, "detail", "HTTP 503 <upstream>");
+    cJSON_AddNumberToObject(f, "http_status", 503);
+    cJSON_AddItemToArray(from, f);
+    f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "provider", "gh-actions");
+    cJSON_AddStringToObject(f, "error_class", "connect");
+    cJSON_AddStringToObject(f, "detail", "");
+    cJSON_AddItemToArray(from, f);
+    assert_string_equal(dq_notify_kind(ev), "failover");
+    text = dq_notify_text(NULL, ev, NULL, NULL);
+    assert_string_equal(text, "Failover on api/production, version v3: backup took over (provider 3 of the chain).\n"
+                              "railway-prod failed: http_5xx (HTTP 503): HTTP 503 &lt;upstream&gt;\n"
+                              "gh-actions failed: connect\n"
+                              "The deploy goes on; the failed provider needs a look.\n"
+                              "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    ev = dq_event_new("deploy.awaiting_approval", dep, "api", "production", "v3", "t");
+    cJSON_AddStringToObject(ev->data, "approval_role", "approver");
+    cJSON_AddStringToObject(ev->data, "requested_by", "ci@github");
+    cJSON_AddStringToObject(ev->data, "expires_at", "2026-12-03T20:00:00.000Z");
+    assert_string_equal(dq_notify_kind(ev), "deploy.awaiting_approval");
+    text = dq_notify_text(NULL, ev, &links, NULL);
+    assert_string_equal(text, "Approval needed: api/production version v3, requested by ci@github.\n"
+                              "Who: a holder of a key of role approver (ops-lead, sre-oncall).\n"
+                              "Until: 2026-12-03T20:00:00.000Z; without a decision by then nothing is deployed.\n"
+                              "Approve: deployq approve 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
+                              "Deny: deployq deny 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
+                              "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    ev = dq_event_new("deploy.rejected", dep, "api", "production", "v3", "t");
+    {
+        cJSON *reasons = cJSON_AddArrayToObject(ev->data, "reasons"), *r;
+
+        r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "code", "freeze");
+        cJSON_AddStringToObject(r, "message", "production is frozen until 2026-12-04T08:00:00Z (release week)");
+        cJSON_AddItemToArray(reasons, r);
+        r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "code", "promotion");
+        cJSON_AddStringToObject(r, "message", "v3 was never verified in staging");
+        cJSON_AddItemToArray(reasons, r);
+    }
+    cJSON_AddStringToObject(ev->data, "key_id", "ci-main");
+    assert_string_equal(dq_notify_kind(ev), "deploy.rejected");
+    text = dq_notify_text(NULL, ev, NULL, NULL);
+    assert_string_equal(text, "Deploy of api/production version v3 rejected (signed by key ci-main):\n"
+                              "- freeze: production is frozen until 2026-12-04T08:00:00Z (release week)\n"
+                              "- promotion: v3 was never verified in staging\n"
+                              "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    /* the kinds that are event types; "failover" is not one */
+    ev = dq_event_new("provider.failed", dep, "api", "production", "v3", "t");
+    assert_null(dq_notify_kind(ev));
+    dq_event_free(ev);
+}
+
+/* The signature against a vector computed outside deployq:
+ *   printf '%s' '1764763200.{"id":"e1","type":"deploy.failed"}' |
+ *       openssl dgst -sha256 -hmac 'whsec-test-0123456789abcdef'
+ * and the same with Python's hmac.new(key, msg, hashlib.sha256).hexdigest(). */
+static void test_sign_vector(void **state)
+{
+    const char *body = "{\"id\":\"e1\",\"type\":\"deploy.failed\"}";
+    char sig[DQ_NOTIFY_SIG_LEN];
+
+    assert_int_equal(dq_notify_sign("whsec-test-0123456789abcdef", 1764763200, body, strlen(body), sig), 0);
+    assert_string_equal(sig, "t=1764763200,v1=f4dab9d270d1fdeb13c13d51d8d9f4021ca86bffc8b5b4adae374bd97cf382b0");
+    /* another timestamp or one byte of the body more: another signature */
+    assert_int_equal(dq_notify_sign("whsec-test-0123456789abcdef", 1764763201, body, strlen(body), sig), 0);
+    assert_null(strstr(sig, "f4dab9d270d1fdeb"));
+    assert_int_equal(dq_notify_sign("whsec-test-0123456789abcdef", 1764763200, "{\"id\":\"e1\"} ", 11, sig), 0);
+    assert_null(strstr(sig, "f4dab9d270d1fdeb"));
+}
+
+/* The webhook double checks the signature as a receiver would: signed with its secret, the
+ * delivery is accepted; with another secret or none, refused (401, not retried). */
+static void test_signed_delivery(void **state)
+{
+    char url[256];
+    dq_notify_config nc = {.timeout_ms = 2000, .retries = 0, .retry_budget_ms = 5000};
+    dq_notify_result res[DQ_NOTIFY_MAX_CHANNELS];
+    dq_event *ev = rollback_succeeded();
+    cJSON *calls;
+    const cJSON *c;
+    const char *hdr;
+
+    assert_int_equal(dq_fake_reset(&receiver), 0);
+    assert_int_equal(dq_fake_script(&receiver, "{\"notify_secret\":\"whsec-right-0123456789abcdef\"}"), 0);
+    snprintf(url, sizeof url, "%s/notify/s3cr3t", receiver.base);
+    nc.webhook_url = url;
+    nc.webhook_secret = "whsec-right-0123456789abcdef";
+    assert_int_equal(dq_notify_send(&nc, ev, "x", res), 1);
+    assert_int_equal(res[0].ok, 1);
+    assert_int_equal(res[0].http_status, 204);
+    calls = dq_fake_calls(&receiver);
+    c = dq_fake_call(calls, "POST", "/notify/", 0);
+    hdr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "headers"), "X-Deployq-Signature")
+              ->valuestring;
+    assert_memory_equal(hdr, "t=", 2);
+    assert_non_null(strstr(hdr, ",v1="));
+    assert_int_equal(strlen(strstr(hdr, ",v1=")), 4 + 64);
+    cJSON_Delete(calls);
+
+    nc.webhook_secret = "whsec-wrong-0123456789abcdef";
+    assert_int_equal(dq_notify_send(&nc, ev, "x", res), 1);
+    assert_int_equal(res[0].ok, 0);
+    assert_string_equal(res[0].error, "HTTP 401 after 1 attempt");
+
+    nc.webhook_secret = NULL;
+    assert_int_equal(dq_notify_send(&nc, ev, "x", res), 1);
+    assert_int_equal(res[0].ok, 0);
+    assert_int_equal(res[0].http_status, 401);
+    calls = dq_fake_calls(&receiver);
+    c = dq_fake_call(calls, "POST", "/notify/", 2);
+    assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "headers"), "X-Deployq-Signature"));
+    cJSON_Delete(calls);
     dq_event_free(ev);
 }
 
@@ -262,6 +445,9 @@ int main(void)
         cmocka_unit_test(test_config_env_and_defaults),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_text),
+        cmocka_unit_test(test_text_kinds),
+        cmocka_unit_test(test_sign_vector),
+        cmocka_unit_test(test_signed_delivery),
         cmocka_unit_test_setup(test_send_and_report, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -9,7 +9,10 @@
  * on its own thread; max.poll.interval.ms is raised so a long restore does not cost the
  * group membership.
  *
- * A second thread, the orphan scanner (runlease.h), runs the rollbacks whose worker died:
+ * Notifications are delivered by a thread of their own (notifyq.h): the handler only
+ * records what is owed, so a slow webhook never holds up a rollback.
+ *
+ * Another thread, the orphan scanner (runlease.h), runs the rollbacks whose worker died:
  * every executor.orphan_scan it looks for registered rollbacks whose lock expired and runs
  * one it claimed right there, with its own Redis connection (the consumer thread's is
  * not shared) and the shared producer, one at a time. So a killed worker's rollback goes
@@ -29,7 +32,10 @@
 #include "execute.h"
 #include "github_deploy.h"
 #include "kafka.h"
+#include "json.h"
 #include "log.h"
+#include "notify.h"
+#include "notifyq.h"
 #include "redis.h"
 #include "rollback.h"
 #include "runlease.h"
@@ -42,13 +48,40 @@ static const char usage[] =
     "Consume deployq.events; on rollback.requested take the target's lock and restore its\n"
     "last verified version (a provider rollback, or a redeploy through the provider chain),\n"
     "emitting rollback.started and rollback.succeeded (with MTTR) or rollback.failed; send\n"
-    "notifications (Slack-compatible and JSON webhooks) as configured per environment.\n"
+    "notifications (Slack-compatible and JSON webhooks, the JSON bodies signed with\n"
+    "notify.webhook_secret) as configured per environment: by default rollbacks, failed\n"
+    "deploys, failovers and approvals waiting; rejections on request (notify.on). They go\n"
+    "out from a thread of their own, recorded in Redis first, so a slow webhook never\n"
+    "delays a rollback and a restart loses none.\n"
     "For services with github_deployments, record each deploy as a GitHub Deployment and\n"
     "post its statuses, on a thread and consumer group of its own (<group>-github), so\n"
     "GitHub being down never delays a rollback (docs/github.md).\n"
     "Stops cleanly on SIGTERM/SIGINT (an interrupted rollback is resumed, not repeated).\n"
     "\n"
     DQ_WORKER_COMMON_USAGE;
+
+/* Read every target's notification settings once at start, so that a mistake in one
+ * (an unknown kind in `on`, a short webhook_secret) is said with its file:line now rather
+ * than when that target first has something to report. Not fatal: rollbacks matter more
+ * than their messages, and that target's notifications are logged as not sent. */
+static void check_notify(const dq_config *cfg)
+{
+    char err[512];
+    dq_notify_config nc;
+
+    if (dq_notify_config_read(cfg, dq_config_view(cfg, "notifications"), "notifications", &nc, err, sizeof err) != 0)
+        dq_error("%s", err);
+    dq_notify_config_clear(&nc);
+    for (size_t i = 0; i < cfg->n_services; i++)
+        for (size_t j = 0; j < cfg->services[i].n_envs; j++) {
+            const dq_environment *e = &cfg->services[i].envs[j];
+            const cJSON *sec = dq_json_get(e->view, "notify");
+
+            if (sec && dq_notify_config_read(cfg, sec, "notify", &nc, err, sizeof err) != 0)
+                dq_error("%s (%s/%s: its notifications will not be sent)", err, cfg->services[i].name, e->name);
+            dq_notify_config_clear(&nc);
+        }
+}
 
 /* ---- orphaned rollbacks (runlease.h), run on the scanner's thread ---- */
 
@@ -101,6 +134,8 @@ int main(int argc, char **argv)
     dq_runlease_scanner *scanner = NULL;
     dq_gh_worker *github = NULL;
     char gh_group[300];
+    dq_notifyq *notifyq = NULL;
+    uint64_t n_sent = 0, n_unsent = 0;
 
     memset(&rb, 0, sizeof rb);
     memset(&orphans, 0, sizeof orphans);
@@ -119,6 +154,7 @@ int main(int argc, char **argv)
         goto out;
     }
     rb.cfg = cfg;
+    check_notify(cfg);
     dq_actor("deployq-rollback", rb.actor, sizeof rb.actor);
     rb.running = dq_rb_running_new();
     if (!rb.running) {
@@ -150,6 +186,16 @@ int main(int argc, char **argv)
     if (!consumer) {
         dq_error("%s", err);
         goto out;
+    }
+    {
+        dq_notifyq_opts no = {.cfg = cfg, .producer = rb.producer, .actor = rb.actor, .stop = stop};
+
+        notifyq = dq_notifyq_start(&no, err, sizeof err);
+        if (!notifyq) {
+            dq_error("%s", err);
+            goto out;
+        }
+        rb.notifyq = notifyq;
     }
     /* GitHub Deployments on a thread and a consumer group of their own (github_deploy.h): a
      * slow or absent GitHub never holds up a rollback. */
@@ -188,14 +234,17 @@ int main(int argc, char **argv)
     dq_runlease_scanner_stop(scanner);
     dq_gh_worker_stop(github);
     github = NULL;
+    dq_notifyq_counts(notifyq, &n_sent, &n_unsent);
     dq_info("stopping: %llu rollbacks succeeded, %llu failed; %llu notifications sent, %llu failed",
             (unsigned long long)(rb.n_succeeded + orphans.n_succeeded),
-            (unsigned long long)(rb.n_failed + orphans.n_failed),
-            (unsigned long long)(rb.n_notified + orphans.n_notified),
-            (unsigned long long)(rb.n_notify_failed + orphans.n_notify_failed));
+            (unsigned long long)(rb.n_failed + orphans.n_failed), (unsigned long long)n_sent,
+            (unsigned long long)n_unsent);
 out:
     dq_gh_worker_stop(github);
     dq_consumer_free(consumer);
+    /* after the consumer and the scanner (which record into it), before the producer (its
+     * reports go through it) */
+    dq_notifyq_stop(notifyq);
     dq_producer_free(rb.producer);
     dq_redis_free(rb.redis);
     dq_rb_running_free(rb.running);

@@ -13,6 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include "http.h"
 #include "json.h"
@@ -23,14 +28,24 @@
 #define DEFAULT_RETRIES 3
 #define DEFAULT_BUDGET_MS 15000
 
+#define KIND_FAILOVER "failover"
+/* A secret shorter than this is refused: it would be guessable. */
+#define MIN_SECRET_LEN 16
+
+/* The bit of a kind in on_mask is its index here: append, never reorder. */
 const char *const dq_notify_types[] = {
     DQ_EV_ROLLBACK_REQUESTED, DQ_EV_ROLLBACK_SUCCEEDED, DQ_EV_ROLLBACK_FAILED,
     DQ_EV_FAILED,             DQ_EV_SUCCEEDED,          DQ_EV_VERIFIED,
+    DQ_EV_REJECTED,           DQ_EV_AWAITING_APPROVAL,  KIND_FAILOVER,
     NULL,
 };
 
-/* The default `on`: what always needs a person's attention. */
-#define DEFAULT_ON_MASK 0x0fu
+/* The default `on`: what needs a person. A rollback (requested, done, failed) and a
+ * failed deploy as before; a failover (a provider is down although the deploy went on)
+ * and an approval waiting (nothing happens until someone decides). Not a rejection:
+ * whoever submitted it is told by `deployq submit --wait`, and a storm of them (a
+ * misconfigured CI) would bury the rest. */
+#define DEFAULT_ON_MASK (0x0fu | 1u << 7 | 1u << 8)
 
 static int type_bit(const char *type)
 {
@@ -38,6 +53,20 @@ static int type_bit(const char *type)
         if (strcmp(dq_notify_types[i], type) == 0)
             return i;
     return -1;
+}
+
+const char *dq_notify_kind(const dq_event *ev)
+{
+    if (!ev || !ev->type)
+        return NULL;
+    if (strcmp(ev->type, DQ_EV_STARTED) == 0) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(ev->data, "failed_over_from");
+        return cJSON_IsArray(f) && cJSON_GetArraySize(f) > 0 ? KIND_FAILOVER : NULL;
+    }
+    if (strcmp(ev->type, KIND_FAILOVER) == 0)
+        return NULL; /* a kind, not an event type */
+    int bit = type_bit(ev->type);
+    return bit < 0 ? NULL : dq_notify_types[bit];
 }
 
 /* ---- configuration ---- */
@@ -48,6 +77,10 @@ void dq_notify_config_clear(dq_notify_config *nc)
         return;
     free(nc->slack_url);
     free(nc->webhook_url);
+    if (nc->webhook_secret) {
+        OPENSSL_cleanse(nc->webhook_secret, strlen(nc->webhook_secret));
+        free(nc->webhook_secret);
+    }
     free(nc->dashboard_url);
     memset(nc, 0, sizeof *nc);
 }
@@ -107,8 +140,8 @@ int dq_notify_config_load(const dq_config *cfg, const char *service, const char 
 int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *where,
                           dq_notify_config *nc, char *err, size_t errlen)
 {
-    static const char *const known[] = {"slack_webhook", "webhook", "on", "dashboard_url",
-                                        "timeout", "retries", "retry_budget", NULL};
+    static const char *const known[] = {"slack_webhook", "webhook", "webhook_secret", "on",
+                                        "dashboard_url", "timeout", "retries", "retry_budget", NULL};
     const cJSON *v;
     char num[32];
 
@@ -132,6 +165,28 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
         dq_log_redact(nc->slack_url);
     if (nc->webhook_url)
         dq_log_redact(nc->webhook_url);
+    if ((v = dq_json_get(sec, "webhook_secret")) != NULL) {
+        const char *t = dq_config_text(cfg, v, num, sizeof num);
+
+        /* registered before any check, so that no message about it could carry it */
+        if (t && t[0])
+            dq_log_redact(t);
+        if (!t || strlen(t) < MIN_SECRET_LEN) {
+            dq_config_fail(cfg, v, err, errlen,
+                           "%s.webhook_secret: expected at least %d characters (e.g. openssl rand -hex 32)",
+                           where, MIN_SECRET_LEN);
+            goto fail;
+        }
+        if (!nc->webhook_url) {
+            dq_config_fail(cfg, v, err, errlen, "%s.webhook_secret: set without %s.webhook (it signs that "
+                           "webhook's bodies; Slack's incoming webhooks verify no signature)", where, where);
+            goto fail;
+        }
+        if (!(nc->webhook_secret = strdup(t))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
 
     if ((v = dq_json_get(sec, "on")) != NULL) {
         const cJSON *item;
@@ -148,7 +203,8 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
             if (bit < 0) {
                 dq_config_fail(cfg, item, err, errlen,
                                "%s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
-                               "rollback.failed, deploy.failed, deploy.succeeded, deploy.verified",
+                               "rollback.failed, deploy.failed, failover, deploy.awaiting_approval, "
+                               "deploy.rejected, deploy.succeeded, deploy.verified",
                                where, t ? t : "?");
                 goto fail;
             }
@@ -173,9 +229,9 @@ fail:
     return -1;
 }
 
-int dq_notify_wants(const dq_notify_config *nc, const char *type)
+int dq_notify_wants(const dq_notify_config *nc, const char *kind)
 {
-    int bit = type_bit(type);
+    int bit = type_bit(kind);
 
     if (!nc || bit < 0 || (!nc->slack_url && !nc->webhook_url))
         return 0;
@@ -351,6 +407,51 @@ char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_no
         fmt_duration((int64_t)dq_json_num(d, "window_ms", 0), dur, sizeof dur);
         putf(&b, "Verified %s/%s version %s: healthy for its %s window (%d samples).", svc, env, ver, dur,
              (int)dq_json_num(d, "samples", 0));
+    } else if (strcmp(ev->type, DQ_EV_STARTED) == 0 && dq_notify_kind(ev)) {
+        const cJSON *f;
+
+        putf(&b, "Failover on %s/%s, version %s: %s took over (provider %d of the chain).", svc, env, ver,
+             dq_json_str(d, "provider") ? dq_json_str(d, "provider") : "?", (int)dq_json_num(d, "attempt", 0));
+        cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(d, "failed_over_from")) {
+            const char *fd = dq_json_str(f, "detail");
+            int st = (int)dq_json_num(f, "http_status", 0);
+
+            putf(&b, "\n%s failed: %s", dq_json_str(f, "provider") ? dq_json_str(f, "provider") : "?",
+                 dq_json_str(f, "error_class") ? dq_json_str(f, "error_class") : "?");
+            if (st > 0)
+                putf(&b, " (HTTP %d)", st);
+            if (fd && fd[0])
+                putf(&b, ": %s", fd);
+        }
+        put_esc(&b, "\nThe deploy goes on; the failed provider needs a look.");
+    } else if (strcmp(ev->type, DQ_EV_AWAITING_APPROVAL) == 0) {
+        const char *by = dq_json_str(d, "requested_by"), *until = dq_json_str(d, "expires_at");
+        const char *id = ev->deployment_id ? ev->deployment_id : "DEPLOYMENT_ID";
+
+        putf(&b, "Approval needed: %s/%s version %s", svc, env, ver);
+        if (by)
+            putf(&b, ", requested by %s", by);
+        put_esc(&b, ".");
+        putf(&b, "\nWho: a holder of a key of role %s",
+             dq_json_str(d, "approval_role") ? dq_json_str(d, "approval_role") : "approver");
+        if (links && links->approvers && links->approvers[0])
+            putf(&b, " (%s)", links->approvers);
+        put_esc(&b, ".");
+        if (until)
+            putf(&b, "\nUntil: %s; without a decision by then nothing is deployed.", until);
+        putf(&b, "\nApprove: deployq approve %s --reason TEXT", id);
+        putf(&b, "\nDeny: deployq deny %s --reason TEXT", id);
+    } else if (strcmp(ev->type, DQ_EV_REJECTED) == 0) {
+        const cJSON *r;
+
+        putf(&b, "Deploy of %s/%s version %s rejected", svc, env, ver);
+        if (dq_json_str(d, "key_id"))
+            putf(&b, " (signed by key %s)", dq_json_str(d, "key_id"));
+        put_esc(&b, ":");
+        cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(d, "reasons")) {
+            putf(&b, "\n- %s: %s", dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
+                 dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
+        }
     } else {
         putf(&b, "%s for %s/%s version %s.", ev->type, svc, env, ver);
     }
@@ -375,11 +476,42 @@ char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_no
 
 /* ---- delivery ---- */
 
+int dq_notify_sign(const char *secret, int64_t t, const char *body, size_t body_len,
+                   char out[DQ_NOTIFY_SIG_LEN])
+{
+    char ts[24];
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    int ts_len = snprintf(ts, sizeof ts, "%lld.", (long long)t);
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    size_t n = 0;
+    int rc = -1;
+
+    out[0] = '\0';
+    /* "<t>." then the body, fed in two parts: the same MAC as over their concatenation */
+    if (c && EVP_MAC_init(c, (const unsigned char *)secret, strlen(secret), params) == 1 &&
+        EVP_MAC_update(c, (const unsigned char *)ts, (size_t)ts_len) == 1 &&
+        EVP_MAC_update(c, (const unsigned char *)body, body_len) == 1 &&
+        EVP_MAC_final(c, mac, &n, sizeof mac) == 1 && n == 32) {
+        int o = snprintf(out, DQ_NOTIFY_SIG_LEN, "t=%lld,v1=", (long long)t);
+
+        for (size_t i = 0; i < n; i++)
+            o += snprintf(out + o, DQ_NOTIFY_SIG_LEN - (size_t)o, "%02x", mac[i]);
+        rc = 0;
+    }
+    EVP_MAC_CTX_free(c);
+    EVP_MAC_free(m);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return rc;
+}
+
 static void deliver(const dq_notify_config *nc, const char *channel, const char *url, const char *body,
                     const char *type, int slack, dq_notify_result *r)
 {
-    char type_header[96];
-    const char *headers[] = {"Content-Type: application/json", type_header, NULL};
+    char type_header[96], sig_header[sizeof DQ_NOTIFY_SIG_HEADER + 2 + DQ_NOTIFY_SIG_LEN];
+    const char *headers[] = {"Content-Type: application/json", type_header, NULL, NULL};
     dq_http_opts o = {0};
     dq_http_response resp = {0};
     int rc;
@@ -387,6 +519,18 @@ static void deliver(const dq_notify_config *nc, const char *channel, const char 
     memset(r, 0, sizeof *r);
     dq_strlcpy(r->channel, channel, sizeof r->channel);
     snprintf(type_header, sizeof type_header, "X-Deployq-Event: %s", type);
+    if (!slack && nc->webhook_secret) {
+        char sig[DQ_NOTIFY_SIG_LEN];
+
+        /* Unsigned would be refused by a receiver that checks: better not sent at all. */
+        if (dq_notify_sign(nc->webhook_secret, (int64_t)time(NULL), body, strlen(body), sig) != 0) {
+            r->attempts = 1;
+            snprintf(r->error, sizeof r->error, "the body could not be signed (OpenSSL)");
+            return;
+        }
+        snprintf(sig_header, sizeof sig_header, "%s: %s", DQ_NOTIFY_SIG_HEADER, sig);
+        headers[2] = sig_header;
+    }
     o.method = "POST";
     o.url = url;
     o.headers = headers;

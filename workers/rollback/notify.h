@@ -3,22 +3,34 @@
  * webhook ({"text": ...}, answered 200 "ok") and a generic JSON webhook (the event
  * itself), with the retry policy of http.h and a bounded total time.
  *
- * Used by deployq-rollback, which sees every event of deployq.events: it notifies on
- * rollback.requested/succeeded/failed and deploy.failed by default, and on
- * deploy.succeeded/verified when the target's configuration asks for them. A notification
- * that cannot be delivered is reported (the caller emits notification.failed), never
- * retried forever, and never holds up a rollback: callers send after the rollback's own
- * events, and one dq_notify_send() takes at most about two retry budgets.
+ * Used by deployq-rollback, which sees every event of deployq.events. The kinds of
+ * notification (dq_notify_types, what `on` lists) are event types plus one derived kind:
+ *   rollback.requested, rollback.succeeded, rollback.failed, deploy.failed, failover,
+ *   deploy.awaiting_approval   by default: each needs a person;
+ *   deploy.rejected, deploy.succeeded, deploy.verified   when `on` asks for them.
+ * "failover" is a deploy.started whose data.failed_over_from lists the providers of the
+ * chain that failed before this one took over (dq_notify_kind). A notification that
+ * cannot be delivered is reported (the caller emits notification.failed), never retried
+ * forever; one dq_notify_send() takes at most about two retry budgets, and the rollback
+ * worker sends from its own thread (notifyq.h), never from the one that rolls back.
  *
- * Webhook URLs are secrets (a Slack URL is its own credential): they are registered with
- * dq_log_redact() when loaded and never copied into a result, an error or an event.
+ * Signing: with `webhook_secret`, every JSON webhook request carries
+ *   X-Deployq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+ * over the exact bytes of the body (dq_notify_sign); docs/operations.md shows a receiver's
+ * check. Slack's incoming webhooks verify nothing: their URL is the only credential.
+ *
+ * Webhook URLs and the secret are secrets (a Slack URL is its own credential): they are
+ * registered with dq_log_redact() when loaded and never copied into a result, an error or
+ * an event.
  *
  * Configuration: services.<s>.environments.<e>.notify, else the top-level `notifications`
  * section (same shape), e.g.
  *   notify:
  *     slack_webhook: ${SLACK_URL}
  *     webhook: ${NOTIFY_URL}
- *     on: [rollback.requested, rollback.succeeded, rollback.failed, deploy.failed]
+ *     webhook_secret: ${NOTIFY_SECRET}   # signs the JSON webhook's bodies
+ *     on: [rollback.requested, rollback.succeeded, rollback.failed, deploy.failed, failover,
+ *          deploy.awaiting_approval, deploy.rejected]
  *     dashboard_url: https://grafana.example/d/api?env={environment}
  *     timeout: 5s      # per attempt
  *     retries: 3       # after the first attempt
@@ -39,6 +51,7 @@
 typedef struct dq_notify_config {
     char *slack_url;     /* secret; NULL when not configured */
     char *webhook_url;   /* secret; NULL when not configured */
+    char *webhook_secret; /* secret; signs the webhook's bodies; NULL: unsigned */
     char *dashboard_url; /* not a secret; "{service}"/"{environment}" are filled in */
     unsigned on_mask;    /* one bit per type of dq_notify_types */
     int64_t timeout_ms;  /* per attempt, default 5 s */
@@ -46,8 +59,13 @@ typedef struct dq_notify_config {
     int64_t retry_budget_ms; /* default 15 s */
 } dq_notify_config;
 
-/* NULL-terminated: the event types a notification may be sent for. */
+/* NULL-terminated: the kinds a notification may be sent for (event types and "failover"). */
 extern const char *const dq_notify_types[];
+
+/* The kind ev is notified as, one of dq_notify_types: its type, or "failover" for a
+ * deploy.started with a non-empty data.failed_over_from; NULL when ev is of no kind
+ * (a plain deploy.started included). Points into static storage. */
+const char *dq_notify_kind(const dq_event *ev);
 
 /* Read the notification settings of service/environment (see above). A target without
  * any gets a config with no channel (dq_notify_enabled() is 0): that is not an error.
@@ -64,14 +82,16 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
                           dq_notify_config *nc, char *err, size_t errlen);
 void dq_notify_config_clear(dq_notify_config *nc);
 
-/* 1 when at least one channel is configured and type is in `on`. */
-int dq_notify_wants(const dq_notify_config *nc, const char *type);
+/* 1 when at least one channel is configured and kind (dq_notify_kind) is in `on`. */
+int dq_notify_wants(const dq_notify_config *nc, const char *kind);
 
 /* Links a message can carry; any may be NULL or "". */
 typedef struct dq_notify_links {
     const char *ci_run_url;
     const char *provider_url; /* where the deploy can be seen */
     const char *log_url;      /* the provider's log */
+    const char *approvers;    /* deploy.awaiting_approval: who may approve (the ids of the
+                                 configured keys of role approver, comma-separated) */
 } dq_notify_links;
 
 /* The human message about ev: what happened to which service/environment, the versions,
@@ -90,8 +110,9 @@ typedef struct dq_notify_result {
 } dq_notify_result;
 
 /* Send ev to every configured channel: text to Slack as {"text": text}, ev's JSON to the
- * generic webhook (header X-Deployq-Event: <type>). Fills out[0..n-1] and returns n (0
- * when no channel is configured). Blocks at most about retry_budget per channel. */
+ * generic webhook (header X-Deployq-Event: <type>, and X-Deployq-Signature with a
+ * webhook_secret, signed at the first attempt). Fills out[0..n-1] and returns n (0 when no
+ * channel is configured). Blocks at most about retry_budget per channel. */
 size_t dq_notify_send(const dq_notify_config *nc, const dq_event *ev, const char *text,
                       dq_notify_result out[DQ_NOTIFY_MAX_CHANNELS]);
 
@@ -100,5 +121,15 @@ size_t dq_notify_send(const dq_notify_config *nc, const dq_event *ev, const char
  * trigger_type, attempts, http_status?, error?}, and an id derived from the trigger's id
  * and the channel (a redelivery reports with the same id). NULL on allocation failure. */
 dq_event *dq_notify_event(const dq_event *trigger, const dq_notify_result *r, const char *actor);
+
+#define DQ_NOTIFY_SIG_HEADER "X-Deployq-Signature"
+/* "t=" + 20 digits + ",v1=" + 64 hex + NUL */
+#define DQ_NOTIFY_SIG_LEN 96
+
+/* The value of the signature header for body signed at unix time t with secret:
+ * "t=<t>,v1=<lowercase hex of HMAC-SHA256(secret, "<t>.<body>")>". Returns 0, or -1 when
+ * OpenSSL fails (out is then ""). Never logs. */
+int dq_notify_sign(const char *secret, int64_t t, const char *body, size_t body_len,
+                   char out[DQ_NOTIFY_SIG_LEN]);
 
 #endif

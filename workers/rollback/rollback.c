@@ -24,6 +24,7 @@
 #include "lock.h"
 #include "log.h"
 #include "notify.h"
+#include "notifyq.h"
 #include "provider.h"
 #include "runlease.h"
 #include "runrecord.h"
@@ -32,7 +33,6 @@
 #define SEND_TIMEOUT_MS 5000
 #define RETRY_MIN_MS 200
 #define RETRY_MAX_MS 5000
-#define NOTIFY_EVENT_TRIES 3
 #define RECORD_TTL_S (7 * 24 * 3600)
 #define VERIFIED_KEEP 50
 #define KEY_LEN 512
@@ -326,86 +326,17 @@ static int track(dq_rollbacker *rb, const dq_event *ev, char *err, size_t errlen
 
 /* ---- notifications ---- */
 
-/* Notify about trigger on the target's channels. force: send even when the type is not in
- * `on` (the notify policy: the message is the whole point). Never fails the caller: a
- * problem is logged and reported as notification.failed. */
-static void notify(dq_rollbacker *rb, const dq_event *trigger, const char *note, int force)
+/* Owe a notification about trigger on the target's channels (notifyq.h: recorded here,
+ * delivered by the notification thread, so that a slow webhook holds up no event of the
+ * partition). force: even when its kind is not in `on` (the notify policy: the message is
+ * the whole point). Returns 0, or -1 with err when it could not be recorded (Redis): the
+ * caller retries, which only records it again. */
+static int notify(dq_rollbacker *rb, const dq_event *trigger, const char *note, int force, char *err,
+                  size_t errlen)
 {
-    dq_notify_config nc;
-    dq_notify_result res[DQ_NOTIFY_MAX_CHANNELS];
-    dq_notify_links links = {0};
-    char err[512], key[KEY_LEN];
-    char *text = NULL, *ci = NULL, *url = NULL, *log_url = NULL, *done = NULL;
-    size_t n;
-
-    if (!trigger->service || !trigger->environment)
-        return;
-    if (dq_notify_config_load(rb->cfg, trigger->service, trigger->environment, &nc, err, sizeof err) != 0) {
-        dq_error("%s/%s: notifications not sent: %s", trigger->service, trigger->environment, err);
-        return;
-    }
-    if (!(force ? (nc.slack_url || nc.webhook_url) : dq_notify_wants(&nc, trigger->type))) {
-        if (force)
-            dq_warn("%s/%s: %s needs a person but no notification channel is configured (notify:)",
-                    trigger->service, trigger->environment, trigger->type);
-        dq_notify_config_clear(&nc);
-        return;
-    }
-    snprintf(key, sizeof key, "deployq:rb:notified:%s", trigger->id);
-    if (dq_redis_get(rb->redis, key, &done) == 0 && done) {
-        dq_debug("%s %s: already notified", trigger->type, trigger->id);
-        free(done);
-        dq_notify_config_clear(&nc);
-        return;
-    }
-    if (trigger->deployment_id) {
-        redisReply *r = dq_redis_command(rb->redis, "HMGET deployq:rb:dep:%s ci_run_url url log_url",
-                                         trigger->deployment_id);
-
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-            if (r->element[0]->type == REDIS_REPLY_STRING)
-                ci = strdup(r->element[0]->str);
-            if (r->element[1]->type == REDIS_REPLY_STRING)
-                url = strdup(r->element[1]->str);
-            if (r->element[2]->type == REDIS_REPLY_STRING)
-                log_url = strdup(r->element[2]->str);
-        }
-        if (r)
-            freeReplyObject(r);
-    }
-    links.ci_run_url = dq_json_str(trigger->data, "ci_run_url") ? dq_json_str(trigger->data, "ci_run_url") : ci;
-    links.provider_url = dq_json_str(trigger->data, "url") ? dq_json_str(trigger->data, "url") : url;
-    links.log_url = dq_json_str(trigger->data, "log_url") ? dq_json_str(trigger->data, "log_url") : log_url;
-    text = dq_notify_text(&nc, trigger, &links, note);
-    n = dq_notify_send(&nc, trigger, text ? text : trigger->type, res);
-    for (size_t i = 0; i < n; i++) {
-        dq_event *ev = dq_notify_event(trigger, &res[i], rb->actor);
-
-        if (res[i].ok) {
-            rb->n_notified++;
-            dq_info("%s/%s: notified via %s about %s (%d attempt%s)", trigger->service, trigger->environment,
-                    res[i].channel, trigger->type, res[i].attempts, res[i].attempts == 1 ? "" : "s");
-        } else {
-            rb->n_notify_failed++;
-            dq_warn("%s/%s: notification via %s about %s failed: %s", trigger->service, trigger->environment,
-                    res[i].channel, trigger->type, res[i].error);
-        }
-        if (!ev || emit(rb, ev, NOTIFY_EVENT_TRIES, err, sizeof err) != 0)
-            dq_warn("%s/%s: the notification report for %s was not delivered: %s", trigger->service,
-                    trigger->environment, trigger->type, ev ? err : "out of memory");
-        dq_event_free(ev);
-    }
-    /* Delivered or given up on: either way not again for this trigger. */
-    if (n > 0) {
-        redisReply *r = dq_redis_command(rb->redis, "SET %s 1 EX %d", key, RECORD_TTL_S);
-        if (r)
-            freeReplyObject(r);
-    }
-    free(text);
-    free(ci);
-    free(url);
-    free(log_url);
-    dq_notify_config_clear(&nc);
+    if (!rb->notifyq)
+        return 0;
+    return dq_notifyq_put(rb->notifyq, rb->redis, trigger, note, force, err, errlen);
 }
 
 /* ---- one rollback ---- */
@@ -961,14 +892,14 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_event *tev = json ? dq_event_decode(json, strlen(json), lerr, sizeof lerr) : NULL;
 
         dq_info("rollback %s: already concluded (%s)", req->id, tev ? tev->type : "?");
-        notify(rb, req, NULL, 0);
-        if (tev)
-            notify(rb, tev, NULL, 0);
+        result = notify(rb, req, NULL, 0, err, errlen) == 0 && (!tev || notify(rb, tev, NULL, 0, err, errlen) == 0)
+                     ? DQ_HANDLED
+                     : DQ_RETRY;
         dq_event_free(tev);
         free(json);
         dq_runrecord_free(r.record);
         cJSON_Delete(rec);
-        return DQ_HANDLED;
+        return result;
     }
 
     if (!policy_auto(rb, req)) {
@@ -998,11 +929,11 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
             cJSON_Delete(rec);
             return DQ_RETRY;
         }
-        notify(rb, req, note, 1);
+        result = notify(rb, req, note, 1, err, errlen) == 0 ? DQ_HANDLED : DQ_RETRY;
         dq_event_free(ev);
         dq_runrecord_free(r.record);
         cJSON_Delete(rec);
-        return DQ_HANDLED;
+        return result;
     }
 
     /* The monitor watches a restored version too. When *that* fails, rolling back again
@@ -1020,10 +951,10 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
                  req->service, req->environment, req->service, req->environment);
         dq_warn("rollback requested for %s/%s after a rollback; not rolling back further",
                 req->service, req->environment);
-        notify(rb, req, note, 1);
+        result = notify(rb, req, note, 1, err, errlen) == 0 ? DQ_HANDLED : DQ_RETRY;
         dq_runrecord_free(r.record);
         cJSON_Delete(rec);
-        return DQ_HANDLED;
+        return result;
     }
 
     /* The failing version: the request's, else what runs now. */
@@ -1085,10 +1016,12 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
 out:
     dq_lock_release(r.lock);
     if (r.terminal) {
-        /* After the outcome and outside the lock: a slow or dead webhook delays neither
-         * the restore nor the target's next deploy. */
-        notify(rb, req, NULL, 0);
-        notify(rb, r.terminal, NULL, 0);
+        /* After the outcome and outside the lock; only recorded here, delivered by the
+         * notification thread. Not recorded (Redis): the request is retried, finds its
+         * outcome and records them then. */
+        if (result == DQ_HANDLED &&
+            (notify(rb, req, NULL, 0, err, errlen) != 0 || notify(rb, r.terminal, NULL, 0, err, errlen) != 0))
+            result = DQ_RETRY;
         dq_event_free(r.terminal);
     }
     free(picked);
@@ -1142,10 +1075,12 @@ dq_handle_result dq_rollback_handle(void *ctx, const dq_message *m, char *err, s
         if (track(rb, ev, err, errlen) != 0) {
             dq_warn("%s %s: %s; will retry", ev->type, ev->id, err);
             res = DQ_RETRY;
-        } else if (strcmp(ev->type, DQ_EV_FAILED) == 0 || strcmp(ev->type, DQ_EV_SUCCEEDED) == 0 ||
-                   strcmp(ev->type, DQ_EV_VERIFIED) == 0) {
-            /* rollback.succeeded/failed were notified by whoever emitted them */
-            notify(rb, ev, NULL, 0);
+        } else if (strncmp(ev->type, "rollback.", 9) != 0 && dq_notify_kind(ev) &&
+                   notify(rb, ev, NULL, 0, err, errlen) != 0) {
+            /* rollback.* were notified by whoever emitted them; the rest is a deploy's
+             * (failed, failover, awaiting approval, rejected, ...) */
+            dq_warn("%s %s: %s; will retry", ev->type, ev->id, err);
+            res = DQ_RETRY;
         }
     }
     dq_event_free(ev);

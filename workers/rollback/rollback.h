@@ -15,7 +15,8 @@
  * then {"state":"done","terminal":<event>}), so a redelivered request resumes polling the
  * provider deployment it started or only re-reports the outcome, never rolls back twice
  * (read and written through runrecord.h, as a deploy's record is);
- * and deployq:rb:notified:<event id> once the notifications about an event went out.
+ * and the outbox of notifications (notifyq.h), with deployq:rb:notified:<event id> once
+ * the notifications about an event went out.
  *
  * On rollback.requested it applies the target's policy (`rollback: auto | notify`): with
  * notify it only sends a notification; with auto it takes the target's lock (lock.h),
@@ -27,8 +28,10 @@
  * answer that gives nothing to poll is never a success). Events: rollback.started, then
  * rollback.succeeded (with detected_at / decided_at / restored_at / mttr_ms) or
  * rollback.failed, each with the lock's fence and an id derived from the request's id.
- * Notifications go out after those events (notify.h); their delivery is reported as
- * notification.sent / failed.
+ * Notifications are owed after those events, and for a deploy's own events that a person
+ * acts on (notify.h: failed, failover, awaiting approval, rejected, ...): the handler only
+ * records them (notifyq.h) and a thread of their own delivers them, so that no webhook
+ * holds up a rollback; their delivery is reported as notification.sent / failed.
  *
  * A rollback that holds its lock is registered as a run (runlease.h, kind "rollback", id
  * the request's event id) until its outcome was delivered, so that when its worker dies
@@ -46,6 +49,7 @@
 #include "config.h"
 #include "execute.h"
 #include "kafka.h"
+#include "notifyq.h"
 #include "redis.h"
 
 /* The requests running in this process, shared by the threads that run them. */
@@ -67,7 +71,8 @@ typedef struct dq_rollbacker {
     char actor[256];
     volatile sig_atomic_t *stop;
     dq_rb_running *running;  /* borrowed, shared by the process's rollbackers; NULL: none */
-    uint64_t n_succeeded, n_failed, n_notified, n_notify_failed;
+    dq_notifyq *notifyq;     /* borrowed, shared: where notifications are owed; NULL: none */
+    uint64_t n_succeeded, n_failed;
 } dq_rollbacker;
 
 /* The consumer handler (kafka.h): ctx is a dq_rollbacker. DQ_HANDLED once the event's
