@@ -15,7 +15,10 @@
 #                                         "127.0.0.1:P" on stdout. --secure: the only
 #                                         listener is SASL_SSL with ACLs; see "Secure mode"
 #                                         below. A data dir keeps the Kafka version that
-#                                         formatted it
+#                                         formatted it. Without --port, P and P+1 (the
+#                                         controller) are drawn below the kernel's
+#                                         ephemeral port range, where no outgoing
+#                                         connection can take them first
 #   kafka.sh stop [--dir D]               SIGTERM, SIGKILL after 20 s
 #   kafka.sh status [--dir D]             print the address and exit 0 when running, else 1
 #   kafka.sh topics --bootstrap B [--command-config F]
@@ -53,28 +56,17 @@
 #   KAFKA_START_TIMEOUT  seconds to wait for the broker (default 90)
 #   MAVEN_ARGS       extra arguments for mvn (e.g. -o to stay offline)
 #
+# Three replicated brokers: scripts/kafka-cluster.sh (it shares scripts/kafka/common.sh).
+#
 # Everything but the address goes to stderr, so `B=$(scripts/kafka.sh start)` works.
 set -euo pipefail
 
 readonly PROG=kafka.sh
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly SCRIPT_DIR
-readonly KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
-readonly CACHE_ROOT=${DEPLOYQ_CACHE:-$HOME/.cache/deployq}
-readonly KAFKA_HOME=$CACHE_ROOT/kafka-$KAFKA_VERSION
-readonly LIBS=$KAFKA_HOME/libs
+# shellcheck source=scripts/kafka/common.sh
+. "$SCRIPT_DIR/kafka/common.sh"
 readonly DEFAULT_DIR=${DEPLOYQ_KAFKA_DIR:-${TMPDIR:-/tmp}/deployq-kafka}
-readonly START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
-readonly STOP_TIMEOUT=20
-
-die() {
-    echo "$PROG: $*" >&2
-    exit 1
-}
-
-note() {
-    echo "$PROG: $*" >&2
-}
 
 usage() {
     # The header: every comment line from line 2 to the first line of code.
@@ -82,107 +74,15 @@ usage() {
     exit "${1:-2}"
 }
 
-need_java() {
-    command -v java >/dev/null 2>&1 ||
-        die "java is missing (Kafka 4 needs Java 17 or newer); install it: scripts/install-deps.sh --with-java"
-    local line first second major
-    line=$(java -version 2>&1 | head -n 1)
-    # `openjdk version "17.0.15" ...` or, before Java 9, `"1.8.0_392"`.
-    read -r first second < <(printf '%s\n' "$line" |
-        sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p') || true
-    [ -n "${first:-}" ] || die "cannot read the Java version from: $line"
-    if [ "$first" = 1 ]; then major=${second:-0}; else major=$first; fi
-    [ "$major" -ge 17 ] ||
-        die "java $major found, Kafka 4 needs 17 or newer; install it: scripts/install-deps.sh --with-java"
-}
-
-need_mvn() {
-    command -v mvn >/dev/null 2>&1 ||
-        die "mvn (Maven) is missing; install it: scripts/install-deps.sh --with-java"
-}
-
 need_openssl() {
     command -v openssl >/dev/null 2>&1 ||
         die "openssl is missing (start --secure makes its certificates with it); install it: scripts/install-deps.sh"
 }
 
-need_kcat() {
-    command -v kcat >/dev/null 2>&1 ||
-        die "kcat is missing (used to check the broker answers); install it: scripts/install-deps.sh"
-}
-
-# fetch: libs/ appears only complete (resolved into a temporary folder, then renamed), and
-# a lock keeps parallel test runs from resolving the same version twice.
-cmd_fetch() {
-    if [ -f "$LIBS/.complete" ]; then
-        return 0
-    fi
-    need_java
-    need_mvn
-    mkdir -p "$KAFKA_HOME"
-    exec 9>"$KAFKA_HOME/.lock"
-    flock 9
-    if [ -f "$LIBS/.complete" ]; then
-        exec 9>&-
-        return 0
-    fi
-    local tmp log
-    tmp=$(mktemp -d "$KAFKA_HOME/libs.tmp.XXXXXX")
-    log=$KAFKA_HOME/fetch.log
-    note "resolving org.apache.kafka:kafka_2.13:$KAFKA_VERSION from Maven Central (log: $log)"
-    # shellcheck disable=SC2086 # MAVEN_ARGS is a list of words on purpose
-    if ! mvn -B -q ${MAVEN_ARGS:-} -f "$SCRIPT_DIR/kafka/pom.xml" \
-        -Dkafka.version="$KAFKA_VERSION" \
-        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" \
-        >"$log" 2>&1; then
-        rm -rf "$tmp"
-        tail -n 20 "$log" >&2
-        die "could not resolve Kafka $KAFKA_VERSION with Maven (full log: $log)"
-    fi
-    [ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ] || {
-        rm -rf "$tmp"
-        die "Maven finished but kafka_2.13-$KAFKA_VERSION.jar is not among the jars"
-    }
-    touch "$tmp/.complete"
-    rm -rf "$LIBS"
-    mv "$tmp" "$LIBS"
-    exec 9>&-
-    note "Kafka $KAFKA_VERSION: $(find "$LIBS" -name '*.jar' | wc -l) jars in $LIBS"
-}
-
-port_free() {
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# A free port P whose P+1 (the controller listener) is free too. The kernel picks P so
-# two parallel callers rarely collide; the bind check below is the real guard.
+# A free port P whose P+1 (the controller listener) is free too (pick_ports in
+# kafka/common.sh: outside the kernel's ephemeral range).
 pick_port() {
-    local p i
-    for i in $(seq 1 50); do
-        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        if [ "$p" -lt 65535 ] && port_free "$p" && port_free $((p + 1)); then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free pair of ports found on 127.0.0.1"
-}
-
-# The pid in D/kafka.pid when that process is alive and is our broker (not a recycled pid).
-running_pid() {
-    local dir=$1 pid
-    [ -f "$dir/kafka.pid" ] || return 1
-    pid=$(cat "$dir/kafka.pid")
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
-    echo "$pid"
-}
-
-java_opts() {
-    # The flags bin/kafka-run-class.sh uses, minus JMX and GC logs.
-    echo "${KAFKA_HEAP_OPTS:--Xmx512m} -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20" \
-        "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent" \
-        "-Djava.awt.headless=true -Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.xml"
+    pick_ports 2
 }
 
 # ---- secure mode ----
@@ -273,14 +173,6 @@ scram_args() {
     for user in $SECURE_USERS; do
         printf '%s\n' --add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$dir/client/$user.password")]"
     done
-}
-
-# kafka_tool CLASS LOG ARGS...: one of Kafka's admin CLIs from the same jars.
-kafka_tool() {
-    local class=$1 log=$2
-    shift 2
-    java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
-        -Dlog4j2.level=warn -cp "$LIBS/*" "$class" "$@" >"$log" 2>&1
 }
 
 # AclCommand moved from the broker's Scala code (kafka.admin) to kafka-tools in Kafka 4.0.
@@ -399,13 +291,8 @@ cmd_start() {
     # its listeners may change freely since they live in server.properties.
     # shellcheck disable=SC2046 # java_opts is a list of words
     if [ ! -f "$data/meta.properties" ]; then
-        local cluster_id=-
-        # A Kafka Uuid is 16 random bytes in URL-safe base64 without padding. One that
-        # starts with '-' would be read by StorageTool's argument parser as an option
-        # (1 start in 64 failed that way), so draw again.
-        while [[ $cluster_id == -* ]]; do
-            cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-        done
+        local cluster_id
+        cluster_id=$(new_cluster_id)
         if ! java $(java_opts) -cp "$LIBS/*" kafka.tools.StorageTool format \
             --cluster-id "$cluster_id" --config "$dir/server.properties" \
             "${format_extra[@]}" >"$dir/format.log" 2>&1; then
@@ -470,22 +357,10 @@ cmd_stop() {
         esac
     done
     local pid
-    if ! pid=$(running_pid "$dir"); then
-        rm -f "$dir/kafka.pid" "$dir/kafka.addr"
+    if ! pid=$(stop_node "$dir"); then
         note "no broker running from $dir"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            note "broker (pid $pid) still running ${STOP_TIMEOUT} s after SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    rm -f "$dir/kafka.pid" "$dir/kafka.addr"
     note "stopped the broker (pid $pid) from $dir"
 }
 
@@ -502,9 +377,7 @@ cmd_status() {
     cat "$dir/kafka.addr"
 }
 
-# Creates the topics with Kafka's own admin CLI (org.apache.kafka.tools.TopicCommand from
-# the same jars). --if-not-exists makes a second run a no-op; the three JVMs run in
-# parallel because each spends most of its ~2 s starting up.
+# Creates the topics (create_topics in kafka/common.sh) with a replication factor of 1.
 cmd_topics() {
     local bootstrap=""
     local -a cc=()
@@ -521,30 +394,8 @@ cmd_topics() {
     [ -n "$bootstrap" ] || die "topics: --bootstrap HOST:PORT is required"
     need_java
     cmd_fetch
-    local tmp
-    tmp=$(mktemp -d)
-    local spec name parts pids=() failed=0
-    for spec in deployq.requests:6 deployq.events:6 deployq.dead:1; do
-        name=${spec%%:*}
-        parts=${spec##*:}
-        java -Xmx256m -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
-            -Dlog4j2.level=warn -cp "$LIBS/*" org.apache.kafka.tools.TopicCommand \
-            --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
-            --partitions "$parts" --replication-factor 1 "${cc[@]}" >"$tmp/$name.log" 2>&1 &
-        pids+=("$!")
-    done
-    local i=0
-    for spec in deployq.requests deployq.events deployq.dead; do
-        if ! wait "${pids[$i]}"; then
-            note "creating topic $spec failed:"
-            grep -v ' INFO ' "$tmp/$spec.log" | tail -n 10 >&2
-            failed=1
-        fi
-        i=$((i + 1))
-    done
-    rm -rf "$tmp"
-    [ "$failed" = 0 ] || die "topics: could not create every topic on $bootstrap"
-    note "topics ready on $bootstrap: deployq.requests (6), deployq.events (6), deployq.dead (1)"
+    # one broker: one replica, and the broker's own min.insync.replicas (1)
+    create_topics "$bootstrap" 1 0 "${cc[@]}"
 }
 
 main() {

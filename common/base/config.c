@@ -896,13 +896,32 @@ static int read_validator(loader *ld, const cJSON *section)
 
 static int read_topics(loader *ld, const cJSON *section)
 {
-    static const char *const known[] = {"requests", "events", "dead", "group_prefix", NULL};
-    const cJSON *map = NULL, *it;
+    static const char *const known[] = {"requests",    "events",
+                                        "dead",        "group_prefix",
+                                        "replication", "min_insync_replicas",
+                                        NULL};
+    const cJSON *map = NULL, *it, *isr_item = NULL;
     if (want_mapping(ld, section, "topics", &map) < 0 || known_keys(ld, map, known, "topics") < 0)
         return -1;
     cJSON_ArrayForEach(it, map)
     {
         const char *k = it->string;
+        long long n;
+        /* 32: more replicas than any cluster deployq would meet; Kafka's own limit is the
+         * number of brokers, which only the broker knows (it refuses a larger factor) */
+        if (strcmp(k, "replication") == 0 || strcmp(k, "min_insync_replicas") == 0) {
+            int is_rf = strcmp(k, "replication") == 0;
+            if (want_int(ld, it, is_rf ? "topics.replication" : "topics.min_insync_replicas", 1,
+                         32, &n) < 0)
+                return -1;
+            if (is_rf) {
+                ld->cfg->topic_replication = (int)n;
+            } else {
+                ld->cfg->topic_min_insync = (int)n;
+                isr_item = it;
+            }
+            continue;
+        }
         char **dst = strcmp(k, "requests") == 0 ? &ld->cfg->topic_requests
                      : strcmp(k, "events") == 0 ? &ld->cfg->topic_events
                      : strcmp(k, "dead") == 0   ? &ld->cfg->topic_dead
@@ -921,6 +940,13 @@ static int read_topics(loader *ld, const cJSON *section)
         if (set_str(dst, name) < 0)
             return fail_item(ld, it, "out of memory");
     }
+    /* a topic whose min ISR exceeds its replicas refuses every acks=all write */
+    if (isr_item && ld->cfg->topic_replication > 0 &&
+        ld->cfg->topic_min_insync > ld->cfg->topic_replication)
+        return fail_item(ld, isr_item,
+                         "topics.min_insync_replicas: %d is above topics.replication (%d): "
+                         "every write would be refused",
+                         ld->cfg->topic_min_insync, ld->cfg->topic_replication);
     return 0;
 }
 

@@ -105,6 +105,11 @@ typedef struct dq_config {
     char *topic_requests, *topic_events, *topic_dead; /* defaults of event.h */
     char *group_prefix;  /* topics.group_prefix: consumer groups are <prefix>-<worker>;
                             NULL: "deployq" (deployq-validator, deployq-executor, ...) */
+    int topic_replication; /* topics.replication: the replication factor of a topic a
+                              worker creates; 0 (absent): min(3, brokers in the cluster) */
+    int topic_min_insync;  /* topics.min_insync_replicas of a topic a worker creates; 0
+                              (absent): replication - 1 when replication >= 3, else the
+                              broker's default */
     dq_key *keys;
     size_t n_keys;
     dq_service *services;

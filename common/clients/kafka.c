@@ -499,25 +499,41 @@ static const char *topic_or(const char *configured, const char *fallback)
     return configured && configured[0] ? configured : fallback;
 }
 
-/* Marks in exists[] which of names[] the cluster has. Asks for all topics, because asking
- * for named ones may auto-create them with the broker's defaults. */
+/* Which of names[] the cluster has (exists[i]: its replication factor, the replicas of its
+ * first partition; 0 when absent) and how many brokers it has. Asks for all topics,
+ * because asking for named ones may auto-create them with the broker's defaults. */
 static rd_kafka_resp_err_t topics_exist(rd_kafka_t *rk, const char *const names[], int n,
-                                        int exists[], int timeout_ms)
+                                        int exists[], int *brokers, int timeout_ms)
 {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
 
     if (e)
         return e;
+    *brokers = md->broker_cnt;
     for (int i = 0; i < md->topic_cnt; i++) {
         if (md->topics[i].err)
             continue;
         for (int j = 0; j < n; j++)
             if (strcmp(md->topics[i].topic, names[j]) == 0)
-                exists[j] = 1;
+                exists[j] = md->topics[i].partition_cnt > 0
+                                ? md->topics[i].partitions[0].replica_cnt
+                                : 1;
     }
     rd_kafka_metadata_destroy(md);
     return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* The replication factor and min.insync.replicas (0: the broker's default) of a topic
+ * deployq creates: topics.replication and topics.min_insync_replicas when set, else 3 (or
+ * every broker of a smaller cluster) with a min ISR of 2, so that an acks=all write
+ * survives one broker down and is on two brokers when acknowledged. */
+static void topic_replication(const dq_config *cfg, int brokers, int *rf, int *min_isr)
+{
+    *rf = cfg && cfg->topic_replication > 0 ? cfg->topic_replication
+                                            : (brokers >= 3 ? 3 : (brokers > 0 ? brokers : 1));
+    *min_isr = cfg && cfg->topic_min_insync > 0 ? cfg->topic_min_insync
+                                                : (*rf >= 3 ? *rf - 1 : 0);
 }
 
 int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms, char *err,
@@ -525,7 +541,8 @@ int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms,
 {
     const char *names[3];
     int counts[3] = {partitions, partitions, 1};
-    int exists[3] = {0, 0, 0};
+    int exists[3] = {0, 0, 0}; /* replication factor of each, 0: absent */
+    int n_brokers = 0, rf, min_isr;
     rd_kafka_NewTopic_t *nt[3] = {NULL, NULL, NULL};
     size_t n_new = 0;
     rd_kafka_conf_t *conf = NULL;
@@ -563,7 +580,7 @@ int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms,
     /* Look before creating: where the topics exist nothing more is asked of the broker, so
      * a program whose credentials may not create topics still starts, and the embedded
      * broker (which has no CreateTopics) is fine too. */
-    e = topics_exist(rk, names, 3, exists, timeout_ms);
+    e = topics_exist(rk, names, 3, exists, &n_brokers, timeout_ms);
     if (e) {
         if (e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__TRANSPORT)
             snprintf(raw, sizeof raw, "broker %s unreachable after %s s", brokers, secs);
@@ -573,18 +590,37 @@ int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms,
         dq_redact(raw, err, errlen);
         goto out;
     }
+    topic_replication(cfg, n_brokers, &rf, &min_isr);
     for (int i = 0; i < 3; i++) {
-        if (exists[i])
+        char isr[16];
+
+        if (exists[i]) {
+            /* not changed here (that is a partition reassignment), but not kept quiet */
+            if (exists[i] < rf)
+                dq_warn("kafka: topic %s has replication factor %d, below the %d wanted "
+                        "(topics.replication): a broker lost can lose its events",
+                        names[i], exists[i], rf);
             continue;
-        /* -1: the broker's default replication factor (Kafka >= 2.4), so one definition
-         * fits a single-broker development setup and a production cluster. */
-        nt[n_new] = rd_kafka_NewTopic_new(names[i], counts[i], -1, why, sizeof why);
+        }
+        /* The embedded broker answers metadata only, and its topics always exist, so
+         * this is a real Kafka, which refuses a factor above its broker count. */
+        nt[n_new] = rd_kafka_NewTopic_new(names[i], counts[i], rf, why, sizeof why);
         if (!nt[n_new]) {
             snprintf(err, errlen, "kafka: topic %s: %s", names[i], why);
             goto out;
         }
         n_new++;
+        snprintf(isr, sizeof isr, "%d", min_isr);
+        if (min_isr > 0 &&
+            rd_kafka_NewTopic_set_config(nt[n_new - 1], "min.insync.replicas", isr) != 0) {
+            snprintf(err, errlen, "kafka: topic %s: cannot set min.insync.replicas", names[i]);
+            goto out;
+        }
     }
+    if (n_new > 0 && rf < 3 && !(cfg && cfg->topic_replication > 0))
+        dq_warn("kafka: creating topics with replication factor %d (%d broker(s) answered): "
+                "fine for development; a production cluster wants 3 (topics.replication)",
+                rf, n_brokers);
     if (n_new == 0) {
         rc = 0;
         goto out;
@@ -628,7 +664,12 @@ int dq_kafka_ensure_topics(const dq_config *cfg, int partitions, int timeout_ms,
                 dq_redact(raw, err, errlen);
                 goto out;
             }
-            dq_info("kafka: created topic %s", rd_kafka_topic_result_name(tr[i]));
+            if (min_isr > 0)
+                dq_info("kafka: created topic %s (replication factor %d, min.insync.replicas %d)",
+                        rd_kafka_topic_result_name(tr[i]), rf, min_isr);
+            else
+                dq_info("kafka: created topic %s (replication factor %d, the broker's "
+                        "min.insync.replicas)", rd_kafka_topic_result_name(tr[i]), rf);
         }
     }
     rc = 0;

@@ -6,7 +6,9 @@ code under test (the registry files are parsed here from docs/registry-format.md
 the chain walk is also asked of `deployq verify`):
 
   requests     every request the workload submitted (acknowledged by the broker) was
-               judged: deploy.validated or deploy.rejected
+               judged exactly once: one deploy.validated or one deploy.rejected event id,
+               never both; a request signed by a key the configuration does not know
+               (workload "rogue") was rejected
   terminal     every validated deployment has exactly one terminal outcome in effect: one
                distinct deploy.succeeded or deploy.failed event id whose fence is not stale
                (stale: above 0 and below the newest fence already seen on its target, in
@@ -131,10 +133,23 @@ def main():
         return {e["id"]: e for e in by_dep.get(dep, ()) if e.get("type") in types and
                 (not live_only or not e["_stale"])}
 
-    # ---- requests: everything submitted was judged
+    # ---- requests: everything submitted was judged, once
+    lost = doubled = rejected = 0
     for w in workload["deployments"]:
-        if not distinct(w["deployment_id"], ("deploy.validated", "deploy.rejected"), False):
+        verdicts = distinct(w["deployment_id"], ("deploy.validated", "deploy.rejected"), False)
+        if not verdicts:
+            lost += 1
             bad("requests", "%s (%s) was submitted but never judged" % (w["deployment_id"], w["version"]))
+        elif len(verdicts) > 1:
+            doubled += 1
+            bad("requests", "%s (%s) was judged %d times: %s" % (w["deployment_id"], w["version"], len(verdicts),
+                                                                 sorted(e["type"] for e in verdicts.values())))
+        elif w.get("rogue") and next(iter(verdicts.values()))["type"] != "deploy.rejected":
+            bad("requests", "%s (%s), signed by an unknown key, was not rejected" % (w["deployment_id"], w["version"]))
+        if verdicts and all(e["type"] == "deploy.rejected" for e in verdicts.values()):
+            rejected += 1
+            if distinct(w["deployment_id"], TERMINAL + ("deploy.started",), False):
+                bad("requests", "%s (%s) was rejected and still deployed" % (w["deployment_id"], w["version"]))
 
     # ---- terminal outcomes, and that they are real
     runs = {r["id"]: r for r in record["runs"]}
@@ -144,6 +159,10 @@ def main():
         term = distinct(dep, TERMINAL)
         version = by_dep[dep][0].get("version")
         if len(term) != 1:
+            if len(term) == 0:
+                lost += 1
+            else:
+                doubled += 1
             bad("terminal", "%s (%s) has %d terminal outcomes in effect: %s" %
                 (dep, version, len(term), sorted(e["type"] for e in term.values())))
             continue
@@ -172,6 +191,7 @@ def main():
     per_dep = Counter(r["deployment_id"] for r in record["runs"])
     for dep, n in per_dep.items():
         if n > 1:
+            doubled += 1
             bad("once", "deployment id %s got %d provider runs" % (dep, n))
     if record.get("unauthenticated"):
         bad("canary", "%d provider calls came without the token" % record["unauthenticated"])
@@ -289,7 +309,9 @@ def main():
     kinds = Counter(f["kind"] for f in faults)
     summary = {"dir": d, "seed": workload.get("seed"), "label": workload.get("label"),
                "broker": workload.get("broker"), "deployments": len(workload["deployments"]),
-               "validated": len(validated), "outcomes": dict(outcomes), "bad_deployed": bad_deployed,
+               "validated": len(validated), "rejected": rejected, "outcomes": dict(outcomes),
+               "outcomes_checked": rejected + sum(outcomes.values()), "lost": lost, "doubled": doubled,
+               "bad_deployed": bad_deployed,
                "good_deployed": good_deployed, "events": len(topic), "registry_records": len(log),
                "stale_events": stale_events, "stale_polls": stale_polls,
                "provider_runs": len(record["runs"]), "refused_deploy_calls": len(record["refused"]),

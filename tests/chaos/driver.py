@@ -25,6 +25,14 @@ versions are "bad" (named bad-*): the health double answers 500 once such a vers
 so the monitor must ask for a rollback and the rollback worker must restore the last
 verified version.
 
+--cluster-dir D runs the pipeline on the three-node Kafka of scripts/kafka-cluster.sh
+(started by the caller, tests/integration/0700-cluster-replicated.sh) and --faults
+scripted replaces the random faults by a fixed sequence over the workload: one broker
+stopped (stop-broker) at 20% of --duration, Redis stopped with SIGTERM and started again
+on its append-only file at 35%, the broker started again at 60%, Redis killed (SIGKILL)
+and started again at 75%. --reject-share makes that share of the requests signed by a
+key the configuration does not know, so the validator must reject them.
+
 After the workload: faults stop, every target's last deployment may settle, the workers
 are stopped (SIGTERM), the registries once they hold every event of the topic. Everything
 a checker needs is left in --dir: events.tsv (partition, offset, value of every event on
@@ -85,7 +93,8 @@ class Run:
         self.last_event = 0.0
         self.stopping = threading.Event()
         self.workload_over = threading.Event()
-        self.kafka = args.kafka_dir is not None
+        self.cluster = args.cluster_dir is not None
+        self.kafka = args.kafka_dir is not None or self.cluster
         self.canaries = {s: "cnry-%s-%s" % (s, os.urandom(8).hex()) for s in CANARY_SLOTS}
         self.env = dict(os.environ)
         for s, v in self.canaries.items():
@@ -140,7 +149,11 @@ class Run:
 
     def start_broker(self):
         if self.kafka:
-            self.brokers = "127.0.0.1:%d" % self.a.kafka_port
+            if self.cluster:
+                with open(os.path.join(self.a.cluster_dir, "cluster.addr")) as f:
+                    self.brokers = f.read().strip()
+            else:
+                self.brokers = "127.0.0.1:%d" % self.a.kafka_port
             sfx = "chaos-%d-%s" % (self.a.seed, os.urandom(3).hex())
             self.topics = {"requests": "deployq.requests." + sfx, "events": "deployq.events." + sfx,
                            "dead": "deployq.dead." + sfx}
@@ -166,7 +179,7 @@ class Run:
         pf = os.path.join(self.dir, "double.port")
         self.spawn("double", [sys.executable, os.path.join(self.src, "tests", "chaos", "double.py"),
                               "--port-file", pf, "--seed", str(self.a.seed),
-                              "--steps-min", "4", "--steps-max", "16"])
+                              "--steps-min", str(self.a.steps_min), "--steps-max", str(self.a.steps_max)])
         self.wait_until(15, lambda: os.path.exists(pf), "the provider/health double")
         with open(pf) as f:
             self.double = "http://127.0.0.1:%d" % int(f.read())
@@ -185,6 +198,10 @@ class Run:
     def write_config(self):
         self.key = os.path.join(self.dir, "ci.key")
         subprocess.run([self.deployq, "keygen", "--out", self.key, "--id", "ci-chaos"],
+                       check=True, capture_output=True, env=self.env)
+        # a key the configuration does not list: what it signs must be rejected
+        self.rogue_key = os.path.join(self.dir, "rogue.key")
+        subprocess.run([self.deployq, "keygen", "--out", self.rogue_key, "--id", "ci-rogue"],
                        check=True, capture_output=True, env=self.env)
         prov = []
         for p in ("p1", "p2"):
@@ -320,9 +337,11 @@ services:
         return pids
 
     # ---------------------------------------------------------------- workload
-    def submit(self, svc, env, version):
-        r = subprocess.run([self.deployq, "submit", "--config", self.config, "--key", self.key,
-                            "--key-id", "ci-chaos", "--service", svc, "--env", env, "--version",
+    def submit(self, svc, env, version, rogue=False):
+        r = subprocess.run([self.deployq, "submit", "--config", self.config,
+                            "--key", self.rogue_key if rogue else self.key,
+                            "--key-id", "ci-rogue" if rogue else "ci-chaos",
+                            "--service", svc, "--env", env, "--version",
                             version, "--timeout", "10"], capture_output=True, text=True, env=self.env)
         if r.returncode != 0:
             with open(os.path.join(self.dir, "submit.log"), "a") as f:
@@ -345,11 +364,12 @@ services:
         n = 0
         while not self.workload_over.is_set():
             n += 1
-            bad = verified and rng.random() < self.a.bad_share
-            version = "%s-%s-%s-%d" % ("bad" if bad else "good", svc, env, n)
+            rogue = rng.random() < self.a.reject_share
+            bad = not rogue and verified and rng.random() < self.a.bad_share
+            version = "%s-%s-%s-%d" % ("rogue" if rogue else "bad" if bad else "good", svc, env, n)
             dep = None
             for _ in range(10):
-                dep = self.submit(svc, env, version)
+                dep = self.submit(svc, env, version, rogue)
                 if dep or self.stopping.is_set():
                     break
                 self.submit_failures += 1
@@ -358,7 +378,7 @@ services:
                 self.say("%s/%s: could not submit %s" % (svc, env, version))
                 continue
             rec = {"deployment_id": dep, "target": "%s/%s" % (svc, env), "version": version,
-                   "bad": bad, "submitted_at": round(now() - self.t0, 2)}
+                   "bad": bad, "rogue": rogue, "submitted_at": round(now() - self.t0, 2)}
             with self.lock:
                 self.workload.append(rec)
             end = now() + self.a.settle_timeout
@@ -454,14 +474,52 @@ services:
             self.release(name)
         threading.Timer(secs, cont).start()
 
-    def fault_redis(self, rng):
+    def fault_redis(self, rng, sig=signal.SIGKILL):
         down = rng.uniform(0.5, 3)
         p = self.procs["redis"]
-        p.send_signal(signal.SIGKILL)
+        p.send_signal(sig)
         p.wait()
-        self.record_fault("redis", down_s=round(down, 1))
+        self.record_fault("redis", down_s=round(down, 1), signal=signal.Signals(sig).name)
         time.sleep(down)
         self.start_redis()
+
+    def cluster_script(self, *argv):
+        ks = os.path.join(self.src, "scripts", "kafka-cluster.sh")
+        r = subprocess.run([ks] + list(argv) + ["--dir", self.a.cluster_dir],
+                           capture_output=True, text=True, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError("kafka-cluster.sh %s: %s" % (" ".join(argv), r.stderr.strip()[-300:]))
+
+    def scripted_faults(self, rng):
+        """The cluster test's sequence: a broker down from 20% to 60% of the workload,
+        Redis stopped (SIGTERM) at 35% and killed (SIGKILL) at 75%, each restarted on its
+        append-only file. The broker and Redis have a thread each, so a broker that is
+        slow to come back does not push Redis' turn past the workload."""
+        node = rng.randint(1, 3)
+        seqs = ([(0.20, "broker_stop"), (0.60, "broker_start")],
+                [(0.35, "redis_term"), (0.75, "redis_kill")])
+        threads = [threading.Thread(target=self.scripted_sequence,
+                                    args=(seq, node, random.Random(rng.random()))) for seq in seqs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def scripted_sequence(self, plan, node, rng):
+        for share, kind in plan:
+            if self.workload_over.wait(max(0.0, self.t_work + share * self.a.duration - now())):
+                break
+            try:
+                if kind == "broker_stop":
+                    self.cluster_script("stop-broker", str(node))
+                    self.record_fault("broker_stop", node=node)
+                elif kind == "broker_start":
+                    self.cluster_script("start-broker", str(node))
+                    self.record_fault("broker_start", node=node)
+                else:
+                    self.fault_redis(rng, signal.SIGTERM if kind == "redis_term" else signal.SIGKILL)
+            except Exception as exc:  # reported; the test then fails on the missing fault
+                self.record_fault("error", what=kind, error=str(exc)[:300])
 
     def fault_broker(self, rng):
         self.record_fault("broker")
@@ -488,7 +546,7 @@ services:
 
     def fault_loop(self, rng):
         kinds = [("kill", 5), ("stop", 2), ("redis", 1), ("provider", 3), ("health", 1)]
-        if self.kafka:
+        if self.a.kafka_dir:
             kinds.append(("broker", 1))
         total = sum(w for _, w in kinds)
         fns = {"kill": self.fault_kill, "stop": self.fault_stop, "redis": self.fault_redis,
@@ -560,10 +618,13 @@ services:
             t = threading.Thread(target=self.target_loop, args=(i, svc, env, random.Random(self.rng.random())))
             t.start()
             threads.append(t)
-        ft = threading.Thread(target=self.fault_loop, args=(random.Random(self.rng.random()),))
+        self.t_work = now()
+        faults = self.scripted_faults if self.a.faults == "scripted" else self.fault_loop
+        ft = threading.Thread(target=faults, args=(random.Random(self.rng.random()),))
         ft.start()
         time.sleep(self.a.duration)
         self.workload_over.set()
+        self.workload_s = now() - self.t_work
         ft.join()
         self.say("workload over; letting every target settle")
         # no stopped worker stays stopped, no killed one stays dead
@@ -597,7 +658,9 @@ services:
             json.dump(notes, f)
         with open(os.path.join(self.dir, "workload.json"), "w") as f:
             json.dump({"seed": self.a.seed, "label": self.a.label, "duration": self.a.duration,
-                       "broker": "kafka" if self.kafka else "embedded", "targets": len(self.targets),
+                       "broker": "kafka-cluster" if self.cluster else "kafka" if self.kafka else "embedded",
+                       "topics": self.topics, "targets": len(self.targets),
+                       "workload_s": round(self.workload_s, 1), "run_s": round(now() - self.t0, 1),
                        "submit_failures": self.submit_failures, "deployments": self.workload,
                        "exit_codes": rcs}, f, indent=1)
         with open(os.path.join(self.dir, "faults.json"), "w") as f:
@@ -642,6 +705,12 @@ def main():
                     help="seconds before the same worker kind is faulted again")
     ap.add_argument("--kafka-dir")
     ap.add_argument("--kafka-port", type=int)
+    ap.add_argument("--steps-min", type=int, default=4, help="status polls a provider run takes, at least")
+    ap.add_argument("--steps-max", type=int, default=16, help="status polls a provider run takes, at most")
+    ap.add_argument("--cluster-dir", help="a scripts/kafka-cluster.sh cluster, started")
+    ap.add_argument("--faults", choices=("random", "scripted"), default="random")
+    ap.add_argument("--reject-share", type=float, default=0.0,
+                    help="share of requests signed by a key the configuration does not know")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     run = Run(args)

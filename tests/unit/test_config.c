@@ -77,6 +77,8 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->topic_events, "deployq.events");
     assert_string_equal(cfg->topic_dead, "deployq.dead");
     assert_null(cfg->group_prefix);
+    assert_int_equal(cfg->topic_replication, 0);
+    assert_int_equal(cfg->topic_min_insync, 0);
     assert_int_equal(cfg->n_keys, 0);
     assert_int_equal(cfg->n_services, 0);
     assert_null(dq_config_service(cfg, "api"));
@@ -341,7 +343,17 @@ static const bad_case bad_cases[] = {
      "deployq.yaml:2: validator: unknown key 'depth' (known: max_request_bytes, max_depth, "
      "issued_at_window)"},
     {"topics:\n  request: x\n",
-     "deployq.yaml:2: topics: unknown key 'request' (known: requests, events, dead, group_prefix)"},
+     "deployq.yaml:2: topics: unknown key 'request' (known: requests, events, dead, group_prefix, "
+     "replication, min_insync_replicas)"},
+    {"topics:\n  replication: 0\n",
+     "deployq.yaml:2: topics.replication: must be an integer from 1 to 32"},
+    {"topics:\n  replication: three\n",
+     "deployq.yaml:2: topics.replication: must be an integer from 1 to 32"},
+    {"topics:\n  min_insync_replicas: 33\n",
+     "deployq.yaml:2: topics.min_insync_replicas: must be an integer from 1 to 32"},
+    {"topics:\n  min_insync_replicas: 3\n  replication: 2\n",
+     "deployq.yaml:2: topics.min_insync_replicas: 3 is above topics.replication (2): every "
+     "write would be refused"},
     {"topics:\n  group_prefix: 'a b'\n",
      "deployq.yaml:2: topics.group_prefix: a group prefix is 1 to 200 of letters, digits, '.', '_', '-'"},
     {"topics:\n  dead: 'bad topic'\n",
@@ -438,6 +450,25 @@ static void test_group_prefix(void **state)
                                sizeof err);
     assert_non_null(cfg);
     assert_string_equal(cfg->group_prefix, "acme-deployq");
+    dq_config_free(cfg);
+}
+
+/* topics.replication and topics.min_insync_replicas: what a worker creates topics with. */
+static void test_topic_replication(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    dq_config *cfg = load_yaml("topics:\n  replication: 3\n  min_insync_replicas: 2\n", err,
+                               sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->topic_replication, 3);
+    assert_int_equal(cfg->topic_min_insync, 2);
+    dq_config_free(cfg);
+    /* a min ISR alone is checked against the cluster by the broker, not here */
+    cfg = load_yaml("topics:\n  min_insync_replicas: 2\n", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->topic_replication, 0);
+    assert_int_equal(cfg->topic_min_insync, 2);
     dq_config_free(cfg);
 }
 
@@ -924,6 +955,7 @@ int main(void)
         cmocka_unit_test_setup(test_full_file, reset),
         cmocka_unit_test_setup(test_config_env_and_empty_file, reset),
         cmocka_unit_test_setup(test_group_prefix, reset),
+        cmocka_unit_test_setup(test_topic_replication, reset),
         cmocka_unit_test_setup(test_errors, reset),
         cmocka_unit_test_setup(test_env_references, reset),
         cmocka_unit_test_setup(test_missing_env, reset),
