@@ -82,7 +82,7 @@ cat >"$T/aliases.yaml" <<'EOF'
 kafka:
   bootstrap.servers: 127.0.0.1:1
 providers:
-  defaults: &defaults {approval: required}
+  defaults: &defaults {approval: required, promotion_needs: succeeded}
 services:
   api:
     environments:
