@@ -46,6 +46,7 @@
 #include "config.h"
 #include "execute.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "redis.h"
 
 /* The requests running in this process, shared by the threads that run them. */
@@ -68,6 +69,10 @@ typedef struct dq_rollbacker {
     volatile sig_atomic_t *stop;
     dq_rb_running *running;  /* borrowed, shared by the process's rollbackers; NULL: none */
     uint64_t n_succeeded, n_failed, n_notified, n_notify_failed;
+    /* shared by the process's rollbackers (metrics.h is thread-safe); NULL: not counted */
+    dq_metric *m_rollbacks; /* deployq_rollbacks_total{service,env,provider,outcome} */
+    dq_metric *m_mttr;      /* deployq_mttr_seconds{service,env} */
+    dq_metric *m_lock_wait; /* deployq_lock_wait_seconds{service,env} */
 } dq_rollbacker;
 
 /* The consumer handler (kafka.h): ctx is a dq_rollbacker. DQ_HANDLED once the event's
