@@ -738,6 +738,9 @@ struct dq_consumer {
     } *rewinds;
     size_t n_rewinds, cap_rewinds;
     int rebalances; /* rebalance callbacks so far (the loop's thread only) */
+    /* what the group gave us, for readiness and lag (read by the health thread) */
+    pthread_mutex_t asg_mu;
+    rd_kafka_topic_partition_list_t *assigned; /* NULL: not in the group */
 };
 
 static part_state *part_find(dq_consumer *c, const char *topic, int32_t partition)
@@ -905,6 +908,36 @@ static void log_partitions(const char *what, const rd_kafka_topic_partition_list
     dq_info("kafka: %s %d partition(s): %s", what, l ? l->cnt : 0, buf);
 }
 
+/* Keep c->assigned as the partitions held: an eager assignment replaces it, an incremental
+ * one adds to it; an eager revocation, a lost assignment or a failed rebalance leaves the
+ * group (NULL) until the next assignment, an incremental revocation removes its part. */
+static void assignment_note(dq_consumer *c, rd_kafka_resp_err_t err,
+                            const rd_kafka_topic_partition_list_t *parts, int cooperative)
+{
+    pthread_mutex_lock(&c->asg_mu);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (!cooperative || !c->assigned) {
+            if (c->assigned)
+                rd_kafka_topic_partition_list_destroy(c->assigned);
+            c->assigned = rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1);
+        }
+        for (int i = 0; c->assigned && i < parts->cnt; i++)
+            if (!rd_kafka_topic_partition_list_find(c->assigned, parts->elems[i].topic,
+                                                    parts->elems[i].partition))
+                rd_kafka_topic_partition_list_add(c->assigned, parts->elems[i].topic,
+                                                  parts->elems[i].partition);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && cooperative &&
+               !rd_kafka_assignment_lost(c->rk) && c->assigned) {
+        for (int i = 0; i < parts->cnt; i++)
+            rd_kafka_topic_partition_list_del(c->assigned, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    } else if (c->assigned) {
+        rd_kafka_topic_partition_list_destroy(c->assigned);
+        c->assigned = NULL;
+    }
+    pthread_mutex_unlock(&c->asg_mu);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque)
 {
@@ -915,6 +948,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *e = NULL;
     rd_kafka_resp_err_t re = RD_KAFKA_RESP_ERR_NO_ERROR;
 
+    assignment_note(c, err, partitions, cooperative);
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         log_partitions("assigned", partitions);
@@ -1008,6 +1042,7 @@ dq_consumer *dq_consumer_new(const dq_config *cfg, const dq_consumer_opts *opts,
         goto fail;
     }
     pthread_mutex_init(&c->pend_mu, NULL);
+    pthread_mutex_init(&c->asg_mu, NULL);
     c->dead = dead;
     c->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : DEFAULT_MAX_ATTEMPTS;
     c->poll_timeout_ms = opts->poll_timeout_ms > 0 ? opts->poll_timeout_ms : DEFAULT_POLL_MS;
@@ -1050,6 +1085,7 @@ fail:
     if (c) {
         free(c->topic_dead);
         pthread_mutex_destroy(&c->pend_mu);
+        pthread_mutex_destroy(&c->asg_mu);
     }
     free(c);
     return NULL;
@@ -1072,6 +1108,9 @@ static void consumer_release(dq_consumer *c)
         free(c->rewinds[i].topic);
     free(c->rewinds);
     pthread_mutex_destroy(&c->pend_mu);
+    if (c->assigned)
+        rd_kafka_topic_partition_list_destroy(c->assigned);
+    pthread_mutex_destroy(&c->asg_mu);
     free(c->topic_dead);
     free(c);
 }
@@ -1197,6 +1236,66 @@ void dq_consumer_free(dq_consumer *c)
 rd_kafka_t *dq_consumer_handle(dq_consumer *c)
 {
     return c ? c->rk : NULL;
+}
+
+int dq_consumer_assigned(dq_consumer *c, int *n_partitions)
+{
+    int in = 0, n = 0;
+
+    if (c) {
+        pthread_mutex_lock(&c->asg_mu);
+        in = c->assigned != NULL;
+        n = in ? c->assigned->cnt : 0;
+        pthread_mutex_unlock(&c->asg_mu);
+    }
+    if (n_partitions)
+        *n_partitions = n;
+    return in;
+}
+
+int dq_kafka_broker_up(rd_kafka_t *rk, int timeout_ms, char *why, size_t whylen)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e;
+
+    /* all_topics 0 and no topic: the brokers and the topics this handle knows, small */
+    e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (e) {
+        snprintf(why, whylen, "no broker answered in %d ms: %s", timeout_ms, rd_kafka_err2str(e));
+        return 0;
+    }
+    rd_kafka_metadata_destroy(md);
+    return 1;
+}
+
+int dq_consumer_lag(dq_consumer *c, dq_lag_fn fn, void *ctx)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    int n = 0;
+
+    if (!c)
+        return 0;
+    pthread_mutex_lock(&c->asg_mu);
+    if (c->assigned)
+        l = rd_kafka_topic_partition_list_copy(c->assigned);
+    pthread_mutex_unlock(&c->asg_mu);
+    if (!l)
+        return 0;
+    if (rd_kafka_position(c->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < l->cnt; i++) {
+            int64_t lo = -1, hi = -1;
+            const rd_kafka_topic_partition_t *tp = &l->elems[i];
+
+            if (tp->offset < 0 ||
+                rd_kafka_get_watermark_offsets(c->rk, tp->topic, tp->partition, &lo, &hi) != 0 ||
+                hi < 0)
+                continue;
+            fn(ctx, tp->topic, tp->partition, hi > tp->offset ? hi - tp->offset : 0);
+            n++;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return n;
 }
 
 /* rd_kafka_offsets_store stores the offset as given (rdkafka.h: "it will NOT be + 1"), and

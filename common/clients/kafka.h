@@ -197,4 +197,26 @@ int dq_consumer_closes_pending(void);
 
 rd_kafka_t *dq_consumer_handle(dq_consumer *c);
 
+/* ---- health (clients/healthsrv.c) ---- */
+
+/* 1 when the consumer is in its group and holds the assignment of the last rebalance,
+ * which may be empty (a member of a group with more members than partitions is a spare:
+ * in the group, ready to take partitions over); 0 before its first assignment, and after
+ * a revocation or a lost assignment until the next one. *n_partitions (may be NULL)
+ * receives how many partitions it holds. Callable from any thread. */
+int dq_consumer_assigned(dq_consumer *c, int *n_partitions);
+
+/* 1 when a broker of rk's cluster answered a metadata request within timeout_ms, else 0
+ * with librdkafka's reason in why. One round trip; callable from any thread. */
+int dq_kafka_broker_up(rd_kafka_t *rk, int timeout_ms, char *why, size_t whylen);
+
+/* For each partition the consumer holds: fn(ctx, topic, partition, lag), lag being the
+ * high watermark librdkafka last saw (rd_kafka_get_watermark_offsets) minus the consumer's
+ * position, the next offset it fetches (rd_kafka_position). Both come from librdkafka's
+ * cache, refreshed by every fetch: no round trip. A partition with no position or
+ * watermark yet is skipped: librdkafka has a position once a message of the partition was
+ * read since it was assigned. Callable from any thread; returns how many were reported. */
+typedef void (*dq_lag_fn)(void *ctx, const char *topic, int32_t partition, int64_t lag);
+int dq_consumer_lag(dq_consumer *c, dq_lag_fn fn, void *ctx);
+
 #endif

@@ -13,7 +13,7 @@
 #include "signals.h"
 #include "util.h"
 
-enum { OPT_BROKERS = 1100, OPT_REDIS, OPT_LOG_LEVEL };
+enum { OPT_BROKERS = 1100, OPT_REDIS, OPT_LOG_LEVEL, OPT_HEALTH };
 
 static const struct option common_opts[] = {
     {"config", required_argument, NULL, 'c'},
@@ -21,7 +21,20 @@ static const struct option common_opts[] = {
     {"redis-url", required_argument, NULL, OPT_REDIS},
     {"group", required_argument, NULL, 'g'},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"health-listen", required_argument, NULL, OPT_HEALTH},
     {"help", no_argument, NULL, 'h'},
+};
+
+/* The workers with endpoints of their own, and where they listen unless told otherwise:
+ * one port each, so all four run on one machine (docs/operations.md, "Health and
+ * metrics"). The registry serves the same paths on registry.http.listen. */
+static const struct {
+    const char *name, *listen;
+} health_defaults[] = {
+    {"validator", "127.0.0.1:9101"},
+    {"executor", "127.0.0.1:9102"},
+    {"monitor", "127.0.0.1:9103"},
+    {"rollback", "127.0.0.1:9104"},
 };
 
 #define N_COMMON (sizeof common_opts / sizeof common_opts[0])
@@ -31,6 +44,132 @@ static const struct option common_opts[] = {
  * each number. Set before the first thread: a thread picks its arena at its first malloc. */
 #define WORKER_ARENA_MAX 2
 #define WORKER_TRIM_THRESHOLD (1024 * 1024)
+
+const char *dq_worker_health_default(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof health_defaults / sizeof health_defaults[0]; i++)
+        if (strcmp(health_defaults[i].name, name) == 0)
+            return health_defaults[i].listen;
+    return NULL;
+}
+
+/* The configuration's health.<name>, checked: a mapping keyed by worker, each an address.
+ * 0 with the address in out ("" when absent), or -1 with "file:line: health...: reason"
+ * logged. */
+static int health_from_config(const dq_worker *w, char *out, size_t outlen)
+{
+    static const char *const known[] = {"validator", "executor", "monitor", "rollback", NULL};
+    const cJSON *sec = dq_config_view(w->cfg, "health"), *it;
+    char err[1024], host[256], port[16];
+
+    out[0] = '\0';
+    if (!sec || cJSON_IsNull(sec))
+        return 0;
+    if (!cJSON_IsObject(sec)) {
+        dq_config_fail(w->cfg, sec, err, sizeof err,
+                       "health: expected a mapping of worker: address (validator: 127.0.0.1:9101)");
+        dq_error("%s", err);
+        return -1;
+    }
+    if (dq_config_check_keys(w->cfg, sec, known, "health", err, sizeof err) != 0) {
+        dq_error("%s", err);
+        return -1;
+    }
+    cJSON_ArrayForEach(it, sec)
+    {
+        char nb[32];
+        const char *v = dq_config_text(w->cfg, it, nb, sizeof nb);
+
+        if (!v || (strcmp(v, "off") != 0 &&
+                   dq_listen_split(v, host, sizeof host, port, sizeof port) != 0)) {
+            dq_config_fail(w->cfg, it, err, sizeof err,
+                           "health.%s: expected HOST:PORT, :PORT or off", it->string);
+            dq_error("%s", err);
+            return -1;
+        }
+        if (strcmp(it->string, w->name) == 0)
+            dq_strlcpy(out, v, outlen);
+    }
+    return 0;
+}
+
+/* Make the metrics registry and start the health server (worker.h). 0, or 1 on a bad
+ * address (the exit status). */
+static int health_start(dq_worker *w, const char *flag)
+{
+    const char *env = getenv("DEPLOYQ_HEALTH_LISTEN"), *listen, *origin;
+    const char *def = dq_worker_health_default(w->name);
+    char err[512], host[256], port[16], conf[256];
+
+    w->metrics = dq_metrics_new("worker", w->name);
+    if (!w->metrics) {
+        dq_error("out of memory");
+        return 1;
+    }
+    if (health_from_config(w, conf, sizeof conf) != 0)
+        return 1;
+    if (env && env[0]) {
+        listen = env;
+        origin = "DEPLOYQ_HEALTH_LISTEN";
+    } else if (flag) {
+        listen = flag;
+        origin = "--health-listen";
+    } else if (conf[0]) {
+        listen = conf; /* checked by health_from_config */
+        origin = "the configuration's health section";
+    } else {
+        listen = def ? def : "off";
+        origin = "the default";
+    }
+    if (!def) {
+        /* the registry: its HTTP API serves the same endpoints */
+        if (strcmp(listen, "off") != 0 && (flag || (env && env[0])))
+            dq_warn("%s ignored: the %s serves /healthz, /readyz and /metrics on its own "
+                    "HTTP listener", origin, w->name);
+        dq_strlcpy(w->health_listen, "off", sizeof w->health_listen);
+        return 0;
+    }
+    dq_strlcpy(w->health_listen, listen, sizeof w->health_listen);
+    if (strcmp(listen, "off") == 0)
+        return 0;
+    if (dq_listen_split(listen, host, sizeof host, port, sizeof port) != 0) {
+        dq_error("%s %s: expected HOST:PORT, :PORT or off", origin, listen);
+        return 1;
+    }
+    {
+        dq_healthsrv_opts o = {.listen = listen,
+                               .redis_url = w->cfg->redis_url,
+                               .redis_timeout_ms = w->cfg->redis_timeout_ms < 1000
+                                                       ? w->cfg->redis_timeout_ms
+                                                       : 1000,
+                               .metrics = w->metrics};
+
+        w->health = dq_healthsrv_start(&o, err, sizeof err);
+    }
+    if (!w->health) {
+        /* two copies of a worker on one machine: the second goes on without endpoints */
+        dq_warn("%s; going on without /healthz, /readyz and /metrics (set --health-listen, "
+                "DEPLOYQ_HEALTH_LISTEN or health.%s to another address, or off)",
+                err, w->name);
+        return 0;
+    }
+    dq_info("health: /healthz, /readyz, /metrics on %s", listen);
+    return 0;
+}
+
+void dq_worker_watch(dq_worker *w, dq_consumer *c)
+{
+    if (w && w->health && dq_healthsrv_watch(w->health, c) != 0)
+        dq_warn("health: too many consumers; this one is not part of readiness");
+}
+
+void dq_worker_health_stop(dq_worker *w)
+{
+    if (!w)
+        return;
+    dq_healthsrv_stop(w->health);
+    w->health = NULL;
+}
 
 static void memory_policy(void)
 {
@@ -45,6 +184,7 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
     struct option opts[N_COMMON + MAX_EXTRA + 1];
     char shortopts[128];
     const char *config_path = NULL, *brokers = NULL, *redis_url = NULL, *group = NULL;
+    const char *health = NULL;
     const char *kv[DQ_WORKER_MAX_KV];
     size_t n = 0;
     int n_kv = 0, c, level = DQ_LOG_INFO;
@@ -80,6 +220,7 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
                 return 2;
             }
             break;
+        case OPT_HEALTH: health = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         case '?': fputs(usage, stderr); return 2;
         default:
@@ -130,6 +271,9 @@ int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
         dq_error("no broker configured: set kafka.bootstrap.servers, --brokers or DEPLOYQ_BROKERS");
         return 1;
     }
+    w->name = strncmp(w->program, "deployq-", 8) == 0 ? w->program + 8 : w->program;
+    if (health_start(w, health) != 0)
+        return 1;
     return -1;
 }
 
@@ -163,6 +307,9 @@ void dq_worker_finish(dq_worker *w)
 {
     if (!w)
         return;
+    dq_worker_health_stop(w);
+    dq_metrics_free(w->metrics);
+    w->metrics = NULL;
     dq_config_free(w->cfg);
     w->cfg = NULL;
 }

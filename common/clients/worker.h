@@ -22,6 +22,9 @@
 #include <signal.h>
 
 #include "config.h"
+#include "healthsrv.h"
+#include "kafka.h"
+#include "metrics.h"
 #include "redis.h"
 
 #define DQ_WORKER_MAX_KV 32
@@ -44,6 +47,10 @@ typedef struct dq_worker {
     char group_buf[256];   /* the prefixed group, when topics.group_prefix is set */
     volatile sig_atomic_t *stop;
     int log_level;
+    const char *name;      /* "validator": the program without "deployq-" */
+    dq_metrics *metrics;   /* owned: every series carries {worker="<name>"} */
+    dq_healthsrv *health;  /* owned; NULL when off, or when its port was taken (warned) */
+    char health_listen[256]; /* the address chosen, "off" when none */
 } dq_worker;
 
 /* The usage lines of the shared options, for a worker's usage text. */
@@ -54,6 +61,10 @@ typedef struct dq_worker {
     "  -g, --group ID        consumer group (default <topics.group_prefix>-<worker>)\n"   \
     "  -X KEY=VALUE          any librdkafka property (repeatable)\n"                       \
     "      --log-level L     debug|info|warn|error (default info)\n"                       \
+    "      --health-listen A /healthz, /readyz, /metrics on HOST:PORT, :PORT or off\n"     \
+    "                        (env DEPLOYQ_HEALTH_LISTEN wins; config health.<worker>;\n"    \
+    "                        default 127.0.0.1:9101 validator, 9102 executor,\n"            \
+    "                        9103 monitor, 9104 rollback)\n"                                \
     "  -h, --help            this help\n"
 
 /* Parse argv: the shared options, then extra_opts (may be NULL; a {NULL,0,NULL,0}
@@ -61,10 +72,27 @@ typedef struct dq_worker {
  * on_opt. Then start logging, the stop flag, and load the configuration
  * (flags and environment applied; a broker must be configured). Returns -1 when the worker
  * should go on (w->cfg is set), else the exit status to return at once: 0 after --help,
- * 2 on a usage error, 1 when the configuration cannot be loaded (reason logged). */
+ * 2 on a usage error, 1 when the configuration cannot be loaded (reason logged).
+ *
+ * It also makes w->metrics and starts the health server (healthsrv.h) on the address of
+ * DEPLOYQ_HEALTH_LISTEN, else --health-listen, else the configuration's health.<name>,
+ * else the worker's default; "off" starts none. An address already in use is a warning,
+ * not a stop: a second copy of a worker on one machine runs without the endpoints. */
 int dq_worker_start(dq_worker *w, int argc, char **argv, const char *usage,
                     const struct option *extra_opts, const char *extra_short,
                     dq_worker_opt_fn on_opt, void *ctx);
+
+/* The health address of a worker named name ("validator") by default, or NULL when it has
+ * none (the registry serves its own on registry.http.listen). */
+const char *dq_worker_health_default(const char *name);
+
+/* Make consumer c part of the worker's readiness and consumer lag (healthsrv.h). A no-op
+ * without a health server. c is borrowed: call dq_worker_health_stop before freeing it. */
+void dq_worker_watch(dq_worker *w, dq_consumer *c);
+
+/* Stop the health server (first thing on the way out, before the consumers are freed).
+ * The metrics stay until dq_worker_finish. Safe to call twice. */
+void dq_worker_health_stop(dq_worker *w);
 
 /* Connect to the configured Redis, retrying for up to 30 s while Redis may still be
  * starting (compose, systemd) and the stop flag is clear. NULL (reason logged) when it
@@ -76,7 +104,7 @@ dq_redis *dq_worker_redis(const dq_worker *w);
  * topics may well exist already. */
 void dq_worker_ensure_topics(const dq_worker *w);
 
-/* Free the configuration. */
+/* Stop the health server, free the metrics and the configuration. */
 void dq_worker_finish(dq_worker *w);
 
 #endif

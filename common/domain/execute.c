@@ -349,6 +349,12 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
             cJSON_Delete(f);
     }
     emit(r, ev);
+    if ((size_t)attempt < r->n) { /* the chain goes on to the next provider */
+        const char *values[] = {r->req->service, r->req->environment, dq_provider_name(p),
+                                e->error_class[0] ? e->error_class : "connect"};
+
+        dq_metric_add(r->x->m_failovers, values, 1);
+    }
 }
 
 /* The terminal event of a chain result. */
@@ -508,6 +514,11 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     fill_outcome(out, ev);
     json = dq_event_encode(ev);
     int effect = unknown_effect(ev);
+    const char *prov = dq_json_str(ev->data, "provider");
+    char provider[64];
+    int failed = strcmp(ev->type, DQ_EV_FAILED) == 0;
+
+    dq_strlcpy(provider, prov && prov[0] ? prov : "none", sizeof provider);
     if (emit(r, ev) != 0) { /* ev is freed here */
         free(json);
         snprintf(err, errlen, "terminal event not delivered: %s", r->sink_err);
@@ -523,6 +534,12 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     free(rec_json);
     free(json);
     unknown_note(r, effect);
+    {
+        const char *values[] = {r->req->service, r->req->environment, provider,
+                                failed ? "failed" : "succeeded"};
+
+        dq_metric_add(r->x->m_deploys, values, 1);
+    }
     return DQ_EXEC_DONE;
 }
 

@@ -51,6 +51,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "metrics.h"
 #include "provider.h"
 #include "redis.h"
 
@@ -83,6 +84,14 @@ typedef struct dq_exec {
     int (*before_succeeded)(void *hook_ctx, const dq_chain_result *res, char *detail,
                             size_t detaillen);
     void *hook_ctx;
+    /* Counted when set (metrics.h; NULL: not counted): a run that concludes bumps
+     * deployq_deploys_total{service,env,provider,outcome} once (outcome succeeded|failed,
+     * provider "none" when none ran; a redelivery that finds the outcome recorded does not
+     * count again); a provider failing with another after it in the chain bumps
+     * deployq_failovers_total{service,env,provider,reason} (provider: the one that failed,
+     * reason: its error class). */
+    dq_metric *m_deploys;
+    dq_metric *m_failovers;
 } dq_exec;
 
 typedef enum {

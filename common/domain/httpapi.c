@@ -30,6 +30,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "reglog.h"
 #include "report.h"
 #include "util.h"
@@ -60,8 +61,6 @@
 static const double fsync_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                       0.05,   0.1,   0.25,   0.5,   1,    2.5};
 #define N_FSYNC_BOUNDS (sizeof fsync_bounds / sizeof fsync_bounds[0])
-static const double mttr_bounds[] = {60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400};
-#define N_MTTR_BOUNDS (sizeof mttr_bounds / sizeof mttr_bounds[0])
 
 typedef struct {
     uint64_t seq; /* 0: empty slot */
@@ -97,6 +96,10 @@ struct dq_httpapi {
     pthread_mutex_t *fold_lock;
     char *registry_dir;
     char *production_env;
+    char *lag_topic;
+    int (*ready)(void *ctx, char *why, size_t whylen);
+    void *ready_ctx;
+    pthread_mutex_t ready_lock; /* one readiness check at a time */
     char *dashboard_owned; /* the file read at start, when one was */
     const char *dashboard;
     size_t dashboard_len;
@@ -896,30 +899,79 @@ out:
 
 /* ---- /metrics ------------------------------------------------------------------------ */
 
+/* Every series of the registry says which worker it comes from, as the others' do. */
+#define WORKER "worker=\"registry\""
+
 static void metric_head(sbuf *b, const char *name, const char *type, const char *help)
 {
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
+/* Readiness (opts.ready), one check at a time: 1 ready, 0 not with the reason in why. */
+static int check_ready(dq_httpapi *api, char *why, size_t whylen)
 {
+    int ok = 1;
+
+    why[0] = '\0';
+    if (!api->ready)
+        return 1;
+    pthread_mutex_lock(&api->ready_lock);
+    ok = api->ready(api->ready_ctx, why, whylen);
+    pthread_mutex_unlock(&api->ready_lock);
+    if (!ok) {
+        /* served without the token: redacted as a log line is */
+        char tmp[512];
+
+        dq_redact(why, tmp, sizeof tmp);
+        dq_strlcpy(why, tmp, whylen);
+    }
+    return ok;
+}
+
+/* The figures of the live state, per target, as a registry of metrics.h rendered on each
+ * scrape (the fold holds them; nothing is counted twice). Every line carries
+ * worker="registry", like every other worker's. NULL out of memory. */
+static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
+{
+    static const char *const deploy_labels[] = {"service", "env", "outcome", NULL};
+    static const char *const rb_labels[] = {"service", "env", "result", NULL};
+    static const char *const target_labels[] = {"service", "env", NULL};
+    static const char *const outcome_labels[] = {"outcome", NULL};
     static const dq_deploy_outcome outcomes[] = {
         DQ_DEPLOY_PENDING,   DQ_DEPLOY_AWAITING_APPROVAL, DQ_DEPLOY_VALIDATED,
         DQ_DEPLOY_RUNNING,   DQ_DEPLOY_SUCCEEDED,         DQ_DEPLOY_VERIFIED,
         DQ_DEPLOY_FAILED,    DQ_DEPLOY_REJECTED,          DQ_DEPLOY_ROLLED_BACK,
     };
     uint64_t by_outcome[sizeof outcomes / sizeof outcomes[0]] = {0};
-    uint64_t c_validated = 0, c_rejected = 0, c_started = 0, c_succeeded = 0, c_failed = 0,
-             c_verified = 0, c_rb = 0, c_rb_ok = 0, c_rb_failed = 0, inflight = 0;
-    uint64_t mttr_buckets[N_MTTR_BOUNDS] = {0}, mttr_count = 0;
-    double mttr_sum = 0;
-    dq_fold_totals tot;
-    sbuf b = {0};
-    uint64_t seq;
-    unsigned clients;
+    uint64_t inflight = 0;
+    dq_metrics *m = dq_metrics_new("worker", "registry");
+    dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr;
+    char *text;
 
+    /* one series per target and outcome: every target the fold knows, none folded away */
+    dq_metrics_set_max_series(m, SIZE_MAX);
+
+    deploys = dq_metrics_counter(m, "deployq_deploys_total",
+                                 "Deploy events folded by the registry, per target and outcome.",
+                                 deploy_labels);
+    deployments = dq_metrics_gauge(m, "deployq_deployments",
+                                   "Deployments known to the registry, by where each stands now.",
+                                   outcome_labels);
+    in_flight = dq_metrics_gauge(m, "deployq_deployments_in_flight",
+                                 "Targets with a deployment in flight.", NULL);
+    rollbacks = dq_metrics_counter(m, "deployq_rollbacks_total",
+                                   "Rollbacks folded by the registry, per target and result.",
+                                   rb_labels);
+    mttr = dq_metrics_histogram(m, "deployq_mttr_seconds",
+                                "Time to restore of succeeded rollbacks (trouble began -> "
+                                "restored), per target.",
+                                target_labels, dq_mttr_buckets, DQ_MTTR_BUCKETS);
+    if (!deploys || !deployments || !in_flight || !rollbacks || !mttr) {
+        dq_metrics_free(m);
+        return NULL;
+    }
     pthread_mutex_lock(api->fold_lock);
-    dq_fold_get_totals(api->fold, &tot);
+    dq_fold_get_totals(api->fold, tot);
     {
         size_t n;
         dq_fold_target *const *ts = dq_fold_targets(api->fold, &n);
@@ -928,16 +980,26 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
 
         for (size_t i = 0; i < n; i++) {
             const dq_fold_target *t = ts[i];
+            const struct {
+                const char *name;
+                uint64_t n;
+            } d[] = {{"validated", t->n_validated}, {"rejected", t->n_rejected},
+                     {"started", t->n_started},     {"succeeded", t->n_succeeded},
+                     {"failed", t->n_failed},       {"verified", t->n_verified}},
+              r[] = {{"requested", t->n_rollbacks},
+                     {"succeeded", t->n_rollbacks_succeeded},
+                     {"failed", t->n_rollbacks_failed}};
 
-            c_validated += t->n_validated;
-            c_rejected += t->n_rejected;
-            c_started += t->n_started;
-            c_succeeded += t->n_succeeded;
-            c_failed += t->n_failed;
-            c_verified += t->n_verified;
-            c_rb += t->n_rollbacks;
-            c_rb_ok += t->n_rollbacks_succeeded;
-            c_rb_failed += t->n_rollbacks_failed;
+            for (size_t k = 0; k < sizeof d / sizeof d[0]; k++) {
+                const char *v[] = {t->service, t->environment, d[k].name};
+
+                dq_metric_add(deploys, v, (double)d[k].n);
+            }
+            for (size_t k = 0; k < sizeof r / sizeof r[0]; k++) {
+                const char *v[] = {t->service, t->environment, r[k].name};
+
+                dq_metric_add(rollbacks, v, (double)r[k].n);
+            }
             inflight += t->inflight != NULL;
         }
         ds = dq_fold_deployments(api->fold, &n);
@@ -946,70 +1008,73 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
                 by_outcome[ds[i]->outcome]++;
         rb = dq_fold_rollbacks(api->fold, &n);
         for (size_t i = 0; i < n; i++) {
-            double s;
+            const char *v[] = {rb[i]->service, rb[i]->environment};
+            double sec;
 
             if (rb[i]->status != DQ_ROLLBACK_SUCCEEDED || !rb[i]->detected_at_ms)
                 continue;
-            s = (double)(rb[i]->restored_at_ms - rb[i]->detected_at_ms) / 1000.0;
-            if (s < 0)
-                s = 0;
-            mttr_count++;
-            mttr_sum += s;
-            for (size_t k = 0; k < N_MTTR_BOUNDS; k++)
-                if (s <= mttr_bounds[k])
-                    mttr_buckets[k]++;
+            sec = (double)(rb[i]->restored_at_ms - rb[i]->detected_at_ms) / 1000.0;
+            dq_metric_observe(mttr, v, sec < 0 ? 0 : sec);
         }
     }
     pthread_mutex_unlock(api->fold_lock);
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
+        const char *v[] = {dq_deploy_outcome_name(outcomes[i])};
 
-    metric_head(&b, "deployq_deploys_total", "counter",
-                "Deploy events folded by the registry, by outcome.");
-    sb_printf(&b, "deployq_deploys_total{outcome=\"validated\"} %llu\n", (unsigned long long)c_validated);
-    sb_printf(&b, "deployq_deploys_total{outcome=\"rejected\"} %llu\n", (unsigned long long)c_rejected);
-    sb_printf(&b, "deployq_deploys_total{outcome=\"started\"} %llu\n", (unsigned long long)c_started);
-    sb_printf(&b, "deployq_deploys_total{outcome=\"succeeded\"} %llu\n", (unsigned long long)c_succeeded);
-    sb_printf(&b, "deployq_deploys_total{outcome=\"failed\"} %llu\n", (unsigned long long)c_failed);
-    sb_printf(&b, "deployq_deploys_total{outcome=\"verified\"} %llu\n", (unsigned long long)c_verified);
-    metric_head(&b, "deployq_deployments", "gauge",
-                "Deployments known to the registry, by where each stands now.");
-    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
-        sb_printf(&b, "deployq_deployments{outcome=\"%s\"} %llu\n",
-                  dq_deploy_outcome_name(outcomes[i]), (unsigned long long)by_outcome[i]);
-    metric_head(&b, "deployq_deployments_in_flight", "gauge",
-                "Targets with a deployment in flight.");
-    sb_printf(&b, "deployq_deployments_in_flight %llu\n", (unsigned long long)inflight);
-    metric_head(&b, "deployq_rollbacks_total", "counter", "Rollbacks, by result.");
-    sb_printf(&b, "deployq_rollbacks_total{result=\"requested\"} %llu\n", (unsigned long long)c_rb);
-    sb_printf(&b, "deployq_rollbacks_total{result=\"succeeded\"} %llu\n", (unsigned long long)c_rb_ok);
-    sb_printf(&b, "deployq_rollbacks_total{result=\"failed\"} %llu\n", (unsigned long long)c_rb_failed);
-    metric_head(&b, "deployq_mttr_seconds", "histogram",
-                "Time to restore of succeeded rollbacks (trouble began -> restored).");
-    for (size_t k = 0; k < N_MTTR_BOUNDS; k++)
-        sb_printf(&b, "deployq_mttr_seconds_bucket{le=\"%g\"} %llu\n", mttr_bounds[k],
-                  (unsigned long long)mttr_buckets[k]);
-    sb_printf(&b, "deployq_mttr_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)mttr_count);
-    sb_printf(&b, "deployq_mttr_seconds_sum %.3f\n", mttr_sum);
-    sb_printf(&b, "deployq_mttr_seconds_count %llu\n", (unsigned long long)mttr_count);
+        dq_metric_set(deployments, v, (double)by_outcome[i]);
+    }
+    dq_metric_set(in_flight, NULL, (double)inflight);
+    text = dq_metrics_render(m, NULL);
+    dq_metrics_free(m);
+    return text;
+}
+
+static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
+{
+    dq_fold_totals tot;
+    sbuf b = {0};
+    uint64_t seq;
+    unsigned clients;
+    char why[512];
+    char *fold_text = fold_metrics(api, &tot);
+    int ready = check_ready(api, why, sizeof why);
+
+    if (!fold_text)
+        return MHD_NO;
+    sb_printf(&b, "%s", fold_text);
+    free(fold_text);
+    metric_head(&b, "deployq_up", "gauge", "1 while the worker runs.");
+    sb_printf(&b, "deployq_up{" WORKER "} 1\n");
+    metric_head(&b, "deployq_ready", "gauge",
+                "1 when the worker is ready (what /readyz says), else 0.");
+    sb_printf(&b, "deployq_ready{" WORKER "} %d\n", ready);
     metric_head(&b, "deployq_registry_events_total", "counter",
                 "Records folded into the live state.");
-    sb_printf(&b, "deployq_registry_events_total %llu\n", (unsigned long long)tot.events);
+    sb_printf(&b, "deployq_registry_events_total{" WORKER "} %llu\n", (unsigned long long)tot.events);
     metric_head(&b, "deployq_registry_stale_events_total", "counter",
                 "Events ignored because their fencing token was stale.");
-    sb_printf(&b, "deployq_registry_stale_events_total %llu\n", (unsigned long long)tot.stale);
+    sb_printf(&b, "deployq_registry_stale_events_total{" WORKER "} %llu\n", (unsigned long long)tot.stale);
     metric_head(&b, "deployq_registry_unreadable_events_total", "counter",
                 "Stored records that are not deployq events.");
-    sb_printf(&b, "deployq_registry_unreadable_events_total %llu\n",
+    sb_printf(&b, "deployq_registry_unreadable_events_total{" WORKER "} %llu\n",
               (unsigned long long)tot.unreadable);
     metric_head(&b, "deployq_registry_targets", "gauge", "Deploy targets known.");
-    sb_printf(&b, "deployq_registry_targets %llu\n", (unsigned long long)tot.targets);
+    sb_printf(&b, "deployq_registry_targets{" WORKER "} %llu\n", (unsigned long long)tot.targets);
 
     pthread_mutex_lock(&api->metrics_lock);
     metric_head(&b, "deployq_registry_consumer_lag", "gauge",
                 "Messages of deployq.events not yet stored, per partition.");
     for (int32_t p = 0; p < api->n_lag; p++)
         if (api->lag[p] >= 0)
-            sb_printf(&b, "deployq_registry_consumer_lag{partition=\"%d\"} %lld\n", (int)p,
+            sb_printf(&b, "deployq_registry_consumer_lag{" WORKER ",partition=\"%d\"} %lld\n", (int)p,
                       (long long)api->lag[p]);
+    /* the same figures under the name every worker's consumer lag has */
+    metric_head(&b, "deployq_consumer_lag", "gauge",
+                "Messages between the consumer's position and the partition's high watermark.");
+    for (int32_t p = 0; p < api->n_lag; p++)
+        if (api->lag[p] >= 0)
+            sb_printf(&b, "deployq_consumer_lag{" WORKER ",topic=\"%s\",partition=\"%d\"} %lld\n",
+                      api->lag_topic, (int)p, (long long)api->lag[p]);
     metric_head(&b, "deployq_registry_fsync_seconds", "histogram",
                 "Latency of each group commit (write + fdatasync).");
     {
@@ -1017,14 +1082,14 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
 
         for (size_t k = 0; k < N_FSYNC_BOUNDS; k++) {
             cum += api->fsync_buckets[k];
-            sb_printf(&b, "deployq_registry_fsync_seconds_bucket{le=\"%g\"} %llu\n",
+            sb_printf(&b, "deployq_registry_fsync_seconds_bucket{" WORKER ",le=\"%g\"} %llu\n",
                       fsync_bounds[k], (unsigned long long)cum);
         }
     }
-    sb_printf(&b, "deployq_registry_fsync_seconds_bucket{le=\"+Inf\"} %llu\n",
+    sb_printf(&b, "deployq_registry_fsync_seconds_bucket{" WORKER ",le=\"+Inf\"} %llu\n",
               (unsigned long long)api->fsync_count);
-    sb_printf(&b, "deployq_registry_fsync_seconds_sum %.6f\n", api->fsync_sum);
-    sb_printf(&b, "deployq_registry_fsync_seconds_count %llu\n",
+    sb_printf(&b, "deployq_registry_fsync_seconds_sum{" WORKER "} %.6f\n", api->fsync_sum);
+    sb_printf(&b, "deployq_registry_fsync_seconds_count{" WORKER "} %llu\n",
               (unsigned long long)api->fsync_count);
     pthread_mutex_unlock(&api->metrics_lock);
 
@@ -1034,9 +1099,9 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
     pthread_mutex_unlock(&api->ring_lock);
     metric_head(&b, "deployq_registry_stream_events_total", "counter",
                 "Events published to /api/stream.");
-    sb_printf(&b, "deployq_registry_stream_events_total %llu\n", (unsigned long long)seq);
+    sb_printf(&b, "deployq_registry_stream_events_total{" WORKER "} %llu\n", (unsigned long long)seq);
     metric_head(&b, "deployq_registry_stream_clients", "gauge", "Open /api/stream connections.");
-    sb_printf(&b, "deployq_registry_stream_clients %u\n", clients);
+    sb_printf(&b, "deployq_registry_stream_clients{" WORKER "} %u\n", clients);
     {
         unsigned open = 0;
         uint64_t cut, refused, streams_refused;
@@ -1050,18 +1115,18 @@ static enum MHD_Result h_metrics(dq_httpapi *api, struct MHD_Connection *c)
         pthread_mutex_unlock(&api->conn_lock);
         metric_head(&b, "deployq_registry_http_connections", "gauge",
                     "Open connections to the HTTP API.");
-        sb_printf(&b, "deployq_registry_http_connections %u\n", open);
+        sb_printf(&b, "deployq_registry_http_connections{" WORKER "} %u\n", open);
         metric_head(&b, "deployq_registry_http_connections_cut_total", "counter",
                     "Connections closed for not sending a request in time, or to make room.");
-        sb_printf(&b, "deployq_registry_http_connections_cut_total %llu\n",
+        sb_printf(&b, "deployq_registry_http_connections_cut_total{" WORKER "} %llu\n",
                   (unsigned long long)cut);
         metric_head(&b, "deployq_registry_http_connections_refused_total", "counter",
                     "Connections refused at a connection limit.");
-        sb_printf(&b, "deployq_registry_http_connections_refused_total %llu\n",
+        sb_printf(&b, "deployq_registry_http_connections_refused_total{" WORKER "} %llu\n",
                   (unsigned long long)refused);
         metric_head(&b, "deployq_registry_http_streams_refused_total", "counter",
                     "Event streams refused at the stream limit (HTTP 503).");
-        sb_printf(&b, "deployq_registry_http_streams_refused_total %llu\n",
+        sb_printf(&b, "deployq_registry_http_streams_refused_total{" WORKER "} %llu\n",
                   (unsigned long long)streams_refused);
     }
     if (b.oom) {
@@ -1253,6 +1318,36 @@ static enum MHD_Result h_dashboard(dq_httpapi *api, struct MHD_Connection *c)
     return ret;
 }
 
+/* /readyz: 200 "ready", or 503 with one line of JSON saying why (healthsrv.h's shape). */
+static enum MHD_Result h_ready(dq_httpapi *api, struct MHD_Connection *c)
+{
+    char why[512];
+    cJSON *o;
+    char *json, *line;
+    size_t len;
+
+    if (check_ready(api, why, sizeof why)) {
+        line = strdup("ready\n");
+        return line ? send_buffer(c, MHD_HTTP_OK, line, strlen(line), "text/plain") : MHD_NO;
+    }
+    o = cJSON_CreateObject();
+    json = o && cJSON_AddFalseToObject(o, "ready") && cJSON_AddStringToObject(o, "reason", why)
+               ? cJSON_PrintUnformatted(o)
+               : NULL;
+    cJSON_Delete(o);
+    if (!json)
+        return MHD_NO;
+    len = strlen(json);
+    line = realloc(json, len + 2);
+    if (!line) {
+        free(json);
+        return MHD_NO;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    return send_buffer(c, MHD_HTTP_SERVICE_UNAVAILABLE, line, len + 1, "application/json");
+}
+
 static enum MHD_Result h_health(dq_httpapi *api, struct MHD_Connection *c)
 {
     dq_fold_totals tot;
@@ -1286,6 +1381,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "the registry API is read-only");
     if (strcmp(url, "/healthz") == 0)
         return h_health(api, c);
+    if (strcmp(url, "/readyz") == 0)
+        return h_ready(api, c);
     if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
         return h_dashboard(api, c);
     if (!authorized(api, c))
@@ -1661,6 +1758,12 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
     api->ring_size = opts->ring_size ? opts->ring_size : 1024;
     api->ring = calloc(api->ring_size, sizeof *api->ring);
     api->production_env = strdup(opts->production_env ? opts->production_env : "production");
+    api->lag_topic = strdup(opts->lag_topic ? opts->lag_topic : "deployq.events");
+    api->ready = opts->ready;
+    api->ready_ctx = opts->ready_ctx;
+    pthread_mutex_init(&api->ready_lock, NULL);
+    if (!api->lag_topic)
+        goto nomem;
     if (!api->ring || !api->production_env)
         goto nomem;
     if (opts->registry_dir && !(api->registry_dir = strdup(opts->registry_dir)))
@@ -1746,12 +1849,14 @@ void dq_httpapi_stop(dq_httpapi *api)
     free(api->lag);
     free(api->registry_dir);
     free(api->production_env);
+    free(api->lag_topic);
     free(api->dashboard_owned);
     pthread_cond_destroy(&api->ring_cond);
     pthread_cond_destroy(&api->reaper_cond);
     pthread_mutex_destroy(&api->conn_lock);
     pthread_mutex_destroy(&api->ring_lock);
     pthread_mutex_destroy(&api->metrics_lock);
+    pthread_mutex_destroy(&api->ready_lock);
     free(api);
 }
 

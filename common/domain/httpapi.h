@@ -11,6 +11,7 @@
  *
  * Endpoints (all GET or HEAD; anything else is 405; docs/operations.md "Registry HTTP API"):
  *   /healthz                     liveness, never behind the token
+ *   /readyz                      readiness (opts.ready), never behind the token
  *   /                            the dashboard page (never behind the token: it holds no
  *                                data; it asks for the token when the API answers 401)
  *   /api/targets                 every target (?service= ?env=), with the stream position
@@ -23,7 +24,7 @@
  *   /api/stream                  Server-Sent Events of new events (?after=SEQ or
  *                                Last-Event-ID resumes within the ring)
  *   /metrics                     Prometheus text format
- * With a token configured every endpoint except /healthz and / needs
+ * With a token configured every endpoint except /healthz, /readyz and / needs
  * "Authorization: Bearer <token>" (compared in constant time); the token is never logged.
  *
  * Threads: libmicrohttpd runs a thread per connection (an SSE stream blocks its own
@@ -81,6 +82,14 @@ typedef struct {
     /* Time a connection has to deliver its request, from its arrival or its previous
      * answer, before it is closed; <= 0 means 10000. */
     int request_timeout_ms;
+    /* /readyz (never behind the token, like /healthz): 200 when ready(ready_ctx, why, n)
+     * returns 1, else 503 with {"ready":false,"reason":why}; also deployq_ready on /metrics.
+     * Called on a connection's thread, one call at a time. NULL: always ready. */
+    int (*ready)(void *ctx, char *why, size_t whylen);
+    void *ready_ctx;
+    /* The topic of the lag figures (dq_httpapi_set_lag), for deployq_consumer_lag's topic
+     * label. NULL: "deployq.events". Copied. */
+    const char *lag_topic;
 } dq_httpapi_opts;
 
 /* Bind and start serving. NULL with a one-line reason in err (bad listen address, port in

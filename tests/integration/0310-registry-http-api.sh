@@ -128,18 +128,23 @@ assert_eq "$(jq -r '[.buckets[].rollbacks] | add' <<<"$s")" 1 "rollbacks in the 
 
 # ---- /metrics
 m=$(api /metrics)
-grep -qx 'deployq_deploys_total{outcome="succeeded"} 2' <<<"$m" || fail "deploys_total succeeded"
-grep -qx 'deployq_deploys_total{outcome="failed"} 1' <<<"$m" || fail "deploys_total failed"
-grep -qx 'deployq_rollbacks_total{result="succeeded"} 1' <<<"$m" || fail "rollbacks_total"
-grep -qx 'deployq_mttr_seconds_bucket{le="300"} 1' <<<"$m" || fail "MTTR bucket 300"
-grep -qx 'deployq_mttr_seconds_bucket{le="60"} 0' <<<"$m" || fail "MTTR bucket 60"
-grep -qx "deployq_registry_events_total $N" <<<"$m" || fail "events_total"
-fs=$(awk '$1 == "deployq_registry_fsync_seconds_count" {print $2}' <<<"$m")
+# per target, each line with worker="registry" (docs/operations.md, "Health and metrics")
+total() { grep -E "^$1" <<<"$m" | awk '{s += $2} END {print s + 0}'; }
+assert_eq "$(total 'deployq_deploys_total\{worker="registry",service="[a-z]+",env="[a-z]+",outcome="succeeded"\}')" 2 "deploys_total succeeded"
+assert_eq "$(total 'deployq_deploys_total\{worker="registry",service="[a-z]+",env="[a-z]+",outcome="failed"\}')" 1 "deploys_total failed"
+grep -qx 'deployq_rollbacks_total{worker="registry",service="api",env="production",result="succeeded"} 1' <<<"$m" || fail "rollbacks_total"
+grep -qx 'deployq_mttr_seconds_bucket{worker="registry",service="api",env="production",le="300"} 1' <<<"$m" || fail "MTTR bucket 300"
+grep -qx 'deployq_mttr_seconds_bucket{worker="registry",service="api",env="production",le="120"} 0' <<<"$m" || fail "MTTR bucket 120"
+grep -qx "deployq_registry_events_total{worker=\"registry\"} $N" <<<"$m" || fail "events_total"
+grep -qx 'deployq_ready{worker="registry"} 1' <<<"$m" || fail "deployq_ready"
+fs=$(awk '$1 == "deployq_registry_fsync_seconds_count{worker=\"registry\"}" {print $2}' <<<"$m")
 [ "${fs:-0}" -ge 1 ] || fail "no fsync observed ($fs)"
-wait_for 15 bash -c "curl -fsS -H 'Authorization: Bearer $HTTP_TOKEN' $HTTP/metrics | grep -q '^deployq_registry_consumer_lag{partition=\"[0-9]*\"} 0\$'" ||
+wait_for 15 bash -c "curl -fsS -H 'Authorization: Bearer $HTTP_TOKEN' $HTTP/metrics | grep -q '^deployq_registry_consumer_lag{worker=\"registry\",partition=\"[0-9]*\"} 0\$'" ||
     fail "no consumer lag of 0 reported: $(api /metrics | grep consumer_lag)"
+# /readyz: in the group, broker up; like /healthz it needs no token
+assert_eq "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/readyz")" 200 "/readyz"
 # every metric line is "name{labels} value" or a comment
-bad=$(grep -v '^#' <<<"$m" | grep -Evc '^[a-z_]+(\{[a-z_]+="[^"]*"\})? [0-9.e+-]+$' || true)
+bad=$(grep -v '^#' <<<"$m" | grep -Evc '^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$' || true)
 assert_eq "$bad" 0 "malformed metric lines"
 
 # ---- /api/stream: an open stream gets the next event; a resumed one gets it again

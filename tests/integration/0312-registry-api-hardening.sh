@@ -114,7 +114,7 @@ elif mode == "streams":
     t0, freed = time.monotonic(), None
     while time.monotonic() - t0 < 30 and freed is None:
         with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-            if b"\ndeployq_registry_stream_clients 0\n" in r.read():
+            if b"\ndeployq_registry_stream_clients{worker=\"registry\"} 0\n" in r.read():
                 freed = time.monotonic() - t0
         time.sleep(0.05)
     print(json.dumps({"healthz_worst_ms": round(worst, 1), "refused": refused,

@@ -116,7 +116,8 @@ start_broker() {
         fi
     else
         "$DEPLOYQ" broker --address-file "$T/broker.addr" >"$T/broker.out" 2>"$T/broker.log" &
-        PIDS+=("$!")
+        BROKER_PID=$!
+        PIDS+=("$BROKER_PID")
         wait_for 10 test -s "$T/broker.addr" || fail "embedded broker did not start"
         BROKERS=$(cat "$T/broker.addr")
         TOPIC_REQUESTS=deployq.requests
@@ -156,6 +157,14 @@ sasl_secret() {
 
 # The part of every test configuration that says where things are: the test's broker,
 # Redis and topics. The write_*config helpers start their YAML with it.
+# kill_broker: SIGKILL the embedded broker (BROKER_PID; a crash: every client sees it go),
+# and reap it. Only for BROKER_KIND=embedded: a shared real Kafka is not the test's to stop.
+kill_broker() {
+    [ "$BROKER_KIND" = embedded ] || fail "kill_broker: the broker is a shared Kafka"
+    kill -KILL "$BROKER_PID"
+    wait "$BROKER_PID" 2>/dev/null || true
+}
+
 config_base() {
     cat <<YAML
 kafka:

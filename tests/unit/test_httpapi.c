@@ -374,20 +374,26 @@ static void test_metrics(void **state)
     dq_httpapi_observe_fsync(fx->api, 0.0001);
     raw(fx, "GET", "/metrics", NULL, &r);
     assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "deployq_deploys_total{outcome=\"succeeded\"} 2\n"));
-    assert_non_null(strstr(r.body, "deployq_deployments{outcome=\"verified\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_deployments{outcome=\"rolled_back\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_rollbacks_total{result=\"succeeded\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{le=\"60\"} 0\n"));
-    assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{le=\"300\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_mttr_seconds_sum 120.000\n"));
-    assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{partition=\"0\"} 0\n"));
-    assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{partition=\"2\"} 17\n"));
-    assert_null(strstr(r.body, "deployq_registry_consumer_lag{partition=\"1\"}"));
-    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{le=\"0.0005\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{le=\"0.0025\"} 1\n"));
-    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{le=\"0.005\"} 2\n"));
-    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_count 2\n"));
+    /* per target, every line with worker="registry" like every worker's */
+    assert_non_null(strstr(r.body, "deployq_deploys_total{worker=\"registry\",service=\"api\",env=\"staging\",outcome=\"succeeded\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_deploys_total{worker=\"registry\",service=\"api\",env=\"production\",outcome=\"succeeded\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_deployments{worker=\"registry\",outcome=\"verified\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_deployments{worker=\"registry\",outcome=\"rolled_back\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_rollbacks_total{worker=\"registry\",service=\"api\",env=\"production\",result=\"succeeded\"} 1\n"));
+    /* MTTR buckets resolve seconds now: 120 s is in le="120", not only in a 300 s bucket */
+    assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{worker=\"registry\",service=\"api\",env=\"production\",le=\"60\"} 0\n"));
+    assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{worker=\"registry\",service=\"api\",env=\"production\",le=\"120\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_mttr_seconds_sum{worker=\"registry\",service=\"api\",env=\"production\"} 120\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"0\"} 0\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"2\"} 17\n"));
+    assert_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"1\"}"));
+    assert_non_null(strstr(r.body, "deployq_consumer_lag{worker=\"registry\",topic=\"deployq.events\",partition=\"2\"} 17\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{worker=\"registry\",le=\"0.0005\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{worker=\"registry\",le=\"0.0025\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_bucket{worker=\"registry\",le=\"0.005\"} 2\n"));
+    assert_non_null(strstr(r.body, "deployq_registry_fsync_seconds_count{worker=\"registry\"} 2\n"));
+    assert_non_null(strstr(r.body, "deployq_up{worker=\"registry\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_ready{worker=\"registry\"} 1\n"));
     assert_non_null(strstr(r.body, "# TYPE deployq_registry_fsync_seconds histogram\n"));
     dq_http_response_free(&r);
 }
@@ -839,7 +845,7 @@ static void test_stream_limits(void **state)
     t0 = dq_mono_ms();
     while (dq_mono_ms() - t0 < 3000) {
         raw(fx, "GET", "/metrics", NULL, &r);
-        freed = r.body && strstr(r.body, "deployq_registry_stream_clients 0\n") != NULL;
+        freed = r.body && strstr(r.body, "deployq_registry_stream_clients{worker=\"registry\"} 0\n") != NULL;
         dq_http_response_free(&r);
         if (freed)
             break;
@@ -847,6 +853,53 @@ static void test_stream_limits(void **state)
     }
     assert_true(freed);
     assert_true(dq_mono_ms() - t0 < 2000);
+}
+
+/* /readyz asks opts.ready on each request, never behind the token: 503 with the reason as
+ * one line of JSON while it says not ready, 200 once it does; /metrics says the same. */
+static int fake_ready_flag;
+static int fake_ready(void *ctx, char *why, size_t whylen)
+{
+    (void)ctx;
+    snprintf(why, whylen, "kafka: no partitions \"assigned\"");
+    return fake_ready_flag;
+}
+
+static void test_readyz(void **state)
+{
+    dq_fold *f = dq_fold_new();
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    dq_httpapi_opts o = {.fold = f, .fold_lock = &m, .listen = "127.0.0.1:0",
+                         .token = "sekret-token", .ready = fake_ready};
+    char err[256], url[128];
+    dq_http_response r = {0};
+    dq_http_opts ho = {.url = url, .timeout_ms = 5000};
+    const char *auth[] = {"Authorization: Bearer sekret-token", NULL};
+    dq_httpapi *a;
+
+    (void)state;
+    a = dq_httpapi_start(&o, err, sizeof err);
+    assert_non_null(a);
+    fake_ready_flag = 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", dq_httpapi_port(a));
+    assert_int_equal(dq_http_request(&ho, &r), 0);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "{\"ready\":false,\"reason\":\"kafka: no partitions \\\"assigned\\\"\"}\n");
+    dq_http_response_free(&r);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", dq_httpapi_port(a));
+    ho.headers = auth;
+    assert_int_equal(dq_http_request(&ho, &r), 0);
+    assert_non_null(strstr(r.body, "deployq_ready{worker=\"registry\"} 0\n"));
+    dq_http_response_free(&r);
+    fake_ready_flag = 1;
+    ho.headers = NULL;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/readyz", dq_httpapi_port(a));
+    assert_int_equal(dq_http_request(&ho, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ready\n");
+    dq_http_response_free(&r);
+    dq_httpapi_stop(a);
+    dq_fold_free(f);
 }
 
 static void test_start_errors(void **state)
@@ -913,6 +966,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_series_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_body_utf8, setup, teardown),
         cmocka_unit_test(test_empty_token),
+        cmocka_unit_test(test_readyz),
         cmocka_unit_test_setup_teardown(test_slow_clients, setup_limits, teardown),
         cmocka_unit_test_setup_teardown(test_stream_limits, setup_limits, teardown),
     };

@@ -88,6 +88,7 @@ typedef struct executor {
     pthread_mutex_t mu;
     target *targets;
     uint64_t n_done; /* atomic */
+    dq_metric *m_deploys, *m_failovers, *m_lock_wait; /* metrics.h, thread-safe */
 } executor;
 
 /* What a running deploy checks between steps. */
@@ -222,6 +223,7 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
     const dq_event *v = jb->ev;
     job_ctx jc = {.ex = ex};
     dq_exec x;
+    int64_t lock_t0;
     dq_provider_request req = {.deployment_id = v->deployment_id, .service = v->service,
                                .environment = v->environment, .version = v->version};
     dq_exec_outcome out;
@@ -238,9 +240,15 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
         }
     }
     /* Waits as long as the target is busy: queued, in order, never dropped. */
+    lock_t0 = dq_now_ms();
     if (dq_lock_pool_acquire(ex->locks, v->service, v->environment, ex->settings.lock_ttl_ms, -1,
                              not_stopped, ex, &jc.lock, err, sizeof err) != DQ_LOCK_TAKEN)
         return 0;
+    {
+        const char *tv[] = {v->service, v->environment};
+
+        dq_metric_observe(ex->m_lock_wait, tv, (double)(dq_now_ms() - lock_t0) / 1000.0);
+    }
     dq_info("deploy %s of %s %s: lock taken (fence %lld)", v->deployment_id, jc.key, v->version,
             (long long)dq_lock_fence(jc.lock));
     /* From here, if this process dies, another executor adopts the run once the lock
@@ -266,6 +274,8 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
     x.ctx = &jc;
     x.chain.cancel_on_timeout = ex->settings.cancel_on_timeout;
     x.chain.cancel_wait_ms = ex->settings.cancel_wait_ms;
+    x.m_deploys = ex->m_deploys;
+    x.m_failovers = ex->m_failovers;
     /* blue-green (bluegreen.h): the idle color's chain, then probe and switch */
     if (dq_bg_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
         bgj.redis = *redis;
@@ -572,6 +582,23 @@ int main(int argc, char **argv)
     ex.cfg = w.cfg;
     ex.stop = w.stop;
     group = w.group;
+    {
+        static const char *const deploy_labels[] = {"service", "env", "provider", "outcome", NULL};
+        static const char *const failover_labels[] = {"service", "env", "provider", "reason", NULL};
+        static const char *const target_labels[] = {"service", "env", NULL};
+
+        ex.m_deploys = dq_metrics_counter(w.metrics, "deployq_deploys_total",
+                                          "Deploys concluded, by outcome (provider: the one "
+                                          "that ran it, none when none could).",
+                                          deploy_labels);
+        ex.m_failovers = dq_metrics_counter(w.metrics, "deployq_failovers_total",
+                                            "Providers found unavailable with another after them "
+                                            "in the chain (provider: the one that failed).",
+                                            failover_labels);
+        ex.m_lock_wait = dq_metrics_histogram(w.metrics, "deployq_lock_wait_seconds",
+                                              "Time spent taking a target's lock.", target_labels,
+                                              dq_lock_wait_buckets, DQ_LOCK_WAIT_BUCKETS);
+    }
     if (dq_exec_settings_load(ex.cfg, &ex.settings, err, sizeof err) != 0) {
         dq_error("%s", err);
         goto out;
@@ -610,6 +637,7 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    dq_worker_watch(&w, ex.consumer);
     if (ex.settings.orphan_scan_ms > 0) {
         dq_runlease_opts so = {.redis_url = ex.cfg->redis_url,
                                .redis_timeout_ms = ex.cfg->redis_timeout_ms,
@@ -636,6 +664,7 @@ int main(int argc, char **argv)
     *ex.stop = 1;
     dq_info("stopping: waiting for deploy threads");
 out:
+    dq_worker_health_stop(&w); /* it reads the consumer freed below */
     dq_runlease_scanner_stop(scanner); /* before the targets: it may still queue a job */
     targets_free(&ex);
     dq_lock_pool_free(ex.locks); /* after the targets: their locks are released */

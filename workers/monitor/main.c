@@ -65,6 +65,17 @@ int main(int argc, char **argv)
         goto out;
     }
     mon.stop = stop;
+    {
+        static const char *const verdict_labels[] = {"service", "env", "verdict", NULL};
+        static const char *const probe_labels[] = {"service", "env", "probe", "result", NULL};
+
+        mon.m_watch_verdicts = dq_metrics_counter(
+            w.metrics, "deployq_watch_verdicts_total",
+            "Watch sessions ended, by verdict (degraded: a rollback was requested).",
+            verdict_labels);
+        mon.m_probe_results = dq_metrics_counter(w.metrics, "deployq_probe_results_total",
+                                                 "Probe samples taken, by result.", probe_labels);
+    }
     dq_actor("deployq-monitor", mon.actor, sizeof mon.actor);
     if (mon.n_targets == 0)
         dq_warn("no environment has monitor probes: deploys will not be watched");
@@ -116,10 +127,12 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    dq_worker_watch(&w, consumer);
     dq_info("consuming %s as group %s; %zu watched targets, %d tickers, lease %lld ms",
             cfg->topic_events, group, mon.n_targets, mon.n_tickers, (long long)mon.lease_ms);
     rc = dq_consumer_run(consumer, dq_monitor_handle, &mon, stop) == 0 ? 0 : 1;
 out:
+    dq_worker_health_stop(&w); /* it reads the consumer freed below */
     *stop = 1; /* ends the tickers after their current tick */
     for (int i = 0; tickers && i < mon.n_tickers; i++) {
         if (tickers[i].started)

@@ -404,6 +404,10 @@ static void tick(dq_ticker *tk, const dq_monitor_target *t, dq_watch_state *st)
         /* at once, each bounded by the interval: the round fits before the next is due */
         dq_probe_run_all(w->probes, w->n_probes, samples);
         for (size_t i = 0; i < w->n_probes; i++) {
+            const char *values[] = {st->service, st->environment, w->probes[i]->name,
+                                    dq_sample_outcome_name(samples[i].outcome)};
+
+            dq_metric_add(tk->m->m_probe_results, values, 1);
             dq_debug("%s/%s %s: probe %s: %s: %s", st->service, st->environment,
                      st->version ? st->version : "?", w->probes[i]->name,
                      dq_sample_outcome_name(samples[i].outcome), samples[i].detail);
@@ -428,6 +432,12 @@ static void tick(dq_ticker *tk, const dq_monitor_target *t, dq_watch_state *st)
         }
         if (verdict_event(tk, t, st, &res) != 0)
             goto abandon;
+        {
+            const char *values[] = {st->service, st->environment,
+                                    res.verdict == DQ_VERDICT_VERIFIED ? "verified" : "degraded"};
+
+            dq_metric_add(tk->m->m_watch_verdicts, values, 1);
+        }
         rc = dq_watch_commit(tk->redis, st, tk->token,
                              res.verdict == DQ_VERDICT_VERIFIED ? "verified" : "rollback_requested",
                              KEEP_ENDED_MS);

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "redis.h"
 #include "watch.h"
 
@@ -39,6 +40,9 @@ typedef struct dq_monitor {
     dq_redis *redis;
     dq_producer *producer;
     unsigned long long n_started;
+    /* set by main (NULL: not counted) */
+    dq_metric *m_watch_verdicts; /* deployq_watch_verdicts_total{service,env,verdict} */
+    dq_metric *m_probe_results;  /* deployq_probe_results_total{service,env,probe,result} */
 } dq_monitor;
 
 /* Read every target's `monitor:` settings (and the top-level `monitor:` defaults) from

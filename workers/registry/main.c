@@ -47,7 +47,8 @@ static const char usage[] =
     "      --batch N         at most N events per group commit (default registry.batch,\n"
     "                        else 5000)\n"
     "(--redis-url is accepted for uniformity with the other workers; the registry uses no\n"
-    "Redis.)\n"
+    "Redis. --health-listen is ignored: /healthz, /readyz and /metrics are served by the\n"
+    "HTTP API, on registry.http.listen, default 127.0.0.1:8787.)\n"
     "\n" DQ_WORKER_COMMON_USAGE;
 
 enum { OPT_BATCH = DQ_WORKER_OPT_BASE };
@@ -92,6 +93,11 @@ typedef struct {
     dq_httpapi *api;
     int64_t lag_mono; /* when consumer lag was last reported */
     int fatal;
+    /* /readyz (ready() below): whether the group gave us an assignment (atomic), and the
+     * consumer handle while it may be asked, under ready_mu */
+    int joined;
+    pthread_mutex_t ready_mu;
+    rd_kafka_t *ready_rk;
     /* figures for the log and the benchmark */
     uint64_t n_appended, n_duplicates, n_commits, n_syncs;
     int64_t first_append_mono, last_commit_mono;
@@ -215,6 +221,7 @@ static void report_lag(registry *r)
  * work; the default one may be taken (another registry on this host), which only costs the
  * API: a warning. 0, or -1. */
 static const char *config_registry(const dq_config *cfg, const char *key);
+static int ready(void *ctx, char *why, size_t whylen);
 static int start_http(registry *r, const dq_config *cfg)
 {
     const char *listen = config_registry(cfg, "http.listen");
@@ -227,6 +234,9 @@ static int start_http(registry *r, const dq_config *cfg)
         .registry_dir = r->dir,
         .dashboard_html = dq_dashboard_html,
         .dashboard_path = config_registry(cfg, "http.dashboard_file"),
+        .ready = ready,
+        .ready_ctx = r,
+        .lag_topic = cfg->topic_events,
     };
     char err[512];
     const char *max_clients = config_registry(cfg, "http.max_clients");
@@ -374,7 +384,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
         else
             rd_kafka_assign(rk, parts);
+        __atomic_store_n(&r->joined, 1, __ATOMIC_SEQ_CST);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* eager: out of the group until the next assignment; cooperative keeps the rest */
+        if (!coop || rd_kafka_assignment_lost(rk))
+            __atomic_store_n(&r->joined, 0, __ATOMIC_SEQ_CST);
         if (flush(r) != 0)
             r->fatal = 1;
         for (int i = 0; i < parts->cnt; i++) {
@@ -393,8 +407,30 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, NULL);
     } else {
         dq_error("rebalance: %s", rd_kafka_err2str(err));
+        __atomic_store_n(&r->joined, 0, __ATOMIC_SEQ_CST);
         rd_kafka_assign(rk, NULL);
     }
+}
+
+/* /readyz of the registry (httpapi.h): in the group with an assignment, and a broker
+ * answering (healthsrv.h's rules; the registry uses no Redis). */
+static int ready(void *ctx, char *why, size_t whylen)
+{
+    registry *r = ctx;
+    int ok = 0;
+    char tmp[400];
+
+    pthread_mutex_lock(&r->ready_mu);
+    if (!r->ready_rk)
+        snprintf(why, whylen, "kafka: consumer not started");
+    else if (!__atomic_load_n(&r->joined, __ATOMIC_SEQ_CST))
+        snprintf(why, whylen, "kafka: no partitions assigned (not in its group yet)");
+    else if (!dq_kafka_broker_up(r->ready_rk, 1000, tmp, sizeof tmp))
+        snprintf(why, whylen, "kafka: %s", tmp);
+    else
+        ok = 1;
+    pthread_mutex_unlock(&r->ready_mu);
+    return ok;
 }
 
 /* Append one message to its partition's log. 0, or -1 (fatal). */
@@ -474,7 +510,7 @@ int main(int argc, char **argv)
     long long batch = 5000;
     char err[1024], dirbuf[PATH_MAX], hash[DQ_FOLD_HASH_HEX_LEN + 1];
     dq_config *cfg = NULL;
-    registry r = {.fold_lock = PTHREAD_MUTEX_INITIALIZER};
+    registry r = {.fold_lock = PTHREAD_MUTEX_INITIALIZER, .ready_mu = PTHREAD_MUTEX_INITIALIZER};
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
     volatile sig_atomic_t *stop;
@@ -557,6 +593,9 @@ int main(int argc, char **argv)
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, &r);
     r.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    pthread_mutex_lock(&r.ready_mu);
+    r.ready_rk = r.rk;
+    pthread_mutex_unlock(&r.ready_mu);
     if (!r.rk) {
         dq_error("kafka: %s", err);
         goto out;
@@ -606,6 +645,9 @@ int main(int argc, char **argv)
             (long long)(r.n_appended ? r.last_commit_mono - r.first_append_mono : 0),
             (unsigned long long)r.n_duplicates, hash);
 out:
+    pthread_mutex_lock(&r.ready_mu); /* waits for a readiness check that uses r.rk */
+    r.ready_rk = NULL;
+    pthread_mutex_unlock(&r.ready_mu);
     if (r.rk) {
         /* Leaving the group runs the revoke callback, which closes the logs. */
         rd_kafka_consumer_close(r.rk);

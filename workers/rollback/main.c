@@ -156,6 +156,22 @@ int main(int argc, char **argv)
     rb.cfg = cfg;
     check_notify(cfg);
     dq_actor("deployq-rollback", rb.actor, sizeof rb.actor);
+    {
+        static const char *const outcome_labels[] = {"service", "env", "provider", "outcome", NULL};
+        static const char *const target_labels[] = {"service", "env", NULL};
+
+        rb.m_rollbacks = dq_metrics_counter(w.metrics, "deployq_rollbacks_total",
+                                            "Rollback requests concluded, by outcome (skipped: "
+                                            "the policy or a rollback loop left it to a person).",
+                                            outcome_labels);
+        rb.m_mttr = dq_metrics_histogram(w.metrics, "deployq_mttr_seconds",
+                                         "Time to restore: first failing probe (or the request) "
+                                         "to the old version live, for succeeded rollbacks.",
+                                         target_labels, dq_mttr_buckets, DQ_MTTR_BUCKETS);
+        rb.m_lock_wait = dq_metrics_histogram(w.metrics, "deployq_lock_wait_seconds",
+                                              "Time spent taking a target's lock.", target_labels,
+                                              dq_lock_wait_buckets, DQ_LOCK_WAIT_BUCKETS);
+    }
     rb.running = dq_rb_running_new();
     if (!rb.running) {
         dq_error("out of memory");
@@ -187,6 +203,7 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    dq_worker_watch(&w, consumer);
     {
         dq_notifyq_opts no = {.cfg = cfg, .producer = rb.producer, .actor = rb.actor, .stop = stop};
 
@@ -241,6 +258,7 @@ int main(int argc, char **argv)
             (unsigned long long)n_unsent);
 out:
     dq_gh_worker_stop(github);
+    dq_worker_health_stop(&w); /* it reads the consumer freed below */
     dq_consumer_free(consumer);
     /* after the consumer and the scanner (which record into it), before the producer (its
      * reports go through it) */

@@ -492,6 +492,16 @@ static int conclude(run *r, dq_event *ev)
     return 0;
 }
 
+/* deployq_rollbacks_total: outcome succeeded|failed|skipped, provider "none" when none ran */
+static void count_rollback(const dq_rollbacker *rb, const dq_event *req, const char *provider,
+                           const char *outcome)
+{
+    const char *values[] = {req->service, req->environment,
+                            provider && provider[0] ? provider : "none", outcome};
+
+    dq_metric_add(rb->m_rollbacks, values, 1);
+}
+
 static int fail_with(run *r, const char *reason, const char *provider, const char *detail)
 {
     dq_event *ev = new_event(r, DQ_EV_ROLLBACK_FAILED, "rollback.outcome");
@@ -513,6 +523,7 @@ static int fail_with(run *r, const char *reason, const char *provider, const cha
     rc = conclude(r, ev);
     if (rc == 0) {
         r->rb->n_failed++;
+        count_rollback(r->rb, r->req, provider, "failed");
         dq_error("rollback of %s/%s %s%s%s failed: %s", r->req->service, r->req->environment,
                  r->from_version ? r->from_version : "?", r->to_version ? " -> " : "",
                  r->to_version ? r->to_version : "", clean);
@@ -551,7 +562,11 @@ static int succeed_with(run *r, const dq_chain_result *res, int64_t restored_at)
         cJSON_AddStringToObject(ev->data, "reason", reason);
     rc = conclude(r, ev);
     if (rc == 0) {
+        const char *target[] = {r->req->service, r->req->environment};
+
         r->rb->n_succeeded++;
+        count_rollback(r->rb, r->req, res->provider, "succeeded");
+        dq_metric_observe(r->rb->m_mttr, target, (double)(restored_at - detected) / 1000.0);
         dq_info("rollback of %s/%s %s -> %s succeeded (%s via %s): MTTR %.1f s (detected %s, decided %s, "
                 "restored %s; %.1f s from decision to restore)",
                 r->req->service, r->req->environment, r->from_version ? r->from_version : "?", r->to_version,
@@ -861,6 +876,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
     char *picked = NULL, lerr[512];
     dq_handle_result result = DQ_RETRY;
     dq_lock_status ls;
+    int64_t lock_t0;
 
     memset(&r, 0, sizeof r);
     r.rb = rb;
@@ -929,6 +945,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
             cJSON_Delete(rec);
             return DQ_RETRY;
         }
+        count_rollback(rb, req, NULL, "skipped");
         result = notify(rb, req, note, 1, err, errlen) == 0 ? DQ_HANDLED : DQ_RETRY;
         dq_event_free(ev);
         dq_runrecord_free(r.record);
@@ -951,6 +968,7 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
                  req->service, req->environment, req->service, req->environment);
         dq_warn("rollback requested for %s/%s after a rollback; not rolling back further",
                 req->service, req->environment);
+        count_rollback(rb, req, NULL, "skipped");
         result = notify(rb, req, note, 1, err, errlen) == 0 ? DQ_HANDLED : DQ_RETRY;
         dq_runrecord_free(r.record);
         cJSON_Delete(rec);
@@ -968,9 +986,15 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         r.from_version = dq_json_str(cur, "version");
     }
 
+    lock_t0 = dq_now_ms();
     ls = dq_lock_acquire(rb->cfg->redis_url, rb->cfg->redis_timeout_ms, req->service, req->environment,
                          rb->settings.lock_ttl_ms, rb->settings.lock_wait_ms, run_continue_stop, rb, &r.lock,
                          lerr, sizeof lerr);
+    {
+        const char *target[] = {req->service, req->environment};
+
+        dq_metric_observe(rb->m_lock_wait, target, (double)(dq_now_ms() - lock_t0) / 1000.0);
+    }
     if (ls != DQ_LOCK_TAKEN) {
         snprintf(err, errlen, "%s/%s: lock not taken: %s", req->service, req->environment,
                  ls == DQ_LOCK_BUSY ? "busy" : lerr);

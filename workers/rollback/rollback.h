@@ -49,6 +49,7 @@
 #include "config.h"
 #include "execute.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "notifyq.h"
 #include "redis.h"
 
@@ -73,6 +74,10 @@ typedef struct dq_rollbacker {
     dq_rb_running *running;  /* borrowed, shared by the process's rollbackers; NULL: none */
     dq_notifyq *notifyq;     /* borrowed, shared: where notifications are owed; NULL: none */
     uint64_t n_succeeded, n_failed;
+        /* shared by the process's rollbackers (metrics.h is thread-safe); NULL: not counted */
+    dq_metric *m_rollbacks; /* deployq_rollbacks_total{service,env,provider,outcome} */
+    dq_metric *m_mttr;      /* deployq_mttr_seconds{service,env} */
+    dq_metric *m_lock_wait; /* deployq_lock_wait_seconds{service,env} */
 } dq_rollbacker;
 
 /* The consumer handler (kafka.h): ctx is a dq_rollbacker. DQ_HANDLED once the event's

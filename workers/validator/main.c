@@ -46,6 +46,7 @@ typedef struct requests {
     dq_consumer *consumer;
     volatile sig_atomic_t *stop;
     int inflight; /* verdicts queued whose delivery report has not come (this thread only) */
+    dq_metric *m_verdicts; /* deployq_verdicts_total{service,env,verdict} */
     dq_parsed docs[BATCH_MAX];
     dq_verdict verdicts[BATCH_MAX];
     dq_nonce_claim claims[BATCH_MAX];
@@ -79,6 +80,15 @@ static void verdict_delivered(void *ctx, rd_kafka_resp_err_t err)
         dq_consumer_nack(r->rq->consumer, r->topic, r->partition, r->offset);
     }
     free(r);
+}
+
+/* One verdict counted: a bump of a series, no allocation once the target was seen. */
+static void count_verdict(requests *rq, const dq_event *ev, const char *verdict)
+{
+    const char *values[] = {ev->service ? ev->service : "unknown",
+                            ev->environment ? ev->environment : "unknown", verdict};
+
+    dq_metric_add(rq->m_verdicts, values, 1);
 }
 
 static void log_verdict(const dq_event *ev, const dq_verdict *v)
@@ -141,6 +151,7 @@ static dq_handle_result judge(requests *rq, const dq_message *m, const dq_parsed
             res = DQ_RETRY;
         } else {
             val->n_awaiting++;
+            count_verdict(rq, out, "awaiting_approval");
             log_verdict(out, v);
         }
         dq_event_free(out);
@@ -169,6 +180,7 @@ static dq_handle_result judge(requests *rq, const dq_message *m, const dq_parsed
         val->n_validated++;
     else
         val->n_rejected++;
+    count_verdict(rq, ev, v->n_reasons == 0 ? "validated" : "rejected");
     log_verdict(ev, v);
     dq_event_free(ev);
     return DQ_DEFERRED;
@@ -388,6 +400,7 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    dq_worker_watch(&w, consumer);
     {
         const char *topics[] = {cfg->topic_events};
         dq_consumer_opts copts = {.group_id = state_group, .topics = topics, .n_topics = 1};
@@ -405,6 +418,7 @@ int main(int argc, char **argv)
             dq_error("%s", err);
             goto out;
         }
+        dq_worker_watch(&w, st.consumer);
         if (pthread_create(&st_tid, NULL, state_main, &st) != 0) {
             dq_error("cannot start the deployq.events consumer thread");
             goto out;
@@ -439,12 +453,19 @@ int main(int argc, char **argv)
     rq->val = &val;
     rq->consumer = consumer;
     rq->stop = stop;
+    {
+        static const char *const labels[] = {"service", "env", "verdict", NULL};
+
+        rq->m_verdicts = dq_metrics_counter(w.metrics, "deployq_verdicts_total",
+                                            "Deploy requests judged, by verdict.", labels);
+    }
     rc = dq_consumer_run_batch(consumer, handle_batch, rq, BATCH_MAX, stop) == 0 ? 0 : 1;
     drain_verdicts(rq);
     dq_info("stopping: %llu validated, %llu rejected, %llu awaiting approval",
             (unsigned long long)val.n_validated, (unsigned long long)val.n_rejected,
             (unsigned long long)val.n_awaiting);
 out:
+    dq_worker_health_stop(&w); /* it reads the consumers freed below */
     if (st_started) {
         /* The main loop may have ended on its own (a fatal consumer error): stop the
          * state thread too. */
