@@ -16,7 +16,7 @@
 #            3. the whole suite once more under ASan/UBSan, embedded broker     (build-asan/),
 #               but for suite 'jvm' (tests that start a Kafka JVM of their own)
 #            4. every libFuzzer harness for 20 s                       (tests/fuzz/)
-#            5. two seeded fault-injection runs and the 10,000-request flood (tests/chaos/)
+#            5. a seeded fault-injection run and the 10,000-request flood    (tests/chaos/)
 #   extended  full, with every integration test in run 2b (not only suite 'secure') and
 #          suite 'jvm' under ASan too: about fifteen minutes more, which CI's budget does
 #          not have; run it before a release.
@@ -214,15 +214,17 @@ if [ -z "${DEPLOYQ_SKIP_FUZZ:-}" ]; then
     rm -f "$fuzz_log"
 fi
 
-# ---- fault injection, canary and flood (tests/chaos/): two seeded chaos runs of 40 s on
+# ---- fault injection, canary and flood (tests/chaos/): one seeded chaos run of 40 s on
 # the embedded broker (the whole pipeline, two of every worker, random kills, pauses,
 # Redis restarts, provider and health faults; every invariant and canary checked), then a
-# 10,000-request flood with the slow-provider check (about 3.5 minutes in all). Each chaos
-# run and the flood count as one test. DQ_CHAOS_SEED fixes the seed (printed anyway).
+# 10,000-request flood with the slow-provider check (about 2.5 minutes in all). One run, not
+# two, since issue 13: 0700 runs the same checks on a replicated Kafka under scripted
+# broker and Redis restarts, and CI's 45 minutes have no room for both. Each chaos run and
+# the flood count as one test. DQ_CHAOS_SEED fixes the seed (printed anyway).
 if [ -z "${DEPLOYQ_SKIP_CHAOS:-}" ]; then
-    say "fault injection: tests/chaos/run.sh --runs 2 --duration 40 (embedded broker)"
+    say "fault injection: tests/chaos/run.sh --runs 1 --duration 40 (embedded broker)"
     chaos_log=$(mktemp /tmp/dq-chaos-run.XXXXXX)
-    tests/chaos/run.sh --build build --runs 2 --duration 40 ${DQ_CHAOS_SEED:+--seed "$DQ_CHAOS_SEED"} 2>&1 | tee "$chaos_log"
+    tests/chaos/run.sh --build build --runs 1 --duration 40 ${DQ_CHAOS_SEED:+--seed "$DQ_CHAOS_SEED"} 2>&1 | tee "$chaos_log"
     chaos_rc=${PIPESTATUS[0]}
     say "flood: tests/chaos/flood.sh --n 10000 --embedded"
     tests/chaos/flood.sh --build build --n 10000 --embedded 2>&1 | grep -v '^{' | tee -a "$chaos_log"
