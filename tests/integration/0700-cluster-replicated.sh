@@ -18,7 +18,8 @@
 # file. And the workers created the topics themselves, with replication factor 3 and
 # min.insync.replicas=2 (topics.replication's default on a cluster of three).
 #
-# Prints the figures of the run. Brings its own cluster (suite 'local', not parallel);
+# Prints the figures of the run. Brings its own cluster (suites 'local' and 'jvm'; it runs beside
+# other tests, started first);
 # skipped (77) where Java is missing, and in a sanitizer build (scripts/test.sh runs the
 # whole suite once more under ASan: ten instrumented workers beside three JVMs would take
 # minutes CI does not have; DQ_CLUSTER_SANITIZED=1 runs it anyway).
