@@ -2172,6 +2172,25 @@ const char *dq_config_text(const dq_config *cfg, const cJSON *item, char *out, s
     return out;
 }
 
+int dq_config_duration_key(const dq_config *cfg, const cJSON *sec, const char *where,
+                           const char *key, int64_t min_ms, const char *example, int64_t *out,
+                           char *err, size_t errlen)
+{
+    const cJSON *v = dq_json_get(sec, key);
+    char num[32];
+    const char *text = dq_config_text(cfg, v, num, sizeof num);
+    int64_t ms;
+
+    if (!v)
+        return 0;
+    ms = text ? dq_duration_parse(text) : -1;
+    if (ms < 0 || ms < min_ms)
+        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected a duration such as %s", where, key,
+                              example);
+    *out = ms;
+    return 0;
+}
+
 int dq_config_check_keys(const dq_config *cfg, const cJSON *obj, const char *const allowed[],
                          const char *what, char *err, size_t errlen)
 {

@@ -193,6 +193,13 @@ int dq_config_fail(const dq_config *cfg, const cJSON *item, char *err, size_t er
  * owned by cfg or item, or is buf. */
 const char *dq_config_text(const dq_config *cfg, const cJSON *item, char *buf, size_t n);
 
+/* A duration member `key` of the mapping sec ("10s", "500ms"; docs/configuration.md):
+ * absent leaves *out alone and returns 0; below min_ms (0 or 1), or not a duration, is
+ * "file:line: where.key: expected a duration such as EXAMPLE" in err and -1. */
+int dq_config_duration_key(const dq_config *cfg, const cJSON *sec, const char *where,
+                           const char *key, int64_t min_ms, const char *example, int64_t *out,
+                           char *err, size_t errlen);
+
 /* The one check of unknown keys: 0 when every key of obj is in allowed (NULL-terminated),
  * or when obj is not a mapping (the caller checks types); else -1 with
  * "file:line: <what>: unknown key 'x' (known: a, b, c)" in err, at the line of the first

@@ -106,23 +106,6 @@ fail:
     return -1;
 }
 
-static int duration_key(const dq_config *cfg, const cJSON *sec, const char *key, int64_t *out,
-                        char *err, size_t errlen)
-{
-    const cJSON *v = dq_json_get(sec, key);
-    char num[32];
-    const char *text = dq_config_text(cfg, v, num, sizeof num);
-    int64_t ms;
-
-    if (!v)
-        return 0;
-    ms = text ? dq_duration_parse(text) : -1;
-    if (ms < 0)
-        return dq_config_fail(cfg, v, err, errlen, "executor.%s: expected a duration such as 30s", key);
-    *out = ms;
-    return 0;
-}
-
 int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, size_t errlen)
 {
     static const char *const known[] = {"lock_ttl", "lock_wait", "cancel_on_timeout", "cancel_wait",
@@ -140,10 +123,10 @@ int dq_exec_settings_load(const dq_config *cfg, dq_exec_settings *s, char *err, 
         return 0;
     if (dq_config_check_keys(cfg, sec, known, "executor", err, errlen) != 0)
         return -1;
-    if (duration_key(cfg, sec, "lock_ttl", &s->lock_ttl_ms, err, errlen) < 0 ||
-        duration_key(cfg, sec, "lock_wait", &s->lock_wait_ms, err, errlen) < 0 ||
-        duration_key(cfg, sec, "cancel_wait", &s->cancel_wait_ms, err, errlen) < 0 ||
-        duration_key(cfg, sec, "orphan_scan", &s->orphan_scan_ms, err, errlen) < 0)
+    if (dq_config_duration_key(cfg, sec, "executor", "lock_ttl", 0, "30s", &s->lock_ttl_ms, err, errlen) < 0 ||
+        dq_config_duration_key(cfg, sec, "executor", "lock_wait", 0, "30s", &s->lock_wait_ms, err, errlen) < 0 ||
+        dq_config_duration_key(cfg, sec, "executor", "cancel_wait", 0, "30s", &s->cancel_wait_ms, err, errlen) < 0 ||
+        dq_config_duration_key(cfg, sec, "executor", "orphan_scan", 0, "30s", &s->orphan_scan_ms, err, errlen) < 0)
         return -1;
     if (s->orphan_scan_ms != 0 && s->orphan_scan_ms < 100)
         return dq_config_fail(cfg, dq_json_get(sec, "orphan_scan"), err, errlen,

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "event.h"
+#include "healthsrv.h"
 #include "http.h"
 #include "json.h"
 #include "log.h"
@@ -1665,38 +1666,6 @@ static int token_blank(const char *t)
     return *t == '\0';
 }
 
-/* Split "HOST:PORT" / "[V6]:PORT" / ":PORT" into host (NULL for any) and port. */
-static int split_listen(const char *listen, char *host, size_t hostlen, char *port,
-                        size_t portlen)
-{
-    const char *colon;
-
-    if (listen[0] == '[') {
-        const char *close = strchr(listen, ']');
-
-        if (!close || close[1] != ':' || (size_t)(close - listen - 1) >= hostlen)
-            return -1;
-        memcpy(host, listen + 1, (size_t)(close - listen - 1));
-        host[close - listen - 1] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= hostlen)
-            return -1;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-    }
-    if (dq_strlcpy(port, colon + 1, portlen) >= portlen || !port[0])
-        return -1;
-    {
-        long long p;
-
-        if (dq_parse_int(port, 0, 65535, &p) != 0)
-            return -1;
-    }
-    return 0;
-}
-
 dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errlen)
 {
     const char *listen = opts && opts->listen ? opts->listen : DQ_HTTPAPI_DEFAULT_LISTEN;
@@ -1722,7 +1691,7 @@ dq_httpapi *dq_httpapi_start(const dq_httpapi_opts *opts, char *err, size_t errl
                               "${VAR}?); set it, or leave the token out to serve without one");
         return NULL;
     }
-    if (split_listen(listen, host, sizeof host, port, sizeof port) != 0) {
+    if (dq_listen_split(listen, host, sizeof host, port, sizeof port) != 0) {
         snprintf(err, errlen, "http: listen address '%.200s': expected HOST:PORT", listen);
         return NULL;
     }

@@ -31,14 +31,8 @@ fi
 mutant() {
     local name=$1 file=$2 old=$3 new=$4 expected=$5 out rc=0
     rm -rf "$tmp/docker" && cp -r "$SOURCE/docker" "$tmp/docker"
-    OLD=$old NEW=$new "$PY" - "$tmp/docker/$file" <<'EOF' || { echo "FAIL: $name: the mutation does not apply"; fails=$((fails + 1)); return; }
-import os, sys
-p = sys.argv[1]
-s = open(p).read()
-if s.count(os.environ["OLD"]) != 1:
-    sys.exit(f"{p}: {os.environ['OLD']!r} occurs {s.count(os.environ['OLD'])} times")
-open(p, "w").write(s.replace(os.environ["OLD"], os.environ["NEW"]))
-EOF
+    OLD=$old NEW=$new "$PY" "$SOURCE/tests/docker/replace-once.py" "$tmp/docker/$file" ||
+        { echo "FAIL: $name: the mutation does not apply"; fails=$((fails + 1)); return; }
     out=$(check --compose "$tmp/docker/compose.yaml" --prometheus "$tmp/docker/monitoring/prometheus.yml" 2>&1) || rc=$?
     if [ "$rc" = 1 ] && grep -qF -- "$expected" <<<"$out"; then
         echo "ok: refused: $name"

@@ -48,14 +48,8 @@ fi
 mutant() {
     local name=$1 file=$2 old=$3 new=$4 expected=$5 out rc=0
     rm -rf "$tmp/m" && cp -r "$SOURCE/docker/monitoring" "$tmp/m"
-    OLD=$old NEW=$new "$PY" - "$tmp/m/$file" <<'EOF' || { echo "FAIL: $name: the mutation does not apply"; fails=$((fails + 1)); return; }
-import os, sys
-p = sys.argv[1]
-s = open(p).read()
-if s.count(os.environ["OLD"]) != 1:
-    sys.exit(f"{p}: {os.environ['OLD']!r} occurs {s.count(os.environ['OLD'])} times")
-open(p, "w").write(s.replace(os.environ["OLD"], os.environ["NEW"]))
-EOF
+    OLD=$old NEW=$new "$PY" "$SOURCE/tests/docker/replace-once.py" "$tmp/m/$file" ||
+        { echo "FAIL: $name: the mutation does not apply"; fails=$((fails + 1)); return; }
     out=$(checks "$tmp/m" 2>&1) || rc=$?
     if [ "$rc" != 0 ] && grep -qF -- "$expected" <<<"$out"; then
         echo "ok: refused: $name"

@@ -102,23 +102,6 @@ static int bool_key(const dq_config *cfg, const cJSON *sec, const char *where, c
     return 0;
 }
 
-static int duration_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
-                        int64_t *out, char *err, size_t errlen)
-{
-    const cJSON *v = dq_json_get(sec, key);
-    char num[32];
-    const char *text = dq_config_text(cfg, v, num, sizeof num);
-    int64_t ms;
-
-    if (!v)
-        return 0;
-    ms = text ? dq_duration_parse(text) : -1;
-    if (ms <= 0)
-        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected a duration such as 10s", where, key);
-    *out = ms;
-    return 0;
-}
-
 /* owner/name as GitHub allows them: letters, digits, '-', '_', '.'. */
 static int valid_repo(const char *s)
 {
@@ -180,8 +163,8 @@ int dq_gh_config_read(const dq_config *cfg, const cJSON *sec, const char *where,
     if (bool_key(cfg, sec, where, "auto_merge", &gc->auto_merge, err, errlen) != 0 ||
         bool_key(cfg, sec, where, "production_environment", &gc->production, err, errlen) != 0 ||
         bool_key(cfg, sec, where, "transient_environment", &gc->transient, err, errlen) != 0 ||
-        duration_key(cfg, sec, where, "timeout", &gc->timeout_ms, err, errlen) != 0 ||
-        duration_key(cfg, sec, where, "retry_budget", &gc->retry_budget_ms, err, errlen) != 0)
+        dq_config_duration_key(cfg, sec, where, "timeout", 1, "10s", &gc->timeout_ms, err, errlen) != 0 ||
+        dq_config_duration_key(cfg, sec, where, "retry_budget", 1, "10s", &gc->retry_budget_ms, err, errlen) != 0)
         goto fail;
     if ((v = dq_json_get(sec, "retries")) != NULL) {
         long long n;

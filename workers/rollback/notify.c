@@ -106,24 +106,6 @@ static int url_key(const dq_config *cfg, const cJSON *sec, const char *where, co
     return 0;
 }
 
-/* A positive duration member; absent leaves *out alone. */
-static int duration_key(const dq_config *cfg, const cJSON *sec, const char *where, const char *key,
-                        int64_t *out, char *err, size_t errlen)
-{
-    const cJSON *v = dq_json_get(sec, key);
-    char num[32];
-    const char *text = dq_config_text(cfg, v, num, sizeof num);
-    int64_t ms;
-
-    if (!v)
-        return 0;
-    ms = text ? dq_duration_parse(text) : -1;
-    if (ms <= 0)
-        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected a duration such as 5s", where, key);
-    *out = ms;
-    return 0;
-}
-
 int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,
                           dq_notify_config *nc, char *err, size_t errlen)
 {
@@ -211,8 +193,8 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
             nc->on_mask |= 1u << bit;
         }
     }
-    if (duration_key(cfg, sec, where, "timeout", &nc->timeout_ms, err, errlen) != 0 ||
-        duration_key(cfg, sec, where, "retry_budget", &nc->retry_budget_ms, err, errlen) != 0)
+    if (dq_config_duration_key(cfg, sec, where, "timeout", 1, "5s", &nc->timeout_ms, err, errlen) != 0 ||
+        dq_config_duration_key(cfg, sec, where, "retry_budget", 1, "5s", &nc->retry_budget_ms, err, errlen) != 0)
         goto fail;
     if ((v = dq_json_get(sec, "retries")) != NULL) {
         long long n;
