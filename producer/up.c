@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -146,14 +147,16 @@ static int free_port(void)
 }
 
 /* fork+exec argv with stdout/stderr appended to <logs>/<logname>; the child gets its own
- * process group so a Ctrl-C in the terminal reaches `up` only, which then stops it in order.
+ * process group so a Ctrl-C in the terminal reaches `up` only, which then stops it in order,
+ * and a SIGTERM when `up` dies without stopping it (SIGKILL, a crash): a worker or a
+ * redis-server left running would hold the state directory's ports and locks unseen.
  * The log is opened here, in the parent, under the checked logs/ descriptor: never through
  * a symbolic link, 0600. When it cannot be, the child keeps up's stdout and stderr. */
 static pid_t spawn(char *const argv[], int logdirfd, const char *logname,
                    char *const extra_env[])
 {
     int fd = dq_stack_open_file(logdirfd, logname, O_CREAT | O_APPEND);
-    pid_t pid;
+    pid_t parent = getpid(), pid;
 
     if (fd < 0)
         fprintf(stderr, "deployq: up: cannot open the log %s: %s; %s logs here\n", logname,
@@ -165,6 +168,9 @@ static pid_t spawn(char *const argv[], int logdirfd, const char *logname,
         return pid;
     }
     setpgid(0, 0);
+    /* up died between fork and prctl: the signal would never come. */
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+        _exit(127);
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);
         dup2(fd, STDERR_FILENO);

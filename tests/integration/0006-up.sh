@@ -45,4 +45,23 @@ wait_for 20 bash -c "! kill -0 $UP 2>/dev/null" || fail "up did not stop on SIGI
 ! pgrep -f "deployq-validator --config $DEPLOYQ_STATE_DIR" >/dev/null || fail "validator left running"
 [ -z "$redis_pid" ] || ! kill -0 "$redis_pid" 2>/dev/null || fail "redis-server left running"
 [ ! -e "$DEPLOYQ_STATE_DIR/stack.json" ] || fail "stale stack.json left behind"
+
+# up killed outright (SIGKILL: no chance to stop anything): what it started stops too, and
+# the next up starts over the stale stack.json.
+"$DEPLOYQ" up >"$T/up2.out" 2>"$T/up2.log" &
+UP=$!
+PIDS+=("$UP")
+wait_for 30 test -s "$DEPLOYQ_STATE_DIR/stack.json" || fail "the second up did not write its state"
+wait_for 20 pgrep -f "deployq-validator --config $DEPLOYQ_STATE_DIR" >/dev/null || fail "no validator under the second up"
+redis_pid=$(pgrep -f "redis-server 127.0.0.1:$(jq -r .redis_url "$DEPLOYQ_STATE_DIR/stack.json" | sed 's/.*://')" | head -n1)
+kill -KILL "$UP"
+wait_for 20 bash -c "! pgrep -f 'deployq-[a-z]* --config $DEPLOYQ_STATE_DIR' >/dev/null" ||
+    fail "workers left running after up was SIGKILLed: $(pgrep -af "deployq-[a-z]* --config $DEPLOYQ_STATE_DIR")"
+[ -z "$redis_pid" ] || wait_for 20 bash -c "! kill -0 $redis_pid 2>/dev/null" || fail "redis-server left running after SIGKILL"
+"$DEPLOYQ" up >"$T/up3.out" 2>"$T/up3.log" &
+UP=$!
+PIDS+=("$UP")
+wait_for 30 grep -q 'deployq stack is up' "$T/up3.out" || fail "up after a SIGKILLed up: $(cat "$T/up3.log")"
+kill -INT "$UP"
+wait_for 20 bash -c "! kill -0 $UP 2>/dev/null" || fail "the third up did not stop on SIGINT"
 echo "ok"
