@@ -678,21 +678,31 @@ int dq_cmd_replay(int argc, char **argv)
 
 static const char report_usage[] =
     "Usage: deployq report [--since T] [--until T] [--service NAME] [--env NAME]\n"
-    "                      [--json | --csv]\n"
+    "                      [--by-target] [--json | --csv]\n"
     "\n"
-    "Delivery figures from the registry: deployment success rate, time to restore (MTTR,\n"
-    "first failing probe -> rollback succeeded; median and p90), deployment frequency, lead\n"
-    "time (commit -> deployed), change-failure rate, share of bad changes stopped before\n"
-    "production, time to deploy. common/domain/report.h defines each figure exactly.\n"
+    "Delivery figures from the registry, each beside the target of the memo deployq is built\n"
+    "from: success rate (> 99%; a deploy later rolled back, or whose watch failed, is a\n"
+    "failed change, not a success), MTTR (< 5 min; every rollback that ended: restored ones\n"
+    "to the restore, failed ones to the failure, manual ones too; n says how many), share\n"
+    "of bad changes stopped before production (> 95%; by a gate, or a watch or rollback\n"
+    "outside production; stale, replayed, unsigned or malformed requests are \"refused as\n"
+    "invalid input\", never catches), time to deploy (request -> verified; < 15 min for\n"
+    "staging, judged by its p90), plus change-failure rate, deployment frequency and lead\n"
+    "time. CI/CD cost per deployment is not computed yet. docs/operations.md (\"Delivery\n"
+    "figures\") and common/domain/report.h define each figure exactly.\n"
     "\n"
     "      --since T         deployments that began at or after T (RFC 3339, or \"7d\": that\n"
     "                        long ago)\n"
     "      --until T         ... and before T\n"
     "  -s, --service NAME    only this service\n"
     "  -e, --env NAME        only this environment\n"
+    "      --by-target       also the figures of each service/environment\n"
     "      --production-env NAME  the environment that counts as production (default\n"
     "                        production)\n"
-    "      --csv             metric,value lines\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
+    "      --staging-env NAME  the environment the < 15 min time-to-deploy target is for\n"
+    "                        (default staging)\n"
+    "      --csv             service,environment,metric,value lines (\"*,*\": the whole\n"
+    "                        report)\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
 
 int dq_cmd_report(int argc, char **argv)
 {
@@ -706,6 +716,8 @@ int dq_cmd_report(int argc, char **argv)
         DQ_OPT_STRING('s', "service", &ro.service),
         DQ_OPT_STRING('e', "env", &ro.environment),
         DQ_OPT_STRING(0, "production-env", &ro.production_env),
+        DQ_OPT_STRING(0, "staging-env", &ro.staging_env),
+        DQ_OPT_FLAG(0, "by-target", &ro.by_target),
         DQ_OPT_FLAG(0, "csv", &csv),
         DQ_OPT_END,
     };
@@ -734,6 +746,7 @@ int dq_cmd_report(int argc, char **argv)
     } else {
         dq_report_write_table(&rep, stdout);
     }
+    dq_report_clear(&rep);
     dq_fold_free(f);
     return 0;
 }

@@ -143,6 +143,49 @@ const char *dq_deploy_outcome_name(dq_deploy_outcome o)
     return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "unknown";
 }
 
+const char *dq_reject_kind_name(dq_reject_kind k)
+{
+    static const char *const names[] = {"", "gate", "invalid", "other"};
+    return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "other";
+}
+
+/* The kind of one reason code (schemas/events/deploy.rejected.json); a code this table does
+ * not know (added by a later version) is "other": never counted as a catch. */
+static dq_reject_kind reject_code_kind(const char *code)
+{
+    static const char *const gate[] = {"freeze", "drift", "promotion", "denied", NULL};
+    static const char *const invalid[] = {
+        "too_large",      "too_deep",          "bad_json",        "schema",
+        "bad_signature",  "missing_signature", "unknown_key",     "retired_key",
+        "wrong_key_role", "stale",             "future",          "replayed_nonce",
+        "approval_unsigned", "unknown_service", "unknown_environment", NULL};
+
+    for (size_t i = 0; code && gate[i]; i++)
+        if (strcmp(code, gate[i]) == 0)
+            return DQ_REJECT_GATE;
+    for (size_t i = 0; code && invalid[i]; i++)
+        if (strcmp(code, invalid[i]) == 0)
+            return DQ_REJECT_INVALID;
+    return DQ_REJECT_OTHER;
+}
+
+/* The kind of a rejection: invalid when any reason is (a request that cannot be trusted
+ * judged nothing), else gate when any reason is, else other. */
+static dq_reject_kind reject_kind_of(const cJSON *data)
+{
+    const cJSON *reasons = cJSON_GetObjectItemCaseSensitive(data, "reasons"), *r;
+    int gate = 0;
+
+    cJSON_ArrayForEach(r, reasons) {
+        dq_reject_kind rk = reject_code_kind(dq_json_str(r, "code"));
+
+        if (rk == DQ_REJECT_INVALID)
+            return DQ_REJECT_INVALID;
+        gate |= rk == DQ_REJECT_GATE;
+    }
+    return gate ? DQ_REJECT_GATE : DQ_REJECT_OTHER;
+}
+
 const char *dq_rollback_status_name(dq_rollback_status s)
 {
     static const char *const names[] = {"requested", "started", "succeeded", "failed"};
@@ -288,7 +331,7 @@ static dq_fold_deployment *deployment_find_or_add(dq_fold *f, const dq_event *ev
     d->service = dup_or_null(ev->service);
     d->environment = dup_or_null(ev->environment);
     d->version = dup_or_null(ev->version);
-    d->first_at_ms = ev->at_ms;
+    d->first_at_ms = d->requested_at_ms = ev->at_ms;
     d->step = intern_type(ev->type);
     if (!d->id || (ev->service && !d->service) || (ev->environment && !d->environment) ||
         (ev->version && !d->version) || ptrvec_push(&f->deployments, d) != 0) {
@@ -437,8 +480,12 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             t->n_awaiting++;
         if (d) {
             if (strcmp(type, DQ_EV_VALIDATED) == 0) {
+                int64_t issued = json_time(data, "issued_at");
+
                 d->validated_at_ms = ev->at_ms;
                 d->commit_at_ms = json_time(data, "commit_at");
+                if (issued)
+                    d->requested_at_ms = issued;
                 if (d->outcome < DQ_DEPLOY_VALIDATED)
                     d->outcome = DQ_DEPLOY_VALIDATED;
             } else if (d->outcome < DQ_DEPLOY_AWAITING_APPROVAL) {
@@ -451,6 +498,7 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
         if (d) {
             d->outcome = DQ_DEPLOY_REJECTED;
             d->rejected_at_ms = ev->at_ms;
+            d->reject_kind = reject_kind_of(data);
             inflight_end(t, d);
         }
     } else if (strcmp(type, DQ_EV_STARTED) == 0) {
@@ -637,6 +685,7 @@ int dq_fold_apply_event(dq_fold *f, const dq_event *ev, int32_t partition, int64
 static int type_reads_data(const char *type)
 {
     return strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_SUCCEEDED) == 0 ||
+           strcmp(type, DQ_EV_REJECTED) == 0 ||
            strcmp(type, DQ_EV_FAILED) == 0 || strcmp(type, DQ_EV_ROLLBACK_REQUESTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 ||
@@ -935,6 +984,8 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     add_time(o, "succeeded_at", d->succeeded_at_ms);
     add_time(o, "failed_at", d->failed_at_ms);
     add_time(o, "rejected_at", d->rejected_at_ms);
+    if (d->reject_kind)
+        add_str(o, "rejected_as", dq_reject_kind_name(d->reject_kind));
     add_time(o, "verified_at", d->verified_at_ms);
     add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
     if (d->unwatched)

@@ -16,7 +16,8 @@
  *
  * What each event type does (schemas/events/<type>.json has the data):
  *   deploy.validated / deploy.awaiting_approval  a deployment begins: in flight on its target
- *   deploy.rejected         the deployment ends rejected
+ *   deploy.rejected         the deployment ends rejected; data.reasons[].code gives its
+ *                           reject_kind (gate, invalid input, other)
  *   deploy.started          running (provider accepted); provider.failed only moves the step
  *   deploy.succeeded        the target's current version becomes the event's version; with
  *                           data.watch false (no health watch follows) the deployment ends
@@ -69,6 +70,22 @@ typedef enum {
     DQ_DEPLOY_ROLLED_BACK,      /* a rollback was requested for it */
 } dq_deploy_outcome;
 
+/* Why a deployment was rejected, from deploy.rejected data.reasons[].code, for the report's
+ * "caught before production" (report.h): a gate that judged the change, or a request that
+ * could not be trusted or read. */
+typedef enum {
+    DQ_REJECT_NONE = 0,  /* not rejected */
+    DQ_REJECT_GATE,      /* freeze, drift, promotion, denied (an approver said no) */
+    DQ_REJECT_INVALID,   /* the request itself: too_large, too_deep, bad_json, schema,
+                            bad/missing signature, unknown/retired/wrong-role key, stale,
+                            future, replayed_nonce, approval_unsigned, unknown service or
+                            environment. Wins over a gate code in the same rejection. */
+    DQ_REJECT_OTHER,     /* anything else: internal, approval_expired, codes added later */
+} dq_reject_kind;
+
+/* "gate", "invalid", "other" ("" for none). */
+const char *dq_reject_kind_name(dq_reject_kind k);
+
 /* "pending", "awaiting_approval", ..., "rolled_back". */
 const char *dq_deploy_outcome_name(dq_deploy_outcome o);
 
@@ -93,6 +110,9 @@ typedef struct dq_fold_deployment {
     int64_t validated_at_ms, commit_at_ms, started_at_ms; /* 0 when not seen / not given */
     int64_t succeeded_at_ms, failed_at_ms, rejected_at_ms, verified_at_ms;
     int64_t rollback_requested_at_ms; /* 0 unless a rollback was requested for it */
+    int64_t requested_at_ms; /* deploy.validated data.issued_at (when the request was signed),
+                                else its first event; the start of "time to deploy" */
+    dq_reject_kind reject_kind; /* why deploy.rejected refused it (DQ_REJECT_NONE if not) */
     int unwatched;          /* 1: its deploy.succeeded said no health watch follows (concluded) */
     int64_t fence;          /* the highest fence among its applied events */
     dq_fold_entry *timeline; /* every event of it, applied or stale, in log order */

@@ -519,10 +519,13 @@ static enum MHD_Result h_rollbacks(dq_httpapi *api, struct MHD_Connection *c)
 
 static enum MHD_Result h_report(dq_httpapi *api, struct MHD_Connection *c)
 {
+    const char *by = arg(c, "by");
     dq_report_opts ro = {.service = arg(c, "service"),
                          .environment = arg_env(c),
-                         .production_env = api->production_env};
+                         .production_env = api->production_env,
+                         .by_target = by && strcmp(by, "target") == 0};
     dq_report rep;
+    cJSON *doc;
     int rc;
 
     if (arg_time(c, "since", &ro.since_ms) != 0 || arg_time(c, "until", &ro.until_ms) != 0)
@@ -532,7 +535,9 @@ static enum MHD_Result h_report(dq_httpapi *api, struct MHD_Connection *c)
     pthread_mutex_unlock(api->fold_lock);
     if (rc != 0)
         return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-    return send_json(c, MHD_HTTP_OK, dq_report_json(&rep));
+    doc = dq_report_json(&rep);
+    dq_report_clear(&rep);
+    return send_json(c, MHD_HTTP_OK, doc);
 }
 
 /* The bucket of time `at`: 1 with *i in [0, nb), else 0 (outside the window, or absent). */
@@ -946,7 +951,11 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
     uint64_t by_outcome[sizeof outcomes / sizeof outcomes[0]] = {0};
     uint64_t inflight = 0;
     dq_metrics *m = dq_metrics_new("worker", "registry");
-    dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr;
+    static const char *const kind_labels[] = {"service", "env", "kind", NULL};
+    static const char *const q_labels[] = {"service", "env", "quantile", NULL};
+    dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr, *figures, *ttd;
+    dq_report_opts ro = {.production_env = api->production_env, .by_target = 1};
+    dq_report rep = {0};
     char *text;
 
     /* one series per target and outcome: every target the fold knows, none folded away */
@@ -964,10 +973,20 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
                                    "Rollbacks folded by the registry, per target and result.",
                                    rb_labels);
     mttr = dq_metrics_histogram(m, "deployq_mttr_seconds",
-                                "Time to restore of succeeded rollbacks (trouble began -> "
-                                "restored), per target.",
+                                "Time to restore of every rollback that ended (trouble began "
+                                "-> restored, or -> the rollback failed), per target "
+                                "(report.h).",
                                 target_labels, dq_mttr_buckets, DQ_MTTR_BUCKETS);
-    if (!deploys || !deployments || !in_flight || !rollbacks || !mttr) {
+    figures = dq_metrics_gauge(m, "deployq_report_deployments",
+                               "Deployments of the whole log by report.h kind: succeeded, "
+                               "failed, failed_change, caught_before_production, "
+                               "escaped_to_production, refused_invalid, refused_other.",
+                               kind_labels);
+    ttd = dq_metrics_gauge(m, "deployq_time_to_deploy_seconds",
+                           "Time to deploy (request -> verified) of the whole log: quantile "
+                           "0.5, 0.9 and 1 (the longest), per target.",
+                           q_labels);
+    if (!deploys || !deployments || !in_flight || !rollbacks || !mttr || !figures || !ttd) {
         dq_metrics_free(m);
         return NULL;
     }
@@ -1010,15 +1029,50 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
         rb = dq_fold_rollbacks(api->fold, &n);
         for (size_t i = 0; i < n; i++) {
             const char *v[] = {rb[i]->service, rb[i]->environment};
-            double sec;
+            double ms;
 
-            if (rb[i]->status != DQ_ROLLBACK_SUCCEEDED || !rb[i]->detected_at_ms)
+            if (!dq_report_rollback_ms(rb[i], &ms))
                 continue;
-            sec = (double)(rb[i]->restored_at_ms - rb[i]->detected_at_ms) / 1000.0;
-            dq_metric_observe(mttr, v, sec < 0 ? 0 : sec);
+            dq_metric_observe(mttr, v, ms < 0 ? 0 : ms / 1000.0);
+        }
+        if (dq_report_compute(api->fold, &ro, &rep) != 0) {
+            pthread_mutex_unlock(api->fold_lock);
+            dq_metrics_free(m);
+            return NULL;
         }
     }
     pthread_mutex_unlock(api->fold_lock);
+    for (size_t i = 0; i < rep.n_targets; i++) {
+        const dq_report_target *t = &rep.targets[i];
+        const struct {
+            const char *kind;
+            uint64_t n;
+        } k[] = {{"succeeded", t->r.succeeded},
+                 {"failed", t->r.failed},
+                 {"failed_change", t->r.failed_changes},
+                 {"caught_before_production", t->r.caught},
+                 {"escaped_to_production", t->r.escaped},
+                 {"refused_invalid", t->r.rejected_invalid},
+                 {"refused_other", t->r.rejected_other}};
+        const struct {
+            const char *q;
+            double ms;
+        } qs[] = {{"0.5", t->r.time_to_deploy.median_ms},
+                  {"0.9", t->r.time_to_deploy.p90_ms},
+                  {"1", t->r.time_to_deploy.max_ms}};
+
+        for (size_t j = 0; j < sizeof k / sizeof k[0]; j++) {
+            const char *v[] = {t->service, t->environment, k[j].kind};
+
+            dq_metric_set(figures, v, (double)k[j].n);
+        }
+        for (size_t j = 0; t->r.time_to_deploy.n && j < sizeof qs / sizeof qs[0]; j++) {
+            const char *v[] = {t->service, t->environment, qs[j].q};
+
+            dq_metric_set(ttd, v, qs[j].ms / 1000.0);
+        }
+    }
+    dq_report_clear(&rep);
     for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
         const char *v[] = {dq_deploy_outcome_name(outcomes[i])};
 

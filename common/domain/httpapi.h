@@ -19,7 +19,8 @@
  *   /api/rollbacks               the latest rollbacks with their evidence (?limit=)
  *   /api/events                  the stored events, paged (?service ?env ?type ?deployment
  *                                ?since ?until ?cursor ?limit ?order=asc|desc)
- *   /api/report                  report.h figures (?service ?env ?since ?until)
+ *   /api/report                  report.h figures (?service ?env ?since ?until; ?by=target
+ *                                adds each target's)
  *   /api/series                  deploys and rollbacks per time bucket (?buckets ?since)
  *   /api/stream                  Server-Sent Events of new events (?after=SEQ or
  *                                Last-Event-ID resumes within the ring)

@@ -86,12 +86,45 @@ static int in_window(const dq_report_opts *o, int64_t at)
     return (!o->since_ms || at >= o->since_ms) && (!o->until_ms || at < o->until_ms);
 }
 
-int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *out)
+/* When the trouble behind rollback r began and when it ended, for MTTR: 1 with both set,
+ * 0 when r has no time (still open, or not attempted under the notify policy). */
+static int rollback_span(const dq_fold_rollback *r, int64_t *from, int64_t *to)
 {
-    dq_report_opts none = {0};
-    const dq_report_opts *o = opts ? opts : &none;
+    *from = *to = 0;
+    if (r->status == DQ_ROLLBACK_SUCCEEDED)
+        *to = r->restored_at_ms;
+    else if (r->status == DQ_ROLLBACK_FAILED && !r->not_attempted)
+        *to = r->finished_at_ms; /* the time to the failure: nothing was restored */
+    else
+        return 0;
+    /* The fold's detected_at is the evidence, else the request; a rollback started without
+     * a request (a manual one) has none of them and starts when it started. */
+    *from = r->requested_at_ms || !r->started_at_ms ? r->detected_at_ms : r->started_at_ms;
+    if (!*from)
+        *from = *to;
+    return 1;
+}
+
+int dq_report_rollback_ms(const dq_fold_rollback *r, double *ms)
+{
+    int64_t from, to;
+
+    if (!rollback_span(r, &from, &to))
+        return 0;
+    *ms = (double)(to - from);
+    return 1;
+}
+
+static int is_manual(const dq_fold_rollback *r)
+{
+    return !r->requested_by || strcmp(r->requested_by, "deployq-monitor") != 0;
+}
+
+static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out)
+{
     const char *prod = o->production_env ? o->production_env : "production";
-    dvec lead = {0}, ttd = {0}, mttr = {0};
+    const char *staging = o->staging_env ? o->staging_env : "staging";
+    dvec lead = {0}, ttd = {0}, ttd_staging = {0}, mttr = {0};
     dq_fold_deployment *const *deps;
     dq_fold_rollback *const *rbs;
     size_t nd, nr;
@@ -103,7 +136,7 @@ int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *o
     for (size_t i = 0; i < nd; i++) {
         const dq_fold_deployment *d = deps[i];
         int is_prod = d->environment && strcmp(d->environment, prod) == 0;
-        int rolled = d->rollback_requested_at_ms != 0;
+        int failed_change = d->succeeded_at_ms && d->rollback_requested_at_ms;
 
         if (!matches(o, d->service, d->environment) || !in_window(o, d->first_at_ms))
             continue;
@@ -112,53 +145,78 @@ int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *o
             first = d->first_at_ms;
         if (d->last_at_ms > last)
             last = d->last_at_ms;
-        if (d->rejected_at_ms)
+        if (d->rejected_at_ms) {
             out->rejected++;
+            if (d->reject_kind == DQ_REJECT_GATE)
+                out->rejected_gate++;
+            else if (d->reject_kind == DQ_REJECT_INVALID)
+                out->rejected_invalid++;
+            else
+                out->rejected_other++;
+        }
         if (d->failed_at_ms && !d->succeeded_at_ms)
             out->failed++;
         if (d->succeeded_at_ms) {
             out->succeeded++;
-            if (rolled)
-                out->rolled_back++;
+            if (failed_change)
+                out->failed_changes++;
+            else if (!d->verified_at_ms)
+                out->unverified++;
             if (d->commit_at_ms && dvec_push(&lead, (double)(d->succeeded_at_ms -
                                                               d->commit_at_ms)) != 0)
                 goto out;
-            if (d->validated_at_ms && dvec_push(&ttd, (double)(d->succeeded_at_ms -
-                                                                d->validated_at_ms)) != 0)
+        }
+        if (d->verified_at_ms) {
+            double ms = (double)(d->verified_at_ms - d->requested_at_ms);
+
+            if (dvec_push(&ttd, ms) != 0 ||
+                (d->environment && strcmp(d->environment, staging) == 0 &&
+                 dvec_push(&ttd_staging, ms) != 0))
                 goto out;
         }
         if (!d->rejected_at_ms && !d->failed_at_ms && !d->succeeded_at_ms)
             out->in_progress++;
-        if (d->rejected_at_ms || (!is_prod && (d->failed_at_ms || rolled)))
-            out->caught++;
-        else if (is_prod && rolled)
+        if (d->reject_kind == DQ_REJECT_GATE)
+            out->caught_by_gate++;
+        else if (failed_change && !is_prod)
+            out->caught_outside_production++;
+        else if (failed_change)
             out->escaped++;
     }
+    out->caught = out->caught_by_gate + out->caught_outside_production;
 
     rbs = dq_fold_rollbacks(f, &nr);
     for (size_t i = 0; i < nr; i++) {
         const dq_fold_rollback *r = rbs[i];
         int64_t at = r->requested_at_ms ? r->requested_at_ms : r->started_at_ms;
+        double ms;
 
         if (!matches(o, r->service, r->environment) || !in_window(o, at))
             continue;
         out->rollbacks++;
-        if (r->status == DQ_ROLLBACK_FAILED && !r->not_attempted)
-            out->rollbacks_failed++; /* the notify policy attempts nothing: not a failure */
-        if (r->status == DQ_ROLLBACK_SUCCEEDED) {
+        if (r->status == DQ_ROLLBACK_SUCCEEDED)
             out->rollbacks_succeeded++;
-            if (dvec_push(&mttr, (double)(r->restored_at_ms - r->detected_at_ms)) != 0)
-                goto out;
-        }
+        else if (r->status == DQ_ROLLBACK_FAILED && r->not_attempted)
+            out->rollbacks_not_attempted++; /* the notify policy attempts nothing */
+        else if (r->status == DQ_ROLLBACK_FAILED)
+            out->rollbacks_failed++;
+        else
+            out->rollbacks_open++;
+        if (!dq_report_rollback_ms(r, &ms))
+            continue;
+        if (dvec_push(&mttr, ms) != 0)
+            goto out;
+        out->mttr_manual += is_manual(r);
     }
 
     if (out->succeeded + out->failed) {
         out->has_success_rate = 1;
-        out->success_rate = (double)out->succeeded / (double)(out->succeeded + out->failed);
+        out->success_rate = (double)(out->succeeded - out->failed_changes) /
+                            (double)(out->succeeded + out->failed);
     }
     if (out->succeeded) {
         out->has_change_failure_rate = 1;
-        out->change_failure_rate = (double)out->rolled_back / (double)out->succeeded;
+        out->change_failure_rate = (double)out->failed_changes / (double)out->succeeded;
     }
     if (out->caught + out->escaped) {
         out->has_stopped_share = 1;
@@ -174,13 +232,101 @@ int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *o
     }
     dist_from(&lead, &out->lead_time);
     dist_from(&ttd, &out->time_to_deploy);
+    dist_from(&ttd_staging, &out->time_to_deploy_staging);
     dist_from(&mttr, &out->mttr);
     rc = 0;
 out:
     free(lead.v);
     free(ttd.v);
+    free(ttd_staging.v);
     free(mttr.v);
     return rc;
+}
+
+static int target_cmp(const void *a, const void *b)
+{
+    const dq_report_target *x = a, *y = b;
+    int c = strcmp(x->service, y->service);
+
+    return c ? c : strcmp(x->environment, y->environment);
+}
+
+/* Adds service/env to r's targets unless there already. 0, -1 out of memory. */
+static int target_add(dq_report *r, const char *service, const char *env)
+{
+    dq_report_target *t;
+
+    if (!service || !env)
+        return 0;
+    for (size_t i = 0; i < r->n_targets; i++)
+        if (strcmp(r->targets[i].service, service) == 0 &&
+            strcmp(r->targets[i].environment, env) == 0)
+            return 0;
+    t = realloc(r->targets, (r->n_targets + 1) * sizeof *t);
+    if (!t)
+        return -1;
+    r->targets = t;
+    t = &t[r->n_targets];
+    memset(t, 0, sizeof *t);
+    t->service = strdup(service);
+    t->environment = strdup(env);
+    r->n_targets++; /* counted before the check: dq_report_clear frees a half-made one */
+    return t->service && t->environment ? 0 : -1;
+}
+
+void dq_report_clear(dq_report *r)
+{
+    for (size_t i = 0; r->targets && i < r->n_targets; i++) {
+        free(r->targets[i].service);
+        free(r->targets[i].environment);
+    }
+    free(r->targets);
+    r->targets = NULL;
+    r->n_targets = 0;
+}
+
+int dq_report_compute(const dq_fold *f, const dq_report_opts *opts, dq_report *out)
+{
+    dq_report_opts none = {0}, one;
+    const dq_report_opts *o = opts ? opts : &none;
+    dq_fold_deployment *const *deps;
+    dq_fold_rollback *const *rbs;
+    size_t nd, nr;
+
+    if (compute_one(f, o, out) != 0)
+        return -1;
+    if (!o->by_target)
+        return 0;
+    /* Every target with a deployment or a rollback the filters keep; the window is applied
+     * by each target's own computation (a target with nothing in it shows zeros). */
+    deps = dq_fold_deployments(f, &nd);
+    for (size_t i = 0; i < nd; i++)
+        if (matches(o, deps[i]->service, deps[i]->environment) &&
+            in_window(o, deps[i]->first_at_ms) &&
+            target_add(out, deps[i]->service, deps[i]->environment) != 0)
+            goto fail;
+    rbs = dq_fold_rollbacks(f, &nr);
+    for (size_t i = 0; i < nr; i++)
+        if (matches(o, rbs[i]->service, rbs[i]->environment) &&
+            in_window(o, rbs[i]->requested_at_ms ? rbs[i]->requested_at_ms
+                                                 : rbs[i]->started_at_ms) &&
+            target_add(out, rbs[i]->service, rbs[i]->environment) != 0)
+            goto fail;
+    if (out->n_targets)
+        qsort(out->targets, out->n_targets, sizeof *out->targets, target_cmp);
+    one = *o;
+    one.by_target = 0;
+    for (size_t i = 0; i < out->n_targets; i++) {
+        one.service = out->targets[i].service;
+        one.environment = out->targets[i].environment;
+        if (compute_one(f, &one, &out->targets[i].r) != 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    dq_report_clear(out);
+    memset(out, 0, sizeof *out);
+    return -1;
 }
 
 /* Figures are rounded to what a reader can use: rates to 4 decimals, ms to whole ms. */
@@ -215,9 +361,52 @@ static void add_dist(cJSON *o, const char *name, const dq_report_dist *d)
     }
 }
 
+#define NUM(o, name, v) cJSON_AddNumberToObject(o, name, (double)(v))
+
+/* The figures of one report (no window, no targets) into o. */
+static void figures_json(cJSON *o, const dq_report *r)
+{
+    cJSON *d = cJSON_AddObjectToObject(o, "deployments"), *rb;
+
+    if (d) {
+        NUM(d, "total", r->deployments);
+        NUM(d, "succeeded", r->succeeded);
+        NUM(d, "failed", r->failed);
+        NUM(d, "rejected", r->rejected);
+        NUM(d, "in_progress", r->in_progress);
+        NUM(d, "failed_changes", r->failed_changes);
+        NUM(d, "rolled_back", r->failed_changes); /* the name before issue 14 */
+        NUM(d, "unverified", r->unverified);
+        NUM(d, "caught_before_production", r->caught);
+        NUM(d, "caught_by_gate", r->caught_by_gate);
+        NUM(d, "caught_outside_production", r->caught_outside_production);
+        NUM(d, "rolled_back_in_production", r->escaped);
+        NUM(d, "refused_invalid", r->rejected_invalid);
+        NUM(d, "refused_other", r->rejected_other);
+    }
+    rb = cJSON_AddObjectToObject(o, "rollbacks");
+    if (rb) {
+        NUM(rb, "total", r->rollbacks);
+        NUM(rb, "succeeded", r->rollbacks_succeeded);
+        NUM(rb, "failed", r->rollbacks_failed);
+        NUM(rb, "not_attempted", r->rollbacks_not_attempted);
+        NUM(rb, "open", r->rollbacks_open);
+        NUM(rb, "manual_in_mttr", r->mttr_manual);
+    }
+    add_rate(o, "success_rate", r->has_success_rate, r->success_rate);
+    add_rate(o, "change_failure_rate", r->has_change_failure_rate, r->change_failure_rate);
+    add_rate(o, "deploys_per_day", r->has_frequency, r->deploys_per_day);
+    add_rate(o, "stopped_before_production", r->has_stopped_share,
+             r->stopped_before_production);
+    add_dist(o, "lead_time_ms", &r->lead_time);
+    add_dist(o, "time_to_deploy_ms", &r->time_to_deploy);
+    add_dist(o, "time_to_deploy_staging_ms", &r->time_to_deploy_staging);
+    add_dist(o, "mttr_ms", &r->mttr);
+}
+
 cJSON *dq_report_json(const dq_report *r)
 {
-    cJSON *o = cJSON_CreateObject(), *w, *d, *rb;
+    cJSON *o = cJSON_CreateObject(), *w, *tg;
     char t[DQ_TIME_LEN + 1];
 
     if (!o)
@@ -230,73 +419,101 @@ cJSON *dq_report_json(const dq_report *r)
             cJSON_AddStringToObject(w, "until", dq_time_format(r->until_ms, t));
         cJSON_AddNumberToObject(w, "days", round_to(r->window_days, 0.0001));
     }
-    d = cJSON_AddObjectToObject(o, "deployments");
-    if (d) {
-        cJSON_AddNumberToObject(d, "total", (double)r->deployments);
-        cJSON_AddNumberToObject(d, "succeeded", (double)r->succeeded);
-        cJSON_AddNumberToObject(d, "failed", (double)r->failed);
-        cJSON_AddNumberToObject(d, "rejected", (double)r->rejected);
-        cJSON_AddNumberToObject(d, "in_progress", (double)r->in_progress);
-        cJSON_AddNumberToObject(d, "rolled_back", (double)r->rolled_back);
-        cJSON_AddNumberToObject(d, "caught_before_production", (double)r->caught);
-        cJSON_AddNumberToObject(d, "rolled_back_in_production", (double)r->escaped);
+    figures_json(o, r);
+    if (!r->targets)
+        return o;
+    tg = cJSON_AddArrayToObject(o, "targets");
+    for (size_t i = 0; tg && i < r->n_targets; i++) {
+        cJSON *x = cJSON_CreateObject();
+
+        if (!x)
+            break;
+        cJSON_AddStringToObject(x, "service", r->targets[i].service);
+        cJSON_AddStringToObject(x, "environment", r->targets[i].environment);
+        figures_json(x, &r->targets[i].r);
+        cJSON_AddItemToArray(tg, x);
     }
-    rb = cJSON_AddObjectToObject(o, "rollbacks");
-    if (rb) {
-        cJSON_AddNumberToObject(rb, "total", (double)r->rollbacks);
-        cJSON_AddNumberToObject(rb, "succeeded", (double)r->rollbacks_succeeded);
-        cJSON_AddNumberToObject(rb, "failed", (double)r->rollbacks_failed);
-    }
-    add_rate(o, "success_rate", r->has_success_rate, r->success_rate);
-    add_rate(o, "change_failure_rate", r->has_change_failure_rate, r->change_failure_rate);
-    add_rate(o, "deploys_per_day", r->has_frequency, r->deploys_per_day);
-    add_rate(o, "stopped_before_production", r->has_stopped_share,
-             r->stopped_before_production);
-    add_dist(o, "lead_time_ms", &r->lead_time);
-    add_dist(o, "time_to_deploy_ms", &r->time_to_deploy);
-    add_dist(o, "mttr_ms", &r->mttr);
     return o;
 }
 
-static void csv_rate(FILE *out, const char *name, int has, double v)
+static void csv_count(FILE *out, const char *scope, const char *name, uint64_t v)
 {
-    if (has)
-        fprintf(out, "%s,%.4f\n", name, v);
-    else
-        fprintf(out, "%s,\n", name);
+    fprintf(out, "%s,%s,%llu\n", scope, name, (unsigned long long)v);
 }
 
-static void csv_dist(FILE *out, const char *name, const dq_report_dist *d)
+static void csv_rate(FILE *out, const char *scope, const char *name, int has, double v)
 {
-    fprintf(out, "%s_n,%llu\n", name, (unsigned long long)d->n);
-    if (d->n)
-        fprintf(out, "%s_median_ms,%.0f\n%s_p90_ms,%.0f\n", name, rnd(d->median_ms), name,
-                rnd(d->p90_ms));
+    if (has)
+        fprintf(out, "%s,%s,%.4f\n", scope, name, v);
     else
-        fprintf(out, "%s_median_ms,\n%s_p90_ms,\n", name, name);
+        fprintf(out, "%s,%s,\n", scope, name);
+}
+
+static void csv_dist(FILE *out, const char *scope, const char *name, const dq_report_dist *d)
+{
+    fprintf(out, "%s,%s_n,%llu\n", scope, name, (unsigned long long)d->n);
+    if (d->n)
+        fprintf(out, "%s,%s_median_ms,%.0f\n%s,%s_p90_ms,%.0f\n%s,%s_max_ms,%.0f\n", scope,
+                name, rnd(d->median_ms), scope, name, rnd(d->p90_ms), scope, name,
+                rnd(d->max_ms));
+    else
+        fprintf(out, "%s,%s_median_ms,\n%s,%s_p90_ms,\n%s,%s_max_ms,\n", scope, name, scope,
+                name, scope, name);
+}
+
+/* scope: "service,environment" as CSV fields (names are [A-Za-z0-9._-]: no quoting). */
+static void csv_figures(FILE *out, const char *scope, const dq_report *r)
+{
+    const struct {
+        const char *name;
+        uint64_t v;
+    } counts[] = {
+        {"deployments", r->deployments},
+        {"succeeded", r->succeeded},
+        {"failed", r->failed},
+        {"rejected", r->rejected},
+        {"in_progress", r->in_progress},
+        {"failed_changes", r->failed_changes},
+        {"unverified", r->unverified},
+        {"rollbacks", r->rollbacks},
+        {"rollbacks_succeeded", r->rollbacks_succeeded},
+        {"rollbacks_failed", r->rollbacks_failed},
+        {"rollbacks_not_attempted", r->rollbacks_not_attempted},
+        {"rollbacks_open", r->rollbacks_open},
+        {"caught_before_production", r->caught},
+        {"caught_by_gate", r->caught_by_gate},
+        {"caught_outside_production", r->caught_outside_production},
+        {"rolled_back_in_production", r->escaped},
+        {"refused_invalid", r->rejected_invalid},
+        {"refused_other", r->rejected_other},
+    };
+
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        csv_count(out, scope, counts[i].name, counts[i].v);
+    csv_rate(out, scope, "success_rate", r->has_success_rate, r->success_rate);
+    csv_rate(out, scope, "change_failure_rate", r->has_change_failure_rate,
+             r->change_failure_rate);
+    csv_rate(out, scope, "deploys_per_day", r->has_frequency, r->deploys_per_day);
+    csv_rate(out, scope, "stopped_before_production", r->has_stopped_share,
+             r->stopped_before_production);
+    csv_dist(out, scope, "lead_time", &r->lead_time);
+    csv_dist(out, scope, "time_to_deploy", &r->time_to_deploy);
+    csv_dist(out, scope, "time_to_deploy_staging", &r->time_to_deploy_staging);
+    csv_dist(out, scope, "mttr", &r->mttr);
+    csv_count(out, scope, "mttr_manual", r->mttr_manual);
 }
 
 void dq_report_write_csv(const dq_report *r, FILE *out)
 {
-    fprintf(out, "metric,value\n");
-    fprintf(out, "deployments,%llu\nsucceeded,%llu\nfailed,%llu\nrejected,%llu\n"
-                 "in_progress,%llu\nrolled_back,%llu\nrollbacks,%llu\nrollbacks_succeeded,%llu\n"
-                 "rollbacks_failed,%llu\ncaught_before_production,%llu\n"
-                 "rolled_back_in_production,%llu\n",
-            (unsigned long long)r->deployments, (unsigned long long)r->succeeded,
-            (unsigned long long)r->failed, (unsigned long long)r->rejected,
-            (unsigned long long)r->in_progress, (unsigned long long)r->rolled_back,
-            (unsigned long long)r->rollbacks, (unsigned long long)r->rollbacks_succeeded,
-            (unsigned long long)r->rollbacks_failed, (unsigned long long)r->caught,
-            (unsigned long long)r->escaped);
-    csv_rate(out, "success_rate", r->has_success_rate, r->success_rate);
-    csv_rate(out, "change_failure_rate", r->has_change_failure_rate, r->change_failure_rate);
-    csv_rate(out, "deploys_per_day", r->has_frequency, r->deploys_per_day);
-    csv_rate(out, "stopped_before_production", r->has_stopped_share,
-             r->stopped_before_production);
-    csv_dist(out, "lead_time", &r->lead_time);
-    csv_dist(out, "time_to_deploy", &r->time_to_deploy);
-    csv_dist(out, "mttr", &r->mttr);
+    fprintf(out, "service,environment,metric,value\n");
+    csv_figures(out, "*,*", r);
+    for (size_t i = 0; i < r->n_targets; i++) {
+        char scope[300];
+
+        snprintf(scope, sizeof scope, "%s,%s", r->targets[i].service,
+                 r->targets[i].environment);
+        csv_figures(out, scope, &r->targets[i].r);
+    }
 }
 
 /* "1h2m3s", "4m30s", "12.5s", "800ms" */
@@ -317,16 +534,16 @@ static const char *fmt_dur(double ms, char *buf, size_t len)
     return buf;
 }
 
-static void table_dist(FILE *out, const char *name, const dq_report_dist *d)
+static void table_dist(FILE *out, const char *name, const dq_report_dist *d, const char *target)
 {
-    char a[32], b[32];
+    char a[32], b[32], c[32];
 
     if (d->n)
-        fprintf(out, "%-30s median %s, p90 %s (n=%llu)\n", name,
+        fprintf(out, "%-30s median %s, p90 %s, max %s (n=%llu)%s\n", name,
                 fmt_dur(d->median_ms, a, sizeof a), fmt_dur(d->p90_ms, b, sizeof b),
-                (unsigned long long)d->n);
+                fmt_dur(d->max_ms, c, sizeof c), (unsigned long long)d->n, target);
     else
-        fprintf(out, "%-30s -\n", name);
+        fprintf(out, "%-30s - (n=0)%s\n", name, target);
 }
 
 static void table_pct(FILE *out, const char *name, int has, double v, const char *detail)
@@ -334,12 +551,47 @@ static void table_pct(FILE *out, const char *name, int has, double v, const char
     if (has)
         fprintf(out, "%-30s %.1f%% %s\n", name, v * 100.0, detail);
     else
-        fprintf(out, "%-30s -\n", name);
+        fprintf(out, "%-30s - %s\n", name, detail);
+}
+
+/* "  [target < 5m: met]": whether a figure meets the memo's target; "" without a figure. */
+static const char *verdict(char *buf, size_t len, const char *what, int has, int met)
+{
+    snprintf(buf, len, "  [target %s: %s]", what, !has ? "no data" : met ? "met" : "missed");
+    return buf;
+}
+
+static void table_targets(FILE *out, const dq_report *r)
+{
+    char a[32], b[32];
+
+    fprintf(out, "\n%-30s %-9s %-9s %-7s %-7s %-8s %-16s %s\n", "target", "success", "failed-ch",
+            "caught", "escaped", "invalid", "MTTR median (n)", "to deploy p90 (n)");
+    for (size_t i = 0; i < r->n_targets; i++) {
+        const dq_report *t = &r->targets[i].r;
+        char key[300], succ[24], fc[24], mttr[48], ttd[48];
+
+        snprintf(key, sizeof key, "%s/%s", r->targets[i].service, r->targets[i].environment);
+        snprintf(succ, sizeof succ, "%llu/%llu",
+                 (unsigned long long)(t->succeeded - t->failed_changes),
+                 (unsigned long long)(t->succeeded + t->failed));
+        snprintf(fc, sizeof fc, "%llu/%llu", (unsigned long long)t->failed_changes,
+                 (unsigned long long)t->succeeded);
+        snprintf(mttr, sizeof mttr, "%s (%llu)",
+                 t->mttr.n ? fmt_dur(t->mttr.median_ms, a, sizeof a) : "-",
+                 (unsigned long long)t->mttr.n);
+        snprintf(ttd, sizeof ttd, "%s (%llu)",
+                 t->time_to_deploy.n ? fmt_dur(t->time_to_deploy.p90_ms, b, sizeof b) : "-",
+                 (unsigned long long)t->time_to_deploy.n);
+        fprintf(out, "%-30s %-9s %-9s %-7llu %-7llu %-8llu %-16s %s\n", key, succ, fc,
+                (unsigned long long)t->caught, (unsigned long long)t->escaped,
+                (unsigned long long)t->rejected_invalid, mttr, ttd);
+    }
 }
 
 void dq_report_write_table(const dq_report *r, FILE *out)
 {
-    char s[DQ_TIME_LEN + 1], u[DQ_TIME_LEN + 1], detail[128];
+    char s[DQ_TIME_LEN + 1], u[DQ_TIME_LEN + 1], detail[160], v[64];
 
     fprintf(out, "%-30s %s .. %s (%.2f days)\n", "window",
             r->since_ms ? dq_time_format(r->since_ms, s) : "-",
@@ -348,25 +600,48 @@ void dq_report_write_table(const dq_report *r, FILE *out)
             "deployments", (unsigned long long)r->deployments,
             (unsigned long long)r->succeeded, (unsigned long long)r->failed,
             (unsigned long long)r->rejected, (unsigned long long)r->in_progress);
-    snprintf(detail, sizeof detail, "(%llu of %llu)", (unsigned long long)r->succeeded,
-             (unsigned long long)(r->succeeded + r->failed));
+    snprintf(detail, sizeof detail, "(%llu of %llu; %llu failed changes)%s",
+             (unsigned long long)(r->succeeded - r->failed_changes),
+             (unsigned long long)(r->succeeded + r->failed),
+             (unsigned long long)r->failed_changes,
+             verdict(v, sizeof v, "> 99%", r->has_success_rate,
+                     r->success_rate > DQ_REPORT_TARGET_SUCCESS_RATE));
     table_pct(out, "success rate", r->has_success_rate, r->success_rate, detail);
-    snprintf(detail, sizeof detail, "(%llu of %llu rolled back)",
-             (unsigned long long)r->rolled_back, (unsigned long long)r->succeeded);
+    snprintf(detail, sizeof detail, "(%llu of %llu rolled back or watch failed)",
+             (unsigned long long)r->failed_changes, (unsigned long long)r->succeeded);
     table_pct(out, "change-failure rate", r->has_change_failure_rate, r->change_failure_rate,
               detail);
     if (r->has_frequency)
         fprintf(out, "%-30s %.2f per day\n", "deployment frequency", r->deploys_per_day);
     else
         fprintf(out, "%-30s -\n", "deployment frequency");
-    snprintf(detail, sizeof detail, "(%llu caught, %llu rolled back in production)",
-             (unsigned long long)r->caught, (unsigned long long)r->escaped);
+    snprintf(detail, sizeof detail, "(%llu caught: %llu by a gate, %llu outside production; "
+             "%llu escaped)%s",
+             (unsigned long long)r->caught, (unsigned long long)r->caught_by_gate,
+             (unsigned long long)r->caught_outside_production, (unsigned long long)r->escaped,
+             verdict(v, sizeof v, "> 95%", r->has_stopped_share,
+                     r->stopped_before_production > DQ_REPORT_TARGET_STOPPED));
     table_pct(out, "stopped before production", r->has_stopped_share,
               r->stopped_before_production, detail);
-    table_dist(out, "lead time (commit -> deployed)", &r->lead_time);
-    table_dist(out, "time to deploy", &r->time_to_deploy);
-    table_dist(out, "MTTR (failure -> restored)", &r->mttr);
-    fprintf(out, "%-30s %llu (succeeded %llu, failed %llu)\n", "rollbacks",
-            (unsigned long long)r->rollbacks, (unsigned long long)r->rollbacks_succeeded,
-            (unsigned long long)r->rollbacks_failed);
+    fprintf(out, "%-30s %llu (not counted as catches; other refusals %llu)\n",
+            "refused as invalid input", (unsigned long long)r->rejected_invalid,
+            (unsigned long long)r->rejected_other);
+    table_dist(out, "lead time (commit -> deployed)", &r->lead_time, "");
+    table_dist(out, "time to deploy (req -> verif.)", &r->time_to_deploy, "");
+    table_dist(out, "  of which staging", &r->time_to_deploy_staging,
+               verdict(v, sizeof v, "p90 < 15m", r->time_to_deploy_staging.n != 0,
+                       r->time_to_deploy_staging.p90_ms < DQ_REPORT_TARGET_STAGING_TTD_MS));
+    table_dist(out, "MTTR (failure -> restored)", &r->mttr,
+               verdict(v, sizeof v, "median < 5m", r->mttr.n != 0,
+                       r->mttr.median_ms < DQ_REPORT_TARGET_MTTR_MS));
+    fprintf(out, "%-30s %llu (succeeded %llu, failed %llu, not attempted %llu, open %llu; "
+                 "%llu manual in MTTR)\n",
+            "rollbacks", (unsigned long long)r->rollbacks,
+            (unsigned long long)r->rollbacks_succeeded, (unsigned long long)r->rollbacks_failed,
+            (unsigned long long)r->rollbacks_not_attempted,
+            (unsigned long long)r->rollbacks_open, (unsigned long long)r->mttr_manual);
+    fprintf(out, "%-30s not computed (no provider's cost is recorded yet)\n",
+            "CI/CD cost per deployment");
+    if (r->n_targets)
+        table_targets(out, r);
 }

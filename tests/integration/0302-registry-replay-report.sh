@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# 0302: a scripted ten-day history (the one of tests/unit/test_report.c, plus a stale-fence
-# event) written straight onto deployq.events, stored by deployq-registry, then read back:
+# 0302: a scripted ten-day history (much of the one of tests/unit/test_report.c, plus a
+# stale-fence event) written straight onto deployq.events, stored by deployq-registry, then read back:
 # `status`, `history` filters, `replay` (same hash as the live registry), `replay --at`
-# (the state at a past moment), `report` with its exact figures (table, --json, --csv) and
+# (the state at a past moment), `report` with its exact figures (table, --json, --csv, --by-target: issue 14's
+# definitions, worked out below) and
 # `verify` with a signed checkpoint that stops matching once the log is cut short.
 source "$(dirname "$0")/helpers.sh"
 source "$(dirname "$0")/helpers-registry.sh"
@@ -19,7 +20,7 @@ def ev(typ, dep, svc, env, ver, at, fence=1, **data):
     global n
     n += 1
     d = {"schema": "deployq.event/v1", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "h%d" % n)),
-         "type": typ, "deployment_id": "00000000-0000-4000-8000-00000000000%d" % dep,
+         "type": typ, "deployment_id": "00000000-0000-4000-8000-%012d" % dep,
          "service": svc, "environment": env, "version": ver, "at": at,
          "actor": "test@host/1", "fence": fence, "data": data}
     out.write("%s/%s\t%s\n" % (svc, env, json.dumps(d, separators=(",", ":"))))
@@ -31,6 +32,7 @@ def validated(dep, svc, env, ver, at, commit=None):
     ev("deploy.validated", dep, svc, env, ver, at, 0, **data)
 validated(1, "api", "staging", "v1", "2026-01-01T10:00:00Z", "2026-01-01T09:00:00Z")
 ev("deploy.succeeded", 1, "api", "staging", "v1", "2026-01-01T10:05:00Z", provider="command", provider_deployment_id="x1", duration_ms=1)
+ev("deploy.verified", 1, "api", "staging", "v1", "2026-01-01T10:14:00Z", window_ms=540000, samples=9)
 validated(2, "api", "production", "v2", "2026-01-02T10:00:00Z", "2026-01-01T09:00:00Z")
 ev("deploy.succeeded", 2, "api", "production", "v2", "2026-01-02T10:10:00Z", provider="command", provider_deployment_id="x2", duration_ms=1)
 ev("rollback.requested", 2, "api", "production", "v2", "2026-01-02T11:00:00Z", reason="5xx", requested_by="deployq-monitor", to_version="v1",
@@ -40,6 +42,7 @@ ev("rollback.succeeded", 2, "api", "production", "v2", "2026-01-02T11:03:00Z", t
 validated(3, "api", "staging", "v3", "2026-01-03T10:00:00Z")
 ev("deploy.failed", 3, "api", "staging", "v3", "2026-01-03T10:03:00Z", reason="build_failed")
 ev("deploy.rejected", 4, "api", "production", "v4", "2026-01-04T10:00:00Z", 0, reasons=[{"code": "promotion", "message": "not in staging"}])
+ev("deploy.rejected", 10, "api", "production", "v9", "2026-01-04T11:00:00Z", 0, reasons=[{"code": "stale", "message": "issued 3 h ago"}])
 validated(5, "web", "production", "w5", "2026-01-05T10:00:00Z")
 ev("deploy.succeeded", 5, "web", "production", "w5", "2026-01-05T10:20:00Z", 5, provider="command", provider_deployment_id="x5", duration_ms=1)
 ev("rollback.requested", 5, "web", "production", "w5", "2026-01-05T11:05:00Z", 5, reason="latency", requested_by="deployq-monitor",
@@ -95,7 +98,7 @@ at=$("$DEPLOYQ" replay --dir "$REG_DIR" --json --at 2026-01-03T00:00:00Z)
 assert_eq "$(cur api/production "$at")" v1 "api/production at 01-03 (rolled back)"
 assert_eq "$(jq -r '.targets[] | select(.service=="api" and .environment=="production") | .last_rollback.status' <<<"$at")" succeeded "rollback status at 01-03"
 assert_eq "$(jq -r '[.targets[] | select(.service=="web")] | length' <<<"$at")" 0 "web unknown at 01-03"
-assert_eq "$(jq -r '.totals.events' <<<"$at")" 6 "events up to 01-03"
+assert_eq "$(jq -r '.totals.events' <<<"$at")" 7 "events up to 01-03"
 
 # history filters
 assert_eq "$("$DEPLOYQ" history --dir "$REG_DIR" --json | wc -l)" "$N" "history lines"
@@ -105,18 +108,32 @@ assert_eq "$("$DEPLOYQ" history --dir "$REG_DIR" --json --since 2026-01-05T00:00
 cmp -s <(cut -f2 "$T/history" | jq -c 'select(.service=="api")' | sort) \
     <("$DEPLOYQ" history --dir "$REG_DIR" --json --service api | jq -c . | sort) || fail "history --json is not the events as sent"
 
-# report: the exact figures (worked out in tests/unit/test_report.c)
+# report: the exact figures, by hand (report.h's definitions; tests/unit/test_report.c has
+# the same cases and more). In [01-01, 01-11): D1..D6, D8, D10 = 8 deployments; succeeded
+# D1 D2 D5 D6, failed D3, rejected D4 (promotion: a gate) D10 (stale: invalid input), D8 in
+# progress. Failed changes D2 D5 (monitor) D6 (alice) = 3: success (4 - 3) / 5 = 0.2,
+# change failure 3 / 4; caught D4 + D6 (staging) = 2, escaped D2 D5 = 2: 0.5. Lead 65 min,
+# 2h2m, 25h10m. Time to deploy: D1 10:00 -> verified 10:14 = 14 min (staging, under 15).
+# MTTR: D6's failed rollback 10 min (10:30 -> failed 10:40), D2's 12 min (first failure
+# 10:50 -> restored 11:02), D5's 30 min: median 12 min, p90 at 1.8 = 720000 + 0.8 * 1080000.
 rep=$("$DEPLOYQ" report --dir "$REG_DIR" --json --since 2026-01-01T00:00:00Z --until 2026-01-11T00:00:00Z)
-assert_eq "$(jq -c '[.deployments.total, .deployments.succeeded, .deployments.failed, .deployments.rejected, .deployments.in_progress]' <<<"$rep")" "[7,4,1,1,1]" "deployments"
-assert_eq "$(jq -c '[.success_rate, .change_failure_rate, .deploys_per_day, .stopped_before_production]' <<<"$rep")" "[0.8,0.75,0.4,0.6]" "rates"
+assert_eq "$(jq -c '[.deployments.total, .deployments.succeeded, .deployments.failed, .deployments.rejected, .deployments.in_progress]' <<<"$rep")" "[8,4,1,2,1]" "deployments"
+assert_eq "$(jq -c '[.deployments.failed_changes, .deployments.caught_by_gate, .deployments.caught_outside_production, .deployments.rolled_back_in_production, .deployments.refused_invalid]' <<<"$rep")" "[3,1,1,2,1]" "failed changes, catches, refusals"
+assert_eq "$(jq -c '[.success_rate, .change_failure_rate, .deploys_per_day, .stopped_before_production]' <<<"$rep")" "[0.2,0.75,0.4,0.5]" "rates"
 assert_eq "$(jq -c '.lead_time_ms' <<<"$rep")" '{"n":3,"median":7320000,"p90":73944000,"min":3900000,"max":90600000}' "lead time"
-assert_eq "$(jq -c '[.time_to_deploy_ms.median, .time_to_deploy_ms.p90]' <<<"$rep")" "[450000,1020000]" "time to deploy"
-assert_eq "$(jq -c '.mttr_ms' <<<"$rep")" '{"n":2,"median":1260000,"p90":1692000,"min":720000,"max":1800000}' "MTTR"
-assert_eq "$(jq -c '.rollbacks' <<<"$rep")" '{"total":3,"succeeded":2,"failed":1}' "rollbacks"
-csv=$("$DEPLOYQ" report --dir "$REG_DIR" --csv --since 2026-01-01T00:00:00Z --until 2026-01-11T00:00:00Z --service web)
-grep -qx 'change_failure_rate,1.0000' <<<"$csv" || fail "csv: $csv"
-grep -qx 'stopped_before_production,0.5000' <<<"$csv" || fail "csv: $csv"
-"$DEPLOYQ" report --dir "$REG_DIR" --since 2026-01-01T00:00:00Z --until 2026-01-11T00:00:00Z | grep -q '^success rate  *80.0% (4 of 5)$' || fail "report table"
+assert_eq "$(jq -c '.time_to_deploy_staging_ms' <<<"$rep")" '{"n":1,"median":840000,"p90":840000,"min":840000,"max":840000}' "time to deploy (staging)"
+assert_eq "$(jq -c '.mttr_ms' <<<"$rep")" '{"n":3,"median":720000,"p90":1584000,"min":600000,"max":1800000}' "MTTR"
+assert_eq "$(jq -c '.rollbacks' <<<"$rep")" '{"total":3,"succeeded":2,"failed":1,"not_attempted":0,"open":0,"manual_in_mttr":1}' "rollbacks"
+csv=$("$DEPLOYQ" report --dir "$REG_DIR" --csv --by-target --since 2026-01-01T00:00:00Z --until 2026-01-11T00:00:00Z --service web)
+grep -qx '\*,\*,change_failure_rate,1.0000' <<<"$csv" || fail "csv: $csv"
+grep -qx '\*,\*,stopped_before_production,0.5000' <<<"$csv" || fail "csv: $csv"
+grep -qx 'web,staging,caught_before_production,1' <<<"$csv" || fail "csv by target: $csv"
+grep -qx 'web,production,rolled_back_in_production,1' <<<"$csv" || fail "csv by target: $csv"
+assert_eq "$(grep -c '^api,' <<<"$csv")" 0 "csv --service web has no api rows"
+table=$("$DEPLOYQ" report --dir "$REG_DIR" --since 2026-01-01T00:00:00Z --until 2026-01-11T00:00:00Z)
+grep -q '^success rate  *20.0% (1 of 5; 3 failed changes)  \[target > 99%: missed\]$' <<<"$table" || fail "report table: $table"
+grep -q '^refused as invalid input  *1 ' <<<"$table" || fail "report table: $table"
+grep -q '^  of which staging .*(n=1)  \[target p90 < 15m: met\]$' <<<"$table" || fail "report table: $table"
 
 # verify with a signed checkpoint: matches now, not after the newest record is cut off
 "$DEPLOYQ" keygen --out "$T/op.key" --id op-1 --role operator >/dev/null

@@ -118,7 +118,7 @@ assert_eq "$(jq -r '.rollbacks[0] | [.status, .reason, .evidence.kind, .time_to_
     "succeeded|error rate 7.5% > 5%|error_rate|300000" "the rollback and its evidence"
 r=$(api /api/report)
 assert_eq "$(jq -r '[.deployments.total, .deployments.succeeded, .deployments.failed] | join(",")' <<<"$r")" "3,2,1" "report counts"
-assert_eq "$(jq -r '.success_rate' <<<"$r")" 0.6667 "success rate"
+assert_eq "$(jq -r '.success_rate' <<<"$r")" 0.3333 "success rate (the rolled-back deploy is a failed change)"
 assert_eq "$(jq -r '.change_failure_rate' <<<"$r")" 0.5 "change failure rate"
 assert_eq "$(jq -r '.mttr_ms.median' <<<"$r")" 300000 "MTTR"
 assert_eq "$(api '/api/report?service=api&env=staging' | jq -r '.deployments.total')" 1 "report filters"

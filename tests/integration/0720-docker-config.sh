@@ -114,6 +114,14 @@ if [ "${#health[@]}" -gt 0 ]; then
         wait_for 20 curl -fs -o /dev/null "http://${health[$w]}/metrics" || fail "deployq-$w serves no /metrics on ${health[$w]}"
         urls+="http://${health[$w]}/metrics "
     done
+    # the registry serves the delivery figures the dashboard shows (deployq report's): its
+    # /metrics too, on a free port instead of the shipped :8787
+    reg_addr=127.0.0.1:$(free_port)
+    replace_once 'listen: ":8787"' "listen: \"$reg_addr\""
+    . "$(dirname "$0")/helpers-registry.sh"
+    start_registry metrics
+    wait_for 20 curl -fs -o /dev/null "http://$reg_addr/metrics" || fail "deployq-registry serves no /metrics on $reg_addr: $(tail -n 3 "$T/registry-metrics.log")"
+    urls+="http://$reg_addr/metrics "
     DEPLOYQ_METRICS_SCRAPE=$urls "$DEPLOYQ_SOURCE/tests/docker/monitoring-check.sh" "$DEPLOYQ_SOURCE" >"$T/monitoring-check.log" 2>&1 ||
         fail "the dashboard or the rules use metrics the workers do not serve: $(grep -v '^ok\|^#' "$T/monitoring-check.log" | head -n 20)"
     log "every metric of the dashboard and the rules is served: $(grep -m1 '^scraped' "$T/monitoring-check.log")"

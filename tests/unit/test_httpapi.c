@@ -384,6 +384,13 @@ static void test_metrics(void **state)
     assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{worker=\"registry\",service=\"api\",env=\"production\",le=\"60\"} 0\n"));
     assert_non_null(strstr(r.body, "deployq_mttr_seconds_bucket{worker=\"registry\",service=\"api\",env=\"production\",le=\"120\"} 1\n"));
     assert_non_null(strstr(r.body, "deployq_mttr_seconds_sum{worker=\"registry\",service=\"api\",env=\"production\"} 120\n"));
+    /* report.h's figures per target: D2 succeeded, then rolled back: a failed change that
+     * reached production; D1 requested 10:00:00, verified 10:00:05: 5 s to deploy */
+    assert_non_null(strstr(r.body, "deployq_report_deployments{worker=\"registry\",service=\"api\",env=\"production\",kind=\"failed_change\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_report_deployments{worker=\"registry\",service=\"api\",env=\"production\",kind=\"escaped_to_production\"} 1\n"));
+    assert_non_null(strstr(r.body, "deployq_report_deployments{worker=\"registry\",service=\"api\",env=\"staging\",kind=\"failed_change\"} 0\n"));
+    assert_non_null(strstr(r.body, "deployq_time_to_deploy_seconds{worker=\"registry\",service=\"api\",env=\"staging\",quantile=\"0.9\"} 5\n"));
+    assert_null(strstr(r.body, "deployq_time_to_deploy_seconds{worker=\"registry\",service=\"api\",env=\"production\""));
     assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"0\"} 0\n"));
     assert_non_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"2\"} 17\n"));
     assert_null(strstr(r.body, "deployq_registry_consumer_lag{worker=\"registry\",partition=\"1\"}"));
