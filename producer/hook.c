@@ -1,7 +1,8 @@
 /*
- * hook.c - `deployq hook install`: a git pre-push hook that runs `deployq check`, so a
- * broken deployq.yaml or a target that cannot be deployed is caught on the developer's
- * machine, before CI (the first stage of the pipeline). `deployq hook uninstall` removes
+ * hook.c - `deployq hook install`: a git pre-push hook that runs `deployq check` for the
+ * branches a push updates (lint, then the `checks:` of every environment whose `branch:`
+ * is one of them), so a broken deployq.yaml, a missing variable or a failing test is
+ * caught on the developer's machine, before CI (stage 1 of the pipeline). `deployq hook uninstall` removes
  * a hook this command wrote, and nothing else.
  */
 #include <errno.h>
@@ -25,8 +26,12 @@ static const char hook_usage[] =
     "\n"
     "install writes the git pre-push hook of the repository (DIR, default: the one the\n"
     "current directory is in; core.hooksPath is honoured) that runs `deployq check` before\n"
-    "every push and stops the push when it finds a problem. Skip it once with\n"
-    "`git push --no-verify`. uninstall removes a hook written by install.\n"
+    "every push: lint of the configuration, then, for each pushed branch, the required_vars\n"
+    "and `checks:` of every environment whose `branch:` is that branch (deployq check\n"
+    "--branch). A problem or a failed check stops the push. Skip the checks on purpose with\n"
+    "`DEPLOYQ_SKIP_CHECKS=1 git push` (lint still runs; the hook says it skipped them), or\n"
+    "the whole hook with `git push --no-verify`. DEPLOYQ_VARS_FROM=FILE passes --vars-from.\n"
+    "uninstall removes a hook written by install.\n"
     "\n"
     "  -C, --repo DIR      the repository (default: the current directory's)\n"
     "  -c, --config FILE   the configuration the hook checks (default: deployq.yaml at the\n"
@@ -199,18 +204,32 @@ int dq_cmd_hook(int argc, char **argv)
     fprintf(f,
             "#!/bin/sh\n"
             "# git pre-push hook, " HOOK_MARK ".\n"
-            "# Runs `deployq check` (offline: the configuration, gates, request schema) and stops\n"
-            "# the push on a problem. Skip once: git push --no-verify. Remove: deployq hook uninstall\n"
+            "# Runs `deployq check` for the branches this push updates: lint of the whole\n"
+            "# configuration, then for every environment whose `branch:` is one of them its\n"
+            "# required_vars and the service's `checks:`. A problem or a failed check stops the push.\n"
+            "# Skip the checks on purpose: DEPLOYQ_SKIP_CHECKS=1 git push (lint still runs, and\n"
+            "# this hook says so). Skip everything: git push --no-verify. Remove: deployq hook uninstall\n"
             "DEPLOYQ=\"${DEPLOYQ:-");
     fputs(self[0] ? self : "deployq", f);
     fprintf(f, "}\"\n"
                "if ! command -v \"$DEPLOYQ\" >/dev/null 2>&1; then DEPLOYQ=deployq; fi\n"
+               "set --\n"
+               "# git gives one line per ref: <local ref> <local sha> <remote ref> <remote sha>;\n"
+               "# a deleted branch (local sha all zeros) has nothing to check\n"
+               "while read -r _lref lsha rref _rsha; do\n"
+               "    case \"$rref:$lsha\" in refs/heads/*:*[!0]*) set -- \"$@\" --branch \"${rref#refs/heads/}\" ;; esac\n"
+               "done\n"
+               "if [ \"${DEPLOYQ_SKIP_CHECKS:-}\" = 1 ]; then\n"
+               "    echo \"deployq: pre-push: checks skipped on purpose (DEPLOYQ_SKIP_CHECKS=1): lint only\" >&2\n"
+               "    set -- \"$@\" --no-checks\n"
+               "fi\n"
+               "if [ -n \"${DEPLOYQ_VARS_FROM:-}\" ]; then set -- \"$@\" --vars-from \"$DEPLOYQ_VARS_FROM\"; fi\n"
                "exec \"$DEPLOYQ\" check --quiet");
     if (config) {
         fputs(" --config ", f);
         shell_quote(f, config);
     }
-    fputs("\n", f);
+    fputs(" \"$@\"\n", f);
     if (fclose(f) != 0 || chmod(tmp, 0755) != 0 || rename(tmp, path) != 0) {
         dq_cli_fail(&cli, "cannot install %s: %s", path, strerror(errno));
         unlink(tmp);

@@ -29,7 +29,7 @@ typedef struct dq_verb {
 /* Every verb, once, in the order `deployq --help` lists them (a group's verbs together). */
 static const dq_verb verbs[] = {
     {"submit", dq_cmd_submit, DEPLOYING, "submit a signed deploy request (what a CI job runs)"},
-    {"check", dq_cmd_check, DEPLOYING, "validate the configuration and a request offline"},
+    {"check", dq_cmd_check, DEPLOYING, "stage 1: lint the configuration, check variables, run checks:"},
     {"hook", dq_cmd_hook, DEPLOYING, "install or remove the git pre-push hook that runs check"},
     {"approve", dq_cmd_approve, DEPLOYING, "approve a deployment that waits for approval"},
     {"deny", dq_cmd_deny, DEPLOYING, "deny a deployment that waits for approval"},

@@ -62,7 +62,7 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
     for (const cJSON *item = arr->child; item; item = item->next) {
         const cJSON *conf = item;
         cJSON *copy = NULL;
-        char why[512];
+        char why[512], def_at[512] = "", named[160] = "";
 
         if (cJSON_IsString(item)) {
             /* a name of a top-level providers: entry; its key is its default name */
@@ -72,6 +72,9 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
                          at, service, environment, item->valuestring);
                 goto fail;
             }
+            /* a mistake in the definition is said at its own line */
+            dq_config_where(cfg, def, def_at, sizeof def_at);
+            snprintf(named, sizeof named, " (providers.%.64s)", item->valuestring);
             copy = cJSON_Duplicate(def, 1);
             if (copy && !cJSON_GetObjectItemCaseSensitive(copy, "name"))
                 cJSON_AddStringToObject(copy, "name", item->valuestring);
@@ -84,8 +87,8 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
         ps[count] = conf ? dq_provider_new(conf, why, sizeof why) : NULL;
         cJSON_Delete(copy);
         if (!ps[count]) {
-            snprintf(err, errlen, "%s%s/%s: provider %zu: %s", at, service, environment, count + 1,
-                     conf ? why : "out of memory");
+            snprintf(err, errlen, "%s%s/%s: provider %zu%s: %s", def_at[0] ? def_at : at, service, environment,
+                     count + 1, named, conf ? why : "out of memory");
             goto fail;
         }
         for (size_t j = 0; j < count; j++) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "log.h"
 #include "util.h"
 
@@ -66,6 +67,26 @@ dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen)
         snprintf(err, errlen, "provider type %s%s%s is not one of github-actions, railway, circleci, command, webhook",
                  type ? "\"" : "", type ? type : "(missing)", type ? "\"" : "");
         return NULL;
+    }
+    {
+        static const char *const common[] = {"type", "name", "base_url", "token", "token_env", "timeout",
+                                             "retries", "retry_budget", "deadline", "poll_interval",
+                                             "queue_timeout"};
+        const char *known[48];
+        size_t n = 0;
+        char what[96], why[400];
+
+        for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+            known[n++] = common[i];
+        for (size_t i = 0; ops->keys && ops->keys[i] && n < 47; i++)
+            known[n++] = ops->keys[i];
+        known[n] = NULL;
+        snprintf(what, sizeof what, "provider %s", dq_provider_cfg_str(config, "name") ? dq_provider_cfg_str(config, "name") : type);
+        /* no cfg: the caller (dq_exec_chain_load) puts the file:line in front */
+        if (dq_config_check_keys(NULL, config, known, what, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s", why);
+            return NULL;
+        }
     }
     p = calloc(1, sizeof *p);
     if (p == NULL)

@@ -95,8 +95,9 @@ typedef struct dq_provider dq_provider;
  * environment variable holding it), "timeout" (per HTTP request, default 10s), "retries"
  * (default 3), "retry_budget" (default 30s), "deadline" (default 20m), "poll_interval"
  * (default 5s), "queue_timeout" (default 10m; "0" never; only adapters that report
- * st->queued are affected). docs/providers.md lists each type's keys. Returns NULL and a one-line
- * reason (never a token) in err on a bad config. */
+ * st->queued are affected). docs/providers.md lists each type's keys; any other key is refused
+ * ("provider NAME: unknown key 'x' (known: ...)"). Returns NULL and a one-line reason (never a
+ * token) in err on a bad config. */
 dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen);
 void dq_provider_free(dq_provider *p);
 
@@ -248,6 +249,9 @@ dq_chain_outcome dq_chain_resume_at(dq_provider *const *providers, size_t n, siz
 
 typedef struct dq_provider_ops {
     const char *type;
+    /* The type's own keys (NULL-terminated), beside the common ones of dq_provider_new: any
+     * other key is refused there, so a typo is said at start, never ignored. */
+    const char *const *keys;
     /* Read type-specific keys into p->impl. Return 0, or -1 with err. */
     int (*init)(dq_provider *p, const cJSON *config, char *err, size_t errlen);
     int (*deploy)(dq_provider *p, const dq_provider_request *req, char *id, size_t idlen,

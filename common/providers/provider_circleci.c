@@ -446,8 +446,11 @@ static int cc_find(dq_provider *p, const dq_provider_request *req, int64_t since
     return 0;
 }
 
+static const char *const cc_keys[] = {"slug", "branch", "workflow", "definition_id", "app_url", NULL};
+
 const dq_provider_ops dq_provider_circleci_ops = {
     .type = "circleci",
+    .keys = cc_keys,
     .init = cc_init,
     .deploy = cc_deploy,
     .status = cc_status,

@@ -379,8 +379,11 @@ static int cmd_cancel(dq_provider *p, const dq_provider_request *req, const char
     return 0;
 }
 
+static const char *const cmd_keys[] = {"argv", "cwd", "output_limit", NULL};
+
 const dq_provider_ops dq_provider_command_ops = {
     .type = "command",
+    .keys = cmd_keys,
     .init = cmd_init,
     .deploy = cmd_deploy,
     .status = cmd_status,

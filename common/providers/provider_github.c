@@ -465,8 +465,11 @@ static int gh_cancel(dq_provider *p, const dq_provider_request *req, const char 
     return rc;
 }
 
+static const char *const gh_keys[] = {"owner", "repo", "workflow", "ref", "inputs", "return_run_details", "find_run_timeout", NULL};
+
 const dq_provider_ops dq_provider_github_ops = {
     .type = "github-actions",
+    .keys = gh_keys,
     .init = gh_init,
     .deploy = gh_deploy,
     .status = gh_status,

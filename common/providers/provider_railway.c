@@ -504,8 +504,11 @@ static int rw_find(dq_provider *p, const dq_provider_request *req, int64_t since
     return found;
 }
 
+static const char *const rw_keys[] = {"service_id", "environment_id", "project_id", "token_kind", "commit_sha", "rollback", NULL}; /* project_id: read by gates.c for drift */
+
 const dq_provider_ops dq_provider_railway_ops = {
     .type = "railway",
+    .keys = rw_keys,
     .init = rw_init,
     .deploy = rw_deploy,
     .status = rw_status,

@@ -270,8 +270,11 @@ static int wh_cancel(dq_provider *p, const dq_provider_request *req, const char 
     return rc;
 }
 
+static const char *const wh_keys[] = {"url", "status_url", "rollback_url", "cancel_url", NULL};
+
 const dq_provider_ops dq_provider_webhook_ops = {
     .type = "webhook",
+    .keys = wh_keys,
     .init = wh_init,
     .deploy = wh_deploy,
     .status = wh_status,

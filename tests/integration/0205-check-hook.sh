@@ -5,6 +5,12 @@
 # --override-freeze; `hook install` writes an executable pre-push hook that stops a push
 # of a broken deployq.yaml (and lets a good one through), refuses to replace a hook it did
 # not write without --force, and `hook uninstall` removes only its own.
+# Stage 1 (issue 14): every lint case is refused in one run, each with its file:line, and
+# deployq-rollback refuses `rollback: maybe` at start as check does; required_vars are
+# checked by name (environment or --vars-from); `checks:` run with a summary and the tail
+# of a failed check (a secret of deployq.yaml redacted), exit 3; the hook runs the checks
+# of the environments whose `branch:` is pushed: a failing one stops the push, a passing
+# one lets it through, DEPLOYQ_SKIP_CHECKS=1 skips them and says so.
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-gates.sh"
 
@@ -82,6 +88,122 @@ GITHUB_TOKEN=t SLACK_DEPLOYS_URL=https://hooks.example/x PROMETHEUS_TOKEN=t LB_T
     "$DEPLOYQ" check --quiet --config "$DEPLOYQ_SOURCE/docs/examples/deployq.yaml" ||
     fail "docs/examples/deployq.yaml does not pass check"
 
+# Stage 1 lint: every case in one file, every problem said, each at its line.
+cp "$T/good.yaml" "$T/lint.yaml"
+cat >>"$T/lint.yaml" <<'YAML'
+  lintsvc:
+    checks:
+      - {name: unit, run: "true", colour: red}
+    environments:
+      staging:
+        monitor:
+          probes: 7
+        rollback: maybe
+        providers: [weird]
+      e2: {providers: [rw]}
+      e3: {providers: [gh]}
+      e4: {providers: [circle]}
+      e5:
+        providers:
+          - {type: webhook, url: "https://deploy.example/hook", status_ur: "https://deploy.example/s"}
+providers:
+  weird: {type: herokuu}
+  rw: {type: railway, token: t}
+  gh: {type: github-actions, token: t}
+  circle: {type: circleci, token: t}
+  unused: {type: herokuu}   # no chain names it: nobody reads it, so check does not either
+executor:
+  lock_ttl: soon
+monitor:
+  colour: red
+notifications:
+  slack_webhook: "hooks.slack.com/services/T0/B0/x"
+YAML
+at() { grep -n -- "$1" "$T/lint.yaml" | head -n1 | cut -d: -f1; }
+rc=0; err=$("$DEPLOYQ" check --config "$T/lint.yaml" 2>&1 >/dev/null) || rc=$?
+assert_eq "$rc" 1 "exit code, lint"
+for want in \
+    "$(at 'colour: red}'): services.lintsvc.checks[1]: unknown key 'colour'" \
+    "$(($(at 'probes: 7') - 1)): services.lintsvc.environments.staging.monitor.probes: required, a non-empty list (not a list)" \
+    "$(at 'rollback: maybe'): services.lintsvc.environments.staging.rollback: expected auto or notify" \
+    "$(at '  weird:'): lintsvc/staging: provider 1 (providers.weird): provider type \"herokuu\" is not one of github-actions, railway" \
+    "$(at '  rw:'): lintsvc/e2: provider 1 (providers.rw): provider rw: \"service_id\" and \"environment_id\" are required" \
+    "$(at '  gh:'): lintsvc/e3: provider 1 (providers.gh): provider gh: \"owner\" is required" \
+    "$(at '  circle:'): lintsvc/e4: provider 1 (providers.circle): provider circle: \"slug\"" \
+    "$(($(at 'status_ur:') - 1)): lintsvc/e5: provider 1: provider webhook: unknown key 'status_ur'" \
+    "$(at 'lock_ttl: soon'): executor.lock_ttl: expected a duration" \
+    "$(at '^  colour: red$'): monitor: unknown key 'colour'" \
+    "$(at 'slack_webhook:'): notifications.slack_webhook: expected an absolute http:// or https:// URL"; do
+    grep -qF "deployq: check: $T/lint.yaml:$want" <<<"$err" || fail "lint: no '$want' in: $err"
+done
+grep -q "^deployq: check: 11 problem(s)$" <<<"$err" || fail "lint: not 11 problems: $err"
+# The worker refuses what check refuses: `rollback: maybe` stops deployq-rollback at start.
+ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
+printf 'services:\n  api:\n    environments:\n      staging: {rollback: maybe}\n' >"$T/maybe.yaml"
+rc=0; timeout 20 "$ROLLBACK" --config "$T/maybe.yaml" --brokers 127.0.0.1:1 --health-listen off >"$T/rollback.log" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "deployq-rollback started with rollback: maybe (rc $rc)"
+grep -qF "$T/maybe.yaml:4: services.api.environments.staging.rollback: expected auto or notify" "$T/rollback.log" ||
+    fail "no reason from deployq-rollback: $(head -c 2000 "$T/rollback.log")"
+
+# Stage 1 with a target: required_vars by name, then checks: (a secret of the file never
+# shows in their output), exit 3 when one fails.
+cp "$T/good.yaml" "$T/checks.yaml"
+cat >>"$T/checks.yaml" <<'YAML'
+  runner:
+    checks:
+      - {name: unit, run: [sh, -c, "echo unit fine"]}
+      - {name: lint, run: "echo the token is $DQ_CHECK_SECRET; echo lint broke; exit 7", env: [production]}
+      - {name: build, run: "true", parallel: false, timeout: 1m}
+    environments:
+      staging: {}
+      production:
+        required_vars: [DQ_CHECK_VAR]
+        drift_check: [echo, DQ_CHECK_VAR]
+notifications:
+  webhook: "https://hooks.example/deploys"
+  webhook_secret: "${DQ_CHECK_SECRET}"
+YAML
+export DQ_CHECK_SECRET=canary-7f3c9e1a5b2d4f6081a3c5e7
+rc=0; out=$("$DEPLOYQ" check --config "$T/checks.yaml" --service runner --env staging 2>&1) || rc=$?
+assert_eq "$rc" 0 "exit code, staging checks"
+grep -qE "^  unit +passed +[0-9.]+ s  0$" <<<"$out" || fail "no summary row for unit: $out"
+grep -qE "^  build +passed" <<<"$out" || fail "no summary row for build: $out"
+! grep -q "lint" <<<"$out" || fail "a production-only check ran on staging: $out"
+rc=0; err=$("$DEPLOYQ" check --config "$T/checks.yaml" --service runner --env production 2>&1 >/dev/null) || rc=$?
+assert_eq "$rc" 1 "exit code, a required variable missing"
+line=$(grep -n 'required_vars: \[DQ_CHECK_VAR\]' "$T/checks.yaml" | cut -d: -f1)
+grep -qF "deployq: check: $T/checks.yaml:$line: services.runner.environments.production.required_vars: DQ_CHECK_VAR is not set in the environment" <<<"$err" ||
+    fail "required var: $err"
+grep -q "checks not run: fix the configuration first" <<<"$err" || fail "checks ran with a problem: $err"
+printf 'export DQ_CHECK_VAR=from-file-value\n' >"$T/vars.env"
+rc=0; all=$("$DEPLOYQ" check --config "$T/checks.yaml" --service runner --env production --vars-from "$T/vars.env" 2>&1) || rc=$?
+assert_eq "$rc" 3 "exit code, a failed check"
+grep -qE "^  lint +failed +[0-9.]+ s  7$" <<<"$all" || fail "no failed row: $all"
+grep -q "check 'lint' failed; the last lines of its output:" <<<"$all" || fail "no tail: $all"
+grep -q "^  | lint broke$" <<<"$all" || fail "no output line: $all"
+grep -q "^  | the token is \*\*\*$" <<<"$all" || fail "secret not redacted: $all"
+! grep -qe "$DQ_CHECK_SECRET" -e from-file-value <<<"$all" || fail "a secret or a value shown: $all"
+rc=0; "$DEPLOYQ" check --config "$T/checks.yaml" --service runner --env production --vars-from "$T/vars.env" --no-checks >/dev/null 2>&1 || rc=$?
+assert_eq "$rc" 0 "exit code, --no-checks"
+out=$("$DEPLOYQ" check --config "$T/checks.yaml") || fail "lint of checks.yaml failed"
+grep -q "^lint only: no check ran" <<<"$out" || fail "no lint-only line: $out"
+# Two environments on one branch: a check both share runs once, each one's own runs too.
+cat >"$T/two.yaml" <<'YAML'
+services:
+  api:
+    checks:
+      - {name: unit, run: "echo unit fine"}
+      - {name: lint, run: "exit 5", env: production}
+    environments:
+      staging: {branch: main}
+      production: {branch: main}
+YAML
+rc=0; out=$("$DEPLOYQ" check --config "$T/two.yaml" --branch main 2>&1) || rc=$?
+assert_eq "$rc" 3 "exit code, --branch main"
+assert_eq "$(grep -cE '^  unit +passed' <<<"$out")" 1 "runs of a check shared by two environments"
+grep -qE "^  lint +failed" <<<"$out" || fail "production's own check did not run: $out"
+unset DQ_CHECK_SECRET
+
 # The hook, in a fresh repository with a bare remote.
 export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com
 git init -q --bare "$T/remote.git"
@@ -103,6 +225,38 @@ rc=0; git push -q origin main 2>"$T/push2.err" || rc=$?
 grep -q "deployq: check: deployq.yaml" "$T/push2.err" || fail "no reason shown: $(cat "$T/push2.err")"
 assert_eq "$(git -C "$T/remote.git" rev-parse main)" "$(git rev-parse HEAD~1)" "remote unchanged"
 git push -q --no-verify origin main 2>/dev/null || fail "--no-verify did not skip the hook"
+
+# The hook runs the checks of the environments a push targets (branch: main is staging's).
+cp "$T/good.yaml" deployq.yaml
+cat >>deployq.yaml <<'YAML'
+  hooked:
+    checks:
+      - {name: tests, run: [sh, tests.sh]}
+    environments:
+      staging: {branch: main}
+      production: {}
+YAML
+printf 'echo all tests pass
+' >tests.sh
+git add deployq.yaml tests.sh && git commit -q -m checks
+git push -q origin main >"$T/push3.out" 2>&1 || fail "a push with passing checks was stopped: $(cat "$T/push3.out")"
+grep -qE "^  tests +passed" "$T/push3.out" || fail "the hook did not run the check: $(cat "$T/push3.out")"
+printf 'echo 1 test failed: test_checkout >&2
+exit 1
+' >tests.sh
+git commit -q -am "a failing test"
+rc=0; git push -q origin main >"$T/push4.err" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a push with a failing check went through"
+grep -q "check 'tests' failed" "$T/push4.err" || fail "no failed check shown: $(cat "$T/push4.err")"
+grep -q "^  | 1 test failed: test_checkout$" "$T/push4.err" || fail "no output tail: $(cat "$T/push4.err")"
+assert_eq "$(git -C "$T/remote.git" rev-parse main)" "$(git rev-parse HEAD~1)" "remote unchanged by a failing check"
+# A branch no environment names: lint only, said so.
+git push -q origin HEAD:refs/heads/feature >"$T/push5.out" 2>&1 || fail "a push of an unmapped branch was stopped"
+grep -q "no environment has branch: feature" "$T/push5.out" || fail "unmapped branch not said: $(cat "$T/push5.out")"
+DEPLOYQ_SKIP_CHECKS=1 git push -q origin main >"$T/push6.err" 2>&1 || fail "DEPLOYQ_SKIP_CHECKS=1 did not skip the checks: $(cat "$T/push6.err")"
+grep -q "^deployq: pre-push: checks skipped on purpose (DEPLOYQ_SKIP_CHECKS=1): lint only$" "$T/push6.err" ||
+    fail "the skip was not said: $(cat "$T/push6.err")"
+assert_eq "$(git -C "$T/remote.git" rev-parse main)" "$(git rev-parse HEAD)" "remote updated after the skip"
 
 # Someone else's hook is not replaced without --force; uninstall removes only ours.
 printf '#!/bin/sh\nexit 0\n' >.git/hooks/pre-push

@@ -142,7 +142,16 @@ static void test_config_errors(void **state)
     } cases[] = {
         {"  on: [deploy.started]\n", "deployq.yaml:3: notifications.on: 'deploy.started' is not one of"},
         {"  slack_webhook: ftp://x.example/hook-secret\n",
-         "deployq.yaml:2: notifications.slack_webhook: expected an http:// or https:// URL"},
+         "deployq.yaml:2: notifications.slack_webhook: expected an absolute http:// or https:// URL"},
+        /* no host, or not one URL: refused (issue 14), never posted to */
+        {"  slack_webhook: \"https://\"\n",
+         "deployq.yaml:2: notifications.slack_webhook: expected an absolute http:// or https:// URL"},
+        {"  slack_webhook: https:///services/hook-secret\n",
+         "deployq.yaml:2: notifications.slack_webhook: expected an absolute http:// or https:// URL"},
+        {"  webhook: \"https://x.example/hook-secret https://y.example\"\n",
+         "deployq.yaml:2: notifications.webhook: expected an absolute http:// or https:// URL"},
+        {"  slack_webhook: hooks.slack.com/services/hook-secret\n",
+         "deployq.yaml:2: notifications.slack_webhook: expected an absolute http:// or https:// URL"},
         {"  timeout: soon\n", "deployq.yaml:2: notifications.timeout: expected a duration such as 5s"},
         {"  retries: 99\n", "deployq.yaml:2: notifications.retries: expected an integer from 0 to 10"},
         {"  slack: https://x.example\n", "deployq.yaml:2: notifications: unknown key 'slack'"},
@@ -169,6 +178,34 @@ static void test_config_errors(void **state)
         assert_int_equal(dq_notify_config_load(cfg, "api", "prod", &nc, err, sizeof err), -1);
         assert_memory_equal(err, cases[i].expected, strlen(cases[i].expected));
         assert_null(strstr(err, "hook-secret"));
+        dq_config_free(cfg);
+    }
+}
+
+/* The rollback policy: auto (default) or notify; anything else refused at its line, the
+ * same reader deployq-rollback checks at start and `deployq check` calls (issue 14: `maybe`
+ * used to act as notify). */
+static void test_rollback_policy(void **state)
+{
+    static const struct {
+        const char *value; /* NULL: absent */
+        int expected;
+    } cases[] = {{NULL, 1}, {"auto", 1}, {"notify", 0}, {"maybe", -1}, {"\"\"", -1}, {"true", -1}, {"7", -1},
+                 {"[auto]", -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char yaml[512], err[512] = "";
+        dq_config *cfg;
+
+        if (cases[i].value)
+            snprintf(yaml, sizeof yaml, "services:\n  api:\n    environments:\n      prod:\n        rollback: %s\n",
+                     cases[i].value);
+        else
+            snprintf(yaml, sizeof yaml, "services:\n  api:\n    environments:\n      prod: {}\n");
+        cfg = load(yaml, err, sizeof err);
+        assert_non_null(cfg);
+        assert_int_equal(dq_rollback_policy_load(cfg, "api", "prod", err, sizeof err), cases[i].expected);
+        if (cases[i].expected < 0)
+            assert_string_equal(err, "deployq.yaml:5: services.api.environments.prod.rollback: expected auto or notify");
         dq_config_free(cfg);
     }
 }
@@ -444,6 +481,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_env_and_defaults),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_rollback_policy),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_text_kinds),
         cmocka_unit_test(test_sign_vector),

@@ -103,6 +103,18 @@ static void test_config(void **state)
     expect_config_error("{\"type\":\"railway\",\"service_id\":\"a\",\"environment_id\":\"b\",\"token\":\"sekret-1\","
                         "\"deadline\":\"soon\"}",
                         "positive durations");
+    /* an unknown key, of any type, is refused and named (issue 14: it was ignored) */
+    expect_config_error("{\"type\":\"railway\",\"service_id\":\"a\",\"environment_id\":\"b\",\"token\":\"sekret-1\","
+                        "\"servce_id\":\"a\"}",
+                        "provider railway: unknown key 'servce_id' (known: type, name,");
+    expect_config_error("{\"type\":\"github-actions\",\"name\":\"gha\",\"owner\":\"a\",\"repo\":\"b\",\"workflow\":\"d.yml\","
+                        "\"token\":\"sekret-1\",\"branch\":\"main\"}",
+                        "provider gha: unknown key 'branch'");
+    expect_config_error("{\"type\":\"circleci\",\"slug\":\"gh/a/b\",\"token\":\"sekret-1\",\"dealine\":\"5m\"}",
+                        "unknown key 'dealine'");
+    expect_config_error("{\"type\":\"command\",\"argv\":[\"true\"],\"env\":{}}", "unknown key 'env'");
+    expect_config_error("{\"type\":\"webhook\",\"url\":\"https://x.example\",\"status_ur\":\"https://x.example/s\"}",
+                        "unknown key 'status_ur'");
 
     setenv("DQ_TEST_RW_TOKEN", "from-env-sekret", 1);
     cJSON *cfg = cJSON_Parse("{\"type\":\"railway\",\"service_id\":\"a\",\"environment_id\":\"b\","

@@ -122,7 +122,8 @@ dq_watch_config *dq_watch_config_from_json(const cJSON *obj, const cJSON *defaul
     }
     probes = cJSON_GetObjectItemCaseSensitive(obj, "probes");
     if (!cJSON_IsArray(probes) || cJSON_GetArraySize(probes) == 0) {
-        snprintf(err, errlen, "%s.probes: required, a non-empty list", where);
+        snprintf(err, errlen, "%s.probes: required, a non-empty list%s", where,
+                 probes && !cJSON_IsArray(probes) ? " (not a list)" : "");
         goto fail;
     }
     c->probes = calloc((size_t)cJSON_GetArraySize(probes), sizeof *c->probes);

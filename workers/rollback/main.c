@@ -154,6 +154,16 @@ int main(int argc, char **argv)
         goto out;
     }
     rb.cfg = cfg;
+    /* A rollback policy that is neither auto nor notify is refused here, with its
+     * file:line, as `deployq check` refuses it: read as notify it would silently leave a
+     * broken deploy serving. */
+    for (size_t i = 0; i < cfg->n_services; i++)
+        for (size_t j = 0; j < cfg->services[i].n_envs; j++)
+            if (dq_rollback_policy_load(cfg, cfg->services[i].name, cfg->services[i].envs[j].name, err,
+                                        sizeof err) < 0) {
+                dq_error("%s", err);
+                goto out;
+            }
     check_notify(cfg);
     dq_actor("deployq-rollback", rb.actor, sizeof rb.actor);
     {

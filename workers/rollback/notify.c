@@ -96,14 +96,33 @@ static int url_key(const dq_config *cfg, const cJSON *sec, const char *where, co
 
     if (!v)
         return 0;
-    if (!text || (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0))
-        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected an http:// or https:// URL", where, key);
+    /* An absolute URL: the scheme, then a host (no space anywhere: a pasted line with a
+     * comment or two URLs is a mistake, not an address). */
+    size_t skip = !text ? 0 : strncmp(text, "https://", 8) == 0 ? 8 : strncmp(text, "http://", 7) == 0 ? 7 : 0;
+    if (!skip || !text[skip] || text[skip] == '/' || text[skip] == ':' || strpbrk(text, " \t\r\n"))
+        return dq_config_fail(cfg, v, err, errlen, "%s.%s: expected an absolute http:// or https:// URL", where,
+                              key);
     *out = strdup(text);
     if (!*out) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     return 0;
+}
+
+int dq_rollback_policy_load(const dq_config *cfg, const char *service, const char *environment, char *err,
+                            size_t errlen)
+{
+    const cJSON *v = dq_json_get(dq_config_env_view(cfg, service, environment), "rollback");
+    char num[32];
+    const char *s = dq_config_text(cfg, v, num, sizeof num);
+
+    if (!v || (s && strcmp(s, "auto") == 0))
+        return 1;
+    if (s && strcmp(s, "notify") == 0)
+        return 0;
+    return dq_config_fail(cfg, v, err, errlen, "services.%s.environments.%s.rollback: expected auto or notify",
+                          service, environment);
 }
 
 int dq_notify_config_load(const dq_config *cfg, const char *service, const char *environment,

@@ -82,6 +82,13 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
                           dq_notify_config *nc, char *err, size_t errlen);
 void dq_notify_config_clear(dq_notify_config *nc);
 
+/* The target's rollback policy, services.<service>.environments.<environment>.rollback:
+ * 1 auto (also when absent), 0 notify; -1 with "path:line: message" in err for any other
+ * value (`rollback: maybe` is refused, never read as notify). deployq-rollback refuses to
+ * start on -1 and `deployq check` reports it: both call this. */
+int dq_rollback_policy_load(const dq_config *cfg, const char *service, const char *environment, char *err,
+                            size_t errlen);
+
 /* 1 when at least one channel is configured and kind (dq_notify_kind) is in `on`. */
 int dq_notify_wants(const dq_notify_config *nc, const char *kind);
 

@@ -853,20 +853,17 @@ out:
     return rc;
 }
 
-/* The target's policy: 1 auto (default), 0 notify. */
+/* The target's policy: 1 auto (default), 0 notify. A value that is neither was refused at
+ * start (main.c, dq_rollback_policy_load) and the configuration is read once, so -1 does
+ * not happen here; were it to, nothing is rolled back on a guess and the reason is logged. */
 static int policy_auto(const dq_rollbacker *rb, const dq_event *req)
 {
-    const cJSON *env = dq_config_env_view(rb->cfg, req->service, req->environment);
-    const cJSON *v = cJSON_IsObject(env) ? cJSON_GetObjectItemCaseSensitive(env, "rollback") : NULL;
-    char num[32], at[512];
-    const char *s = dq_config_text(rb->cfg, v, num, sizeof num);
+    char err[512];
+    int rc = dq_rollback_policy_load(rb->cfg, req->service, req->environment, err, sizeof err);
 
-    if (!v || (s && strcmp(s, "auto") == 0))
-        return 1;
-    if (!s || strcmp(s, "notify") != 0)
-        dq_error("%sservices.%s.environments.%s.rollback: expected auto or notify; acting as notify",
-                 dq_config_where(rb->cfg, v, at, sizeof at), req->service, req->environment);
-    return 0;
+    if (rc < 0)
+        dq_error("%s; acting as notify", err);
+    return rc > 0;
 }
 
 static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char *err, size_t errlen)
