@@ -3,7 +3,8 @@
  * deployment that waits in deploy.awaiting_approval. The decision is an approval document
  * (schemas/approval.json) signed exactly like a deploy request and sent to
  * deployq.requests, where the validator checks the key (role approver), the signature,
- * the issued_at window and the nonce before it lets the deploy proceed or rejects it.
+ * the issued_at window, the nonce and the key's authority (not the request's signer,
+ * inside its scope) before it lets the deploy proceed, rejects it or refuses the decision.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,10 @@ static const char approve_usage[] =
     "with `approval: required`). The decision is signed with an approver's key, a key of\n"
     "role approver in deployq.yaml (not a CI key), and sent to deployq.requests; the\n"
     "validator then emits deploy.validated (with approved_by) or deploy.rejected.\n"
+    "An approver may not approve a request signed by its own key (or the same public key\n"
+    "under another id), nor decide outside its key's `services:`/`environments:`: such a\n"
+    "decision is refused (approval.refused) and the deployment keeps waiting for another\n"
+    "approver. `deployq approvals` lists what waits.\n"
     "\n"
     "  -r, --reason TEXT       why (required for deny; recorded in deploy.rejected)\n"
     "  -k, --key FILE          the approver's private key (default: $DEPLOYQ_APPROVER_KEY,\n"

@@ -140,6 +140,7 @@ int dq_cmd_broker(int argc, char **argv);   /* broker.c */
 int dq_cmd_up(int argc, char **argv);       /* up.c */
 int dq_cmd_approve(int argc, char **argv);  /* approve.c */
 int dq_cmd_deny(int argc, char **argv);     /* approve.c */
+int dq_cmd_approvals(int argc, char **argv); /* approvals.c */
 int dq_cmd_check(int argc, char **argv);    /* check.c */
 int dq_cmd_hook(int argc, char **argv);     /* hook.c */
 int dq_cmd_status(int argc, char **argv);   /* registry_cli.c */

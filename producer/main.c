@@ -33,6 +33,8 @@ static const dq_verb verbs[] = {
     {"hook", dq_cmd_hook, DEPLOYING, "install or remove the git pre-push hook that runs check"},
     {"approve", dq_cmd_approve, DEPLOYING, "approve a deployment that waits for approval"},
     {"deny", dq_cmd_deny, DEPLOYING, "deny a deployment that waits for approval"},
+    {"approvals", dq_cmd_approvals, DEPLOYING,
+     "what waits for approval: since when, until when, which version"},
     {"rollback", dq_cmd_rollback, DEPLOYING, "ask for a rollback of a service/environment"},
     {"up", dq_cmd_up, STACK, "run the whole stack here: embedded broker, Redis, every worker"},
     {"broker", dq_cmd_broker, STACK, "run only the embedded Kafka broker"},

@@ -973,10 +973,43 @@ static int read_schemas_dir(loader *ld, const cJSON *item)
     return 0;
 }
 
+/* keys[i].services or .environments: a non-empty sequence of names, into *out (n). Whether
+ * the names are configured is checked once services: is read (check_key_scopes). */
+static int read_scope(loader *ld, const cJSON *seq, const char *path, char ***out, size_t *n)
+{
+    const cJSON *it;
+    int count;
+
+    if (!cJSON_IsArray(seq))
+        return fail_item(ld, seq, "%s: must be a list of names, e.g. [api, web]", path);
+    count = cJSON_GetArraySize(seq);
+    if (count <= 0)
+        return fail_item(ld, seq, "%s: must name at least one; leave it out for all", path);
+    *out = calloc((size_t)count, sizeof **out);
+    if (*out == NULL)
+        return fail_item(ld, seq, "out of memory");
+    cJSON_ArrayForEach(it, seq)
+    {
+        const char *s = cJSON_IsString(it) ? text_of(ld, it) : NULL;
+
+        if (s == NULL || !valid_name(s))
+            return fail_item(ld, it, "%s: entry %zu: a name must match ^[a-z0-9][a-z0-9._-]{0,62}$",
+                             path, *n + 1);
+        for (size_t j = 0; j < *n; j++)
+            if (strcmp((*out)[j], s) == 0)
+                return fail_item(ld, it, "%s: '%s' is listed twice", path, s);
+        if (set_str(&(*out)[*n], s) < 0)
+            return fail_item(ld, it, "out of memory");
+        (*n)++;
+    }
+    return 0;
+}
+
 /* ids: the ids of the keys before this one, to refuse a duplicate. */
 static int read_key(loader *ld, table *ids, const cJSON *entry, size_t index, dq_key *key)
 {
-    static const char *const known[] = {"id", "public_key", "role", "retired", NULL};
+    static const char *const known[] = {"id",      "public_key", "role", "retired",
+                                        "services", "environments", NULL};
     char path[64];
     snprintf(path, sizeof path, "keys[%zu]", index);
     if (!cJSON_IsObject(entry))
@@ -1019,6 +1052,12 @@ static int read_key(loader *ld, table *ids, const cJSON *entry, size_t index, dq
                 return fail_item(ld, it, "%s: must be 'ci', 'approver' or 'operator'", kpath);
             if (set_str(&key->role, s) < 0)
                 return fail_item(ld, it, "out of memory");
+        } else if (strcmp(k, "services") == 0) {
+            if (read_scope(ld, it, kpath, &key->services, &key->n_services) < 0)
+                return -1;
+        } else if (strcmp(k, "environments") == 0) {
+            if (read_scope(ld, it, kpath, &key->environments, &key->n_environments) < 0)
+                return -1;
         } else { /* retired */
             if (want_bool(ld, it, kpath, &key->retired) < 0)
                 return -1;
@@ -1030,6 +1069,44 @@ static int read_key(loader *ld, table *ids, const cJSON *entry, size_t index, dq
         return fail_item(ld, entry, "%s.public_key is missing (key '%.64s')", path, key->id);
     if (key->role == NULL && set_str(&key->role, "ci") < 0)
         return fail_item(ld, entry, "out of memory");
+    /* A CI key's requests name their own target; a scope would only look like a limit. */
+    if ((key->services || key->environments) && strcmp(key->role, "ci") == 0) {
+        const cJSON *at = dq_json_get(entry, key->services ? "services" : "environments");
+        return fail_key(ld, at, "%s.%s: only an approver or operator key has a scope (key '%.64s' has role ci)",
+                        path, key->services ? "services" : "environments", key->id);
+    }
+    return 0;
+}
+
+/* Once keys: and services: are both read: every name in a key's scope is configured, so a
+ * typo cannot leave an approver unable to approve anything (or quietly narrower). An
+ * environment must be one of the scoped services' (of any service without services:). */
+static int check_key_scopes(loader *ld, const cJSON *seq)
+{
+    const cJSON *entry = cJSON_IsArray(seq) ? seq->child : NULL;
+
+    for (size_t i = 0; i < ld->cfg->n_keys && entry != NULL; i++, entry = entry->next) {
+        const dq_key *key = &ld->cfg->keys[i];
+        const cJSON *list = dq_json_get(entry, "services"), *it;
+        size_t j = 0;
+
+        for (it = list ? list->child : NULL; it != NULL; it = it->next, j++)
+            if (!dq_config_service(ld->cfg, key->services[j]))
+                return fail_item(ld, it, "keys[%zu].services: '%s' is not a service of services:", i,
+                                 key->services[j]);
+        list = dq_json_get(entry, "environments");
+        j = 0;
+        for (it = list ? list->child : NULL; it != NULL; it = it->next, j++) {
+            int found = 0;
+
+            for (size_t s = 0; s < ld->cfg->n_services && !found; s++)
+                found = dq_key_in_scope(key, ld->cfg->services[s].name, key->environments[j]) &&
+                        dq_config_environment(ld->cfg, ld->cfg->services[s].name, key->environments[j]);
+            if (!found)
+                return fail_item(ld, it, "keys[%zu].environments: '%s' is not an environment of %s", i,
+                                 key->environments[j], key->n_services ? "the key's services" : "any service");
+        }
+    }
     return 0;
 }
 
@@ -1262,7 +1339,7 @@ static int read_root(loader *ld, const cJSON *root)
         if (rc < 0)
             return -1;
     }
-    return 0;
+    return check_key_scopes(ld, dq_json_get(root, "keys"));
 }
 
 /* ---- keys and aliases ------------------------------------------------------------- */
@@ -1998,6 +2075,12 @@ void dq_config_free(dq_config *cfg)
         free(cfg->keys[i].id);
         free(cfg->keys[i].public_key);
         free(cfg->keys[i].role);
+        for (size_t j = 0; j < cfg->keys[i].n_services; j++)
+            free(cfg->keys[i].services[j]);
+        free(cfg->keys[i].services);
+        for (size_t j = 0; j < cfg->keys[i].n_environments; j++)
+            free(cfg->keys[i].environments[j]);
+        free(cfg->keys[i].environments);
     }
     free(cfg->keys);
     for (size_t i = 0; i < cfg->n_services; i++) {
@@ -2082,6 +2165,22 @@ const dq_key *dq_config_key(const dq_config *cfg, const char *id)
         if (cfg->keys[i].id != NULL && strcmp(cfg->keys[i].id, id) == 0)
             return &cfg->keys[i];
     return NULL;
+}
+
+static int listed(char *const *names, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+int dq_key_in_scope(const dq_key *key, const char *service, const char *environment)
+{
+    if (key == NULL || service == NULL || environment == NULL)
+        return 0;
+    return (key->services == NULL || listed(key->services, key->n_services, service)) &&
+           (key->environments == NULL || listed(key->environments, key->n_environments, environment));
 }
 
 const cJSON *dq_config_env_view(const dq_config *cfg, const char *service, const char *env)

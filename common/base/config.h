@@ -22,6 +22,8 @@
  *     - id: ci-2026
  *       public_key: <base64 of 32 bytes>
  *       role: ci                # ci | approver | operator
+ *       services: [api]         # approver/operator only: the scope (absent: all)
+ *       environments: [production]
  *   services:
  *     api:
  *       environments:
@@ -73,6 +75,12 @@ typedef struct dq_key {
     char *public_key; /* base64 of 32 bytes */
     char *role;       /* "ci" (default), "approver", "operator" */
     int retired;      /* retired: true -> signatures refused */
+    /* The scope of an approver or operator key: the services and environments whose
+     * deployments it may decide. NULL (n 0) when the file does not restrict it: all. */
+    char **services;
+    size_t n_services;
+    char **environments;
+    size_t n_environments;
 } dq_key;
 
 typedef struct dq_environment {
@@ -151,6 +159,10 @@ const dq_service *dq_config_service(const dq_config *cfg, const char *name);
 const dq_environment *dq_config_environment(const dq_config *cfg, const char *service,
                                             const char *env);
 const dq_key *dq_config_key(const dq_config *cfg, const char *id);
+
+/* 1 when key's scope (keys[].services, keys[].environments) covers service/environment:
+ * each list absent, or naming it; else 0 (NULL key or names included). */
+int dq_key_in_scope(const dq_key *key, const char *service, const char *environment);
 
 /* A whole configuration from JSON (the file's layout, as cJSON), for tests: read by the same
  * readers as a file, with the same checks, but values are taken as they are (no ${NAME}

@@ -75,8 +75,17 @@ static void walk(const dq_config *cfg)
                           "an environment of the file without a line");
         }
     }
-    for (size_t i = 0; i < cfg->n_keys; i++)
-        DQ_FUZZ_CHECK(dq_config_key(cfg, cfg->keys[i].id) != NULL, "key %zu not found", i);
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const dq_key *key = &cfg->keys[i];
+
+        DQ_FUZZ_CHECK(dq_config_key(cfg, key->id) != NULL, "key %zu not found", i);
+        /* a scope names only configured services, and its key decides in each of them */
+        for (size_t j = 0; j < key->n_services; j++)
+            DQ_FUZZ_CHECK(dq_config_service(cfg, key->services[j]) != NULL,
+                          "key %zu: scoped service %zu not configured", i, j);
+        DQ_FUZZ_CHECK((key->services == NULL && key->environments == NULL) || strcmp(key->role, "ci") != 0,
+                      "key %zu: a ci key with a scope", i);
+    }
     for (size_t i = 0; i < cfg->n_kafka; i++)
         DQ_FUZZ_CHECK(dq_config_kafka_get(cfg, cfg->kafka[i].key) != NULL, "kafka %zu", i);
     /* The whole view, so the sections of later workers (providers, monitor, ...) are read

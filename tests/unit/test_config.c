@@ -370,7 +370,33 @@ static const bad_case bad_cases[] = {
     {"keys:\n  - id: a\n    public_key: " KEY_A "\n    retired: yes\n",
      "deployq.yaml:4: keys[0].retired: must be true or false"},
     {"keys:\n  - id: a\n    public_key: " KEY_A "\n    rol: ci\n",
-     "deployq.yaml:4: keys[0]: unknown key 'rol' (known: id, public_key, role, retired)"},
+     "deployq.yaml:4: keys[0]: unknown key 'rol' (known: id, public_key, role, retired, services, "
+     "environments)"},
+    /* An approver's scope: a non-empty list of configured names, and never on a CI key. */
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    services: api\n",
+     "deployq.yaml:5: keys[0].services: must be a list of names, e.g. [api, web]"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    environments: []\n",
+     "deployq.yaml:5: keys[0].environments: must name at least one; leave it out for all"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    services:\n      - api\n"
+     "      - API\n",
+     "deployq.yaml:7: keys[0].services: entry 2: a name must match ^[a-z0-9][a-z0-9._-]{0,62}$"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: operator\n    services: [api, api]\n",
+     "deployq.yaml:5: keys[0].services: 'api' is listed twice"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    services: [{api: 1}]\n",
+     "deployq.yaml:5: keys[0].services: entry 1: a name must match ^[a-z0-9][a-z0-9._-]{0,62}$"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    services: [api]\n",
+     "deployq.yaml:4: keys[0].services: only an approver or operator key has a scope (key 'a' has "
+     "role ci)"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    services: [web]\n"
+     "services:\n  api:\n    environments:\n      prod: {}\n",
+     "deployq.yaml:5: keys[0].services: 'web' is not a service of services:"},
+    {"services:\n  api:\n    environments:\n      prod: {}\n  web:\n    environments:\n      qa: {}\n"
+     "keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    services: [api]\n"
+     "    environments: [qa]\n",
+     "deployq.yaml:13: keys[0].environments: 'qa' is not an environment of the key's services"},
+    {"keys:\n  - id: a\n    public_key: " KEY_A "\n    role: approver\n    environments: [prd]\n"
+     "services:\n  api:\n    environments:\n      prod: {}\n",
+     "deployq.yaml:5: keys[0].environments: 'prd' is not an environment of any service"},
     {"keys:\n  - public_key: " KEY_A "\n", "deployq.yaml:2: keys[0]: id is missing"},
     {"keys:\n  - id: a\n", "deployq.yaml:2: keys[0].public_key is missing (key 'a')"},
     {"keys:\n  - ci\n", "deployq.yaml:2: keys[0]: must be a mapping with id and public_key"},
@@ -469,6 +495,44 @@ static void test_topic_replication(void **state)
     assert_non_null(cfg);
     assert_int_equal(cfg->topic_replication, 0);
     assert_int_equal(cfg->topic_min_insync, 2);
+    dq_config_free(cfg);
+}
+
+/* keys[].services / .environments: the scope an approver or operator key decides in. */
+static void test_key_scopes(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    dq_config *cfg = load_yaml("keys:\n"
+                               "  - id: alice\n    public_key: " KEY_A "\n    role: approver\n"
+                               "    services: [api, web]\n    environments: [production]\n"
+                               "  - id: bob\n    public_key: " KEY_B "\n    role: approver\n"
+                               "    environments: [staging]\n"
+                               "  - id: carol\n    public_key: " KEY_B "\n    role: operator\n"
+                               "services:\n"
+                               "  api:\n    environments:\n      staging: {}\n      production: {}\n"
+                               "  web:\n    environments:\n      production: {}\n"
+                               "  db:\n    environments:\n      production: {}\n",
+                               err, sizeof err);
+    assert_string_equal(err, "");
+    assert_non_null(cfg);
+    const dq_key *alice = dq_config_key(cfg, "alice"), *bob = dq_config_key(cfg, "bob"),
+                 *carol = dq_config_key(cfg, "carol");
+    assert_int_equal(alice->n_services, 2);
+    assert_string_equal(alice->services[1], "web");
+    assert_int_equal(alice->n_environments, 1);
+    assert_true(dq_key_in_scope(alice, "api", "production"));
+    assert_true(dq_key_in_scope(alice, "web", "production"));
+    assert_false(dq_key_in_scope(alice, "db", "production"));  /* service not listed */
+    assert_false(dq_key_in_scope(alice, "api", "staging"));    /* environment not listed */
+    assert_null(bob->services);                                  /* absent: every service */
+    assert_true(dq_key_in_scope(bob, "api", "staging"));
+    assert_false(dq_key_in_scope(bob, "api", "production"));
+    assert_null(carol->services);
+    assert_null(carol->environments);
+    assert_true(dq_key_in_scope(carol, "db", "production")); /* no scope: everything */
+    assert_false(dq_key_in_scope(carol, NULL, "production"));
+    assert_false(dq_key_in_scope(NULL, "api", "production"));
     dq_config_free(cfg);
 }
 
@@ -942,6 +1006,9 @@ static void test_docs_example(void **state)
     assert_string_equal(prod->requires, "staging");
     assert_int_equal(prod->approval, 1);
     assert_true(cfg->n_keys >= 2);
+    /* the example's scoped approver */
+    assert_true(dq_key_in_scope(dq_config_key(cfg, "alice"), "api", "production"));
+    assert_false(dq_key_in_scope(dq_config_key(cfg, "alice"), "web", "production"));
     /* complete: staging is watched, so production's promotion can pass */
     assert_true(dq_config_env_watched(cfg, "api", "staging"));
     assert_true(dq_config_env_watched(cfg, "web", "preview"));
@@ -968,6 +1035,10 @@ int main(void)
         cmocka_unit_test_setup(test_many_services, reset),
         cmocka_unit_test_setup(test_silent_parse_failure, reset),
         cmocka_unit_test_setup(test_sections_without_secrets, reset),
+        /* after test_silent_parse_failure: run before it, its allocations moved that test's
+         * out-of-memory point to where libfyaml itself crashed (SIGSEGV at 0x10 in the
+         * child), under meson only */
+        cmocka_unit_test_setup(test_key_scopes, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

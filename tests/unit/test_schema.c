@@ -494,7 +494,7 @@ static const char *const event_types[] = {
     "provider.failed",    "deploy.succeeded",   "deploy.failed",            "monitor.started",
     "health.degraded",    "deploy.verified",    "rollback.requested",       "rollback.started",
     "rollback.succeeded", "rollback.failed",    "traffic.switched",         "notification.sent",
-    "notification.failed", NULL,
+    "notification.failed", "approval.refused",  NULL,
 };
 
 /* A good data object of each type, in the order of event_types. */
@@ -519,6 +519,9 @@ static const char *const good_data[] = {
     "{\"from_color\":\"blue\",\"to_color\":\"green\",\"router\":\"nginx\"}",
     "{\"channel\":\"slack\",\"attempts\":1}",
     "{\"channel\":\"webhook\",\"attempts\":5,\"error\":\"HTTP 503\"}",
+    "{\"decision\":\"approve\",\"key_id\":\"alice\",\"reasons\":[{\"code\":\"approver_is_signer\","
+    "\"message\":\"key alice signed the request\"}],\"source\":{\"topic\":\"deployq.requests\","
+    "\"partition\":0,\"offset\":13}}",
 };
 
 static cJSON *make_event(const char *type, const char *data)

@@ -6,7 +6,10 @@
  *   {"schema":"deployq.approval/v1","deployment_id":"...","decision":"approve"|"deny",
  *    "reason":"...","approver":"...","nonce":"...","issued_at":"..."}
  * A decision counts only when it is signed by a configured, unretired key of role
- * approver, inside the issued_at window, with a fresh nonce. Anything else about a pending
+ * approver, inside the issued_at window, with a fresh nonce, and that key may make it: not
+ * approving a request it signed itself, and inside its scope (keys[].services and
+ * .environments). A valid approver who may not is refused (approval.refused) and the
+ * deployment keeps waiting for one who may. Anything else about a pending
  * deployment rejects it (fail closed: approval_unsigned, stale, ...), so a forged or
  * mangled approval can cancel a deploy but never let one through. The first decision
  * wins (deployq:decided:<id>, SET NX); the pending record is deleted once the verdict is
@@ -24,6 +27,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "pending.h"
 #include "sign.h"
 #include "util.h"
 #include "validate.h"
@@ -88,6 +92,104 @@ static void check_signature(dq_validator *val, const dq_parsed *p, int64_t now_m
                        dq_validator_safe(issued, buf, 40));
 }
 
+/* 1 when the two configured keys hold the same public key (compared as bytes: two
+ * spellings of one key are one key). */
+static int same_public_key(const dq_key *a, const dq_key *b)
+{
+    unsigned char ra[32], rb[32];
+
+    return a->public_key && b->public_key && dq_base64_decode(a->public_key, ra, sizeof ra) == 32 &&
+           dq_base64_decode(b->public_key, rb, sizeof rb) == 32 && memcmp(ra, rb, sizeof ra) == 0;
+}
+
+/* "api, web" (cut to fit), or "all" for no list. Returns buf. */
+static const char *scope_text(char *const *names, size_t n, char *buf, size_t buflen)
+{
+    size_t o = 0;
+
+    dq_strlcpy(buf, n ? "" : "all", buflen);
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(buf + o, buflen - o, "%s%s", i ? ", " : "", names[i]);
+
+        if (w < 0 || (size_t)w >= buflen - o)
+            break;
+        o += (size_t)w;
+    }
+    return buf;
+}
+
+/* May the approver key decide the parked deployment (pending, its deploy.validated)?
+ * Reasons into v: approver_is_signer when it approves a request signed by itself (the same
+ * key id, or the same public key under another id: four eyes need two keys; a signer may
+ * still deny, which only stops its own deploy), out_of_scope when the target is outside
+ * the key's services/environments. */
+static void check_authority(dq_validator *val, const dq_event *pending, const dq_key *key,
+                            const char *decision, dq_verdict *v)
+{
+    const char *signer_id = dq_json_str(pending->data, "key_id");
+    const dq_key *signer = signer_id ? dq_config_key(val->cfg, signer_id) : NULL;
+
+    if (decision && strcmp(decision, "approve") == 0 && signer_id) {
+        if (strcmp(signer_id, key->id) == 0)
+            dq_verdict_add(v, "approver_is_signer",
+                           "key %s signed the request; another approver must approve it", key->id);
+        else if (signer && same_public_key(signer, key))
+            dq_verdict_add(v, "approver_is_signer",
+                           "key %s is the same public key as %s, which signed the request; another "
+                           "approver must approve it",
+                           key->id, signer->id);
+    }
+    if (!dq_key_in_scope(key, pending->service, pending->environment)) {
+        char svcs[200], envs[200];
+
+        dq_verdict_add(v, "out_of_scope", "key %s may not decide %s/%s: its scope is services %s, environments %s",
+                       key->id, pending->service ? pending->service : "?",
+                       pending->environment ? pending->environment : "?",
+                       scope_text(key->services, key->n_services, svcs, sizeof svcs),
+                       scope_text(key->environments, key->n_environments, envs, sizeof envs));
+    }
+}
+
+/* Record a refused decision (approval.refused, its id from m's position so a redelivery
+ * is a duplicate) and leave the deployment waiting. */
+static dq_handle_result refuse(dq_validator *val, const dq_message *m, const dq_event *pending,
+                               const dq_key *key, const char *decision, const dq_verdict *v,
+                               char *err, size_t errlen)
+{
+    dq_event *ev = dq_event_new(DQ_EV_APPROVAL_REFUSED, pending->deployment_id, pending->service,
+                                pending->environment, pending->version, val->actor);
+    char name[256];
+    cJSON *reasons;
+    dq_handle_result res = DQ_HANDLED;
+
+    if (!ev) {
+        snprintf(err, errlen, "out of memory refusing an approval");
+        return DQ_FAILED;
+    }
+    snprintf(name, sizeof name, "refused:%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
+    dq_event_set_id_from(ev, name);
+    cJSON_AddStringToObject(ev->data, "decision", decision && strcmp(decision, "approve") == 0 ? "approve" : "deny");
+    cJSON_AddStringToObject(ev->data, "key_id", key->id);
+    reasons = cJSON_AddArrayToObject(ev->data, "reasons");
+    for (int i = 0; i < v->n_reasons; i++) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "code", v->reasons[i].code);
+        cJSON_AddStringToObject(o, "message", v->reasons[i].message);
+        cJSON_AddItemToArray(reasons, o);
+    }
+    add_source(ev->data, m);
+    if (dq_validator_emit(val, ev, err, errlen) != 0) {
+        dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic, (int)m->partition,
+                (long long)m->offset, err);
+        res = DQ_RETRY;
+    } else {
+        dq_info("%s deployment %s: %s; it keeps waiting", ev->type, pending->deployment_id, v->reasons[0].message);
+    }
+    dq_event_free(ev);
+    return res;
+}
+
 /* Claim the right to decide deployment_id for message m: 1 ours (first, or a
  * redelivery of m), 0 someone decided before, -1 Redis unreachable. */
 static int claim_decision(dq_validator *val, const dq_message *m, const char *deployment_id,
@@ -96,7 +198,7 @@ static int claim_decision(dq_validator *val, const dq_message *m, const char *de
     char key[128], me[256], *prev = NULL;
     int rc;
 
-    snprintf(key, sizeof key, "deployq:decided:%s", deployment_id);
+    snprintf(key, sizeof key, "%s%s", DQ_DECIDED_PREFIX, deployment_id);
     snprintf(me, sizeof me, "%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
     rc = dq_redis_set_nx(val->redis, key, me, ttl);
     if (rc != 0)
@@ -132,7 +234,7 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
         ev = dq_verdict_event(val, m, &v);
         goto emit;
     }
-    snprintf(pkey, sizeof pkey, "deployq:pending:%s", dep);
+    snprintf(pkey, sizeof pkey, "%s%s", DQ_PENDING_PREFIX, dep);
     if (dq_redis_get(val->redis, pkey, &text) != 0) {
         res = DQ_RETRY;
         goto out;
@@ -176,6 +278,19 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
                            "the approval was issued before %s, when the replay memory (Redis) "
                            "began: a replay could not be told from it; sign it again",
                            owner);
+    }
+    if (key && v.n_reasons == 0) {
+        /* A valid approver's decision that this approver may not make: recorded, and the
+         * deployment keeps waiting for one who may (nothing is claimed). */
+        dq_verdict refusal;
+
+        memset(&refusal, 0, sizeof refusal);
+        check_authority(val, pending, key, decision, &refusal);
+        if (refusal.n_reasons > 0) {
+            res = refuse(val, m, pending, key, decision, &refusal, err, errlen);
+            dq_verdict_clear(&refusal);
+            goto out;
+        }
     }
     {
         int rc = claim_decision(val, m, dep, 7L * 24 * 3600);
@@ -319,7 +434,7 @@ dq_event *dq_approval_park(dq_validator *val, const dq_message *m, const dq_verd
 
     if (!json)
         return NULL;
-    snprintf(key, sizeof key, "deployq:pending:%s", validated->deployment_id);
+    snprintf(key, sizeof key, "%s%s", DQ_PENDING_PREFIX, validated->deployment_id);
     /* NX: a redelivered request must not resurrect a deployment already decided (the
      * decision deletes the key; deployq:decided:<id> then stops a new one). */
     if (dq_redis_set_nx(val->redis, key, json, ttl > 0 ? ttl : 1) < 0 ||
@@ -379,7 +494,7 @@ static int expire_one(dq_validator *val, const char *member, size_t len, int64_t
     }
     /* The decision, claimed as an approval claims it (approval.c claim_decision): the first
      * of the two wins. Ours also when a pass of ours claimed it and then failed to emit. */
-    snprintf(key, sizeof key, "deployq:decided:%s", dep);
+    snprintf(key, sizeof key, "%s%s", DQ_DECIDED_PREFIX, dep);
     if (dq_redis_set_nx(val->redis, key, "expired", 7L * 24 * 3600) < 0 ||
         dq_redis_get(val->redis, key, &prev) != 0)
         goto out;
@@ -409,7 +524,7 @@ static int expire_one(dq_validator *val, const char *member, size_t len, int64_t
         dq_warn("cannot emit the approval expiry of %s: %s; will retry", dep, err);
         goto out;
     }
-    snprintf(key, sizeof key, "deployq:pending:%s", dep);
+    snprintf(key, sizeof key, "%s%s", DQ_PENDING_PREFIX, dep);
     {
         redisReply *r = dq_redis_command(val->redis, "DEL %s", key);
 

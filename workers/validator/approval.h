@@ -19,6 +19,7 @@
 
 #include "event.h"
 #include "kafka.h"
+#include "pending.h"
 #include "validate.h"
 
 #define DQ_APPROVAL_SCHEMA "deployq.approval/v1"
@@ -39,8 +40,12 @@ dq_event *dq_approval_park(dq_validator *val, const dq_message *m, const dq_verd
 
 /* Decide a pending deployment from an approve/deny message: deploy.validated with
  * approved_by on a valid approver's approval, deploy.rejected (denied, approval_unsigned,
- * stale, ...) otherwise. A message for a deployment with nothing pending is logged and
- * skipped. p is m parsed (dq_parse_message), for which dq_approval_peek said 1. */
+ * stale, ...) otherwise. A valid approver who may not make this decision decides nothing:
+ * approval.refused is emitted (approver_is_signer: approving a request signed by the same
+ * key id or public key; out_of_scope: the target is outside the key's services or
+ * environments) and the deployment keeps waiting. A message for a deployment with nothing
+ * pending is logged and skipped. p is m parsed (dq_parse_message), for which
+ * dq_approval_peek said 1. */
 dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, const dq_parsed *p,
                                     char *err, size_t errlen);
 
@@ -52,7 +57,7 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
  * the decision itself with deployq:decided:<id> like an approval (an approval that got
  * there first wins), and deploy.rejected with reason approval_expired is emitted. A member
  * whose rejection could not be emitted is put back for the next pass. */
-#define DQ_APPROVAL_EXPIRIES "deployq:approval-expiries"
+#define DQ_APPROVAL_EXPIRIES DQ_PENDING_EXPIRIES /* pending.h: the layout, shared with `deployq approvals` */
 
 /* Reject every parked deployment due at now_ms (at most 64 per call). Returns how many
  * were rejected, -1 when Redis or the broker failed (the rest waits for the next call). */
