@@ -23,6 +23,7 @@ typedef struct dq_verb {
 #define STACK "Running the stack"
 #define REGISTRY "The registry (what happened)"
 #define KEYS "Keys"
+#define INCIDENT "In an incident (signed with an operator key)"
 #define BREAK_GLASS "Break-glass (Kafka or the workers down)"
 #define HELP "Help"
 
@@ -36,6 +37,11 @@ static const dq_verb verbs[] = {
     {"approvals", dq_cmd_approvals, DEPLOYING,
      "what waits for approval: since when, until when, which version"},
     {"rollback", dq_cmd_rollback, DEPLOYING, "ask for a rollback of a service/environment"},
+    {"cancel", dq_cmd_cancel, INCIDENT, "cancel a deployment: dropped if waiting, else at the provider"},
+    {"pause", dq_cmd_pause, INCIDENT, "start no deploy of a target; they wait in order"},
+    {"resume", dq_cmd_resume, INCIDENT, "run a paused target's waiting deploys, in order"},
+    {"hold", dq_cmd_hold, INCIDENT, "hold automatic rollback of a target (still watched, notified)"},
+    {"release", dq_cmd_release, INCIDENT, "let automatic rollback act again"},
     {"up", dq_cmd_up, STACK, "run the whole stack here: embedded broker, Redis, every worker"},
     {"broker", dq_cmd_broker, STACK, "run only the embedded Kafka broker"},
     {"status", dq_cmd_status, REGISTRY,

@@ -190,6 +190,8 @@ static int outcome_of(const dq_follow *f, const dq_event *ev, int *watching)
     if (strcmp(t, DQ_EV_ROLLBACK_FAILED) == 0 && dq_json_str(ev->data, "policy") &&
         strcmp(dq_json_str(ev->data, "policy"), "notify") == 0)
         return DQ_WAIT_NOT_ROLLED_BACK;
+    if (strcmp(t, DQ_EV_ROLLBACK_HELD) == 0) /* `deployq hold`: a person decides */
+        return DQ_WAIT_NOT_ROLLED_BACK;
     if (strcmp(t, DQ_EV_FAILED) == 0 || strcmp(t, DQ_EV_ROLLBACK_FAILED) == 0)
         return DQ_WAIT_FAILED;
     if (strcmp(t, DQ_EV_ROLLBACK_SUCCEEDED) == 0)

@@ -48,6 +48,15 @@
 #define DQ_EV_NOTIFICATION_SENT "notification.sent"
 #define DQ_EV_NOTIFICATION_FAILED "notification.failed"
 #define DQ_EV_APPROVAL_REFUSED "approval.refused"
+/* Operator verbs (workers/validator/operator.c, opstate.h) and what they cause. */
+#define DQ_EV_OPERATOR_REFUSED "operator.refused"
+#define DQ_EV_CANCEL_REQUESTED "deploy.cancel_requested"
+#define DQ_EV_QUEUED "deploy.queued"
+#define DQ_EV_TARGET_PAUSED "target.paused"
+#define DQ_EV_TARGET_RESUMED "target.resumed"
+#define DQ_EV_TARGET_HELD "target.held"
+#define DQ_EV_TARGET_RELEASED "target.released"
+#define DQ_EV_ROLLBACK_HELD "rollback.held"
 
 /* NULL-terminated list of every type above. */
 extern const char *const dq_event_types[];

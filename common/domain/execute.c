@@ -234,6 +234,13 @@ static int run_continue(void *ctx)
     return r->x->should_continue == NULL || r->x->should_continue(r->x->ctx);
 }
 
+static int run_cancel_requested(void *ctx, char *by, size_t bylen)
+{
+    run *r = ctx;
+
+    return r->x->cancel_requested != NULL && r->x->cancel_requested(r->x->ctx, by, bylen);
+}
+
 static void emit_started(run *r, const char *provider, const char *provider_type, const char *id,
                          int attempt)
 {
@@ -384,6 +391,8 @@ static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *
             cJSON_AddStringToObject(ev->data, "cancel", res->cancel);
         if (res && res->outcome_unknown)
             cJSON_AddStringToObject(ev->data, "outcome", "unknown");
+        if (res && res->cancelled_by[0])
+            cJSON_AddStringToObject(ev->data, "cancelled_by", res->cancelled_by);
         cJSON_AddStringToObject(ev->data, "detail", detail ? detail : "");
         if (res)
             cJSON_AddNumberToObject(ev->data, "duration_ms",
@@ -609,6 +618,7 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     cb.on_started = on_started;
     cb.on_provider_failed = on_provider_failed;
     cb.should_continue = run_continue;
+    cb.cancel_requested = run_cancel_requested;
 
     {
         const char *pname = dq_json_str(rec, "provider");
@@ -668,6 +678,14 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
     }
     cJSON_Delete(rec);
     rec = NULL;
+    if (run_cancel_requested(&r, res.cancelled_by, sizeof res.cancelled_by)) {
+        /* `deployq cancel` before it started: nothing ran, nothing to cancel at a provider */
+        res.outcome = DQ_CHAIN_FAILED;
+        dq_strlcpy(res.failure, "cancelled", sizeof res.failure);
+        snprintf(res.reason, sizeof res.reason, "cancelled by %s before it started", res.cancelled_by);
+        dq_info("deploy %s: %s", req.deployment_id, res.reason);
+        goto outcome;
+    }
     dq_chain_run(providers, n, &req, &cb, &x->chain, &res);
 
 outcome:

@@ -72,6 +72,12 @@ typedef struct dq_exec {
     void *sink_ctx;
     /* Polled while the run waits; 0 stops it (shutdown, lease lost). NULL: never stop. */
     int (*should_continue)(void *ctx);
+    /* Called with ctx: 1 when an operator asked for this deployment to be cancelled
+     * (`deployq cancel`, opstate.h; the key that asked in by), 0 not. Asked before a
+     * fresh run deploys (then it ends at once as deploy.failed reason cancelled, nothing
+     * started) and on each status poll (the chain cancels at the provider, provider.h).
+     * NULL: never. */
+    int (*cancel_requested)(void *ctx, char *by, size_t bylen);
     void *ctx;
     dq_chain_options chain; /* zero: the providers' own poll intervals and deadlines */
     /* Blue-green (bluegreen.h; NULL for every other deploy), called with hook_ctx:

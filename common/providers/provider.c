@@ -552,6 +552,46 @@ static void timeout_cancel(dq_provider *p, const char *id, const dq_provider_req
     dq_provider_status_clear(&st);
 }
 
+/* An operator asked to cancel this deployment (`deployq cancel`, cb->cancel_requested):
+ * cancel it at the provider and confirm, as a timeout does. 1 with res concluded (FAILED,
+ * "cancelled"; or SUCCEEDED when it finished before the cancel reached it), 0 no cancel
+ * asked. */
+static int operator_cancel(dq_provider *p, const char *id, const dq_provider_request *req,
+                           const dq_chain_callbacks *cb, const dq_chain_options *opts, int64_t interval,
+                           dq_chain_result *res)
+{
+    char by[128] = "", why[DQ_PROVIDER_DETAIL_LEN];
+    dq_deploy_status cs;
+    int confirmed;
+
+    if (!cb || !cb->cancel_requested || !cb->cancel_requested(cb->ctx, by, sizeof by))
+        return 0;
+    dq_warn("provider %s: %s: cancel asked by %s: cancelling at the provider", p->name, id, by);
+    confirmed = dq_provider_cancel_confirmed(p, req, id, cancel_wait(opts), interval, &cs, why, sizeof why);
+    if (confirmed && cs.state == DQ_DEPLOY_SUCCEEDED) {
+        dq_warn("provider %s: %s succeeded before the cancel reached it: reporting the success", p->name, id);
+        take_status(res, &cs, 1);
+        set_succeeded(res);
+        dq_provider_status_clear(&cs);
+        return 1;
+    }
+    res->outcome = DQ_CHAIN_FAILED;
+    dq_strlcpy(res->failure, "cancelled", sizeof res->failure);
+    dq_strlcpy(res->cancelled_by, by, sizeof res->cancelled_by);
+    if (confirmed) {
+        take_status(res, &cs, 0);
+        dq_strlcpy(res->cancel, "confirmed", sizeof res->cancel);
+        set_reason(res, "", "cancelled by %s: %s %s stopped at the provider (now %s)", by, p->name, id, cs.raw);
+    } else {
+        dq_strlcpy(res->cancel, "unconfirmed", sizeof res->cancel);
+        res->outcome_unknown = 1;
+        set_reason(res, "", "cancelled by %s, but the cancel of %s %s was not confirmed: %s; it may still go live",
+                   by, p->name, id, why);
+    }
+    dq_provider_status_clear(&cs);
+    return 1;
+}
+
 /* Poll provider p for id until terminal, deadline or stop. started is the monotonic time
  * the deploy started; the deadline counts from there. CHAIN_NOT_STARTED (with *fe) when
  * the provider turned out to have run nothing: the caller fails over. */
@@ -641,6 +681,8 @@ static dq_chain_outcome poll_until_done(dq_provider *p, const char *id, int64_t 
             dq_deploy_state state = st.state;
             dq_provider_status_clear(&st);
             if (state != DQ_DEPLOY_IN_FLIGHT)
+                return res->outcome;
+            if (operator_cancel(p, id, req, cb, opts, interval, res))
                 return res->outcome;
         } else if (e.kind == DQ_PROV_FAILED) {
             res->outcome = DQ_CHAIN_FAILED;

@@ -175,6 +175,11 @@ typedef struct dq_chain_callbacks {
     /* Polled between steps (at least every 100 ms while waiting); 0 stops the chain with
      * DQ_CHAIN_STOPPED (shutdown, lost lock). NULL means always continue. */
     int (*should_continue)(void *ctx);
+    /* Asked once per status poll of a started deploy: 1 when an operator asked for this
+     * deployment to be cancelled (`deployq cancel`; who in by), 0 not. The chain then
+     * cancels at the provider, confirms it and ends FAILED with failure "cancelled",
+     * cancel "confirmed" or "unconfirmed" and cancelled_by. May be NULL. */
+    int (*cancel_requested)(void *ctx, char *by, size_t bylen);
 } dq_chain_callbacks;
 
 typedef struct dq_chain_options {
@@ -211,6 +216,8 @@ typedef struct dq_chain_result {
     char cancel[16];
     /* 1 when the deploy may still go live: a TIMEOUT whose cancel is not confirmed. */
     int outcome_unknown;
+    /* failure "cancelled" by an operator (cancel_requested): the key that asked, else "". */
+    char cancelled_by[128];
 } dq_chain_result;
 
 void dq_chain_result_clear(dq_chain_result *r);

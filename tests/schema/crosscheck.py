@@ -123,7 +123,7 @@ def main():
     binary, schemas_dir, corpus_dir = sys.argv[1:]
 
     schemas = {name: load_json(os.path.join(schemas_dir, name + ".json"))
-               for name in ("envelope", "request", "signed", "approval")}
+               for name in ("envelope", "request", "signed", "approval", "operator")}
     events_dir = os.path.join(schemas_dir, "events")
     event_schemas = {f[:-5]: load_json(os.path.join(events_dir, f))
                      for f in sorted(os.listdir(events_dir)) if f.endswith(".json")}
@@ -144,7 +144,7 @@ def main():
 
     # (group name, schema_check args, python judge, documents)
     groups = []
-    for name in ("envelope", "request", "signed", "approval"):
+    for name in ("envelope", "request", "signed", "approval", "operator"):
         groups.append((name, [os.path.join(schemas_dir, name + ".json")], validator[name].iter_errors,
                        os.path.join(corpus_dir, name)))
 

@@ -29,8 +29,10 @@ static void test_types(void **state)
     size_t n = 0;
     while (dq_event_types[n] != NULL)
         n++;
-    assert_int_equal(n, 18);
+    assert_int_equal(n, 26);
     assert_true(dq_event_type_known(DQ_EV_APPROVAL_REFUSED));
+    assert_true(dq_event_type_known(DQ_EV_TARGET_PAUSED));
+    assert_true(dq_event_type_known("operator.refused"));
     assert_true(dq_event_type_known(DQ_EV_VALIDATED));
     assert_true(dq_event_type_known(DQ_EV_NOTIFICATION_FAILED));
     assert_true(dq_event_type_known("rollback.requested"));

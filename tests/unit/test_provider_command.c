@@ -2,7 +2,7 @@
  * test_provider_command.c - the local command provider: placeholders expanded without a
  * shell, exit 0 succeeds and anything else fails (no failover), the time limit kills the
  * whole process group, output is kept bounded and redacted, a missing program is
- * "unavailable".
+ * "unavailable", an operator's cancel (`deployq cancel`) stops it at the provider.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -195,6 +195,39 @@ static void test_cancel_and_unknown(void **state)
     assert_true(dq_mono_ms() - t0 < 1500);
 }
 
+/* cancel_requested: yes once the counter reaches 3 polls, by "op-1". */
+static int cancel_after_three(void *ctx, char *by, size_t bylen)
+{
+    int *polls = ctx;
+
+    if (++*polls < 3)
+        return 0;
+    snprintf(by, bylen, "op-1");
+    return 1;
+}
+
+static void test_operator_cancel_at_provider(void **state)
+{
+    dq_provider *p = dq_fake_provider("{\"type\":\"command\",\"name\":\"sleeper\",\"argv\":[\"/bin/sleep\",\"30\"]}");
+    int polls = 0;
+    dq_chain_callbacks cb = {.ctx = &polls, .cancel_requested = cancel_after_three};
+    dq_chain_options opts = {.poll_interval_ms = 20, .cancel_wait_ms = 3000};
+    dq_chain_result res;
+
+    (void)state;
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, &cb, &opts, &res), DQ_CHAIN_FAILED);
+    assert_int_equal(polls, 3);
+    assert_string_equal(res.failure, "cancelled");
+    assert_string_equal(res.cancel, "confirmed");
+    assert_string_equal(res.cancelled_by, "op-1");
+    assert_int_equal(res.outcome_unknown, 0);
+    /* stopped at the provider: the process got SIGTERM (the 30 s sleep did not end it) */
+    assert_non_null(strstr(res.reason, "cancelled by op-1: sleeper cmd-"));
+    assert_non_null(strstr(res.reason, "stopped at the provider (now signal 15)"));
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_missing_program_unavailable),
         cmocka_unit_test(test_option_injection_refused),
         cmocka_unit_test(test_cancel_and_unknown),
+        cmocka_unit_test(test_operator_cancel_at_provider),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

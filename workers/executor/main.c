@@ -19,6 +19,12 @@
  * offset to acknowledge, and the normal path (lock, idempotency record) resumes it. When
  * Kafka then redelivers the message, it is acknowledged with the adopted run (still
  * queued or running here) or handled again (concluded: the same terminal event again).
+ *
+ * The operator's marks (opstate.h, set by the validator from `deployq pause|cancel`):
+ * a paused target's thread starts nothing; its jobs stay queued in order, each told once
+ * with deploy.queued, their offsets unstored (job_paused). A cancelled deployment ends
+ * as deploy.failed reason cancelled: before it starts, or at the provider, where the
+ * chain cancels and confirms it (dq_exec.cancel_requested, asked on each status poll).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -33,6 +39,7 @@
 #include "kafka.h"
 #include "lock.h"
 #include "log.h"
+#include "opstate.h"
 #include "redis.h"
 #include "runlease.h"
 #include "util.h"
@@ -56,6 +63,8 @@ static const char usage[] =
     "provider.failed, then deploy.succeeded or deploy.failed. Deploys to one target run one\n"
     "at a time in order; different targets run in parallel. Stops cleanly on SIGTERM/SIGINT\n"
     "(a deploy in progress is picked up again by the next executor, without a second deploy).\n"
+    "A target paused with `deployq pause` starts nothing until `deployq resume`; `deployq\n"
+    "cancel` drops a waiting deploy or cancels a running one at its provider.\n"
     "\n"
     DQ_WORKER_COMMON_USAGE;
 
@@ -65,6 +74,7 @@ typedef struct job {
     char *topic;  /* where its message is; NULL: an adopted run, no offset (guarded by mu) */
     int32_t partition;
     int64_t offset;
+    int queued_told; /* deploy.queued was emitted for it (target paused); its target's thread only */
 } job;
 
 typedef struct target {
@@ -96,6 +106,8 @@ typedef struct job_ctx {
     executor *ex;
     dq_lock *lock;
     char key[300];
+    dq_redis *redis;           /* the run's connection (this thread's) */
+    const char *deployment_id; /* borrowed from the job */
 } job_ctx;
 
 static int not_stopped(void *ctx)
@@ -108,6 +120,95 @@ static int job_continue(void *ctx)
 {
     job_ctx *j = ctx;
     return !*j->ex->stop && !dq_lock_lost(j->lock);
+}
+
+/* dq_exec.cancel_requested: `deployq cancel` marked this deployment (opstate.h). Redis
+ * unreachable counts as no: the next poll asks again. */
+static int job_cancel_requested(void *ctx, char *by, size_t bylen)
+{
+    job_ctx *j = ctx;
+    dq_opmark mark;
+
+    if (dq_cancel_get(j->redis, j->deployment_id, &mark) != 1)
+        return 0;
+    dq_strlcpy(by, mark.by, bylen);
+    return 1;
+}
+
+/* deploy.queued for a job that waits on its paused target (once per job). 0 told, -1 not
+ * (it is tried again on the next look). */
+static int tell_queued(executor *ex, job *jb, const dq_opmark *mark)
+{
+    const dq_event *v = jb->ev;
+    char key[300], name[256], err[512], *json;
+    dq_event *ev;
+    int rc = -1;
+
+    dq_target_key(v->service, v->environment, key, sizeof key);
+    dq_info("deploy %s of %s %s: waiting, the target is paused by %s (%s)", v->deployment_id, key, v->version,
+            mark->by, mark->reason[0] ? mark->reason : "no reason given");
+    ev = dq_event_new(DQ_EV_QUEUED, v->deployment_id, v->service, v->environment, v->version, ex->actor);
+    if (!ev)
+        return -1;
+    snprintf(name, sizeof name, "%s:%s", DQ_EV_QUEUED, v->deployment_id);
+    dq_event_set_id_from(ev, name);
+    cJSON_AddStringToObject(ev->data, "paused_by", mark->by);
+    if (mark->reason[0])
+        cJSON_AddStringToObject(ev->data, "paused_reason", mark->reason);
+    json = dq_event_encode(ev);
+    if (json && dq_producer_send(ex->producer, ex->cfg->topic_events, key, json, strlen(json), SEND_TIMEOUT_MS,
+                                 NULL, NULL, err, sizeof err) == 0)
+        rc = 0;
+    else
+        dq_warn("deploy %s: deploy.queued not delivered: %s", v->deployment_id, json ? err : "out of memory");
+    free(json);
+    dq_event_free(ev);
+    return rc;
+}
+
+/* `deployq pause` (opstate.h): 1 when t's head job must wait because its target is
+ * paused (it has not started, and no cancel is asked: a cancel drops it through
+ * dq_execute), 0 go on, -1 Redis unreachable. Every job waiting on t is told with
+ * deploy.queued, once. The head keeps its place and no Kafka offset of the target's
+ * jobs is stored meanwhile, so they wait in order, and a restart reads them all again,
+ * in order. Only t's thread removes jobs from t, so the jobs seen here stay. */
+static int job_paused(executor *ex, dq_redis *redis, target *t, job *head)
+{
+    const dq_event *v = head->ev;
+    dq_opmark mark;
+    redisReply *r;
+    int rc, started;
+
+    rc = dq_opstate_get(redis, DQ_OPSTATE_PAUSED, v->service, v->environment, &mark);
+    if (rc <= 0)
+        return rc;
+    rc = dq_cancel_get(redis, v->deployment_id, NULL);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    /* A deploy already at a provider (or concluded) is not held back: pausing stops
+     * starts, never a run in progress (cancel that instead). */
+    r = dq_redis_command(redis, "EXISTS deployq:exec:%s", v->deployment_id);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    started = r->integer > 0;
+    freeReplyObject(r);
+    if (started)
+        return 0;
+    for (;;) {
+        job *jb;
+
+        pthread_mutex_lock(&ex->mu);
+        for (jb = t->head; jb && jb->queued_told; jb = jb->next)
+            ;
+        pthread_mutex_unlock(&ex->mu);
+        if (!jb || tell_queued(ex, jb, &mark) != 0)
+            break;
+        jb->queued_told = 1;
+    }
+    return 1;
 }
 
 /* The Kafka sink: keep trying (a broker outage must not lose the outcome) until the
@@ -217,8 +318,9 @@ static int bg_before_succeeded(void *ctx, const dq_chain_result *res, char *deta
 /* ---- end of blue-green ---- */
 
 /* One attempt at a job. 1 when it reached its terminal event (the message may be
- * acknowledged), 0 when it must be tried again (or left to the next owner on stop). */
-static int run_job(executor *ex, dq_redis **redis, const job *jb)
+ * acknowledged), 0 when it must be tried again (or left to the next owner on stop), 2
+ * when its target is paused (job_paused: look again shortly). */
+static int run_job(executor *ex, dq_redis **redis, target *t, job *jb)
 {
     const dq_event *v = jb->ev;
     job_ctx jc = {.ex = ex};
@@ -239,6 +341,18 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
             return 0;
         }
     }
+    switch (job_paused(ex, *redis, t, jb)) {
+    case 1:
+        return 2;
+    case -1:
+        dq_warn("deploy %s: redis %s unavailable (%s) to read whether the target is paused; will retry",
+                v->deployment_id, dq_redis_where(*redis), dq_redis_errstr(*redis));
+        return 0;
+    default:
+        break;
+    }
+    jc.redis = *redis;
+    jc.deployment_id = v->deployment_id;
     /* Waits as long as the target is busy: queued, in order, never dropped. */
     lock_t0 = dq_now_ms();
     if (dq_lock_pool_acquire(ex->locks, v->service, v->environment, ex->settings.lock_ttl_ms, -1,
@@ -271,6 +385,7 @@ static int run_job(executor *ex, dq_redis **redis, const job *jb)
     x.sink = kafka_sink;
     x.sink_ctx = &jc;
     x.should_continue = job_continue;
+    x.cancel_requested = job_cancel_requested;
     x.ctx = &jc;
     x.chain.cancel_on_timeout = ex->settings.cancel_on_timeout;
     x.chain.cancel_wait_ms = ex->settings.cancel_wait_ms;
@@ -325,6 +440,7 @@ static void *target_main(void *arg)
 
     for (;;) {
         job *jb;
+        int done;
 
         pthread_mutex_lock(&ex->mu);
         jb = t->head;
@@ -335,7 +451,15 @@ static void *target_main(void *arg)
         }
         pthread_mutex_unlock(&ex->mu);
 
-        if (run_job(ex, &redis, jb)) {
+        done = run_job(ex, &redis, t, jb);
+        if (done == 2) {
+            /* paused: look again in a second, in short sleeps so a stop is seen */
+            for (int i = 0; i < 10 && !*ex->stop; i++)
+                dq_sleep_ms(100);
+            backoff = RETRY_MIN_MS;
+            continue;
+        }
+        if (done) {
             int has_offset;
 
             __atomic_add_fetch(&ex->n_done, 1, __ATOMIC_SEQ_CST);

@@ -10,6 +10,10 @@
  * sent last, each at most once per trigger event and channel as far as Redis can tell.
  * A rollback is registered as a run (runlease.h) from its lock until its outcome was
  * delivered, so that another worker resumes it soon after this one died.
+ *
+ * A target held with `deployq hold` (opstate.h) does not act on the monitor's requests:
+ * each ends as rollback.held, recorded like an outcome and notified; a person's request
+ * (`deployq rollback`) still runs.
  */
 #include "rollback.h"
 
@@ -24,6 +28,7 @@
 #include "lock.h"
 #include "log.h"
 #include "notify.h"
+#include "opstate.h"
 #include "notifyq.h"
 #include "provider.h"
 #include "runlease.h"
@@ -866,6 +871,61 @@ static int policy_auto(const dq_rollbacker *rb, const dq_event *req)
     return rc > 0;
 }
 
+/* 1 when req comes from the monitor (automatic), 0 from a person (`deployq rollback`). */
+static int requested_automatically(const dq_event *req)
+{
+    const char *by = dq_json_str(req->data, "requested_by");
+
+    return cJSON_GetObjectItemCaseSensitive(req->data, "evidence") != NULL ||
+           (by && strcmp(by, "deployq-monitor") == 0);
+}
+
+/* `deployq hold` on the target (opstate.h) and req automatic: the request's outcome is
+ * rollback.held, recorded like any outcome (a redelivery finds it concluded) and notified;
+ * nothing is rolled back. 1 handled so (*result set), 0 not held, -1 Redis unreachable. */
+static int held(dq_rollbacker *rb, run *r, dq_handle_result *result, char *err, size_t errlen)
+{
+    const dq_event *req = r->req;
+    dq_opmark mark;
+    dq_event *ev;
+    char note[900];
+    int rc;
+
+    if (!requested_automatically(req))
+        return 0;
+    rc = dq_opstate_get(rb->redis, DQ_OPSTATE_HELD, req->service, req->environment, &mark);
+    if (rc <= 0) {
+        if (rc < 0)
+            snprintf(err, errlen, "rollback %s: redis %s unavailable to read the hold: %s", req->id,
+                     dq_redis_where(rb->redis), dq_redis_errstr(rb->redis));
+        return rc;
+    }
+    dq_warn("rollback requested for %s/%s (%s); automatic rollback is held by %s: not rolling back",
+            req->service, req->environment,
+            dq_json_str(req->data, "reason") ? dq_json_str(req->data, "reason") : "", mark.by);
+    r->from_version = req->version ? req->version : dq_json_str(req->data, "from_version");
+    ev = new_event(r, DQ_EV_ROLLBACK_HELD, "rollback.outcome");
+    if (!ev || !cJSON_AddStringToObject(ev->data, "held_by", mark.by) ||
+        (mark.reason[0] && !cJSON_AddStringToObject(ev->data, "held_reason", mark.reason)) ||
+        !cJSON_AddStringToObject(ev->data, "reason", "automatic rollback is held: nothing was rolled back") ||
+        conclude(r, ev) != 0) {
+        snprintf(err, errlen, "rollback %s: the held outcome was not delivered: %s", req->id,
+                 ev ? r->err : "out of memory");
+        dq_event_free(ev);
+        *result = DQ_RETRY;
+        return 1;
+    }
+    dq_event_free(ev);
+    count_rollback(rb, req, NULL, "skipped");
+    snprintf(note, sizeof note,
+             "Automatic rollback of %s/%s is held by %s (%s): nothing was rolled back. A person must decide "
+             "(deployq rollback --service %s --env %s --reason ..., or deployq release to let it act again).",
+             req->service, req->environment, mark.by, mark.reason[0] ? mark.reason : "no reason given",
+             req->service, req->environment);
+    *result = notify(rb, req, note, 1, err, errlen) == 0 ? DQ_HANDLED : DQ_RETRY;
+    return 1;
+}
+
 static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char *err, size_t errlen)
 {
     run r;
@@ -913,6 +973,16 @@ static dq_handle_result on_request(dq_rollbacker *rb, const dq_event *req, char 
         dq_runrecord_free(r.record);
         cJSON_Delete(rec);
         return result;
+    }
+
+    switch (held(rb, &r, &result, err, errlen)) {
+    case 1:
+    case -1:
+        dq_runrecord_free(r.record);
+        cJSON_Delete(rec);
+        return result;
+    default:
+        break;
     }
 
     if (!policy_auto(rb, req)) {

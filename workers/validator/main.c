@@ -18,6 +18,7 @@
 #include "gates.h"
 #include "kafka.h"
 #include "log.h"
+#include "operator.h"
 #include "redis.h"
 #include "schema.h"
 #include "util.h"
@@ -29,7 +30,9 @@ static const char usage[] =
     "\n"
     "Consume deployq.requests, check each deploy request (size, JSON, schema, signature,\n"
     "issued_at window, nonce, service/environment) and emit deploy.validated or\n"
-    "deploy.rejected with every reason on deployq.events. Stops cleanly on SIGTERM/SIGINT.\n"
+    "deploy.rejected with every reason on deployq.events. Approvals (deployq approve) and\n"
+    "operator commands (deployq cancel|pause|resume|hold|release) travel the same way and\n"
+    "are verified here too. Stops cleanly on SIGTERM/SIGINT.\n"
     "\n"
     "Consumer group: deployq-validator by default (-g); the events consumer of the\n"
     "promotion gate uses <group>-state.\n"
@@ -52,6 +55,7 @@ typedef struct requests {
     dq_nonce_claim claims[BATCH_MAX];
     int claim_of[BATCH_MAX]; /* index into claims, or -1 */
     int approval[BATCH_MAX];
+    int operator_cmd[BATCH_MAX];
 } requests;
 
 /* Where a verdict in flight came from: its delivery report acknowledges that message. */
@@ -219,9 +223,10 @@ static void handle_batch(void *ctx, dq_batch_item *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         dq_parse_message(val, &items[i].m, &rq->docs[i]);
         rq->approval[i] = dq_approval_peek(&rq->docs[i]);
+        rq->operator_cmd[i] = dq_operator_peek(&rq->docs[i]);
         rq->claim_of[i] = -1;
         memset(&rq->verdicts[i], 0, sizeof rq->verdicts[i]);
-        if (rq->approval[i])
+        if (rq->approval[i] || rq->operator_cmd[i])
             continue;
         dq_validate_start(val, &rq->docs[i], now, &rq->verdicts[i]);
         if (rq->verdicts[i].claim) {
@@ -246,6 +251,8 @@ static void handle_batch(void *ctx, dq_batch_item *items, size_t n)
             continue;
         if (rq->approval[i])
             it->result = dq_approval_handle(val, &it->m, &rq->docs[i], it->err, sizeof it->err);
+        else if (rq->operator_cmd[i])
+            it->result = dq_operator_handle(val, &it->m, &rq->docs[i], it->err, sizeof it->err);
         else
             it->result = judge(rq, &it->m, &rq->docs[i], &rq->verdicts[i],
                                rq->claim_of[i] >= 0 ? &rq->claims[rq->claim_of[i]] : NULL,
@@ -359,6 +366,12 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/approval.json", cfg->schemas_dir);
         val.approval = dq_schema_load_file(path, err, sizeof err);
         if (!val.approval) {
+            dq_error("schemas: %s", err);
+            goto out;
+        }
+        snprintf(path, sizeof path, "%s/operator.json", cfg->schemas_dir);
+        val.operator_cmd = dq_schema_load_file(path, err, sizeof err);
+        if (!val.operator_cmd) {
             dq_error("schemas: %s", err);
             goto out;
         }
@@ -481,6 +494,7 @@ out:
     dq_consumer_free(st.consumer);
     dq_redis_free(st.state.redis);
     dq_schema_free(val.approval);
+    dq_schema_free(val.operator_cmd);
     dq_consumer_free(consumer);
     free(rq);
     dq_producer_free(val.producer);

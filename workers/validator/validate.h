@@ -44,6 +44,7 @@ typedef struct dq_validator {
     dq_redis *redis;          /* owned */
     dq_producer *producer;    /* borrowed */
     dq_schema *approval;      /* owned: schemas/approval.json */
+    dq_schema *operator_cmd;  /* owned: schemas/operator.json (operator.c) */
     char actor[256];
     uint64_t n_validated, n_rejected, n_awaiting;
     char epoch_seen[40];      /* the replay memory's beginning as last read, "" before */

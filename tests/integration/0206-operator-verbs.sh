@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The operator's verbs in an incident (issue 14, item 4), each signed with an operator key
+# and verified by the validator, on the embedded broker and on a real Kafka:
+#   1. cancel of a deploy running at the provider (a command that sleeps): cancelled AT
+#      the provider (its process is gone), deploy.failed reason cancelled, cancel
+#      confirmed, cancelled_by the key; deploy.cancel_requested with actor the key;
+#      cancelling it again: "nothing to cancel: deployment X already failed";
+#   2. pause: the target's deploys wait (deploy.queued, none started) while another
+#      target deploys; a waiting one is cancelled (dropped, nothing started); resume
+#      runs the rest in the order they were sent;
+#   3. hold: the monitor's rollback.requested ends as rollback.held (nothing rolled back,
+#      Slack told it is held); release clears it;
+#   4. refused, with operator.refused and the reason: a CI key, an unknown key, a bad
+#      signature, a replayed nonce, an unknown target; a garbled message is a
+#      deploy.rejected; none of them pauses anything.
+. "$(dirname "$0")/helpers.sh"
+. "$(dirname "$0")/helpers-executor.sh"
+. "$(dirname "$0")/helpers-rollback.sh"
+
+start_redis
+start_broker
+start_fake slack slack
+export SLACK_URL="http://127.0.0.1:$FAKE_PORT_slack/services/T0001/B0001/s3cr3t-h00k"
+write_exec_config "  slow:
+    environments:
+      staging:
+        providers:
+          - {type: command, name: sleeper, argv: [sh, -c, 'echo \$\$ > $T/pid-{version}; exec sleep 60'], poll_interval: 100ms, deadline: 120s}
+  fast:
+    environments:
+      staging:
+        providers:
+          - {type: command, name: quick, argv: [sh, -c, 'echo {version} >> $T/ran-fast'], poll_interval: 100ms, deadline: 30s}
+        notify:
+          slack_webhook: \${SLACK_URL}
+  other:
+    environments:
+      staging:
+        providers:
+          - {type: command, name: quick, argv: ['true'], poll_interval: 100ms, deadline: 30s}" \
+"executor:
+  lock_ttl: 5s
+  cancel_wait: 5s"
+start_validator a
+start_executor a
+start_rollback a
+
+op() { "$DEPLOYQ" "$1" --config "$CONFIG" --key "$T/operator.key" --key-id op-test "${@:2}"; }
+# first_event JQ_FILTER [ARG]: the first event the filter selects ($a is ARG), once there (30 s).
+first_event() {
+    local end=$((SECONDS + 30)) out
+    while :; do
+        out=$(events | jq -c --arg a "${2:-}" "select($1)" | head -n1)
+        [ -n "$out" ] && { printf '%s\n' "$out"; return 0; }
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.3
+    done
+}
+# refused CODE: the operator.refused with a reason of CODE, once there.
+refused() { first_event '.type == "operator.refused" and any(.data.reasons[]; .code == $a)' "$1"; }
+# of_type TYPE: the events of TYPE, one a line.
+of_type() { events | jq -c --arg t "$1" 'select(.type == $t)'; }
+
+log "1. cancel a deploy running at the provider"
+id1=$(submit --service slow --env staging --version v1)
+wait_event "$id1" deploy.started 30 >/dev/null || fail "v1 never started"
+wait_for 10 test -s "$T/pid-v1" || fail "the command never ran"
+pid=$(cat "$T/pid-v1")
+alive "$pid" || fail "the provider's process is not running"
+out=$(op cancel "$id1" --reason "wrong build")
+grep -q "^cancel $id1: sent, signed by op-test" <<<"$out" || fail "cancel output: $out"
+ev=$(terminal "$id1" 30) || fail "no terminal event after cancel"
+assert_eq "$(jq -r .type <<<"$ev")" deploy.failed "v1 outcome"
+assert_eq "$(jq -r .data.reason <<<"$ev")" cancelled "v1 reason"
+assert_eq "$(jq -r .data.cancel <<<"$ev")" confirmed "v1 cancel at the provider"
+assert_eq "$(jq -r .data.cancelled_by <<<"$ev")" op-test "v1 cancelled_by"
+alive "$pid" && fail "the provider's process $pid still runs after the cancel"
+req=$(wait_event "$id1" deploy.cancel_requested 5) || fail "no deploy.cancel_requested"
+assert_eq "$(jq -r .actor <<<"$req")" op-test "cancel_requested actor"
+assert_eq "$(jq -r .data.reason <<<"$req")" "wrong build" "cancel_requested reason"
+op cancel "$id1" >/dev/null
+ev=$(refused nothing_to_cancel) || fail "a second cancel was not refused"
+jq -e --arg m "nothing to cancel: deployment $id1 already failed" 'any(.data.reasons[]; .message == $m)' <<<"$ev" >/dev/null \
+    || fail "nothing-to-cancel message: $ev"
+
+log "2. pause: deploys wait in order, other targets go on; a waiting one is cancelled"
+out=$(op pause --service fast --env staging --reason "incident 42")
+grep -q "^pause fast/staging: sent, signed by op-test" <<<"$out" || fail "pause output: $out"
+wait_for 20 redis_has deployq:paused:fast/staging || fail "the pause was not applied"
+ids=()
+for v in v2 v3 v4; do ids+=("$(submit --service fast --env staging --version "$v")"); done
+for id in "${ids[@]}"; do wait_event "$id" deploy.queued 30 >/dev/null || fail "$id: no deploy.queued"; done
+o1=$(submit --service other --env staging --version o1)
+assert_eq "$(jq -r .type <<<"$(terminal "$o1" 30)")" deploy.succeeded "the other target while fast is paused"
+[ -z "$(events_for "${ids[0]}" deploy.started)" ] || fail "a deploy of the paused target started"
+[ ! -e "$T/ran-fast" ] || fail "the paused target's command ran"
+op cancel "${ids[0]}" --reason "not this one" >/dev/null
+ev=$(terminal "${ids[0]}" 30) || fail "the waiting deploy was not dropped"
+assert_eq "$(jq -r .data.reason <<<"$ev")" cancelled "waiting deploy reason"
+assert_eq "$(jq -r '.data.provider // "none"' <<<"$ev")" none "waiting deploy: no provider ran"
+op resume --service fast --env staging >/dev/null
+for id in "${ids[1]}" "${ids[2]}"; do
+    assert_eq "$(jq -r .type <<<"$(terminal "$id" 30)")" deploy.succeeded "$id after resume"
+done
+assert_eq "$(tr '\n' ' ' <"$T/ran-fast")" "v3 v4 " "the order the deploys ran in"
+assert_eq "$(of_type target.resumed | jq -r .data.was_paused)" true "target.resumed was_paused"
+
+log "3. hold: the monitor's rollback request is recorded, notified, not acted on"
+op hold --service fast --env staging --reason "investigating" >/dev/null
+wait_for 20 redis_has deployq:held:fast/staging || fail "the hold was not applied"
+evidence='{"reason":"health check failed: probe http 503","requested_by":"deployq-monitor","from_version":"v4","evidence":{"probe":"http","kind":"consecutive_failures"}}'
+rq=$(inject rollback.requested fast staging v4 "${ids[2]}" "$evidence")
+held=$(first_event '.type == "rollback.held" and .data.request_id == $a' "$rq") || fail "no rollback.held for $rq"
+assert_eq "$(jq -r .data.held_by <<<"$held")" op-test "rollback.held held_by"
+[ -z "$(events | jq -c --arg id "$rq" 'select(.type == "rollback.started" and .data.request_id == $id)')" ] \
+    || fail "a held target was rolled back"
+grep -q "automatic rollback is held by op-test" "$T/rollback-a.log" || fail "the rollback worker did not say it was held"
+wait_for 30 sh -c "curl -fsS '$(fake_url slack)/_fake/calls' | grep -q 'Automatic rollback of fast/staging is held by op-test (investigating)'" \
+    || fail "the hold was not notified: $(slack_texts slack)"
+op release --service fast --env staging >/dev/null
+first_event '.type == "target.released"' >/dev/null || fail "no target.released"
+redis_has deployq:held:fast/staging && fail "release was not applied"
+
+log "4. refused without an operator key"
+"$DEPLOYQ" pause --config "$CONFIG" --key "$T/ci.key" --key-id ci-test --service other --env staging >/dev/null
+ev=$(refused wrong_role) || fail "a CI key's pause was not refused"
+jq -e '.data.verb == "pause" and .data.key_id == "ci-test"' <<<"$ev" >/dev/null || fail "wrong_role event: $ev"
+"$DEPLOYQ" keygen --out "$T/ghost.key" --id ghost --role operator >/dev/null
+"$DEPLOYQ" pause --config "$CONFIG" --key "$T/ghost.key" --key-id ghost --service other --env staging >/dev/null
+refused unsigned >/dev/null || fail "an unknown key's pause was not refused"
+# signed by another key than the one it names
+produce_raw "$("$DEPLOYQ" pause --dry-run --key "$T/ghost.key" --key-id op-test --service other --env staging)" other/staging
+refused bad_signature >/dev/null || fail "a bad signature was not refused"
+msg=$(op hold --dry-run --service other --env staging)
+produce_raw "$msg" other/staging
+produce_raw "$msg" other/staging
+refused replayed_nonce >/dev/null || fail "a replayed operator command was not refused"
+op pause --service nope --env staging >/dev/null
+refused unknown_target >/dev/null || fail "an unknown target was not refused"
+produce_raw '{"schema":"deployq.signed/v1","request":"{garbled' other/staging
+first_event '.type == "deploy.rejected"' >/dev/null || fail "a garbled message was not rejected"
+redis_has deployq:paused:other/staging && fail "a refused command paused other/staging"
+assert_eq "$(of_type target.held | jq -s 'map(select(.service == "other")) | length')" 1 "holds of other/staging (one, not the replay)"
+o2=$(submit --service other --env staging --version o2)
+assert_eq "$(jq -r .type <<<"$(terminal "$o2" 30)")" deploy.succeeded "other/staging still deploys"
+
+events | schema_check || fail "events do not match the schemas"
+echo ok
