@@ -150,5 +150,6 @@ int dq_cmd_report(int argc, char **argv);   /* registry_cli.c */
 int dq_cmd_rollback(int argc, char **argv); /* rollback.c */
 int dq_cmd_deploy(int argc, char **argv);   /* direct.c */
 int dq_cmd_spool(int argc, char **argv);    /* direct.c */
+int dq_cmd_drift(int argc, char **argv);    /* drift.c */
 
 #endif

@@ -34,6 +34,8 @@ static const dq_verb verbs[] = {
     {"approve", dq_cmd_approve, DEPLOYING, "approve a deployment that waits for approval"},
     {"deny", dq_cmd_deny, DEPLOYING, "deny a deployment that waits for approval"},
     {"rollback", dq_cmd_rollback, DEPLOYING, "ask for a rollback of a service/environment"},
+    {"drift", dq_cmd_drift, DEPLOYING,
+     "how environments' variables differ, by name (values compared as keyed hashes)"},
     {"up", dq_cmd_up, STACK, "run the whole stack here: embedded broker, Redis, every worker"},
     {"broker", dq_cmd_broker, STACK, "run only the embedded Kafka broker"},
     {"status", dq_cmd_status, REGISTRY,

@@ -34,6 +34,7 @@ const char *const dq_event_types[] = {
     DQ_EV_TRAFFIC_SWITCHED,
     DQ_EV_NOTIFICATION_SENT,
     DQ_EV_NOTIFICATION_FAILED,
+    DQ_EV_DRIFT_DETECTED,
     NULL,
 };
 

@@ -47,6 +47,7 @@
 #define DQ_EV_TRAFFIC_SWITCHED "traffic.switched"
 #define DQ_EV_NOTIFICATION_SENT "notification.sent"
 #define DQ_EV_NOTIFICATION_FAILED "notification.failed"
+#define DQ_EV_DRIFT_DETECTED "drift.detected"
 
 /* NULL-terminated list of every type above. */
 extern const char *const dq_event_types[];

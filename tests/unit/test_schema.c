@@ -494,7 +494,7 @@ static const char *const event_types[] = {
     "provider.failed",    "deploy.succeeded",   "deploy.failed",            "monitor.started",
     "health.degraded",    "deploy.verified",    "rollback.requested",       "rollback.started",
     "rollback.succeeded", "rollback.failed",    "traffic.switched",         "notification.sent",
-    "notification.failed", NULL,
+    "notification.failed", "drift.detected",     NULL,
 };
 
 /* A good data object of each type, in the order of event_types. */
@@ -519,6 +519,9 @@ static const char *const good_data[] = {
     "{\"from_color\":\"blue\",\"to_color\":\"green\",\"router\":\"nginx\"}",
     "{\"channel\":\"slack\",\"attempts\":1}",
     "{\"channel\":\"webhook\",\"attempts\":5,\"error\":\"HTTP 503\"}",
+    "{\"digest\":\"0123456789abcdef\",\"against\":\"staging\",\"missing\":[],\"differs\":[\"STRIPE_KEY\"],"
+    "\"allowed\":[\"DATABASE_URL\"],\"since_deploy\":{\"version\":\"v1\",\"recorded_at\":"
+    "\"2026-11-26T10:00:00.000Z\",\"changed\":[\"STRIPE_KEY\"]}}",
 };
 
 static cJSON *make_event(const char *type, const char *data)
