@@ -270,7 +270,7 @@ static void tokens_restore(unset_tokens *u)
     u->n = 0;
 }
 
-/* The top-level sections: executor, monitor, notifications. (A top-level `providers:`
+/* The top-level sections: executor, monitor, notifications, drift. (A top-level `providers:`
  * entry is read where a chain names it, as the executor reads it: an entry no chain uses
  * is read by nobody.) */
 static void lint_top(checker *ck)
@@ -279,6 +279,7 @@ static void lint_top(checker *ck)
     dq_exec_settings es;
     dq_monitor m;
     dq_notify_config nc;
+    dq_drift_settings ds;
     char err[1024];
 
     if (dq_exec_settings_load(cfg, &es, err, sizeof err) != 0)
@@ -290,6 +291,10 @@ static void lint_top(checker *ck)
     if (dq_notify_config_read(cfg, dq_config_view(cfg, "notifications"), "notifications", &nc, err, sizeof err) != 0)
         problem(ck, "%s", err);
     dq_notify_config_clear(&nc);
+    memset(&ds, 0, sizeof ds);
+    if (dq_drift_settings_load(cfg, &ds, err, sizeof err) != 0)
+        problem(ck, "%s", err);
+    dq_drift_settings_clear(&ds);
 }
 
 /* One environment: gates, promotion, provider chain, blue_green, notify, rollback. */

@@ -156,5 +156,6 @@ int dq_cmd_pause(int argc, char **argv);    /* operate.c */
 int dq_cmd_resume(int argc, char **argv);   /* operate.c */
 int dq_cmd_hold(int argc, char **argv);     /* operate.c */
 int dq_cmd_release(int argc, char **argv);  /* operate.c */
+int dq_cmd_drift(int argc, char **argv);    /* drift.c */
 
 #endif

@@ -42,6 +42,8 @@ static const dq_verb verbs[] = {
     {"resume", dq_cmd_resume, INCIDENT, "run a paused target's waiting deploys, in order"},
     {"hold", dq_cmd_hold, INCIDENT, "hold automatic rollback of a target (still watched, notified)"},
     {"release", dq_cmd_release, INCIDENT, "let automatic rollback act again"},
+    {"drift", dq_cmd_drift, DEPLOYING,
+     "how environments' variables differ, by name (values compared as keyed hashes)"},
     {"up", dq_cmd_up, STACK, "run the whole stack here: embedded broker, Redis, every worker"},
     {"broker", dq_cmd_broker, STACK, "run only the embedded Kafka broker"},
     {"status", dq_cmd_status, REGISTRY,

@@ -62,7 +62,7 @@
 static const char *const top_level_keys[] = {
     "kafka", "redis", "validator", "topics", "schemas_dir", "keys", "services",
     "providers", "executor", "monitor", "rollback", "registry", "notifications", "locks",
-    "health", NULL,
+    "health", "drift", NULL,
 };
 
 /* What this module keeps as a node's libfyaml meta data: for a scalar, its resolved text;

@@ -30,7 +30,7 @@
  *         staging: {}
  *         production: {requires: staging, approval: required}
  * Top-level sections reserved for later workers (providers, executor, monitor, rollback,
- * registry, notifications, locks, health) are accepted unread; any other unknown top-level key is an
+ * registry, notifications, locks, health, drift) are accepted unread; any other unknown top-level key is an
  * error, and so is an unknown key in the sections this module reads (redis, validator,
  * topics, keys[], services.<name>). Unknown keys inside an environment are allowed: they
  * belong to later workers. The file holds one YAML document (a second "---" document is an

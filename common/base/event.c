@@ -43,6 +43,7 @@ const char *const dq_event_types[] = {
     DQ_EV_TARGET_HELD,
     DQ_EV_TARGET_RELEASED,
     DQ_EV_ROLLBACK_HELD,
+    DQ_EV_DRIFT_DETECTED,
     NULL,
 };
 

@@ -57,6 +57,7 @@
 #define DQ_EV_TARGET_HELD "target.held"
 #define DQ_EV_TARGET_RELEASED "target.released"
 #define DQ_EV_ROLLBACK_HELD "rollback.held"
+#define DQ_EV_DRIFT_DETECTED "drift.detected"
 
 /* NULL-terminated list of every type above. */
 extern const char *const dq_event_types[];

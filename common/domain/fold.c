@@ -153,7 +153,7 @@ const char *dq_reject_kind_name(dq_reject_kind k)
  * not know (added by a later version) is "other": never counted as a catch. */
 static dq_reject_kind reject_code_kind(const char *code)
 {
-    static const char *const gate[] = {"freeze", "drift", "promotion", "denied", NULL};
+    static const char *const gate[] = {"freeze", "drift", "drift_values", "promotion", "denied", NULL};
     static const char *const invalid[] = {
         "too_large",      "too_deep",          "bad_json",        "schema",
         "bad_signature",  "missing_signature", "unknown_key",     "retired_key",

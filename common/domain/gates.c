@@ -1,10 +1,16 @@
 /*
  * gates.c - reading an environment's gate keys, the freeze test, and reading a target's
- * variable names (a local command run by the process runner, proc.h, or Railway's
- * `variables` query) for the drift gate. See gates.h.
+ * variables (a local command run by the process runner, proc.h, or Railway's `variables`
+ * query) for the drift gate: names, and values turned into keyed hashes where they are
+ * read. See gates.h.
  */
 #include "gates.h"
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +45,10 @@ void dq_gates_free(dq_gates *g)
     if (!g)
         return;
     free(g->target);
+    free(g->service);
     free_list(g->required_vars, g->n_required);
     free_list(g->drift_ignore, g->n_ignore);
+    free_list(g->drift_allow, g->n_allow);
     if (g->drift_check)
         for (size_t i = 0; g->drift_check[i]; i++)
             free(g->drift_check[i]);
@@ -259,16 +267,18 @@ dq_gates *dq_gates_load(const dq_config *cfg, const char *service, const char *e
     }
     snprintf(target, sizeof target, "%s/%s", service, env);
     g->target = strdup(target);
+    g->service = strdup(service);
     g->drift_timeout_ms = 30000;
     g->approval_timeout_ms = 24LL * 3600 * 1000;
     rd.env = envj = e->view;
     snprintf(rd.prefix, sizeof rd.prefix, "services.%s.environments.%s", service, env);
-    if (!g->target)
+    if (!g->target || !g->service)
         goto fail;
     if (!cJSON_IsObject(envj))
         return g; /* an empty environment: no gates */
     if (read_names(&rd, envj, "required_vars", &g->required_vars, &g->n_required) != 0 ||
         read_names(&rd, envj, "drift_ignore", &g->drift_ignore, &g->n_ignore) != 0 ||
+        read_names(&rd, envj, "drift_allow", &g->drift_allow, &g->n_allow) != 0 ||
         read_freeze(&rd, envj, g) != 0)
         goto fail;
     dc = cJSON_GetObjectItemCaseSensitive(envj, "drift_check");
@@ -368,16 +378,147 @@ int dq_gates_can_read_vars(const dq_gates *g)
     return g && (g->drift_check || (g->railway && dq_json_str(g->railway, "project_id")));
 }
 
-/* ---- collecting names ---- */
+/* ---- keys and hashes ---- */
 
-typedef struct names {
-    char **v;
-    size_t n, cap;
-} names;
-
-static int names_add(names *ns, const char *s, size_t len)
+static void key_id(dq_drift_key *k)
 {
-    char **nv;
+    char h[DQ_DRIFT_HASH_HEX + 1];
+
+    if (dq_drift_hash(k, "", "key id", "", 0, h) != 0)
+        h[0] = '\0';
+    dq_strlcpy(k->id, h, sizeof k->id);
+}
+
+void dq_drift_key_random(dq_drift_key *k)
+{
+    memset(k, 0, sizeof *k);
+    k->len = 32;
+    if (RAND_bytes(k->k, (int)k->len) != 1)
+        (void)dq_random_bytes(k->k, k->len);
+    key_id(k);
+}
+
+void dq_drift_settings_clear(dq_drift_settings *s)
+{
+    if (s)
+        OPENSSL_cleanse(s, sizeof *s);
+}
+
+int dq_drift_settings_load(const dq_config *cfg, dq_drift_settings *s, char *err, size_t errlen)
+{
+    static const char *const known[] = {"key", "scan_interval", NULL};
+    const cJSON *sec = dq_config_view(cfg, "drift"), *kj;
+    const char *text = NULL;
+    char num[64];
+
+    memset(s, 0, sizeof *s);
+    if (sec && !cJSON_IsNull(sec)) {
+        if (!cJSON_IsObject(sec))
+            return dq_config_fail(cfg, sec, err, errlen, "drift: expected a mapping (key, scan_interval)");
+        if (dq_config_check_keys(cfg, sec, known, "drift", err, errlen) != 0)
+            return -1;
+        if (dq_config_duration_key(cfg, sec, "drift", "scan_interval", 0, "10m", &s->scan_interval_ms, err,
+                                   errlen) != 0)
+            return -1;
+        kj = cJSON_GetObjectItemCaseSensitive(sec, "key");
+        if (kj && !cJSON_IsNull(kj)) {
+            text = dq_config_text(cfg, kj, num, sizeof num);
+            if (text && text[0])
+                dq_log_redact(text); /* before any message could carry it */
+            if (!text || strlen(text) < DQ_DRIFT_KEY_MIN || strlen(text) > sizeof s->key.k)
+                return dq_config_fail(cfg, kj, err, errlen,
+                                      "drift.key: expected %d to %zu characters (e.g. openssl rand -hex 32)",
+                                      DQ_DRIFT_KEY_MIN, sizeof s->key.k);
+        }
+    }
+    if (!text) {
+        text = getenv("DEPLOYQ_DRIFT_KEY");
+        if (text && text[0]) {
+            dq_log_redact(text);
+            if (strlen(text) < DQ_DRIFT_KEY_MIN || strlen(text) > sizeof s->key.k) {
+                snprintf(err, errlen, "DEPLOYQ_DRIFT_KEY: expected %d to %zu characters (e.g. openssl rand -hex 32)",
+                         DQ_DRIFT_KEY_MIN, sizeof s->key.k);
+                return -1;
+            }
+        } else {
+            text = NULL;
+        }
+    }
+    if (!text) {
+        dq_drift_key_random(&s->key);
+        return 0;
+    }
+    s->key.len = strlen(text);
+    memcpy(s->key.k, text, s->key.len);
+    s->key.persistent = 1;
+    key_id(&s->key);
+    return 0;
+}
+
+int dq_drift_hash(const dq_drift_key *k, const char *service, const char *name, const char *value,
+                  size_t vlen, char out[DQ_DRIFT_HASH_HEX + 1])
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    size_t maclen = 0;
+    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *c = m ? EVP_MAC_CTX_new(m) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    /* NUL between the parts: ("ab", "c") and ("a", "bc") hash apart */
+    int ok = c && EVP_MAC_init(c, k->k, k->len, params) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)service, strlen(service) + 1) == 1 &&
+             EVP_MAC_update(c, (const unsigned char *)name, strlen(name) + 1) == 1 &&
+             (vlen == 0 || EVP_MAC_update(c, (const unsigned char *)value, vlen) == 1) &&
+             EVP_MAC_final(c, mac, &maclen, sizeof mac) == 1 && maclen >= DQ_DRIFT_HASH_HEX / 2;
+
+    EVP_MAC_CTX_free(c);
+    EVP_MAC_free(m);
+    out[0] = '\0';
+    if (ok)
+        dq_hex(mac, DQ_DRIFT_HASH_HEX / 2, out);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return ok ? 0 : -1;
+}
+
+/* ---- collecting variables ---- */
+
+typedef struct varset {
+    dq_drift_var *v;
+    size_t n, cap;
+    const char *service;
+    const dq_drift_key *key;
+} varset;
+
+void dq_drift_vars_clear(dq_drift_vars *vs)
+{
+    if (!vs)
+        return;
+    for (size_t i = 0; i < vs->n; i++)
+        free(vs->v[i].name);
+    free(vs->v);
+    vs->v = NULL;
+    vs->n = 0;
+}
+
+static int var_cmp(const void *a, const void *b)
+{
+    return strcmp(((const dq_drift_var *)a)->name, ((const dq_drift_var *)b)->name);
+}
+
+const dq_drift_var *dq_drift_vars_find(const dq_drift_vars *vs, const char *name)
+{
+    dq_drift_var want = {.name = (char *)name};
+
+    if (!vs || vs->n == 0)
+        return NULL;
+    return bsearch(&want, vs->v, vs->n, sizeof *vs->v, var_cmp);
+}
+
+/* Add name (trimmed; "" and "#..." skipped) and, when value is not NULL, its hash. A name
+ * seen before takes the later line's hash. */
+static int vars_add(varset *vs, const char *s, size_t len, const char *value, size_t vlen)
+{
+    dq_drift_var *nv, *it = NULL;
 
     while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r'))
         len--;
@@ -387,26 +528,35 @@ static int names_add(names *ns, const char *s, size_t len)
     }
     if (len == 0 || *s == '#')
         return 0;
-    if (ns->n >= MAX_NAMES)
-        return -1;
-    if (ns->n == ns->cap) {
-        ns->cap = ns->cap ? ns->cap * 2 : 32;
-        nv = realloc(ns->v, ns->cap * sizeof *nv);
-        if (!nv)
+    for (size_t i = 0; i < vs->n && !it; i++)
+        if (strlen(vs->v[i].name) == len && memcmp(vs->v[i].name, s, len) == 0)
+            it = &vs->v[i];
+    if (!it) {
+        if (vs->n >= MAX_NAMES)
             return -1;
-        ns->v = nv;
+        if (vs->n == vs->cap) {
+            vs->cap = vs->cap ? vs->cap * 2 : 32;
+            nv = realloc(vs->v, vs->cap * sizeof *nv);
+            if (!nv)
+                return -1;
+            vs->v = nv;
+        }
+        it = &vs->v[vs->n];
+        memset(it, 0, sizeof *it);
+        if (!(it->name = strndup(s, len)))
+            return -1;
+        vs->n++;
     }
-    ns->v[ns->n] = strndup(s, len);
-    if (!ns->v[ns->n])
+    it->hash[0] = '\0';
+    if (value && dq_drift_hash(vs->key, vs->service, it->name, value, vlen, it->hash) != 0)
         return -1;
-    ns->n++;
     return 0;
 }
 
-/* Run argv through the process runner, its stdout into a malloc'd buffer, within
- * timeout_ms. stderr is kept apart (never mixed with the names) and only logged, redacted,
- * when the command fails. */
-static char *run_capture(char *const *argv, int64_t timeout_ms, char *err, size_t errlen)
+/* Run argv through the process runner, its stdout into a malloc'd buffer (*len bytes),
+ * within timeout_ms. stderr is kept apart (never mixed with the names) and only logged,
+ * redacted, when the command fails. */
+static char *run_capture(char *const *argv, int64_t timeout_ms, size_t *len, char *err, size_t errlen)
 {
     char **env = dq_proc_env(NULL, 0);
     const dq_proc_opts o = {
@@ -441,42 +591,65 @@ static char *run_capture(char *const *argv, int64_t timeout_ms, char *err, size_
                  res.exit_code >= 0 ? res.exit_code : res.term_signal);
     else {
         out = res.out;
+        *len = res.out_len;
         res.out = NULL; /* now the caller's */
     }
     if (!out && res.err_total > 0 && (text = dq_proc_text(res.err, res.err_len, res.err_total)) != NULL) {
         dq_warn("drift_check %s: its stderr: %s", argv[0], text);
         free(text);
     }
+    if (res.out)
+        OPENSSL_cleanse(res.out, res.out_len); /* a failed command's output may hold values */
     dq_proc_result_free(&res);
     return out;
 }
 
-static int read_command(const dq_gates *g, names *ns, char *err, size_t errlen)
+static int read_command(const dq_gates *g, varset *vs, char *err, size_t errlen)
 {
-    char *out = run_capture(g->drift_check, g->drift_timeout_ms, err, errlen);
-    char *line, *save = NULL;
+    size_t len = 0;
+    char *out = run_capture(g->drift_check, g->drift_timeout_ms, &len, err, errlen);
+    int rc = 0;
 
     if (!out)
         return -1;
-    for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        /* NAME=value lines (the output of `env`) keep only the name: values are secrets. */
-        size_t n = strcspn(line, "=");
+    for (size_t at = 0; at < len && rc == 0;) {
+        const char *line = out + at, *nl = memchr(line, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - line) : len - at;
+        const char *eq = memchr(line, '=', n);
 
-        if (names_add(ns, line, n) != 0) {
-            snprintf(err, errlen, "drift_check: too many names");
-            free(out);
-            return -1;
+        at += n + 1;
+        if (eq) { /* NAME=VALUE (the output of `env`): the value becomes its hash at once */
+            size_t vlen = n - (size_t)(eq - line) - 1;
+
+            if (vlen > 0 && eq[vlen] == '\r')
+                vlen--;
+            rc = vars_add(vs, line, (size_t)(eq - line), eq + 1, vlen);
+        } else {
+            rc = vars_add(vs, line, n, NULL, 0);
         }
     }
+    OPENSSL_cleanse(out, len);
     free(out);
-    return 0;
+    if (rc != 0)
+        snprintf(err, errlen, "drift_check: too many names");
+    return rc;
+}
+
+/* Wipe every string of a parsed answer: the variables' values. */
+static void cleanse_json(cJSON *j)
+{
+    for (; j; j = j->next) {
+        if (j->valuestring)
+            OPENSSL_cleanse(j->valuestring, strlen(j->valuestring));
+        cleanse_json(j->child);
+    }
 }
 
 static const char Q_VARIABLES[] =
     "query deployqVariables($projectId: String!, $environmentId: String!, $serviceId: String) "
     "{ variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }";
 
-static int read_railway_vars(const dq_gates *g, names *ns, char *err, size_t errlen)
+static int read_railway_vars(const dq_gates *g, varset *vs, char *err, size_t errlen)
 {
     const cJSON *p = g->railway;
     const char *base = dq_json_str(p, "base_url"), *token = dq_json_str(p, "token");
@@ -552,10 +725,18 @@ static int read_railway_vars(const dq_gates *g, names *ns, char *err, size_t err
         snprintf(err, errlen, "railway variables: no variables object in the answer");
         goto out;
     }
-    /* Only the names: the values are secrets and are dropped with the response. */
+    /* Each value becomes its keyed hash here; the answer is wiped below. */
     cJSON_ArrayForEach(it, v)
     {
-        if (names_add(ns, it->string, strlen(it->string)) != 0) {
+        char *text = cJSON_IsString(it) ? NULL : cJSON_PrintUnformatted(it);
+        const char *val = cJSON_IsString(it) ? it->valuestring : text;
+        int bad = vars_add(vs, it->string, strlen(it->string), val ? val : "", val ? strlen(val) : 0);
+
+        if (text) {
+            OPENSSL_cleanse(text, strlen(text));
+            free(text);
+        }
+        if (bad) {
             snprintf(err, errlen, "railway variables: too many names");
             goto out;
         }
@@ -565,34 +746,73 @@ static int read_railway_vars(const dq_gates *g, names *ns, char *err, size_t err
 oom:
     snprintf(err, errlen, "out of memory");
 out:
+    cleanse_json(resp);
     cJSON_Delete(resp);
     cJSON_Delete(req);
     free(body);
+    if (r.body)
+        OPENSSL_cleanse(r.body, r.body_len);
     dq_http_response_free(&r);
+    OPENSSL_cleanse(auth, sizeof auth);
     return rc;
 }
 
-int dq_gates_read_vars(const dq_gates *g, char ***out, size_t *n, char *err, size_t errlen)
+int dq_gates_read_hashed(const dq_gates *g, const dq_drift_key *k, dq_drift_vars *out, char *err,
+                         size_t errlen)
 {
-    names ns = {0};
+    dq_drift_key tmp;
+    varset vs = {.service = g->service ? g->service : ""};
     int rc;
 
-    *out = NULL;
-    *n = 0;
+    out->v = NULL;
+    out->n = 0;
+    if (!k) {
+        dq_drift_key_random(&tmp);
+        k = &tmp;
+    }
+    vs.key = k;
     if (g->drift_check)
-        rc = read_command(g, &ns, err, errlen);
+        rc = read_command(g, &vs, err, errlen);
     else if (dq_gates_can_read_vars(g))
-        rc = read_railway_vars(g, &ns, err, errlen);
+        rc = read_railway_vars(g, &vs, err, errlen);
     else {
         snprintf(err, errlen, "%s: nothing configured to read its variables", g->target);
         rc = -1;
     }
+    if (k == &tmp)
+        OPENSSL_cleanse(&tmp, sizeof tmp);
+    out->v = vs.v;
+    out->n = vs.n;
     if (rc != 0) {
-        free_list(ns.v, ns.n);
+        dq_drift_vars_clear(out);
         return -1;
     }
-    *out = ns.v;
-    *n = ns.n;
+    if (out->n > 1)
+        qsort(out->v, out->n, sizeof *out->v, var_cmp);
+    return 0;
+}
+
+int dq_gates_read_vars(const dq_gates *g, char ***out, size_t *n, char *err, size_t errlen)
+{
+    dq_drift_vars vs;
+
+    *out = NULL;
+    *n = 0;
+    if (dq_gates_read_hashed(g, NULL, &vs, err, errlen) != 0)
+        return -1;
+    *out = calloc(vs.n + 1, sizeof **out);
+    if (!*out) {
+        dq_drift_vars_clear(&vs);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < vs.n; i++) {
+        (*out)[i] = vs.v[i].name; /* now the caller's */
+        vs.v[i].name = NULL;
+    }
+    *n = vs.n;
+    vs.n = 0;
+    dq_drift_vars_clear(&vs);
     return 0;
 }
 
@@ -604,8 +824,7 @@ static int has(char *const *v, size_t n, const char *s)
     return 0;
 }
 
-/* Names joined for a message: "A, B, C" (bounded). */
-static void join(char *const *v, size_t n, char *out, size_t outlen)
+void dq_drift_join(const char *const *v, size_t n, char *out, size_t outlen)
 {
     size_t used = 0;
 
@@ -621,59 +840,231 @@ static void join(char *const *v, size_t n, char *out, size_t outlen)
     }
 }
 
-int dq_gates_check_drift(const dq_gates *target, const dq_gates *source, dq_gate_report_fn fn,
-                         void *ctx)
+void dq_drift_diff_clear(dq_drift_diff *d)
+{
+    if (!d)
+        return;
+    free(d->missing);
+    free(d->extra);
+    free(d->differs);
+    free(d->allowed);
+    memset(d, 0, sizeof *d);
+}
+
+int dq_drift_compare(const dq_drift_vars *t, const dq_drift_vars *s, const dq_gates *rules,
+                     dq_drift_diff *d)
+{
+    memset(d, 0, sizeof *d);
+    d->missing = calloc(s->n + 1, sizeof *d->missing);
+    d->extra = calloc(t->n + 1, sizeof *d->extra);
+    d->differs = calloc(t->n + 1, sizeof *d->differs);
+    d->allowed = calloc(t->n + 1, sizeof *d->allowed);
+    if (!d->missing || !d->extra || !d->differs || !d->allowed) {
+        dq_drift_diff_clear(d);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const char *name = s->v[i].name;
+        const dq_drift_var *mine = dq_drift_vars_find(t, name);
+        int ignored = rules && has(rules->drift_ignore, rules->n_ignore, name);
+
+        if (ignored)
+            continue;
+        if (!mine) {
+            d->missing[d->n_missing++] = name;
+            continue;
+        }
+        if (!mine->hash[0] || !s->v[i].hash[0] || strcmp(mine->hash, s->v[i].hash) == 0)
+            continue; /* equal, or one side gave the name only */
+        if (rules && has(rules->drift_allow, rules->n_allow, name))
+            d->allowed[d->n_allowed++] = name;
+        else
+            d->differs[d->n_differs++] = name;
+    }
+    for (size_t i = 0; i < t->n; i++)
+        if (!dq_drift_vars_find(s, t->v[i].name))
+            d->extra[d->n_extra++] = t->v[i].name;
+    return 0;
+}
+
+int dq_drift_diff_drifted(const dq_drift_diff *d)
+{
+    return d->n_missing > 0 || d->n_differs > 0;
+}
+
+void dq_drift_diff_digest(const dq_drift_diff *d, const char *extra_text, char out[17])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+
+    /* names only (not secrets): a digest of which variables drift, not of their values */
+    ok = ok && EVP_DigestUpdate(c, "missing", 8) == 1;
+    for (size_t i = 0; ok && i < d->n_missing; i++)
+        ok = EVP_DigestUpdate(c, d->missing[i], strlen(d->missing[i]) + 1) == 1;
+    ok = ok && EVP_DigestUpdate(c, "differs", 8) == 1;
+    for (size_t i = 0; ok && i < d->n_differs; i++)
+        ok = EVP_DigestUpdate(c, d->differs[i], strlen(d->differs[i]) + 1) == 1;
+    if (ok && extra_text)
+        ok = EVP_DigestUpdate(c, extra_text, strlen(extra_text) + 1) == 1;
+    ok = ok && EVP_DigestFinal_ex(c, md, &len) == 1 && len >= 8;
+    EVP_MD_CTX_free(c);
+    out[0] = '\0';
+    if (ok)
+        dq_hex(md, 8, out);
+}
+
+int dq_gates_check_drift_values(const dq_gates *target, const dq_gates *source, const dq_drift_key *k,
+                                dq_gate_report_fn fn, void *ctx, dq_drift_vars *target_vars)
 {
     char err[512], msg[1024], list[700];
-    char **have = NULL, **src = NULL, **missing = NULL;
-    size_t n_have = 0, n_src = 0, n_missing = 0;
+    dq_drift_vars have = {0}, src = {0};
+    dq_drift_key tmp;
+    dq_drift_diff d;
+    const char **missing = NULL;
+    size_t n_missing = 0;
     int reports = 0, compare = source && dq_gates_can_read_vars(source) && dq_gates_can_read_vars(target);
 
+    if (target_vars) {
+        target_vars->v = NULL;
+        target_vars->n = 0;
+    }
     if (target->n_required == 0 && !compare)
         return 0;
-    if (dq_gates_read_vars(target, &have, &n_have, err, sizeof err) != 0) {
+    if (!k) { /* one key for both sides, so that their hashes compare */
+        dq_drift_key_random(&tmp);
+        k = &tmp;
+    }
+    if (dq_gates_read_hashed(target, k, &have, err, sizeof err) != 0) {
         snprintf(msg, sizeof msg, "cannot read the variables of %s: %s", target->target, err);
         fn(ctx, "drift", msg);
-        return 1;
+        reports = 1;
+        goto out;
     }
     missing = calloc(target->n_required + 1, sizeof *missing);
     for (size_t i = 0; missing && i < target->n_required; i++)
-        if (!has(have, n_have, target->required_vars[i]))
+        if (!dq_drift_vars_find(&have, target->required_vars[i]))
             missing[n_missing++] = target->required_vars[i];
     if (n_missing > 0) {
-        join(missing, n_missing, list, sizeof list);
+        dq_drift_join(missing, n_missing, list, sizeof list);
         snprintf(msg, sizeof msg, "required variables missing in %s: %s", target->target, list);
         fn(ctx, "drift", msg);
         reports++;
     }
     free(missing);
-    missing = NULL;
-    n_missing = 0;
     if (compare) {
-        if (dq_gates_read_vars(source, &src, &n_src, err, sizeof err) != 0) {
+        if (dq_gates_read_hashed(source, k, &src, err, sizeof err) != 0) {
             snprintf(msg, sizeof msg, "cannot read the variables of %s to compare: %s",
                      source->target, err);
             fn(ctx, "drift", msg);
             reports++;
+        } else if (dq_drift_compare(&have, &src, target, &d) != 0) {
+            fn(ctx, "drift", "out of memory comparing the variables");
+            reports++;
         } else {
-            missing = calloc(n_src + 1, sizeof *missing);
-            for (size_t i = 0; missing && i < n_src; i++)
-                if (!has(have, n_have, src[i]) &&
-                    !has(target->drift_ignore, target->n_ignore, src[i]))
-                    missing[n_missing++] = src[i];
-            if (n_missing > 0) {
-                join(missing, n_missing, list, sizeof list);
+            if (d.n_missing > 0) {
+                dq_drift_join(d.missing, d.n_missing, list, sizeof list);
                 snprintf(msg, sizeof msg, "variables present in %s but missing in %s: %s",
                          source->target, target->target, list);
                 fn(ctx, "drift", msg);
                 reports++;
             }
-            free(missing);
+            if (d.n_differs > 0) {
+                dq_drift_join(d.differs, d.n_differs, list, sizeof list);
+                snprintf(msg, sizeof msg,
+                         "variables whose values differ between %s and %s: %s (list those expected "
+                         "to differ in drift_allow)",
+                         source->target, target->target, list);
+                fn(ctx, "drift_values", msg);
+                reports++;
+            }
+            dq_drift_diff_clear(&d);
         }
     }
-    free_list(have, n_have);
-    free_list(src, n_src);
+    if (target_vars) {
+        *target_vars = have; /* now the caller's */
+        have.v = NULL;
+        have.n = 0;
+    }
+out:
+    if (k == &tmp)
+        OPENSSL_cleanse(&tmp, sizeof tmp);
+    dq_drift_vars_clear(&have);
+    dq_drift_vars_clear(&src);
     return reports;
+}
+
+int dq_gates_check_drift(const dq_gates *target, const dq_gates *source, dq_gate_report_fn fn,
+                         void *ctx)
+{
+    return dq_gates_check_drift_values(target, source, NULL, fn, ctx, NULL);
+}
+
+/* ---- recorded hash sets ---- */
+
+char *dq_drift_record_key(const char *service, const char *env, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "deployq:drift:vars:%s:%s", service, env);
+    return out;
+}
+
+char *dq_drift_record_json(const dq_drift_key *k, const dq_drift_vars *vs, const char *version,
+                           int64_t at_ms)
+{
+    cJSON *o = cJSON_CreateObject(), *vars;
+    char *text = NULL;
+
+    if (!o || !cJSON_AddStringToObject(o, "key_id", k->id) ||
+        !cJSON_AddNumberToObject(o, "at", (double)at_ms) ||
+        (version && !cJSON_AddStringToObject(o, "version", version)) ||
+        !(vars = cJSON_AddObjectToObject(o, "vars")))
+        goto out;
+    for (size_t i = 0; i < vs->n; i++)
+        if (!cJSON_AddStringToObject(vars, vs->v[i].name, vs->v[i].hash))
+            goto out;
+    text = cJSON_PrintUnformatted(o);
+out:
+    cJSON_Delete(o);
+    return text;
+}
+
+int dq_drift_record_parse(const char *text, dq_drift_vars *vs, int64_t *at_ms, char *version,
+                          size_t vlen, char key_id[17])
+{
+    cJSON *o = text ? dq_json_parse(text, strlen(text), 8 * 1024 * 1024, 4, NULL, NULL, 0) : NULL;
+    const cJSON *vars = cJSON_GetObjectItemCaseSensitive(o, "vars"), *it;
+    varset set = {0};
+    int rc = -1;
+
+    vs->v = NULL;
+    vs->n = 0;
+    if (!cJSON_IsObject(vars) || !dq_json_str(o, "key_id"))
+        goto out;
+    cJSON_ArrayForEach(it, vars)
+    {
+        const char *h = cJSON_GetStringValue(it);
+
+        if (!h || strlen(h) > DQ_DRIFT_HASH_HEX || vars_add(&set, it->string, strlen(it->string), NULL, 0) != 0)
+            goto out;
+        dq_strlcpy(set.v[set.n - 1].hash, h, sizeof set.v[0].hash);
+    }
+    if (at_ms)
+        *at_ms = (int64_t)dq_json_num(o, "at", 0);
+    if (version)
+        dq_strlcpy(version, dq_json_str(o, "version") ? dq_json_str(o, "version") : "", vlen);
+    if (key_id)
+        dq_strlcpy(key_id, dq_json_str(o, "key_id"), 17);
+    rc = 0;
+out:
+    vs->v = set.v;
+    vs->n = set.n;
+    if (rc != 0)
+        dq_drift_vars_clear(vs);
+    else if (vs->n > 1)
+        qsort(vs->v, vs->n, sizeof *vs->v, var_cmp);
+    cJSON_Delete(o);
+    return rc;
 }
 
 char *dq_gates_state_key(const char *state, const char *service, const char *env,

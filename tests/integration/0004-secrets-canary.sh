@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A canary secret in every secret slot of the configuration (Redis password, a Kafka
 # SASL password, a provider token) never appears in logs, events, the dead-letter topic
-# or CLI errors, even when things go wrong around it.
+# or CLI errors, even when things go wrong around it. And as a variable *value* the drift
+# gate reads (drift_check printing the whole environment as NAME=VALUE lines, where one
+# differs between staging and production): refused by name, the value nowhere.
 . "$(dirname "$0")/helpers.sh"
 
 CANARY="canary-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
@@ -11,7 +13,14 @@ REDIS_CLI_AUTH="-a $CANARY --no-auth-warning"
 start_redis
 REDIS_URL='redis://:${DQ_REDIS_PASSWORD}@127.0.0.1:'"$REDIS_PORT"
 start_broker
-write_config '
+write_config '  vault:
+    environments:
+      staging:
+        drift_check: [env]
+      production:
+        requires: staging
+        promotion_needs: succeeded
+        drift_check: [sh, -c, "env; echo DQ_PROVIDER_TOKEN=rotated-in-production"]
 providers:
   github:
     type: github-actions
@@ -23,6 +32,10 @@ SECRETS=("$CANARY" "$sasl")
 start_validator a
 id=$(submit --service api --env staging --version v1) || fail "submit failed"
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated with a password-protected Redis"
+id=$(submit --service vault --env production --version v1)
+ev=$(wait_event "$id" deploy.rejected 60) || fail "no rejection for a drifted value"
+jq -e '.data.reasons[] | select(.code == "drift_values" and (.message | test("DQ_PROVIDER_TOKEN")))' <<<"$ev" >/dev/null ||
+    fail "the value drift not refused by name: $ev"
 id=$(submit --service nosuch --env staging --version v1)
 wait_event "$id" deploy.rejected 30 >/dev/null || fail "no rejection"
 produce_raw garbage

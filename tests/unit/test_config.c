@@ -315,7 +315,7 @@ static const bad_case bad_cases[] = {
     {"kafka:\n  a: 1\nkafak:\n  b: 2\n",
      "deployq.yaml:3: unknown top-level key 'kafak' (known: kafka, redis, validator, topics, "
      "schemas_dir, keys, services, providers, executor, monitor, rollback, registry, "
-     "notifications, locks, health)"},
+     "notifications, locks, health, drift)"},
     {"services:\n  api:\n    environments:\n      prod: [1\n",
      "deployq.yaml:5: flow sequence without a closing bracket"},
     {"redis:\n  url: a\n  url: b\n", "deployq.yaml:3: duplicate key"},
@@ -459,7 +459,7 @@ static const bad_case bad_cases[] = {
     {"-\n", "deployq.yaml:1: the file must be a mapping of sections (kafka, redis, ...)"},
     {": x\n", "deployq.yaml:1: unknown top-level key '' (known: kafka, redis, validator, topics, "
      "schemas_dir, keys, services, providers, executor, monitor, rollback, registry, "
-     "notifications, locks, health)"},
+     "notifications, locks, health, drift)"},
     /* Also found by fuzz_config: libfyaml 0.7 never returned from "%" followed by a byte
      * that is not UTF-8, so text that is not UTF-8 is refused before it is parsed. */
     {"kafka:\n  a: 1\n%\xfd\n", "deployq.yaml:3: not UTF-8 text (byte 15)"},

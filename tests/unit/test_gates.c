@@ -3,7 +3,9 @@
  * "path:line: key: message"), the freeze test at its boundaries, the drift gate through a
  * drift_check command and through the Railway double's variables query, the comparison
  * with the `requires` environment (drift_ignore), failing closed when the variables cannot
- * be read, and that variable values never reach a report.
+ * be read, and that variable values never reach a report; values by keyed hash (the HMAC
+ * against Python's, drift_allow, names-only lines, the recorded hash sets) and the `drift`
+ * section's key and scan interval.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,15 +53,19 @@ static char *gate_error(const char *yaml, const char *env)
 typedef struct reports {
     int n;
     char msg[8][1024];
+    char code[8][32];
 } reports;
 
 static void collect(void *ctx, const char *code, const char *message)
 {
     reports *r = ctx;
 
-    assert_string_equal(code, "drift");
-    if (r->n < 8)
+    if (strcmp(code, "drift") != 0 && strcmp(code, "drift_values") != 0)
+        fail_msg("unexpected code %s", code);
+    if (r->n < 8) {
         dq_strlcpy(r->msg[r->n], message, sizeof r->msg[0]);
+        dq_strlcpy(r->code[r->n], code, sizeof r->code[0]);
+    }
     r->n++;
 }
 
@@ -267,10 +273,17 @@ static void test_drift_railway(void **state)
     assert_non_null(st);
     assert_non_null(pr);
     assert_int_equal(dq_gates_can_read_vars(st), 1);
-    assert_int_equal(dq_gates_check_drift(pr, st, collect, &r), 2);
+    /* DATABASE_URL differs in value (postgres://stg, postgres://very-secret): by name only */
+    assert_int_equal(dq_gates_check_drift(pr, st, collect, &r), 3);
     assert_string_equal(r.msg[0], "required variables missing in api/production: STRIPE_KEY");
     assert_string_equal(r.msg[1], "variables present in api/staging but missing in api/production: REDIS_URL");
-    assert_null(strstr(r.msg[0], "very-secret"));
+    assert_string_equal(r.code[2], "drift_values");
+    assert_string_equal(r.msg[2], "variables whose values differ between api/staging and api/production: "
+                                  "DATABASE_URL (list those expected to differ in drift_allow)");
+    for (int i = 0; i < 3; i++) {
+        assert_null(strstr(r.msg[i], "very-secret"));
+        assert_null(strstr(r.msg[i], "postgres://"));
+    }
     calls = dq_fake_calls(&f);
     assert_non_null(calls);
     assert_int_equal(dq_fake_count(calls, "POST", "/graphql/v2"), 2);
@@ -292,6 +305,166 @@ static void test_drift_railway(void **state)
     dq_config_free(cfg);
     dq_fake_stop(&f);
     unsetenv("DQ_TEST_RAILWAY_TOKEN");
+}
+
+/* The keyed hash: 32 hex digits, the same for the same key, service, name and value, and
+ * different when any of them changes; the parts cannot run into each other. */
+static void test_drift_hash(void **state)
+{
+    (void)state;
+    dq_drift_key k = {.len = 16}, k2 = {.len = 16};
+    char a[DQ_DRIFT_HASH_HEX + 1], b[DQ_DRIFT_HASH_HEX + 1];
+
+    memcpy(k.k, "0123456789abcdef", 16);
+    memcpy(k2.k, "0123456789abcdeF", 16);
+    assert_int_equal(dq_drift_hash(&k, "api", "DB", "postgres://x", 12, a), 0);
+    assert_int_equal(strlen(a), DQ_DRIFT_HASH_HEX);
+    assert_int_equal(strspn(a, "0123456789abcdef"), DQ_DRIFT_HASH_HEX);
+    assert_int_equal(dq_drift_hash(&k, "api", "DB", "postgres://x", 12, b), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(dq_drift_hash(&k2, "api", "DB", "postgres://x", 12, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(dq_drift_hash(&k, "web", "DB", "postgres://x", 12, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(dq_drift_hash(&k, "api", "DB", "postgres://y", 12, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(dq_drift_hash(&k, "api", "ab", "c", 1, a), 0);
+    assert_int_equal(dq_drift_hash(&k, "api", "a", "bc", 2, b), 0);
+    assert_string_not_equal(a, b);
+    /* HMAC-SHA256("0123456789abcdef", "api\0DB\0postgres://x"), its first 16 bytes, as
+     * Python's hmac module computes it */
+    assert_int_equal(dq_drift_hash(&k, "api", "DB", "postgres://x", 12, a), 0);
+    assert_string_equal(a, "3457a704d8486b4cd1f70baf81ef39ac");
+}
+
+/* Values compared through drift_check's NAME=VALUE lines: a value that differs is refused
+ * by name (drift_values), drift_allow lets one differ, a name printed without a value is
+ * compared by name only, and no value reaches a report or the hashes' record. */
+static void test_drift_values(void **state)
+{
+    (void)state;
+    dq_config *cfg = load(HEAD "      staging:\n"
+                               "        drift_check: [printf, \"A=1\\nB=canary-stg\\nC=same\\nD=host-stg\\nE\\nG=x\\n\"]\n"
+                               "      production:\n"
+                               "        requires: staging\n"
+                               "        drift_allow: [D]\n"
+                               "        drift_ignore: [G]\n"
+                               "        drift_check: [printf, \"A=1\\nB=canary-prd\\nC=same\\nD=host-prd\\nE=e\\nG=y\\nX=only\\n\"]\n");
+    char err[512], *json;
+    dq_gates *st = dq_gates_load(cfg, "api", "staging", err, sizeof err);
+    dq_gates *pr = dq_gates_load(cfg, "api", "production", err, sizeof err);
+    dq_drift_key k;
+    dq_drift_vars pv, sv, back;
+    dq_drift_diff d;
+    reports r = {0};
+    char key_id[17], version[32];
+    int64_t at;
+
+    assert_non_null(st);
+    assert_non_null(pr);
+    dq_drift_key_random(&k);
+    assert_int_equal(dq_gates_read_hashed(pr, &k, &pv, err, sizeof err), 0);
+    assert_int_equal(dq_gates_read_hashed(st, &k, &sv, err, sizeof err), 0);
+    assert_int_equal(pv.n, 7);
+    assert_string_equal(pv.v[0].name, "A");
+    assert_int_equal(strlen(pv.v[0].hash), DQ_DRIFT_HASH_HEX);
+    assert_string_equal(dq_drift_vars_find(&sv, "E")->hash, ""); /* a name only */
+    assert_string_equal(dq_drift_vars_find(&pv, "A")->hash, dq_drift_vars_find(&sv, "A")->hash);
+    assert_int_equal(dq_drift_compare(&pv, &sv, pr, &d), 0);
+    assert_int_equal(d.n_missing, 0);
+    assert_int_equal(d.n_differs, 1);
+    assert_string_equal(d.differs[0], "B");
+    assert_int_equal(d.n_allowed, 1);
+    assert_string_equal(d.allowed[0], "D");
+    assert_int_equal(d.n_extra, 1);
+    assert_string_equal(d.extra[0], "X");
+    assert_int_equal(dq_drift_diff_drifted(&d), 1);
+    dq_drift_diff_clear(&d);
+
+    /* the record: names and hashes, never a value; read back the same */
+    json = dq_drift_record_json(&k, &pv, "v7", 1700000000000LL);
+    assert_non_null(json);
+    assert_null(strstr(json, "canary"));
+    assert_null(strstr(json, "host-prd"));
+    assert_int_equal(dq_drift_record_parse(json, &back, &at, version, sizeof version, key_id), 0);
+    assert_int_equal(back.n, pv.n);
+    assert_string_equal(version, "v7");
+    assert_string_equal(key_id, k.id);
+    assert_true(at == 1700000000000LL);
+    for (size_t i = 0; i < back.n; i++) {
+        assert_string_equal(back.v[i].name, pv.v[i].name);
+        assert_string_equal(back.v[i].hash, pv.v[i].hash);
+    }
+    /* the same set compared with itself: no drift */
+    assert_int_equal(dq_drift_compare(&pv, &back, NULL, &d), 0);
+    assert_int_equal(dq_drift_diff_drifted(&d) + (int)d.n_extra, 0);
+    dq_drift_diff_clear(&d);
+    free(json);
+    dq_drift_vars_clear(&back);
+    assert_int_equal(dq_drift_record_parse("{\"vars\":{}}", &back, NULL, NULL, 0, NULL), -1);
+
+    /* the gate: B by name, with code drift_values; the target's hashes handed back */
+    assert_int_equal(dq_gates_check_drift_values(pr, st, &k, collect, &r, &back), 1);
+    assert_string_equal(r.code[0], "drift_values");
+    assert_string_equal(r.msg[0], "variables whose values differ between api/staging and api/production: B "
+                                  "(list those expected to differ in drift_allow)");
+    assert_null(strstr(r.msg[0], "canary"));
+    assert_int_equal(back.n, 7);
+    assert_string_equal(dq_drift_vars_find(&back, "B")->hash, dq_drift_vars_find(&pv, "B")->hash);
+    dq_drift_vars_clear(&back);
+    dq_drift_vars_clear(&pv);
+    dq_drift_vars_clear(&sv);
+    dq_gates_free(st);
+    dq_gates_free(pr);
+    dq_config_free(cfg);
+}
+
+/* drift.key: from the file (at least 16 characters, file:line otherwise), else
+ * DEPLOYQ_DRIFT_KEY, else random and not persistent; scan_interval a duration, 0 off. */
+static void test_drift_settings(void **state)
+{
+    (void)state;
+    dq_drift_settings s, s2;
+    char err[512];
+    dq_config *cfg;
+
+    unsetenv("DEPLOYQ_DRIFT_KEY");
+    cfg = load("drift:\n  key: short\n");
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), -1);
+    assert_string_equal(err, "deployq.yaml:2: drift.key: expected 16 to 128 characters (e.g. openssl rand -hex 32)");
+    dq_config_free(cfg);
+    cfg = load("drift:\n  kee: 1\n");
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown key 'kee'"));
+    dq_config_free(cfg);
+    cfg = load("drift:\n  scan_interval: soon\n");
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), -1);
+    dq_config_free(cfg);
+
+    cfg = load("drift:\n  key: 0123456789abcdef0123\n  scan_interval: 10m\n");
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), 0);
+    assert_int_equal(s.key.persistent, 1);
+    assert_true(s.scan_interval_ms == 600000);
+    assert_int_equal(dq_drift_settings_load(cfg, &s2, err, sizeof err), 0);
+    assert_string_equal(s.key.id, s2.key.id); /* the same key, the same id */
+    dq_config_free(cfg);
+
+    cfg = load("services:\n  api:\n    environments:\n      a: {}\n");
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), 0);
+    assert_int_equal(s.key.persistent, 0);
+    assert_true(s.scan_interval_ms == 0);
+    assert_int_equal(dq_drift_settings_load(cfg, &s2, err, sizeof err), 0);
+    assert_string_not_equal(s.key.id, s2.key.id); /* random each time */
+    setenv("DEPLOYQ_DRIFT_KEY", "from-the-environment-123", 1);
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), 0);
+    assert_int_equal(s.key.persistent, 1);
+    setenv("DEPLOYQ_DRIFT_KEY", "short", 1);
+    assert_int_equal(dq_drift_settings_load(cfg, &s, err, sizeof err), -1);
+    assert_null(strstr(err, "short"));
+    unsetenv("DEPLOYQ_DRIFT_KEY");
+    dq_drift_settings_clear(&s);
+    dq_drift_settings_clear(&s2);
+    dq_config_free(cfg);
 }
 
 static void test_state_key(void **state)
@@ -344,6 +517,8 @@ int main(void)
         cmocka_unit_test(test_empty_environment), cmocka_unit_test(test_freeze_windows),
         cmocka_unit_test(test_errors),            cmocka_unit_test(test_drift_command),
         cmocka_unit_test(test_drift_fails_closed), cmocka_unit_test(test_drift_railway),
+        cmocka_unit_test(test_drift_hash),        cmocka_unit_test(test_drift_values),
+        cmocka_unit_test(test_drift_settings),
         cmocka_unit_test(test_state_key),         cmocka_unit_test(test_promotion_unverifiable),
     };
     int rc;

@@ -98,6 +98,7 @@ static void test_config_env_and_defaults(void **state)
     /* what needs a person is on by default; a rejection (its submitter is told) is not */
     assert_true(dq_notify_wants(&nc, "failover"));
     assert_true(dq_notify_wants(&nc, "deploy.awaiting_approval"));
+    assert_true(dq_notify_wants(&nc, "drift.detected"));
     assert_false(dq_notify_wants(&nc, "deploy.rejected"));
     assert_null(nc.webhook_secret);
     dq_notify_config_clear(&nc);
@@ -305,6 +306,24 @@ static void test_text_kinds(void **state)
                               "Approve: deployq approve 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
                               "Deny: deployq deny 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
                               "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    /* the drift scan's event: names only, no deployment */
+    ev = dq_event_new("drift.detected", NULL, "api", "production", NULL, "t");
+    cJSON_AddStringToObject(ev->data, "digest", "0123456789abcdef");
+    cJSON_AddStringToObject(ev->data, "against", "staging");
+    cJSON_AddItemToObject(ev->data, "missing", cJSON_CreateArray());
+    cJSON_AddItemToObject(ev->data, "differs", cJSON_Parse("[\"FEATURE_FLAGS\", \"STRIPE_KEY\"]"));
+    cJSON_AddItemToObject(ev->data, "since_deploy",
+                          cJSON_Parse("{\"version\":\"v3\",\"recorded_at\":\"2026-12-03T10:00:00.000Z\","
+                                      "\"changed\":[\"STRIPE_KEY\"]}"));
+    assert_string_equal(dq_notify_kind(ev), "drift.detected");
+    text = dq_notify_text(NULL, ev, NULL, NULL);
+    assert_string_equal(text, "Configuration drift on api/production (compared with staging):\n"
+                              "Values differ: FEATURE_FLAGS, STRIPE_KEY\n"
+                              "Changed since the deploy of v3: STRIPE_KEY\n"
+                              "See: deployq drift --service api --env production");
     free(text);
     dq_event_free(ev);
 

@@ -494,7 +494,7 @@ static const char *const event_types[] = {
     "provider.failed",    "deploy.succeeded",   "deploy.failed",            "monitor.started",
     "health.degraded",    "deploy.verified",    "rollback.requested",       "rollback.started",
     "rollback.succeeded", "rollback.failed",    "traffic.switched",         "notification.sent",
-    "notification.failed", "approval.refused",  NULL,
+    "notification.failed", "approval.refused", "drift.detected", NULL,
 };
 
 /* A good data object of each type, in the order of event_types. */
@@ -522,6 +522,9 @@ static const char *const good_data[] = {
     "{\"decision\":\"approve\",\"key_id\":\"alice\",\"reasons\":[{\"code\":\"approver_is_signer\","
     "\"message\":\"key alice signed the request\"}],\"source\":{\"topic\":\"deployq.requests\","
     "\"partition\":0,\"offset\":13}}",
+    "{\"digest\":\"0123456789abcdef\",\"against\":\"staging\",\"missing\":[],\"differs\":[\"STRIPE_KEY\"],"
+    "\"allowed\":[\"DATABASE_URL\"],\"since_deploy\":{\"version\":\"v1\",\"recorded_at\":"
+    "\"2026-11-26T10:00:00.000Z\",\"changed\":[\"STRIPE_KEY\"]}}",
 };
 
 static cJSON *make_event(const char *type, const char *data)

@@ -37,15 +37,17 @@ const char *const dq_notify_types[] = {
     DQ_EV_ROLLBACK_REQUESTED, DQ_EV_ROLLBACK_SUCCEEDED, DQ_EV_ROLLBACK_FAILED,
     DQ_EV_FAILED,             DQ_EV_SUCCEEDED,          DQ_EV_VERIFIED,
     DQ_EV_REJECTED,           DQ_EV_AWAITING_APPROVAL,  KIND_FAILOVER,
+    DQ_EV_DRIFT_DETECTED,
     NULL,
 };
 
 /* The default `on`: what needs a person. A rollback (requested, done, failed) and a
  * failed deploy as before; a failover (a provider is down although the deploy went on)
- * and an approval waiting (nothing happens until someone decides). Not a rejection:
+ * an approval waiting (nothing happens until someone decides) and a drift the scan found
+ * (a variable changed behind deployq's back). Not a rejection:
  * whoever submitted it is told by `deployq submit --wait`, and a storm of them (a
  * misconfigured CI) would bury the rest. */
-#define DEFAULT_ON_MASK (0x0fu | 1u << 7 | 1u << 8)
+#define DEFAULT_ON_MASK (0x0fu | 1u << 7 | 1u << 8 | 1u << 9)
 
 static int type_bit(const char *type)
 {
@@ -205,7 +207,7 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
                 dq_config_fail(cfg, item, err, errlen,
                                "%s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
                                "rollback.failed, deploy.failed, failover, deploy.awaiting_approval, "
-                               "deploy.rejected, deploy.succeeded, deploy.verified",
+                               "deploy.rejected, deploy.succeeded, deploy.verified, drift.detected",
                                where, t ? t : "?");
                 goto fail;
             }
@@ -453,6 +455,38 @@ char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_no
             putf(&b, "\n- %s: %s", dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
                  dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
         }
+    } else if (strcmp(ev->type, DQ_EV_DRIFT_DETECTED) == 0) {
+        const cJSON *since = cJSON_GetObjectItemCaseSensitive(d, "since_deploy");
+        static const char *const lists[][2] = {{"missing", "Missing here"}, {"differs", "Values differ"}};
+
+        putf(&b, "Configuration drift on %s/%s", svc, env);
+        if (dq_json_str(d, "against"))
+            putf(&b, " (compared with %s)", dq_json_str(d, "against"));
+        put_esc(&b, ":");
+        for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(d, lists[i][0]), *n;
+            int first = 1;
+
+            if (cJSON_GetArraySize(a) == 0)
+                continue;
+            putf(&b, "\n%s: ", lists[i][1]);
+            cJSON_ArrayForEach(n, a) {
+                putf(&b, "%s%s", first ? "" : ", ", cJSON_GetStringValue(n) ? cJSON_GetStringValue(n) : "?");
+                first = 0;
+            }
+        }
+        if (cJSON_IsObject(since)) {
+            const cJSON *n;
+            int first = 1;
+
+            putf(&b, "\nChanged since the deploy of %s: ",
+                 dq_json_str(since, "version") ? dq_json_str(since, "version") : "?");
+            cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(since, "changed")) {
+                putf(&b, "%s%s", first ? "" : ", ", cJSON_GetStringValue(n) ? cJSON_GetStringValue(n) : "?");
+                first = 0;
+            }
+        }
+        putf(&b, "\nSee: deployq drift --service %s --env %s", svc, env);
     } else {
         putf(&b, "%s for %s/%s version %s.", ev->type, svc, env, ver);
     }

@@ -6,7 +6,7 @@
  * Used by deployq-rollback, which sees every event of deployq.events. The kinds of
  * notification (dq_notify_types, what `on` lists) are event types plus one derived kind:
  *   rollback.requested, rollback.succeeded, rollback.failed, deploy.failed, failover,
- *   deploy.awaiting_approval   by default: each needs a person;
+ *   deploy.awaiting_approval, drift.detected   by default: each needs a person;
  *   deploy.rejected, deploy.succeeded, deploy.verified   when `on` asks for them.
  * "failover" is a deploy.started whose data.failed_over_from lists the providers of the
  * chain that failed before this one took over (dq_notify_kind). A notification that
@@ -30,7 +30,7 @@
  *     webhook: ${NOTIFY_URL}
  *     webhook_secret: ${NOTIFY_SECRET}   # signs the JSON webhook's bodies
  *     on: [rollback.requested, rollback.succeeded, rollback.failed, deploy.failed, failover,
- *          deploy.awaiting_approval, deploy.rejected]
+ *          deploy.awaiting_approval, deploy.rejected, drift.detected]
  *     dashboard_url: https://grafana.example/d/api?env={environment}
  *     timeout: 5s      # per attempt
  *     retries: 3       # after the first attempt

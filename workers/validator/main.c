@@ -15,6 +15,7 @@
 
 #include "approval.h"
 #include "config.h"
+#include "driftscan.h"
 #include "gates.h"
 #include "kafka.h"
 #include "log.h"
@@ -36,6 +37,11 @@ static const char usage[] =
     "\n"
     "Consumer group: deployq-validator by default (-g); the events consumer of the\n"
     "promotion gate uses <group>-state.\n"
+    "\n"
+    "With drift.scan_interval set, one validator instance at a time compares every\n"
+    "environment's variables (by name and keyed value hash) with its `requires`\n"
+    "environment's and with those recorded at its last deploy, and emits drift.detected\n"
+    "once per new drift (docs/configuration.md, Drift by value).\n"
     "\n" DQ_WORKER_COMMON_USAGE;
 
 /* How many requests are judged together: their nonces are claimed in one Redis round trip. */
@@ -319,6 +325,30 @@ static void *expiry_main(void *arg)
     return NULL;
 }
 
+/* The drift scan (driftscan.h) every drift.scan_interval, on its own thread with its own
+ * Redis connection and producer: it calls providers, which can take seconds. */
+typedef struct scan_thread {
+    dq_validator val;
+    volatile sig_atomic_t *stop;
+} scan_thread;
+
+static void *scan_main(void *arg)
+{
+    scan_thread *t = arg;
+    int64_t next = dq_now_ms();
+
+    while (!*t->stop) {
+        if (dq_now_ms() >= next) {
+            if (dq_driftscan_run(&t->val, dq_now_ms()) < 0)
+                dq_warn("drift scan: redis %s or the broker unavailable; will retry next interval",
+                        dq_redis_where(t->val.redis));
+            next = dq_now_ms() + t->val.drift->scan_interval_ms;
+        }
+        dq_sleep_ms(100); /* short, so that a stop is seen at once */
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     dq_worker w = {.program = "deployq-validator", .group = "deployq-validator"};
@@ -333,6 +363,10 @@ int main(int argc, char **argv)
     pthread_t st_tid, ex_tid;
     int st_started = 0, ex_started = 0;
     expiry_thread ex = {0};
+    scan_thread sc = {0};
+    pthread_t sc_tid;
+    int sc_started = 0;
+    dq_drift_settings drift = {0};
     char state_group[256];
     volatile sig_atomic_t *stop;
 
@@ -347,6 +381,11 @@ int main(int argc, char **argv)
     group = w.group;
 
     val.cfg = cfg;
+    if (dq_drift_settings_load(cfg, &drift, err, sizeof err) != 0) {
+        dq_error("%s", err);
+        goto out;
+    }
+    val.drift = &drift;
     /* A promotion that can never pass (deployq check refuses it too): warned, not refused,
      * so a running deployq keeps serving every other target of the same file. */
     for (size_t i = 0; i < cfg->n_services; i++)
@@ -456,6 +495,29 @@ int main(int argc, char **argv)
         goto out;
     }
     ex_started = 1;
+    if (drift.scan_interval_ms > 0) {
+        sc.val.cfg = cfg;
+        sc.val.drift = &drift;
+        sc.stop = stop;
+        dq_strlcpy(sc.val.actor, val.actor, sizeof sc.val.actor);
+        sc.val.redis = dq_redis_connect(cfg->redis_url, cfg->redis_timeout_ms, err, sizeof err);
+        if (!sc.val.redis) {
+            dq_error("redis: %s", err);
+            goto out;
+        }
+        sc.val.producer = dq_producer_new(cfg, err, sizeof err);
+        if (!sc.val.producer) {
+            dq_error("%s", err);
+            goto out;
+        }
+        if (pthread_create(&sc_tid, NULL, scan_main, &sc) != 0) {
+            dq_error("cannot start the drift scan thread");
+            goto out;
+        }
+        sc_started = 1;
+        dq_info("drift scan every %lld ms%s", (long long)drift.scan_interval_ms,
+                drift.key.persistent ? "" : " (no drift.key: environments compared, nothing recorded)");
+    }
     dq_info("consuming %s as group %s (and %s as %s); emitting to %s", cfg->topic_requests, group,
             cfg->topic_events, state_group, cfg->topic_events);
     rq = calloc(1, sizeof *rq);
@@ -489,6 +551,13 @@ out:
         *stop = 1;
         pthread_join(ex_tid, NULL);
     }
+    if (sc_started) {
+        *stop = 1;
+        pthread_join(sc_tid, NULL);
+    }
+    dq_producer_free(sc.val.producer);
+    dq_redis_free(sc.val.redis);
+    dq_drift_settings_clear(&drift);
     dq_producer_free(ex.val.producer);
     dq_redis_free(ex.val.redis);
     dq_consumer_free(st.consumer);

@@ -331,6 +331,25 @@ static void gate_report(void *ctx, const char *code, const char *message)
     dq_verdict_add(ctx, code, "%s", message);
 }
 
+/* Record the target's variable hashes as of this request (gates.h, recorded hash sets):
+ * what `deployq drift` and the scan compare with. -1 when Redis cannot be asked. */
+static int record_vars(dq_validator *val, const dq_request *r, const dq_drift_vars *vars)
+{
+    char key[512], *json = dq_drift_record_json(&val->drift->key, vars, r->version, dq_now_ms());
+    redisReply *rep;
+    int ok;
+
+    if (!json)
+        return 0; /* out of memory: the record is a convenience, the verdict is not held up */
+    dq_drift_record_key(r->service, r->environment, key, sizeof key);
+    rep = dq_redis_command(val->redis, "SET %s %s", key, json);
+    ok = rep && rep->type != REDIS_REPLY_ERROR;
+    if (rep)
+        freeReplyObject(rep);
+    free(json);
+    return ok ? 0 : -1;
+}
+
 /* The gates of common/domain/gates.h for a request that is signed, on time and aimed at a
  * configured target. -1 when Redis cannot be asked (retry), else 0 with reasons added. */
 static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms)
@@ -342,6 +361,7 @@ static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64
                                        "reason");
     const dq_freeze_window *fw;
     dq_gates *g, *src = NULL;
+    dq_drift_vars vars = {0};
     char err[512], t1[DQ_TIME_LEN + 1], buf[160];
 
     g = dq_gates_load(cfg, r->service, r->environment, err, sizeof err);
@@ -378,7 +398,18 @@ static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64
                        e->requires);
         src = dq_gates_load(cfg, r->service, e->requires, err, sizeof err);
     }
-    dq_gates_check_drift(g, src, gate_report, v);
+    dq_gates_check_drift_values(g, src, val->drift ? &val->drift->key : NULL, gate_report, v, &vars);
+    if (v->n_reasons == 0 && vars.n == 0 && val->drift && val->drift->key.persistent &&
+        dq_gates_can_read_vars(g) && dq_gates_read_hashed(g, &val->drift->key, &vars, err, sizeof err) != 0)
+        dq_warn("%s: variables not recorded for `deployq drift`: %s", g->target, err); /* no gate asked */
+    if (v->n_reasons == 0 && vars.n > 0 && val->drift && val->drift->key.persistent &&
+        record_vars(val, r, &vars) != 0) {
+        dq_drift_vars_clear(&vars);
+        dq_gates_free(src);
+        dq_gates_free(g);
+        return -1;
+    }
+    dq_drift_vars_clear(&vars);
     v->awaiting = e->approval;
     v->approval_timeout_ms = g->approval_timeout_ms;
     dq_gates_free(src);

@@ -14,7 +14,10 @@
  * is recorded), promotion (the version must be verified, or succeeded, in the `requires`
  * environment: a key the state consumer (state.c) records from deployq.events), and
  * configuration drift (required variables at the provider, variables of the `requires`
- * environment missing here). For a target with `approval: required` the verdict only
+ * environment missing here, and, code drift_values, variables whose values differ from
+ * the `requires` environment's by keyed hash, gates.h; drift_allow excepted). When the
+ * gates pass and drift.key is set, the target's hash set is recorded (dq_drift_record_key)
+ * for `deployq drift` and the scan to say what changed since. For a target with `approval: required` the verdict only
  * says so (awaiting): parking the would-be deploy.validated and deciding it later are
  * approval.h's. approval.c builds on this file (verdicts, nonces, emitting), never the
  * other way round, and main.c's handler tells requests and approvals apart.
@@ -26,6 +29,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "gates.h"
 #include "json.h"
 #include "kafka.h"
 #include "redis.h"
@@ -48,6 +52,7 @@ typedef struct dq_validator {
     char actor[256];
     uint64_t n_validated, n_rejected, n_awaiting;
     char epoch_seen[40];      /* the replay memory's beginning as last read, "" before */
+    const dq_drift_settings *drift; /* borrowed; NULL: a random key per check, nothing recorded */
 } dq_validator;
 
 typedef struct dq_verdict {
