@@ -84,6 +84,20 @@ int dq_exec_chain_load(const dq_config *cfg, const char *service, const char *en
                      environment);
             goto fail;
         }
+        /* cost: is checked on the item as written, for its file:line (conf may be a copy) */
+        {
+            const cJSON *src = cJSON_IsString(item) ? dq_json_get(defs, item->valuestring) : item;
+            const char *nm = cJSON_IsString(item) ? item->valuestring : dq_json_str(src, "name");
+            char where[160];
+
+            if (!nm)
+                nm = dq_json_str(src, "type");
+            snprintf(where, sizeof where, "%s/%s: provider %.64s", service, environment, nm ? nm : "?");
+            if (dq_provider_cost_check(cfg, src, where, err, errlen) != 0) {
+                cJSON_Delete(copy);
+                goto fail;
+            }
+        }
         ps[count] = conf ? dq_provider_new(conf, why, sizeof why) : NULL;
         cJSON_Delete(copy);
         if (!ps[count]) {
@@ -350,6 +364,37 @@ static void on_provider_failed(void *ctx, const dq_provider *p, const dq_provide
     }
 }
 
+/* data.cost of a terminal event (schemas/events/deploy.succeeded.json): amounts rounded
+ * to a millionth, so a float's noise never reaches the log. */
+static cJSON *cost_json(const dq_run_cost *c)
+{
+    cJSON *o = cJSON_CreateObject(), *rs;
+
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "basis", dq_cost_basis_name(c->basis));
+    if (c->basis == DQ_COST_UNKNOWN) {
+        char safe[DQ_PROVIDER_DETAIL_LEN];
+        dq_redact(c->detail, safe, sizeof safe);
+        cJSON_AddStringToObject(o, "detail", safe);
+        return o;
+    }
+    cJSON_AddNumberToObject(o, "amount", (double)(long long)(c->amount * 1e6 + 0.5) / 1e6);
+    cJSON_AddNumberToObject(o, "minutes", (double)(long long)(c->minutes * 1e3 + 0.5) / 1e3);
+    if (c->n_runners && (rs = cJSON_AddArrayToObject(o, "runners")))
+        for (int i = 0; i < c->n_runners; i++) {
+            cJSON *r = cJSON_CreateObject();
+            if (!r)
+                break;
+            cJSON_AddStringToObject(r, "label", c->runners[i].label);
+            cJSON_AddNumberToObject(r, "jobs", c->runners[i].jobs);
+            cJSON_AddNumberToObject(r, "minutes", c->runners[i].minutes);
+            cJSON_AddNumberToObject(r, "amount", (double)(long long)(c->runners[i].amount * 1e6 + 0.5) / 1e6);
+            cJSON_AddItemToArray(rs, r);
+        }
+    return o;
+}
+
 /* The terminal event of a chain result. */
 static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *failure,
                                 const char *detail)
@@ -398,6 +443,8 @@ static dq_event *terminal_event(run *r, const dq_chain_result *res, const char *
             cJSON_AddNumberToObject(ev->data, "duration_ms",
                                     (double)(res->duration_ms > 0 ? res->duration_ms : 0));
     }
+    if (res && res->cost.basis != DQ_COST_NONE)
+        cJSON_AddItemToObject(ev->data, "cost", cost_json(&res->cost));
     if (res && res->output) {
         char safe[4096];
         dq_redact(res->output, safe, sizeof safe);

@@ -437,6 +437,28 @@ static dq_fold_rollback *rollback_open(dq_fold *f, dq_fold_target *t, const dq_e
     return r;
 }
 
+/* The deployment's cost from a terminal event's data.cost; without one, what was known
+ * stays (a redelivered terminal event is the same event). */
+static void cost_read(dq_fold_deployment *d, const cJSON *data)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(data, "cost");
+    const char *basis = dq_json_str(c, "basis");
+    const cJSON *amount = cJSON_GetObjectItemCaseSensitive(c, "amount");
+
+    if (!basis)
+        return;
+    if (strcmp(basis, "provider_jobs") == 0 || strcmp(basis, "wall_time") == 0) {
+        if (!cJSON_IsNumber(amount) || !(amount->valuedouble >= 0)) {
+            d->cost = DQ_FOLD_COST_UNKNOWN;
+            return;
+        }
+        d->cost = basis[0] == 'p' ? DQ_FOLD_COST_PROVIDER : DQ_FOLD_COST_ESTIMATE;
+        d->cost_amount = amount->valuedouble;
+    } else {
+        d->cost = DQ_FOLD_COST_UNKNOWN;
+    }
+}
+
 /* What runs on the target is known again (a deploy or a rollback succeeded). */
 static void unknown_clear(dq_fold_target *t)
 {
@@ -521,6 +543,7 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             const cJSON *watch = cJSON_GetObjectItemCaseSensitive(data, "watch");
 
             d->succeeded_at_ms = ev->at_ms;
+            cost_read(d, data);
             if (d->outcome < DQ_DEPLOY_SUCCEEDED)
                 d->outcome = DQ_DEPLOY_SUCCEEDED;
             /* No health watch follows (the executor said so): nothing else will conclude
@@ -542,6 +565,7 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
         }
         if (d) {
             d->failed_at_ms = ev->at_ms;
+            cost_read(d, data);
             d->outcome = DQ_DEPLOY_FAILED;
             inflight_end(t, d);
         }
@@ -990,6 +1014,16 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
     if (d->unwatched)
         cJSON_AddFalseToObject(o, "watch");
+    if (d->cost != DQ_FOLD_COST_NONE) {
+        static const char *const basis[] = {"", "provider_jobs", "wall_time", "unknown"};
+        cJSON *c = cJSON_AddObjectToObject(o, "cost");
+
+        if (c) {
+            cJSON_AddStringToObject(c, "basis", basis[d->cost]);
+            if (d->cost != DQ_FOLD_COST_UNKNOWN)
+                cJSON_AddNumberToObject(c, "amount", d->cost_amount);
+        }
+    }
     cJSON_AddNumberToObject(o, "fence", (double)d->fence);
     if (with_timeline) {
         cJSON *arr = cJSON_AddArrayToObject(o, "timeline");

@@ -23,6 +23,7 @@
  *                           data.watch false (no health watch follows) the deployment ends
  *                           deployed (outcome succeeded, unwatched set); with true or without
  *                           the field it stays in flight until verified or rolled back
+ *                           (both: data.cost, when given, is the deployment's cost)
  *   deploy.failed           the deployment ends failed; with data.outcome "unknown" (a timeout
  *                           whose cancel was not confirmed) the target's outcome is unknown
  *                           until a deploy or rollback of it succeeds
@@ -89,6 +90,15 @@ const char *dq_reject_kind_name(dq_reject_kind k);
 /* "pending", "awaiting_approval", ..., "rolled_back". */
 const char *dq_deploy_outcome_name(dq_deploy_outcome o);
 
+/* What a deployment's run cost, from its terminal event's data.cost (report.h, "CI/CD cost
+ * per deployment"). */
+typedef enum {
+    DQ_FOLD_COST_NONE = 0,  /* no data.cost: the provider is not priced (or no terminal yet) */
+    DQ_FOLD_COST_PROVIDER,  /* basis provider_jobs: the provider's own figures */
+    DQ_FOLD_COST_ESTIMATE,  /* basis wall_time: wall time x rate, an estimate */
+    DQ_FOLD_COST_UNKNOWN,   /* basis unknown: priced, the figures could not be read */
+} dq_fold_cost;
+
 /* One event of a deployment's timeline. type points to a static string (one of
  * dq_event_types, or "unknown"). */
 typedef struct {
@@ -114,6 +124,8 @@ typedef struct dq_fold_deployment {
                                 else its first event; the start of "time to deploy" */
     dq_reject_kind reject_kind; /* why deploy.rejected refused it (DQ_REJECT_NONE if not) */
     int unwatched;          /* 1: its deploy.succeeded said no health watch follows (concluded) */
+    dq_fold_cost cost;      /* from its deploy.succeeded/failed data.cost (the last one) */
+    double cost_amount;     /* with DQ_FOLD_COST_PROVIDER or _ESTIMATE */
     int64_t fence;          /* the highest fence among its applied events */
     dq_fold_entry *timeline; /* every event of it, applied or stale, in log order */
     size_t n_timeline;

@@ -953,7 +953,7 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
     dq_metrics *m = dq_metrics_new("worker", "registry");
     static const char *const kind_labels[] = {"service", "env", "kind", NULL};
     static const char *const q_labels[] = {"service", "env", "quantile", NULL};
-    dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr, *figures, *ttd;
+    dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr, *figures, *ttd, *cost, *costn;
     dq_report_opts ro = {.production_env = api->production_env, .by_target = 1};
     dq_report rep = {0};
     char *text;
@@ -986,7 +986,18 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
                            "Time to deploy (request -> verified) of the whole log: quantile "
                            "0.5, 0.9 and 1 (the longest), per target.",
                            q_labels);
-    if (!deploys || !deployments || !in_flight || !rollbacks || !mttr || !figures || !ttd) {
+    cost = dq_metrics_gauge(m, "deployq_cost_per_deployment",
+                            "CI/CD cost per deployment of the whole log, over its priced "
+                            "deployments (estimates included: see deployq_cost_deployments): "
+                            "quantile 0.5, 0.9 and 1, per target. The memo's target: median < 0.50.",
+                            q_labels);
+    costn = dq_metrics_gauge(m, "deployq_cost_deployments",
+                             "Deployments that ran, by how their cost is known: priced (from the "
+                             "provider's figures or estimated), estimated (priced by wall time), "
+                             "not_priced (no cost: on the provider), unknown.",
+                             kind_labels);
+    if (!deploys || !deployments || !in_flight || !rollbacks || !mttr || !figures || !ttd || !cost ||
+        !costn) {
         dq_metrics_free(m);
         return NULL;
     }
@@ -1070,6 +1081,30 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
             const char *v[] = {t->service, t->environment, qs[j].q};
 
             dq_metric_set(ttd, v, qs[j].ms / 1000.0);
+        }
+        {
+            const struct {
+                const char *q;
+                double v;
+            } cq[] = {{"0.5", t->r.cost_median}, {"0.9", t->r.cost_p90}, {"1", t->r.cost_max}};
+            const struct {
+                const char *kind;
+                uint64_t n;
+            } ck[] = {{"priced", t->r.cost_priced},
+                      {"estimated", t->r.cost_estimated},
+                      {"not_priced", t->r.cost_not_priced},
+                      {"unknown", t->r.cost_unknown}};
+
+            for (size_t j = 0; t->r.cost_priced && j < sizeof cq / sizeof cq[0]; j++) {
+                const char *v[] = {t->service, t->environment, cq[j].q};
+
+                dq_metric_set(cost, v, cq[j].v);
+            }
+            for (size_t j = 0; j < sizeof ck / sizeof ck[0]; j++) {
+                const char *v[] = {t->service, t->environment, ck[j].kind};
+
+                dq_metric_set(costn, v, (double)ck[j].n);
+            }
         }
     }
     dq_report_clear(&rep);

@@ -124,7 +124,7 @@ static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out
 {
     const char *prod = o->production_env ? o->production_env : "production";
     const char *staging = o->staging_env ? o->staging_env : "staging";
-    dvec lead = {0}, ttd = {0}, ttd_staging = {0}, mttr = {0};
+    dvec lead = {0}, ttd = {0}, ttd_staging = {0}, mttr = {0}, cost = {0};
     dq_fold_deployment *const *deps;
     dq_fold_rollback *const *rbs;
     size_t nd, nr;
@@ -176,6 +176,17 @@ static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out
         }
         if (!d->rejected_at_ms && !d->failed_at_ms && !d->succeeded_at_ms)
             out->in_progress++;
+        if (d->cost == DQ_FOLD_COST_PROVIDER || d->cost == DQ_FOLD_COST_ESTIMATE) {
+            out->cost_priced++;
+            out->cost_estimated += d->cost == DQ_FOLD_COST_ESTIMATE;
+            out->cost_total += d->cost_amount;
+            if (dvec_push(&cost, d->cost_amount) != 0)
+                goto out;
+        } else if (d->cost == DQ_FOLD_COST_UNKNOWN) {
+            out->cost_unknown++;
+        } else if (d->succeeded_at_ms || (d->failed_at_ms && d->started_at_ms)) {
+            out->cost_not_priced++; /* it ran, on a provider without `cost:` */
+        }
         if (d->reject_kind == DQ_REJECT_GATE)
             out->caught_by_gate++;
         else if (failed_change && !is_prod)
@@ -234,8 +245,15 @@ static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out
     dist_from(&ttd, &out->time_to_deploy);
     dist_from(&ttd_staging, &out->time_to_deploy_staging);
     dist_from(&mttr, &out->mttr);
+    if (cost.n) {
+        qsort(cost.v, cost.n, sizeof *cost.v, dbl_cmp);
+        out->cost_median = dq_report_percentile(cost.v, cost.n, 0.5);
+        out->cost_p90 = dq_report_percentile(cost.v, cost.n, 0.9);
+        out->cost_max = cost.v[cost.n - 1];
+    }
     rc = 0;
 out:
+    free(cost.v);
     free(lead.v);
     free(ttd.v);
     free(ttd_staging.v);
@@ -363,6 +381,36 @@ static void add_dist(cJSON *o, const char *name, const dq_report_dist *d)
 
 #define NUM(o, name, v) cJSON_AddNumberToObject(o, name, (double)(v))
 
+/* Amounts to a millionth of the currency unit: no float noise in the output. */
+static double money(double v)
+{
+    return round_to(v, 0.000001);
+}
+
+static void add_cost(cJSON *o, const dq_report *r)
+{
+    cJSON *c = cJSON_AddObjectToObject(o, "cost_per_deployment");
+
+    if (!c)
+        return;
+    NUM(c, "priced", r->cost_priced);
+    NUM(c, "estimated", r->cost_estimated);
+    NUM(c, "not_priced", r->cost_not_priced);
+    NUM(c, "unknown", r->cost_unknown);
+    cJSON_AddBoolToObject(c, "estimate", r->cost_estimated > 0);
+    if (r->cost_priced) {
+        cJSON_AddNumberToObject(c, "median", money(r->cost_median));
+        cJSON_AddNumberToObject(c, "p90", money(r->cost_p90));
+        cJSON_AddNumberToObject(c, "max", money(r->cost_max));
+        cJSON_AddNumberToObject(c, "total", money(r->cost_total));
+    } else {
+        cJSON_AddNullToObject(c, "median");
+        cJSON_AddNullToObject(c, "p90");
+        cJSON_AddNullToObject(c, "max");
+        cJSON_AddNullToObject(c, "total");
+    }
+}
+
 /* The figures of one report (no window, no targets) into o. */
 static void figures_json(cJSON *o, const dq_report *r)
 {
@@ -402,6 +450,7 @@ static void figures_json(cJSON *o, const dq_report *r)
     add_dist(o, "time_to_deploy_ms", &r->time_to_deploy);
     add_dist(o, "time_to_deploy_staging_ms", &r->time_to_deploy_staging);
     add_dist(o, "mttr_ms", &r->mttr);
+    add_cost(o, r);
 }
 
 cJSON *dq_report_json(const dq_report *r)
@@ -501,6 +550,16 @@ static void csv_figures(FILE *out, const char *scope, const dq_report *r)
     csv_dist(out, scope, "time_to_deploy_staging", &r->time_to_deploy_staging);
     csv_dist(out, scope, "mttr", &r->mttr);
     csv_count(out, scope, "mttr_manual", r->mttr_manual);
+    csv_count(out, scope, "cost_priced", r->cost_priced);
+    csv_count(out, scope, "cost_estimated", r->cost_estimated);
+    csv_count(out, scope, "cost_not_priced", r->cost_not_priced);
+    csv_count(out, scope, "cost_unknown", r->cost_unknown);
+    if (r->cost_priced)
+        fprintf(out, "%s,cost_median,%.6f\n%s,cost_p90,%.6f\n%s,cost_max,%.6f\n%s,cost_total,%.6f\n", scope,
+                r->cost_median, scope, r->cost_p90, scope, r->cost_max, scope, r->cost_total);
+    else
+        fprintf(out, "%s,cost_median,\n%s,cost_p90,\n%s,cost_max,\n%s,cost_total,\n", scope, scope, scope,
+                scope);
 }
 
 void dq_report_write_csv(const dq_report *r, FILE *out)
@@ -565,11 +624,11 @@ static void table_targets(FILE *out, const dq_report *r)
 {
     char a[32], b[32];
 
-    fprintf(out, "\n%-30s %-9s %-9s %-7s %-7s %-8s %-16s %s\n", "target", "success", "failed-ch",
-            "caught", "escaped", "invalid", "MTTR median (n)", "to deploy p90 (n)");
+    fprintf(out, "\n%-30s %-9s %-9s %-7s %-7s %-8s %-16s %-18s %s\n", "target", "success", "failed-ch",
+            "caught", "escaped", "invalid", "MTTR median (n)", "to deploy p90 (n)", "cost median (n)");
     for (size_t i = 0; i < r->n_targets; i++) {
         const dq_report *t = &r->targets[i].r;
-        char key[300], succ[24], fc[24], mttr[48], ttd[48];
+        char key[300], succ[24], fc[24], mttr[48], ttd[48], cost[48];
 
         snprintf(key, sizeof key, "%s/%s", r->targets[i].service, r->targets[i].environment);
         snprintf(succ, sizeof succ, "%llu/%llu",
@@ -583,10 +642,45 @@ static void table_targets(FILE *out, const dq_report *r)
         snprintf(ttd, sizeof ttd, "%s (%llu)",
                  t->time_to_deploy.n ? fmt_dur(t->time_to_deploy.p90_ms, b, sizeof b) : "-",
                  (unsigned long long)t->time_to_deploy.n);
-        fprintf(out, "%-30s %-9s %-9s %-7llu %-7llu %-8llu %-16s %s\n", key, succ, fc,
+        if (t->cost_priced)
+            snprintf(cost, sizeof cost, "$%.3f%s (%llu)", t->cost_median, t->cost_estimated ? " est." : "",
+                     (unsigned long long)t->cost_priced);
+        else
+            snprintf(cost, sizeof cost, "- (0)");
+        fprintf(out, "%-30s %-9s %-9s %-7llu %-7llu %-8llu %-16s %-18s %s\n", key, succ, fc,
                 (unsigned long long)t->caught, (unsigned long long)t->escaped,
-                (unsigned long long)t->rejected_invalid, mttr, ttd);
+                (unsigned long long)t->rejected_invalid, mttr, ttd, cost);
     }
+}
+
+/* "CI/CD cost per deployment  $0.120 median, $0.300 max, $1.500 total over 14 priced deploys
+ * (estimate: 3 priced by wall time; 2 not priced)  [target median < $0.50: met]" */
+static void table_cost(FILE *out, const dq_report *r)
+{
+    char parts[160] = "", v[64];
+    size_t n = 0;
+    int w;
+
+    if (r->cost_estimated) {
+        w = snprintf(parts + n, sizeof parts - n, "estimate: %llu priced by wall time",
+                     (unsigned long long)r->cost_estimated);
+        n += w > 0 && (size_t)w < sizeof parts - n ? (size_t)w : 0;
+    }
+    if (r->cost_not_priced) {
+        w = snprintf(parts + n, sizeof parts - n, "%s%llu not priced", n ? "; " : "",
+                     (unsigned long long)r->cost_not_priced);
+        n += w > 0 && (size_t)w < sizeof parts - n ? (size_t)w : 0;
+    }
+    if (r->cost_unknown)
+        snprintf(parts + n, sizeof parts - n, "%s%llu unknown", n ? "; " : "", (unsigned long long)r->cost_unknown);
+    verdict(v, sizeof v, "median < $0.50", r->cost_priced != 0, r->cost_median < DQ_REPORT_TARGET_COST);
+    if (r->cost_priced)
+        fprintf(out, "%-30s $%.3f median, $%.3f max, $%.3f total over %llu priced deploys%s%s%s%s\n",
+                "CI/CD cost per deployment", r->cost_median, r->cost_max, r->cost_total,
+                (unsigned long long)r->cost_priced, parts[0] ? " (" : "", parts, parts[0] ? ")" : "", v);
+    else
+        fprintf(out, "%-30s - (0 priced deploys%s%s)%s\n", "CI/CD cost per deployment", parts[0] ? "; " : "",
+                parts, v);
 }
 
 void dq_report_write_table(const dq_report *r, FILE *out)
@@ -640,8 +734,7 @@ void dq_report_write_table(const dq_report *r, FILE *out)
             (unsigned long long)r->rollbacks_succeeded, (unsigned long long)r->rollbacks_failed,
             (unsigned long long)r->rollbacks_not_attempted,
             (unsigned long long)r->rollbacks_open, (unsigned long long)r->mttr_manual);
-    fprintf(out, "%-30s not computed (no provider's cost is recorded yet)\n",
-            "CI/CD cost per deployment");
+    table_cost(out, r);
     if (r->n_targets)
         table_targets(out, r);
 }

@@ -1,8 +1,8 @@
 /*
  * report.h - the delivery figures of `deployq report`, the registry's /api/report and its
  * /metrics, computed from a state fold (fold.h): the memo's five numbers (success rate,
- * MTTR, share of issues caught before production, time to deploy; CI/CD cost is not
- * computed yet) plus deployment frequency, lead time and change-failure rate.
+ * MTTR, share of issues caught before production, time to deploy, CI/CD cost per
+ * deployment) plus deployment frequency, lead time and change-failure rate.
  * docs/operations.md ("Delivery figures") puts each one next to the memo's target.
  *
  * Definitions (what the numbers mean, exactly):
@@ -41,6 +41,13 @@
  *     is not a catch (the provider failed; no check judged the change). Stage 1 (`deployq
  *     check`) runs before any event exists: its catches are not in the log, so not here.
  *     "production" is opts->production_env (default "production").
+ *   - CI/CD cost per deployment = data.cost.amount of the deployment's terminal event
+ *     (fold.h dq_fold_cost), over the deployments that ran and ended (deploy.succeeded,
+ *     or deploy.failed after deploy.started, or any with a cost): median, p90, max and total of the priced
+ *     ones, against the memo's < $0.50 (the median). Priced by wall time (a provider that
+ *     gives no figures) is counted as an estimate, and the line says so whenever one is
+ *     in it; a deployment on a provider with no `cost:` is "not priced" and one whose
+ *     figures could not be read "unknown": neither is a 0 in the distribution.
  *   - median and p90: linear interpolation between the closest ranks (numpy's default):
  *     for sorted v[0..n-1], p -> v[floor(p(n-1))] + frac * (next - that).
  * A rate or a duration with nothing to measure is absent (JSON null, "-" in the table).
@@ -91,6 +98,11 @@ typedef struct {
     double window_days;
     double stopped_before_production;  /* 0..1 */
     dq_report_dist lead_time, time_to_deploy, time_to_deploy_staging, mttr;
+    /* CI/CD cost per deployment: the deployments that ran, by how they were priced */
+    uint64_t cost_priced;              /* with an amount (provider figures or estimate) */
+    uint64_t cost_estimated;           /* of those, priced by wall time */
+    uint64_t cost_not_priced, cost_unknown;
+    double cost_median, cost_p90, cost_max, cost_total; /* over cost_priced; 0 when none */
     dq_report_target *targets;         /* opts->by_target: one per target, by key; else NULL */
     size_t n_targets;
 } dq_report;
@@ -105,6 +117,7 @@ struct dq_report_target {
 #define DQ_REPORT_TARGET_MTTR_MS 300000.0      /* < 5 min (median) */
 #define DQ_REPORT_TARGET_STOPPED 0.95          /* > 95% */
 #define DQ_REPORT_TARGET_STAGING_TTD_MS 900000.0 /* < 15 min (p90, staging) */
+#define DQ_REPORT_TARGET_COST 0.50             /* < $0.50 per deployment (median) */
 
 /* Compute the figures over f (not changed). opts may be NULL (everything). Returns 0, -1
  * on allocation failure (out cleared). Release with dq_report_clear(). */
@@ -116,6 +129,8 @@ void dq_report_clear(dq_report *r);
  * "success_rate":0.75,"change_failure_rate":...,"deploys_per_day":...,
  * "stopped_before_production":...,"lead_time_ms":{"n","median","p90","min","max"},
  * "time_to_deploy_ms":{...},"time_to_deploy_staging_ms":{...},"mttr_ms":{...},
+ * "cost_per_deployment":{"priced","estimated","not_priced","unknown","estimate",
+ * "median","p90","max","total"},
  * "rollbacks":{...},"targets":[{"service","environment",...the same}]} ("targets" only with
  * by_target). NULL on allocation failure. */
 cJSON *dq_report_json(const dq_report *r);

@@ -50,6 +50,139 @@ int64_t dq_provider_cfg_duration(const cJSON *config, const char *key, int64_t f
     return -1;
 }
 
+/* ---- cost ---- */
+
+const char *dq_cost_basis_name(dq_cost_basis b)
+{
+    switch (b) {
+    case DQ_COST_PROVIDER:
+        return "provider_jobs";
+    case DQ_COST_WALL_TIME:
+        return "wall_time";
+    case DQ_COST_UNKNOWN:
+        return "unknown";
+    default:
+        return NULL;
+    }
+}
+
+/* A rate as configured: a number, or a string holding one (a ${NAME} value is text). 1
+ * with *out when it is a finite number >= 0, else 0. */
+static int rate_value(const cJSON *v, double *out)
+{
+    double x;
+
+    if (cJSON_IsNumber(v)) {
+        x = v->valuedouble;
+    } else if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+        char *end;
+        x = strtod(v->valuestring, &end);
+        if (*end != '\0')
+            return 0;
+    } else {
+        return 0;
+    }
+    if (!(x >= 0 && x < 1e9)) /* also refuses NaN */
+        return 0;
+    *out = x;
+    return 1;
+}
+
+int dq_provider_cost_check(const dq_config *cfg, const cJSON *config, const char *where, char *err,
+                           size_t errlen)
+{
+    static const char *const keys[] = {"per_minute", NULL};
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(config, "cost");
+    const char *type = dq_provider_cfg_str(config, "type");
+    const cJSON *rate, *r;
+    char what[192];
+    double x;
+
+    if (cost == NULL)
+        return 0;
+    if (!cJSON_IsObject(cost))
+        return dq_config_fail(cfg, cost, err, errlen, "%s: cost: expected a mapping such as {per_minute: 0.008}",
+                              where);
+    snprintf(what, sizeof what, "%s: cost", where);
+    if (dq_config_check_keys(cfg, cost, keys, what, err, errlen) != 0)
+        return -1;
+    rate = cJSON_GetObjectItemCaseSensitive(cost, "per_minute");
+    if (rate == NULL)
+        return dq_config_fail(cfg, cost, err, errlen, "%s: cost.per_minute is required (a price per minute)",
+                              where);
+    if (!cJSON_IsObject(rate)) {
+        if (!rate_value(rate, &x))
+            return dq_config_fail(cfg, rate, err, errlen,
+                                  "%s: cost.per_minute: expected a number >= 0 (the price of a minute)%s", where,
+                                  type && strcmp(type, "github-actions") == 0
+                                      ? " or a mapping of runner label to that number"
+                                      : "");
+        return 0;
+    }
+    /* Only GitHub says which runner ran what (its jobs' labels). */
+    if (!type || strcmp(type, "github-actions") != 0)
+        return dq_config_fail(cfg, rate, err, errlen,
+                              "%s: cost.per_minute: a rate per runner label is for github-actions only; give one "
+                              "number",
+                              where);
+    if (rate->child == NULL)
+        return dq_config_fail(cfg, rate, err, errlen, "%s: cost.per_minute: name at least one runner label or default",
+                              where);
+    cJSON_ArrayForEach(r, rate)
+    {
+        if (!rate_value(r, &x))
+            return dq_config_fail(cfg, r, err, errlen, "%s: cost.per_minute.%.64s: expected a number >= 0", where,
+                                  r->string);
+    }
+    return 0;
+}
+
+int dq_provider_rate(const dq_provider *p, const char *label, double *rate)
+{
+    const cJSON *v;
+
+    if (p == NULL || p->rates == NULL)
+        return 0;
+    if (!cJSON_IsObject(p->rates))
+        return rate_value(p->rates, rate);
+    v = label ? cJSON_GetObjectItemCaseSensitive(p->rates, label) : NULL;
+    if (v == NULL)
+        v = cJSON_GetObjectItemCaseSensitive(p->rates, "default");
+    return v != NULL && rate_value(v, rate);
+}
+
+void dq_provider_cost(dq_provider *p, const dq_provider_request *req, const char *id, int64_t wall_ms,
+                      dq_run_cost *out)
+{
+    double rate;
+
+    memset(out, 0, sizeof *out);
+    if (p == NULL || p->rates == NULL)
+        return; /* not priced: no figure, never 0 */
+    if (p->ops->cost != NULL) {
+        if (p->ops->cost(p, req, id, out) == 0) {
+            out->basis = DQ_COST_PROVIDER;
+            return;
+        }
+        char why[DQ_PROVIDER_DETAIL_LEN];
+        dq_strlcpy(why, out->detail, sizeof why);
+        memset(out, 0, sizeof *out);
+        out->basis = DQ_COST_UNKNOWN;
+        dq_strlcpy(out->detail, why, sizeof out->detail);
+        dq_warn("provider %s: the cost of %s is unknown: %s", p->name, id, out->detail);
+        return;
+    }
+    if (!dq_provider_rate(p, NULL, &rate)) {
+        out->basis = DQ_COST_UNKNOWN;
+        snprintf(out->detail, sizeof out->detail, "no rate");
+        return;
+    }
+    /* No figures from the provider: the deploy's own wall time, unrounded. */
+    out->basis = DQ_COST_WALL_TIME;
+    out->minutes = (double)(wall_ms > 0 ? wall_ms : 0) / 60000.0;
+    out->amount = out->minutes * rate;
+}
+
 dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen)
 {
     const char *type = dq_provider_cfg_str(config, "type");
@@ -71,7 +204,7 @@ dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen)
     {
         static const char *const common[] = {"type", "name", "base_url", "token", "token_env", "timeout",
                                              "retries", "retry_budget", "deadline", "poll_interval",
-                                             "queue_timeout"};
+                                             "queue_timeout", "cost"};
         const char *known[48];
         size_t n = 0;
         char what[96], why[400];
@@ -146,6 +279,16 @@ dq_provider *dq_provider_new(const cJSON *config, char *err, size_t errlen)
     }
     if (ops->init(p, config, err, errlen) != 0)
         goto fail;
+    {
+        char where[96];
+        snprintf(where, sizeof where, "provider %s", p->name);
+        if (dq_provider_cost_check(NULL, config, where, err, errlen) != 0)
+            goto fail;
+    }
+    const cJSON *cost = cJSON_GetObjectItemCaseSensitive(config, "cost");
+    if (cost != NULL &&
+        (p->rates = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(cost, "per_minute"), 1)) == NULL)
+        goto oom;
     return p;
 
 oom:
@@ -162,6 +305,7 @@ void dq_provider_free(dq_provider *p)
     if (p->ops->destroy != NULL)
         p->ops->destroy(p);
     free(p->base_url);
+    cJSON_Delete(p->rates);
     if (p->token != NULL) {
         /* Do not leave the secret lying in freed heap memory. */
         volatile char *t = p->token;
@@ -723,6 +867,8 @@ static dq_chain_outcome chain_from(dq_provider *const *providers, size_t n, size
     int64_t t0 = dq_mono_ms() - (elapsed_ms > 0 ? elapsed_ms : 0);
     char tried[DQ_PROVIDER_DETAIL_LEN] = "";
     size_t tlen = 0;
+    dq_provider *ran = NULL; /* the provider whose deploy is being polled, for its cost */
+    int64_t ran_since = 0;
 
     memset(result, 0, sizeof *result);
     result->outcome = DQ_CHAIN_FAILED;
@@ -759,8 +905,11 @@ static dq_chain_outcome chain_from(dq_provider *const *providers, size_t n, size
                 goto unavailable;
             }
         }
+        ran = p;
+        ran_since = started;
         if (poll_until_done(p, id, started, req, cb, opts, result, &e) != CHAIN_NOT_STARTED)
             goto out;
+        ran = NULL; /* it ran nothing: nothing to price */
         /* Accepted, then nothing ran: unavailable after all. What it said is not the
          * outcome of this run any more. */
         free(result->output);
@@ -787,6 +936,9 @@ static dq_chain_outcome chain_from(dq_provider *const *providers, size_t n, size
     }
 out:
     result->duration_ms = dq_mono_ms() - t0;
+    /* Asked once the outcome is known, so a slow or failing answer never changes it. */
+    if (ran != NULL && result->provider_id[0] != '\0' && result->outcome != DQ_CHAIN_STOPPED)
+        dq_provider_cost(ran, req, result->provider_id, dq_mono_ms() - ran_since, &result->cost);
     return result->outcome;
 }
 

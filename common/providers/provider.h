@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "http.h"
 
 #define DQ_PROVIDER_ID_LEN 128
@@ -90,6 +91,46 @@ void dq_provider_status_clear(dq_deploy_status *st);
 
 typedef struct dq_provider dq_provider;
 
+/* ---- what a run cost ----
+ *
+ * A provider with a `cost:` mapping is priced: `cost: {per_minute: RATE}` or, for
+ * github-actions, `cost: {per_minute: {LABEL: RATE, ..., default: RATE}}` (a rate per runner
+ * label; RATE is a number >= 0 in the currency the memo's target is in, US dollars). A
+ * provider without `cost:` is not priced: its runs have no cost, never a cost of 0.
+ * The figures come from the provider where it gives them (GitHub: the run's jobs, their
+ * started_at/completed_at and runner labels) and otherwise from the deploy's wall time
+ * (an estimate). docs/configuration.md has the keys, docs/operations.md the definition. */
+typedef enum {
+    DQ_COST_NONE = 0,  /* not priced (no `cost:`), or nothing ran */
+    DQ_COST_PROVIDER,  /* from the provider's own figures (GitHub jobs) */
+    DQ_COST_WALL_TIME, /* wall time x per_minute: an estimate */
+    DQ_COST_UNKNOWN,   /* priced, but the figures could not be read (detail says why) */
+} dq_cost_basis;
+
+#define DQ_COST_MAX_RUNNERS 8
+
+typedef struct dq_run_cost {
+    dq_cost_basis basis;
+    double amount;  /* DQ_COST_PROVIDER / DQ_COST_WALL_TIME: the cost of the run */
+    double minutes; /* the minutes priced: billed (rounded up per job) or wall time */
+    /* DQ_COST_PROVIDER: per rate label used ("ubuntu-latest", "default"), jobs and billed
+     * minutes; more labels than DQ_COST_MAX_RUNNERS are summed into the last entry. */
+    struct {
+        char label[64];
+        int jobs;
+        double minutes, amount;
+    } runners[DQ_COST_MAX_RUNNERS];
+    int n_runners;
+    char detail[DQ_PROVIDER_DETAIL_LEN]; /* DQ_COST_UNKNOWN: one redacted line */
+} dq_run_cost;
+
+/* "provider_jobs", "wall_time", "unknown" (the event's data.cost.basis); NULL for NONE. */
+const char *dq_cost_basis_name(dq_cost_basis b);
+
+/* The rate of one runner label: the label's own, else "default". 1 with *rate, 0 when
+ * p has no rate for it (or is not priced). label NULL asks for the default. */
+int dq_provider_rate(const dq_provider *p, const char *label, double *rate);
+
 /* Build a provider from its config object. Common keys: "type" (required), "name"
  * (default: the type), "base_url", "token" (already resolved) or "token_env" (name of an
  * environment variable holding it), "timeout" (per HTTP request, default 10s), "retries"
@@ -105,6 +146,15 @@ const char *dq_provider_name(const dq_provider *p);
 const char *dq_provider_type(const dq_provider *p);
 int64_t dq_provider_deadline_ms(const dq_provider *p);
 int64_t dq_provider_poll_interval_ms(const dq_provider *p);
+
+/* Check the `cost:` member of a provider's config object: absent is fine (not priced); else
+ * a mapping whose only key is per_minute, a number >= 0 or (github-actions only) a mapping
+ * of runner label -> number >= 0. cfg gives "file:line: " to the message when the object
+ * comes from the configuration file (NULL: none); where names it ("provider gha"). Unknown
+ * keys are refused by dq_config_check_keys. 0, or -1 with a one-line reason in err.
+ * dq_provider_new() runs the same check (without positions). */
+int dq_provider_cost_check(const dq_config *cfg, const cJSON *config, const char *where,
+                           char *err, size_t errlen);
 
 /* NULL-terminated list of the known types ("github-actions", "railway", ...). */
 extern const char *const dq_provider_types[];
@@ -154,6 +204,12 @@ int dq_provider_cancel(dq_provider *p, const dq_provider_request *req, const cha
 int dq_provider_cancel_confirmed(dq_provider *p, const dq_provider_request *req, const char *id,
                                  int64_t wait_ms, int64_t poll_ms, dq_deploy_status *st,
                                  char *detail, size_t detaillen);
+
+/* What the run id cost (after it ended; wall_ms is its wall time, for an estimate). Never
+ * fails the deploy: figures that cannot be read give DQ_COST_UNKNOWN with a detail. A
+ * provider without `cost:` gives DQ_COST_NONE and asks nothing. */
+void dq_provider_cost(dq_provider *p, const dq_provider_request *req, const char *id, int64_t wall_ms,
+                      dq_run_cost *out);
 
 /* ---- the chain ---- */
 
@@ -218,6 +274,9 @@ typedef struct dq_chain_result {
     int outcome_unknown;
     /* failure "cancelled" by an operator (cancel_requested): the key that asked, else "". */
     char cancelled_by[128];
+    /* What the provider that ran it cost (dq_provider_cost), asked once the outcome is
+     * known (SUCCEEDED, FAILED or TIMEOUT with a provider id); DQ_COST_NONE otherwise. */
+    dq_run_cost cost;
 } dq_chain_result;
 
 void dq_chain_result_clear(dq_chain_result *r);
@@ -270,6 +329,10 @@ typedef struct dq_provider_ops {
     int (*cancel)(dq_provider *p, const dq_provider_request *req, const char *id,
                   dq_provider_error *e);
     void (*destroy)(dq_provider *p);
+    /* What run id cost from the provider's own figures (provider_github.c: the jobs),
+     * priced with dq_provider_rate(): 0 with *out filled (basis DQ_COST_PROVIDER), or -1
+     * with a one-line reason in out->detail. NULL: priced by wall time. */
+    int (*cost)(dq_provider *p, const dq_provider_request *req, const char *id, dq_run_cost *out);
     /* After an ambiguous deploy call made at since_ms (wall clock): did the provider create
      * a run/deployment for req? 1 with its id, 0 none, -1 with *e when it cannot be told.
      * NULL: the type has no way to look (dq_provider_deploy). */
@@ -288,6 +351,8 @@ struct dq_provider {
     int64_t deadline_ms;
     int64_t poll_interval_ms;
     int64_t queue_timeout_ms; /* queued longer than this: cancel and fail over; 0 never */
+    cJSON *rates; /* cost.per_minute as configured (a number or a label mapping), or NULL:
+                     not priced */
     void *impl;
 };
 

@@ -15,6 +15,11 @@
  * it past queue_timeout), and a run that did start a job is never either. A dispatch that
  * timed out or got a 5xx is looked up by the same run listing before anything is sent
  * again (gh_find).
+ *
+ * Cost (provider.h "what a run cost"): once the run ended, its jobs (every attempt, paged)
+ * give each job's started_at/completed_at and runner labels; a job is billed by the started
+ * minute, as GitHub bills hosted runners, at its label's rate. The run-timing endpoint
+ * (billable ms per OS) is being retired and is not used.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,6 +435,120 @@ static int gh_status(dq_provider *p, const dq_provider_request *req, const char 
     return 0;
 }
 
+/* Add one job of a finished run to *out: its billed minutes (GitHub bills each job by the
+ * started minute: completed_at - started_at rounded up to a whole minute), priced at the
+ * rate of the first of its runner labels that has one, else the default rate. A job that
+ * never got a runner costs nothing. 0, or -1 with out->detail. */
+static int gh_job_cost(dq_provider *p, const cJSON *job, dq_run_cost *out)
+{
+    const char *name = dq_provider_cfg_str(job, "name");
+    const char *status = dq_provider_cfg_str(job, "status");
+    const char *started = dq_provider_cfg_str(job, "started_at");
+    const char *completed = dq_provider_cfg_str(job, "completed_at");
+    const char *runner = dq_provider_cfg_str(job, "runner_name");
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(job, "labels"), *l;
+    const char *label = NULL;
+    int64_t t0, t1;
+    double rate, minutes;
+
+    if (!name)
+        name = "?";
+    if (!status || strcmp(status, "completed") != 0) {
+        snprintf(out->detail, sizeof out->detail, "job %.100s is %.32s, not completed", name, status ? status : "?");
+        return -1;
+    }
+    if (!runner || !runner[0])
+        return 0; /* skipped, or cancelled before a runner took it */
+    if (!started || !completed || dq_time_parse(started, &t0) != 0 || dq_time_parse(completed, &t1) != 0) {
+        snprintf(out->detail, sizeof out->detail, "job %.100s has no readable started_at/completed_at", name);
+        return -1;
+    }
+    cJSON_ArrayForEach(l, labels)
+    {
+        double r;
+        if (cJSON_IsString(l) && cJSON_IsObject(p->rates) &&
+            cJSON_GetObjectItemCaseSensitive(p->rates, l->valuestring) && dq_provider_rate(p, l->valuestring, &r)) {
+            label = l->valuestring;
+            break;
+        }
+    }
+    if (!dq_provider_rate(p, label, &rate)) {
+        const cJSON *first = cJSON_GetArrayItem(labels, 0);
+        snprintf(out->detail, sizeof out->detail,
+                 "no rate for job %.100s (runner label %.64s): add it, or a default, under cost.per_minute", name,
+                 cJSON_IsString(first) ? first->valuestring : "none");
+        return -1;
+    }
+    if (!label)
+        label = "default";
+    minutes = t1 > t0 ? (double)((t1 - t0 + 59999) / 60000) : 0;
+    int i;
+    for (i = 0; i < out->n_runners; i++)
+        if (strcmp(out->runners[i].label, label) == 0)
+            break;
+    if (i == out->n_runners) {
+        if (out->n_runners < DQ_COST_MAX_RUNNERS)
+            dq_strlcpy(out->runners[out->n_runners++].label, label, sizeof out->runners[0].label);
+        else
+            i = DQ_COST_MAX_RUNNERS - 1;
+    }
+    out->runners[i].jobs++;
+    out->runners[i].minutes += minutes;
+    out->runners[i].amount += minutes * rate;
+    out->minutes += minutes;
+    out->amount += minutes * rate;
+    return 0;
+}
+
+#define GH_COST_MAX_PAGES 10 /* 1000 jobs */
+
+/* The cost of run id from its jobs (every attempt: filter=all), page by page. */
+static int gh_cost(dq_provider *p, const dq_provider_request *req, const char *id, dq_run_cost *out)
+{
+    dq_provider_error e;
+    int seen = 0;
+
+    for (int page = 1; page <= GH_COST_MAX_PAGES; page++) {
+        char suffix[64];
+        long code;
+        cJSON *j;
+
+        snprintf(suffix, sizeof suffix, "/jobs?filter=all&per_page=100&page=%d", page);
+        memset(&e, 0, sizeof e);
+        if (gh_get_run(p, req, id, suffix, "list run jobs", &j, &code, &e) != 0) {
+            dq_strlcpy(out->detail, e.detail, sizeof out->detail);
+            return -1;
+        }
+        const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(j, "jobs"), *job;
+        const cJSON *total = cJSON_GetObjectItemCaseSensitive(j, "total_count");
+        if (!cJSON_IsArray(jobs) || !cJSON_IsNumber(total)) {
+            cJSON_Delete(j);
+            snprintf(out->detail, sizeof out->detail, "list run jobs: HTTP %ld without jobs and total_count", code);
+            return -1;
+        }
+        int here = cJSON_GetArraySize(jobs);
+        cJSON_ArrayForEach(job, jobs)
+        {
+            if (gh_job_cost(p, job, out) != 0) {
+                cJSON_Delete(j);
+                return -1;
+            }
+        }
+        seen += here;
+        double want = total->valuedouble;
+        cJSON_Delete(j);
+        if (here == 0 || seen >= want) {
+            if (seen < want) {
+                snprintf(out->detail, sizeof out->detail, "list run jobs: %d of %.0f jobs listed", seen, want);
+                return -1;
+            }
+            return 0;
+        }
+    }
+    snprintf(out->detail, sizeof out->detail, "run %s has more than %d jobs", id, GH_COST_MAX_PAGES * 100);
+    return -1;
+}
+
 static int gh_rollback(dq_provider *p, const dq_provider_request *req, const char *id, char *new_id,
                        size_t new_idlen, dq_provider_error *e)
 {
@@ -477,4 +596,5 @@ const dq_provider_ops dq_provider_github_ops = {
     .cancel = gh_cancel,
     .destroy = gh_destroy,
     .find = gh_find,
+    .cost = gh_cost,
 };

@@ -11,9 +11,11 @@ github provider)
        (default 300) after its dispatch, as on the real service
   GET  /repos/{o}/{r}/actions/runs/{id} -> the run: status queued|in_progress|completed,
        conclusion null until completed
-  GET  /repos/{o}/{r}/actions/runs/{id}/jobs -> {"total_count", "jobs": [...]}: a queued
-       run's job is queued without a runner, a running or finished run's job has one
-       (runner_name), a startup_failure run has none
+  GET  /repos/{o}/{r}/actions/runs/{id}/jobs?per_page=&page= -> {"total_count", "jobs": [...]}
+       (paged as GitHub pages: per_page default 30, at most 100): a queued run's job is
+       queued without a runner, a running or finished run's job has one (runner_name), a
+       startup_failure run has none. Each job has labels (runner labels), started_at and
+       completed_at (null until it completes)
   POST /repos/{o}/{r}/actions/runs/{id}/cancel -> 202 (409 once completed)
 
 and the Deployments API (recording deploys, github_deploy.c), as GitHub serves it:
@@ -53,6 +55,12 @@ Other script keys:
                  (default 5000), past the client's timeout
   cancel         "refuse": cancel answers 500 and nothing changes; "ignore": 202, but the
                  run carries on as if never asked
+  jobs           the jobs of a run that completed success or failure, instead of the one
+                 "deploy" job: [{"name", "labels": [...], "started_at", "completed_at"}, ...]
+                 with fixed times (what a cost test computes by hand); a job without
+                 started_at is one no runner took (skipped)
+  jobs_status    an HTTP status (500, 404, ...) that every jobs call answers, as an outage of
+                 that endpoint alone
 """
 
 import re
@@ -207,6 +215,19 @@ class GitHub(fakelib.App):
         """The run's jobs as GitHub lists them."""
         status, conclusion = run["status"], run["conclusion"]
         started = run.get("job_started")
+        scripted = self.state.script.get("jobs")
+        if scripted and status == "completed" and conclusion in ("success", "failure"):
+            out = []
+            for i, j in enumerate(scripted):
+                took = bool(j.get("started_at"))
+                out.append({"id": run["id"] * 10 + 1 + i, "run_id": run["id"], "name": j.get("name", "job%d" % i),
+                            "labels": j.get("labels", ["ubuntu-latest"]), "status": "completed",
+                            "conclusion": conclusion if took else "skipped",
+                            "started_at": j.get("started_at") or fakelib.iso(run["created"]),
+                            "completed_at": j.get("completed_at") or fakelib.iso(run["created"]),
+                            "runner_id": 7 if took else None, "runner_name": "GitHub Actions 7" if took else None,
+                            "steps": []})
+            return out
         if conclusion == "startup_failure" and not started:
             return []
         job = {"id": run["id"] * 10 + 1, "run_id": run["id"], "name": "deploy", "labels": ["ubuntu-latest"],
@@ -341,11 +362,16 @@ class GitHub(fakelib.App):
             with st.lock:
                 if not auth["present"]:
                     return 401, gh_error(401, "Requires authentication"), {}
+                if st.script.get("jobs_status"):
+                    code = int(st.script["jobs_status"])
+                    return code, gh_error(code, "Server Error" if code >= 500 else "Not Found"), {}
                 run = st.runs.get(int(m.group(3)))
                 if run is None:
                     return 404, gh_error(404, "Not Found"), {}
                 jobs = self.jobs_view(run)
-                return 200, {"total_count": len(jobs), "jobs": jobs}, {}
+                per_page = max(1, min(int(query.get("per_page") or 30), 100))
+                page = max(1, int(query.get("page") or 1))
+                return 200, {"total_count": len(jobs), "jobs": jobs[(page - 1) * per_page:page * per_page]}, {}
 
         m = CANCEL.match(path)
         if m and method == "POST":

@@ -10,7 +10,11 @@
 #      so), each status GitHub missed is reported as notification.failed (channel github),
 #      and once GitHub is back the next status creates the deployment and posts;
 #   5. 202 (auto-merged instead) and 409 (conflict) are reported once, never retried;
-#   6. the token is in no log and no event; every event passes its schema.
+#   6. CI/CD cost (issue 14): a github-actions deploy's jobs (their times and runner labels,
+#      priced per label) reach deploy.succeeded's cost, the registry's /api/report, its
+#      /metrics and `deployq report`; the jobs endpoint down leaves the deploy a success
+#      whose cost is unknown; the webhook chain, priced by wall time, is an estimate;
+#   7. the token is in no log and no event; every event passes its schema.
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-executor.sh"
 . "$(dirname "$0")/helpers-registry.sh"
@@ -32,7 +36,8 @@ gh_yaml() { # gh_yaml REPO [EXTRA]
     [ -z "${2:-}" ] || printf '%s\n' "$2"
 }
 chain="        providers:
-          - {type: webhook, name: wh, url: \"$WH/deploy\", status_url: \"$WH/status/{id}\", poll_interval: 200ms, deadline: 60s}"
+          - {type: webhook, name: wh, url: \"$WH/deploy\", status_url: \"$WH/status/{id}\", poll_interval: 200ms, deadline: 60s,
+             cost: {per_minute: 0.01}}"
 write_exec_config "  api:
 $(gh_yaml acme/api)
     environments:
@@ -42,7 +47,23 @@ $chain
 $(gh_yaml acme/web '      auto_merge: true')
     environments:
       staging:
-$chain" "executor:
+$chain
+  ci:
+    environments:
+      staging:
+        providers:
+          - type: github-actions
+            name: gha
+            base_url: \"$GH\"
+            owner: acme
+            repo: ci
+            workflow: deploy.yml
+            token: \${GH_TOKEN_0730}
+            poll_interval: 200ms
+            retries: 1
+            retry_budget: 2s
+            cost:
+              per_minute: {ubuntu-latest: 0.008, macos-14: 0.08}" "executor:
   lock_ttl: 5s
 $(http_yaml)"
 start_registry a
@@ -139,7 +160,42 @@ creates=$(fake_calls gh | jq '[.calls[] | select(.method == "POST" and .path == 
 assert_eq "$creates" 2 "creates asked of GitHub for web"
 assert_eq "$(gh_get /repos/acme/web/deployments | jq length)" 0 "web deployments on GitHub"
 
-log "6. the token is nowhere; every event passes its schema"
+log "6. CI/CD cost: the run's jobs, priced per runner label, reach the event and the report"
+# by hand: build 10:00:00 -> 10:02:30 is 3 started minutes x 0.008 = 0.024 (ubuntu-latest);
+# sign 10:03:00 -> 10:03:40 is 1 minute x 0.08 = 0.08 (macos-14): 4 minutes, 0.104
+fake_script gh "{\"token\":\"$GH_TOKEN_0730\",\"jobs\":[
+  {\"name\":\"build\",\"labels\":[\"ubuntu-latest\"],\"started_at\":\"2026-03-01T10:00:00Z\",\"completed_at\":\"2026-03-01T10:02:30Z\"},
+  {\"name\":\"sign\",\"labels\":[\"macos-14\"],\"started_at\":\"2026-03-01T10:03:00Z\",\"completed_at\":\"2026-03-01T10:03:40Z\"}]}"
+fake_script wh '{"mode":"succeed","steps":1}'
+c1=$(deploy c1 ci)
+ev=$(terminal "$c1")
+assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "c1 outcome"
+assert_eq "$(jq -c .data.cost <<<"$ev")" \
+    '{"basis":"provider_jobs","amount":0.104,"minutes":4,"runners":[{"label":"ubuntu-latest","jobs":1,"minutes":3,"amount":0.024},{"label":"macos-14","jobs":1,"minutes":1,"amount":0.08}]}' \
+    "c1 cost"
+# the jobs endpoint down: still a success, whose cost is unknown (never a failed deploy)
+fake_script gh "{\"token\":\"$GH_TOKEN_0730\",\"jobs_status\":500}"
+c2=$(deploy c2 ci)
+ev=$(terminal "$c2")
+assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "c2 outcome with the jobs endpoint down"
+assert_eq "$(jq -r .data.cost.basis <<<"$ev")" unknown "c2 cost basis"
+jq -e '.data.cost.detail | test("list run jobs: HTTP 500")' <<<"$ev" >/dev/null || fail "c2 cost: $(jq -c .data.cost <<<"$ev")"
+# the webhook chain gives no figures: wall time x 0.01, an estimate
+assert_eq "$(terminal "$v1" | jq -r .data.cost.basis)" wall_time "v1 cost basis"
+cost_in_report() { api '/api/report?service=ci' | jq -e '.cost_per_deployment.unknown == 1' >/dev/null; }
+wait_for 30 cost_in_report || fail "the registry's report has no cost of c2: $(api '/api/report?service=ci')"
+assert_eq "$(api '/api/report?service=ci' | jq -c .cost_per_deployment)" \
+    '{"priced":1,"estimated":0,"not_priced":0,"unknown":1,"estimate":false,"median":0.104,"p90":0.104,"max":0.104,"total":0.104}' \
+    "ci's cost per deployment"
+api /api/report | jq -e '.cost_per_deployment.estimate == true and .cost_per_deployment.estimated >= 6' >/dev/null ||
+    fail "the webhook deploys are not marked estimates: $(api /api/report | jq -c .cost_per_deployment)"
+api /metrics | grep -qx 'deployq_cost_per_deployment{worker="registry",service="ci",env="staging",quantile="0.5"} 0.104' ||
+    fail "no cost in /metrics: $(api /metrics | grep cost)"
+"$DEPLOYQ" report --dir "$REG_DIR" --service ci | grep -qxF \
+    'CI/CD cost per deployment      $0.104 median, $0.104 max, $0.104 total over 1 priced deploys (1 unknown)  [target median < $0.50: met]' ||
+    fail "deployq report: $("$DEPLOYQ" report --dir "$REG_DIR" --service ci)"
+
+log "7. the token is nowhere; every event passes its schema"
 if grep -rl -- "$GH_TOKEN_0730" "$T"/*.log >/dev/null 2>&1; then fail "the token is in a log"; fi
 if events | grep -q -- "$GH_TOKEN_0730"; then fail "the token is in an event"; fi
 events | schema_check || fail "an event does not pass its schema"

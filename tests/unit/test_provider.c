@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "../fakes/fake_server.h"
+#include "execute.h"
 #include "log.h"
 #include "provider.h"
 
@@ -137,6 +138,82 @@ static void test_config(void **state)
 }
 
 /* ---- Railway ---- */
+
+/* cost: (provider.h "what a run cost"): the keys, a wall-time estimate where the provider
+ * gives no figures, "not priced" (never 0) without cost:, and file:line for a bad key in
+ * deployq.yaml (dq_exec_chain_load checks the mapping as written). */
+static void test_cost_config(void **state)
+{
+    const char *cmd = "{\"type\":\"command\",\"name\":\"sh\",\"argv\":[\"true\"]";
+    char json[512], err[512] = "";
+    dq_run_cost c;
+    double rate;
+
+    snprintf(json, sizeof json, "%s,\"cost\":{\"per_minute\":0.5,\"per_hour\":3}}", cmd);
+    expect_config_error(json, "provider sh: cost: unknown key 'per_hour' (known: per_minute)");
+    snprintf(json, sizeof json, "%s,\"cost\":{\"per_minute\":-1}}", cmd);
+    expect_config_error(json, "provider sh: cost.per_minute: expected a number >= 0");
+    snprintf(json, sizeof json, "%s,\"cost\":{\"per_minute\":\"cheap\"}}", cmd);
+    expect_config_error(json, "cost.per_minute: expected a number >= 0");
+    snprintf(json, sizeof json, "%s,\"cost\":{}}", cmd);
+    expect_config_error(json, "cost.per_minute is required");
+    snprintf(json, sizeof json, "%s,\"cost\":0.5}", cmd);
+    expect_config_error(json, "cost: expected a mapping");
+    /* only GitHub names the runner of each job */
+    snprintf(json, sizeof json, "%s,\"cost\":{\"per_minute\":{\"default\":0.5}}}", cmd);
+    expect_config_error(json, "a rate per runner label is for github-actions only");
+    expect_config_error("{\"type\":\"github-actions\",\"owner\":\"a\",\"repo\":\"b\",\"workflow\":\"d.yml\","
+                        "\"token\":\"sekret-1\",\"cost\":{\"per_minute\":{\"ubuntu-latest\":true}}}",
+                        "cost.per_minute.ubuntu-latest: expected a number >= 0");
+
+    /* wall time x rate: 90 s at 0.5 a minute is 0.75, an estimate */
+    dq_provider *p = dq_fake_provider("%s,\"cost\":{\"per_minute\":\"0.5\"}}", cmd);
+    assert_non_null(p);
+    assert_true(dq_provider_rate(p, "anything", &rate));
+    assert_true(rate == 0.5);
+    dq_provider_cost(p, &REQ, "x", 90000, &c);
+    assert_int_equal(c.basis, DQ_COST_WALL_TIME);
+    assert_string_equal(dq_cost_basis_name(c.basis), "wall_time");
+    assert_true(c.minutes == 1.5);
+    assert_true(c.amount == 0.75);
+    dq_provider_free(p);
+    /* no cost: not priced, which is not a cost of 0 */
+    p = dq_fake_provider("%s}", cmd);
+    assert_non_null(p);
+    assert_false(dq_provider_rate(p, NULL, &rate));
+    dq_provider_cost(p, &REQ, "x", 90000, &c);
+    assert_int_equal(c.basis, DQ_COST_NONE);
+    assert_null(dq_cost_basis_name(c.basis));
+    dq_provider_free(p);
+
+    /* from deployq.yaml: the line of the bad key, for a provider named from providers: */
+    static const char yaml[] = "providers:\n"
+                               "  sh:\n"
+                               "    type: command\n"
+                               "    argv: [\"true\"]\n"
+                               "    cost:\n"
+                               "      per_minute: 0.5\n"
+                               "      per_mintue: 1\n"
+                               "services:\n"
+                               "  api:\n"
+                               "    environments:\n"
+                               "      staging:\n"
+                               "        providers: [sh]\n"
+                               "      production:\n"
+                               "        providers:\n"
+                               "          - {type: command, name: local, argv: [\"true\"], cost: {per_minute: -2}}\n";
+    dq_config *cfg = dq_config_load_string(yaml, sizeof yaml - 1, "deployq.yaml", err, sizeof err);
+    dq_provider **ps;
+    size_t n;
+    assert_non_null(cfg);
+    assert_int_equal(dq_exec_chain_load(cfg, "api", "staging", &ps, &n, err, sizeof err), -1);
+    assert_string_equal(err, "deployq.yaml:7: api/staging: provider sh: cost: unknown key 'per_mintue' (known: "
+                             "per_minute)");
+    assert_int_equal(dq_exec_chain_load(cfg, "api", "production", &ps, &n, err, sizeof err), -1);
+    assert_string_equal(err, "deployq.yaml:15: api/production: provider local: cost.per_minute: expected a number "
+                             ">= 0 (the price of a minute)");
+    dq_config_free(cfg);
+}
 
 static void test_railway_success(void **state)
 {
@@ -700,6 +777,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_cost_config),
         cmocka_unit_test_setup(test_railway_success, reset),
         cmocka_unit_test_setup(test_railway_project_token, reset),
         cmocka_unit_test_setup(test_railway_build_failure_no_failover, reset),

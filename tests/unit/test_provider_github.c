@@ -75,6 +75,7 @@ static void test_success_with_run_details(void **state)
     assert_string_equal(res.provider_id, "1001");
     assert_string_equal(res.url, "https://github.com/acme/shop/actions/runs/1001");
     assert_int_equal(ev.started, 1);
+    assert_int_equal(res.cost.basis, DQ_COST_NONE); /* no cost: in its config: not priced */
 
     cJSON *calls = dq_fake_calls(&gh);
     assert_int_equal(dq_fake_count(calls, "POST", "/repos/acme/shop/actions/workflows/deploy.yml/dispatches"), 1);
@@ -98,6 +99,75 @@ static void test_success_with_run_details(void **state)
     assert_string_equal(str_at(c, "auth", "scheme"), "Bearer");
     assert_int_equal(dq_fake_max_concurrent(calls), 1);
     cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
+/* The run's jobs, with the times and runner labels the double is given, priced per label
+ * (provider.h "what a run cost"): each job billed by the started minute. By hand:
+ *   build   ubuntu-latest   10:00:00 -> 10:02:30  2.5 min -> 3 min x 0.008 = 0.024
+ *   test    windows-latest  10:00:00 -> 10:01:00  1 min   -> 1 min x 0.016 = 0.016
+ *   e2e     self-hosted     10:03:00 -> 10:03:01  1 s     -> 1 min x 0.010 (default) = 0.010
+ *   notify  ubuntu-latest   skipped (no runner)             0
+ *   deploy  ubuntu-latest   10:05:00 -> 10:09:00.5          -> 5 min x 0.008 = 0.040
+ * ubuntu-latest 2 jobs 8 min 0.064, windows-latest 1 job 1 min 0.016, default 1 job 1 min
+ * 0.010: 10 minutes, 0.090. */
+static void test_cost_from_jobs(void **state)
+{
+    dq_provider *p = github(",\"cost\":{\"per_minute\":{\"ubuntu-latest\":0.008,\"windows-latest\":0.016,"
+                            "\"default\":0.01}}");
+    dq_chain_result res;
+
+    assert_non_null(p);
+    assert_int_equal(
+        dq_fake_script(&gh, "{\"steps\":1,\"jobs\":["
+                            "{\"name\":\"build\",\"labels\":[\"ubuntu-latest\"],\"started_at\":\"2026-03-01T10:00:00Z\","
+                            "\"completed_at\":\"2026-03-01T10:02:30Z\"},"
+                            "{\"name\":\"test\",\"labels\":[\"windows-latest\"],\"started_at\":\"2026-03-01T10:00:00Z\","
+                            "\"completed_at\":\"2026-03-01T10:01:00Z\"},"
+                            "{\"name\":\"e2e\",\"labels\":[\"self-hosted\",\"linux\"],"
+                            "\"started_at\":\"2026-03-01T10:03:00Z\",\"completed_at\":\"2026-03-01T10:03:01Z\"},"
+                            "{\"name\":\"notify\",\"labels\":[\"ubuntu-latest\"]},"
+                            "{\"name\":\"deploy\",\"labels\":[\"ubuntu-latest\"],\"started_at\":\"2026-03-01T10:05:00Z\","
+                            "\"completed_at\":\"2026-03-01T10:09:00.500Z\"}]}"),
+        0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_PROVIDER);
+    assert_true(res.cost.minutes == 10);
+    assert_true(res.cost.amount > 0.09 - 1e-9 && res.cost.amount < 0.09 + 1e-9);
+    assert_int_equal(res.cost.n_runners, 3);
+    assert_string_equal(res.cost.runners[0].label, "ubuntu-latest");
+    assert_int_equal(res.cost.runners[0].jobs, 2);
+    assert_true(res.cost.runners[0].minutes == 8);
+    assert_string_equal(res.cost.runners[1].label, "windows-latest");
+    assert_true(res.cost.runners[1].minutes == 1);
+    assert_string_equal(res.cost.runners[2].label, "default");
+    assert_int_equal(res.cost.runners[2].jobs, 1);
+    cJSON *calls = dq_fake_calls(&gh);
+    const cJSON *jobs = dq_fake_call(calls, "GET", "/repos/acme/shop/actions/runs/1001/jobs", 1);
+    assert_non_null(jobs); /* the first asked whether a job started while queued */
+    assert_string_equal(str_at(jobs, "query", "filter"), "all");
+    assert_string_equal(str_at(jobs, "query", "per_page"), "100");
+    assert_string_equal(str_at(jobs, "query", "page"), "1");
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* the jobs endpoint fails: the deploy still succeeds, its cost is unknown */
+    assert_int_equal(dq_fake_script(&gh, "{\"steps\":1,\"jobs_status\":500}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_UNKNOWN);
+    assert_non_null(strstr(res.cost.detail, "list run jobs: HTTP 500"));
+    assert_null(strstr(res.cost.detail, TOKEN));
+    dq_chain_result_clear(&res);
+    /* a job on a runner with no rate and no default: unknown, never a guess */
+    dq_provider_free(p);
+    p = github(",\"cost\":{\"per_minute\":{\"ubuntu-latest\":0.008}}");
+    assert_int_equal(dq_fake_script(&gh, "{\"steps\":1,\"jobs\":[{\"name\":\"mac\",\"labels\":[\"macos-14\"],"
+                                         "\"started_at\":\"2026-03-01T10:00:00Z\",\"completed_at\":\"2026-03-01T10:00:10Z\"}]}"),
+                     0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_UNKNOWN);
+    assert_non_null(strstr(res.cost.detail, "no rate for job mac (runner label macos-14)"));
     dq_chain_result_clear(&res);
     dq_provider_free(p);
 }
@@ -405,6 +475,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_success_with_run_details, reset),
+        cmocka_unit_test_setup(test_cost_from_jobs, reset),
         cmocka_unit_test_setup(test_refused_run_details_falls_back, reset),
         cmocka_unit_test_setup(test_no_run_created, reset),
         cmocka_unit_test_setup(test_conclusions, reset),

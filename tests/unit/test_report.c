@@ -509,6 +509,127 @@ static void test_renderings(void **state)
     dq_fold_free(f);
 }
 
+/* CI/CD cost per deployment (report.h) on a history of its own, window 02-01 .. 02-03:
+ *   C1 api/staging     succeeded, cost provider_jobs 0.12
+ *   C2 api/production  succeeded, cost provider_jobs 0.30
+ *   C3 api/production  started, failed, cost provider_jobs 0.05
+ *   C4 web/staging     succeeded, cost wall_time 0.04           -> an estimate
+ *   C5 web/production  succeeded, no cost (provider not priced) -> not priced, not 0
+ *   C6 web/production  started, failed, cost unknown (jobs call failed) -> unknown
+ *   C7 api/staging     started only (in progress)               -> not counted
+ *   C8 api/staging     failed before any provider started       -> not counted
+ *   C9 web/staging     rejected                                 -> not counted
+ * Priced: 0.04 0.05 0.12 0.30 -> median (0.05 + 0.12) / 2 = 0.085; p90 at rank 2.7:
+ * 0.12 + 0.7 x 0.18 = 0.246; max 0.30; total 0.51; 1 estimated, 1 not priced, 1 unknown.
+ * api/production alone: 0.05 0.30 -> median 0.175. */
+static void test_cost(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    dq_report_opts o = {0};
+    dq_report r;
+    char *buf = NULL, *txt;
+    size_t len = 0;
+    FILE *mem;
+    cJSON *j;
+    const char *started = "{\"provider\":\"gha\",\"provider_deployment_id\":\"1\",\"attempt\":1}";
+
+    assert_int_equal(dq_time_parse("2026-02-01T00:00:00Z", &o.since_ms), 0);
+    assert_int_equal(dq_time_parse("2026-02-03T00:00:00Z", &o.until_ms), 0);
+    next_offset = 0;
+    validated(f, D(1), "api", "staging", "2026-02-01T10:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(1), "api", "staging", "v", "2026-02-01T10:05:00Z",
+        "{\"provider\":\"gha\",\"provider_deployment_id\":\"1\",\"duration_ms\":1,"
+        "\"cost\":{\"basis\":\"provider_jobs\",\"amount\":0.12,\"minutes\":15}}");
+    validated(f, D(2), "api", "production", "2026-02-01T11:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(2), "api", "production", "v", "2026-02-01T11:05:00Z",
+        "{\"provider\":\"gha\",\"provider_deployment_id\":\"2\",\"duration_ms\":1,"
+        "\"cost\":{\"basis\":\"provider_jobs\",\"amount\":0.3,\"minutes\":30}}");
+    validated(f, D(3), "api", "production", "2026-02-01T12:00:00Z", NULL);
+    put(f, DQ_EV_STARTED, D(3), "api", "production", "v", "2026-02-01T12:01:00Z", started);
+    put(f, DQ_EV_FAILED, D(3), "api", "production", "v", "2026-02-01T12:05:00Z",
+        "{\"reason\":\"build_failed\",\"cost\":{\"basis\":\"provider_jobs\",\"amount\":0.05,\"minutes\":5}}");
+    validated(f, D(4), "web", "staging", "2026-02-01T13:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(4), "web", "staging", "v", "2026-02-01T13:05:00Z",
+        "{\"provider\":\"sh\",\"provider_deployment_id\":\"4\",\"duration_ms\":1,"
+        "\"cost\":{\"basis\":\"wall_time\",\"amount\":0.04,\"minutes\":4}}");
+    validated(f, D(5), "web", "production", "2026-02-01T14:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(5), "web", "production", "v", "2026-02-01T14:05:00Z",
+        "{\"provider\":\"rw\",\"provider_deployment_id\":\"5\",\"duration_ms\":1}");
+    validated(f, D(6), "web", "production", "2026-02-01T15:00:00Z", NULL);
+    put(f, DQ_EV_STARTED, D(6), "web", "production", "v", "2026-02-01T15:01:00Z", started);
+    put(f, DQ_EV_FAILED, D(6), "web", "production", "v", "2026-02-01T15:05:00Z",
+        "{\"reason\":\"build_failed\",\"cost\":{\"basis\":\"unknown\",\"detail\":\"list run jobs: HTTP 500\"}}");
+    validated(f, D(7), "api", "staging", "2026-02-01T16:00:00Z", NULL);
+    put(f, DQ_EV_STARTED, D(7), "api", "staging", "v", "2026-02-01T16:01:00Z", started);
+    validated(f, D(8), "api", "staging", "2026-02-01T17:00:00Z", NULL);
+    put(f, DQ_EV_FAILED, D(8), "api", "staging", "v", "2026-02-01T17:00:01Z",
+        "{\"reason\":\"all_providers_unavailable\"}");
+    rejected(f, D(9), "web", "staging", "2026-02-01T18:00:00Z", "[{\"code\":\"freeze\",\"message\":\"x\"}]");
+
+    o.by_target = 1;
+    assert_int_equal(dq_report_compute(f, &o, &r), 0);
+    assert_int_equal(r.cost_priced, 4);
+    assert_int_equal(r.cost_estimated, 1);
+    assert_int_equal(r.cost_not_priced, 1);
+    assert_int_equal(r.cost_unknown, 1);
+    assert_close(r.cost_median, 0.085);
+    assert_close(r.cost_p90, 0.246);
+    assert_close(r.cost_max, 0.30);
+    assert_close(r.cost_total, 0.51);
+    assert_int_equal(r.n_targets, 4);
+    assert_string_equal(r.targets[0].environment, "production"); /* api/production */
+    assert_int_equal(r.targets[0].r.cost_priced, 2);
+    assert_close(r.targets[0].r.cost_median, 0.175);
+    assert_int_equal(r.targets[0].r.cost_estimated, 0);
+    assert_int_equal(r.targets[3].r.cost_estimated, 1); /* web/staging */
+
+    j = dq_report_json(&r);
+    txt = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "cost_per_deployment"));
+    assert_string_equal(txt, "{\"priced\":4,\"estimated\":1,\"not_priced\":1,\"unknown\":1,\"estimate\":true,"
+                             "\"median\":0.085,\"p90\":0.246,\"max\":0.3,\"total\":0.51}");
+    free(txt);
+    cJSON_Delete(j);
+
+    mem = open_memstream(&buf, &len);
+    dq_report_write_csv(&r, mem);
+    fclose(mem);
+    assert_non_null(strstr(buf, "\n*,*,cost_priced,4\n"));
+    assert_non_null(strstr(buf, "\n*,*,cost_median,0.085000\n"));
+    assert_non_null(strstr(buf, "\n*,*,cost_total,0.510000\n"));
+    assert_non_null(strstr(buf, "\napi,production,cost_median,0.175000\n"));
+    assert_non_null(strstr(buf, "\napi,staging,cost_median,0.120000\n")); /* C1 alone */
+    assert_non_null(strstr(buf, "\nweb,production,cost_median,\n"));     /* nothing priced */
+    free(buf);
+
+    buf = NULL;
+    mem = open_memstream(&buf, &len);
+    dq_report_write_table(&r, mem);
+    fclose(mem);
+    assert_non_null(strstr(buf, "\nCI/CD cost per deployment      $0.085 median, $0.300 max, $0.510 total over 4 "
+                                "priced deploys (estimate: 1 priced by wall time; 1 not priced; 1 unknown)  "
+                                "[target median < $0.50: met]\n"));
+    assert_non_null(strstr(buf, " $0.040 est. (1)\n"));
+    free(buf);
+    dq_report_clear(&r);
+
+    /* nothing priced: no figure, and the line says why */
+    o.by_target = 0;
+    o.environment = "production";
+    o.service = "web";
+    assert_int_equal(dq_report_compute(f, &o, &r), 0);
+    assert_int_equal(r.cost_priced, 0);
+    buf = NULL;
+    mem = open_memstream(&buf, &len);
+    dq_report_write_table(&r, mem);
+    fclose(mem);
+    assert_non_null(strstr(buf, "\nCI/CD cost per deployment      - (0 priced deploys; 1 not priced; 1 unknown)  "
+                                "[target median < $0.50: no data]\n"));
+    free(buf);
+    dq_report_clear(&r);
+    dq_fold_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_by_target),
         cmocka_unit_test(test_percentile),
         cmocka_unit_test(test_renderings),
+        cmocka_unit_test(test_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
