@@ -1162,7 +1162,7 @@ static int check_requires(loader *ld, const dq_service *svc)
 
 static int read_service(loader *ld, const cJSON *map, dq_service *svc)
 {
-    static const char *const known[] = {"environments", "github_deployments", NULL};
+    static const char *const known[] = {"environments", "github_deployments", "sentry", NULL};
     const char *name = map->string;
     if (!valid_name(name))
         return fail_key(ld, map,
