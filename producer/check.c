@@ -7,7 +7,7 @@
  *  1. lint: the whole configuration, one line per problem ("file:line: message"). Each
  *     section is read by the reader its worker uses at start (gates, provider chains and
  *     the definitions they name, executor, blue_green, monitor and probes, notify and
- *     notifications, rollback policy, github_deployments): a key a worker refuses is refused here, and a key added
+ *     notifications, rollback policy, github_deployments, sentry): a key a worker refuses is refused here, and a key added
  *     to a reader is checked here without a second list. A reader stops at its first
  *     problem, so each section reports at most one at a time; every section is read.
  *  2. with a target (--service/--env, or the targets of the pushed --branch): the request
@@ -36,6 +36,7 @@
 #include "execute.h"
 #include "gates.h"
 #include "github_deploy.h"
+#include "sentry_deploy.h"
 #include "json.h"
 #include "monitor.h"
 #include "notify.h"
@@ -903,6 +904,7 @@ int dq_cmd_check(int argc, char **argv)
     for (size_t i = 0; i < cfg->n_services; i++) {
         const dq_service *s = &cfg->services[i];
         dq_gh_config gc;
+        dq_sentry_config sc;
         int found;
 
         checks_load(&ck, s, &lists[i]);
@@ -910,6 +912,10 @@ int dq_cmd_check(int argc, char **argv)
         if (dq_gh_config_load(cfg, s->name, &gc, &found, err, sizeof err) != 0)
             problem(&ck, "%s", err);
         dq_gh_config_clear(&gc);
+        memset(&sc, 0, sizeof sc);
+        if (dq_sentry_config_load(cfg, s->name, &sc, &found, err, sizeof err) != 0)
+            problem(&ck, "%s", err);
+        dq_sentry_config_clear(&sc);
         for (size_t j = 0; j < s->n_envs; j++) {
             const cJSON *b = dq_json_get(s->envs[j].view, "branch");
 

@@ -1239,7 +1239,7 @@ static int check_requires(loader *ld, const dq_service *svc)
 
 static int read_service(loader *ld, const cJSON *map, dq_service *svc)
 {
-    static const char *const known[] = {"environments", "github_deployments", "checks", NULL};
+    static const char *const known[] = {"environments", "github_deployments", "checks", "sentry", NULL};
     const char *name = map->string;
     if (!valid_name(name))
         return fail_key(ld, map,

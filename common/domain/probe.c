@@ -1,6 +1,6 @@
 /*
- * probe.c - HTTP and Prometheus health probes (see probe.h): configuration, one bounded
- * attempt through http.h, and the judging of what came back into a sample.
+ * probe.c - HTTP, Prometheus and Sentry health probes (see probe.h): configuration, one
+ * bounded attempt through http.h, and the judging of what came back into a sample.
  */
 #include "probe.h"
 
@@ -18,6 +18,15 @@
 
 #define MAX_HEADERS 16
 #define MAX_TIMEOUT_MS 60000
+#define MAX_PROJECTS 32
+#define SENTRY_DEFAULT_URL "https://sentry.io"
+#define SENTRY_RETRY_AFTER_DEFAULT_MS 1000 /* a 429 without Retry-After still pauses us */
+#define SENTRY_RETRY_AFTER_MAX_MS 3600000  /* a nonsense Retry-After cannot silence a watch */
+
+struct dq_probe_limit {
+    pthread_mutex_t mu;
+    int64_t not_before_ms; /* wall clock: no request to Sentry before it */
+};
 
 void dq_probe_free(dq_probe *p)
 {
@@ -35,7 +44,23 @@ void dq_probe_free(dq_probe *p)
         regfree(&p->re);
     free(p->body_regex);
     free(p->query);
+    free(p->org);
+    if (p->token) {
+        memset(p->token, 0, strlen(p->token));
+        free(p->token);
+    }
+    free(p->project_ids);
+    if (p->limit) {
+        pthread_mutex_destroy(&p->limit->mu);
+        free(p->limit);
+    }
     free(p);
+}
+
+const char *dq_probe_type_name(dq_probe_type t)
+{
+    static const char *const names[] = {"http", "prometheus", "sentry"};
+    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
 const char *dq_probe_op_name(dq_probe_op op)
@@ -88,8 +113,131 @@ static int64_t duration_member(const cJSON *obj, const char *name)
 
 static const char *const probe_keys[] = {
     "name", "type", "url", "headers", "timeout", "missing", "expect_status", "max_latency",
-    "body_match", "body_regex", "query", "op", "threshold", NULL,
+    "body_match", "body_regex", "query", "op", "threshold", "org", "project_ids", "token",
+    "metric", NULL,
 };
+
+/* The keys only one type takes, so a key given to another type is named as misplaced. */
+static const struct {
+    const char *key;
+    dq_probe_type type;
+} typed_keys[] = {
+    {"expect_status", DQ_PROBE_HTTP},  {"max_latency", DQ_PROBE_HTTP}, {"body_match", DQ_PROBE_HTTP},
+    {"body_regex", DQ_PROBE_HTTP},     {"query", DQ_PROBE_PROMETHEUS}, {"org", DQ_PROBE_SENTRY},
+    {"project_ids", DQ_PROBE_SENTRY},  {"token", DQ_PROBE_SENTRY},     {"metric", DQ_PROBE_SENTRY},
+};
+
+/* An organization slug as Sentry makes them: lower-case letters, digits, '-' and '_'. */
+static int valid_slug(const char *s)
+{
+    if (!s || !s[0] || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+            return 0;
+    return 1;
+}
+
+/* op and threshold, shared by the Prometheus and Sentry probes; def_op when op is absent
+ * (-1: op required). */
+static int op_threshold(const cJSON *obj, const char *where, dq_probe *p, int def_op, char *err,
+                        size_t errlen)
+{
+    static const char *const ops[] = {"gt", "ge", "lt", "le", "eq", "ne"};
+    const char *s = dq_json_str(obj, "op");
+    const cJSON *it;
+    int found = 0;
+
+    if (!s && def_op >= 0) {
+        p->op = (dq_probe_op)def_op;
+        found = 1;
+    }
+    for (size_t i = 0; s && i < sizeof ops / sizeof ops[0]; i++) {
+        if (strcmp(s, ops[i]) == 0) {
+            p->op = (dq_probe_op)i;
+            found = 1;
+        }
+    }
+    if (!found) {
+        snprintf(err, errlen, "%s.op: %sone of gt, ge, lt, le, eq, ne", where,
+                 def_op >= 0 ? "expected " : "required, ");
+        return -1;
+    }
+    it = cJSON_GetObjectItemCaseSensitive(obj, "threshold");
+    if (!cJSON_IsNumber(it)) {
+        snprintf(err, errlen, "%s.threshold: required, a number", where);
+        return -1;
+    }
+    p->threshold = it->valuedouble;
+    return 0;
+}
+
+/* The Sentry keys: org, token, project_ids, metric, op (default gt), threshold. */
+static int sentry_keys(const cJSON *obj, const char *where, dq_probe *p, char *err, size_t errlen)
+{
+    const cJSON *it;
+    const char *s = dq_json_str(obj, "org");
+
+    if (!valid_slug(s)) {
+        snprintf(err, errlen, "%s.org: required, the organization slug (lower-case letters, digits, - and _)",
+                 where);
+        return -1;
+    }
+    if (!(p->org = strdup(s)))
+        goto oom;
+    s = dq_json_str(obj, "token");
+    if (!s || !s[0] || strpbrk(s, "\r\n")) {
+        snprintf(err, errlen, "%s.token: required, a Sentry auth token (e.g. token: ${SENTRY_TOKEN})", where);
+        return -1;
+    }
+    if (!(p->token = strdup(s)))
+        goto oom;
+    dq_log_redact(p->token); /* written literally, it is still a credential */
+    it = cJSON_GetObjectItemCaseSensitive(obj, "project_ids");
+    if (it) {
+        const cJSON *id;
+        int n = cJSON_GetArraySize(it);
+
+        if (!cJSON_IsArray(it) || n < 1 || n > MAX_PROJECTS) {
+            snprintf(err, errlen, "%s.project_ids: expected a list of 1 to %d numeric project ids", where,
+                     MAX_PROJECTS);
+            return -1;
+        }
+        if (!(p->project_ids = calloc((size_t)n, sizeof *p->project_ids)))
+            goto oom;
+        cJSON_ArrayForEach(id, it) {
+            if (!cJSON_IsNumber(id) || id->valuedouble < 1 || id->valuedouble > 9007199254740992.0 ||
+                id->valuedouble != (double)(long long)id->valuedouble) {
+                snprintf(err, errlen, "%s.project_ids[%zu]: expected a numeric project id", where,
+                         p->n_projects);
+                return -1;
+            }
+            p->project_ids[p->n_projects++] = (long long)id->valuedouble;
+        }
+    }
+    s = dq_json_str(obj, "metric");
+    if (!s || strcmp(s, "errors") == 0) {
+        p->metric = DQ_SENTRY_ERRORS;
+    } else if (strcmp(s, "errors_per_minute") == 0) {
+        p->metric = DQ_SENTRY_ERRORS_PER_MINUTE;
+    } else {
+        snprintf(err, errlen, "%s.metric: expected errors or errors_per_minute", where);
+        return -1;
+    }
+    if (op_threshold(obj, where, p, DQ_OP_GT, err, errlen) != 0)
+        return -1;
+    if (!(p->limit = calloc(1, sizeof *p->limit)))
+        goto oom;
+    if (pthread_mutex_init(&p->limit->mu, NULL) != 0) {
+        free(p->limit);
+        p->limit = NULL;
+        goto oom;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "%s: out of memory", where);
+    return -1;
+}
 
 dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t default_timeout_ms,
                              char *err, size_t errlen)
@@ -120,17 +268,38 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
         p->type = DQ_PROBE_HTTP;
     } else if (strcmp(s, "prometheus") == 0) {
         p->type = DQ_PROBE_PROMETHEUS;
+    } else if (strcmp(s, "sentry") == 0) {
+        p->type = DQ_PROBE_SENTRY;
     } else {
-        snprintf(err, errlen, "%s.type: expected http or prometheus", where);
+        snprintf(err, errlen, "%s.type: expected http, prometheus or sentry", where);
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof typed_keys / sizeof typed_keys[0]; i++) {
+        if (typed_keys[i].type != p->type && cJSON_GetObjectItemCaseSensitive(obj, typed_keys[i].key)) {
+            snprintf(err, errlen, "%s.%s: only for type: %s", where, typed_keys[i].key,
+                     dq_probe_type_name(typed_keys[i].type));
+            goto fail;
+        }
+    }
+    if (p->type == DQ_PROBE_HTTP &&
+        (cJSON_GetObjectItemCaseSensitive(obj, "op") || cJSON_GetObjectItemCaseSensitive(obj, "threshold"))) {
+        snprintf(err, errlen, "%s.%s: only for type: prometheus or sentry", where,
+                 cJSON_GetObjectItemCaseSensitive(obj, "op") ? "op" : "threshold");
         goto fail;
     }
     s = dq_json_str(obj, "url");
+    if (!s && p->type == DQ_PROBE_SENTRY && !cJSON_GetObjectItemCaseSensitive(obj, "url"))
+        s = SENTRY_DEFAULT_URL;
     if (!s || (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)) {
-        snprintf(err, errlen, "%s.url: required, an http:// or https:// URL", where);
+        snprintf(err, errlen, "%s.url: %san http:// or https:// URL", where,
+                 p->type == DQ_PROBE_SENTRY ? "expected " : "required, ");
         goto fail;
     }
     if (!(p->url = strdup(s)))
         goto oom;
+    if (p->type == DQ_PROBE_SENTRY)
+        for (size_t n = strlen(p->url); n > 8 && p->url[n - 1] == '/'; n--)
+            p->url[n - 1] = '\0';
 
     it = cJSON_GetObjectItemCaseSensitive(obj, "headers");
     if (it) {
@@ -177,14 +346,6 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
     }
 
     if (p->type == DQ_PROBE_HTTP) {
-        const char *wrong = cJSON_GetObjectItemCaseSensitive(obj, "query") ? "query"
-                          : cJSON_GetObjectItemCaseSensitive(obj, "op") ? "op"
-                          : cJSON_GetObjectItemCaseSensitive(obj, "threshold") ? "threshold"
-                          : NULL;
-        if (wrong) {
-            snprintf(err, errlen, "%s.%s: only for type: prometheus", where, wrong);
-            goto fail;
-        }
         it = cJSON_GetObjectItemCaseSensitive(obj, "expect_status");
         if (it) {
             if (!cJSON_IsNumber(it) || it->valuedouble < 100 || it->valuedouble > 599 ||
@@ -237,18 +398,7 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
                 goto oom;
             }
         }
-    } else {
-        const char *wrong = cJSON_GetObjectItemCaseSensitive(obj, "expect_status") ? "expect_status"
-                          : cJSON_GetObjectItemCaseSensitive(obj, "max_latency") ? "max_latency"
-                          : cJSON_GetObjectItemCaseSensitive(obj, "body_match") ? "body_match"
-                          : cJSON_GetObjectItemCaseSensitive(obj, "body_regex") ? "body_regex"
-                          : NULL;
-        static const char *const ops[] = {"gt", "ge", "lt", "le", "eq", "ne"};
-        int found = 0;
-        if (wrong) {
-            snprintf(err, errlen, "%s.%s: only for type: http", where, wrong);
-            goto fail;
-        }
+    } else if (p->type == DQ_PROBE_PROMETHEUS) {
         s = dq_json_str(obj, "query");
         if (!s || !s[0]) {
             snprintf(err, errlen, "%s.query: required for type: prometheus", where);
@@ -256,23 +406,10 @@ dq_probe *dq_probe_from_json(const cJSON *obj, const char *where, int64_t defaul
         }
         if (!(p->query = strdup(s)))
             goto oom;
-        s = dq_json_str(obj, "op");
-        for (size_t i = 0; s && i < sizeof ops / sizeof ops[0]; i++) {
-            if (strcmp(s, ops[i]) == 0) {
-                p->op = (dq_probe_op)i;
-                found = 1;
-            }
-        }
-        if (!found) {
-            snprintf(err, errlen, "%s.op: required, one of gt, ge, lt, le, eq, ne", where);
+        if (op_threshold(obj, where, p, -1, err, errlen) != 0)
             goto fail;
-        }
-        it = cJSON_GetObjectItemCaseSensitive(obj, "threshold");
-        if (!cJSON_IsNumber(it)) {
-            snprintf(err, errlen, "%s.threshold: required, a number", where);
-            goto fail;
-        }
-        p->threshold = it->valuedouble;
+    } else if (sentry_keys(obj, where, p, err, errlen) != 0) {
+        goto fail;
     }
     return p;
 oom:
@@ -467,7 +604,189 @@ out:
     cJSON_Delete(doc);
 }
 
-void dq_probe_run(const dq_probe *p, dq_sample *out)
+/* Sentry's own words about an error ("detail" of its JSON body), one short clean line. */
+static void sentry_detail(const char *body, size_t len, char *out, size_t outlen)
+{
+    cJSON *doc = body ? cJSON_ParseWithLength(body, len) : NULL;
+    const char *d = dq_json_str(doc, "detail");
+
+    out[0] = '\0';
+    if (d)
+        excerpt(d, strlen(d), out, outlen);
+    cJSON_Delete(doc);
+}
+
+void dq_probe_judge_sentry(const dq_probe *p, int got_response, long status, const char *body,
+                           size_t body_len, const char *why, int64_t window_ms, dq_sample *out)
+{
+    cJSON *doc = NULL;
+    const cJSON *data, *count;
+    char err[128], text[160], detail[80];
+    const char *metric = p->metric == DQ_SENTRY_ERRORS ? "errors" : "errors_per_minute";
+    double v;
+
+    out->status = got_response ? status : 0;
+    out->has_value = 0;
+    out->observed[0] = '\0';
+    if (!got_response) {
+        char clean[128];
+        dq_redact(why && why[0] ? why : "no response", clean, sizeof clean);
+        snprintf(text, sizeof text, "sentry unreachable: %s", clean);
+        missing_data(out, text);
+        return;
+    }
+    if (status != 200) {
+        sentry_detail(body, body_len, detail, sizeof detail);
+        snprintf(text, sizeof text, "sentry answered %ld%s%s", status, detail[0] ? ": " : "", detail);
+        missing_data(out, text);
+        return;
+    }
+    doc = dq_json_parse(body ? body : "", body_len, DQ_HTTP_MAX_BODY, 64, NULL, err, sizeof err);
+    data = cJSON_GetObjectItemCaseSensitive(doc, "data");
+    if (!doc || !cJSON_IsArray(data)) {
+        missing_data(out, "unreadable sentry answer");
+        goto out;
+    }
+    /* an aggregate without a group-by is one row; no row at all means no event matched */
+    count = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(data, 0), "count()");
+    if (cJSON_GetArraySize(data) > 0 && (!cJSON_IsNumber(count) || count->valuedouble < 0)) {
+        missing_data(out, "sentry answer without count()");
+        goto out;
+    }
+    v = cJSON_GetArraySize(data) > 0 ? count->valuedouble : 0;
+    if (p->metric == DQ_SENTRY_ERRORS_PER_MINUTE)
+        v = v * 60000.0 / (double)(window_ms > 60000 ? window_ms : 60000);
+    out->value = v;
+    out->has_value = 1;
+    snprintf(out->observed, sizeof out->observed, "%g", v);
+    if (dq_probe_compare(p->op, v, p->threshold)) {
+        set_check(out, DQ_SAMPLE_FAIL, DQ_CHECK_VALUE);
+        snprintf(out->detail, sizeof out->detail, "%s %g %s %g", metric, v, dq_probe_op_name(p->op),
+                 p->threshold);
+    } else {
+        set_check(out, DQ_SAMPLE_PASS, DQ_CHECK_OK);
+        snprintf(out->detail, sizeof out->detail, "%s %g", metric, v);
+    }
+out:
+    cJSON_Delete(doc);
+}
+
+/* s with '"' and '\\' escaped for a quoted Sentry search value; malloc'd. */
+static char *search_quote(const char *s)
+{
+    char *out = malloc(strlen(s) * 2 + 3), *o = out;
+
+    if (!out)
+        return NULL;
+    *o++ = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    *o++ = '"';
+    *o = '\0';
+    return out;
+}
+
+char *dq_probe_sentry_url(const dq_probe *p, const dq_probe_target *t, int64_t now_ms)
+{
+    char start[DQ_TIME_LEN + 1], end[DQ_TIME_LEN + 1];
+    char *quoted = search_quote(t->version ? t->version : ""), *query = NULL, *release = NULL;
+    char *org = dq_http_escape(p->org), *env = t->environment ? dq_http_escape(t->environment) : NULL;
+    char *url = NULL;
+    size_t n, o;
+
+    if (quoted && (release = malloc(strlen(quoted) + 9)) != NULL)
+        snprintf(release, strlen(quoted) + 9, "release:%s", quoted);
+    query = release ? dq_http_escape(release) : NULL;
+    if (!query || !org || (t->environment && !env))
+        goto done;
+    dq_time_format(t->since_ms, start);
+    /* Sentry refuses an empty range: the window is at least a second old by the first round,
+     * but a clock step must not make end come before start */
+    dq_time_format(now_ms > t->since_ms ? now_ms : t->since_ms + 1000, end);
+    n = strlen(p->url) + strlen(org) + strlen(query) + (env ? strlen(env) : 0) + 2 * DQ_TIME_LEN +
+        p->n_projects * 32 + 160;
+    if (!(url = malloc(n)))
+        goto done;
+    o = (size_t)snprintf(url, n,
+                         "%s/api/0/organizations/%s/events/?field=count%%28%%29&query=%s%s%s"
+                         "&start=%s&end=%s&referrer=deployq",
+                         p->url, org, query, env ? "&environment=" : "", env ? env : "", start, end);
+    for (size_t i = 0; i < p->n_projects && o < n; i++)
+        o += (size_t)snprintf(url + o, n - o, "&project=%lld", p->project_ids[i]);
+done:
+    free(quoted);
+    free(release);
+    free(query);
+    free(org);
+    free(env);
+    return url;
+}
+
+/* One Sentry round: nothing asked while a Retry-After runs; a 429 starts one. */
+static void run_sentry(const dq_probe *p, const dq_probe_target *t, dq_sample *out)
+{
+    dq_http_opts o = {0};
+    dq_http_response resp = {0};
+    const char *headers[MAX_HEADERS + 3];
+    char *url = NULL, *auth = NULL;
+    int64_t now = out->at_ms, until;
+    size_t nh = 0, n;
+    int rc;
+
+    pthread_mutex_lock(&p->limit->mu);
+    until = p->limit->not_before_ms;
+    pthread_mutex_unlock(&p->limit->mu);
+    if (until > now) {
+        char text[96];
+        snprintf(text, sizeof text, "rate limited by sentry for %lld s more",
+                 (long long)((until - now + 999) / 1000));
+        missing_data(out, text);
+        return;
+    }
+    if (!t || !t->version || !t->version[0]) {
+        dq_probe_judge_sentry(p, 0, 0, NULL, 0, "no release to ask about", 0, out);
+        return;
+    }
+    n = strlen(p->token) + 32;
+    if (!(url = dq_probe_sentry_url(p, t, now)) || !(auth = malloc(n))) {
+        free(url);
+        dq_probe_judge_sentry(p, 0, 0, NULL, 0, "out of memory", 0, out);
+        return;
+    }
+    snprintf(auth, n, "Authorization: Bearer %s", p->token);
+    for (char **h = p->headers; h && *h && nh < MAX_HEADERS; h++)
+        headers[nh++] = *h;
+    headers[nh++] = "Accept: application/json";
+    headers[nh++] = auth;
+    headers[nh] = NULL;
+    o.url = url;
+    o.headers = headers;
+    o.timeout_ms = (long)p->timeout_ms;
+    o.max_retries = 0;
+    o.retry_budget_ms = p->timeout_ms + 1000;
+    rc = dq_http_request(&o, &resp);
+    memset(auth, 0, strlen(auth)); /* the token: wiped before the memory goes back */
+    free(auth);
+    if (rc == 0 && resp.status == 429) {
+        int64_t wait = resp.retry_after_ms >= 0 ? resp.retry_after_ms : SENTRY_RETRY_AFTER_DEFAULT_MS;
+
+        if (wait > SENTRY_RETRY_AFTER_MAX_MS)
+            wait = SENTRY_RETRY_AFTER_MAX_MS;
+        pthread_mutex_lock(&p->limit->mu);
+        if (now + wait > p->limit->not_before_ms)
+            p->limit->not_before_ms = now + wait;
+        pthread_mutex_unlock(&p->limit->mu);
+    }
+    dq_probe_judge_sentry(p, rc == 0, resp.status, resp.body, resp.body_len, resp.errstr,
+                          now - t->since_ms, out);
+    dq_http_response_free(&resp);
+    free(url);
+}
+
+void dq_probe_run_for(const dq_probe *p, const dq_probe_target *target, dq_sample *out)
 {
     dq_http_opts o = {0};
     dq_http_response resp = {0};
@@ -478,6 +797,10 @@ void dq_probe_run(const dq_probe *p, dq_sample *out)
     memset(out, 0, sizeof *out);
     out->at_ms = dq_now_ms();
     out->latency_ms = -1;
+    if (p->type == DQ_PROBE_SENTRY) {
+        run_sentry(p, target, out);
+        return;
+    }
     /* past max_latency the sample is a failure whatever comes next: waiting for the rest
      * of a slow answer would only stretch the round, and so the time to a verdict */
     if (p->type == DQ_PROBE_HTTP && p->max_latency_ms > 0 && p->max_latency_ms < limit) {
@@ -517,8 +840,14 @@ void dq_probe_run(const dq_probe *p, dq_sample *out)
     free(url);
 }
 
+void dq_probe_run(const dq_probe *p, dq_sample *out)
+{
+    dq_probe_run_for(p, NULL, out);
+}
+
 typedef struct run_arg {
     const dq_probe *p;
+    const dq_probe_target *target;
     dq_sample *out;
     pthread_t th;
     int started;
@@ -527,26 +856,28 @@ typedef struct run_arg {
 static void *run_one(void *arg)
 {
     run_arg *a = arg;
-    dq_probe_run(a->p, a->out);
+    dq_probe_run_for(a->p, a->target, a->out);
     return NULL;
 }
 
-void dq_probe_run_all(dq_probe *const *probes, size_t n, dq_sample *out)
+void dq_probe_run_all(dq_probe *const *probes, size_t n, const dq_probe_target *target,
+                      dq_sample *out)
 {
     run_arg *args = n > 1 ? calloc(n, sizeof *args) : NULL;
 
     for (size_t i = 1; args && i < n; i++) {
         args[i].p = probes[i];
+        args[i].target = target;
         args[i].out = &out[i];
         args[i].started = pthread_create(&args[i].th, NULL, run_one, &args[i]) == 0;
     }
     if (n > 0)
-        dq_probe_run(probes[0], &out[0]);
+        dq_probe_run_for(probes[0], target, &out[0]);
     for (size_t i = 1; i < n; i++) {
         if (args && args[i].started)
             pthread_join(args[i].th, NULL);
         else
-            dq_probe_run(probes[i], &out[i]); /* no thread for it: late, but not lost */
+            dq_probe_run_for(probes[i], target, &out[i]); /* no thread for it: late, but not lost */
     }
     free(args);
 }
@@ -581,7 +912,7 @@ cJSON *dq_probe_threshold_json(const dq_probe *p, const char *check)
     }
     if (strcmp(check, DQ_CHECK_NO_RESPONSE) == 0 || strcmp(check, DQ_CHECK_NO_DATA) == 0)
         return cJSON_CreateString("data");
-    if (p->type == DQ_PROBE_PROMETHEUS)
+    if (p->type == DQ_PROBE_PROMETHEUS || p->type == DQ_PROBE_SENTRY)
         return isinf(p->threshold) ? cJSON_CreateString(p->threshold > 0 ? "+Inf" : "-Inf")
                                    : cJSON_CreateNumber(p->threshold);
     if (p->max_latency_ms > 0)

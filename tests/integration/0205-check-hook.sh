@@ -94,6 +94,7 @@ cat >>"$T/lint.yaml" <<'YAML'
   lintsvc:
     checks:
       - {name: unit, run: "true", colour: red}
+    sentry: {org: acme, projcts: [api]}
     environments:
       staging:
         monitor:
@@ -118,6 +119,8 @@ monitor:
   colour: red
 notifications:
   slack_webhook: "hooks.slack.com/services/T0/B0/x"
+drift:
+  key: short
 YAML
 at() { grep -n -- "$1" "$T/lint.yaml" | head -n1 | cut -d: -f1; }
 rc=0; err=$("$DEPLOYQ" check --config "$T/lint.yaml" 2>&1 >/dev/null) || rc=$?
@@ -133,10 +136,12 @@ for want in \
     "$(($(at 'status_ur:') - 1)): lintsvc/e5: provider 1: provider webhook: unknown key 'status_ur'" \
     "$(at 'lock_ttl: soon'): executor.lock_ttl: expected a duration" \
     "$(at '^  colour: red$'): monitor: unknown key 'colour'" \
-    "$(at 'slack_webhook:'): notifications.slack_webhook: expected an absolute http:// or https:// URL"; do
+    "$(at 'slack_webhook:'): notifications.slack_webhook: expected an absolute http:// or https:// URL" \
+    "$(at 'projcts:'): services.lintsvc.sentry: unknown key 'projcts'" \
+    "$(at 'key: short'): drift.key: expected 16 to 128 characters"; do
     grep -qF "deployq: check: $T/lint.yaml:$want" <<<"$err" || fail "lint: no '$want' in: $err"
 done
-grep -q "^deployq: check: 11 problem(s)$" <<<"$err" || fail "lint: not 11 problems: $err"
+grep -q "^deployq: check: 13 problem(s)$" <<<"$err" || fail "lint: not 13 problems: $err"
 # The worker refuses what check refuses: `rollback: maybe` stops deployq-rollback at start.
 ROLLBACK="$DEPLOYQ_BUILD/workers/rollback/deployq-rollback"
 printf 'services:\n  api:\n    environments:\n      staging: {rollback: maybe}\n' >"$T/maybe.yaml"

@@ -403,7 +403,7 @@ static const bad_case bad_cases[] = {
     {"services:\n  API:\n    environments: {}\n",
      "deployq.yaml:2: services.API: a service name must match ^[a-z0-9][a-z0-9._-]{0,62}$"},
     {"services:\n  api:\n    enviroments: {}\n",
-     "deployq.yaml:3: services.api: unknown key 'enviroments' (known: environments, github_deployments, checks)"},
+     "deployq.yaml:3: services.api: unknown key 'enviroments' (known: environments, github_deployments, checks, sentry)"},
     {"services:\n  api: [prod]\n",
      "deployq.yaml:2: services.api: must be a mapping with environments"},
     {"services:\n  api:\n    environments:\n      -prod: {}\n",

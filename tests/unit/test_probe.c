@@ -104,10 +104,10 @@ static void test_config_refusals(void **state)
     refused("{\"name\":\"a\",\"url\":\"ftp://x/\"}",
             "m.probes[0].url: required, an http:// or https:// URL");
     refused("{\"name\":\"a\",\"type\":\"tcp\",\"url\":\"http://x/\"}",
-            "m.probes[0].type: expected http or prometheus");
+            "m.probes[0].type: expected http, prometheus or sentry");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"colour\":1}",
             "m.probes[0]: unknown key 'colour' (known: name, type, url, headers, timeout, missing, "
-            "expect_status, max_latency, body_match, body_regex, query, op, threshold)");
+            "expect_status, max_latency, body_match, body_regex, query, op, threshold, org, project_ids, token, metric)");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"missing\":\"maybe\"}",
             "m.probes[0].missing: expected fail, ignore or hold");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"expect_status\":99}",
@@ -119,7 +119,7 @@ static void test_config_refusals(void **state)
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"max_latency\":\"2s\",\"timeout\":\"2s\"}",
             "m.probes[0].timeout: must be longer than max_latency");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"op\":\"gt\"}",
-            "m.probes[0].op: only for type: prometheus");
+            "m.probes[0].op: only for type: prometheus or sentry");
     refused("{\"name\":\"a\",\"url\":\"http://x/\",\"headers\":[\"no colon\"]}",
             "m.probes[0].headers[0]: expected \"Name: value\"");
     refused("{\"name\":\"a\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"op\":\"gt\",\"threshold\":1}",
@@ -299,6 +299,152 @@ static void test_compare(void **state)
     assert_string_equal(dq_probe_op_name(DQ_OP_LE), "le");
 }
 
+
+/* Sentry: defaults (sentry.io, op gt, metric errors), the token redacted, refusals. */
+static void test_config_sentry(void **state)
+{
+    char buf[256];
+    dq_probe *p = probe_of("{\"name\":\"errors\",\"type\":\"sentry\",\"org\":\"acme\","
+                           "\"token\":\"sntrys_probe-Secret-1\",\"threshold\":10}");
+    (void)state;
+    assert_int_equal(p->type, DQ_PROBE_SENTRY);
+    assert_string_equal(p->url, "https://sentry.io");
+    assert_string_equal(p->org, "acme");
+    assert_int_equal(p->op, DQ_OP_GT);
+    assert_int_equal(p->metric, DQ_SENTRY_ERRORS);
+    assert_int_equal(p->n_projects, 0);
+    assert_true(p->threshold == 10);
+    assert_string_equal(dq_probe_type_name(p->type), "sentry");
+    /* read once, the token is a secret for every log line after */
+    dq_redact("token sntrys_probe-Secret-1 here", buf, sizeof buf);
+    assert_null(strstr(buf, "sntrys_probe-Secret-1"));
+    dq_probe_free(p);
+
+    p = probe_of("{\"name\":\"e\",\"type\":\"sentry\",\"url\":\"http://sentry.internal/\",\"org\":\"acme\","
+                 "\"token\":\"t\",\"project_ids\":[42,7],\"metric\":\"errors_per_minute\",\"op\":\"ge\","
+                 "\"threshold\":2.5,\"missing\":\"hold\"}");
+    assert_string_equal(p->url, "http://sentry.internal"); /* no trailing slash */
+    assert_int_equal(p->n_projects, 2);
+    assert_int_equal(p->project_ids[0], 42);
+    assert_int_equal(p->project_ids[1], 7);
+    assert_int_equal(p->metric, DQ_SENTRY_ERRORS_PER_MINUTE);
+    assert_int_equal(p->op, DQ_OP_GE);
+    dq_probe_free(p);
+
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"token\":\"t\",\"threshold\":1}",
+            "m.probes[0].org: required, the organization slug (lower-case letters, digits, - and _)");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"Acme Inc\",\"token\":\"t\",\"threshold\":1}",
+            "m.probes[0].org: required, the organization slug (lower-case letters, digits, - and _)");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"threshold\":1}",
+            "m.probes[0].token: required, a Sentry auth token (e.g. token: ${SENTRY_TOKEN})");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\"}",
+            "m.probes[0].threshold: required, a number");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,\"op\":\"over\"}",
+            "m.probes[0].op: expected one of gt, ge, lt, le, eq, ne");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"metric\":\"crashes\"}",
+            "m.probes[0].metric: expected errors or errors_per_minute");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"project_ids\":[\"api\"]}",
+            "m.probes[0].project_ids[0]: expected a numeric project id");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"project_ids\":[]}",
+            "m.probes[0].project_ids: expected a list of 1 to 32 numeric project ids");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"url\":\"sentry.io\"}",
+            "m.probes[0].url: expected an http:// or https:// URL");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"query\":\"x\"}",
+            "m.probes[0].query: only for type: prometheus");
+    refused("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":1,"
+            "\"expect_status\":200}",
+            "m.probes[0].expect_status: only for type: http");
+    refused("{\"name\":\"h\",\"url\":\"http://x/\",\"org\":\"acme\"}", "m.probes[0].org: only for type: sentry");
+    refused("{\"name\":\"p\",\"type\":\"prometheus\",\"url\":\"http://x/\",\"query\":\"q\",\"op\":\"gt\","
+            "\"threshold\":1,\"token\":\"t\"}",
+            "m.probes[0].token: only for type: sentry");
+}
+
+static void judge_sentry(const dq_probe *p, long status, const char *body, int64_t window_ms, dq_sample *s)
+{
+    memset(s, 0, sizeof *s);
+    dq_probe_judge_sentry(p, 1, status, body, strlen(body), "", window_ms, s);
+}
+
+static void test_judge_sentry(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"e\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\",\"threshold\":10}");
+    dq_probe *rate = probe_of("{\"name\":\"r\",\"type\":\"sentry\",\"org\":\"acme\",\"token\":\"t\","
+                              "\"metric\":\"errors_per_minute\",\"threshold\":2}");
+    const char *meta = ",\"meta\":{\"fields\":{\"count()\":\"integer\"},\"units\":{\"count()\":null}}}";
+    char body[256];
+    dq_sample s;
+    (void)state;
+
+    snprintf(body, sizeof body, "{\"data\":[{\"count()\":12}]%s", meta);
+    judge_sentry(p, 200, body, 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.check, DQ_CHECK_VALUE);
+    assert_true(s.has_value && s.value == 12);
+    assert_string_equal(s.detail, "errors 12 gt 10");
+    snprintf(body, sizeof body, "{\"data\":[{\"count()\":10}]%s", meta);
+    judge_sentry(p, 200, body, 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_string_equal(s.detail, "errors 10");
+    judge_sentry(p, 200, "{\"data\":[]}", 30000, &s); /* no row: nothing matched */
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_true(s.has_value && s.value == 0);
+
+    /* per minute: 6 errors in 2 minutes is 3 a minute; in the first 30 s the window
+     * counts as a whole minute */
+    snprintf(body, sizeof body, "{\"data\":[{\"count()\":6}]%s", meta);
+    judge_sentry(rate, 200, body, 120000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.detail, "errors_per_minute 3 gt 2");
+    snprintf(body, sizeof body, "{\"data\":[{\"count()\":2}]%s", meta);
+    judge_sentry(rate, 200, body, 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_true(s.value == 2);
+
+    /* Sentry's errors are no data, like Prometheus': neither healthy nor unhealthy */
+    judge_sentry(p, 401, "{\"detail\":\"Invalid token\"}", 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.check, DQ_CHECK_NO_DATA);
+    assert_string_equal(s.detail, "no data: sentry answered 401: Invalid token");
+    judge_sentry(p, 429, "{\"detail\":\"slow down\"}", 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    judge_sentry(p, 200, "<html>", 30000, &s);
+    assert_string_equal(s.detail, "no data: unreadable sentry answer");
+    judge_sentry(p, 200, "{\"data\":[{\"count\":3}]}", 30000, &s);
+    assert_string_equal(s.detail, "no data: sentry answer without count()");
+    memset(&s, 0, sizeof s);
+    dq_probe_judge_sentry(p, 0, 0, NULL, 0, "Failed to connect to sentry.io port 443", 30000, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: sentry unreachable: Failed to connect to sentry.io port 443");
+    dq_probe_free(p);
+    dq_probe_free(rate);
+}
+
+/* The events API request: count() of release:"V" in the environment, from the window's
+ * start to now, per project. */
+static void test_sentry_url(void **state)
+{
+    dq_probe *p = probe_of("{\"name\":\"e\",\"type\":\"sentry\",\"url\":\"http://127.0.0.1:9/\",\"org\":\"acme\","
+                           "\"token\":\"t\",\"project_ids\":[42,7],\"threshold\":1}");
+    dq_probe_target t = {"v2 \"rc\"", "production", 1796306400000LL}; /* 2026-12-03T14:00:00Z */
+    char *url;
+    (void)state;
+
+    url = dq_probe_sentry_url(p, &t, 1796306430500LL);
+    assert_non_null(url);
+    assert_string_equal(url, "http://127.0.0.1:9/api/0/organizations/acme/events/?field=count%28%29"
+                             "&query=release%3A%22v2%20%5C%22rc%5C%22%22&environment=production"
+                             "&start=2026-12-03T14:00:00.000Z&end=2026-12-03T14:00:30.500Z&referrer=deployq"
+                             "&project=42&project=7");
+    free(url);
+    dq_probe_free(p);
+}
+
 static void test_threshold_json(void **state)
 {
     dq_probe *p = probe_of("{\"name\":\"h\",\"url\":\"http://x/\",\"max_latency\":\"250ms\",\"body_match\":\"up\"}");
@@ -458,7 +604,7 @@ static void test_run_slow_endpoint_cut(void **state)
     }
 
     t0 = dq_mono_ms();
-    dq_probe_run_all(ps, 2, two);
+    dq_probe_run_all(ps, 2, NULL, two);
     took = dq_mono_ms() - t0;
     print_message("two slow probes in one round: %lld ms, started %lld ms apart\n",
                   (long long)took, (long long)llabs(two[1].at_ms - two[0].at_ms));
@@ -469,9 +615,113 @@ static void test_run_slow_endpoint_cut(void **state)
     }
     /* at once: one after the other would start a whole limit (500 ms) apart */
     assert_true(llabs(two[1].at_ms - two[0].at_ms) < 300);
-    dq_probe_run_all(ps, 0, two); /* nothing to run: nothing happens */
+    dq_probe_run_all(ps, 0, NULL, two); /* nothing to run: nothing happens */
     dq_probe_free(ps[0]);
     dq_probe_free(ps[1]);
+}
+
+
+static dq_fake sentry;
+
+static int sentry_up(void **state)
+{
+    (void)state;
+    return dq_fake_start(&sentry, "sentry");
+}
+
+static int sentry_down(void **state)
+{
+    (void)state;
+    if (sentry.pid > 0)
+        dq_fake_stop(&sentry);
+    return 0;
+}
+
+static int sentry_calls(void)
+{
+    cJSON *calls = dq_fake_calls(&sentry);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(calls, "calls"));
+    cJSON_Delete(calls);
+    return n;
+}
+
+/* Real runs against tests/fakes/sentry.py: the window and the release are what is asked
+ * about, the token is sent as a Bearer token, a 429's Retry-After is honoured. */
+static void test_run_sentry(void **state)
+{
+    char json[512];
+    dq_probe *p;
+    dq_sample s;
+    int64_t now = dq_now_ms();
+    dq_probe_target t = {"v2-bad", "production", now - 60000};
+    dq_probe_target clean = {"v1", "production", now - 60000};
+    (void)state;
+
+    snprintf(json, sizeof json,
+             "{\"events\":[{\"release\":\"v2-bad\",\"environment\":\"production\",\"count\":7,\"at\":%lld},"
+             "{\"release\":\"v2-bad\",\"environment\":\"production\",\"count\":100,\"at\":%lld},"
+             "{\"release\":\"v2-bad\",\"environment\":\"staging\",\"count\":50},"
+             "{\"release\":\"v2-bad\",\"environment\":\"production\",\"project\":9,\"count\":40},"
+             "{\"release\":\"v1\",\"environment\":\"production\",\"count\":1}],"
+             "\"token\":\"sntrys_run-Secret-2\"}",
+             (long long)(now / 1000 - 10), (long long)(now / 1000 - 3600));
+    assert_int_equal(dq_fake_script(&sentry, json), 0);
+    snprintf(json, sizeof json,
+             "{\"name\":\"e\",\"type\":\"sentry\",\"url\":\"%s\",\"org\":\"acme\",\"token\":\"sntrys_run-Secret-2\","
+             "\"project_ids\":[42],\"threshold\":5,\"timeout\":\"2s\"}", sentry.base);
+    p = probe_of(json);
+
+    /* 7 in the window; the 100 of an hour ago, staging's 50 and project 9's 40 are not */
+    dq_probe_run_for(p, &t, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_FAIL);
+    assert_string_equal(s.detail, "errors 7 gt 5");
+    dq_probe_run_for(p, &clean, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_PASS);
+    assert_string_equal(s.detail, "errors 1");
+    {
+        cJSON *calls = dq_fake_calls(&sentry);
+        const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(calls, "calls"), 0);
+        const cJSON *auth = cJSON_GetObjectItem(c, "auth");
+        char *text = cJSON_PrintUnformatted(calls);
+
+        assert_string_equal(cJSON_GetObjectItem(c, "path")->valuestring, "/api/0/organizations/acme/events/");
+        assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "query"), "query")->valuestring,
+                            "release:\"v2-bad\"");
+        assert_string_equal(cJSON_GetObjectItem(auth, "scheme")->valuestring, "Bearer");
+        assert_null(strstr(text, "sntrys_run-Secret-2"));
+        free(text);
+        cJSON_Delete(calls);
+    }
+
+    /* no deploy to look at (a probe run outside a watch): missing, nothing asked */
+    dq_probe_run(p, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: sentry unreachable: no release to ask about");
+    assert_int_equal(sentry_calls(), 2);
+
+    /* 429 with Retry-After: 2 s: missing, and Sentry is not asked again before then */
+    assert_int_equal(dq_fake_script(&sentry, "{\"rate_limit\":1,\"retry_after\":2,"
+                                             "\"events\":[{\"release\":\"v2-bad\",\"count\":9}]}"), 0);
+    dq_probe_run_for(p, &t, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_int_equal(s.status, 429);
+    assert_int_equal(sentry_calls(), 3);
+    dq_probe_run_for(p, &t, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_int_equal(s.status, 0);
+    assert_non_null(strstr(s.detail, "rate limited by sentry for "));
+    assert_int_equal(sentry_calls(), 3);
+    dq_sleep_ms(2100);
+    dq_probe_run_for(p, &t, &s);
+    assert_int_equal(sentry_calls(), 4);
+    assert_string_equal(s.detail, "errors 9 gt 5");
+
+    /* a wrong token: Sentry's 401 is no data, and the token is in no detail */
+    assert_int_equal(dq_fake_script(&sentry, "{\"token\":\"another\"}"), 0);
+    dq_probe_run_for(p, &t, &s);
+    assert_int_equal(s.outcome, DQ_SAMPLE_MISSING);
+    assert_string_equal(s.detail, "no data: sentry answered 401: Invalid token");
+    dq_probe_free(p);
 }
 
 int main(void)
@@ -484,7 +734,11 @@ int main(void)
         cmocka_unit_test(test_judge_body_secret_masked),
         cmocka_unit_test(test_judge_prometheus),
         cmocka_unit_test(test_compare),
+        cmocka_unit_test(test_config_sentry),
+        cmocka_unit_test(test_judge_sentry),
+        cmocka_unit_test(test_sentry_url),
         cmocka_unit_test(test_threshold_json),
+        cmocka_unit_test_setup_teardown(test_run_sentry, sentry_up, sentry_down),
         cmocka_unit_test_setup_teardown(test_run_against_doubles, doubles_up, doubles_down),
         cmocka_unit_test_setup_teardown(test_run_slow_endpoint_cut, doubles_up, doubles_down),
     };

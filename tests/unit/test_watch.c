@@ -713,7 +713,7 @@ static void test_slow_endpoint_detected_on_time(void **state)
         if (wait > 0)
             dq_sleep_ms(wait);
         t0 = dq_mono_ms();
-        dq_probe_run_all(c->probes, c->n_probes, &smp);
+        dq_probe_run_all(c->probes, c->n_probes, NULL, &smp);
         took = dq_mono_ms() - t0;
         assert_int_equal(dq_watch_apply(c, st, &smp, dq_now_ms(), &r), 0);
         print_message("slow endpoint: round %d at +%lld ms took %lld ms: %s\n", n,

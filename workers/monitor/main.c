@@ -22,7 +22,7 @@ static const char usage[] =
     "Usage: deployq-monitor [options]\n"
     "\n"
     "Consume deployq.events; on deploy.succeeded or rollback.succeeded of a target with\n"
-    "probes, watch it for its window (HTTP and Prometheus probes every interval) and emit\n"
+    "probes, watch it for its window (HTTP, Prometheus and Sentry probes every interval) and emit\n"
     "monitor.started, health.degraded on each change, then deploy.verified or\n"
     "rollback.requested with the evidence. Sessions live in Redis, so another instance\n"
     "carries on the sessions of one that died. Stops cleanly on SIGTERM/SIGINT.\n"

@@ -401,8 +401,11 @@ static void tick(dq_ticker *tk, const dq_monitor_target *t, dq_watch_state *st)
         samples = calloc(w->n_probes, sizeof *samples);
         if (!samples)
             goto abandon;
-        /* at once, each bounded by the interval: the round fits before the next is due */
-        dq_probe_run_all(w->probes, w->n_probes, samples);
+        /* at once, each bounded by the interval: the round fits before the next is due;
+         * a Sentry probe asks about this version's errors since the window started */
+        dq_probe_target target = {st->version, st->environment, st->started_ms};
+
+        dq_probe_run_all(w->probes, w->n_probes, &target, samples);
         for (size_t i = 0; i < w->n_probes; i++) {
             const char *values[] = {st->service, st->environment, w->probes[i]->name,
                                     dq_sample_outcome_name(samples[i].outcome)};

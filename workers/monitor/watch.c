@@ -746,7 +746,7 @@ cJSON *dq_watch_evidence(const dq_watch_config *cfg, const dq_watch_state *st,
     cJSON_AddStringToObject(e, "probe", p ? p->name : "-");
     cJSON_AddStringToObject(e, "kind", res->kind[0] ? res->kind : "unknown");
     if (p)
-        cJSON_AddStringToObject(e, "type", p->type == DQ_PROBE_HTTP ? "http" : "prometheus");
+        cJSON_AddStringToObject(e, "type", dq_probe_type_name(p->type));
     if (lf)
         cJSON_AddStringToObject(e, "check", lf->s.check);
     if (strcmp(res->kind, "error_rate") == 0) {

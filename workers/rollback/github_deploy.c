@@ -2,14 +2,10 @@
  * github_deploy.c - GitHub Deployments (github_deploy.h): the configuration, the request
  * bodies, the order of statuses, and the consumer that posts them.
  *
- * Why a consumer of its own: GitHub is a remote service that can be slow or down for an
- * hour. Inside the rollback worker's handler it would hold up every later event of a
- * target, rollbacks included. With its own consumer group on its own thread it reads the
- * same events at its own pace: a slow GitHub delays only what GitHub shows. Each event
- * gets a bounded number of attempts (retries, retry_budget); then the failure is reported
- * as notification.failed (channel "github") and the consumer moves on, so one outage
- * costs at most the budget per event, and the next status of the deployment catches up
- * (creating the GitHub deployment if it never was).
+ * Why a consumer of its own, and the attempts: follow.h (shared with Sentry's recorder).
+ * A failure is reported as notification.failed (channel "github"), so one outage costs at
+ * most the budget per event, and the next status of the deployment catches up (creating
+ * the GitHub deployment if it never was).
  *
  * The token goes only into the Authorization header: errors are built from the status,
  * GitHub's "message" (which never echoes a token) and curl's transport class, and every
@@ -17,8 +13,9 @@
  */
 #include "github_deploy.h"
 
+#include "follow.h"
+
 #include <ctype.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +32,8 @@
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 4
 #define DEFAULT_BUDGET_MS 30000
-#define BACKOFF_BASE_MS 500
-#define BACKOFF_CAP_MS 5000
 #define STATE_TTL_S (30L * 24 * 3600)
 #define DESCRIPTION_MAX 140 /* GitHub refuses a longer status description */
-#define SEND_TIMEOUT_MS 10000
 
 /* ---- configuration ---- */
 
@@ -261,39 +255,6 @@ int dq_gh_should_post(unsigned posted, const char *state)
     return bit != 0 && (posted & ~(bit - 1u)) == 0;
 }
 
-/* tmpl with {service} {environment} {version} {deployment_id} filled in; malloc'd. */
-static char *fill(const char *tmpl, const dq_event *ev)
-{
-    size_t cap = strlen(tmpl) + 1, o = 0;
-    char *out;
-
-    for (const char *p = tmpl; *p; p++)
-        if (*p == '{')
-            cap += 256; /* room for any value a placeholder may take */
-    if (!(out = malloc(cap)))
-        return NULL;
-    for (const char *p = tmpl; *p;) {
-        static const char *const names[] = {"{service}", "{environment}", "{version}", "{deployment_id}", NULL};
-        const char *vals[] = {ev ? ev->service : NULL, ev ? ev->environment : NULL, ev ? ev->version : NULL,
-                              ev ? ev->deployment_id : NULL};
-        size_t i;
-
-        for (i = 0; names[i] && strncmp(p, names[i], strlen(names[i])) != 0; i++)
-            ;
-        if (names[i]) {
-            size_t n = vals[i] ? strnlen(vals[i], 255) : 0;
-
-            memcpy(out + o, vals[i] ? vals[i] : "", n);
-            o += n;
-            p += strlen(names[i]);
-        } else {
-            out[o++] = *p++;
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* GitHub's limit on a description, cut on a UTF-8 character boundary. */
 static void cut_description(char *s)
 {
@@ -379,9 +340,9 @@ char *dq_gh_status_body(const dq_gh_config *gc, const dq_event *ev, const char *
         return NULL;
     describe(ev, state, desc, sizeof desc);
     /* without the event (an inactive status) the templates have nothing to fill */
-    if (ev && gc->log_url && !(log_url = fill(gc->log_url, ev)))
+    if (ev && gc->log_url && !(log_url = dq_follow_fill(gc->log_url, ev)))
         goto done;
-    if (ev && gc->environment_url && !(env_url = fill(gc->environment_url, ev)))
+    if (ev && gc->environment_url && !(env_url = dq_follow_fill(gc->environment_url, ev)))
         goto done;
     if (!cJSON_AddStringToObject(o, "state", state) || !cJSON_AddStringToObject(o, "description", desc) ||
         (log_url && !cJSON_AddStringToObject(o, "log_url", log_url)) ||
@@ -401,20 +362,6 @@ done:
 
 /* ---- talking to GitHub ---- */
 
-typedef enum {
-    GH_OK = 0,  /* done (or nothing to do) */
-    GH_DOWN,    /* no answer, 5xx, rate limited: worth another attempt */
-    GH_REFUSED, /* GitHub said no (202 merge, 409, 4xx): reported, never retried */
-    GH_REDIS,   /* our state is unreachable: the event is read again later */
-} gh_rc;
-
-typedef struct gh_outcome {
-    long http_status;
-    int64_t retry_after_ms; /* GitHub's Retry-After of the last answer, -1 without one */
-    int attempts;
-    char error[512]; /* never the token */
-} gh_outcome;
-
 /* GitHub's "message" of a JSON error body, as one short clean line, or "". */
 static void gh_message(const dq_http_response *resp, char *out, size_t outlen)
 {
@@ -429,13 +376,13 @@ static void gh_message(const dq_http_response *resp, char *out, size_t outlen)
 }
 
 /* One request to GitHub's API (path from the repository on). The response is the
- * caller's to free. Returns GH_OK with a response (any status) or GH_DOWN without one. */
-static gh_rc gh_request(const dq_gh_config *gc, const char *method, const char *path, const char *body,
-                        dq_http_response *resp, gh_outcome *out)
+ * caller's to free. Returns DQ_FOLLOW_OK with a response (any status) or DQ_FOLLOW_DOWN without one. */
+static dq_follow_rc gh_request(const dq_gh_config *gc, const char *method, const char *path, const char *body,
+                        dq_http_response *resp, dq_follow_outcome *out)
 {
     char *auth = NULL, *url = NULL;
     size_t n;
-    gh_rc rc;
+    dq_follow_rc rc;
 
     n = strlen(gc->token) + 32;
     auth = malloc(n);
@@ -450,7 +397,7 @@ static gh_rc gh_request(const dq_gh_config *gc, const char *method, const char *
         free(url);
         snprintf(out->error, sizeof out->error, "out of memory");
         memset(resp, 0, sizeof *resp);
-        return GH_DOWN;
+        return DQ_FOLLOW_DOWN;
     }
     {
         const char *headers[] = {"Accept: application/vnd.github+json", "X-GitHub-Api-Version: 2022-11-28",
@@ -464,14 +411,14 @@ static gh_rc gh_request(const dq_gh_config *gc, const char *method, const char *
         o.timeout_ms = (long)gc->timeout_ms;
         o.max_retries = 0; /* the attempts are counted by the caller, per event */
         o.retry_budget_ms = gc->timeout_ms + 1000;
-        rc = dq_http_request(&o, resp) == 0 ? GH_OK : GH_DOWN;
+        rc = dq_http_request(&o, resp) == 0 ? DQ_FOLLOW_OK : DQ_FOLLOW_DOWN;
     }
     /* the token is in auth: wipe it before the memory goes back */
     memset(auth, 0, strlen(auth));
     free(auth);
     free(url);
     out->http_status = resp->status;
-    if (rc != GH_OK)
+    if (rc != DQ_FOLLOW_OK)
         snprintf(out->error, sizeof out->error, "%s %s: %s", method, path,
                  resp->error == DQ_HTTP_ERR_CONNECT   ? "connection failed"
                  : resp->error == DQ_HTTP_ERR_TIMEOUT ? "timed out"
@@ -480,20 +427,20 @@ static gh_rc gh_request(const dq_gh_config *gc, const char *method, const char *
 }
 
 /* What a status code means for us; fills out->error for anything but 2xx. */
-static gh_rc gh_judge(const char *what, const dq_http_response *resp, gh_outcome *out)
+static dq_follow_rc gh_judge(const char *what, const dq_http_response *resp, dq_follow_outcome *out)
 {
     char msg[256];
 
     if (resp->status >= 200 && resp->status <= 299)
-        return GH_OK;
+        return DQ_FOLLOW_OK;
     out->retry_after_ms = resp->retry_after_ms;
     gh_message(resp, msg, sizeof msg);
     snprintf(out->error, sizeof out->error, "%s: GitHub answered HTTP %ld%s%s", what, resp->status,
              msg[0] ? ": " : "", msg);
     /* a secondary rate limit is a 403 with Retry-After */
     if (resp->status >= 500 || resp->status == 429 || (resp->status == 403 && resp->retry_after_ms >= 0))
-        return GH_DOWN;
-    return GH_REFUSED;
+        return DQ_FOLLOW_DOWN;
+    return DQ_FOLLOW_REFUSED;
 }
 
 /* ---- the handler ---- */
@@ -604,9 +551,9 @@ static int hget(dq_redis *r, const char *dep, const char *field, char **out)
 }
 
 /* What Redis holds about a deployment: GitHub's id (or 0), the statuses posted, and
- * whether GitHub refused to create it. GH_OK or GH_REDIS. One HGET per field, not
+ * whether GitHub refused to create it. DQ_FOLLOW_OK or DQ_FOLLOW_STATE. One HGET per field, not
  * HGETALL: the rollback worker's Redis ACL (docs/operations.md) allows HGET. */
-static gh_rc load_dep(dq_gh_handler *h, const char *dep, long long *id, unsigned *posted, int *refused)
+static dq_follow_rc load_dep(dq_gh_handler *h, const char *dep, long long *id, unsigned *posted, int *refused)
 {
     dq_redis *r = redis_of(h);
     char *v = NULL, field[32];
@@ -616,66 +563,66 @@ static gh_rc load_dep(dq_gh_handler *h, const char *dep, long long *id, unsigned
     *posted = 0;
     *refused = 0;
     if (!r || (rc = hget(r, dep, "id", &v)) < 0)
-        return GH_REDIS;
+        return DQ_FOLLOW_STATE;
     if (rc == 1)
         *id = strtoll(v, NULL, 10);
     free(v);
     if ((rc = hget(r, dep, "refused", &v)) < 0)
-        return GH_REDIS;
+        return DQ_FOLLOW_STATE;
     *refused = rc == 1;
     free(v);
     for (unsigned i = 0; state_names[i]; i++) {
         snprintf(field, sizeof field, "s:%s", state_names[i]);
         if ((rc = hget(r, dep, field, &v)) < 0)
-            return GH_REDIS;
+            return DQ_FOLLOW_STATE;
         if (rc == 1)
             *posted |= 1u << i;
         free(v);
     }
-    return GH_OK;
+    return DQ_FOLLOW_OK;
 }
 
 /* HSET deployq:gh:dep:<dep> field value, and its TTL. */
-static gh_rc save_dep(dq_gh_handler *h, const char *dep, const char *field, const char *value)
+static dq_follow_rc save_dep(dq_gh_handler *h, const char *dep, const char *field, const char *value)
 {
     dq_redis *r = redis_of(h);
     redisReply *rep;
     int ok;
 
     if (!r || !(rep = dq_redis_command(r, "HSET deployq:gh:dep:%s %s %s", dep, field, value)))
-        return GH_REDIS;
+        return DQ_FOLLOW_STATE;
     ok = rep->type != REDIS_REPLY_ERROR;
     freeReplyObject(rep);
     if (!ok || !(rep = dq_redis_command(r, "EXPIRE deployq:gh:dep:%s %ld", dep, STATE_TTL_S)))
-        return GH_REDIS;
+        return DQ_FOLLOW_STATE;
     freeReplyObject(rep);
-    return GH_OK;
+    return DQ_FOLLOW_OK;
 }
 
 /* The GitHub deployment this deployq deployment created earlier (a crash between GitHub's
  * 201 and our record), found by its payload among the newest of its ref and environment. */
-static gh_rc find_created(const dq_gh_config *gc, const dq_event *ev, long long *id, gh_outcome *out)
+static dq_follow_rc find_created(const dq_gh_config *gc, const dq_event *ev, long long *id, dq_follow_outcome *out)
 {
     char *env = dq_http_escape(ev->environment), *ref = dq_http_escape(ev->version);
     char path[1024];
     dq_http_response resp = {0};
     cJSON *list = NULL, *d;
-    gh_rc rc;
+    dq_follow_rc rc;
 
     *id = 0;
     if (!env || !ref) {
         free(env);
         free(ref);
         snprintf(out->error, sizeof out->error, "out of memory");
-        return GH_DOWN;
+        return DQ_FOLLOW_DOWN;
     }
     snprintf(path, sizeof path, "/deployments?environment=%s&ref=%s&per_page=100", env, ref);
     free(env);
     free(ref);
     rc = gh_request(gc, "GET", path, NULL, &resp, out);
-    if (rc == GH_OK)
+    if (rc == DQ_FOLLOW_OK)
         rc = gh_judge("list deployments", &resp, out);
-    if (rc == GH_OK && (list = cJSON_ParseWithLength(resp.body, resp.body_len)) != NULL) {
+    if (rc == DQ_FOLLOW_OK && (list = cJSON_ParseWithLength(resp.body, resp.body_len)) != NULL) {
         cJSON_ArrayForEach(d, list) {
             const char *mine = dq_json_str(dq_json_get(d, "payload"), "deployq_deployment_id");
 
@@ -691,28 +638,28 @@ static gh_rc find_created(const dq_gh_config *gc, const dq_event *ev, long long 
 }
 
 /* Give dep a GitHub deployment: the one it made before, else a new one. */
-static gh_rc create_dep(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, long long *id,
-                        gh_outcome *out)
+static dq_follow_rc create_dep(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, long long *id,
+                        dq_follow_outcome *out)
 {
     dq_http_response resp = {0};
     char *body;
     char msg[256], num[32];
-    gh_rc rc;
+    dq_follow_rc rc;
 
     if (!ev->version || !ev->environment) {
         snprintf(out->error, sizeof out->error, "create deployment: the event has no version or environment");
-        return GH_REFUSED;
+        return DQ_FOLLOW_REFUSED;
     }
-    if ((rc = find_created(gc, ev, id, out)) != GH_OK)
+    if ((rc = find_created(gc, ev, id, out)) != DQ_FOLLOW_OK)
         return rc;
     if (*id == 0) {
         if (!(body = dq_gh_deployment_body(gc, ev))) {
             snprintf(out->error, sizeof out->error, "out of memory");
-            return GH_DOWN;
+            return DQ_FOLLOW_DOWN;
         }
         rc = gh_request(gc, "POST", "/deployments", body, &resp, out);
         free(body);
-        if (rc != GH_OK)
+        if (rc != DQ_FOLLOW_OK)
             return rc;
         if (resp.status == 202 || resp.status == 409) {
             /* 202: GitHub merged the default branch into the ref instead of creating a
@@ -724,23 +671,23 @@ static gh_rc create_dep(dq_gh_handler *h, const dq_gh_config *gc, const dq_event
             snprintf(out->error, sizeof out->error, "create deployment: GitHub answered HTTP %ld%s%s%s", status,
                      status == 202 ? " (auto-merge, no deployment created)" : "", msg[0] ? ": " : "", msg);
             dq_http_response_free(&resp);
-            return save_dep(h, ev->deployment_id, "refused", status == 202 ? "202" : "409") == GH_OK
-                       ? GH_REFUSED
-                       : GH_REDIS;
+            return save_dep(h, ev->deployment_id, "refused", status == 202 ? "202" : "409") == DQ_FOLLOW_OK
+                       ? DQ_FOLLOW_REFUSED
+                       : DQ_FOLLOW_STATE;
         }
         rc = gh_judge("create deployment", &resp, out);
-        if (rc == GH_OK) {
+        if (rc == DQ_FOLLOW_OK) {
             cJSON *j = cJSON_ParseWithLength(resp.body, resp.body_len);
 
             *id = (long long)dq_json_num(j, "id", 0);
             cJSON_Delete(j);
             if (*id <= 0) {
                 snprintf(out->error, sizeof out->error, "create deployment: HTTP %ld without an id", resp.status);
-                rc = GH_REFUSED;
+                rc = DQ_FOLLOW_REFUSED;
             }
         }
         dq_http_response_free(&resp);
-        if (rc != GH_OK)
+        if (rc != DQ_FOLLOW_OK)
             return rc;
         dq_info("github: %s/%s deployment %s is GitHub deployment %lld in %s", ev->service, ev->environment,
                 ev->deployment_id, *id, gc->repo);
@@ -749,26 +696,26 @@ static gh_rc create_dep(dq_gh_handler *h, const dq_gh_config *gc, const dq_event
     return save_dep(h, ev->deployment_id, "id", num);
 }
 
-static gh_rc post_status(dq_gh_handler *h, const dq_gh_config *gc, const char *dep, long long id,
-                         const dq_event *ev, const char *state, gh_outcome *out)
+static dq_follow_rc post_status(dq_gh_handler *h, const dq_gh_config *gc, const char *dep, long long id,
+                         const dq_event *ev, const char *state, dq_follow_outcome *out)
 {
     dq_http_response resp = {0};
     char path[96], field[32], what[64];
     char *body = dq_gh_status_body(gc, ev, state);
-    gh_rc rc;
+    dq_follow_rc rc;
 
     if (!body) {
         snprintf(out->error, sizeof out->error, "out of memory");
-        return GH_DOWN;
+        return DQ_FOLLOW_DOWN;
     }
     snprintf(path, sizeof path, "/deployments/%lld/statuses", id);
     snprintf(what, sizeof what, "%s status", state);
     rc = gh_request(gc, "POST", path, body, &resp, out);
     free(body);
-    if (rc == GH_OK)
+    if (rc == DQ_FOLLOW_OK)
         rc = gh_judge(what, &resp, out);
     dq_http_response_free(&resp);
-    if (rc != GH_OK)
+    if (rc != DQ_FOLLOW_OK)
         return rc;
     snprintf(field, sizeof field, "s:%s", state);
     return save_dep(h, dep, field, "1");
@@ -778,16 +725,16 @@ static gh_rc post_status(dq_gh_handler *h, const dq_gh_config *gc, const char *d
  * target's current. GitHub's auto_inactive already did that for a non-production,
  * non-transient environment; it leaves production ones alone, so there it is said here
  * (once: a second inactive would only clutter the deployment's history). */
-static gh_rc replace_current(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, gh_outcome *out)
+static dq_follow_rc replace_current(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, dq_follow_outcome *out)
 {
     dq_redis *r = redis_of(h);
     char key[320];
     char *prev = NULL;
-    gh_rc rc = GH_OK;
+    dq_follow_rc rc = DQ_FOLLOW_OK;
 
     snprintf(key, sizeof key, "deployq:gh:current:%s/%s", ev->service, ev->environment);
     if (!r || dq_redis_get(r, key, &prev) != 0)
-        return GH_REDIS;
+        return DQ_FOLLOW_STATE;
     if (prev && strcmp(prev, ev->deployment_id) != 0) {
         long long pid;
         unsigned posted;
@@ -796,105 +743,82 @@ static gh_rc replace_current(dq_gh_handler *h, const dq_gh_config *gc, const dq_
         rc = load_dep(h, prev, &pid, &posted, &refused);
         int production = gc->production >= 0 ? gc->production : strcmp(ev->environment, "production") == 0;
 
-        if (rc == GH_OK && production && gc->transient != 1 && pid > 0 && (posted & DQ_GH_SUCCESS) &&
+        if (rc == DQ_FOLLOW_OK && production && gc->transient != 1 && pid > 0 && (posted & DQ_GH_SUCCESS) &&
             dq_gh_should_post(posted, "inactive")) {
             rc = post_status(h, gc, prev, pid, NULL, "inactive", out);
-            if (rc == GH_REFUSED) {
+            if (rc == DQ_FOLLOW_REFUSED) {
                 /* deleted on GitHub, say: nothing to make inactive; not worth a report */
                 dq_warn("github: could not mark deployment %lld inactive: %s", pid, out->error);
-                rc = GH_OK;
+                rc = DQ_FOLLOW_OK;
             }
         }
     }
     free(prev);
-    if (rc == GH_OK) {
+    if (rc == DQ_FOLLOW_OK) {
         redisReply *rep = dq_redis_command(r, "SET %s %s EX %ld", key, ev->deployment_id, STATE_TTL_S);
 
         if (!rep)
-            return GH_REDIS;
+            return DQ_FOLLOW_STATE;
         freeReplyObject(rep);
     }
     return rc;
 }
 
 /* One attempt at everything ev asks of GitHub. */
-static gh_rc apply(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, const char *state,
-                   gh_outcome *out)
+static dq_follow_rc apply(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *ev, const char *state,
+                   dq_follow_outcome *out)
 {
     long long id;
     unsigned posted;
     int refused, success = strcmp(state, "success") == 0;
-    gh_rc rc;
+    dq_follow_rc rc;
 
-    if ((rc = load_dep(h, ev->deployment_id, &id, &posted, &refused)) != GH_OK)
+    if ((rc = load_dep(h, ev->deployment_id, &id, &posted, &refused)) != DQ_FOLLOW_OK)
         return rc;
     if (refused) {
         /* GitHub declined it once; that was reported */
         dq_debug("github: %s/%s deployment %s: GitHub declined to create it; %s not posted", ev->service,
                  ev->environment, ev->deployment_id, state);
-        return GH_OK;
+        return DQ_FOLLOW_OK;
     }
     if (dq_gh_should_post(posted, state)) {
-        if (id == 0 && (rc = create_dep(h, gc, ev, &id, out)) != GH_OK)
+        if (id == 0 && (rc = create_dep(h, gc, ev, &id, out)) != DQ_FOLLOW_OK)
             return rc;
-        if ((rc = post_status(h, gc, ev->deployment_id, id, ev, state, out)) != GH_OK)
+        if ((rc = post_status(h, gc, ev->deployment_id, id, ev, state, out)) != DQ_FOLLOW_OK)
             return rc;
         dq_debug("github: %s/%s deployment %s: %s posted", ev->service, ev->environment, ev->deployment_id,
                  state);
     } else if (!(success && (posted & DQ_GH_SUCCESS))) {
-        return GH_OK; /* posted before: a redelivery */
+        return DQ_FOLLOW_OK; /* posted before: a redelivery */
     }
-    return success ? replace_current(h, gc, ev, out) : GH_OK;
+    return success ? replace_current(h, gc, ev, out) : DQ_FOLLOW_OK;
 }
 
 /* notification.failed (channel "github") about trigger. 0 sent, -1 not. */
 static int report(dq_gh_handler *h, const dq_gh_config *gc, const dq_event *trigger, const char *state,
-                  const gh_outcome *o)
+                  const dq_follow_outcome *o)
 {
-    dq_event *ev = dq_event_new(DQ_EV_NOTIFICATION_FAILED, trigger->deployment_id, trigger->service,
-                                trigger->environment, trigger->version, h->actor);
-    char name[160], clean[512], key[320], err[512];
-    char *json = NULL;
+    cJSON *extra = cJSON_CreateObject();
     int rc = -1;
 
-    if (!ev)
-        return -1;
-    snprintf(name, sizeof name, "github:%s:%s", trigger->id, state);
-    dq_event_set_id_from(ev, name); /* a redelivery reports with the same id */
-    ev->fence = trigger->fence;
-    dq_redact(o->error[0] ? o->error : "failed", clean, sizeof clean);
-    if (!cJSON_AddStringToObject(ev->data, "channel", "github") ||
-        !cJSON_AddStringToObject(ev->data, "trigger_event_id", trigger->id) ||
-        !cJSON_AddStringToObject(ev->data, "trigger_type", trigger->type) ||
-        !cJSON_AddNumberToObject(ev->data, "attempts", o->attempts > 0 ? o->attempts : 1) ||
-        (o->http_status >= 100 && o->http_status <= 599 &&
-         !cJSON_AddNumberToObject(ev->data, "http_status", (double)o->http_status)) ||
-        !cJSON_AddStringToObject(ev->data, "error", clean) ||
-        !cJSON_AddStringToObject(ev->data, "github_state", state) ||
-        !cJSON_AddStringToObject(ev->data, "github_repo", gc->repo) || !(json = dq_event_encode(ev)))
-        goto done;
-    dq_target_key(trigger->service, trigger->environment, key, sizeof key);
-    if (dq_producer_send(h->producer, h->cfg->topic_events, key, json, strlen(json), SEND_TIMEOUT_MS, NULL, NULL,
-                         err, sizeof err) != 0) {
-        dq_warn("github: could not report the failure of %s: %s", trigger->id, err);
-        goto done;
-    }
-    rc = 0;
-done:
-    free(json);
-    dq_event_free(ev);
+    if (extra && cJSON_AddStringToObject(extra, "github_state", state) &&
+        cJSON_AddStringToObject(extra, "github_repo", gc->repo))
+        rc = dq_follow_report(h->cfg, h->producer, h->actor, "github", trigger, state, o, extra);
+    cJSON_Delete(extra);
     return rc;
 }
 
-/* Sleep ms, waking early when the worker stops. 1 when it stopped. */
-static int nap(dq_gh_handler *h, int64_t ms)
+typedef struct gh_try {
+    dq_gh_handler *h;
+    const dq_gh_config *gc;
+    const dq_event *ev;
+    const char *state;
+} gh_try;
+
+static dq_follow_rc try_apply(void *arg, dq_follow_outcome *out)
 {
-    for (int64_t end = dq_mono_ms() + ms; dq_mono_ms() < end;) {
-        if (h->stop && *h->stop)
-            return 1;
-        dq_sleep_ms(end - dq_mono_ms() < 100 ? end - dq_mono_ms() : 100);
-    }
-    return h->stop && *h->stop;
+    gh_try *t = arg;
+    return apply(t->h, t->gc, t->ev, t->state, out);
 }
 
 dq_handle_result dq_gh_handle(void *ctx, const dq_message *m, char *err, size_t errlen)
@@ -903,10 +827,12 @@ dq_handle_result dq_gh_handle(void *ctx, const dq_message *m, char *err, size_t 
     dq_event *ev;
     const dq_gh_config *gc;
     const char *state;
-    gh_outcome o;
-    gh_rc rc;
-    int64_t start = dq_mono_ms(), wait = BACKOFF_BASE_MS;
+    dq_follow_outcome o;
+    dq_follow_policy pol;
+    dq_follow_rc rc;
+    gh_try t;
     char why[256];
+    int stopped;
     dq_handle_result res = DQ_HANDLED;
 
     (void)err;
@@ -921,36 +847,22 @@ dq_handle_result dq_gh_handle(void *ctx, const dq_message *m, char *err, size_t 
         dq_event_free(ev);
         return DQ_HANDLED;
     }
-    memset(&o, 0, sizeof o);
-    for (;;) {
-        int64_t pause;
-
-        o.error[0] = '\0';
-        o.http_status = 0;
-        o.retry_after_ms = -1;
-        o.attempts++;
-        rc = apply(h, gc, ev, state, &o);
-        if (rc != GH_DOWN || o.attempts > gc->retries)
-            break;
-        pause = o.retry_after_ms > wait ? o.retry_after_ms : wait; /* GitHub's Retry-After wins */
-        /* no attempt that could not end (at one timeout) within the budget */
-        if (dq_mono_ms() + pause + gc->timeout_ms - start > gc->retry_budget_ms)
-            break;
-        if (nap(h, pause)) {
-            res = DQ_RETRY; /* stopping: the next owner reads it again */
-            goto out;
-        }
-        wait = wait * 2 > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : wait * 2;
-    }
-    if (rc == GH_REDIS) {
-        res = DQ_RETRY;
-    } else if (rc != GH_OK) {
+    pol.retries = gc->retries;
+    pol.timeout_ms = gc->timeout_ms;
+    pol.retry_budget_ms = gc->retry_budget_ms;
+    t.h = h;
+    t.gc = gc;
+    t.ev = ev;
+    t.state = state;
+    rc = dq_follow_attempts(&pol, h->stop, try_apply, &t, &o, &stopped);
+    if (stopped || rc == DQ_FOLLOW_STATE) {
+        res = DQ_RETRY; /* stopping, or our state unreachable: read it again */
+    } else if (rc != DQ_FOLLOW_OK) {
         dq_warn("github: %s/%s deployment %s: %s not recorded on GitHub after %d attempt%s: %s", ev->service,
                 ev->environment, ev->deployment_id, state, o.attempts, o.attempts == 1 ? "" : "s", o.error);
         if (report(h, gc, ev, state, &o) != 0)
             res = DQ_RETRY;
     }
-out:
     dq_event_free(ev);
     return res;
 }
@@ -958,50 +870,30 @@ out:
 /* ---- the thread ---- */
 
 struct dq_gh_worker {
-    pthread_t thread;
-    dq_consumer *consumer;
+    dq_follow *follow;
     dq_gh_handler *h;
-    volatile sig_atomic_t *stop;
 };
-
-static void *gh_thread(void *arg)
-{
-    dq_gh_worker *w = arg;
-
-    if (dq_consumer_run(w->consumer, dq_gh_handle, w->h, w->stop) != 0)
-        dq_error("github: the consumer stopped on an error; deploys are no longer recorded on GitHub "
-                 "until the worker restarts (rollbacks go on)");
-    return NULL;
-}
 
 dq_gh_worker *dq_gh_worker_start(const dq_config *cfg, dq_producer *producer, const char *group,
                                  volatile sig_atomic_t *stop, char *err, size_t errlen)
 {
     dq_gh_worker *w = calloc(1, sizeof *w);
-    const char *topics[] = {cfg->topic_events};
-    dq_consumer_opts copts = {.group_id = group, .topics = topics, .n_topics = 1};
 
     err[0] = '\0';
     if (!w) {
         oom(err, errlen);
         return NULL;
     }
-    w->stop = stop;
     if (!(w->h = dq_gh_handler_new(cfg, producer, stop, err, errlen)))
         goto fail;
     if (!dq_gh_handler_active(w->h))
         goto fail; /* err stays "": nothing to do */
-    if (!(w->consumer = dq_consumer_new(cfg, &copts, NULL, err, errlen)))
+    if (!(w->follow = dq_follow_start(cfg, "github", group, dq_gh_handle, w->h, stop, err, errlen)))
         goto fail;
-    if (pthread_create(&w->thread, NULL, gh_thread, w) != 0) {
-        snprintf(err, errlen, "github: cannot start its thread");
-        goto fail;
-    }
     dq_info("github: recording deploys of %zu service%s on GitHub, consuming %s as group %s", w->h->n_svcs,
             w->h->n_svcs == 1 ? "" : "s", cfg->topic_events, group);
     return w;
 fail:
-    dq_consumer_free(w->consumer);
     dq_gh_handler_free(w->h);
     free(w);
     return NULL;
@@ -1011,9 +903,7 @@ void dq_gh_worker_stop(dq_gh_worker *w)
 {
     if (!w)
         return;
-    *w->stop = 1;
-    pthread_join(w->thread, NULL);
-    dq_consumer_free(w->consumer);
+    dq_follow_stop(w->follow);
     dq_gh_handler_free(w->h);
     free(w);
 }

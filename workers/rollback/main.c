@@ -22,7 +22,8 @@
  *
  * A third thread, only when a service configures github_deployments, records deploys as
  * GitHub Deployments (github_deploy.h) as a consumer group of its own, so that GitHub's
- * pace never becomes the rollbacks' pace.
+ * pace never becomes the rollbacks' pace; a fourth, only when a service configures sentry,
+ * records them as Sentry release deploys (sentry_deploy.h) the same way (follow.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "config.h"
 #include "execute.h"
 #include "github_deploy.h"
+#include "sentry_deploy.h"
 #include "kafka.h"
 #include "json.h"
 #include "log.h"
@@ -56,6 +58,9 @@ static const char usage[] =
     "For services with github_deployments, record each deploy as a GitHub Deployment and\n"
     "post its statuses, on a thread and consumer group of its own (<group>-github), so\n"
     "GitHub being down never delays a rollback (docs/github.md).\n"
+    "For services with a sentry section, record each deploy and each rollback's restored\n"
+    "version as a Sentry release deploy, on a thread and consumer group of its own\n"
+    "(<group>-sentry) (docs/configuration.md, \"Sentry\").\n"
     "Stops cleanly on SIGTERM/SIGINT (an interrupted rollback is resumed, not repeated).\n"
     "\n"
     DQ_WORKER_COMMON_USAGE;
@@ -133,7 +138,8 @@ int main(int argc, char **argv)
     dq_consumer *consumer = NULL;
     dq_runlease_scanner *scanner = NULL;
     dq_gh_worker *github = NULL;
-    char gh_group[300];
+    dq_sentry_worker *sentry = NULL;
+    char gh_group[300], sentry_group[300];
     dq_notifyq *notifyq = NULL;
     uint64_t n_sent = 0, n_unsent = 0;
 
@@ -232,6 +238,13 @@ int main(int argc, char **argv)
         dq_error("%s", err);
         goto out;
     }
+    /* Sentry release deploys, the same way (sentry_deploy.h) */
+    snprintf(sentry_group, sizeof sentry_group, "%s-sentry", group);
+    sentry = dq_sentry_worker_start(cfg, rb.producer, sentry_group, stop, err, sizeof err);
+    if (!sentry && err[0]) {
+        dq_error("%s", err);
+        goto out;
+    }
     if (rb.settings.orphan_scan_ms > 0) {
         dq_runlease_opts so = {.redis_url = cfg->redis_url,
                                .redis_timeout_ms = cfg->redis_timeout_ms,
@@ -261,6 +274,8 @@ int main(int argc, char **argv)
     dq_runlease_scanner_stop(scanner);
     dq_gh_worker_stop(github);
     github = NULL;
+    dq_sentry_worker_stop(sentry);
+    sentry = NULL;
     dq_notifyq_counts(notifyq, &n_sent, &n_unsent);
     dq_info("stopping: %llu rollbacks succeeded, %llu failed; %llu notifications sent, %llu failed",
             (unsigned long long)(rb.n_succeeded + orphans.n_succeeded),
@@ -268,6 +283,7 @@ int main(int argc, char **argv)
             (unsigned long long)n_unsent);
 out:
     dq_gh_worker_stop(github);
+    dq_sentry_worker_stop(sentry);
     dq_worker_health_stop(&w); /* it reads the consumer freed below */
     dq_consumer_free(consumer);
     /* after the consumer and the scanner (which record into it), before the producer (its
