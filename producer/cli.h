@@ -152,6 +152,7 @@ int dq_cmd_rollback(int argc, char **argv); /* rollback.c */
 int dq_cmd_deploy(int argc, char **argv);   /* direct.c */
 int dq_cmd_spool(int argc, char **argv);    /* direct.c */
 int dq_cmd_cancel(int argc, char **argv);   /* operate.c */
+int dq_cmd_retry(int argc, char **argv);    /* operate.c */
 int dq_cmd_pause(int argc, char **argv);    /* operate.c */
 int dq_cmd_resume(int argc, char **argv);   /* operate.c */
 int dq_cmd_hold(int argc, char **argv);     /* operate.c */

@@ -38,6 +38,7 @@ static const dq_verb verbs[] = {
      "what waits for approval: since when, until when, which version"},
     {"rollback", dq_cmd_rollback, DEPLOYING, "ask for a rollback of a service/environment"},
     {"cancel", dq_cmd_cancel, INCIDENT, "cancel a deployment: dropped if waiting, else at the provider"},
+    {"retry", dq_cmd_retry, INCIDENT, "deploy a failed deployment's version again, as a new deployment"},
     {"pause", dq_cmd_pause, INCIDENT, "start no deploy of a target; they wait in order"},
     {"resume", dq_cmd_resume, INCIDENT, "run a paused target's waiting deploys, in order"},
     {"hold", dq_cmd_hold, INCIDENT, "hold automatic rollback of a target (still watched, notified)"},

@@ -1,5 +1,5 @@
 /*
- * operate.c - the operator's verbs in an incident: `deployq cancel DEPLOYMENT`,
+ * operate.c - the operator's verbs in an incident: `deployq cancel|retry DEPLOYMENT`,
  * `deployq pause|resume|hold|release --service S --env E`. Each is an operator command
  * (schemas/operator.json) signed with a key of role operator, exactly as a deploy request
  * is signed, and sent to deployq.requests; the validator verifies it (key, role,
@@ -34,7 +34,8 @@
     "Exit status: 0 the command was accepted by the broker, 1 not sent, 2 usage.\n"         \
     "The validator then records what happened on deployq.events: the verb's event, or\n"    \
     "operator.refused with the reason (wrong role, unknown key, bad signature, replayed\n"   \
-    "nonce, unknown target, nothing to cancel). See them with\n"                             \
+    "nonce, unknown target, out of the key's scope, nothing to cancel or retry). See them\n" \
+    "with\n"                                                                                  \
     "`deployq history --type operator.refused --type target.paused ...`; docs/operations.md\n" \
     "(\"In an incident\") says how to see what is paused or held now.\n"
 
@@ -47,6 +48,21 @@ static const char cancel_usage[] =
     "(data.cancel confirmed, or unconfirmed: it may still go live). A deployment that\n"
     "already concluded is refused: \"nothing to cancel: deployment X already succeeded\".\n"
     "Signed with an operator key; recorded as deploy.cancel_requested.\n" OP_USAGE_TAIL;
+static const char retry_usage[] =
+    "Usage: deployq retry DEPLOYMENT_ID [--reason TEXT] [options]\n"
+    "\n"
+    "Deploy a failed deployment's service, environment and version again, as a NEW\n"
+    "deployment (its own deployment id, derived from this command) linked to the old one.\n"
+    "The new deployment goes through every gate a request goes through (freeze,\n"
+    "promotion, drift, approval: required); its verdict, deploy.validated, deploy.rejected\n"
+    "with the reasons, or deploy.awaiting_approval, carries data.retry_of = DEPLOYMENT_ID.\n"
+    "Refused (operator.refused) when the deployment is unknown (never validated, or over 7\n"
+    "days ago), has no outcome yet (waiting or running: cancel it first), or SUCCEEDED:\n"
+    "to deploy a version that succeeded again, submit a new request (`deployq submit`),\n"
+    "signed by CI like any deploy. A retry cannot override a freeze.\n"
+    "Sending the same signed command twice retries once (its nonce).\n"
+    "Signed with an operator key; follow the new deployment with `deployq history\n"
+    "--type deploy.validated` (data.retry_of) or `deployq status`.\n" OP_USAGE_TAIL;
 #define TARGET_USAGE_BODY                                                                     \
     "\n"                                                                                      \
     "  pause    the executor starts none of the target's deploys until `resume`; they wait\n" \
@@ -74,6 +90,7 @@ typedef struct op_verb {
 
 static const op_verb op_verbs[] = {
     {"cancel", 0, cancel_usage, "deploy.cancel_requested"},
+    {"retry", 0, retry_usage, "the new deployment's deploy.validated (or deploy.rejected)"},
     {"pause", 1, TARGET_USAGE("pause"), "target.paused"},
     {"resume", 1, TARGET_USAGE("resume"), "target.resumed"},
     {"hold", 1, TARGET_USAGE("hold"), "target.held"},
@@ -143,7 +160,8 @@ static int operate(int argc, char **argv, const op_verb *ov)
         dq_target_key(service, env, target, sizeof target);
     } else {
         if (service || env)
-            return dq_cli_usage(&cli, usage, 2, "cancel names a deployment, not --service/--env");
+            return dq_cli_usage(&cli, usage, 2, ov->name[0] == 'c' ? "cancel names a deployment, not --service/--env"
+                                                                   : "retry names a deployment, not --service/--env");
         deployment_id = cli.args[0];
         if (!dq_uuid_valid(deployment_id))
             return dq_cli_usage(&cli, usage, 2, "DEPLOYMENT_ID is not a deployment id (a UUID)");
@@ -231,6 +249,7 @@ static int run_verb(int argc, char **argv, const char *name)
 }
 
 int dq_cmd_cancel(int argc, char **argv) { return run_verb(argc, argv, "cancel"); }
+int dq_cmd_retry(int argc, char **argv) { return run_verb(argc, argv, "retry"); }
 int dq_cmd_pause(int argc, char **argv) { return run_verb(argc, argv, "pause"); }
 int dq_cmd_resume(int argc, char **argv) { return run_verb(argc, argv, "resume"); }
 int dq_cmd_hold(int argc, char **argv) { return run_verb(argc, argv, "hold"); }

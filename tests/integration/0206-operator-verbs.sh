@@ -13,6 +13,13 @@
 #   4. refused, with operator.refused and the reason: a CI key, an unknown key, a bad
 #      signature, a replayed nonce, an unknown target; a garbled message is a
 #      deploy.rejected; none of them pauses anything.
+#   5. retry: a failed deploy retried is a new deployment (its own id) of the same
+#      version, deploy.validated with retry_of the old one, and succeeds; the same signed
+#      retry sent again is a replay (refused); the validator's messages read again by a
+#      validator in a fresh group (a redelivery of every one) give the same events, so
+#      still one new deployment; a deployment that succeeded, or that is unknown, is
+#      not retried; a key scoped to another service may neither retry it nor pause a
+#      target outside its scope (out_of_scope).
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-executor.sh"
 . "$(dirname "$0")/helpers-rollback.sh"
@@ -20,6 +27,7 @@
 start_redis
 start_broker
 start_fake slack slack
+"$DEPLOYQ" keygen --out "$T/scoped.key" --id op-other --role operator >/dev/null
 export SLACK_URL="http://127.0.0.1:$FAKE_PORT_slack/services/T0001/B0001/s3cr3t-h00k"
 write_exec_config "  slow:
     environments:
@@ -37,8 +45,17 @@ write_exec_config "  slow:
     environments:
       staging:
         providers:
-          - {type: command, name: quick, argv: ['true'], poll_interval: 100ms, deadline: 30s}" \
-"executor:
+          - {type: command, name: quick, argv: ['true'], poll_interval: 100ms, deadline: 30s}
+  flaky:
+    environments:
+      staging:
+        providers:
+          - {type: command, name: flaky, argv: [sh, -c, 'test ! -e $T/flaky-down'], poll_interval: 100ms, deadline: 30s}" \
+"  - id: op-other
+    public_key: \"$(pubkey "$T/scoped.key")\"
+    role: operator
+    services: [other]
+executor:
   lock_ttl: 5s
   cancel_wait: 5s"
 start_validator a
@@ -143,6 +160,51 @@ redis_has deployq:paused:other/staging && fail "a refused command paused other/s
 assert_eq "$(of_type target.held | jq -s 'map(select(.service == "other")) | length')" 1 "holds of other/staging (one, not the replay)"
 o2=$(submit --service other --env staging --version o2)
 assert_eq "$(jq -r .type <<<"$(terminal "$o2" 30)")" deploy.succeeded "other/staging still deploys"
+
+log "5. retry a failed deploy: a new deployment of the same version, linked to the old one"
+touch "$T/flaky-down"
+f1=$(submit --service flaky --env staging --version f1)
+assert_eq "$(jq -r .type <<<"$(terminal "$f1" 30)")" deploy.failed "f1 while its provider is down"
+rm "$T/flaky-down"
+msg=$(op retry "$f1" --dry-run --reason "provider back")
+produce_raw "$msg" "$f1"
+val=$(first_event '.type == "deploy.validated" and .data.retry_of == $a' "$f1") || fail "no deploy.validated retrying $f1"
+f2=$(jq -r .deployment_id <<<"$val")
+[ "$f2" != "$f1" ] || fail "the retry reused the old deployment id"
+jq -e '.service == "flaky" and .environment == "staging" and .version == "f1" and .data.key_id == "op-test"
+       and .data.retry_reason == "provider back"' <<<"$val" >/dev/null || fail "the retry's deploy.validated: $val"
+assert_eq "$(jq -r .type <<<"$(terminal "$f2" 30)")" deploy.succeeded "the retry of f1"
+produce_raw "$msg" "$f1"
+first_event '.type == "operator.refused" and .data.verb == "retry" and any(.data.reasons[]; .code == "replayed_nonce")' \
+    >/dev/null || fail "the same retry sent again was not refused as a replay"
+# every request read again, as after a crash before the offsets were committed
+"$VALIDATOR" --config "$CONFIG" -g deployq-redeliver >"$T/validator-b.log" 2>&1 &
+vb=$!
+PIDS+=("$vb")
+wait_for 60 sh -c "[ \$(kcat -C -b '$BROKERS' -t '$TOPIC_EVENTS' -o beginning -e -q -f '%s\n' 2>/dev/null |
+    jq -c --arg a '$f1' 'select(.type == \"deploy.validated\" and .data.retry_of == \$a)' | wc -l) -ge 2 ]" \
+    || fail "the redelivered retry was not judged again"
+retries=$(of_type deploy.validated | jq -s --arg a "$f1" 'map(select(.data.retry_of == $a))')
+assert_eq "$(jq '[.[].deployment_id] | unique | length' <<<"$retries")" 1 "new deployments for one retry"
+assert_eq "$(jq '[.[].id] | unique | length' <<<"$retries")" 1 "distinct events for one redelivered retry"
+kill -TERM "$vb"
+wait_for 30 sh -c "! kill -0 $vb 2>/dev/null" || fail "validator b did not stop"
+op retry "$o1" >/dev/null
+ev=$(refused nothing_to_retry) || fail "the retry of a succeeded deploy was not refused"
+jq -e --arg m "nothing to retry: deployment $o1 succeeded; to deploy its version again, submit a new request (deployq submit)" \
+    'any(.data.reasons[]; .message == $m)' <<<"$ev" >/dev/null || fail "nothing-to-retry message: $ev"
+op retry "$(new_uuid)" >/dev/null
+refused unknown_deployment >/dev/null || fail "the retry of an unknown deployment was not refused"
+sop() { "$DEPLOYQ" "$1" --config "$CONFIG" --key "$T/scoped.key" --key-id op-other "${@:2}"; }
+sop retry "$f1" >/dev/null
+ev=$(refused out_of_scope) || fail "a key scoped to other retried flaky"
+jq -e '.data.verb == "retry" and .data.key_id == "op-other"' <<<"$ev" >/dev/null || fail "out_of_scope event: $ev"
+sop pause --service fast --env staging >/dev/null
+first_event '.type == "operator.refused" and .data.verb == "pause" and any(.data.reasons[]; .code == "out_of_scope")' \
+    >/dev/null || fail "a key scoped to other paused fast/staging"
+redis_has deployq:paused:fast/staging && fail "an out-of-scope pause was applied"
+assert_eq "$(of_type deploy.validated | jq -s --arg a "$f1" 'map(select(.data.retry_of == $a)) | length')" "$(jq length <<<"$retries")" \
+    "retries after the refused ones"
 
 events | schema_check || fail "events do not match the schemas"
 echo ok

@@ -97,17 +97,17 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The command text of verb for api/prod (or a deployment for cancel), issued now. */
+/* The command text of verb for api/prod (or a deployment for cancel and retry), issued now. */
 static char *command(const char *verb, const char *service, const char *issued_at)
 {
     char now[DQ_TIME_LEN + 1], text[1024];
 
-    if (strcmp(verb, "cancel") == 0)
+    if (strcmp(verb, "cancel") == 0 || strcmp(verb, "retry") == 0)
         snprintf(text, sizeof text,
-                 "{\"schema\":\"deployq.operator/v1\",\"verb\":\"cancel\","
+                 "{\"schema\":\"deployq.operator/v1\",\"verb\":\"%s\","
                  "\"deployment_id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"nonce\":\"0123456789abcdef0123\","
                  "\"issued_at\":\"%s\"}",
-                 issued_at ? issued_at : dq_time_format(dq_now_ms(), now));
+                 verb, issued_at ? issued_at : dq_time_format(dq_now_ms(), now));
     else
         snprintf(text, sizeof text,
                  "{\"schema\":\"deployq.operator/v1\",\"verb\":\"%s\",\"service\":\"%s\",\"environment\":\"prod\","
@@ -153,7 +153,7 @@ static char *signed_by(dq_signer *s, const char *key_id, const char *text)
 static void test_operator_key_passes(void **state)
 {
     fixture *f = *state;
-    const char *verbs[] = {"pause", "resume", "hold", "release", "cancel"};
+    const char *verbs[] = {"pause", "resume", "hold", "release", "cancel", "retry"};
     char codes[512];
     int ok;
 
@@ -221,6 +221,14 @@ static void test_refusals(void **state)
     text = command("pause", "nope", NULL);
     msg = signed_by(f->op, "op-1", text);
     assert_string_equal(check(f, msg, codes, sizeof codes, &ok), "unknown_target");
+    free(msg);
+    free(text);
+    /* a retry names a deployment, as a cancel does */
+    text = strdup("{\"schema\":\"deployq.operator/v1\",\"verb\":\"retry\",\"service\":\"api\","
+                  "\"environment\":\"prod\",\"nonce\":\"0123456789abcdef0123\","
+                  "\"issued_at\":\"2099-01-01T00:00:00.000Z\"}");
+    msg = signed_by(f->op, "op-1", text);
+    assert_string_equal(check(f, msg, codes, sizeof codes, &ok), "schema,future");
     free(msg);
     free(text);
     /* garbled: not an operator command at all (the request path rejects it) */

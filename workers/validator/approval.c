@@ -50,47 +50,15 @@ static void add_source(cJSON *data, const dq_message *m)
     cJSON_AddNumberToObject(source, "offset", (double)m->offset);
 }
 
-/* Check who signed the approval and when. Reasons go into v; *key_out is the verified
- * approver key (NULL when the signature does not count). */
-static void check_signature(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v,
-                            const dq_key **key_out)
-{
-    const char *key_id = dq_json_str(p->wrapper, "key_id");
-    const char *sig = dq_json_str(p->wrapper, "signature");
-    const char *issued = dq_json_str(p->inner, "issued_at");
-    const dq_key *key;
-    char err[256], buf[128];
-    int64_t t;
-
-    *key_out = NULL;
-    if (!key_id || !sig) {
-        dq_verdict_add(v, "approval_unsigned", "the approval is not signed (no signature or key_id)");
-        return;
-    }
-    dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
-    key = dq_config_key(val->cfg, key_id);
-    if (!key)
-        dq_verdict_add(v, "approval_unsigned", "key id '%s' is not configured",
-                       dq_validator_safe(key_id, buf, 80));
-    else if (key->retired)
-        dq_verdict_add(v, "approval_unsigned", "key id '%s' is retired", key->id);
-    else if (!key->role || strcmp(key->role, "approver") != 0)
-        dq_verdict_add(v, "approval_unsigned", "key id '%s' has role %s; approvals need an approver key",
-                       key->id, key->role ? key->role : "ci");
-    else if (dq_verify(key->public_key, p->request_text, strlen(p->request_text), sig, err,
-                       sizeof err) != 1)
-        dq_verdict_add(v, "approval_unsigned", "signature does not match the approval (key %s)", key->id);
-    else
-        *key_out = key;
-    if (!issued || dq_time_parse(issued, &t) != 0)
-        return; /* the schema check reports it */
-    if (now_ms - t > val->cfg->issued_at_window_ms)
-        dq_verdict_add(v, "stale", "the approval's issued_at %s is %lld s old", dq_validator_safe(issued, buf, 40),
-                       (long long)((now_ms - t) / 1000));
-    else if (t - now_ms > val->cfg->issued_at_window_ms)
-        dq_verdict_add(v, "future", "the approval's issued_at %s is in the future",
-                       dq_validator_safe(issued, buf, 40));
-}
+/* Who may sign an approval, and the one code every signature problem gets. */
+static const dq_signed_rules approval_rules = {
+    .role = "approver",
+    .noun = "approval",
+    .needs = "approvals need an approver key",
+    .code_unsigned = "approval_unsigned",
+    .code_role = "approval_unsigned",
+    .code_signature = "approval_unsigned",
+};
 
 /* 1 when the two configured keys hold the same public key (compared as bytes: two
  * spellings of one key are one key). */
@@ -256,7 +224,7 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
     if (val->approval &&
         dq_schema_validate(val->approval, p->inner, schema_err, sizeof schema_err) != 0)
         dq_verdict_add(&v, "schema", "approval: %s", dq_validator_safe(schema_err, buf, 300));
-    check_signature(val, p, now, &v, &key);
+    dq_validator_check_signed(val, p, &approval_rules, now, &v, &key);
     if (key && v.n_reasons == 0) {
         char owner[256] = "";
         const char *nonce = dq_json_str(p->inner, "nonce");
@@ -264,7 +232,7 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
         int64_t issued_ms = 0;
         int rc = 0;
 
-        /* check_signature refused a missing or unreadable issued_at already */
+        /* dq_validator_check_signed refused a missing or unreadable issued_at already */
         if (nonce && issued && dq_time_parse(issued, &issued_ms) == 0)
             rc = dq_validator_claim_nonce(val, m, key->id, nonce, issued_ms, owner, sizeof owner);
         if (rc < 0) {

@@ -32,7 +32,7 @@ static const char usage[] =
     "Consume deployq.requests, check each deploy request (size, JSON, schema, signature,\n"
     "issued_at window, nonce, service/environment) and emit deploy.validated or\n"
     "deploy.rejected with every reason on deployq.events. Approvals (deployq approve) and\n"
-    "operator commands (deployq cancel|pause|resume|hold|release) travel the same way and\n"
+    "operator commands (deployq cancel|retry|pause|resume|hold|release) travel the same way and\n"
     "are verified here too. Stops cleanly on SIGTERM/SIGINT.\n"
     "\n"
     "Consumer group: deployq-validator by default (-g); the events consumer of the\n"

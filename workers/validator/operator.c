@@ -1,7 +1,8 @@
 /*
  * operator.c - operator commands (operator.h): verified like a deploy request, applied
- * in Redis (opstate.h), recorded on deployq.events. Uses validate.c (reasons, nonces,
- * emitting), which never calls back.
+ * in Redis (opstate.h), recorded on deployq.events. Uses validate.c (the signature check,
+ * reasons, nonces, gates, emitting) and approval.c (a retry that needs approval is parked
+ * like a request); neither calls back.
  */
 #include "operator.h"
 
@@ -9,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "approval.h"
 #include "json.h"
 #include "log.h"
 #include "opstate.h"
+#include "runrecord.h"
 #include "sign.h"
 #include "util.h"
 
@@ -28,22 +31,33 @@ static int target_verb(const char *verb)
                     strcmp(verb, "release") == 0);
 }
 
+/* Who may sign an operator command, and the codes of operator.refused. */
+static const dq_signed_rules operator_rules = {
+    .role = "operator",
+    .noun = "command",
+    .needs = "operator commands need an operator key",
+    .code_unsigned = "unsigned",
+    .code_role = "wrong_role",
+    .code_signature = "bad_signature",
+};
+
+/* The verbs that name a deployment (else a target). */
+static int deployment_verb(const char *verb)
+{
+    return verb && (strcmp(verb, "cancel") == 0 || strcmp(verb, "retry") == 0);
+}
+
 void dq_operator_check(const dq_validator *val, const dq_parsed *p, int64_t now_ms, dq_verdict *v,
                        const dq_key **key_out)
 {
-    const char *key_id = dq_json_str(p->wrapper, "key_id");
-    const char *sig = dq_json_str(p->wrapper, "signature");
-    const char *issued = dq_json_str(p->inner, "issued_at");
     const char *verb = dq_json_str(p->inner, "verb");
-    const dq_key *key;
     char err[512], buf[320];
-    int64_t t;
 
     *key_out = NULL;
     if (val->operator_cmd && dq_schema_validate(val->operator_cmd, p->inner, err, sizeof err) != 0)
         dq_verdict_add(v, "schema", "operator command: %s", dq_validator_safe(err, buf, 300));
-    if (verb && strcmp(verb, "cancel") == 0 && !dq_uuid_valid(dq_json_str(p->inner, "deployment_id")))
-        dq_verdict_add(v, "schema", "cancel: /deployment_id: required, a UUID");
+    if (deployment_verb(verb) && !dq_uuid_valid(dq_json_str(p->inner, "deployment_id")))
+        dq_verdict_add(v, "schema", "%s: /deployment_id: required, a UUID", verb);
     if (target_verb(verb)) {
         const char *s = dq_json_str(p->inner, "service"), *e = dq_json_str(p->inner, "environment");
 
@@ -53,32 +67,7 @@ void dq_operator_check(const dq_validator *val, const dq_parsed *p, int64_t now_
             dq_verdict_add(v, "unknown_target", "%s/%s is not a configured target",
                            dq_validator_safe(s, buf, 70), dq_validator_safe(e, err, 70));
     }
-    if (!key_id || !sig) {
-        dq_verdict_add(v, "unsigned", "the command is not signed (no signature or key_id)");
-        return;
-    }
-    dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
-    key = dq_config_key(val->cfg, key_id);
-    if (!key)
-        dq_verdict_add(v, "unsigned", "key id '%s' is not configured", dq_validator_safe(key_id, buf, 80));
-    else if (key->retired)
-        dq_verdict_add(v, "unsigned", "key id '%s' is retired", key->id);
-    else if (!key->role || strcmp(key->role, "operator") != 0)
-        dq_verdict_add(v, "wrong_role", "key id '%s' has role %s; operator commands need an operator key",
-                       key->id, key->role ? key->role : "ci");
-    else if (!p->request_text ||
-             dq_verify(key->public_key, p->request_text, strlen(p->request_text), sig, err, sizeof err) != 1)
-        dq_verdict_add(v, "bad_signature", "signature does not match the command (key %s)", key->id);
-    else
-        *key_out = key;
-    if (!issued || dq_time_parse(issued, &t) != 0)
-        return; /* the schema check reports it */
-    if (now_ms - t > val->cfg->issued_at_window_ms)
-        dq_verdict_add(v, "stale", "the command's issued_at %s is %lld s old", dq_validator_safe(issued, buf, 40),
-                       (long long)((now_ms - t) / 1000));
-    else if (t - now_ms > val->cfg->issued_at_window_ms)
-        dq_verdict_add(v, "future", "the command's issued_at %s is in the future",
-                       dq_validator_safe(issued, buf, 40));
+    dq_validator_check_signed(val, p, &operator_rules, now_ms, v, key_out);
 }
 
 static void add_source(cJSON *data, const dq_message *m)
@@ -90,39 +79,149 @@ static void add_source(cJSON *data, const dq_message *m)
     cJSON_AddNumberToObject(source, "offset", (double)m->offset);
 }
 
-/* A cancel of a deployment whose run concluded: its terminal event's type (malloc'd), or
- * NULL (none, or Redis: *transient). The run record is execute.h's. */
-static char *concluded_as(dq_validator *val, const char *deployment_id, int *transient)
-{
-    char key[128], *text = NULL, *type = NULL;
-    cJSON *rec, *term;
+/* What the executor's run record (execute.h) says of a deployment. */
+enum run_state { RUN_NONE, RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_OTHER, RUN_ERROR };
 
-    snprintf(key, sizeof key, "deployq:exec:%s", deployment_id);
-    if (dq_redis_get(val->redis, key, &text) != 0) {
-        *transient = 1;
-        return NULL;
-    }
+/* Read deployq:exec:<deployment_id>: RUN_NONE without a record, RUN_STARTED without a
+ * terminal event in it, else the terminal event's outcome; RUN_ERROR when Redis could not
+ * be asked. */
+static enum run_state run_state(dq_validator *val, const char *deployment_id)
+{
+    char key[128], *text = NULL;
+    cJSON *rec, *term;
+    enum run_state st = RUN_STARTED;
+
+    snprintf(key, sizeof key, "%s%s", DQ_RUNRECORD_KEY_EXEC, deployment_id);
+    if (dq_redis_get(val->redis, key, &text) != 0)
+        return RUN_ERROR;
     if (!text)
-        return NULL;
+        return RUN_NONE;
     rec = dq_json_parse(text, strlen(text), 1 << 20, 64, NULL, NULL, 0);
     term = rec && dq_json_str(rec, "terminal")
                ? dq_json_parse(dq_json_str(rec, "terminal"), strlen(dq_json_str(rec, "terminal")), 1 << 20, 64,
                                NULL, NULL, 0)
                : NULL;
-    if (term && dq_json_str(term, "type")) {
+    if (term) {
         const char *t = dq_json_str(term, "type");
 
-        type = strdup(strcmp(t, DQ_EV_SUCCEEDED) == 0 ? "succeeded" : strcmp(t, DQ_EV_FAILED) == 0 ? "failed" : t);
+        st = !t ? RUN_OTHER : strcmp(t, DQ_EV_SUCCEEDED) == 0 ? RUN_SUCCEEDED
+                            : strcmp(t, DQ_EV_FAILED) == 0    ? RUN_FAILED
+                                                              : RUN_OTHER;
     }
     cJSON_Delete(term);
     cJSON_Delete(rec);
     free(text);
-    return type;
+    return st;
+}
+
+/* The deployment record of state.c (validate.h DQ_DEPLOYMENT_KEY) of deployment_id: *out
+ * the parsed record, NULL when there is none (never validated, or expired). -1 Redis. */
+static int deployment_record(dq_validator *val, const char *deployment_id, cJSON **out)
+{
+    char key[128], *text = NULL;
+
+    *out = NULL;
+    snprintf(key, sizeof key, "%s%s", DQ_DEPLOYMENT_KEY, deployment_id);
+    if (dq_redis_get(val->redis, key, &text) != 0)
+        return -1;
+    if (text)
+        *out = dq_json_parse(text, strlen(text), 1 << 16, 8, NULL, NULL, 0);
+    free(text);
+    return 0;
+}
+
+/* A retry: the old deployment's service, environment and version (dep, its record), judged
+ * again as a new request by the gates (dq_validate_gates), under a new deployment id derived
+ * from the command (key id and nonce: a redelivery yields the same id, a replay is refused
+ * by its nonce). Returns the verdict event to emit as it is (deploy.validated,
+ * deploy.rejected, or deploy.awaiting_approval once parked), with data.retry_of; NULL with
+ * *transient (Redis) or on allocation failure. */
+static dq_event *retry(dq_validator *val, const dq_message *m, const dq_parsed *p, const dq_key *key,
+                       const cJSON *dep, int *transient)
+{
+    const char *old = dq_json_str(p->inner, "deployment_id");
+    const char *who = dq_json_str(p->inner, "operator"), *reason = dq_json_str(p->inner, "reason");
+    char name[400], id[DQ_UUID_LEN + 1];
+    cJSON *doc = cJSON_CreateObject();
+    dq_verdict v;
+    dq_event *ev = NULL, *out;
+
+    memset(&v, 0, sizeof v);
+    snprintf(name, sizeof name, "retry:%s:%s", key->id, dq_json_str(p->inner, "nonce"));
+    dq_uuid_from_name(name, id);
+    if (!doc || !cJSON_AddStringToObject(doc, "deployment_id", id) ||
+        !cJSON_AddStringToObject(doc, "service", dq_json_str(dep, "service")) ||
+        !cJSON_AddStringToObject(doc, "environment", dq_json_str(dep, "environment")) ||
+        !cJSON_AddStringToObject(doc, "version", dq_json_str(dep, "version")) ||
+        (dq_json_str(dep, "strategy") && !cJSON_AddStringToObject(doc, "strategy", dq_json_str(dep, "strategy"))) ||
+        !cJSON_AddStringToObject(doc, "requested_by", who ? who : key->id) ||
+        !cJSON_AddStringToObject(doc, "nonce", dq_json_str(p->inner, "nonce")) ||
+        !cJSON_AddStringToObject(doc, "issued_at", dq_json_str(p->inner, "issued_at")))
+        goto out;
+    v.request = dq_request_from_json(doc);
+    if (!v.request)
+        goto out;
+    dq_strlcpy(v.key_id, key->id, sizeof v.key_id);
+    /* the same gates as a request: freeze (no override for a retry), promotion, drift,
+     * approval */
+    if (dq_validate_gates(val, &v, NULL, dq_now_ms()) != 0) {
+        *transient = 1;
+        goto out;
+    }
+    ev = dq_verdict_event(val, m, &v);
+    if (!ev || !cJSON_AddStringToObject(ev->data, "retry_of", old) ||
+        (reason && !cJSON_AddStringToObject(ev->data, "retry_reason", reason))) {
+        dq_event_free(ev);
+        ev = NULL;
+        goto out;
+    }
+    if (v.n_reasons == 0 && v.awaiting) {
+        out = dq_approval_park(val, m, &v, ev, transient);
+        dq_event_free(ev);
+        ev = out;
+        if (ev && !cJSON_AddStringToObject(ev->data, "retry_of", old)) {
+            dq_event_free(ev);
+            ev = NULL;
+        }
+    }
+out:
+    cJSON_Delete(doc);
+    dq_verdict_clear(&v);
+    return ev;
+}
+
+/* The target of a verified command, and whether key may act on it: target verbs name it,
+ * cancel and retry find it in the deployment record (*dep, the caller frees it). A key
+ * scoped to services or environments may not act on a deployment whose target is not
+ * known. 0 (reasons in v when refused), -1 Redis. */
+static int check_scope(dq_validator *val, const dq_parsed *p, const dq_key *key, dq_verdict *v, cJSON **dep)
+{
+    const char *verb = dq_json_str(p->inner, "verb"), *id = dq_json_str(p->inner, "deployment_id");
+    const char *s = dq_json_str(p->inner, "service"), *e = dq_json_str(p->inner, "environment");
+
+    *dep = NULL;
+    if (deployment_verb(verb)) {
+        if (deployment_record(val, id, dep) != 0)
+            return -1;
+        s = dq_json_str(*dep, "service");
+        e = dq_json_str(*dep, "environment");
+    }
+    if (!key->services && !key->environments)
+        return 0;
+    if (!s || !e)
+        dq_verdict_add(v, "out_of_scope", "key %s is scoped, and deployment %s's target is not known here", key->id,
+                       id);
+    else if (!dq_key_in_scope(key, s, e))
+        dq_verdict_add(v, "out_of_scope", "key %s may not act on %s/%s (outside its services or environments)",
+                       key->id, s, e);
+    return 0;
 }
 
 /* Apply a verified command in Redis and build its event. NULL with *transient (Redis) or
- * with a reason in v (nothing to act on), or on allocation failure. */
-static dq_event *apply(dq_validator *val, const dq_parsed *p, const dq_key *key, dq_verdict *v, int *transient)
+ * with a reason in v (nothing to act on), or on allocation failure. *complete: the event
+ * is whole (a retry's verdict: its id and source are set), else the caller sets them. */
+static dq_event *apply(dq_validator *val, const dq_message *m, const dq_parsed *p, const dq_key *key,
+                       const cJSON *dep, dq_verdict *v, int *transient, int *complete)
 {
     const char *verb = dq_json_str(p->inner, "verb");
     const char *reason = dq_json_str(p->inner, "reason");
@@ -137,19 +236,45 @@ static dq_event *apply(dq_validator *val, const dq_parsed *p, const dq_key *key,
     dq_strlcpy(mark.reason, reason ? reason : "", sizeof mark.reason);
     dq_time_format(dq_now_ms(), mark.at);
     if (strcmp(verb, "cancel") == 0) {
-        const char *dep = dq_json_str(p->inner, "deployment_id");
-        char *done = concluded_as(val, dep, transient);
+        const char *id = dq_json_str(p->inner, "deployment_id");
+        enum run_state st = run_state(val, id);
 
-        if (done) {
-            dq_verdict_add(v, "nothing_to_cancel", "nothing to cancel: deployment %s already %s", dep, done);
-            free(done);
+        if (st == RUN_SUCCEEDED || st == RUN_FAILED) {
+            dq_verdict_add(v, "nothing_to_cancel", "nothing to cancel: deployment %s already %s", id,
+                           st == RUN_SUCCEEDED ? "succeeded" : "failed");
             return NULL;
         }
-        if (*transient || dq_cancel_set(val->redis, dep, &mark) != 0) {
+        if (st == RUN_ERROR || dq_cancel_set(val->redis, id, &mark) != 0) {
             *transient = 1;
             return NULL;
         }
-        ev = dq_event_new(DQ_EV_CANCEL_REQUESTED, dep, NULL, NULL, NULL, key->id);
+        ev = dq_event_new(DQ_EV_CANCEL_REQUESTED, id, NULL, NULL, NULL, key->id);
+    } else if (strcmp(verb, "retry") == 0) {
+        const char *id = dq_json_str(p->inner, "deployment_id");
+        enum run_state st = dep ? run_state(val, id) : RUN_NONE;
+
+        if (st == RUN_ERROR) {
+            *transient = 1;
+            return NULL;
+        }
+        if (!dep || !dq_json_str(dep, "service") || !dq_json_str(dep, "environment") || !dq_json_str(dep, "version"))
+            dq_verdict_add(v, "unknown_deployment",
+                           "deployment %s is not known here (never validated, or validated over 7 days ago)", id);
+        else if (st == RUN_SUCCEEDED)
+            dq_verdict_add(v, "nothing_to_retry",
+                           "nothing to retry: deployment %s succeeded; to deploy its version again, submit a "
+                           "new request (deployq submit)", id);
+        else if (st != RUN_FAILED)
+            dq_verdict_add(v, "not_concluded",
+                           "deployment %s has no outcome yet (waiting, running, or never run); cancel it "
+                           "first, or wait for its outcome", id);
+        else if (!dq_config_environment(val->cfg, dq_json_str(dep, "service"), dq_json_str(dep, "environment")))
+            dq_verdict_add(v, "unknown_target", "deployment %s's target %s/%s is no longer configured", id,
+                           dq_json_str(dep, "service"), dq_json_str(dep, "environment"));
+        if (v->n_reasons)
+            return NULL;
+        *complete = 1;
+        return retry(val, m, p, key, dep, transient);
     } else if (strcmp(verb, "pause") == 0 || strcmp(verb, "hold") == 0) {
         int pause = strcmp(verb, "pause") == 0;
 
@@ -189,7 +314,8 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
     dq_handle_result res = DQ_HANDLED;
     const char *verb = dq_json_str(p->inner, "verb");
     char name[256], buf[64];
-    int transient = 0;
+    cJSON *deprec = NULL; /* cancel, retry: the deployment's record (state.c) */
+    int transient = 0, complete = 0;
 
     memset(&v, 0, sizeof v);
     dq_operator_check(val, p, dq_now_ms(), &v, &key);
@@ -214,15 +340,16 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
             dq_verdict_add(&v, "stale", "the command was issued before %s, when the replay memory (Redis) began; "
                                         "sign it again", owner);
     }
-    if (v.n_reasons == 0) {
-        ev = apply(val, p, key, &v, &transient);
-        if (transient) {
-            dq_warn("redis %s unavailable (%s); will retry the operator command at %s/%d/%lld",
-                    dq_redis_where(val->redis), dq_redis_errstr(val->redis), m->topic, (int)m->partition,
-                    (long long)m->offset);
-            res = DQ_RETRY;
-            goto out;
-        }
+    if (v.n_reasons == 0 && check_scope(val, p, key, &v, &deprec) != 0)
+        transient = 1;
+    if (v.n_reasons == 0 && !transient)
+        ev = apply(val, m, p, key, deprec, &v, &transient, &complete);
+    if (transient) {
+        dq_warn("redis %s unavailable (%s); will retry the operator command at %s/%d/%lld",
+                dq_redis_where(val->redis), dq_redis_errstr(val->redis), m->topic, (int)m->partition,
+                (long long)m->offset);
+        res = DQ_RETRY;
+        goto out;
     }
     if (v.n_reasons > 0) {
         cJSON *reasons;
@@ -250,9 +377,11 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
     }
     if (!ev)
         goto oom;
-    snprintf(name, sizeof name, "operator:%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
-    dq_event_set_id_from(ev, name);
-    add_source(ev->data, m);
+    if (!complete) {
+        snprintf(name, sizeof name, "operator:%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
+        dq_event_set_id_from(ev, name);
+        add_source(ev->data, m);
+    }
     if (dq_validator_emit(val, ev, err, errlen) != 0) {
         dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic, (int)m->partition,
                 (long long)m->offset, err);
@@ -263,12 +392,14 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
         dq_warn("operator command at %s/%d/%lld refused: %s: %s%s", m->topic, (int)m->partition,
                 (long long)m->offset, v.reasons[0].code, v.reasons[0].message, v.n_reasons > 1 ? " (and more)" : "");
     else
-        dq_info("%s by %s", ev->type, key->id);
+        dq_info("%s by %s%s%s", ev->type, key->id, complete ? ", retrying " : "",
+                complete ? dq_json_str(p->inner, "deployment_id") : "");
     goto out;
 oom:
     snprintf(err, errlen, "out of memory handling an operator command");
     res = DQ_FAILED;
 out:
+    cJSON_Delete(deprec);
     dq_event_free(ev);
     dq_verdict_clear(&v);
     return res;

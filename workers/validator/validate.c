@@ -326,6 +326,45 @@ int dq_validator_claim_nonce(dq_validator *val, const dq_message *m, const char 
     return cl.rc;
 }
 
+void dq_validator_check_signed(const dq_validator *val, const dq_parsed *p, const dq_signed_rules *rules,
+                               int64_t now_ms, dq_verdict *v, const dq_key **key_out)
+{
+    const char *key_id = dq_json_str(p->wrapper, "key_id");
+    const char *sig = dq_json_str(p->wrapper, "signature");
+    const char *issued = dq_json_str(p->inner, "issued_at");
+    const dq_key *key;
+    char err[256], buf[128];
+    int64_t t;
+
+    *key_out = NULL;
+    if (!key_id || !sig) {
+        dq_verdict_add(v, rules->code_unsigned, "the %s is not signed (no signature or key_id)", rules->noun);
+        return;
+    }
+    dq_validator_safe(key_id, v->key_id, sizeof v->key_id);
+    key = dq_config_key(val->cfg, key_id);
+    if (!key)
+        dq_verdict_add(v, rules->code_unsigned, "key id '%s' is not configured", dq_validator_safe(key_id, buf, 80));
+    else if (key->retired)
+        dq_verdict_add(v, rules->code_unsigned, "key id '%s' is retired", key->id);
+    else if (!key->role || strcmp(key->role, rules->role) != 0)
+        dq_verdict_add(v, rules->code_role, "key id '%s' has role %s; %s", key->id, key->role ? key->role : "ci",
+                       rules->needs);
+    else if (!p->request_text ||
+             dq_verify(key->public_key, p->request_text, strlen(p->request_text), sig, err, sizeof err) != 1)
+        dq_verdict_add(v, rules->code_signature, "signature does not match the %s (key %s)", rules->noun, key->id);
+    else
+        *key_out = key;
+    if (!issued || dq_time_parse(issued, &t) != 0)
+        return; /* the schema check reports it */
+    if (now_ms - t > val->cfg->issued_at_window_ms)
+        dq_verdict_add(v, "stale", "the %s's issued_at %s is %lld s old", rules->noun,
+                       dq_validator_safe(issued, buf, 40), (long long)((now_ms - t) / 1000));
+    else if (t - now_ms > val->cfg->issued_at_window_ms)
+        dq_verdict_add(v, "future", "the %s's issued_at %s is in the future", rules->noun,
+                       dq_validator_safe(issued, buf, 40));
+}
+
 static void gate_report(void *ctx, const char *code, const char *message)
 {
     dq_verdict_add(ctx, code, "%s", message);
@@ -352,7 +391,7 @@ static int record_vars(dq_validator *val, const dq_request *r, const dq_drift_va
 
 /* The gates of common/domain/gates.h for a request that is signed, on time and aimed at a
  * configured target. -1 when Redis cannot be asked (retry), else 0 with reasons added. */
-static int run_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms)
+int dq_validate_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms)
 {
     const dq_config *cfg = val->cfg;
     const dq_request *r = v->request;
@@ -568,7 +607,7 @@ int dq_validate_finish(dq_validator *val, const dq_parsed *p, int64_t now_ms, dq
     if (v->signed_in_time && !replayed && v->request && v->request->service &&
         v->request->environment &&
         dq_config_environment(cfg, v->request->service, v->request->environment) &&
-        run_gates(val, v, p->inner, now_ms) != 0) {
+        dq_validate_gates(val, v, p->inner, now_ms) != 0) {
         v->transient = 1;
         return -1;
     }

@@ -140,6 +140,33 @@ int dq_validator_emit_async(dq_validator *val, const dq_event *ev, dq_delivery_f
 /* Copy attacker-controlled text for a message: printable ASCII only, bounded. */
 const char *dq_validator_safe(const char *s, char *buf, size_t buflen);
 
+/* What a signed message other than a deploy request (an approval, an operator command)
+ * needs of its key, and how its refusals read. */
+typedef struct dq_signed_rules {
+    const char *role;           /* the key's role: "approver", "operator" */
+    const char *noun;           /* "approval": "the approval is not signed ..." */
+    const char *needs;          /* "approvals need an approver key": after a wrong role */
+    const char *code_unsigned;  /* no signature or key_id, a key unknown or retired */
+    const char *code_role;      /* a key of another role */
+    const char *code_signature; /* a signature that does not match the inner text */
+} dq_signed_rules;
+
+/* The one check of such a message's signature: the wrapper's key_id names a configured,
+ * unretired key of rules->role whose Ed25519 signature matches the exact inner text, and
+ * the inner issued_at is inside the issued_at window ("stale", "future"). Reasons go to v
+ * (v->key_id gets the key id, made safe); *key_out is the verified key, NULL when the
+ * signature does not count. A missing or unreadable issued_at adds nothing: the caller's
+ * schema check reports it. Never asks Redis (the nonce is the caller's, claimed last). */
+void dq_validator_check_signed(const dq_validator *val, const dq_parsed *p, const dq_signed_rules *rules,
+                               int64_t now_ms, dq_verdict *v, const dq_key **key_out);
+
+/* The gates of common/domain/gates.h (freeze, promotion, drift, approval: required) for
+ * v->request, a request that is signed, on time and aimed at a configured target; inner is
+ * its document (for override_freeze; NULL: none). Reasons go to v, and v->awaiting and
+ * v->approval_timeout_ms are set. 0, or -1 when Redis cannot be asked (retry). Used by
+ * dq_validate_finish and by an operator's retry (operator.h), which is judged as a request. */
+int dq_validate_gates(dq_validator *val, dq_verdict *v, const cJSON *inner, int64_t now_ms);
+
 /* Judge one message. now_ms is the validator's clock. Fills *v (free with
  * dq_verdict_clear). Returns 0, or -1 when a transient failure (Redis) prevents a verdict:
  * then v->transient is set and nothing was decided. */
@@ -171,6 +198,12 @@ typedef struct dq_state {
     dq_redis *redis;      /* owned: its own connection (this runs on its own thread) */
     uint64_t n_recorded;
 } dq_state;
+
+/* And each deploy.validated as DQ_DEPLOYMENT_KEY<deployment_id> =
+ * {"service","environment","version","strategy"} (kept 7 days, as the executor's run
+ * record): what `deployq retry` and an operator key's scope know of a deployment. */
+#define DQ_DEPLOYMENT_KEY "deployq:deployment:"
+#define DQ_DEPLOYMENT_TTL_S (7L * 24 * 3600)
 
 dq_handle_result dq_state_handle(void *ctx, const dq_message *m, char *err, size_t errlen);
 #endif
