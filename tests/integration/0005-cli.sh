@@ -16,6 +16,9 @@ table=$(sed -n '/^static const dq_verb verbs\[\] = {$/,/^};$/p' "$DEPLOYQ_SOURCE
 [ "$(wc -l <<<"$table")" -ge 18 ] || fail "could not read the verb table of producer/main.c: $table"
 listed=$(sed -n 's/^  \([a-z-]*\)  *[^ ].*/\1/p' <<<"$top")
 assert_eq "$(sort <<<"$listed")" "$(sort <<<"$table")" "deployq --help lists exactly the verbs of the table"
+# each group once: a verb out of its group's place in the table would open it a second time
+dups=$(grep -E '^[A-Z][^:]*:$' <<<"$top" | sort | uniq -d)
+[ -z "$dups" ] || fail "deployq --help opens a group twice: $dups"
 for verb in $table; do
     [ "$verb" = help ] && continue
     out=$("$DEPLOYQ" "$verb" --help) || fail "$verb --help exit status"
