@@ -61,6 +61,16 @@ notifications:
 executor:
   lock_ttl: 5s
   lock_wait: 10s"
+# an approver whose scope is another service: its approval would not count for web, so the
+# approval notification must not name it
+"$DEPLOYQ" keygen --out "$T/api-approver.key" --id approver-api --role approver >/dev/null
+python3 - "$CONFIG" "$(pubkey "$T/api-approver.key")" <<'PY'
+import sys
+path, pub = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text = text.replace("keys:\n", "keys:\n  - id: approver-api\n    public_key: \"%s\"\n    role: approver\n    services: [api]\n" % pub, 1)
+open(path, "w").write(text)
+PY
 start_validator a
 start_executor a
 start_rollback a

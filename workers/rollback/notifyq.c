@@ -164,8 +164,10 @@ out:
 
 /* ---- the sender's side ---- */
 
-/* The ids of the configured keys of role approver, "a, b" (may be ""). */
-static void approvers(const dq_config *cfg, char *out, size_t outlen)
+/* The ids of the configured keys of role approver whose scope covers service/environment
+ * (the only ones whose approval counts), "a, b" (may be ""). */
+static void approvers(const dq_config *cfg, const char *service, const char *environment, char *out,
+                      size_t outlen)
 {
     size_t o = 0;
 
@@ -173,7 +175,8 @@ static void approvers(const dq_config *cfg, char *out, size_t outlen)
     for (size_t i = 0; cfg && i < cfg->n_keys && o + 1 < outlen; i++) {
         const dq_key *k = &cfg->keys[i];
 
-        if (!k->retired && k->role && strcmp(k->role, "approver") == 0 && k->id) {
+        if (!k->retired && k->role && strcmp(k->role, "approver") == 0 && k->id &&
+            dq_key_in_scope(k, service, environment)) {
             int n = snprintf(out + o, outlen - o, "%s%s", o ? ", " : "", k->id);
             if (n < 0 || (size_t)n >= outlen - o)
                 break;
@@ -246,7 +249,7 @@ static int send_entry(dq_notifyq *q, const dq_event *ev, const char *note, int f
     links.ci_run_url = dq_json_str(ev->data, "ci_run_url") ? dq_json_str(ev->data, "ci_run_url") : got[0];
     links.provider_url = dq_json_str(ev->data, "url") ? dq_json_str(ev->data, "url") : got[1];
     links.log_url = dq_json_str(ev->data, "log_url") ? dq_json_str(ev->data, "log_url") : got[2];
-    approvers(q->cfg, who, sizeof who);
+    approvers(q->cfg, ev->service, ev->environment, who, sizeof who);
     links.approvers = who;
     text = dq_notify_text(&nc, ev, &links, note);
     n = dq_notify_send(&nc, ev, text ? text : ev->type, res);
