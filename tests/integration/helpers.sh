@@ -46,15 +46,31 @@ dump_logs() {
     done
 }
 
-cleanup() {
-    local rc=$?
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${PIDS[i]}" 2>/dev/null || true
+# stop_pids PID...: SIGTERM to each (last first), then up to 5 s each to exit, then SIGKILL.
+stop_pids() {
+    local pids=("$@")
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
     done
-    for pid in "${PIDS[@]}"; do
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
+}
+
+# The workers first, while the broker and Redis still answer (a worker whose broker is gone
+# waits out its consumer close), then the broker and Redis.
+cleanup() {
+    local rc=$? rest=() infra=()
+    for pid in "${PIDS[@]}"; do
+        if [ "$pid" = "${BROKER_PID:-}" ] || [ "$pid" = "${REDIS_PID:-}" ]; then
+            infra+=("$pid")
+        else
+            rest+=("$pid")
+        fi
+    done
+    [ ${#rest[@]} -eq 0 ] || stop_pids "${rest[@]}"
+    [ ${#infra[@]} -eq 0 ] || stop_pids "${infra[@]}"
     wait 2>/dev/null || true
     if [ "$rc" -eq 0 ] && [ -z "${DQ_KEEP:-}" ]; then rm -rf "$T"; else echo "# kept $T" >&2; fi
 }
