@@ -479,6 +479,34 @@ static void short_time(int64_t ms, char *out, size_t len)
     dq_strlcpy(out, t, len);
 }
 
+/* The lines under a target's row: an operator's pause or hold (who, since when, why, and
+ * the verb that ends it), and the retry that is in flight or running now (its link). */
+static void print_target_notes(const dq_fold *f, const dq_fold_target *t)
+{
+    const dq_fold_deployment *cur =
+        t->current_deployment_id ? dq_fold_deployment_get(f, t->current_deployment_id) : NULL;
+    char when[32];
+
+    if (t->paused_by) {
+        short_time(t->paused_since_ms, when, sizeof when);
+        printf("  %s: paused since %s by %s%s%s%s: its deploys wait in order (deployq resume)\n",
+               t->key, when, t->paused_by, t->paused_reason ? " (" : "",
+               t->paused_reason ? t->paused_reason : "", t->paused_reason ? ")" : "");
+    }
+    if (t->held_by) {
+        short_time(t->held_since_ms, when, sizeof when);
+        printf("  %s: automatic rollback held since %s by %s%s%s%s: the watch still runs "
+               "(deployq release)\n",
+               t->key, when, t->held_by, t->held_reason ? " (" : "",
+               t->held_reason ? t->held_reason : "", t->held_reason ? ")" : "");
+    }
+    if (t->inflight && t->inflight->retry_of)
+        printf("  %s: in flight %s is a retry of %s\n", t->key, t->inflight->id,
+               t->inflight->retry_of);
+    if (cur && cur->retry_of && cur != t->inflight)
+        printf("  %s: current %s is a retry of %s\n", t->key, cur->id, cur->retry_of);
+}
+
 static void print_targets_table(dq_fold *f, const char *service, const char *env)
 {
     dq_fold_target *const *ts;
@@ -525,6 +553,7 @@ static void print_targets_table(dq_fold *f, const char *service, const char *env
                    "it may be live (was %s)\n",
                    t->key, when, t->unknown_deployment_id, or_dash(t->unknown_version), or_dash(t->current_version));
         }
+        print_target_notes(f, t);
     }
     if (!shown)
         printf("(no targets)\n");
@@ -556,7 +585,11 @@ static const char status_usage[] =
     "\n"
     "Per deploy target, from the registry: the version running now and since when, the last\n"
     "verified version, the deploy in flight and its step, the last rollback and its\n"
-    "evidence. Events ignored for a stale fencing token are listed with --json (\"stale\").\n"
+    "evidence. Under a target's row: an operator's pause or hold of automatic rollback\n"
+    "(since when, by which key, why: deployq pause/hold), and the deployment in flight or\n"
+    "running now when it is a retry (deployq retry), with the deployment it retries.\n"
+    "--json has them as \"paused\", \"held\" and \"retry_of\". Events ignored for a stale\n"
+    "fencing token are listed with --json (\"stale\").\n"
     "\n"
     "  -s, --service NAME    only this service\n"
     "  -e, --env NAME        only this environment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
@@ -762,6 +795,7 @@ static const char history_usage[] =
     "\n"
     "The registry's events in log order (partition by partition), filtered. --json prints\n"
     "each event exactly as stored (one JSON document a line: what an auditor keeps).\n"
+    "A retry's verdict (deployq retry) ends its row with \"retry of\" the old deployment.\n"
     "\n"
     "  -s, --service NAME    only this service\n"
     "  -e, --env NAME        only this environment\n"
@@ -911,13 +945,15 @@ int dq_cmd_history(int argc, char **argv)
                 fputc('\n', stdout);
             } else if (ev) {
                 char at[DQ_TIME_LEN + 1], target[160];
+                const char *retry_of = dq_json_str(ev->data, "retry_of");
 
                 snprintf(target, sizeof target, "%s/%s", or_dash(ev->service),
                          or_dash(ev->environment));
-                printf("%-24s %-4d %-9lld %-24s %-28s %-16.16s %-6lld %s\n",
+                printf("%-24s %-4d %-9lld %-24s %-28s %-16.16s %-6lld %s%s%s\n",
                        dq_time_format(ev->at_ms, at), (int)e.partition,
                        (long long)e.kafka_offset, ev->type, target, or_dash(ev->version),
-                       (long long)ev->fence, or_dash(ev->deployment_id));
+                       (long long)ev->fence, or_dash(ev->deployment_id),
+                       retry_of ? " retry of " : "", retry_of ? retry_of : "");
             } else {
                 printf("%-24s %-4d %-9lld (not a deployq event: %zu bytes)\n", "-",
                        (int)e.partition, (long long)e.kafka_offset, e.len);

@@ -133,15 +133,28 @@ static void print_step(FILE *out, const dq_event *ev)
     const char *s;
 
     dq_time_format(ev->at_ms, t);
-    if (strcmp(ev->type, DQ_EV_REJECTED) == 0) {
+    if (strcmp(ev->type, DQ_EV_REJECTED) == 0 || strcmp(ev->type, DQ_EV_APPROVAL_REFUSED) == 0 ||
+        strcmp(ev->type, DQ_EV_OPERATOR_REFUSED) == 0) {
         const cJSON *r;
-        size_t used = 0;
+        size_t used = 0, n = 0;
+        int w;
 
+        /* A refused decision or command names what was refused and whose key sent it, then
+         * the reasons, as a rejection does: "approve by approver-1: approver_is_signer: ..." */
+        if (strcmp(ev->type, DQ_EV_REJECTED) != 0) {
+            const char *what = dq_json_str(d, "decision") ? dq_json_str(d, "decision")
+                                                           : dq_json_str(d, "verb");
+
+            w = snprintf(detail, sizeof detail, "%s by %s: ", what ? what : "?",
+                         dq_json_str(d, "key_id") ? dq_json_str(d, "key_id") : ev->actor ? ev->actor : "?");
+            if (w > 0 && (size_t)w < sizeof detail)
+                used = (size_t)w;
+        }
         cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(d, "reasons"))
         {
-            int w = snprintf(detail + used, sizeof detail - used, "%s%s: %s", used ? "; " : "",
-                             dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
-                             dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
+            w = snprintf(detail + used, sizeof detail - used, "%s%s: %s", n++ ? "; " : "",
+                         dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
+                         dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
             if (w < 0 || (size_t)w >= sizeof detail - used)
                 break;
             used += (size_t)w;

@@ -210,6 +210,7 @@ static void deployment_free(dq_fold_deployment *d)
     free(d->service);
     free(d->environment);
     free(d->version);
+    free(d->retry_of);
     free(d->timeline);
     free(d);
 }
@@ -241,6 +242,10 @@ static void target_free(dq_fold_target *t)
     free(t->last_verified_version);
     free(t->unknown_deployment_id);
     free(t->unknown_version);
+    free(t->paused_by);
+    free(t->paused_reason);
+    free(t->held_by);
+    free(t->held_reason);
     free(t);
 }
 
@@ -468,6 +473,28 @@ static void unknown_clear(dq_fold_target *t)
     t->unknown_since_ms = 0;
 }
 
+/* An operator's mark on the target (a pause or a hold) from its event's data: set with the
+ * key (data.by, else the actor), the reason and the time; cleared with on 0. 0, -1 on
+ * allocation failure. */
+static int mark_set(char **by, char **reason, int64_t *since_ms, int on, const dq_event *ev)
+{
+    const char *who = dq_json_str(ev->data, "by");
+
+    if (!on) {
+        free(*by);
+        free(*reason);
+        *by = *reason = NULL;
+        *since_ms = 0;
+        return 0;
+    }
+    if (!who)
+        who = ev->actor ? ev->actor : "-";
+    if (set_str(by, who) != 0 || set_str(reason, dq_json_str(ev->data, "reason")) != 0)
+        return -1;
+    *since_ms = ev->at_ms;
+    return 0;
+}
+
 /* Ends the target's in-flight deployment when it is d. */
 static void inflight_end(dq_fold_target *t, const dq_fold_deployment *d)
 {
@@ -495,6 +522,13 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             d->step = type;
     }
 
+    /* A retry (deployq retry) names the deployment it retries in its verdict's data. */
+    if (d && !d->retry_of &&
+        (strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_AWAITING_APPROVAL) == 0 ||
+         strcmp(type, DQ_EV_REJECTED) == 0) &&
+        dq_json_str(data, "retry_of") && set_str(&d->retry_of, dq_json_str(data, "retry_of")) != 0)
+        return -1;
+
     if (strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_AWAITING_APPROVAL) == 0) {
         if (strcmp(type, DQ_EV_VALIDATED) == 0)
             t->n_validated++;
@@ -515,6 +549,14 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
             }
             t->inflight = d;
         }
+    } else if (strcmp(type, DQ_EV_TARGET_PAUSED) == 0 || strcmp(type, DQ_EV_TARGET_RESUMED) == 0) {
+        if (mark_set(&t->paused_by, &t->paused_reason, &t->paused_since_ms,
+                     strcmp(type, DQ_EV_TARGET_PAUSED) == 0, ev) != 0)
+            return -1;
+    } else if (strcmp(type, DQ_EV_TARGET_HELD) == 0 || strcmp(type, DQ_EV_TARGET_RELEASED) == 0) {
+        if (mark_set(&t->held_by, &t->held_reason, &t->held_since_ms,
+                     strcmp(type, DQ_EV_TARGET_HELD) == 0, ev) != 0)
+            return -1;
     } else if (strcmp(type, DQ_EV_REJECTED) == 0) {
         t->n_rejected++;
         if (d) {
@@ -709,7 +751,9 @@ int dq_fold_apply_event(dq_fold *f, const dq_event *ev, int32_t partition, int64
 static int type_reads_data(const char *type)
 {
     return strcmp(type, DQ_EV_VALIDATED) == 0 || strcmp(type, DQ_EV_SUCCEEDED) == 0 ||
-           strcmp(type, DQ_EV_REJECTED) == 0 ||
+           strcmp(type, DQ_EV_REJECTED) == 0 || strcmp(type, DQ_EV_AWAITING_APPROVAL) == 0 ||
+           strcmp(type, DQ_EV_TARGET_PAUSED) == 0 || strcmp(type, DQ_EV_TARGET_RESUMED) == 0 ||
+           strcmp(type, DQ_EV_TARGET_HELD) == 0 || strcmp(type, DQ_EV_TARGET_RELEASED) == 0 ||
            strcmp(type, DQ_EV_FAILED) == 0 || strcmp(type, DQ_EV_ROLLBACK_REQUESTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 ||
@@ -929,6 +973,18 @@ void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1])
             hash_str(md, t->unknown_version);
             hash_int(md, t->unknown_since_ms);
         }
+        if (t->paused_by) { /* only when set, as above */
+            hash_str(md, "paused");
+            hash_str(md, t->paused_by);
+            hash_str(md, t->paused_reason);
+            hash_int(md, t->paused_since_ms);
+        }
+        if (t->held_by) {
+            hash_str(md, "held");
+            hash_str(md, t->held_by);
+            hash_str(md, t->held_reason);
+            hash_int(md, t->held_since_ms);
+        }
         EVP_DigestUpdate(md, "\n", 1);
     }
     hash_int(md, (int64_t)f->totals.events);
@@ -998,6 +1054,7 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     add_str(o, "service", d->service);
     add_str(o, "environment", d->environment);
     add_str(o, "version", d->version);
+    add_str(o, "retry_of", d->retry_of);
     add_str(o, "outcome", dq_deploy_outcome_name(d->outcome));
     add_str(o, "step", d->step);
     add_time(o, "first_at", d->first_at_ms);
@@ -1047,6 +1104,19 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     return o;
 }
 
+/* "name":{"since","by","reason"} when by is set (an operator's pause or hold). */
+static void add_mark(cJSON *o, const char *name, const char *by, const char *reason,
+                     int64_t since_ms)
+{
+    cJSON *m;
+
+    if (!by || !(m = cJSON_AddObjectToObject(o, name)))
+        return;
+    add_time(m, "since", since_ms);
+    add_str(m, "by", by);
+    add_str(m, "reason", reason);
+}
+
 cJSON *dq_fold_target_json(const dq_fold_target *t)
 {
     cJSON *o = cJSON_CreateObject(), *c;
@@ -1065,6 +1135,7 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
 
         if (x) {
             add_str(x, "deployment_id", t->inflight->id);
+            add_str(x, "retry_of", t->inflight->retry_of);
             add_str(x, "version", t->inflight->version);
             add_str(x, "step", t->inflight->step);
             add_str(x, "outcome", dq_deploy_outcome_name(t->inflight->outcome));
@@ -1083,6 +1154,8 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
             add_time(u, "since", t->unknown_since_ms);
         }
     }
+    add_mark(o, "paused", t->paused_by, t->paused_reason, t->paused_since_ms);
+    add_mark(o, "held", t->held_by, t->held_reason, t->held_since_ms);
     cJSON_AddNumberToObject(o, "fence", (double)t->max_fence);
     add_time(o, "last_event_at", t->last_event_at_ms);
     c = cJSON_AddObjectToObject(o, "counts");

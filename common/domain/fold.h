@@ -35,6 +35,11 @@
  *                           current version to data.to_version; failed with data.policy
  *                           "notify" closes it as not attempted (not_attempted, not counted
  *                           in n_rollbacks_failed)
+ *   target.paused / target.resumed   the target is paused (by, reason, since) / no longer
+ *   target.held / target.released    automatic rollback of the target is held / no longer
+ *                           (both pairs: counted in n_events, no other counter)
+ *   deploy.validated, deploy.awaiting_approval, deploy.rejected with data.retry_of: the
+ *                           deployment retries that one (retry_of)
  *   notification.*, unknown types  timeline only
  * Not thread-safe: a program that reads the fold from other threads (the HTTP API) holds
  * its own lock around dq_fold_apply*() and the readers.
@@ -125,6 +130,8 @@ typedef struct dq_fold_deployment {
     dq_reject_kind reject_kind; /* why deploy.rejected refused it (DQ_REJECT_NONE if not) */
     int unwatched;          /* 1: its deploy.succeeded said no health watch follows (concluded) */
     dq_fold_cost cost;      /* from its deploy.succeeded/failed data.cost (the last one) */
+    char *retry_of;         /* the deployment it retries (deployq retry): data.retry_of of its
+                               deploy.validated/awaiting_approval/rejected, or NULL */
     double cost_amount;     /* with DQ_FOLD_COST_PROVIDER or _ESTIMATE */
     int64_t fence;          /* the highest fence among its applied events */
     dq_fold_entry *timeline; /* every event of it, applied or stale, in log order */
@@ -178,6 +185,13 @@ typedef struct dq_fold_target {
      * otherwise; version and since go with it. */
     char *unknown_deployment_id, *unknown_version;
     int64_t unknown_since_ms;
+    /* An operator's pause (target.paused .. target.resumed) and hold of automatic rollback
+     * (target.held .. target.released): by is the operator key's id (data.by), reason
+     * data.reason (may be NULL); by is NULL when the target is not paused / held. */
+    char *paused_by, *paused_reason;
+    int64_t paused_since_ms;
+    char *held_by, *held_reason;
+    int64_t held_since_ms;
     int64_t max_fence;           /* newest fence seen */
     /* counters */
     uint64_t n_events, n_stale;
@@ -251,7 +265,8 @@ const dq_fold_stale_event *dq_fold_stale(const dq_fold *f, size_t *n);
 
 /* SHA-256 (lower-case hex, NUL-terminated) of a canonical text of the state: every target
  * in key order with its current/verified versions, in-flight deployment and step, last
- * rollback, newest fence and counters, then the totals. Equal for equal per-partition
+ * rollback, newest fence and counters (and, only when set, an unknown outcome, a pause, a
+ * hold: a log without them keeps the hash it had before they existed), then the totals. Equal for equal per-partition
  * event orders (see the top of this file); timestamps of when it was computed never enter. */
 void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1]);
 

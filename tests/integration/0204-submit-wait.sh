@@ -68,9 +68,16 @@ assert_eq "$(tail -n1 <<<"$out")" "$(head -n1 <<<"$out"): rejected" "last line"
 wait_bg ok --service api --env staging --version v1 --timeout 120
 id=$(bg_id ok)
 wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
+# a refused approval and a refused operator command of it are shown with their reasons
+inject approval.refused api staging v1 "$id" '{"decision":"approve","key_id":"ci-test","reasons":[{"code":"approver_is_signer","message":"key ci-test signed the request"}],"source":{"topic":"t","partition":0,"offset":1}}' >/dev/null
+inject operator.refused api staging v1 "$id" '{"verb":"cancel","key_id":"op-x","reasons":[{"code":"out_of_scope","message":"key op-x may not act on api/staging"},{"code":"stale","message":"issued too long ago"}],"source":{"topic":"t","partition":0,"offset":2}}' >/dev/null
 inject deploy.started api staging v1 "$id" '{"provider":"railway","provider_deployment_id":"d-1","attempt":1}' >/dev/null
 inject deploy.succeeded api staging v1 "$id" "$succeeded" >/dev/null
 exit_of ok; assert_eq "$RC" 0 "exit code, deployed"
+grep -q "approval.refused .*api/staging v1  approve by ci-test: approver_is_signer: key ci-test signed the request$" "$T/ok.out" ||
+    fail "no approval.refused line with its reason: $(cat "$T/ok.out")"
+grep -q "operator.refused .*api/staging v1  cancel by op-x: out_of_scope: key op-x may not act on api/staging; stale: issued too long ago$" "$T/ok.out" ||
+    fail "no operator.refused line with its reasons: $(cat "$T/ok.out")"
 grep -q "deploy.validated .*api/staging v1  signed by ci-test" "$T/ok.out" || fail "no validated line: $(cat "$T/ok.out")"
 grep -q "deploy.started .*provider railway" "$T/ok.out" || fail "no started line"
 grep -q "deploy.succeeded .*provider railway, https://api.example" "$T/ok.out" || fail "no succeeded line"

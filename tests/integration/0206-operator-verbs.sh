@@ -20,9 +20,12 @@
 #      still one new deployment; a deployment that succeeded, or that is unknown, is
 #      not retried; a key scoped to another service may neither retry it nor pause a
 #      target outside its scope (out_of_scope).
+# `deployq status` (the registry's fold) shows the paused and the held target (by which
+# key, why, since when) and the retried deployment's link; `history` shows the link too.
 . "$(dirname "$0")/helpers.sh"
 . "$(dirname "$0")/helpers-executor.sh"
 . "$(dirname "$0")/helpers-rollback.sh"
+. "$(dirname "$0")/helpers-registry.sh"
 
 start_redis
 start_broker
@@ -61,6 +64,7 @@ executor:
 start_validator a
 start_executor a
 start_rollback a
+start_registry a
 
 op() { "$DEPLOYQ" "$1" --config "$CONFIG" --key "$T/operator.key" --key-id op-test "${@:2}"; }
 # first_event JQ_FILTER [ARG]: the first event the filter selects ($a is ARG), once there (30 s).
@@ -75,6 +79,10 @@ first_event() {
 }
 # refused CODE: the operator.refused with a reason of CODE, once there.
 refused() { first_event '.type == "operator.refused" and any(.data.reasons[]; .code == $a)' "$1"; }
+# status_has JQ_FILTER: once `deployq status --json` has a target the filter selects (30 s).
+status_has() {
+    wait_for 30 sh -c "'$DEPLOYQ' status --dir '$REG_DIR' --json | jq -e '[.targets[] | select($1)] | length == 1' >/dev/null"
+}
 # of_type TYPE: the events of TYPE, one a line.
 of_type() { events | jq -c --arg t "$1" 'select(.type == $t)'; }
 
@@ -111,6 +119,11 @@ o1=$(submit --service other --env staging --version o1)
 assert_eq "$(jq -r .type <<<"$(terminal "$o1" 30)")" deploy.succeeded "the other target while fast is paused"
 [ -z "$(events_for "${ids[0]}" deploy.started)" ] || fail "a deploy of the paused target started"
 [ ! -e "$T/ran-fast" ] || fail "the paused target's command ran"
+status_has '.service == "fast" and .paused.by == "op-test" and .paused.reason == "incident 42" and (.paused.since | length) > 0' \
+    || fail "status does not show the pause: $("$DEPLOYQ" status --dir "$REG_DIR" --json)"
+"$DEPLOYQ" status --dir "$REG_DIR" --service fast --env staging >"$T/status.txt"
+grep -q "^  fast/staging: paused since 20[0-9-]* [0-9:]* by op-test (incident 42): its deploys wait in order (deployq resume)$" \
+    "$T/status.txt" || fail "status table, paused: $(cat "$T/status.txt")"
 op cancel "${ids[0]}" --reason "not this one" >/dev/null
 ev=$(terminal "${ids[0]}" 30) || fail "the waiting deploy was not dropped"
 assert_eq "$(jq -r .data.reason <<<"$ev")" cancelled "waiting deploy reason"
@@ -121,10 +134,16 @@ for id in "${ids[1]}" "${ids[2]}"; do
 done
 assert_eq "$(tr '\n' ' ' <"$T/ran-fast")" "v3 v4 " "the order the deploys ran in"
 assert_eq "$(of_type target.resumed | jq -r .data.was_paused)" true "target.resumed was_paused"
+status_has '.service == "fast" and .paused == null' || fail "status still shows the pause after resume"
 
 log "3. hold: the monitor's rollback request is recorded, notified, not acted on"
 op hold --service fast --env staging --reason "investigating" >/dev/null
 wait_for 20 redis_has deployq:held:fast/staging || fail "the hold was not applied"
+status_has '.service == "fast" and .held.by == "op-test" and .held.reason == "investigating"' \
+    || fail "status does not show the hold: $("$DEPLOYQ" status --dir "$REG_DIR" --json)"
+"$DEPLOYQ" status --dir "$REG_DIR" --service fast >"$T/status.txt"
+grep -q "^  fast/staging: automatic rollback held since .* by op-test (investigating): the watch still runs (deployq release)$" \
+    "$T/status.txt" || fail "status table, held: $(cat "$T/status.txt")"
 evidence='{"reason":"health check failed: probe http 503","requested_by":"deployq-monitor","from_version":"v4","evidence":{"probe":"http","kind":"consecutive_failures"}}'
 rq=$(inject rollback.requested fast staging v4 "${ids[2]}" "$evidence")
 held=$(first_event '.type == "rollback.held" and .data.request_id == $a' "$rq") || fail "no rollback.held for $rq"
@@ -137,6 +156,7 @@ wait_for 30 sh -c "curl -fsS '$(fake_url slack)/_fake/calls' | grep -q 'Automati
 op release --service fast --env staging >/dev/null
 first_event '.type == "target.released"' >/dev/null || fail "no target.released"
 redis_has deployq:held:fast/staging && fail "release was not applied"
+status_has '.service == "fast" and .held == null' || fail "status still shows the hold after release"
 
 log "4. refused without an operator key"
 "$DEPLOYQ" pause --config "$CONFIG" --key "$T/ci.key" --key-id ci-test --service other --env staging >/dev/null
@@ -174,6 +194,11 @@ f2=$(jq -r .deployment_id <<<"$val")
 jq -e '.service == "flaky" and .environment == "staging" and .version == "f1" and .data.key_id == "op-test"
        and .data.retry_reason == "provider back"' <<<"$val" >/dev/null || fail "the retry's deploy.validated: $val"
 assert_eq "$(jq -r .type <<<"$(terminal "$f2" 30)")" deploy.succeeded "the retry of f1"
+status_has ".service == \"flaky\" and .current_deployment_id == \"$f2\"" || fail "status never showed $f2 as current"
+"$DEPLOYQ" status --dir "$REG_DIR" --service flaky >"$T/status.txt"
+grep -q "^  flaky/staging: current $f2 is a retry of $f1$" "$T/status.txt" || fail "status table, retry: $(cat "$T/status.txt")"
+"$DEPLOYQ" history --dir "$REG_DIR" --deployment "$f2" --type deploy.validated | grep -q " $f2 retry of $f1$" \
+    || fail "history of the retry: $("$DEPLOYQ" history --dir "$REG_DIR" --deployment "$f2")"
 produce_raw "$msg" "$f1"
 first_event '.type == "operator.refused" and .data.verb == "retry" and any(.data.reasons[]; .code == "replayed_nonce")' \
     >/dev/null || fail "the same retry sent again was not refused as a replay"

@@ -519,6 +519,90 @@ static void test_approval_expired(void **state)
     dq_fold_free(f);
 }
 
+/* An operator's pause and hold (target.paused/resumed/held/released) are the target's,
+ * with who, why and since when; a retry's verdict names the deployment it retries. The
+ * marks enter the state hash only while set (a log without them hashes as before:
+ * test_scanned_records_fold_as_decoded's known hash). */
+static void test_operator_marks_and_retry(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new(), *g = dq_fold_new();
+    char hf[DQ_FOLD_HASH_HEX_LEN + 1], hg[DQ_FOLD_HASH_HEX_LEN + 1];
+    const dq_fold_target *t;
+    const dq_fold_deployment *d;
+    cJSON *j;
+    const char *src = "\"source\":{\"topic\":\"deployq.requests\",\"partition\":0,\"offset\":4}";
+    char paused[256], held[256], resumed[256];
+
+    snprintf(paused, sizeof paused, "{\"by\":\"op-1\",\"reason\":\"incident 42\",%s}", src);
+    snprintf(held, sizeof held, "{\"by\":\"op-2\",%s}", src);
+    snprintf(resumed, sizeof resumed, "{\"by\":\"op-1\",\"was_paused\":false,%s}", src);
+    for (int k = 0; k < 2; k++) {
+        dq_fold *x = k ? g : f;
+
+        put(x, 0, 0, DQ_EV_VALIDATED, D1, "api", "prod", "v1", "2026-01-01T10:00:00Z", 0,
+            VALIDATED_DATA);
+        put(x, 0, 1, DQ_EV_FAILED, D1, "api", "prod", "v1", "2026-01-01T10:01:00Z", 1,
+            "{\"reason\":\"provider_failed\"}");
+        put(x, 0, 2, DQ_EV_VALIDATED, D2, "api", "prod", "v1", "2026-01-01T10:02:00Z", 0,
+            "{\"key_id\":\"op-1\",\"retry_of\":\"" D1 "\",\"retry_reason\":\"provider back\"}");
+        /* g: the same log with a resume where f has the pause (the same counters) */
+        assert_int_equal(put(x, 0, 3, k ? DQ_EV_TARGET_RESUMED : DQ_EV_TARGET_PAUSED, NULL, "api",
+                             "prod", NULL, "2026-01-01T10:03:00Z", 0, k ? resumed : paused),
+                         DQ_FOLD_APPLIED);
+        put(x, 0, 4, DQ_EV_TARGET_HELD, NULL, "api", "prod", NULL, "2026-01-01T10:04:00Z", 0, held);
+    }
+    t = dq_fold_target_get(f, "api", "prod");
+    assert_string_equal(t->paused_by, "op-1");
+    assert_string_equal(t->paused_reason, "incident 42");
+    assert_int_equal(t->paused_since_ms, ms("2026-01-01T10:03:00Z"));
+    assert_string_equal(t->held_by, "op-2");
+    assert_null(t->held_reason);
+    assert_int_equal(t->held_since_ms, ms("2026-01-01T10:04:00Z"));
+    assert_null(dq_fold_target_get(g, "api", "prod")->paused_by);
+    dq_fold_state_hash(f, hf);
+    dq_fold_state_hash(g, hg);
+    assert_string_not_equal(hf, hg); /* the pause is part of the state */
+
+    d = dq_fold_deployment_get(f, D2);
+    assert_string_equal(d->retry_of, D1);
+    assert_null(dq_fold_deployment_get(f, D1)->retry_of);
+    assert_ptr_equal(t->inflight, d);
+
+    j = dq_fold_target_json(t);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paused"), "by")->valuestring, "op-1");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paused"), "reason")->valuestring,
+                        "incident 42");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paused"), "since")->valuestring,
+                        "2026-01-01T10:03:00.000Z");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "held"), "by")->valuestring, "op-2");
+    assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "held"), "reason"));
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "in_flight"), "retry_of")->valuestring, D1);
+    cJSON_Delete(j);
+    j = dq_fold_deployment_json(d, 0);
+    assert_string_equal(cJSON_GetObjectItem(j, "retry_of")->valuestring, D1);
+    cJSON_Delete(j);
+
+    /* resume and release clear them; a refused retry keeps its link too */
+    put(f, 0, 5, DQ_EV_TARGET_RESUMED, NULL, "api", "prod", NULL, "2026-01-01T10:05:00Z", 0, resumed);
+    put(f, 0, 6, DQ_EV_TARGET_RELEASED, NULL, "api", "prod", NULL, "2026-01-01T10:06:00Z", 0,
+        "{\"by\":\"op-2\",\"was_held\":true}");
+    assert_null(t->paused_by);
+    assert_null(t->paused_reason);
+    assert_int_equal(t->paused_since_ms, 0);
+    assert_null(t->held_by);
+    j = dq_fold_target_json(t);
+    assert_null(cJSON_GetObjectItem(j, "paused"));
+    assert_null(cJSON_GetObjectItem(j, "held"));
+    cJSON_Delete(j);
+    put(f, 0, 7, DQ_EV_REJECTED, D3, "api", "prod", "v1", "2026-01-01T10:07:00Z", 0,
+        "{\"retry_of\":\"" D1 "\",\"reasons\":[{\"code\":\"freeze\",\"message\":\"frozen\"}]}");
+    assert_string_equal(dq_fold_deployment_get(f, D3)->retry_of, D1);
+    assert_int_equal(t->n_events, 8);
+    dq_fold_free(f);
+    dq_fold_free(g);
+}
+
 /* ---- the scanned path folds as the decoded one ---------------------------------------- */
 
 #define ENV(type, dep, svc, at, fence, data)                                               \
@@ -654,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_succeeded_watch_field),
         cmocka_unit_test(test_rollback_notify_policy),
         cmocka_unit_test(test_approval_expired),
+        cmocka_unit_test(test_operator_marks_and_retry),
         cmocka_unit_test(test_scanned_records_fold_as_decoded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

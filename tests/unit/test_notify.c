@@ -100,6 +100,7 @@ static void test_config_env_and_defaults(void **state)
     assert_true(dq_notify_wants(&nc, "deploy.awaiting_approval"));
     assert_true(dq_notify_wants(&nc, "drift.detected"));
     assert_false(dq_notify_wants(&nc, "deploy.rejected"));
+    assert_false(dq_notify_wants(&nc, "approval.refused")); /* opt-in: it changes nothing */
     assert_null(nc.webhook_secret);
     dq_notify_config_clear(&nc);
     dq_config_free(cfg);
@@ -109,13 +110,14 @@ static void test_config_env_and_defaults(void **state)
     cfg = load("services:\n  api:\n    environments:\n      production:\n        notify:\n"
                "          webhook: https://hooks.example/in\n"
                "          webhook_secret: ${TEST_NOTIFY_SECRET}\n"
-               "          on: [deploy.rejected, failover]\n",
+               "          on: [deploy.rejected, failover, approval.refused]\n",
                err, sizeof err);
     assert_non_null(cfg);
     assert_int_equal(dq_notify_config_load(cfg, "api", "production", &nc, err, sizeof err), 0);
     assert_string_equal(nc.webhook_secret, "whsec-0123456789abcdef-s3cr3t");
     assert_true(dq_notify_wants(&nc, "deploy.rejected"));
     assert_true(dq_notify_wants(&nc, "failover"));
+    assert_true(dq_notify_wants(&nc, "approval.refused"));
     assert_false(dq_notify_wants(&nc, "deploy.awaiting_approval"));
     assert_false(dq_notify_wants(&nc, "deploy.failed"));
     {
@@ -305,6 +307,24 @@ static void test_text_kinds(void **state)
                               "Until: 2026-12-03T20:00:00.000Z; without a decision by then nothing is deployed.\n"
                               "Approve: deployq approve 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
                               "Deny: deployq deny 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a --reason TEXT\n"
+                              "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
+    free(text);
+    dq_event_free(ev);
+
+    /* a decision that does not count: who signed it and why, and that the deploy waits */
+    ev = dq_event_new("approval.refused", dep, "api", "production", "v3", "t");
+    cJSON_AddStringToObject(ev->data, "decision", "approve");
+    cJSON_AddStringToObject(ev->data, "key_id", "ci-bot");
+    cJSON_AddItemToObject(ev->data, "reasons",
+                          cJSON_Parse("[{\"code\":\"approver_is_signer\",\"message\":\"key ci-bot "
+                                      "signed the request: approving your own request does not count\"}]"));
+    assert_string_equal(dq_notify_kind(ev), "approval.refused");
+    text = dq_notify_text(NULL, ev, NULL, NULL);
+    assert_string_equal(text, "Approval refused on api/production version v3: the approval signed by key "
+                              "ci-bot does not count:\n"
+                              "- approver_is_signer: key ci-bot signed the request: approving your own "
+                              "request does not count\n"
+                              "The deployment still waits for an approver who may decide it (deployq approvals).\n"
                               "Deployment 4f1c9a7e-2b3d-4c5e-8f6a-7b8c9d0e1f2a");
     free(text);
     dq_event_free(ev);

@@ -37,7 +37,7 @@ const char *const dq_notify_types[] = {
     DQ_EV_ROLLBACK_REQUESTED, DQ_EV_ROLLBACK_SUCCEEDED, DQ_EV_ROLLBACK_FAILED,
     DQ_EV_FAILED,             DQ_EV_SUCCEEDED,          DQ_EV_VERIFIED,
     DQ_EV_REJECTED,           DQ_EV_AWAITING_APPROVAL,  KIND_FAILOVER,
-    DQ_EV_DRIFT_DETECTED,
+    DQ_EV_DRIFT_DETECTED,     DQ_EV_APPROVAL_REFUSED,
     NULL,
 };
 
@@ -46,7 +46,10 @@ const char *const dq_notify_types[] = {
  * an approval waiting (nothing happens until someone decides) and a drift the scan found
  * (a variable changed behind deployq's back). Not a rejection:
  * whoever submitted it is told by `deployq submit --wait`, and a storm of them (a
- * misconfigured CI) would bury the rest. */
+ * misconfigured CI) would bury the rest. Not a refused approval either (opt-in): it
+ * changes nothing (the deployment keeps waiting, and its deploy.awaiting_approval was
+ * notified already); a channel of approvers who want to hear that a decision did not
+ * count adds approval.refused to `on`. */
 #define DEFAULT_ON_MASK (0x0fu | 1u << 7 | 1u << 8 | 1u << 9)
 
 static int type_bit(const char *type)
@@ -207,7 +210,8 @@ int dq_notify_config_read(const dq_config *cfg, const cJSON *sec, const char *wh
                 dq_config_fail(cfg, item, err, errlen,
                                "%s.on: '%.64s' is not one of rollback.requested, rollback.succeeded, "
                                "rollback.failed, deploy.failed, failover, deploy.awaiting_approval, "
-                               "deploy.rejected, deploy.succeeded, deploy.verified, drift.detected",
+                               "deploy.rejected, deploy.succeeded, deploy.verified, drift.detected, "
+                               "approval.refused",
                                where, t ? t : "?");
                 goto fail;
             }
@@ -455,6 +459,20 @@ char *dq_notify_text(const dq_notify_config *nc, const dq_event *ev, const dq_no
             putf(&b, "\n- %s: %s", dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
                  dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
         }
+    } else if (strcmp(ev->type, DQ_EV_APPROVAL_REFUSED) == 0) {
+        const cJSON *r;
+        const char *decision = dq_json_str(d, "decision");
+
+        putf(&b, "Approval refused on %s/%s version %s: the %s", svc, env, ver,
+             decision && strcmp(decision, "deny") == 0 ? "denial" : "approval");
+        if (dq_json_str(d, "key_id"))
+            putf(&b, " signed by key %s", dq_json_str(d, "key_id"));
+        put_esc(&b, " does not count:");
+        cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(d, "reasons")) {
+            putf(&b, "\n- %s: %s", dq_json_str(r, "code") ? dq_json_str(r, "code") : "?",
+                 dq_json_str(r, "message") ? dq_json_str(r, "message") : "");
+        }
+        put_esc(&b, "\nThe deployment still waits for an approver who may decide it (deployq approvals).");
     } else if (strcmp(ev->type, DQ_EV_DRIFT_DETECTED) == 0) {
         const cJSON *since = cJSON_GetObjectItemCaseSensitive(d, "since_deploy");
         static const char *const lists[][2] = {{"missing", "Missing here"}, {"differs", "Values differ"}};

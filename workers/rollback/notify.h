@@ -7,7 +7,8 @@
  * notification (dq_notify_types, what `on` lists) are event types plus one derived kind:
  *   rollback.requested, rollback.succeeded, rollback.failed, deploy.failed, failover,
  *   deploy.awaiting_approval, drift.detected   by default: each needs a person;
- *   deploy.rejected, deploy.succeeded, deploy.verified   when `on` asks for them.
+ *   deploy.rejected, deploy.succeeded, deploy.verified, approval.refused   when `on`
+ *   asks for them.
  * "failover" is a deploy.started whose data.failed_over_from lists the providers of the
  * chain that failed before this one took over (dq_notify_kind). A notification that
  * cannot be delivered is reported (the caller emits notification.failed), never retried
