@@ -388,7 +388,7 @@ static cJSON *cost_json(const dq_run_cost *c)
                 break;
             cJSON_AddStringToObject(r, "label", c->runners[i].label);
             cJSON_AddNumberToObject(r, "jobs", c->runners[i].jobs);
-            cJSON_AddNumberToObject(r, "minutes", c->runners[i].minutes);
+            cJSON_AddNumberToObject(r, "minutes", (double)(long long)(c->runners[i].minutes * 1e3 + 0.5) / 1e3);
             cJSON_AddNumberToObject(r, "amount", (double)(long long)(c->runners[i].amount * 1e6 + 0.5) / 1e6);
             cJSON_AddItemToArray(rs, r);
         }

@@ -114,20 +114,21 @@ int dq_provider_cost_check(const dq_config *cfg, const cJSON *config, const char
         if (!rate_value(rate, &x))
             return dq_config_fail(cfg, rate, err, errlen,
                                   "%s: cost.per_minute: expected a number >= 0 (the price of a minute)%s", where,
-                                  type && strcmp(type, "github-actions") == 0
-                                      ? " or a mapping of runner label to that number"
-                                      : "");
+                                  type && strcmp(type, "github-actions") == 0 ? " or a mapping of runner label to that number"
+                                  : type && strcmp(type, "circleci") == 0   ? " or a mapping of resource class to that number"
+                                                                            : "");
         return 0;
     }
-    /* Only GitHub says which runner ran what (its jobs' labels). */
-    if (!type || strcmp(type, "github-actions") != 0)
+    /* Only GitHub (its jobs' runner labels) and CircleCI (its jobs' resource classes) say
+     * what ran each job. */
+    if (!type || (strcmp(type, "github-actions") != 0 && strcmp(type, "circleci") != 0))
         return dq_config_fail(cfg, rate, err, errlen,
-                              "%s: cost.per_minute: a rate per runner label is for github-actions only; give one "
-                              "number",
+                              "%s: cost.per_minute: a rate per runner label (github-actions) or resource class "
+                              "(circleci) is for those types only; give one number",
                               where);
     if (rate->child == NULL)
-        return dq_config_fail(cfg, rate, err, errlen, "%s: cost.per_minute: name at least one runner label or default",
-                              where);
+        return dq_config_fail(cfg, rate, err, errlen, "%s: cost.per_minute: name at least one %s or default", where,
+                              strcmp(type, "circleci") == 0 ? "resource class" : "runner label");
     cJSON_ArrayForEach(r, rate)
     {
         if (!rate_value(r, &x))
@@ -149,6 +150,26 @@ int dq_provider_rate(const dq_provider *p, const char *label, double *rate)
     if (v == NULL)
         v = cJSON_GetObjectItemCaseSensitive(p->rates, "default");
     return v != NULL && rate_value(v, rate);
+}
+
+void dq_run_cost_add(dq_run_cost *out, const char *label, double minutes, double rate)
+{
+    int i;
+
+    for (i = 0; i < out->n_runners; i++)
+        if (strcmp(out->runners[i].label, label) == 0)
+            break;
+    if (i == out->n_runners) {
+        if (out->n_runners < DQ_COST_MAX_RUNNERS)
+            dq_strlcpy(out->runners[out->n_runners++].label, label, sizeof out->runners[0].label);
+        else
+            i = DQ_COST_MAX_RUNNERS - 1;
+    }
+    out->runners[i].jobs++;
+    out->runners[i].minutes += minutes;
+    out->runners[i].amount += minutes * rate;
+    out->minutes += minutes;
+    out->amount += minutes * rate;
 }
 
 void dq_provider_cost(dq_provider *p, const dq_provider_request *req, const char *id, int64_t wall_ms,

@@ -94,15 +94,18 @@ typedef struct dq_provider dq_provider;
 /* ---- what a run cost ----
  *
  * A provider with a `cost:` mapping is priced: `cost: {per_minute: RATE}` or, for
- * github-actions, `cost: {per_minute: {LABEL: RATE, ..., default: RATE}}` (a rate per runner
- * label; RATE is a number >= 0 in the currency the memo's target is in, US dollars). A
- * provider without `cost:` is not priced: its runs have no cost, never a cost of 0.
+ * github-actions and circleci, `cost: {per_minute: {LABEL: RATE, ..., default: RATE}}` (a
+ * rate per runner label on GitHub, per resource class on CircleCI; RATE is a number >= 0 in
+ * the currency the memo's target is in, US dollars). A provider without `cost:` is not
+ * priced: its runs have no cost, never a cost of 0.
  * The figures come from the provider where it gives them (GitHub: the run's jobs, their
- * started_at/completed_at and runner labels) and otherwise from the deploy's wall time
- * (an estimate). docs/configuration.md has the keys, docs/operations.md the definition. */
+ * started_at/completed_at and runner labels; CircleCI: the watched workflows' jobs, their
+ * started_at/stopped_at, parallelism and executor resource class) and otherwise from the
+ * deploy's wall time (an estimate). docs/configuration.md has the keys, docs/operations.md
+ * the definition. */
 typedef enum {
     DQ_COST_NONE = 0,  /* not priced (no `cost:`), or nothing ran */
-    DQ_COST_PROVIDER,  /* from the provider's own figures (GitHub jobs) */
+    DQ_COST_PROVIDER,  /* from the provider's own figures (GitHub, CircleCI jobs) */
     DQ_COST_WALL_TIME, /* wall time x per_minute: an estimate */
     DQ_COST_UNKNOWN,   /* priced, but the figures could not be read (detail says why) */
 } dq_cost_basis;
@@ -112,8 +115,9 @@ typedef enum {
 typedef struct dq_run_cost {
     dq_cost_basis basis;
     double amount;  /* DQ_COST_PROVIDER / DQ_COST_WALL_TIME: the cost of the run */
-    double minutes; /* the minutes priced: billed (rounded up per job) or wall time */
-    /* DQ_COST_PROVIDER: per rate label used ("ubuntu-latest", "default"), jobs and billed
+    double minutes; /* the minutes priced: billed (rounded up per job: GitHub to the minute,
+                       CircleCI to the second) or wall time */
+    /* DQ_COST_PROVIDER: per rate label used ("ubuntu-latest", "medium", "default"), jobs and billed
      * minutes; more labels than DQ_COST_MAX_RUNNERS are summed into the last entry. */
     struct {
         char label[64];
@@ -130,6 +134,10 @@ const char *dq_cost_basis_name(dq_cost_basis b);
 /* The rate of one runner label: the label's own, else "default". 1 with *rate, 0 when
  * p has no rate for it (or is not priced). label NULL asks for the default. */
 int dq_provider_rate(const dq_provider *p, const char *label, double *rate);
+
+/* For adapters' cost ops: add one job billed `minutes` at `rate` to *out, under runners[]
+ * entry `label` (made on first use; past DQ_COST_MAX_RUNNERS, summed into the last). */
+void dq_run_cost_add(dq_run_cost *out, const char *label, double minutes, double rate);
 
 /* Build a provider from its config object. Common keys: "type" (required), "name"
  * (default: the type), "base_url", "token" (already resolved) or "token_env" (name of an
@@ -329,7 +337,8 @@ typedef struct dq_provider_ops {
     int (*cancel)(dq_provider *p, const dq_provider_request *req, const char *id,
                   dq_provider_error *e);
     void (*destroy)(dq_provider *p);
-    /* What run id cost from the provider's own figures (provider_github.c: the jobs),
+    /* What run id cost from the provider's own figures (provider_github.c,
+     * provider_circleci.c: the jobs),
      * priced with dq_provider_rate(): 0 with *out filled (basis DQ_COST_PROVIDER), or -1
      * with a one-line reason in out->detail. NULL: priced by wall time. */
     int (*cost)(dq_provider *p, const dq_provider_request *req, const char *id, dq_run_cost *out);

@@ -11,6 +11,15 @@
  * A trigger that timed out or got a 5xx may have created the pipeline: before anything
  * else, the project's newest pipelines are searched for the one whose trigger_parameters
  * carry this deployment id (cc_find), and that one is adopted.
+ *
+ * Cost (provider.h "what a run cost"): once the watched workflows ended, their jobs
+ * (GET /workflow/{id}/job, paged) and each job's details (GET /project/{slug}/job/{number}:
+ * started_at/stopped_at, parallelism, executor.resource_class) are priced at the resource
+ * class's rate. CircleCI charges credits by the second (each task rounded up to the second,
+ * then to a whole credit); a job is billed here by the started second times its
+ * parallelism, at per_minute / 60. The credit rounding (under one credit per task) is not
+ * modelled, and a parallel job is billed as if every run lasted as long as the job (the v2
+ * API gives no per-run times): an upper bound.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,6 +455,164 @@ static int cc_find(dq_provider *p, const dq_provider_request *req, int64_t since
     return 0;
 }
 
+/* Add one job of an ended workflow (an item of its job listing) to *out: from its details,
+ * its started seconds times its parallelism, at its resource class's rate (else the
+ * default). An approval job, or one that never started (blocked behind a failure, not
+ * run, cancelled first), costs nothing. 0, or -1 with out->detail. */
+static int cc_job_cost(dq_provider *p, const dq_provider_request *req, const cJSON *item, dq_run_cost *out)
+{
+    cc_impl *c = p->impl;
+    const char *name = dq_provider_cfg_str(item, "name");
+    const char *type = dq_provider_cfg_str(item, "type");
+    const cJSON *num = cJSON_GetObjectItemCaseSensitive(item, "job_number");
+    char path[1024], what[160];
+    dq_http_response r;
+    dq_provider_error e;
+    int64_t t0, t1;
+    double rate;
+
+    if (!name)
+        name = "?";
+    if ((type && strcmp(type, "approval") == 0) || !dq_provider_cfg_str(item, "started_at"))
+        return 0;
+    if (!cJSON_IsNumber(num)) {
+        snprintf(out->detail, sizeof out->detail, "job %.100s has no job_number", name);
+        return -1;
+    }
+    snprintf(path, sizeof path, "/api/v2/project/%s/job/%.0f", c->slug, num->valuedouble);
+    snprintf(what, sizeof what, "get job %.0f", num->valuedouble);
+    memset(&e, 0, sizeof e);
+    cc_call(p, "GET", path, NULL, 1, req->fence, &r);
+    if (dq_provider_http_error(p, &r, what, &e) != 0) {
+        dq_http_response_free(&r);
+        dq_strlcpy(out->detail, e.detail, sizeof out->detail);
+        return -1;
+    }
+    cJSON *j = dq_provider_parse_body(&r);
+    dq_http_response_free(&r);
+    const char *status = dq_provider_cfg_str(j, "status");
+    const char *started = dq_provider_cfg_str(j, "started_at");
+    const char *stopped = dq_provider_cfg_str(j, "stopped_at");
+    const char *rc = dq_provider_cfg_str(cJSON_GetObjectItemCaseSensitive(j, "executor"), "resource_class");
+    const cJSON *par = cJSON_GetObjectItemCaseSensitive(j, "parallelism");
+    if (!started || !stopped || dq_time_parse(started, &t0) != 0 || dq_time_parse(stopped, &t1) != 0) {
+        snprintf(out->detail, sizeof out->detail, "job %.100s (%.32s) has no readable started_at/stopped_at", name,
+                 status ? status : "no status");
+        cJSON_Delete(j);
+        return -1;
+    }
+    /* Its own rate, else the default: the runners[] entry says which was used. */
+    const char *label = rc && cJSON_IsObject(p->rates) && cJSON_GetObjectItemCaseSensitive(p->rates, rc) ? rc : NULL;
+    if (!dq_provider_rate(p, label, &rate)) {
+        snprintf(out->detail, sizeof out->detail,
+                 "no rate for job %.100s (resource class %.64s): add it, or a default, under cost.per_minute", name,
+                 rc ? rc : "none");
+        cJSON_Delete(j);
+        return -1;
+    }
+    int64_t seconds = t1 > t0 ? (t1 - t0 + 999) / 1000 : 0;
+    int runs = cJSON_IsNumber(par) && par->valuedouble >= 1 ? (int)par->valuedouble : 1;
+    dq_run_cost_add(out, label ? label : "default", (double)(seconds * runs) / 60.0, rate);
+    cJSON_Delete(j);
+    return 0;
+}
+
+#define CC_COST_MAX_PAGES 20
+
+/* Add every job of ended workflow wid (its listing, page by page) to *out. */
+static int cc_workflow_cost(dq_provider *p, const dq_provider_request *req, const char *wid, dq_run_cost *out)
+{
+    char token[512] = "";
+    char *ew = dq_http_escape(wid);
+
+    if (ew == NULL) {
+        snprintf(out->detail, sizeof out->detail, "out of memory");
+        return -1;
+    }
+    for (int page = 0; page < CC_COST_MAX_PAGES; page++) {
+        char path[2048];
+        dq_http_response r;
+        dq_provider_error e;
+        char *tok = dq_http_escape(token);
+        snprintf(path, sizeof path, "/api/v2/workflow/%s/job%s%s", ew, token[0] ? "?page-token=" : "",
+                 token[0] && tok ? tok : "");
+        free(tok);
+        memset(&e, 0, sizeof e);
+        cc_call(p, "GET", path, NULL, 1, req->fence, &r);
+        if (dq_provider_http_error(p, &r, "list workflow jobs", &e) != 0) {
+            dq_http_response_free(&r);
+            dq_strlcpy(out->detail, e.detail, sizeof out->detail);
+            free(ew);
+            return -1;
+        }
+        cJSON *j = dq_provider_parse_body(&r);
+        long code = r.status;
+        dq_http_response_free(&r);
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items"), *item;
+        if (!cJSON_IsArray(items)) {
+            snprintf(out->detail, sizeof out->detail, "list workflow jobs: HTTP %ld without items", code);
+            cJSON_Delete(j);
+            free(ew);
+            return -1;
+        }
+        cJSON_ArrayForEach(item, items)
+        {
+            if (cc_job_cost(p, req, item, out) != 0) {
+                cJSON_Delete(j);
+                free(ew);
+                return -1;
+            }
+        }
+        const char *next = dq_provider_cfg_str(j, "next_page_token");
+        dq_strlcpy(token, next ? next : "", sizeof token);
+        cJSON_Delete(j);
+        if (token[0] == '\0') {
+            free(ew);
+            return 0;
+        }
+    }
+    free(ew);
+    snprintf(out->detail, sizeof out->detail, "workflow %.64s has more than %d pages of jobs", wid, CC_COST_MAX_PAGES);
+    return -1;
+}
+
+/* The cost of pipeline id: the jobs of the workflows it watches (the one named by
+ * "workflow", or all), each of which must have ended. A pipeline that errored before any
+ * workflow ran nothing: 0. */
+static int cc_cost(dq_provider *p, const dq_provider_request *req, const char *id, dq_run_cost *out)
+{
+    cc_impl *c = p->impl;
+    dq_provider_error e;
+    int rc = 0;
+
+    memset(&e, 0, sizeof e);
+    cJSON *wfs = cc_workflows(p, req, id, &e);
+    if (wfs == NULL) {
+        dq_strlcpy(out->detail, e.detail, sizeof out->detail);
+        return -1;
+    }
+    const cJSON *wf;
+    cJSON_ArrayForEach(wf, wfs)
+    {
+        const char *name = dq_provider_cfg_str(wf, "name");
+        const char *wid = dq_provider_cfg_str(wf, "id");
+        const char *status = dq_provider_cfg_str(wf, "status");
+        if (wid == NULL || (c->workflow != NULL && (name == NULL || strcmp(name, c->workflow) != 0)))
+            continue;
+        /* A job of a workflow still going may yet run (or be running): no figure yet. */
+        if (status == NULL || cc_verdict(status) == 0) {
+            snprintf(out->detail, sizeof out->detail, "workflow %.100s is %.32s, not finished", name ? name : wid,
+                     status ? status : "without a status");
+            rc = -1;
+            break;
+        }
+        if ((rc = cc_workflow_cost(p, req, wid, out)) != 0)
+            break;
+    }
+    cJSON_Delete(wfs);
+    return rc;
+}
+
 static const char *const cc_keys[] = {"slug", "branch", "workflow", "definition_id", "app_url", NULL};
 
 const dq_provider_ops dq_provider_circleci_ops = {
@@ -457,5 +624,6 @@ const dq_provider_ops dq_provider_circleci_ops = {
     .rollback = cc_rollback,
     .cancel = cc_cancel,
     .destroy = cc_destroy,
+    .cost = cc_cost,
     .find = cc_find,
 };

@@ -482,21 +482,7 @@ static int gh_job_cost(dq_provider *p, const cJSON *job, dq_run_cost *out)
     if (!label)
         label = "default";
     minutes = t1 > t0 ? (double)((t1 - t0 + 59999) / 60000) : 0;
-    int i;
-    for (i = 0; i < out->n_runners; i++)
-        if (strcmp(out->runners[i].label, label) == 0)
-            break;
-    if (i == out->n_runners) {
-        if (out->n_runners < DQ_COST_MAX_RUNNERS)
-            dq_strlcpy(out->runners[out->n_runners++].label, label, sizeof out->runners[0].label);
-        else
-            i = DQ_COST_MAX_RUNNERS - 1;
-    }
-    out->runners[i].jobs++;
-    out->runners[i].minutes += minutes;
-    out->runners[i].amount += minutes * rate;
-    out->minutes += minutes;
-    out->amount += minutes * rate;
+    dq_run_cost_add(out, label, minutes, rate);
     return 0;
 }
 

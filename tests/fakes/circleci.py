@@ -15,6 +15,14 @@
   GET  /api/v2/project/{vcs}/{org}/{repo}/pipeline?branch=  -> {"items": [...],
        "next_page_token": null}, newest first, each with trigger_parameters (the
        pipeline parameters it was triggered with)
+  GET  /api/v2/workflow/{id}/job[?page-token=]  -> {"items": [{"id", "name", "type"
+       (build|approval), "status", "job_number", "started_at", "stopped_at",
+       "project_slug", "dependencies", ...}], "next_page_token"}: jobs_page_size per page
+       (default 20); a job that never started has started_at null and no job_number
+  GET  /api/v2/project/{vcs}/{org}/{repo}/job/{number}  -> the job's details: "number",
+       "name", "status", "started_at", "stopped_at", "duration" (ms), "parallelism",
+       "parallel_runs", "executor": {"resource_class", "type"}, "pipeline", "project",
+       "latest_workflow", "web_url", "queued_at", "created_at", ...
 
 Auth: "Circle-Token: <t>" (or Authorization); without it 401 {"message": "You must log in
 first."}. Script modes: succeed, fail_after_building, in_flight_forever (on_hold then
@@ -23,6 +31,14 @@ http_5xx/http_401/http_402/http_403/rate_limit on the trigger, status_5xx on wor
 Script key create_then: "502" creates the pipeline, then answers 502 (the answer lost on
 the way); "hang" creates it and answers only after hang_ms (default 5000). Script key
 cancel: "refuse" answers the cancel 500, "ignore" answers 202 but the workflow carries on.
+
+Jobs: a workflow has one "deploy" job (docker, medium) that runs while the workflow does,
+unless script key jobs lists them (used once the workflow ended, with fixed times: what a
+cost test computes by hand): [{"name", "resource_class" (default medium), "executor"
+(default docker), "started_at", "stopped_at", "parallelism" (default 1), "type" (default
+build), "status"}]; a job without started_at never ran (status blocked). Script key
+jobs_status: an HTTP status (500, 404, ...) that every jobs call (listing and details)
+answers, as an outage of those endpoints alone.
 """
 
 import re
@@ -39,6 +55,9 @@ PIPELINE = re.compile(r"^/api/v2/pipeline/([^/]+)$")
 PIPELINE_WF = re.compile(r"^/api/v2/pipeline/([^/]+)/workflow$")
 WORKFLOW = re.compile(r"^/api/v2/workflow/([^/]+)$")
 WF_CANCEL = re.compile(r"^/api/v2/workflow/([^/]+)/cancel$")
+WF_JOBS = re.compile(r"^/api/v2/workflow/([^/]+)/job$")
+JOB = re.compile(r"^/api/v2/project/([^/]+/[^/]+/[^/]+)/job/(\d+)$")
+TERMINAL = ("success", "failed", "canceled", "error", "not_run", "unauthorized")
 
 
 def cc_error(status, message):
@@ -57,6 +76,55 @@ class CircleCI(fakelib.App):
                 "created_at": fakelib.iso(p["created"]), "errors": p.get("errors", []),
                 "trigger_parameters": dict(p.get("params", {})),
                 "vcs": {"branch": p.get("branch"), "provider_name": "GitHub"}}
+
+    def jobs_of(self, p, wf):
+        """The workflow's jobs, each {"item": listing entry, "details": job details or None}."""
+        ended = wf["status"] in TERMINAL
+        if "jobs" not in wf:
+            # numbered once, unique in the project as CircleCI's job numbers are
+            scripted = self.state.script.get("jobs")
+            wf["jobs"] = []
+            base = p["number"] * 100 + len(p["workflows"]) * 10
+            for i, j in enumerate(scripted or [{"name": "deploy"}]):
+                wf["jobs"].append(dict(j, _id=str(uuid.uuid4()), _number=base + i + 1, _scripted=bool(scripted)))
+        out = []
+        for j in wf["jobs"]:
+            if j["_scripted"] and not ended:
+                started, stopped, status = None, None, "blocked"  # as if waiting upstream
+            elif j["_scripted"]:
+                started, stopped = j.get("started_at"), j.get("stopped_at")
+                status = j.get("status") or ("success" if started else "blocked")
+            else:  # the default job follows its workflow
+                started = fakelib.iso(p["created"])
+                stopped = fakelib.iso(wf.get("ended_at", time.time())) if ended else None
+                status = wf["status"] if wf["status"] != "on_hold" else "running"
+            kind = j.get("type", "build")
+            number = j["_number"] if started and kind != "approval" else None
+            item = {"id": j["_id"], "name": j.get("name", "job"), "type": kind, "status": status,
+                    "started_at": started, "stopped_at": stopped, "project_slug": p["slug"],
+                    "dependencies": []}
+            if number is not None:
+                item["job_number"] = number
+            details = None
+            if number is not None:
+                t0, t1 = fakelib.parse_iso(started), fakelib.parse_iso(stopped) if stopped else None
+                par = int(j.get("parallelism", 1))
+                details = {"number": number, "name": item["name"], "status": status,
+                           "started_at": started, "stopped_at": stopped, "queued_at": started,
+                           "created_at": started, "duration": (t1 - t0) * 1000 if t1 is not None else None,
+                           "parallelism": par,
+                           "parallel_runs": [{"index": k, "status": status} for k in range(par)],
+                           "executor": {"resource_class": j.get("resource_class", "medium"),
+                                        "type": j.get("executor", "docker")},
+                           "pipeline": {"id": p["id"]}, "latest_workflow": {"id": wf["id"], "name": wf["name"]},
+                           "project": {"slug": p["slug"], "name": p["slug"].split("/")[-1],
+                                       "external_url": "https://github.com/" + "/".join(p["slug"].split("/")[1:])},
+                           "organization": {"name": p["slug"].split("/")[1]},
+                           "web_url": "https://app.circleci.com/pipelines/%s/%d/workflows/%s/jobs/%d" % (
+                               p["slug"], p["number"], wf["id"], number),
+                           "messages": [], "contexts": []}
+            out.append({"item": item, "details": details})
+        return out
 
     def find_wf(self, wid):
         for p in self.state.runs.values():
@@ -78,6 +146,7 @@ class CircleCI(fakelib.App):
         else:
             wf["status"] = "failed" if mode == "fail_after_building" else "success"
         if wf["status"] not in ("running", "on_hold", "failing"):
+            wf["ended_at"] = time.time()
             self.state.end_run(p)
 
     def route(self, h, method, path, query, body, auth):
@@ -162,6 +231,32 @@ class CircleCI(fakelib.App):
                     return 404, {"message": "Workflow not found"}, {}
                 self.advance(p, wf)
                 return 200, self.wf_view(p, wf), {}
+            m = WF_JOBS.match(path)
+            if m and method == "GET":
+                if st.script.get("jobs_status"):
+                    code = int(st.script["jobs_status"])
+                    return code, {"message": "Internal server error" if code >= 500 else "Not found"}, {}
+                p, wf = self.find_wf(m.group(1))
+                if wf is None:
+                    return 404, {"message": "Workflow not found"}, {}
+                items = [j["item"] for j in self.jobs_of(p, wf)]
+                size = int(st.script.get("jobs_page_size", 20))
+                start = int(query.get("page-token") or 0) if (query.get("page-token") or "0").isdigit() else -1
+                if start < 0:
+                    return 400, {"message": "Invalid page-token"}, {}
+                nxt = str(start + size) if start + size < len(items) else None
+                return 200, {"items": items[start:start + size], "next_page_token": nxt}, {}
+            m = JOB.match(path)
+            if m and method == "GET":
+                if st.script.get("jobs_status"):
+                    code = int(st.script["jobs_status"])
+                    return code, {"message": "Internal server error" if code >= 500 else "Not found"}, {}
+                for p in st.runs.values():
+                    for wf in p["workflows"]:
+                        for j in self.jobs_of(p, wf):
+                            if p["slug"] == m.group(1) and j["details"] and j["details"]["number"] == int(m.group(2)):
+                                return 200, j["details"], {}
+                return 404, {"message": "Job not found"}, {}
             m = WF_CANCEL.match(path)
             if m and method == "POST":
                 p, wf = self.find_wf(m.group(1))
@@ -174,6 +269,7 @@ class CircleCI(fakelib.App):
                     return 202, {"message": "Accepted."}, {}
                 if wf["status"] in ("running", "on_hold", "failing"):
                     wf["status"] = "canceled"
+                    wf["ended_at"] = time.time()
                     st.end_run(p)
                 return 202, {"message": "Accepted."}, {}
         return 404, {"message": "Not found"}, {}

@@ -159,9 +159,23 @@ static void test_cost_config(void **state)
     expect_config_error(json, "cost.per_minute is required");
     snprintf(json, sizeof json, "%s,\"cost\":0.5}", cmd);
     expect_config_error(json, "cost: expected a mapping");
-    /* only GitHub names the runner of each job */
+    /* only GitHub and CircleCI name what ran each job (runner label, resource class) */
     snprintf(json, sizeof json, "%s,\"cost\":{\"per_minute\":{\"default\":0.5}}}", cmd);
-    expect_config_error(json, "a rate per runner label is for github-actions only");
+    expect_config_error(json, "a rate per runner label (github-actions) or resource class (circleci) is for those "
+                              "types only");
+    expect_config_error("{\"type\":\"circleci\",\"slug\":\"gh/a/b\",\"token\":\"sekret-1\","
+                        "\"cost\":{\"per_minute\":{}}}",
+                        "cost.per_minute: name at least one resource class or default");
+    expect_config_error("{\"type\":\"circleci\",\"slug\":\"gh/a/b\",\"token\":\"sekret-1\","
+                        "\"cost\":{\"per_minute\":\"cheap\"}}",
+                        "cost.per_minute: expected a number >= 0 (the price of a minute) or a mapping of resource "
+                        "class to that number");
+    dq_provider *cp = dq_fake_provider("{\"type\":\"circleci\",\"slug\":\"gh/a/b\",\"token\":\"sekret-1\","
+                                       "\"cost\":{\"per_minute\":{\"medium\":0.006,\"default\":0.01}}}");
+    assert_non_null(cp);
+    assert_true(dq_provider_rate(cp, "medium", &rate) && rate == 0.006);
+    assert_true(dq_provider_rate(cp, "xlarge", &rate) && rate == 0.01);
+    dq_provider_free(cp);
     expect_config_error("{\"type\":\"github-actions\",\"owner\":\"a\",\"repo\":\"b\",\"workflow\":\"d.yml\","
                         "\"token\":\"sekret-1\",\"cost\":{\"per_minute\":{\"ubuntu-latest\":true}}}",
                         "cost.per_minute.ubuntu-latest: expected a number >= 0");

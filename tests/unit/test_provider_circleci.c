@@ -3,7 +3,7 @@
  * and workflow polling, the 200-with-message that created nothing, failed and errored
  * pipelines, refusals, the newer /pipeline/run trigger and cancel; a trigger that created
  * its pipeline and then lost the answer (502, or none in time) is adopted, not repeated;
- * a cancel on timeout is confirmed or said not to be.
+ * a cancel on timeout is confirmed or said not to be; the cost from the workflow's jobs.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,6 +249,109 @@ static void test_cancel_on_timeout(void **state)
     dq_provider_free(p);
 }
 
+/* The watched workflow's jobs, with the times, parallelism and resource classes the double
+ * is given, priced per resource class (provider.h "what a run cost"): each job billed by the
+ * started second times its parallelism, at per_minute / 60. By hand, with medium 0.006,
+ * large 0.012, default 0.03 a minute (0.0001, 0.0002, 0.0005 a second):
+ *   build   medium           10:00:00 -> 10:02:30      150 s            x 0.0001 = 0.0150
+ *   test    large, x4        10:00:00 -> 10:01:00.200  61 s x 4 = 244 s x 0.0002 = 0.0488
+ *   hold    approval                                    0
+ *   e2e     arm.medium       10:03:00 -> 10:03:01      1 s (default)    x 0.0005 = 0.0005
+ *   notify  never started (blocked)                     0
+ *   deploy  medium           10:05:00 -> 10:09:00.500  241 s            x 0.0001 = 0.0241
+ * medium 2 jobs 391 s (6.516667 min) 0.0391, large 1 job 244 s (4.066667 min) 0.0488,
+ * default 1 job 1 s 0.0005: 636 s = 10.6 minutes, 0.0884. Two jobs a page: three pages. */
+static void test_cost_from_jobs(void **state)
+{
+    dq_provider *p = circleci(",\"cost\":{\"per_minute\":{\"medium\":0.006,\"large\":0.012,\"default\":0.03}}");
+    dq_chain_result res;
+
+    assert_non_null(p);
+    assert_int_equal(
+        dq_fake_script(&cc, "{\"steps\":1,\"jobs_page_size\":2,\"jobs\":["
+                            "{\"name\":\"build\",\"started_at\":\"2026-03-01T10:00:00Z\","
+                            "\"stopped_at\":\"2026-03-01T10:02:30Z\"},"
+                            "{\"name\":\"test\",\"resource_class\":\"large\",\"parallelism\":4,"
+                            "\"started_at\":\"2026-03-01T10:00:00Z\",\"stopped_at\":\"2026-03-01T10:01:00.200Z\"},"
+                            "{\"name\":\"hold\",\"type\":\"approval\",\"status\":\"success\","
+                            "\"started_at\":\"2026-03-01T10:01:00Z\",\"stopped_at\":\"2026-03-01T10:03:00Z\"},"
+                            "{\"name\":\"e2e\",\"resource_class\":\"arm.medium\",\"executor\":\"machine\","
+                            "\"started_at\":\"2026-03-01T10:03:00Z\",\"stopped_at\":\"2026-03-01T10:03:01Z\"},"
+                            "{\"name\":\"notify\"},"
+                            "{\"name\":\"deploy\",\"started_at\":\"2026-03-01T10:05:00Z\","
+                            "\"stopped_at\":\"2026-03-01T10:09:00.500Z\"}]}"),
+        0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_PROVIDER);
+    assert_true(res.cost.minutes > 10.6 - 1e-9 && res.cost.minutes < 10.6 + 1e-9);
+    assert_true(res.cost.amount > 0.0884 - 1e-9 && res.cost.amount < 0.0884 + 1e-9);
+    assert_int_equal(res.cost.n_runners, 3);
+    assert_string_equal(res.cost.runners[0].label, "medium");
+    assert_int_equal(res.cost.runners[0].jobs, 2);
+    assert_true(res.cost.runners[0].minutes > 391 / 60.0 - 1e-9 && res.cost.runners[0].minutes < 391 / 60.0 + 1e-9);
+    assert_true(res.cost.runners[0].amount > 0.0391 - 1e-9 && res.cost.runners[0].amount < 0.0391 + 1e-9);
+    assert_string_equal(res.cost.runners[1].label, "large");
+    assert_int_equal(res.cost.runners[1].jobs, 1);
+    assert_true(res.cost.runners[1].amount > 0.0488 - 1e-9 && res.cost.runners[1].amount < 0.0488 + 1e-9);
+    assert_string_equal(res.cost.runners[2].label, "default");
+    assert_int_equal(res.cost.runners[2].jobs, 1);
+    assert_true(res.cost.runners[2].amount > 0.0005 - 1e-9 && res.cost.runners[2].amount < 0.0005 + 1e-9);
+    cJSON *calls = dq_fake_calls(&cc);
+    int details = dq_fake_count(calls, "GET", "/api/v2/project/gh/acme/shop/job/");
+    assert_int_equal(details, 4); /* the jobs that ran, approval aside */
+    assert_int_equal(dq_fake_count(calls, "GET", "/job") - details, 3);
+    /* a later page asked with the token the first one gave */
+    const char *token = NULL;
+    for (int i = 0; !token && dq_fake_call(calls, "GET", "/job", i); i++) {
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(dq_fake_call(calls, "GET", "/job", i), "query");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(q, "page-token");
+        token = cJSON_IsString(t) ? t->valuestring : NULL;
+    }
+    assert_non_null(token);
+    assert_string_equal(token, "2");
+    assert_true(dq_fake_all_fenced(calls, REQ.fence));
+    cJSON_Delete(calls);
+    dq_chain_result_clear(&res);
+
+    /* the jobs endpoints fail: the deploy still succeeds, its cost is unknown */
+    assert_int_equal(dq_fake_script(&cc, "{\"steps\":1,\"jobs_status\":500}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_UNKNOWN);
+    assert_non_null(strstr(res.cost.detail, "list workflow jobs: HTTP 500"));
+    assert_null(strstr(res.cost.detail, TOKEN));
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+
+    /* a job on a resource class with no rate and no default: unknown, never a guess */
+    p = circleci(",\"cost\":{\"per_minute\":{\"large\":0.012}}");
+    assert_int_equal(dq_fake_script(&cc, "{\"steps\":1}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_UNKNOWN);
+    assert_string_equal(res.cost.detail,
+                        "no rate for job deploy (resource class medium): add it, or a default, under cost.per_minute");
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+
+    /* one rate for every class: still the jobs' own figures, under "default" */
+    p = circleci(",\"cost\":{\"per_minute\":0.006}");
+    assert_int_equal(dq_fake_script(&cc, "{\"steps\":1}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_SUCCEEDED);
+    assert_int_equal(res.cost.basis, DQ_COST_PROVIDER);
+    assert_int_equal(res.cost.n_runners, 1);
+    assert_string_equal(res.cost.runners[0].label, "default");
+    assert_int_equal(res.cost.runners[0].jobs, 1);
+    dq_chain_result_clear(&res);
+
+    /* the pipeline errored before any workflow: nothing ran, nothing billed */
+    assert_int_equal(dq_fake_script(&cc, "{\"mode\":\"errored\"}"), 0);
+    assert_int_equal(dq_chain_run(&p, 1, &REQ, NULL, &FAST, &res), DQ_CHAIN_FAILED);
+    assert_int_equal(res.cost.basis, DQ_COST_PROVIDER);
+    assert_true(res.cost.amount == 0);
+    assert_int_equal(res.cost.n_runners, 0);
+    dq_chain_result_clear(&res);
+    dq_provider_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup(test_pipeline_run_and_cancel, reset),
         cmocka_unit_test_setup(test_create_then_lost_answer, reset),
         cmocka_unit_test_setup(test_cancel_on_timeout, reset),
+        cmocka_unit_test_setup(test_cost_from_jobs, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
