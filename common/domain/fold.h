@@ -81,7 +81,7 @@ typedef enum {
  * could not be trusted or read. */
 typedef enum {
     DQ_REJECT_NONE = 0,  /* not rejected */
-    DQ_REJECT_GATE,      /* freeze, drift, promotion, denied (an approver said no) */
+    DQ_REJECT_GATE,      /* freeze, drift, drift_values, promotion, denied (an approver said no) */
     DQ_REJECT_INVALID,   /* the request itself: too_large, too_deep, bad_json, schema,
                             bad/missing signature, unknown/retired/wrong-role key, stale,
                             future, replayed_nonce, approval_unsigned, unknown service or

@@ -31,7 +31,7 @@
  *     `notify` policy did not attempt and one still open have no time (counted apart).
  *     Manual rollbacks (requested_by other than "deployq-monitor", or none) are in it and
  *     counted. n says how many times are in the distribution.
- *   - caught before production = deployments rejected by a gate (freeze, drift, promotion,
+ *   - caught before production = deployments rejected by a gate (freeze, drift, drift_values, promotion,
  *     an approver's denial: fold.h DQ_REJECT_GATE), in any environment, plus failed
  *     changes outside production (a staging watch or rollback stopped them); escaped =
  *     failed changes in production; stopped before production = caught / (caught +
