@@ -102,7 +102,7 @@ static void rejected(dq_fold *f, const char *dep, const char *svc, const char *e
  *                      untrusted request judged nothing, even with a gate's code beside it)
  *   Db web/production  rejected 01-08 (schema)           -> invalid input
  *   Dc web/staging     rejected 01-08 (internal)         -> refused, other
- *   Dd web/staging     rejected 01-08 (freeze)           -> a gate catch
+ *   Dd web/staging     rejected 01-08 (drift_values)     -> a gate catch
  *   De api/staging     signed 01-09 09:57, validated 10:00, succeeded 10:04, verified 10:09
  *                      -> a success; time to deploy 12 min (staging; from the signature)
  *   Df api/production  validated 01-09 12:00, succeeded 12:05, verified 12:30
@@ -172,7 +172,7 @@ static dq_fold *history(void)
     rejected(f, D(c), "web", "staging", "2026-01-08T10:03:00Z",
              "[{\"code\":\"internal\",\"message\":\"redis down\"}]");
     rejected(f, D(d), "web", "staging", "2026-01-08T10:04:00Z",
-             "[{\"code\":\"freeze\",\"message\":\"frozen until monday\"}]");
+             "[{\"code\":\"drift_values\",\"message\":\"values differ: FEATURE_FLAGS\"}]");
     put(f, "target.paused", NULL, "web", "staging", NULL, "2026-01-08T11:00:00Z", NULL);
 
     validated_issued(f, D(e), "api", "staging", "2026-01-09T10:00:00Z", "2026-01-09T09:57:00Z",
@@ -239,7 +239,7 @@ static void test_figures(void **state)
     assert_int_equal(r.unverified, 0);
     assert_close(r.window_days, 10.0);
     assert_close(r.deploys_per_day, 0.7); /* 7 / 10 */
-    /* 3. caught: gates D4 (promotion) Dd (freeze) + failed changes outside production D1
+    /* 3. caught: gates D4 (promotion) Dd (drift_values) + failed changes outside production D1
      * D6 = 4; escaped D2 D5 Dg = 3; 4 / 7 (was 9 caught: every rejection, D3's failure) */
     assert_int_equal(r.caught_by_gate, 2);
     assert_int_equal(r.caught_outside_production, 2);
