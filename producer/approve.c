@@ -12,7 +12,6 @@
 
 #include "cli.h"
 #include "event.h"
-#include "kafka.h"
 #include "sign.h"
 #include "stack.h"
 #include "util.h"
@@ -90,7 +89,6 @@ static int decide(int argc, char **argv, const char *verb, const char *decision)
     dq_stack *stack = NULL;
     dq_config *cfg = NULL;
     dq_signer *signer = NULL;
-    dq_producer *producer = NULL;
     char *text = NULL, *signed_text = NULL;
 
     if ((rc = dq_cli_parse(&cli, opts, argc, argv)) >= 0)
@@ -148,30 +146,13 @@ static int decide(int argc, char **argv, const char *verb, const char *decision)
         rc = 0;
         goto out;
     }
-    cfg = dq_cli_load_config(&cli);
-    if (!cfg)
-        goto out;
-    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
-        dq_cli_fail(&cli, "no broker configured: pass --brokers, set DEPLOYQ_BROKERS, "
-                          "or start a stack with `deployq up`");
-        goto out;
-    }
-    producer = dq_producer_new(cfg, err, sizeof err);
-    if (!producer) {
-        dq_cli_fail(&cli, "%s", err);
-        goto out;
-    }
     /* Keyed by the deployment: the decision needs no ordering with other targets. */
-    if (dq_producer_send(producer, cfg->topic_requests, deployment_id, signed_text, strlen(signed_text),
-                         10000, NULL, NULL, err, sizeof err) != 0) {
-        dq_cli_fail(&cli, "%s", err);
+    if (dq_cli_send_signed(&cli, deployment_id, signed_text, &cfg, NULL, NULL) != 0)
         goto out;
-    }
     printf("%s %s (signed by %s)\n", strcmp(decision, "approve") == 0 ? "approval" : "denial",
            deployment_id, key_id);
     rc = 0;
 out:
-    dq_producer_free(producer);
     free(signed_text);
     free(text);
     dq_signer_free(signer);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka.h"
 #include "log.h"
 #include "stack.h"
 #include "util.h"
@@ -216,6 +217,36 @@ int dq_cli_usage(const dq_cli *cli, const char *usage, int code, const char *rea
 dq_config *dq_cli_load_config(const dq_cli *cli)
 {
     return dq_cli_load_config_sections(cli, NULL);
+}
+
+int dq_cli_send_signed(const dq_cli *cli, const char *key, const char *signed_text, dq_config **cfg_out,
+                       int32_t *partition, int64_t *offset)
+{
+    dq_config *cfg = dq_cli_load_config(cli);
+    dq_producer *producer = NULL;
+    char err[1024];
+
+    *cfg_out = NULL;
+    if (!cfg)
+        return 1;
+    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
+        dq_cli_fail(cli, "no broker configured: pass --brokers, set DEPLOYQ_BROKERS, "
+                         "or start a stack with `deployq up`");
+        goto fail;
+    }
+    producer = dq_producer_new(cfg, err, sizeof err);
+    if (!producer || dq_producer_send(producer, cfg->topic_requests, key, signed_text, strlen(signed_text), 10000,
+                                      partition, offset, err, sizeof err) != 0) {
+        dq_cli_fail(cli, "%s", err);
+        goto fail;
+    }
+    dq_producer_free(producer);
+    *cfg_out = cfg;
+    return 0;
+fail:
+    dq_producer_free(producer);
+    dq_config_free(cfg);
+    return 1;
 }
 
 dq_config *dq_cli_load_config_sections(const dq_cli *cli, const char *const *sections)

@@ -114,6 +114,13 @@ int dq_cli_parse(dq_cli *cli, const dq_cli_opt *opts, int argc, char **argv);
  * flags, then the environment. When no broker is configured anywhere, the running
  * stack's is used. Prints a one-line error and returns NULL on failure. */
 dq_config *dq_cli_load_config(const dq_cli *cli);
+/* Send a signed document (an approval decision, an operator command) to the configured
+ * requests topic under key, waiting for the broker's acknowledgement: loads the
+ * configuration and refuses one that names no broker. 0 with *cfg_out (the caller frees
+ * it; its topic names are for the caller's message) and the partition and offset written
+ * (each may be NULL); 1 after a one-line error. */
+int dq_cli_send_signed(const dq_cli *cli, const char *key, const char *signed_text, dq_config **cfg_out,
+                       int32_t *partition, int64_t *offset);
 /* The same for a verb that uses only the given top-level sections (config.h,
  * dq_config_load_sections): a ${NAME} elsewhere need not be set. */
 dq_config *dq_cli_load_config_sections(const dq_cli *cli, const char *const *sections);

@@ -12,7 +12,6 @@
 
 #include "cli.h"
 #include "event.h"
-#include "kafka.h"
 #include "sign.h"
 #include "util.h"
 
@@ -146,7 +145,6 @@ static int operate(int argc, char **argv, const op_verb *ov)
     int64_t ms;
     dq_config *cfg = NULL;
     dq_signer *signer = NULL;
-    dq_producer *producer = NULL;
     char *text = NULL, *signed_text = NULL;
     int32_t partition = -1;
     int64_t offset = -1;
@@ -206,33 +204,16 @@ static int operate(int argc, char **argv, const op_verb *ov)
         rc = 0;
         goto out;
     }
-    cfg = dq_cli_load_config(&cli);
-    if (!cfg)
-        goto out;
-    if (!dq_config_kafka_get(cfg, "bootstrap.servers")) {
-        dq_cli_fail(&cli, "no broker configured: pass --brokers, set DEPLOYQ_BROKERS, "
-                          "or start a stack with `deployq up`");
-        goto out;
-    }
-    producer = dq_producer_new(cfg, err, sizeof err);
-    if (!producer) {
-        dq_cli_fail(&cli, "%s", err);
-        goto out;
-    }
     /* Keyed like the target's deploy requests, so that a pause and the requests after it
      * are read in the order they were sent; a cancel by its deployment. */
-    if (dq_producer_send(producer, cfg->topic_requests, ov->by_target ? target : deployment_id, signed_text,
-                         strlen(signed_text), 10000, &partition, &offset, err, sizeof err) != 0) {
-        dq_cli_fail(&cli, "%s", err);
+    if (dq_cli_send_signed(&cli, ov->by_target ? target : deployment_id, signed_text, &cfg, &partition, &offset) != 0)
         goto out;
-    }
     printf("%s %s: sent, signed by %s (%s [%d] offset %lld); the validator records %s, or\n"
            "operator.refused with the reason, on %s\n",
            ov->name, ov->by_target ? target : deployment_id, key_id, cfg->topic_requests, (int)partition,
            (long long)offset, ov->event, cfg->topic_events);
     rc = 0;
 out:
-    dq_producer_free(producer);
     free(signed_text);
     free(text);
     dq_signer_free(signer);

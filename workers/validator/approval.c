@@ -41,15 +41,6 @@ int dq_approval_peek(const dq_parsed *p)
     return p->wrapper && schema && strcmp(schema, DQ_APPROVAL_SCHEMA) == 0;
 }
 
-static void add_source(cJSON *data, const dq_message *m)
-{
-    cJSON *source = cJSON_AddObjectToObject(data, "source");
-
-    cJSON_AddStringToObject(source, "topic", m->topic);
-    cJSON_AddNumberToObject(source, "partition", m->partition);
-    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
-}
-
 /* Who may sign an approval, and the one code every signature problem gets. */
 static const dq_signed_rules approval_rules = {
     .role = "approver",
@@ -127,7 +118,6 @@ static dq_handle_result refuse(dq_validator *val, const dq_message *m, const dq_
     dq_event *ev = dq_event_new(DQ_EV_APPROVAL_REFUSED, pending->deployment_id, pending->service,
                                 pending->environment, pending->version, val->actor);
     char name[256];
-    cJSON *reasons;
     dq_handle_result res = DQ_HANDLED;
 
     if (!ev) {
@@ -138,15 +128,8 @@ static dq_handle_result refuse(dq_validator *val, const dq_message *m, const dq_
     dq_event_set_id_from(ev, name);
     cJSON_AddStringToObject(ev->data, "decision", decision && strcmp(decision, "approve") == 0 ? "approve" : "deny");
     cJSON_AddStringToObject(ev->data, "key_id", key->id);
-    reasons = cJSON_AddArrayToObject(ev->data, "reasons");
-    for (int i = 0; i < v->n_reasons; i++) {
-        cJSON *o = cJSON_CreateObject();
-
-        cJSON_AddStringToObject(o, "code", v->reasons[i].code);
-        cJSON_AddStringToObject(o, "message", v->reasons[i].message);
-        cJSON_AddItemToArray(reasons, o);
-    }
-    add_source(ev->data, m);
+    dq_verdict_add_reasons(ev->data, v);
+    dq_validator_add_source(ev->data, m);
     if (dq_validator_emit(val, ev, err, errlen) != 0) {
         dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic, (int)m->partition,
                 (long long)m->offset, err);
@@ -293,24 +276,15 @@ dq_handle_result dq_approval_handle(dq_validator *val, const dq_message *m, cons
         cJSON_DeleteItemFromObjectCaseSensitive(ev->data, "approved_by");
         cJSON_AddStringToObject(ev->data, "approved_by", key->id);
     } else {
-        cJSON *reasons;
-
         ev = dq_event_new(DQ_EV_REJECTED, pending->deployment_id, pending->service,
                           pending->environment, pending->version, val->actor);
         if (!ev)
             goto oom;
         dq_event_set_id_from(ev, name);
-        reasons = cJSON_AddArrayToObject(ev->data, "reasons");
-        for (int i = 0; i < v.n_reasons; i++) {
-            cJSON *o = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(o, "code", v.reasons[i].code);
-            cJSON_AddStringToObject(o, "message", v.reasons[i].message);
-            cJSON_AddItemToArray(reasons, o);
-        }
+        dq_verdict_add_reasons(ev->data, &v);
         if (v.key_id[0] && dq_config_key(val->cfg, v.key_id))
             cJSON_AddStringToObject(ev->data, "key_id", v.key_id);
-        add_source(ev->data, m);
+        dq_validator_add_source(ev->data, m);
     }
 emit:
     if (!ev || !ev->actor)
@@ -429,7 +403,7 @@ dq_event *dq_approval_park(dq_validator *val, const dq_message *m, const dq_verd
 
         cJSON_AddStringToObject(ev->data, "expires_at", dq_time_format(expires_ms, until));
     }
-    add_source(ev->data, m);
+    dq_validator_add_source(ev->data, m);
     return ev;
 }
 

@@ -70,15 +70,6 @@ void dq_operator_check(const dq_validator *val, const dq_parsed *p, int64_t now_
     dq_validator_check_signed(val, p, &operator_rules, now_ms, v, key_out);
 }
 
-static void add_source(cJSON *data, const dq_message *m)
-{
-    cJSON *source = cJSON_AddObjectToObject(data, "source");
-
-    cJSON_AddStringToObject(source, "topic", m->topic);
-    cJSON_AddNumberToObject(source, "partition", m->partition);
-    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
-}
-
 /* What the executor's run record (execute.h) says of a deployment. */
 enum run_state { RUN_NONE, RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_OTHER, RUN_ERROR };
 
@@ -352,7 +343,6 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
         goto out;
     }
     if (v.n_reasons > 0) {
-        cJSON *reasons;
         const char *s = dq_json_str(p->inner, "service"), *e = dq_json_str(p->inner, "environment");
         const char *dep = dq_json_str(p->inner, "deployment_id");
         int target_ok = s && e && dq_config_env_view(val->cfg, s, e);
@@ -364,14 +354,7 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
             goto oom;
         if (verb)
             cJSON_AddStringToObject(ev->data, "verb", dq_validator_safe(verb, buf, 17));
-        reasons = cJSON_AddArrayToObject(ev->data, "reasons");
-        for (int i = 0; i < v.n_reasons; i++) {
-            cJSON *o = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(o, "code", v.reasons[i].code);
-            cJSON_AddStringToObject(o, "message", v.reasons[i].message);
-            cJSON_AddItemToArray(reasons, o);
-        }
+        dq_verdict_add_reasons(ev->data, &v);
         if (v.key_id[0] && dq_config_key(val->cfg, v.key_id))
             cJSON_AddStringToObject(ev->data, "key_id", v.key_id);
     }
@@ -380,7 +363,7 @@ dq_handle_result dq_operator_handle(dq_validator *val, const dq_message *m, cons
     if (!complete) {
         snprintf(name, sizeof name, "operator:%s/%d/%lld", m->topic, (int)m->partition, (long long)m->offset);
         dq_event_set_id_from(ev, name);
-        add_source(ev->data, m);
+        dq_validator_add_source(ev->data, m);
     }
     if (dq_validator_emit(val, ev, err, errlen) != 0) {
         dq_warn("cannot emit %s for %s/%d/%lld: %s; will retry", ev->type, m->topic, (int)m->partition,

@@ -17,6 +17,28 @@
 #include "sign.h"
 #include "util.h"
 
+void dq_verdict_add_reasons(cJSON *data, const dq_verdict *v)
+{
+    cJSON *reasons = cJSON_AddArrayToObject(data, "reasons");
+
+    for (int i = 0; reasons && i < v->n_reasons; i++) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "code", v->reasons[i].code);
+        cJSON_AddStringToObject(o, "message", v->reasons[i].message);
+        cJSON_AddItemToArray(reasons, o);
+    }
+}
+
+void dq_validator_add_source(cJSON *data, const dq_message *m)
+{
+    cJSON *source = cJSON_AddObjectToObject(data, "source");
+
+    cJSON_AddStringToObject(source, "topic", m->topic);
+    cJSON_AddNumberToObject(source, "partition", m->partition);
+    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
+}
+
 const char *dq_validator_safe(const char *s, char *buf, size_t buflen)
 {
     size_t i = 0;
@@ -641,7 +663,6 @@ dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const d
     const dq_request *r = v->request;
     int ok = v->n_reasons == 0;
     dq_event *ev;
-    cJSON *source;
     char name[256];
 
     ev = dq_event_new(ok ? DQ_EV_VALIDATED : DQ_EV_REJECTED,
@@ -672,22 +693,11 @@ dq_event *dq_verdict_event(const dq_validator *val, const dq_message *m, const d
             cJSON_AddStringToObject(cJSON_AddObjectToObject(ev->data, "override_freeze"), "reason",
                                     v->override_freeze);
     } else {
-        cJSON *reasons = cJSON_AddArrayToObject(ev->data, "reasons");
-
-        for (int i = 0; i < v->n_reasons; i++) {
-            cJSON *o = cJSON_CreateObject();
-
-            cJSON_AddStringToObject(o, "code", v->reasons[i].code);
-            cJSON_AddStringToObject(o, "message", v->reasons[i].message);
-            cJSON_AddItemToArray(reasons, o);
-        }
+        dq_verdict_add_reasons(ev->data, v);
         if (v->key_id[0] && dq_config_key(val->cfg, v->key_id))
             cJSON_AddStringToObject(ev->data, "key_id", v->key_id);
     }
-    source = cJSON_AddObjectToObject(ev->data, "source");
-    cJSON_AddStringToObject(source, "topic", m->topic);
-    cJSON_AddNumberToObject(source, "partition", m->partition);
-    cJSON_AddNumberToObject(source, "offset", (double)m->offset);
+    dq_validator_add_source(ev->data, m);
     return ev;
 }
 

@@ -140,6 +140,11 @@ int dq_validator_emit_async(dq_validator *val, const dq_event *ev, dq_delivery_f
 /* Copy attacker-controlled text for a message: printable ASCII only, bounded. */
 const char *dq_validator_safe(const char *s, char *buf, size_t buflen);
 
+/* data.reasons of a refusal: v's reasons as [{code, message}], in order. */
+void dq_verdict_add_reasons(cJSON *data, const dq_verdict *v);
+/* data.source: where the message judged was read, {topic, partition, offset}. */
+void dq_validator_add_source(cJSON *data, const dq_message *m);
+
 /* What a signed message other than a deploy request (an approval, an operator command)
  * needs of its key, and how its refusals read. */
 typedef struct dq_signed_rules {
