@@ -306,7 +306,9 @@ static int write_demo_config(up_state *st, const dq_demo *demo, char *key_id,
         goto out;
     }
     fprintf(f,
-            "# Written by `deployq up` for this stack; edit a copy and pass it with --config.\n"
+            "# Written by `deployq up` for this stack; edit a copy and pass it with --config,\n"
+            "# without its kafka: and redis: sections: they name this stack's engines, which stop\n"
+            "# with it (kept, `up --config` uses them as existing ones and will not start its own).\n"
             "kafka:\n"
             "  bootstrap.servers: \"%s\"\n",
             st->brokers);
@@ -823,12 +825,22 @@ int dq_cmd_up(int argc, char **argv)
         dq_cli_fail(&cli, "Kafka at %s: %s", st.brokers, err);
         goto out;
     }
-    if (st.own_broker && st.data) {
+    /* The embedded broker starts empty, but the registry's log outlives it: under --data,
+     * and in the state directory (or registry.dir) from an earlier `up`. Either way the new
+     * events must continue after what the log holds, or the registry takes them for
+     * redeliveries and drops them. */
+    if (st.own_broker) {
         char regdir[PATH_MAX + 16];
+        const char *conf_dir = dq_json_str(dq_config_view(cfg, "registry"), "dir");
 
-        snprintf(regdir, sizeof regdir, "%s/registry", st.data);
+        if (st.data)
+            snprintf(regdir, sizeof regdir, "%s/registry", st.data);
+        else if (conf_dir)
+            dq_strlcpy(regdir, conf_dir, sizeof regdir);
+        else
+            snprintf(regdir, sizeof regdir, "%s/registry", st.dir);
         if (align_events(regdir, cfg, (int)partitions, err, sizeof err) != 0) {
-            dq_cli_fail(&cli, "--data on the embedded broker: %s", err);
+            dq_cli_fail(&cli, "the registry's log %s on the embedded broker: %s", regdir, err);
             goto out;
         }
     }

@@ -62,6 +62,13 @@ wait_for 20 bash -c "! pgrep -f 'deployq-[a-z]* --config $DEPLOYQ_STATE_DIR' >/d
 UP=$!
 PIDS+=("$UP")
 wait_for 30 grep -q 'deployq stack is up' "$T/up3.out" || fail "up after a SIGKILLed up: $(cat "$T/up3.log")"
+# The registry's log outlived the first stack's embedded broker: the new stack's events
+# must still be stored, not taken for redeliveries of the first stack's offsets.
+id3=$("$DEPLOYQ" submit --service demo --env staging --version v3) || fail "submit to the third up"
+BROKERS=$(jq -r .brokers "$DEPLOYQ_STATE_DIR/stack.json")
+wait_event "$id3" deploy.validated 60 >/dev/null || fail "no deploy.validated from the third up"
+wait_for 30 bash -c "\"$DEPLOYQ\" history --deployment $id3 2>/dev/null | grep -q deploy.validated" ||
+    fail "the registry dropped the third stack's events: $("$DEPLOYQ" history 2>&1 | tail -5)"
 kill -INT "$UP"
 wait_for 20 bash -c "! kill -0 $UP 2>/dev/null" || fail "the third up did not stop on SIGINT"
 echo "ok"
