@@ -41,6 +41,9 @@ readonly PACKAGES=(
     # the compose and monitoring checks (tests/docker/): YAML for python, and promtool
     # (from Debian's prometheus; its service is kept from starting, as redis-server's)
     python3-yaml prometheus
+    # canary: a real weighted router, HAProxy (its runtime API; its service is kept from
+    # starting too: tests start their own on loopback)
+    haproxy
     # the dashboard's browser test: a real headless Chromium (node comes below)
     chromium fonts-dejavu-core
 )
