@@ -398,18 +398,16 @@ int dq_bg_set_live(dq_redis *r, const char *service, const char *environment, co
 
 /* ---- probe ---- */
 
-int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue)(void *),
-                void *ctx, char *detail, size_t detaillen)
+dq_probe *dq_bg_color_probe(const dq_bluegreen *bg, const char *color, char *err, size_t errlen)
 {
     int ci = color_index(color);
-    cJSON *obj = cJSON_Duplicate(bg->probe, 1);
+    cJSON *obj = ci >= 0 ? cJSON_Duplicate(bg->probe, 1) : NULL;
     const char *url = ci >= 0 ? dq_json_str(bg->colors[ci], "probe_url") : NULL;
-    char *u = NULL, where[600], why[512];
+    char *u = NULL, where[600];
     dq_probe *p = NULL;
-    int rc = -1;
 
-    if (!obj || ci < 0) {
-        snprintf(detail, detaillen, "%s", ci < 0 ? "unknown color" : "out of memory");
+    if (!obj) {
+        snprintf(err, errlen, "%s", ci < 0 ? "unknown color" : "out of memory");
         goto out;
     }
     cJSON_DeleteItemFromObjectCaseSensitive(obj, "attempts");
@@ -418,17 +416,27 @@ int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue
         cJSON_AddStringToObject(obj, "name", color);
     u = subst(bg, url ? url : dq_json_str(obj, "url"), color);
     if (!u) {
-        snprintf(detail, detaillen, "out of memory");
+        snprintf(err, errlen, "out of memory");
         goto out;
     }
     cJSON_DeleteItemFromObjectCaseSensitive(obj, "url");
     cJSON_AddStringToObject(obj, "url", u);
     snprintf(where, sizeof where, "%s.probe", bg->where);
-    p = dq_probe_from_json(obj, where, 5000, why, sizeof why);
-    if (!p) {
-        snprintf(detail, detaillen, "%s", why);
-        goto out;
-    }
+    p = dq_probe_from_json(obj, where, 5000, err, errlen);
+out:
+    free(u);
+    cJSON_Delete(obj);
+    return p;
+}
+
+int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue)(void *),
+                void *ctx, char *detail, size_t detaillen)
+{
+    dq_probe *p = dq_bg_color_probe(bg, color, detail, detaillen);
+    int rc = -1;
+
+    if (!p)
+        return -1;
     for (int i = 0; i < bg->attempts; i++) {
         dq_sample s;
 
@@ -451,8 +459,6 @@ int dq_bg_probe(const dq_bluegreen *bg, const char *color, int (*should_continue
     }
 out:
     dq_probe_free(p);
-    free(u);
-    cJSON_Delete(obj);
     return rc;
 }
 

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "probe.h"
 #include "event.h"
 #include "provider.h"
 #include "redis.h"
@@ -112,5 +113,38 @@ dq_event *dq_bg_switched_event(const char *deployment_id, const char *service,
                                const char *environment, const char *version, const char *actor,
                                int64_t fence, const char *from_color, const char *to_color,
                                const char *router, const char *id_seed);
+
+/* ---- weights (canary; canary.h) ----
+ * A router takes weights when it is `type: haproxy`, or an http/command router with a
+ * weights request configured:
+ *   router: {type: haproxy, socket: /run/haproxy/admin.sock | address: 127.0.0.1:9999,
+ *            backend: web, servers: {blue: web_blue, green: web_green}, timeout: 5s, name}
+ *           HAProxy's runtime API: `set server <backend>/<server> weight <n>` then
+ *           `get weight <backend>/<server>` ("<current> (initial <n>)"); no reload.
+ *   router: {type: http, ..., weights_url, weights_method: POST,
+ *            weights_body: '{"blue":{weight_blue},"green":{weight_green}}',
+ *            read_url}     GET read_url answers {"blue": n, "green": n}
+ *   router: {type: command, ..., weights_argv: [..., "{weight_blue}", "{weight_green}"],
+ *            read_argv: [...]}   read_argv prints {"blue": n, "green": n}
+ * Weights are percentages 0..100, blue's and green's summing to 100. */
+
+/* 1 when bg's router takes weights. */
+int dq_bg_router_weighted(const dq_bluegreen *bg);
+
+/* Set the weights (w[0] blue, w[1] green), then read them back: 0 only when the router
+ * says exactly what it was told; -1 with a one-line reason in err ("router edge said
+ * blue=95 green=0 after being told blue=95 green=5", or why it could not be reached).
+ * The fence goes as for dq_bg_switch. */
+int dq_bg_set_weights(const dq_bluegreen *bg, const int w[2], int64_t fence, char *err,
+                      size_t errlen);
+
+/* Read the router's weights into w (w[0] blue, w[1] green). 0, -1 with err. */
+int dq_bg_read_weights(const dq_bluegreen *bg, int w[2], char *err, size_t errlen);
+
+/* The probe dq_bg_probe runs against color (probe's keys, the color's probe_url or probe.url
+ * with {color} filled in), for callers that sample a color themselves. NULL with err.
+ * Free with dq_probe_free. */
+dq_probe *dq_bg_color_probe(const dq_bluegreen *bg, const char *color, char *err,
+                            size_t errlen);
 
 #endif
