@@ -79,7 +79,7 @@ static const char check_usage[] =
     "                          checked)\n"
     "  -b, --branch BRANCH     the targets are every environment with `branch: BRANCH`\n"
     "                          (repeatable; what the pre-push hook passes)\n"
-    "      --strategy S        rolling (default) or blue-green\n"
+    "      --strategy S        rolling (default), blue-green or canary\n"
     "      --override-freeze REASON\n"
     "                          as submit would send it: a freeze in force is then a note\n"
     "      --vars-from FILE    read required_vars from FILE (NAME=value lines, dotenv)\n"

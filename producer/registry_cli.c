@@ -479,6 +479,28 @@ static void short_time(int64_t ms, char *out, size_t len)
     dq_strlcpy(out, t, len);
 }
 
+/* The target's canary, when it has one: "canary: step 2/4 at 25% (green, v2) since ...",
+ * "canary: promoted (green, v2) since ...", "canary: aborted at 5%: analysis: ...". */
+static void print_canary(const dq_fold_target *t)
+{
+    const dq_fold_canary *c = &t->canary;
+    char when[32];
+
+    if (c->status == DQ_CANARY_NONE)
+        return;
+    short_time(c->since_ms, when, sizeof when);
+    if (c->status == DQ_CANARY_RUNNING)
+        printf("  %s: canary: step %d/%d at %d%% (%s, %s) since %s\n", t->key, c->step, c->steps,
+               c->weight, or_dash(c->canary_color), or_dash(c->version), when);
+    else if (c->status == DQ_CANARY_PROMOTED)
+        printf("  %s: canary: promoted after %d steps (%s, %s) since %s\n", t->key, c->steps,
+               or_dash(c->canary_color), or_dash(c->version), when);
+    else
+        printf("  %s: canary: aborted at %d%%: %s%s%s (%s, %s) at %s\n", t->key, c->weight,
+               or_dash(c->reason), c->detail ? ": " : "", c->detail ? c->detail : "",
+               or_dash(c->canary_color), or_dash(c->version), when);
+}
+
 /* The lines under a target's row: an operator's pause or hold (who, since when, why, and
  * the verb that ends it), and the retry that is in flight or running now (its link). */
 static void print_target_notes(const dq_fold *f, const dq_fold_target *t)
@@ -500,6 +522,7 @@ static void print_target_notes(const dq_fold *f, const dq_fold_target *t)
                t->key, when, t->held_by, t->held_reason ? " (" : "",
                t->held_reason ? t->held_reason : "", t->held_reason ? ")" : "");
     }
+    print_canary(t);
     if (t->inflight && t->inflight->retry_of)
         printf("  %s: in flight %s is a retry of %s\n", t->key, t->inflight->id,
                t->inflight->retry_of);
@@ -587,9 +610,10 @@ static const char status_usage[] =
     "verified version, the deploy in flight and its step, the last rollback and its\n"
     "evidence. Under a target's row: an operator's pause or hold of automatic rollback\n"
     "(since when, by which key, why: deployq pause/hold), and the deployment in flight or\n"
-    "running now when it is a retry (deployq retry), with the deployment it retries.\n"
-    "--json has them as \"paused\", \"held\" and \"retry_of\". Events ignored for a stale\n"
-    "fencing token are listed with --json (\"stale\").\n"
+    "running now when it is a retry (deployq retry), with the deployment it retries, and\n"
+    "the canary rollout under way or the last one (step, weight, colors; or promoted, or\n"
+    "aborted and why). --json has them as \"paused\", \"held\", \"retry_of\" and \"canary\".\n"
+    "Events ignored for a stale fencing token are listed with --json (\"stale\").\n"
     "\n"
     "  -s, --service NAME    only this service\n"
     "  -e, --env NAME        only this environment\n" REG_USAGE "\n" DQ_CLI_COMMON_USAGE;
@@ -629,7 +653,7 @@ static const char replay_usage[] =
     "\n"
     "Fold the registry into the state of every target and print it with its state hash.\n"
     "Without --at the whole log is folded: the hash equals the live registry's. With --at\n"
-    "the state as it was then:\n"
+    "the state as it was then (a canary rollout: its step and weight at that moment):\n"
     "  --at 2026-01-02T10:00:00Z   events whose time is at or before it (also \"2h\": that\n"
     "                              long ago)\n"
     "  --at 1234                   records up to Kafka offset 1234 in every partition\n"
@@ -717,8 +741,9 @@ static const char report_usage[] =
     "from: success rate (> 99%; a deploy later rolled back, or whose watch failed, is a\n"
     "failed change, not a success), MTTR (< 5 min; every rollback that ended: restored ones\n"
     "to the restore, failed ones to the failure, manual ones too; n says how many), share\n"
-    "of bad changes stopped before production (> 95%; by a gate, or a watch or rollback\n"
-    "outside production; stale, replayed, unsigned or malformed requests are \"refused as\n"
+    "of bad changes stopped before production (> 95%; by a gate, a watch or rollback\n"
+    "outside production, or a canary aborted before 100% of the traffic, with the share it\n"
+    "had reached; stale, replayed, unsigned or malformed requests are \"refused as\n"
     "invalid input\", never catches), time to deploy (request -> verified; < 15 min for\n"
     "staging, judged by its p90), plus change-failure rate, deployment frequency and lead\n"
     "time, and CI/CD cost per deployment (< $0.50, the median; from GitHub's run jobs priced\n"

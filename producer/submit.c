@@ -27,7 +27,7 @@ static const char submit_usage[] =
     "  -s, --service NAME      the service, as named in deployq.yaml\n"
     "  -e, --env NAME          the environment (e.g. staging, production)\n"
     "  -v, --version VERSION   what to deploy: a git sha or an image tag\n"
-    "      --strategy S        rolling (default) or blue-green\n"
+    "      --strategy S        rolling (default), blue-green or canary\n"
     "      --commit-at TIME    commit time, RFC 3339 (for lead-time reports),\n"
     "                          e.g. $(git show -s --format=%cI HEAD)\n"
     "      --ci-run-url URL    link to the CI run (default: from GITHUB_* variables)\n"
@@ -129,8 +129,8 @@ int dq_cmd_submit(int argc, char **argv)
         return rc;
     if (!service || !env || !version)
         return dq_cli_usage(&cli, submit_usage, 2, "--service, --env and --version are required");
-    if (strcmp(strategy, "rolling") != 0 && strcmp(strategy, "blue-green") != 0)
-        return dq_cli_usage(&cli, submit_usage, 2, "--strategy must be rolling or blue-green");
+    if (strcmp(strategy, "rolling") != 0 && strcmp(strategy, "blue-green") != 0 && strcmp(strategy, "canary") != 0)
+        return dq_cli_usage(&cli, submit_usage, 2, "--strategy must be rolling, blue-green or canary");
     if (commit_at && dq_time_parse(commit_at, &ms) != 0)
         return dq_cli_usage(&cli, submit_usage, 2, "--commit-at is not an RFC 3339 time");
     if (issued_at && dq_time_parse(issued_at, &ms) != 0)

@@ -44,6 +44,10 @@ const char *const dq_event_types[] = {
     DQ_EV_TARGET_RELEASED,
     DQ_EV_ROLLBACK_HELD,
     DQ_EV_DRIFT_DETECTED,
+    DQ_EV_CANARY_STEP,
+    DQ_EV_CANARY_ANALYSIS,
+    DQ_EV_CANARY_PROMOTED,
+    DQ_EV_CANARY_ABORTED,
     NULL,
 };
 

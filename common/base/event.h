@@ -58,6 +58,11 @@
 #define DQ_EV_TARGET_RELEASED "target.released"
 #define DQ_EV_ROLLBACK_HELD "rollback.held"
 #define DQ_EV_DRIFT_DETECTED "drift.detected"
+/* Canary rollouts (workers/executor, canary.h): each step, its analysis, the end. */
+#define DQ_EV_CANARY_STEP "canary.step"
+#define DQ_EV_CANARY_ANALYSIS "canary.analysis"
+#define DQ_EV_CANARY_PROMOTED "canary.promoted"
+#define DQ_EV_CANARY_ABORTED "canary.aborted"
 
 /* NULL-terminated list of every type above. */
 extern const char *const dq_event_types[];
@@ -143,7 +148,7 @@ typedef struct dq_request {
     char *service;
     char *environment;
     char *version;
-    char *strategy;     /* "rolling" | "blue-green" | NULL */
+    char *strategy;     /* "rolling" | "blue-green" | "canary" | NULL */
     char *commit_at;    /* RFC 3339 or NULL */
     char *requested_by; /* or NULL */
     char *ci_run_url;   /* or NULL */

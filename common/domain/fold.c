@@ -192,6 +192,12 @@ const char *dq_rollback_status_name(dq_rollback_status s)
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
+const char *dq_canary_status_name(dq_canary_status s)
+{
+    static const char *const names[] = {"", "running", "promoted", "aborted"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
+}
+
 dq_fold *dq_fold_new(void)
 {
     return calloc(1, sizeof(dq_fold));
@@ -230,6 +236,17 @@ static void rollback_free(dq_fold_rollback *r)
     free(r);
 }
 
+static void canary_clear(dq_fold_canary *c)
+{
+    free(c->deployment_id);
+    free(c->version);
+    free(c->canary_color);
+    free(c->stable_color);
+    free(c->reason);
+    free(c->detail);
+    memset(c, 0, sizeof *c);
+}
+
 static void target_free(dq_fold_target *t)
 {
     if (!t)
@@ -246,6 +263,7 @@ static void target_free(dq_fold_target *t)
     free(t->paused_reason);
     free(t->held_by);
     free(t->held_reason);
+    canary_clear(&t->canary);
     free(t);
 }
 
@@ -495,6 +513,63 @@ static int mark_set(char **by, char **reason, int64_t *since_ms, int on, const d
     return 0;
 }
 
+/* An integer member of data (a JSON number), or dflt when absent or not a number. */
+static int json_int(const cJSON *data, const char *name, int dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(data, name);
+
+    return cJSON_IsNumber(v) ? v->valueint : dflt;
+}
+
+/* A canary.step/promoted/aborted on the target's canary (a new deployment's first canary
+ * event starts it afresh) and on the deployment's maximum weight. 0, -1 on allocation
+ * failure. */
+static int canary_apply(dq_fold_target *t, dq_fold_deployment *d, const char *type,
+                        const dq_event *ev)
+{
+    dq_fold_canary *c = &t->canary;
+    const cJSON *data = ev->data;
+    int weight;
+
+    if (c->status != DQ_CANARY_NONE &&
+        (!ev->deployment_id || !c->deployment_id || strcmp(ev->deployment_id, c->deployment_id) != 0))
+        canary_clear(c);
+    if (!c->deployment_id && ev->deployment_id && set_str(&c->deployment_id, ev->deployment_id) != 0)
+        return -1;
+    if (ev->version && set_str(&c->version, ev->version) != 0)
+        return -1;
+    if ((dq_json_str(data, "canary_color") &&
+         set_str(&c->canary_color, dq_json_str(data, "canary_color")) != 0) ||
+        (dq_json_str(data, "stable_color") &&
+         set_str(&c->stable_color, dq_json_str(data, "stable_color")) != 0))
+        return -1;
+    c->steps = json_int(data, "steps", c->steps);
+    c->since_ms = ev->at_ms;
+    if (strcmp(type, DQ_EV_CANARY_PROMOTED) == 0) {
+        c->status = DQ_CANARY_PROMOTED;
+        c->step = c->steps;
+        c->weight = 100;
+    } else {
+        c->status = strcmp(type, DQ_EV_CANARY_STEP) == 0 ? DQ_CANARY_RUNNING : DQ_CANARY_ABORTED;
+        c->step = json_int(data, "step", c->step);
+        c->weight = json_int(data, "weight", c->weight);
+    }
+    if (c->status == DQ_CANARY_ABORTED &&
+        (set_str(&c->reason, dq_json_str(data, "reason")) != 0 ||
+         set_str(&c->detail, dq_json_str(data, "detail")) != 0))
+        return -1;
+    if (!d)
+        return 0;
+    weight = json_int(data, "max_weight", c->weight);
+    if (c->weight > weight)
+        weight = c->weight;
+    if (c->status != DQ_CANARY_PROMOTED && weight > d->canary_max_weight)
+        d->canary_max_weight = weight;
+    if (c->status == DQ_CANARY_ABORTED)
+        d->canary_aborted = 1;
+    return 0;
+}
+
 /* Ends the target's in-flight deployment when it is d. */
 static void inflight_end(dq_fold_target *t, const dq_fold_deployment *d)
 {
@@ -556,6 +631,10 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
     } else if (strcmp(type, DQ_EV_TARGET_HELD) == 0 || strcmp(type, DQ_EV_TARGET_RELEASED) == 0) {
         if (mark_set(&t->held_by, &t->held_reason, &t->held_since_ms,
                      strcmp(type, DQ_EV_TARGET_HELD) == 0, ev) != 0)
+            return -1;
+    } else if (strcmp(type, DQ_EV_CANARY_STEP) == 0 || strcmp(type, DQ_EV_CANARY_PROMOTED) == 0 ||
+               strcmp(type, DQ_EV_CANARY_ABORTED) == 0) {
+        if (canary_apply(t, d, type, ev) != 0)
             return -1;
     } else if (strcmp(type, DQ_EV_REJECTED) == 0) {
         t->n_rejected++;
@@ -662,6 +741,15 @@ static int apply_to_target(dq_fold *f, dq_fold_target *t, dq_fold_deployment *d,
         if (dq_json_str(data, "from_version") &&
             set_str(&r->from_version, dq_json_str(data, "from_version")) != 0)
             return -1;
+        /* No rollback.requested decided it (a canary abort: the executor did): the event
+         * says who, why and since when. */
+        if ((!r->requested_by && dq_json_str(data, "requested_by") &&
+             set_str(&r->requested_by, dq_json_str(data, "requested_by")) != 0) ||
+            (!r->reason && dq_json_str(data, "reason") &&
+             set_str(&r->reason, dq_json_str(data, "reason")) != 0))
+            return -1;
+        if (!r->detected_at_ms)
+            r->detected_at_ms = json_time(data, "detected_at");
         if (strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0) {
             r->status = DQ_ROLLBACK_STARTED;
             r->started_at_ms = ev->at_ms;
@@ -757,7 +845,8 @@ static int type_reads_data(const char *type)
            strcmp(type, DQ_EV_FAILED) == 0 || strcmp(type, DQ_EV_ROLLBACK_REQUESTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_STARTED) == 0 ||
            strcmp(type, DQ_EV_ROLLBACK_SUCCEEDED) == 0 ||
-           strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0;
+           strcmp(type, DQ_EV_ROLLBACK_FAILED) == 0 || strcmp(type, DQ_EV_CANARY_STEP) == 0 ||
+           strcmp(type, DQ_EV_CANARY_PROMOTED) == 0 || strcmp(type, DQ_EV_CANARY_ABORTED) == 0;
 }
 
 /* The string of a span as a pointer into f->scratch (a copy of the record), NUL-terminated
@@ -985,6 +1074,20 @@ void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1])
             hash_str(md, t->held_reason);
             hash_int(md, t->held_since_ms);
         }
+        if (t->canary.status != DQ_CANARY_NONE) { /* only when set, as above */
+            const dq_fold_canary *c = &t->canary;
+
+            hash_str(md, "canary");
+            hash_str(md, c->deployment_id);
+            hash_str(md, dq_canary_status_name(c->status));
+            hash_int(md, c->step);
+            hash_int(md, c->steps);
+            hash_int(md, c->weight);
+            hash_str(md, c->canary_color);
+            hash_str(md, c->stable_color);
+            hash_int(md, c->since_ms);
+            hash_str(md, c->reason);
+        }
         EVP_DigestUpdate(md, "\n", 1);
     }
     hash_int(md, (int64_t)f->totals.events);
@@ -1081,6 +1184,14 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
                 cJSON_AddNumberToObject(c, "amount", d->cost_amount);
         }
     }
+    if (d->canary_max_weight || d->canary_aborted) {
+        cJSON *c = cJSON_AddObjectToObject(o, "canary");
+
+        if (c) {
+            cJSON_AddNumberToObject(c, "max_weight", d->canary_max_weight);
+            cJSON_AddBoolToObject(c, "aborted", d->canary_aborted);
+        }
+    }
     cJSON_AddNumberToObject(o, "fence", (double)d->fence);
     if (with_timeline) {
         cJSON *arr = cJSON_AddArrayToObject(o, "timeline");
@@ -1115,6 +1226,27 @@ static void add_mark(cJSON *o, const char *name, const char *by, const char *rea
     add_time(m, "since", since_ms);
     add_str(m, "by", by);
     add_str(m, "reason", reason);
+}
+
+/* "canary":{deployment_id, version, status, step, steps, weight, canary_color,
+ * stable_color, since, reason, detail} when the target has one. */
+static void add_canary(cJSON *o, const dq_fold_canary *c)
+{
+    cJSON *x;
+
+    if (c->status == DQ_CANARY_NONE || !(x = cJSON_AddObjectToObject(o, "canary")))
+        return;
+    add_str(x, "deployment_id", c->deployment_id);
+    add_str(x, "version", c->version);
+    add_str(x, "status", dq_canary_status_name(c->status));
+    cJSON_AddNumberToObject(x, "step", c->step);
+    cJSON_AddNumberToObject(x, "steps", c->steps);
+    cJSON_AddNumberToObject(x, "weight", c->weight);
+    add_str(x, "canary_color", c->canary_color);
+    add_str(x, "stable_color", c->stable_color);
+    add_time(x, "since", c->since_ms);
+    add_str(x, "reason", c->reason);
+    add_str(x, "detail", c->detail);
 }
 
 cJSON *dq_fold_target_json(const dq_fold_target *t)
@@ -1156,6 +1288,7 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
     }
     add_mark(o, "paused", t->paused_by, t->paused_reason, t->paused_since_ms);
     add_mark(o, "held", t->held_by, t->held_reason, t->held_since_ms);
+    add_canary(o, &t->canary);
     cJSON_AddNumberToObject(o, "fence", (double)t->max_fence);
     add_time(o, "last_event_at", t->last_event_at_ms);
     c = cJSON_AddObjectToObject(o, "counts");

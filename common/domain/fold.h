@@ -40,6 +40,15 @@
  *                           (both pairs: counted in n_events, no other counter)
  *   deploy.validated, deploy.awaiting_approval, deploy.rejected with data.retry_of: the
  *                           deployment retries that one (retry_of)
+ *   canary.step             the target's canary (see dq_fold_canary) runs at data.step/steps,
+ *                           data.weight, since the event; the deployment's canary_max_weight
+ *   canary.promoted         the canary is promoted (weight 100)
+ *   canary.aborted          the canary is aborted at data.weight (data.reason, data.detail);
+ *                           the deployment's canary_aborted, canary_max_weight (data.max_weight)
+ *   canary.analysis         moves the step only (its verdict is in the event)
+ *   rollback.started/succeeded without a rollback.requested before them: data.requested_by
+ *                           and data.reason are the rollback's, data.detected_at its start
+ *                           (a canary abort: the first bad sample)
  *   notification.*, unknown types  timeline only
  * Not thread-safe: a program that reads the fold from other threads (the HTTP API) holds
  * its own lock around dq_fold_apply*() and the readers.
@@ -134,6 +143,9 @@ typedef struct dq_fold_deployment {
                                deploy.validated/awaiting_approval/rejected, or NULL */
     double cost_amount;     /* with DQ_FOLD_COST_PROVIDER or _ESTIMATE */
     int64_t fence;          /* the highest fence among its applied events */
+    int canary_max_weight;  /* the largest weight its canary reached (canary.step/aborted); 0:
+                               no canary step seen */
+    int canary_aborted;     /* 1: its canary.aborted was folded */
     dq_fold_entry *timeline; /* every event of it, applied or stale, in log order */
     size_t n_timeline;
     size_t cap_timeline;
@@ -168,6 +180,27 @@ typedef struct dq_fold_rollback {
     int64_t restored_at_ms; /* rollback.succeeded data.restored_at (else the event's at) */
 } dq_fold_rollback;
 
+typedef enum {
+    DQ_CANARY_NONE = 0, /* no canary on the target (yet) */
+    DQ_CANARY_RUNNING,
+    DQ_CANARY_PROMOTED,
+    DQ_CANARY_ABORTED,
+} dq_canary_status;
+
+/* "", "running", "promoted", "aborted". */
+const char *dq_canary_status_name(dq_canary_status s);
+
+/* A target's canary rollout under way or the last one that ended (canary.* events). A
+ * replay up to a time gives the weight at that time. */
+typedef struct dq_fold_canary {
+    dq_canary_status status;     /* DQ_CANARY_NONE: nothing else is set */
+    char *deployment_id, *version; /* the canary's (the event's) */
+    int step, steps, weight;     /* weight: the canary's share of traffic, percent */
+    char *canary_color, *stable_color; /* stable NULL on a target's first deploy */
+    int64_t since_ms;            /* the step (running) or the end (promoted, aborted) */
+    char *reason, *detail;       /* aborted: data.reason, data.detail (may be NULL) */
+} dq_fold_canary;
+
 typedef struct dq_fold_target {
     char *key; /* "service/environment" */
     char *service, *environment;
@@ -192,6 +225,7 @@ typedef struct dq_fold_target {
     int64_t paused_since_ms;
     char *held_by, *held_reason;
     int64_t held_since_ms;
+    dq_fold_canary canary;       /* status DQ_CANARY_NONE without canary events */
     int64_t max_fence;           /* newest fence seen */
     /* counters */
     uint64_t n_events, n_stale;
@@ -266,7 +300,7 @@ const dq_fold_stale_event *dq_fold_stale(const dq_fold *f, size_t *n);
 /* SHA-256 (lower-case hex, NUL-terminated) of a canonical text of the state: every target
  * in key order with its current/verified versions, in-flight deployment and step, last
  * rollback, newest fence and counters (and, only when set, an unknown outcome, a pause, a
- * hold: a log without them keeps the hash it had before they existed), then the totals. Equal for equal per-partition
+ * hold, a canary: a log without them keeps the hash it had before they existed), then the totals. Equal for equal per-partition
  * event orders (see the top of this file); timestamps of when it was computed never enter. */
 void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1]);
 

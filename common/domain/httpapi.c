@@ -954,6 +954,7 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
     static const char *const kind_labels[] = {"service", "env", "kind", NULL};
     static const char *const q_labels[] = {"service", "env", "quantile", NULL};
     dq_metric *deploys, *deployments, *in_flight, *rollbacks, *mttr, *figures, *ttd, *cost, *costn;
+    dq_metric *share;
     dq_report_opts ro = {.production_env = api->production_env, .by_target = 1};
     dq_report rep = {0};
     char *text;
@@ -980,7 +981,8 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
     figures = dq_metrics_gauge(m, "deployq_report_deployments",
                                "Deployments of the whole log by report.h kind: succeeded, "
                                "failed, failed_change, caught_before_production, "
-                               "escaped_to_production, refused_invalid, refused_other.",
+                               "caught_by_canary (of those caught), escaped_to_production, "
+                               "refused_invalid, refused_other.",
                                kind_labels);
     ttd = dq_metrics_gauge(m, "deployq_time_to_deploy_seconds",
                            "Time to deploy (request -> verified) of the whole log: quantile "
@@ -996,8 +998,13 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
                              "provider's figures or estimated), estimated (priced by wall time), "
                              "not_priced (no cost: on the provider), unknown.",
                              kind_labels);
+    share = dq_metrics_gauge(m, "deployq_canary_caught_traffic_percent",
+                             "Share of traffic (percent) the canaries caught by canary (aborted "
+                             "before 100) had reached, over the whole log: quantile 0.5 and 1 "
+                             "(the largest), per target.",
+                             q_labels);
     if (!deploys || !deployments || !in_flight || !rollbacks || !mttr || !figures || !ttd || !cost ||
-        !costn) {
+        !costn || !share) {
         dq_metrics_free(m);
         return NULL;
     }
@@ -1062,6 +1069,7 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
                  {"failed", t->r.failed},
                  {"failed_change", t->r.failed_changes},
                  {"caught_before_production", t->r.caught},
+                 {"caught_by_canary", t->r.caught_by_canary},
                  {"escaped_to_production", t->r.escaped},
                  {"refused_invalid", t->r.rejected_invalid},
                  {"refused_other", t->r.rejected_other}};
@@ -1081,6 +1089,13 @@ static char *fold_metrics(dq_httpapi *api, dq_fold_totals *tot)
             const char *v[] = {t->service, t->environment, qs[j].q};
 
             dq_metric_set(ttd, v, qs[j].ms / 1000.0);
+        }
+        if (t->r.caught_by_canary) {
+            const char *v50[] = {t->service, t->environment, "0.5"};
+            const char *v100[] = {t->service, t->environment, "1"};
+
+            dq_metric_set(share, v50, t->r.canary_share_median);
+            dq_metric_set(share, v100, t->r.canary_share_max);
         }
         {
             const struct {

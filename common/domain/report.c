@@ -100,6 +100,9 @@ static int rollback_span(const dq_fold_rollback *r, int64_t *from, int64_t *to)
     /* The fold's detected_at is the evidence, else the request; a rollback started without
      * a request (a manual one) has none of them and starts when it started. */
     *from = r->requested_at_ms || !r->started_at_ms ? r->detected_at_ms : r->started_at_ms;
+    /* ... unless it said when the trouble began (a canary abort: the first bad sample). */
+    if (!r->requested_at_ms && r->detected_at_ms && r->detected_at_ms < *from)
+        *from = r->detected_at_ms;
     if (!*from)
         *from = *to;
     return 1;
@@ -117,14 +120,15 @@ int dq_report_rollback_ms(const dq_fold_rollback *r, double *ms)
 
 static int is_manual(const dq_fold_rollback *r)
 {
-    return !r->requested_by || strcmp(r->requested_by, "deployq-monitor") != 0;
+    return !r->requested_by || (strcmp(r->requested_by, "deployq-monitor") != 0 &&
+                                strcmp(r->requested_by, "deployq-executor") != 0);
 }
 
 static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out)
 {
     const char *prod = o->production_env ? o->production_env : "production";
     const char *staging = o->staging_env ? o->staging_env : "staging";
-    dvec lead = {0}, ttd = {0}, ttd_staging = {0}, mttr = {0}, cost = {0};
+    dvec lead = {0}, ttd = {0}, ttd_staging = {0}, mttr = {0}, cost = {0}, share = {0};
     dq_fold_deployment *const *deps;
     dq_fold_rollback *const *rbs;
     size_t nd, nr;
@@ -187,14 +191,18 @@ static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out
         } else if (d->succeeded_at_ms || (d->failed_at_ms && d->started_at_ms)) {
             out->cost_not_priced++; /* it ran, on a provider without `cost:` */
         }
-        if (d->reject_kind == DQ_REJECT_GATE)
+        if (d->reject_kind == DQ_REJECT_GATE) {
             out->caught_by_gate++;
-        else if (failed_change && !is_prod)
+        } else if (d->canary_aborted && d->canary_max_weight < 100) {
+            out->caught_by_canary++;
+            if (dvec_push(&share, (double)d->canary_max_weight) != 0)
+                goto out;
+        } else if (failed_change && !is_prod)
             out->caught_outside_production++;
         else if (failed_change)
             out->escaped++;
     }
-    out->caught = out->caught_by_gate + out->caught_outside_production;
+    out->caught = out->caught_by_gate + out->caught_outside_production + out->caught_by_canary;
 
     rbs = dq_fold_rollbacks(f, &nr);
     for (size_t i = 0; i < nr; i++) {
@@ -251,9 +259,15 @@ static int compute_one(const dq_fold *f, const dq_report_opts *o, dq_report *out
         out->cost_p90 = dq_report_percentile(cost.v, cost.n, 0.9);
         out->cost_max = cost.v[cost.n - 1];
     }
+    if (share.n) {
+        qsort(share.v, share.n, sizeof *share.v, dbl_cmp);
+        out->canary_share_median = dq_report_percentile(share.v, share.n, 0.5);
+        out->canary_share_max = share.v[share.n - 1];
+    }
     rc = 0;
 out:
     free(cost.v);
+    free(share.v);
     free(lead.v);
     free(ttd.v);
     free(ttd_staging.v);
@@ -411,6 +425,24 @@ static void add_cost(cJSON *o, const dq_report *r)
     }
 }
 
+/* "caught_by_canary_share":{"n","median","max"}: the traffic (percent) the canaries caught
+ * had reached; median and max null when none. */
+static void add_canary_share(cJSON *o, const dq_report *r)
+{
+    cJSON *c = cJSON_AddObjectToObject(o, "caught_by_canary_share");
+
+    if (!c)
+        return;
+    NUM(c, "n", r->caught_by_canary);
+    if (r->caught_by_canary) {
+        cJSON_AddNumberToObject(c, "median", round_to(r->canary_share_median, 0.01));
+        cJSON_AddNumberToObject(c, "max", round_to(r->canary_share_max, 0.01));
+    } else {
+        cJSON_AddNullToObject(c, "median");
+        cJSON_AddNullToObject(c, "max");
+    }
+}
+
 /* The figures of one report (no window, no targets) into o. */
 static void figures_json(cJSON *o, const dq_report *r)
 {
@@ -428,6 +460,7 @@ static void figures_json(cJSON *o, const dq_report *r)
         NUM(d, "caught_before_production", r->caught);
         NUM(d, "caught_by_gate", r->caught_by_gate);
         NUM(d, "caught_outside_production", r->caught_outside_production);
+        NUM(d, "caught_by_canary", r->caught_by_canary);
         NUM(d, "rolled_back_in_production", r->escaped);
         NUM(d, "refused_invalid", r->rejected_invalid);
         NUM(d, "refused_other", r->rejected_other);
@@ -446,6 +479,7 @@ static void figures_json(cJSON *o, const dq_report *r)
     add_rate(o, "deploys_per_day", r->has_frequency, r->deploys_per_day);
     add_rate(o, "stopped_before_production", r->has_stopped_share,
              r->stopped_before_production);
+    add_canary_share(o, r);
     add_dist(o, "lead_time_ms", &r->lead_time);
     add_dist(o, "time_to_deploy_ms", &r->time_to_deploy);
     add_dist(o, "time_to_deploy_staging_ms", &r->time_to_deploy_staging);
@@ -532,6 +566,7 @@ static void csv_figures(FILE *out, const char *scope, const dq_report *r)
         {"caught_before_production", r->caught},
         {"caught_by_gate", r->caught_by_gate},
         {"caught_outside_production", r->caught_outside_production},
+        {"caught_by_canary", r->caught_by_canary},
         {"rolled_back_in_production", r->escaped},
         {"refused_invalid", r->rejected_invalid},
         {"refused_other", r->rejected_other},
@@ -545,6 +580,11 @@ static void csv_figures(FILE *out, const char *scope, const dq_report *r)
     csv_rate(out, scope, "deploys_per_day", r->has_frequency, r->deploys_per_day);
     csv_rate(out, scope, "stopped_before_production", r->has_stopped_share,
              r->stopped_before_production);
+    if (r->caught_by_canary)
+        fprintf(out, "%s,caught_by_canary_share_median,%.2f\n%s,caught_by_canary_share_max,%.2f\n", scope,
+                r->canary_share_median, scope, r->canary_share_max);
+    else
+        fprintf(out, "%s,caught_by_canary_share_median,\n%s,caught_by_canary_share_max,\n", scope, scope);
     csv_dist(out, scope, "lead_time", &r->lead_time);
     csv_dist(out, scope, "time_to_deploy", &r->time_to_deploy);
     csv_dist(out, scope, "time_to_deploy_staging", &r->time_to_deploy_staging);
@@ -685,7 +725,7 @@ static void table_cost(FILE *out, const dq_report *r)
 
 void dq_report_write_table(const dq_report *r, FILE *out)
 {
-    char s[DQ_TIME_LEN + 1], u[DQ_TIME_LEN + 1], detail[160], v[64];
+    char s[DQ_TIME_LEN + 1], u[DQ_TIME_LEN + 1], detail[200], v[64];
 
     fprintf(out, "%-30s %s .. %s (%.2f days)\n", "window",
             r->since_ms ? dq_time_format(r->since_ms, s) : "-",
@@ -709,14 +749,21 @@ void dq_report_write_table(const dq_report *r, FILE *out)
         fprintf(out, "%-30s %.2f per day\n", "deployment frequency", r->deploys_per_day);
     else
         fprintf(out, "%-30s -\n", "deployment frequency");
-    snprintf(detail, sizeof detail, "(%llu caught: %llu by a gate, %llu outside production; "
-             "%llu escaped)%s",
+    snprintf(detail, sizeof detail, "(%llu caught: %llu by a gate, %llu by canary, %llu outside "
+             "production; %llu escaped)%s",
              (unsigned long long)r->caught, (unsigned long long)r->caught_by_gate,
+             (unsigned long long)r->caught_by_canary,
              (unsigned long long)r->caught_outside_production, (unsigned long long)r->escaped,
              verdict(v, sizeof v, "> 95%", r->has_stopped_share,
                      r->stopped_before_production > DQ_REPORT_TARGET_STOPPED));
     table_pct(out, "stopped before production", r->has_stopped_share,
               r->stopped_before_production, detail);
+    if (r->caught_by_canary)
+        fprintf(out, "%-30s %llu (aborted before 100%%; traffic reached: median %.1f%%, max %.1f%%)\n",
+                "caught by canary", (unsigned long long)r->caught_by_canary, r->canary_share_median,
+                r->canary_share_max);
+    else
+        fprintf(out, "%-30s 0\n", "caught by canary");
     fprintf(out, "%-30s %llu (not counted as catches; other refusals %llu)\n",
             "refused as invalid input", (unsigned long long)r->rejected_invalid,
             (unsigned long long)r->rejected_other);

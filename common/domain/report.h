@@ -29,11 +29,19 @@
  *     end is data.restored_at (else the event's at) of rollback.succeeded, or the at of
  *     rollback.failed (the time to the failure: nothing was restored). A rollback the
  *     `notify` policy did not attempt and one still open have no time (counted apart).
- *     Manual rollbacks (requested_by other than "deployq-monitor", or none) are in it and
- *     counted. n says how many times are in the distribution.
+ *     Manual rollbacks (requested_by other than "deployq-monitor" and "deployq-executor" -
+ *     a canary abort, whose rollback.started/succeeded carry data.requested_by and
+ *     data.detected_at, the first bad sample - or none) are in it and counted. A rollback
+ *     without a request starts at data.detected_at when that is before rollback.started.
+ *     n says how many times are in the distribution.
  *   - caught before production = deployments rejected by a gate (freeze, drift, drift_values, promotion,
  *     an approver's denial: fold.h DQ_REJECT_GATE), in any environment, plus failed
- *     changes outside production (a staging watch or rollback stopped them); escaped =
+ *     changes outside production (a staging watch or rollback stopped them), plus
+ *     deployments caught by canary: their canary was aborted (canary.aborted) before it
+ *     reached weight 100, in any environment - a canary in production is still caught
+ *     before full production traffic, with the share of traffic it reached (the largest
+ *     weight of its canary: max and median over those deployments, in percent; a canary
+ *     aborted at 100 had all the traffic: not a catch); escaped =
  *     failed changes in production; stopped before production = caught / (caught +
  *     escaped). Requests refused as invalid input (stale, replayed, unsigned, malformed:
  *     DQ_REJECT_INVALID) are "refused as invalid", never catches, and other refusals
@@ -87,9 +95,12 @@ typedef struct {
     uint64_t rejected_gate, rejected_invalid, rejected_other; /* rejected, by kind */
     uint64_t rollbacks, rollbacks_succeeded, rollbacks_failed;
     uint64_t rollbacks_not_attempted, rollbacks_open; /* no MTTR time: counted apart */
-    uint64_t mttr_manual;              /* of the MTTR times, manual rollbacks */
+    uint64_t mttr_manual;              /* of the MTTR times, manual rollbacks (requested_by
+                                          neither "deployq-monitor" nor "deployq-executor") */
     uint64_t caught, escaped;          /* bad changes stopped before / reaching production */
     uint64_t caught_by_gate, caught_outside_production; /* caught = their sum */
+    uint64_t caught_by_canary;         /* ... plus this: a canary aborted before 100 */
+    double canary_share_median, canary_share_max; /* traffic they reached, percent; 0: none */
     uint64_t unverified;               /* succeeded, no verdict (unwatched or still watched) */
     int has_success_rate, has_change_failure_rate, has_frequency, has_stopped_share;
     double success_rate;               /* 0..1 */
@@ -127,7 +138,7 @@ void dq_report_clear(dq_report *r);
 
 /* The report as JSON (caller frees): {"window":{...},"deployments":{...},
  * "success_rate":0.75,"change_failure_rate":...,"deploys_per_day":...,
- * "stopped_before_production":...,"lead_time_ms":{"n","median","p90","min","max"},
+ * "stopped_before_production":...,"caught_by_canary_share":{"n","median","max"} (percent),"lead_time_ms":{"n","median","p90","min","max"},
  * "time_to_deploy_ms":{...},"time_to_deploy_staging_ms":{...},"mttr_ms":{...},
  * "cost_per_deployment":{"priced","estimated","not_priced","unknown","estimate",
  * "median","p90","max","total"},

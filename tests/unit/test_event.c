@@ -29,7 +29,7 @@ static void test_types(void **state)
     size_t n = 0;
     while (dq_event_types[n] != NULL)
         n++;
-    assert_int_equal(n, 27);
+    assert_int_equal(n, 31);
     assert_true(dq_event_type_known(DQ_EV_APPROVAL_REFUSED));
     assert_true(dq_event_type_known(DQ_EV_TARGET_PAUSED));
     assert_true(dq_event_type_known("operator.refused"));
@@ -38,6 +38,10 @@ static void test_types(void **state)
     assert_true(dq_event_type_known(DQ_EV_NOTIFICATION_FAILED));
     assert_true(dq_event_type_known(DQ_EV_DRIFT_DETECTED));
     assert_true(dq_event_type_known("rollback.requested"));
+    assert_true(dq_event_type_known(DQ_EV_CANARY_STEP));
+    assert_true(dq_event_type_known("canary.analysis"));
+    assert_true(dq_event_type_known(DQ_EV_CANARY_PROMOTED));
+    assert_true(dq_event_type_known("canary.aborted"));
     assert_false(dq_event_type_known("deploy.exploded"));
     assert_false(dq_event_type_known(NULL));
 }

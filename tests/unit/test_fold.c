@@ -2,7 +2,8 @@
  * test_fold.c - the state fold (common/domain/fold.c): a deploy's life folded into its target,
  * fencing (stale events flagged, never applied), rollbacks with evidence, timelines, and a
  * state hash that depends only on each partition's order; records read by dq_event_scan
- * fold exactly as decoded ones, with or without timelines, to the hash of before.
+ * fold exactly as decoded ones, with or without timelines, to the hash of before; canary
+ * rollouts (their step and weight at any time, the abort and the executor's rollback).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -603,6 +604,222 @@ static void test_operator_marks_and_retry(void **state)
     dq_fold_free(g);
 }
 
+/* ---- canary rollouts ------------------------------------------------------------------- */
+
+#define STEP(n, w)                                                                          \
+    "{\"step\":" #n ",\"steps\":4,\"weight\":" #w ",\"canary_color\":\"green\","              \
+    "\"stable_color\":\"blue\",\"canary_version\":\"v2\",\"stable_version\":\"v1\","           \
+    "\"router\":\"edge\",\"kind\":\"analysis\",\"hold_ms\":10000}"
+
+/* A canary's log: two steps, a failed analysis, the abort, the executor's rollback. */
+static const struct {
+    const char *type, *at, *data;
+} canary_log[] = {
+    {DQ_EV_VALIDATED, "2026-01-01T10:00:00Z", "{\"strategy\":\"canary\"}"},
+    {DQ_EV_STARTED, "2026-01-01T10:00:01Z", "{}"},
+    {DQ_EV_CANARY_STEP, "2026-01-01T10:00:10Z", STEP(1, 5)},
+    {DQ_EV_CANARY_ANALYSIS, "2026-01-01T10:00:20Z", "{\"step\":1,\"steps\":4,\"weight\":5,"
+                                                   "\"passed\":true,\"result\":\"pass\"}"},
+    {DQ_EV_CANARY_STEP, "2026-01-01T10:00:21Z", STEP(2, 25)},
+    {DQ_EV_CANARY_ANALYSIS, "2026-01-01T10:00:28Z", "{\"step\":2,\"steps\":4,\"weight\":25,"
+                                                   "\"passed\":false,\"result\":\"fail\"}"},
+    {DQ_EV_CANARY_ABORTED, "2026-01-01T10:00:29Z",
+     "{\"step\":2,\"weight\":25,\"max_weight\":25,\"reason\":\"analysis\",\"detail\":\"error rate "
+     "20%\",\"canary_color\":\"green\",\"stable_color\":\"blue\",\"weight_restored\":true,"
+     "\"first_bad_at\":\"2026-01-01T10:00:23Z\",\"restored_at\":\"2026-01-01T10:00:29Z\"}"},
+    {DQ_EV_ROLLBACK_STARTED, "2026-01-01T10:00:29Z",
+     "{\"method\":\"canary_abort\",\"requested_by\":\"deployq-executor\",\"reason\":"
+     "\"canary_aborted\",\"from_version\":\"v2\",\"to_version\":\"v1\",\"detected_at\":"
+     "\"2026-01-01T10:00:23Z\"}"},
+    {DQ_EV_ROLLBACK_SUCCEEDED, "2026-01-01T10:00:30Z",
+     "{\"method\":\"canary_abort\",\"requested_by\":\"deployq-executor\",\"reason\":"
+     "\"canary_aborted\",\"from_version\":\"v2\",\"to_version\":\"v1\",\"detected_at\":"
+     "\"2026-01-01T10:00:23Z\",\"restored_at\":\"2026-01-01T10:00:29Z\",\"mttr_ms\":6000}"},
+    {DQ_EV_FAILED, "2026-01-01T10:00:31Z", "{\"reason\":\"canary_aborted\"}"},
+};
+
+/* The canary's log folded up to at (every event whose time is at or before it, as
+ * `deployq replay --at` does), after v1 went live on blue. */
+static dq_fold *canary_fold_until(const char *at)
+{
+    dq_fold *f = dq_fold_new();
+    int64_t until = ms(at);
+
+    assert_non_null(f);
+    put(f, 0, 0, DQ_EV_SUCCEEDED, D1, "web", "prod", "v1", "2026-01-01T09:00:00Z", 1, NULL);
+    for (size_t i = 0; i < sizeof canary_log / sizeof canary_log[0]; i++)
+        if (ms(canary_log[i].at) <= until)
+            assert_int_equal(put(f, 0, 1 + (int64_t)i, canary_log[i].type, D2, "web", "prod", "v2",
+                                 canary_log[i].at, 2, canary_log[i].data),
+                             DQ_FOLD_APPLIED);
+    return f;
+}
+
+static void test_canary_steps_and_replay_at(void **state)
+{
+    (void)state;
+    dq_fold *f;
+    const dq_fold_target *t;
+    char h0[DQ_FOLD_HASH_HEX_LEN + 1], h1[DQ_FOLD_HASH_HEX_LEN + 1];
+    cJSON *j, *c;
+
+    /* before the first step: no canary, and the hash of a log without canary events */
+    f = canary_fold_until("2026-01-01T10:00:09Z");
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_int_equal(t->canary.status, DQ_CANARY_NONE);
+    j = dq_fold_target_json(t);
+    assert_null(cJSON_GetObjectItem(j, "canary"));
+    cJSON_Delete(j);
+    dq_fold_state_hash(f, h0);
+    dq_fold_free(f);
+
+    /* during step 1: 5% */
+    f = canary_fold_until("2026-01-01T10:00:15Z");
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_int_equal(t->canary.status, DQ_CANARY_RUNNING);
+    assert_int_equal(t->canary.step, 1);
+    assert_int_equal(t->canary.steps, 4);
+    assert_int_equal(t->canary.weight, 5);
+    assert_string_equal(t->canary.deployment_id, D2);
+    assert_string_equal(t->canary.version, "v2");
+    assert_string_equal(t->canary.canary_color, "green");
+    assert_string_equal(t->canary.stable_color, "blue");
+    assert_int_equal(t->canary.since_ms, ms("2026-01-01T10:00:10Z"));
+    assert_null(t->canary.reason);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->canary_max_weight, 5);
+    dq_fold_state_hash(f, h1);
+    assert_string_not_equal(h0, h1); /* the canary is part of the state */
+    dq_fold_free(f);
+
+    /* during step 2, after its analysis failed but before the abort: 25%, still running */
+    f = canary_fold_until("2026-01-01T10:00:28Z");
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_int_equal(t->canary.status, DQ_CANARY_RUNNING);
+    assert_int_equal(t->canary.step, 2);
+    assert_int_equal(t->canary.weight, 25);
+    assert_int_equal(t->canary.since_ms, ms("2026-01-01T10:00:21Z"));
+    assert_string_equal(t->inflight->step, "canary.analysis");
+    j = dq_fold_target_json(t);
+    c = cJSON_GetObjectItem(j, "canary");
+    assert_string_equal(cJSON_GetObjectItem(c, "status")->valuestring, "running");
+    assert_int_equal(cJSON_GetObjectItem(c, "step")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(c, "steps")->valueint, 4);
+    assert_int_equal(cJSON_GetObjectItem(c, "weight")->valueint, 25);
+    assert_string_equal(cJSON_GetObjectItem(c, "canary_color")->valuestring, "green");
+    assert_string_equal(cJSON_GetObjectItem(c, "since")->valuestring, "2026-01-01T10:00:21.000Z");
+    assert_string_equal(cJSON_GetObjectItem(c, "deployment_id")->valuestring, D2);
+    cJSON_Delete(j);
+    dq_fold_free(f);
+
+    /* the whole log: aborted at 25% */
+    f = canary_fold_until("2026-01-02T00:00:00Z");
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_int_equal(t->canary.status, DQ_CANARY_ABORTED);
+    assert_int_equal(t->canary.weight, 25);
+    assert_string_equal(t->canary.reason, "analysis");
+    assert_string_equal(t->canary.detail, "error rate 20%");
+    assert_int_equal(t->canary.since_ms, ms("2026-01-01T10:00:29Z"));
+    assert_int_equal(dq_fold_deployment_get(f, D2)->canary_max_weight, 25);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->canary_aborted, 1);
+    assert_int_equal(dq_fold_deployment_get(f, D2)->outcome, DQ_DEPLOY_FAILED);
+    assert_int_equal(dq_fold_deployment_get(f, D1)->canary_max_weight, 0);
+    j = dq_fold_deployment_json(dq_fold_deployment_get(f, D2), 0);
+    c = cJSON_GetObjectItem(j, "canary");
+    assert_int_equal(cJSON_GetObjectItem(c, "max_weight")->valueint, 25);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(c, "aborted")));
+    cJSON_Delete(j);
+    dq_fold_free(f);
+}
+
+/* The executor's rollback after an abort: no rollback.requested, so rollback.started says who
+ * (automatic: deployq-executor), why, and since when (the first bad sample). */
+static void test_canary_abort_rollback(void **state)
+{
+    (void)state;
+    dq_fold *f = canary_fold_until("2026-01-02T00:00:00Z");
+    const dq_fold_target *t = dq_fold_target_get(f, "web", "prod");
+    const dq_fold_rollback *r = t->last_rollback;
+
+    assert_non_null(r);
+    assert_int_equal(r->status, DQ_ROLLBACK_SUCCEEDED);
+    assert_string_equal(r->requested_by, "deployq-executor");
+    assert_string_equal(r->reason, "canary_aborted");
+    assert_string_equal(r->from_version, "v2");
+    assert_string_equal(r->to_version, "v1");
+    assert_int_equal(r->requested_at_ms, 0);
+    assert_int_equal(r->detected_at_ms, ms("2026-01-01T10:00:23Z"));
+    assert_int_equal(r->started_at_ms, ms("2026-01-01T10:00:29Z"));
+    assert_int_equal(r->restored_at_ms, ms("2026-01-01T10:00:29Z"));
+    assert_string_equal(t->current_version, "v1");
+    assert_int_equal(t->n_rollbacks, 1);
+    dq_fold_free(f);
+}
+
+/* A promoted canary, the first deploy of a target (one step at 100, no stable color), a new
+ * canary replacing the last one; the decoded path folds canary events as the scanned one. */
+static void test_canary_promoted_and_next(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new(), *g = dq_fold_new();
+    const dq_fold_target *t;
+    cJSON *a, *b;
+
+    put(f, 0, 0, DQ_EV_CANARY_STEP, D1, "web", "prod", "v1", "2026-01-01T10:00:00Z", 1,
+        "{\"step\":1,\"steps\":1,\"weight\":100,\"canary_color\":\"blue\",\"router\":\"edge\","
+        "\"kind\":\"pause\",\"hold_ms\":0}");
+    put(f, 0, 1, DQ_EV_CANARY_PROMOTED, D1, "web", "prod", "v1", "2026-01-01T10:00:01Z", 1,
+        "{\"steps\":1,\"canary_color\":\"blue\",\"duration_ms\":1000}");
+    t = dq_fold_target_get(f, "web", "prod");
+    assert_int_equal(t->canary.status, DQ_CANARY_PROMOTED);
+    assert_int_equal(t->canary.weight, 100);
+    assert_int_equal(t->canary.step, 1);
+    assert_null(t->canary.stable_color);
+    assert_int_equal(dq_fold_deployment_get(f, D1)->canary_max_weight, 100);
+    assert_int_equal(dq_fold_deployment_get(f, D1)->canary_aborted, 0);
+
+    /* the next deployment's first step starts a new canary */
+    put(f, 0, 2, DQ_EV_CANARY_ABORTED, D2, "web", "prod", "v2", "2026-01-01T11:00:00Z", 2,
+        "{\"step\":1,\"weight\":5,\"max_weight\":5,\"reason\":\"probe\",\"canary_color\":\"green\","
+        "\"weight_restored\":true}");
+    assert_int_equal(t->canary.status, DQ_CANARY_ABORTED);
+    assert_string_equal(t->canary.deployment_id, D2);
+    assert_string_equal(t->canary.version, "v2");
+    assert_string_equal(t->canary.canary_color, "green");
+    assert_null(t->canary.stable_color); /* nothing carried over from D1's */
+    assert_null(t->canary.detail);
+    assert_int_equal(t->canary.steps, 0);
+
+    /* the decode path (dq_fold_apply_event) gives the same target */
+    for (int k = 0; k < 3; k++) {
+        const char *types[] = {DQ_EV_CANARY_STEP, DQ_EV_CANARY_PROMOTED, DQ_EV_CANARY_ABORTED};
+        const char *data[] = {"{\"step\":1,\"steps\":1,\"weight\":100,\"canary_color\":\"blue\","
+                              "\"router\":\"edge\",\"kind\":\"pause\",\"hold_ms\":0}",
+                              "{\"steps\":1,\"canary_color\":\"blue\",\"duration_ms\":1000}",
+                              "{\"step\":1,\"weight\":5,\"max_weight\":5,\"reason\":\"probe\","
+                              "\"canary_color\":\"green\",\"weight_restored\":true}"};
+        const char *at[] = {"2026-01-01T10:00:00Z", "2026-01-01T10:00:01Z", "2026-01-01T11:00:00Z"};
+        dq_event *ev = dq_event_new(types[k], k < 2 ? D1 : D2, "web", "prod", k < 2 ? "v1" : "v2",
+                                    "test@host/1");
+        char name[32];
+
+        snprintf(name, sizeof name, "0/%d", k);
+        dq_event_set_id_from(ev, name);
+        ev->at_ms = ms(at[k]);
+        ev->fence = k < 2 ? 1 : 2;
+        cJSON_Delete(ev->data);
+        ev->data = cJSON_Parse(data[k]);
+        assert_int_equal(dq_fold_apply_event(g, ev, 0, k), DQ_FOLD_APPLIED);
+        dq_event_free(ev);
+    }
+    a = dq_fold_target_json(t);
+    b = dq_fold_target_json(dq_fold_target_get(g, "web", "prod"));
+    assert_true(cJSON_Compare(a, b, 1));
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    dq_fold_free(f);
+    dq_fold_free(g);
+}
+
 /* ---- the scanned path folds as the decoded one ---------------------------------------- */
 
 #define ENV(type, dep, svc, at, fence, data)                                               \
@@ -739,6 +956,9 @@ int main(void)
         cmocka_unit_test(test_rollback_notify_policy),
         cmocka_unit_test(test_approval_expired),
         cmocka_unit_test(test_operator_marks_and_retry),
+        cmocka_unit_test(test_canary_steps_and_replay_at),
+        cmocka_unit_test(test_canary_abort_rollback),
+        cmocka_unit_test(test_canary_promoted_and_next),
         cmocka_unit_test(test_scanned_records_fold_as_decoded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,7 @@
 /*
  * test_report.c - the report figures (common/domain/report.c) on a scripted ten-day history whose
  * every figure was worked out by hand (see the comments), with filters, percentiles and the
- * JSON/CSV renderings.
+ * JSON/CSV renderings; canaries aborted before 100 as catches, with the traffic they reached.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -312,6 +312,121 @@ static void test_notify_policy_not_a_failed_rollback(void **state)
     assert_int_equal(r.mttr.n, 0);
     assert_int_equal(r.failed_changes, 1);
     assert_close(r.success_rate, 0.0); /* (1 - 1) / 1 (was 1.0) */
+    dq_fold_free(f);
+}
+
+/* Canary steps of deployment dep up to weight `weights` (e.g. {5, 25}), then its abort at the
+ * last of them and deploy.failed, from 02-01 10:00 + hour h. */
+static void canary_aborted(dq_fold *f, const char *dep, const char *svc, const char *env, int h,
+                           const int *weights, size_t n)
+{
+    char at[32], data[512];
+
+    snprintf(at, sizeof at, "2026-02-01T%02d:00:00Z", h);
+    validated(f, dep, svc, env, at, NULL);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(at, sizeof at, "2026-02-01T%02d:%02zu:00Z", h, i + 1);
+        snprintf(data, sizeof data,
+                 "{\"step\":%zu,\"steps\":4,\"weight\":%d,\"canary_color\":\"green\","
+                 "\"stable_color\":\"blue\",\"router\":\"edge\",\"kind\":\"analysis\","
+                 "\"hold_ms\":60000}", i + 1, weights[i]);
+        put(f, DQ_EV_CANARY_STEP, dep, svc, env, "v2", at, data);
+    }
+    snprintf(at, sizeof at, "2026-02-01T%02d:30:00Z", h);
+    snprintf(data, sizeof data,
+             "{\"step\":%zu,\"weight\":%d,\"max_weight\":%d,\"reason\":\"analysis\","
+             "\"canary_color\":\"green\",\"stable_color\":\"blue\",\"weight_restored\":true}", n,
+             weights[n - 1], weights[n - 1]);
+    put(f, DQ_EV_CANARY_ABORTED, dep, svc, env, "v2", at, data);
+    snprintf(at, sizeof at, "2026-02-01T%02d:31:00Z", h);
+    put(f, DQ_EV_FAILED, dep, svc, env, "v2", at, "{\"reason\":\"canary_aborted\"}");
+}
+
+/* Caught by canary (report.h), window 02-01 .. 02-02:
+ *   K1 api/production  canary 5, 25, aborted at 25; the executor's rollback (no request):
+ *                      first bad sample 10:03:00, restored 10:30:00 -> caught, share 25;
+ *                      MTTR 27 min, automatic (deployq-executor)
+ *   K2 api/staging     canary 5, aborted at 5                -> caught, share 5
+ *   K3 web/production  canary 5, 25, 50, aborted at 50       -> caught, share 50
+ *   K4 web/production  canary 5, 25, 50, 100, aborted at 100 -> reached all traffic: not caught
+ *   K5 web/production  succeeded, the monitor's rollback (first failure 15:10, restored
+ *                      15:20)                                -> escaped; MTTR 10 min
+ * caught 3 (all by canary), escaped 1: stopped 3/4 = 75%; shares 5 25 50: median 25, max 50.
+ * MTTR 10 min and 27 min, none manual. */
+static void test_caught_by_canary(void **state)
+{
+    (void)state;
+    dq_fold *f = dq_fold_new();
+    dq_report_opts o = {.since_ms = 0};
+    dq_report r;
+    const int k1[] = {5, 25}, k2[] = {5}, k3[] = {5, 25, 50}, k4[] = {5, 25, 50, 100};
+    cJSON *j;
+    char *txt, *buf = NULL;
+    size_t len = 0;
+    FILE *mem;
+
+    next_offset = 0;
+    canary_aborted(f, D(1), "api", "production", 10, k1, 2);
+    put(f, DQ_EV_ROLLBACK_STARTED, D(1), "api", "production", "v2", "2026-02-01T10:30:00Z",
+        "{\"method\":\"canary_abort\",\"requested_by\":\"deployq-executor\",\"reason\":"
+        "\"canary_aborted\",\"from_version\":\"v2\",\"to_version\":\"v1\",\"detected_at\":"
+        "\"2026-02-01T10:03:00Z\"}");
+    put(f, DQ_EV_ROLLBACK_SUCCEEDED, D(1), "api", "production", "v2", "2026-02-01T10:30:01Z",
+        "{\"method\":\"canary_abort\",\"requested_by\":\"deployq-executor\",\"to_version\":\"v1\","
+        "\"detected_at\":\"2026-02-01T10:03:00Z\",\"restored_at\":\"2026-02-01T10:30:00Z\"}");
+    canary_aborted(f, D(2), "api", "staging", 11, k2, 1);
+    canary_aborted(f, D(3), "web", "production", 12, k3, 3);
+    canary_aborted(f, D(4), "web", "production", 13, k4, 4);
+    validated(f, D(5), "web", "production", "2026-02-01T15:00:00Z", NULL);
+    put(f, DQ_EV_SUCCEEDED, D(5), "web", "production", "v", "2026-02-01T15:05:00Z", NULL);
+    put(f, DQ_EV_ROLLBACK_REQUESTED, D(5), "web", "production", "v", "2026-02-01T15:12:00Z",
+        "{\"reason\":\"5xx\",\"requested_by\":\"deployq-monitor\",\"evidence\":{"
+        "\"first_failure_at\":\"2026-02-01T15:10:00Z\"}}");
+    put(f, DQ_EV_ROLLBACK_SUCCEEDED, D(5), "web", "production", "v", "2026-02-01T15:21:00Z",
+        "{\"to_version\":\"u\",\"method\":\"redeploy\",\"restored_at\":\"2026-02-01T15:20:00Z\"}");
+
+    assert_int_equal(dq_report_compute(f, &o, &r), 0);
+    assert_int_equal(r.deployments, 5);
+    assert_int_equal(r.failed, 4);
+    assert_int_equal(r.caught_by_canary, 3);
+    assert_int_equal(r.caught_by_gate, 0);
+    assert_int_equal(r.caught_outside_production, 0);
+    assert_int_equal(r.caught, 3);
+    assert_int_equal(r.escaped, 1);
+    assert_close(r.stopped_before_production, 0.75);
+    assert_close(r.canary_share_median, 25.0);
+    assert_close(r.canary_share_max, 50.0);
+    assert_int_equal(r.mttr.n, 2);
+    assert_close(r.mttr.min_ms, 600000.0);
+    assert_close(r.mttr.max_ms, 1620000.0);
+    assert_int_equal(r.mttr_manual, 0);
+
+    j = dq_report_json(&r);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "deployments"), "caught_by_canary")
+                         ->valueint, 3);
+    txt = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "caught_by_canary_share"));
+    assert_string_equal(txt, "{\"n\":3,\"median\":25,\"max\":50}");
+    free(txt);
+    cJSON_Delete(j);
+
+    mem = open_memstream(&buf, &len);
+    dq_report_write_csv(&r, mem);
+    fclose(mem);
+    assert_non_null(strstr(buf, "\n*,*,caught_by_canary,3\n"));
+    assert_non_null(strstr(buf, "\n*,*,caught_by_canary_share_median,25.00\n"));
+    assert_non_null(strstr(buf, "\n*,*,caught_by_canary_share_max,50.00\n"));
+    free(buf);
+
+    buf = NULL;
+    mem = open_memstream(&buf, &len);
+    dq_report_write_table(&r, mem);
+    fclose(mem);
+    assert_non_null(strstr(buf, "stopped before production      75.0% (3 caught: 0 by a gate, 3 by "
+                                "canary, 0 outside production; 1 escaped)"));
+    assert_non_null(strstr(buf, "caught by canary               3 (aborted before 100%; traffic "
+                                "reached: median 25.0%, max 50.0%)\n"));
+    free(buf);
+    dq_report_clear(&r);
     dq_fold_free(f);
 }
 
@@ -636,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_figures),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_notify_policy_not_a_failed_rollback),
+        cmocka_unit_test(test_caught_by_canary),
         cmocka_unit_test(test_by_target),
         cmocka_unit_test(test_percentile),
         cmocka_unit_test(test_renderings),

@@ -494,7 +494,8 @@ static const char *const event_types[] = {
     "provider.failed",    "deploy.succeeded",   "deploy.failed",            "monitor.started",
     "health.degraded",    "deploy.verified",    "rollback.requested",       "rollback.started",
     "rollback.succeeded", "rollback.failed",    "traffic.switched",         "notification.sent",
-    "notification.failed", "approval.refused", "drift.detected", NULL,
+    "notification.failed", "approval.refused", "drift.detected", "canary.step",
+    "canary.analysis",     "canary.promoted",  "canary.aborted",  NULL,
 };
 
 /* A good data object of each type, in the order of event_types. */
@@ -525,6 +526,19 @@ static const char *const good_data[] = {
     "{\"digest\":\"0123456789abcdef\",\"against\":\"staging\",\"missing\":[],\"differs\":[\"STRIPE_KEY\"],"
     "\"allowed\":[\"DATABASE_URL\"],\"since_deploy\":{\"version\":\"v1\",\"recorded_at\":"
     "\"2026-11-26T10:00:00.000Z\",\"changed\":[\"STRIPE_KEY\"]}}",
+    "{\"step\":2,\"steps\":4,\"weight\":25,\"canary_color\":\"green\",\"stable_color\":\"blue\","
+    "\"canary_version\":\"v2\",\"stable_version\":\"v1\",\"router\":\"edge\",\"kind\":\"analysis\","
+    "\"hold_ms\":10000}",
+    "{\"step\":1,\"steps\":4,\"weight\":5,\"passed\":false,\"result\":\"fail\",\"reason\":\"error rate\","
+    "\"canary\":{\"samples\":20,\"errors\":4,\"error_rate\":0.2,\"p50_ms\":3.5,\"p90_ms\":5,\"p99_ms\":9},"
+    "\"stable\":{\"samples\":20,\"errors\":0,\"error_rate\":0,\"p50_ms\":3,\"p90_ms\":4,\"p99_ms\":6},"
+    "\"latency\":{\"test\":\"mann-whitney-u\",\"tested\":true,\"u\":210,\"z\":0.4,\"p_value\":0.34,"
+    "\"alpha\":0.05,\"median_ratio\":1.17,\"tolerance\":0.1},\"criteria\":{\"error_tolerance\":0.01,"
+    "\"max_error_rate\":0.05,\"min_samples\":20},\"first_bad_at\":\"2026-11-26T10:00:01.200Z\"}",
+    "{\"steps\":4,\"canary_color\":\"green\",\"stable_color\":\"blue\",\"duration_ms\":61000}",
+    "{\"step\":1,\"weight\":5,\"max_weight\":5,\"reason\":\"analysis\",\"detail\":\"error rate 20%\","
+    "\"canary_color\":\"green\",\"stable_color\":\"blue\",\"weight_restored\":true,\"first_bad_at\":"
+    "\"2026-11-26T10:00:01.200Z\",\"restored_at\":\"2026-11-26T10:00:04.000Z\",\"time_to_zero_ms\":2800}",
 };
 
 static cJSON *make_event(const char *type, const char *data)
@@ -633,9 +647,9 @@ static void test_real_request_and_signed(void **state)
     cJSON *req = cJSON_Parse(good);
     assert_int_equal(dq_schema_validate(dq_schema_set_request(set), req, err, sizeof err), 0);
     cJSON_DeleteItemFromObjectCaseSensitive(req, "nonce");
-    cJSON_ReplaceItemInObjectCaseSensitive(req, "strategy", cJSON_CreateString("canary"));
+    cJSON_ReplaceItemInObjectCaseSensitive(req, "strategy", cJSON_CreateString("linear"));
     assert_int_equal(dq_schema_validate(dq_schema_set_request(set), req, err, sizeof err), 2);
-    assert_string_equal(err, "/nonce: required; /strategy: not one of [rolling, blue-green]");
+    assert_string_equal(err, "/nonce: required; /strategy: not one of [rolling, blue-green, canary]");
     cJSON_Delete(req);
 
     char sig[89];
