@@ -17,6 +17,7 @@
  *     probe: {url: "http://{color}.internal/health", <probe.h keys>, attempts: 10, interval: 1s}
  *     router: {type: http, url, method: POST, body: '{"color":"{color}"}', headers, timeout, name}
  *           | {type: command, argv: [...], timeout, name}
+ *           | {type: haproxy, ...}  (below, "weights": a switch sets the weights 100/0)
  * {color}, {service} and {environment} are replaced in probe.url, router.url, router.body
  * and each router.argv item. Provider items are mappings (docs/providers.md).
  *
@@ -58,8 +59,8 @@ dq_bluegreen *dq_bg_load(const dq_config *cfg, const char *service, const char *
                          char *err, size_t errlen);
 void dq_bg_free(dq_bluegreen *bg);
 
-/* What traffic.switched reports as `router`: router.name, else "http" or "command"
- * (never the URL: it may hold a credential). */
+/* What traffic.switched reports as `router`: router.name, else "http", "command" or
+ * "haproxy" (never the URL: it may hold a credential). */
 const char *dq_bg_router_name(const dq_bluegreen *bg);
 
 /* "green" for "blue" and the other way round; NULL for anything else. */
@@ -116,16 +117,25 @@ dq_event *dq_bg_switched_event(const char *deployment_id, const char *service,
 
 /* ---- weights (canary; canary.h) ----
  * A router takes weights when it is `type: haproxy`, or an http/command router with a
- * weights request configured:
+ * weights request configured (http: weights_body and read_url, command: weights_argv and
+ * read_argv; one without the other is refused at load, an http/command router without
+ * them only switches):
  *   router: {type: haproxy, socket: /run/haproxy/admin.sock | address: 127.0.0.1:9999,
  *            backend: web, servers: {blue: web_blue, green: web_green}, timeout: 5s, name}
  *           HAProxy's runtime API: `set server <backend>/<server> weight <n>` then
  *           `get weight <backend>/<server>` ("<current> (initial <n>)"); no reload.
+ *           One connection per command (the non-interactive mode), timeout (default 5s)
+ *           on each; a switch is weights 100/0 for the color, read back like any set.
  *   router: {type: http, ..., weights_url, weights_method: POST,
  *            weights_body: '{"blue":{weight_blue},"green":{weight_green}}',
  *            read_url}     GET read_url answers {"blue": n, "green": n}
+ *                          (or {"weights": {"blue": n, "green": n}}); weights_url
+ *                          defaults to url
  *   router: {type: command, ..., weights_argv: [..., "{weight_blue}", "{weight_green}"],
  *            read_argv: [...]}   read_argv prints {"blue": n, "green": n}
+ * {weight_blue}, {weight_green}, {service} and {environment} are replaced in weights_url,
+ * weights_body and each weights_argv item; a weights command also gets DEPLOYQ_WEIGHT_BLUE
+ * and DEPLOYQ_WEIGHT_GREEN (and DEPLOYQ_FENCE, DEPLOYQ_SERVICE, DEPLOYQ_ENVIRONMENT).
  * Weights are percentages 0..100, blue's and green's summing to 100. */
 
 /* 1 when bg's router takes weights. */
