@@ -125,6 +125,42 @@ fail:
 }
 
 
+/* A canary's step, verdict and end in a line: "step 2/4: 25% to green",
+ * "step 1 failed: errors: canary 12/20 ...", "aborted at 5%: analysis; weight restored in
+ * 412 ms", "promoted: 100% on green after 4 steps". */
+static void canary_detail(const dq_event *ev, char *out, size_t len)
+{
+    const cJSON *d = ev->data;
+    int step = (int)dq_json_num(d, "step", 0), steps = (int)dq_json_num(d, "steps", 0);
+    int weight = (int)dq_json_num(d, "weight", 0);
+    const char *canary = dq_json_str(d, "canary_color") ? dq_json_str(d, "canary_color") : "?";
+
+    if (strcmp(ev->type, DQ_EV_CANARY_STEP) == 0) {
+        snprintf(out, len, "step %d/%d: %d%% to %s", step, steps, weight, canary);
+    } else if (strcmp(ev->type, DQ_EV_CANARY_ANALYSIS) == 0) {
+        const char *why = dq_json_str(d, "reason");
+
+        snprintf(out, len, "step %d/%d at %d%% %s%s%s", step, steps, weight,
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "passed")) ? "passed" : "failed",
+                 why && why[0] ? ": " : "", why && why[0] ? why : "");
+    } else if (strcmp(ev->type, DQ_EV_CANARY_ABORTED) == 0) {
+        const char *reason = dq_json_str(d, "reason"), *detail = dq_json_str(d, "detail");
+        int restored = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "weight_restored"));
+        double ttz = dq_json_num(d, "time_to_zero_ms", -1);
+        char tail[64] = "";
+
+        if (restored && ttz >= 0)
+            snprintf(tail, sizeof tail, " in %.0f ms", ttz);
+        snprintf(out, len, "aborted at %d%% (step %d): %s%s%s; %s%s", weight, step,
+                 reason ? reason : "?", detail && detail[0] ? ": " : "", detail ? detail : "",
+                 restored ? "traffic back on the stable version" : "THE ROUTER DID NOT CONFIRM "
+                                                                   "the canary's weight 0",
+                 tail);
+    } else if (strcmp(ev->type, DQ_EV_CANARY_PROMOTED) == 0) {
+        snprintf(out, len, "promoted: 100%% on %s after %d steps", canary, steps);
+    }
+}
+
 /* One line per step, for people. */
 static void print_step(FILE *out, const dq_event *ev)
 {
@@ -166,6 +202,8 @@ static void print_step(FILE *out, const dq_event *ev)
                  dq_json_str(d, "approved_by") ? dq_json_str(d, "approved_by") : "",
                  cJSON_GetObjectItemCaseSensitive(d, "override_freeze") ? ", freeze overridden: " : "",
                  (s = dq_json_str(cJSON_GetObjectItemCaseSensitive(d, "override_freeze"), "reason")) ? s : "");
+    } else if (strncmp(ev->type, "canary.", 7) == 0) {
+        canary_detail(ev, detail, sizeof detail);
     } else if (strcmp(ev->type, DQ_EV_AWAITING_APPROVAL) == 0) {
         snprintf(detail, sizeof detail, "needs an approver: deployq approve %s (or deny)",
                  ev->deployment_id);
