@@ -6,7 +6,7 @@
  * Three parts, in this order:
  *  1. lint: the whole configuration, one line per problem ("file:line: message"). Each
  *     section is read by the reader its worker uses at start (gates, provider chains and
- *     the definitions they name, executor, blue_green, monitor and probes, notify and
+ *     the definitions they name, executor, blue_green, canary, monitor and probes, notify and
  *     notifications, rollback policy, github_deployments, sentry): a key a worker refuses is refused here, and a key added
  *     to a reader is checked here without a second list. A reader stops at its first
  *     problem, so each section reports at most one at a time; every section is read.
@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "bluegreen.h"
+#include "canary.h"
 #include "cli.h"
 #include "event.h"
 #include "execute.h"
@@ -307,7 +308,7 @@ static void lint_env(checker *ck, const char *svc, const dq_environment *e)
     size_t np;
     dq_notify_config nc;
     const cJSON *v;
-    char err[1024], at[512];
+    char err[1024], at[512], bg_err[1024] = "";
 
     g = dq_gates_load(cfg, svc, e->name, err, sizeof err);
     if (!g)
@@ -339,11 +340,19 @@ static void lint_env(checker *ck, const char *svc, const dq_environment *e)
         dq_watch_config_free(w);
     }
     if (dq_bg_configured(cfg, svc, e->name)) {
-        dq_bluegreen *bg = dq_bg_load(cfg, svc, e->name, err, sizeof err);
+        dq_bluegreen *bg = dq_bg_load(cfg, svc, e->name, bg_err, sizeof bg_err);
 
         if (!bg)
-            problem(ck, "%s", err);
+            problem(ck, "%s", bg_err);
         dq_bg_free(bg);
+    }
+    /* canary: its section, and that blue_green has a router that takes weights (a broken
+     * blue_green is said once, above) */
+    if (dq_canary_configured(cfg, svc, e->name) || dq_canary_applies(cfg, svc, e->name, NULL)) {
+        dq_canary cn;
+
+        if (dq_canary_load(cfg, svc, e->name, &cn, err, sizeof err) != 0 && strcmp(err, bg_err) != 0)
+            problem(ck, "%s", err);
     }
     if ((v = dq_json_get(e->view, "notify"))) {
         if (dq_notify_config_read(cfg, v, "notify", &nc, err, sizeof err) != 0)

@@ -740,7 +740,8 @@ outcome:
     case DQ_CHAIN_SUCCEEDED:
         /* blue-green: the idle color is probed and traffic moved before success is told */
         if (x->before_succeeded) {
-            int hook = x->before_succeeded(x->hook_ctx, &res, why, sizeof why);
+            char reason[32] = "internal";
+            int hook = x->before_succeeded(x->hook_ctx, &res, reason, sizeof reason, why, sizeof why);
 
             if (hook > 0 || r.sink_failed) {
                 snprintf(err, errlen, "%s", r.sink_failed ? r.sink_err : "stopped");
@@ -749,7 +750,7 @@ outcome:
             }
             if (hook < 0) {
                 res.outcome = DQ_CHAIN_FAILED; /* so terminal_event writes deploy.failed */
-                st = conclude(&r, terminal_event(&r, &res, "internal", why), out, err, errlen);
+                st = conclude(&r, terminal_event(&r, &res, reason, why), out, err, errlen);
                 break;
             }
         }

@@ -84,11 +84,13 @@ typedef struct dq_exec {
      * chain_load builds the chain instead of the target's `providers` (the idle color's),
      * 0 or -1 with err (the run then ends as deploy.failed, reason internal);
      * before_succeeded runs once the chain succeeded and before deploy.succeeded (probe
-     * the idle color, move traffic): 0 go on, -1 the run ends as deploy.failed (reason
-     * internal, detail from detail), 1 stop without a conclusion (shutdown, lease lost). */
+     * the idle color, move traffic; a canary's rollout): 0 go on, -1 the run ends as
+     * deploy.failed (reason from reason, which holds "internal" unless the hook writes
+     * another one of deploy.failed's reasons, e.g. canary_aborted; detail from detail), 1
+     * stop without a conclusion (shutdown, lease lost). */
     int (*chain_load)(void *hook_ctx, dq_provider ***providers, size_t *n, char *err, size_t errlen);
-    int (*before_succeeded)(void *hook_ctx, const dq_chain_result *res, char *detail,
-                            size_t detaillen);
+    int (*before_succeeded)(void *hook_ctx, const dq_chain_result *res, char *reason,
+                            size_t reasonlen, char *detail, size_t detaillen);
     void *hook_ctx;
     /* Counted when set (metrics.h; NULL: not counted): a run that concludes bumps
      * deployq_deploys_total{service,env,provider,outcome} once (outcome succeeded|failed,

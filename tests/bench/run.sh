@@ -14,6 +14,8 @@
 #   burst      2,000 targets at once, a provider taking 2 s: last succeeded after the
 #              last validated, the executor's peak RSS                       (embedded)
 #   rss        each worker's RSS after 30 s of `deployq up`, next to kcat's and Redis'
+#   canary     a bad canary's first bad answer -> HAProxy says weight 0, next to Flagger's
+#              interval x threshold (real HAProxy)                        (embedded)
 #   registry   append with group commit, `history` and `replay` over N events against jq
 #                                                                              (real Kafka)
 #   flood      the 100,000-request flood of tests/chaos/flood.sh: every worker's peak RSS
@@ -28,13 +30,13 @@
 # the real Kafka Java 17 + Maven (scripts/install-deps.sh installs them all). About 10
 # minutes on 2 cores. The benches never decide CI: nothing here is a test.
 set -uo pipefail
-case ${1:-} in -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case ${1:-} in -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 build=${1:-build}
 case $build in /*) ;; *) build=$root/$build ;; esac
 [ -x "$build/producer/deployq" ] || { echo "build first: scripts/build.sh $build" >&2; exit 1; }
-ONLY=${ONLY:-validator submit lock latency burst rss registry flood}
+ONLY=${ONLY:-validator submit lock latency burst rss canary registry flood}
 KAFKA=${KAFKA:-1}
 OUT=${OUT:-/tmp/dq-bench-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
@@ -69,6 +71,7 @@ wanted lock && bench lock lock tests/bench/lock.sh "$build"
 wanted latency && bench "latency (embedded)" latency-embedded "${embedded_env[@]}" tests/bench/latency.sh "$build"
 wanted burst && bench burst burst "${embedded_env[@]}" tests/bench/burst.sh "$build"
 wanted rss && bench rss rss tests/bench/rss.sh "$build"
+wanted canary && bench canary canary "${embedded_env[@]}" tests/bench/canary.sh "$build"
 if [ "$KAFKA" = 1 ] && { wanted latency || wanted registry; }; then
     if kafka_up; then
         wanted latency && bench "latency (real Kafka)" latency-kafka tests/bench/latency.sh "$build"

@@ -25,6 +25,11 @@
  * with deploy.queued, their offsets unstored (job_paused). A cancelled deployment ends
  * as deploy.failed reason cancelled: before it starts, or at the provider, where the
  * chain cancels and confirms it (dq_exec.cancel_requested, asked on each status poll).
+ *
+ * Blue-green and canary targets (bluegreen.h, canary.h) deploy to the idle color through
+ * dq_exec's hooks; a canary's before_succeeded runs the whole rollout (steps of weight on
+ * the router, analysis, abort) before deploy.succeeded, and a stopped rollout is resumed
+ * like any run, from step 1.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +37,7 @@
 #include <string.h>
 
 #include "bluegreen.h"
+#include "canary.h"
 #include "config.h"
 #include "event.h"
 #include "execute.h"
@@ -249,6 +255,8 @@ typedef struct bg_job {
     const dq_event *v; /* the deploy.validated */
     dq_bluegreen *bg;
     char color[DQ_BG_COLOR_LEN]; /* the idle color this deployment goes to */
+    int canary;                  /* a canary (canary.h): the rollout moves the traffic */
+    dq_canary cn;                /* its steps, when canary */
 } bg_job;
 
 /* dq_exec.chain_load: the idle color's provider chain. */
@@ -257,6 +265,8 @@ static int bg_chain_load(void *ctx, dq_provider ***providers, size_t *n, char *e
     bg_job *b = ctx;
     const dq_event *v = b->v;
 
+    if (b->canary && dq_canary_load(b->jc->ex->cfg, v->service, v->environment, &b->cn, err, errlen) != 0)
+        return -1;
     if (!b->bg)
         b->bg = dq_bg_load(b->jc->ex->cfg, v->service, v->environment, err, errlen);
     if (!b->bg)
@@ -264,23 +274,53 @@ static int bg_chain_load(void *ctx, dq_provider ***providers, size_t *n, char *e
     if (dq_bg_pick_idle(b->redis, v->service, v->environment, v->deployment_id, b->color, err,
                         errlen) != 0)
         return -1;
-    dq_info("deploy %s of %s: blue-green, to the idle color %s", v->deployment_id, b->jc->key,
-            b->color);
+    dq_info("deploy %s of %s: %s, to the idle color %s", v->deployment_id, b->jc->key,
+            b->canary ? "canary" : "blue-green", b->color);
     return dq_bg_color_chain(b->bg, b->color, providers, n, err, errlen);
 }
 
-/* dq_exec.before_succeeded: probe the idle color, switch the router, record it, and
- * emit traffic.switched, all before deploy.succeeded. */
-static int bg_before_succeeded(void *ctx, const dq_chain_result *res, char *detail, size_t len)
+/* Traffic is on b->color: record it and emit traffic.switched (st: the state before).
+ * 0, or 1 to stop and retry (Redis, the broker). */
+static int bg_went_live(bg_job *b, const dq_bg_state *st)
 {
-    bg_job *b = ctx;
     const dq_event *v = b->v;
-    dq_bg_state st;
     dq_event *ev;
     char seed[128], err[512];
     int rc;
 
+    if (dq_bg_set_live(b->redis, v->service, v->environment, b->color, v->version, err,
+                       sizeof err) != 0) {
+        dq_warn("deploy %s: traffic moved to %s but not recorded: %s; will retry",
+                v->deployment_id, b->color, err);
+        return 1;
+    }
+    snprintf(seed, sizeof seed, "%s:traffic.switched:%s", v->deployment_id, b->color);
+    ev = dq_bg_switched_event(v->deployment_id, v->service, v->environment, v->version,
+                              b->jc->ex->actor, dq_lock_fence(b->jc->lock),
+                              strcmp(st->live, b->color) == 0 ? dq_bg_other(b->color) : st->live,
+                              b->color, dq_bg_router_name(b->bg), seed);
+    rc = ev && kafka_sink(b->jc, ev, err, sizeof err) == 0 ? 0 : 1;
+    dq_event_free(ev);
+    if (rc == 0)
+        dq_info("deploy %s: traffic of %s moved to %s (router %s)", v->deployment_id, b->jc->key,
+                b->color, dq_bg_router_name(b->bg));
+    return rc;
+}
+
+/* dq_exec.before_succeeded: probe the idle color, switch the router, record it, and
+ * emit traffic.switched, all before deploy.succeeded. */
+static int bg_before_succeeded(void *ctx, const dq_chain_result *res, char *reason, size_t reasonlen,
+                               char *detail, size_t len)
+{
+    bg_job *b = ctx;
+    const dq_event *v = b->v;
+    dq_bg_state st;
+    char err[512];
+    int rc;
+
     (void)res;
+    (void)reason;
+    (void)reasonlen;
     rc = dq_bg_probe(b->bg, b->color, job_continue, b->jc, err, sizeof err);
     if (rc != 0) {
         if (rc < 0)
@@ -296,23 +336,85 @@ static int bg_before_succeeded(void *ctx, const dq_chain_result *res, char *deta
         snprintf(detail, len, "blue-green: %s is healthy but traffic was not moved: %s", b->color, err);
         return -1;
     }
-    if (dq_bg_set_live(b->redis, v->service, v->environment, b->color, v->version, err,
-                       sizeof err) != 0) {
-        dq_warn("deploy %s: traffic moved to %s but not recorded: %s; will retry",
-                v->deployment_id, b->color, err);
+    return bg_went_live(b, &st);
+}
+
+/* dq_exec.before_succeeded of a canary (canary.h): probe the idle color, walk the steps,
+ * and once promoted record the color as live and emit traffic.switched, all before
+ * deploy.succeeded. An aborted rollout ends the deploy as deploy.failed reason
+ * canary_aborted (cancelled for a cancel); a stopped one is resumed later from step 1. */
+static int canary_before_succeeded(void *ctx, const dq_chain_result *res, char *reason,
+                                   size_t reasonlen, char *detail, size_t len)
+{
+    bg_job *b = ctx;
+    const dq_event *v = b->v;
+    dq_canary_rollout ro;
+    dq_canary_outcome out;
+    dq_bg_state st;
+    char err[512];
+    int rc;
+
+    (void)res;
+    rc = dq_bg_probe(b->bg, b->color, job_continue, b->jc, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            snprintf(detail, len, "canary: the idle color %s failed its probe, traffic not moved: %s",
+                     b->color, err);
+        return rc;
+    }
+    if (dq_bg_state_read(b->redis, v->service, v->environment, &st, err, sizeof err) != 0) {
+        dq_warn("deploy %s: %s; will retry", v->deployment_id, err);
         return 1;
     }
-    snprintf(seed, sizeof seed, "%s:traffic.switched:%s", v->deployment_id, b->color);
-    ev = dq_bg_switched_event(v->deployment_id, v->service, v->environment, v->version,
-                              b->jc->ex->actor, dq_lock_fence(b->jc->lock),
-                              strcmp(st.live, b->color) == 0 ? dq_bg_other(b->color) : st.live,
-                              b->color, dq_bg_router_name(b->bg), seed);
-    rc = ev && kafka_sink(b->jc, ev, err, sizeof err) == 0 ? 0 : 1;
-    dq_event_free(ev);
-    if (rc == 0)
-        dq_info("deploy %s: traffic of %s moved to %s (router %s)", v->deployment_id, b->jc->key,
-                b->color, dq_bg_router_name(b->bg));
-    return rc;
+    if (strcmp(st.live, b->color) == 0) {
+        /* an earlier run promoted it and stopped before its outcome: traffic stays */
+        int w[2] = {strcmp(b->color, "blue") == 0 ? 100 : 0, strcmp(b->color, "green") == 0 ? 100 : 0};
+
+        dq_info("deploy %s: %s was promoted by an earlier run", v->deployment_id, b->color);
+        if (dq_bg_set_weights(b->bg, w, dq_lock_fence(b->jc->lock), err, sizeof err) != 0) {
+            snprintf(detail, len, "canary: %s was promoted but the router does not say so: %s", b->color, err);
+            return -1;
+        }
+        return bg_went_live(b, &st);
+    }
+    memset(&ro, 0, sizeof ro);
+    ro.canary = &b->cn;
+    ro.bg = b->bg;
+    ro.deployment_id = v->deployment_id;
+    ro.service = v->service;
+    ro.environment = v->environment;
+    ro.actor = b->jc->ex->actor;
+    ro.fence = dq_lock_fence(b->jc->lock);
+    ro.canary_color = b->color;
+    ro.stable_color = st.live;
+    ro.canary_version = v->version;
+    ro.stable_version = st.live[0] ? dq_bg_state_version(&st, st.live) : NULL;
+    ro.sink = kafka_sink;
+    ro.sink_ctx = b->jc;
+    ro.should_continue = job_continue;
+    ro.cancel_requested = job_cancel_requested;
+    ro.ctx = b->jc;
+    switch (dq_canary_run(&ro, &out)) {
+    case DQ_CANARY_PROMOTED:
+        return bg_went_live(b, &st);
+    case DQ_CANARY_ABORTED:
+        if (!st.live[0]) /* a first deploy: nothing served, the router would not take it */
+            snprintf(detail, len, "canary: the first deploy's color %s could not take the traffic: %s", b->color,
+                     out.detail);
+        else
+            snprintf(detail, len, "canary: aborted at step %d (%d%% of traffic): %s: %s; %s", out.step,
+                     out.weight, out.reason, out.detail,
+                     out.weight_restored ? "the stable version has all traffic again"
+                                         : "the router did NOT confirm the canary's weight 0");
+        if (st.live[0])
+            snprintf(reason, reasonlen, "%s", strcmp(out.reason, "cancelled") == 0 ? "cancelled" : "canary_aborted");
+        return -1;
+    case DQ_CANARY_STOPPED:
+    default:
+        dq_warn("deploy %s: canary rollout stopped at step %d (%s); it restarts at step 1 when resumed",
+                v->deployment_id, out.step, out.detail);
+        return 1;
+    }
 }
 
 /* ---- end of blue-green ---- */
@@ -391,8 +493,15 @@ static int run_job(executor *ex, dq_redis **redis, target *t, job *jb)
     x.chain.cancel_wait_ms = ex->settings.cancel_wait_ms;
     x.m_deploys = ex->m_deploys;
     x.m_failovers = ex->m_failovers;
-    /* blue-green (bluegreen.h): the idle color's chain, then probe and switch */
-    if (dq_bg_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
+    /* blue-green (bluegreen.h): the idle color's chain, then probe and switch; a canary
+     * (canary.h) the same chain, then probe and the rollout */
+    if (dq_canary_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
+        bgj.redis = *redis;
+        bgj.canary = 1;
+        x.chain_load = bg_chain_load;
+        x.before_succeeded = canary_before_succeeded;
+        x.hook_ctx = &bgj;
+    } else if (dq_bg_applies(ex->cfg, v->service, v->environment, dq_json_str(v->data, "strategy"))) {
         bgj.redis = *redis;
         x.chain_load = bg_chain_load;
         x.before_succeeded = bg_before_succeeded;
@@ -733,10 +842,15 @@ int main(int argc, char **argv)
         for (size_t k = 0; k < s->n_envs; k++) {
             dq_provider **ps;
             size_t np;
+            dq_canary cn;
+
             if (dq_exec_chain_load(ex.cfg, s->name, s->envs[k].name, &ps, &np, err, sizeof err) == 0)
                 dq_exec_chain_free(ps, np);
             else
                 dq_warn("%s (deploys to it will fail)", err);
+            if (dq_canary_configured(ex.cfg, s->name, s->envs[k].name) &&
+                dq_canary_load(ex.cfg, s->name, s->envs[k].name, &cn, err, sizeof err) != 0)
+                dq_warn("%s (canary deploys to it will fail)", err);
         }
     }
     ex.locks = dq_lock_pool_new(ex.cfg->redis_url, ex.cfg->redis_timeout_ms, err, sizeof err);
