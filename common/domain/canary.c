@@ -262,6 +262,8 @@ typedef struct rollout {
     int64_t t0;
     const char *stable_color; /* never NULL */
     int first;                /* no color was live */
+    int failed_step;          /* the step (1-based) whose failing verdict is kept in failed */
+    dq_analysis_verdict failed; /* told (canary.analysis) once traffic is back on the stable */
 } rollout;
 
 static int series_add(series *s, double ms, int error)
@@ -513,8 +515,10 @@ static step_result hold_step(rollout *r, size_t i)
                                   r->stable.errors, &r->c->criteria, &v) != 0)
                 return fail_step(r, "analysis", "out of memory judging the samples");
             if (v.result == DQ_ANALYSIS_FAIL) {
-                if (emit_analysis(r, (int)i + 1, &v) != 0)
-                    return STEP_STOPPED;
+                /* the verdict is told after the restore: nothing, not even a slow
+                 * broker, stands between a failed verdict and weight 0 */
+                r->failed = v;
+                r->failed_step = (int)i + 1;
                 return fail_step(r, "analysis", "%s", v.reason);
             }
             if (v.result == DQ_ANALYSIS_PASS && now - start >= s->hold_ms)
@@ -580,6 +584,8 @@ static dq_canary_status abort_rollout(rollout *r, int64_t decided_ms)
     else
         dq_error("canary %s: the router never confirmed canary 0 / stable 100: %s", ro->deployment_id, err);
 
+    if (r->failed_step && emit_analysis(r, r->failed_step, &r->failed) != 0)
+        return DQ_CANARY_STOPPED;
     ev = new_event(r, DQ_EV_CANARY_ABORTED, o->step);
     if (ev) {
         cJSON *d = ev->data;

@@ -19,8 +19,10 @@
  *   - after the last step (100) canary.promoted; the caller then records the canary
  *     color as live (dq_bg_set_live) and emits traffic.switched.
  * On a failure (analysis, probe, router, max_step_time, cancelled) the canary's weight is
- * set to 0 and the stable's to 100 at once, and the router asked again every 500 ms until
- * it confirms, for up to max_step_time; then canary.aborted, and (except for a cancel,
+ * set to 0 and the stable's to 100 at once, before any event is sent (a slow or absent
+ * broker never holds traffic on a failed canary), and the router asked again every 500 ms
+ * until it confirms, for up to max_step_time; then the failing canary.analysis,
+ * canary.aborted, and (except for a cancel,
  * which is an operator's decision and not an incident) rollback.started and
  * rollback.succeeded - or rollback.failed when the router never confirmed - with method
  * "canary_abort": the canary's traffic going back to the stable version is the rollback,
