@@ -708,6 +708,28 @@ static dq_canary_status walk(rollout *r)
     return DQ_CANARY_PROMOTED;
 }
 
+/* A stopped rollout whose run still holds the lock: canary 0 / stable 100, one attempt
+ * (a shutdown is waiting), told in the log only. */
+static void stopped_restore(rollout *r)
+{
+    const dq_canary_rollout *ro = r->ro;
+    char err[512];
+
+    if (ro->lock_held && !ro->lock_held(ro->ctx)) {
+        dq_warn("canary %s: stopped at step %d (%d%%) with the lock lost: the router is left to its new holder",
+                ro->deployment_id, r->out->step, r->out->weight);
+        return;
+    }
+    if (set_canary(r, 0, err, sizeof err) == 0)
+        dq_info("canary %s: stopped at step %d: canary %s back to 0%%, stable %s at 100%% until the deploy "
+                "resumes (from step 1)",
+                ro->deployment_id, r->out->step, ro->canary_color, r->stable_color);
+    else
+        dq_error("canary %s: stopped at step %d and the router did not take canary 0 / stable 100: %s; %s keeps "
+                 "%d%% until the deploy resumes",
+                 ro->deployment_id, r->out->step, err, ro->canary_color, r->out->weight);
+}
+
 dq_canary_status dq_canary_run(const dq_canary_rollout *ro, dq_canary_outcome *out)
 {
     rollout r;
@@ -737,6 +759,8 @@ dq_canary_status dq_canary_run(const dq_canary_rollout *ro, dq_canary_outcome *o
         st = DQ_CANARY_ABORTED; /* nothing moved yet: no traffic to restore */
     } else {
         st = walk(&r);
+        if (st == DQ_CANARY_STOPPED && out->weight > 0)
+            stopped_restore(&r);
     }
     dq_probe_free(r.probes[0]);
     dq_probe_free(r.probes[1]);

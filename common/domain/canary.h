@@ -32,8 +32,11 @@
  * The first deploy of a target (no color live) is not a canary, there is nothing to
  * compare with: weights 100 for its color, one canary.step at 100, canary.promoted.
  *
- * Stopped (should_continue said 0: shutdown, lease lost) the weights stay as they are:
- * the run that resumes the deploy (adopted, as blue-green's are) restarts the rollout at
+ * Stopped (should_continue said 0: shutdown, lease lost; or an event not delivered) while
+ * the lock is still held, the canary's weight is set to 0 once more (one attempt, no
+ * events: a worker restarting mid-rollout does not leave a canary on a share of the
+ * traffic nobody watches); with the lock lost, the router is left to its new holder. The
+ * run that resumes the deploy (adopted, as blue-green's are) restarts the rollout at
  * step 1, setting the weights itself. Its events carry the new lock's fence in their ids,
  * so they are not taken for repeats of the first run's.
  *
@@ -115,6 +118,10 @@ typedef struct dq_canary_rollout {
     void *sink_ctx;
     /* Asked between rounds: 0 stops (shutdown, lease lost). NULL: never stop. */
     int (*should_continue)(void *ctx);
+    /* 1 while this run still holds the target's lock: a stopped rollout then puts the
+     * traffic back on the stable version (one attempt) before it returns; 0 leaves the
+     * router to the lock's new holder. NULL: always held. */
+    int (*lock_held)(void *ctx);
     /* 1 when an operator asked to cancel this deployment (by whom in by). NULL: never. */
     int (*cancel_requested)(void *ctx, char *by, size_t bylen);
     void *ctx;

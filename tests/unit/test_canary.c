@@ -293,6 +293,8 @@ typedef struct fixture {
     dq_event *events[32];
     size_t n_events;
     int cancel; /* what cancel_requested says */
+    int continues; /* should_continue says 1 this many times, then 0; < 0: always 1 */
+    int lock_lost; /* what lock_held says, negated */
 } fixture;
 
 static int setup(void **state)
@@ -349,6 +351,20 @@ static int cancel_asked(void *ctx, char *by, size_t bylen)
     return f->cancel;
 }
 
+static int continue_some(void *ctx)
+{
+    fixture *f = ctx;
+
+    if (f->continues < 0)
+        return 1;
+    return f->continues-- > 0;
+}
+
+static int lock_held(void *ctx)
+{
+    return !((fixture *)ctx)->lock_lost;
+}
+
 /* "canary.step,canary.analysis,..." */
 static void event_types(const fixture *f, char *out, size_t len)
 {
@@ -402,6 +418,8 @@ static void run_env_init(fixture *f, run_env *e, const char *stable_color)
 
     events_clear(f);
     f->cancel = 0;
+    f->continues = -1;
+    f->lock_lost = 0;
     e->cfg = rollout_config(f);
     if (dq_canary_load(e->cfg, "api", "prod", &e->c, err, sizeof err) != 0)
         fail_msg("canary: %s", err);
@@ -422,6 +440,8 @@ static void run_env_init(fixture *f, run_env *e, const char *stable_color)
     e->ro.sink = list_sink;
     e->ro.sink_ctx = f;
     e->ro.cancel_requested = cancel_asked;
+    e->ro.should_continue = continue_some;
+    e->ro.lock_held = lock_held;
     e->ro.ctx = f;
 }
 
@@ -543,6 +563,35 @@ static void test_rollout_cancel(void **state)
     run_env_free(&e);
 }
 
+/* Stopped mid-step (a shutdown) while the lock is held: the traffic goes back to the
+ * stable version before dq_canary_run returns, with no events; with the lock lost, the
+ * router is left as it is (its new holder owns it). */
+static void test_rollout_stopped(void **state)
+{
+    fixture *f = *state;
+    run_env e;
+    dq_canary_outcome out;
+    char types[512];
+
+    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
+    assert_int_equal(dq_fake_script(&f->colors[1], "{\"status\": 200}"), 0);
+    run_env_init(f, &e, "blue");
+    f->continues = 4; /* past the step's weights, into its hold */
+    assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_STOPPED);
+    event_types(f, types, sizeof types);
+    assert_string_equal(types, "canary.step");
+    assert_int_equal(out.weight, 50);
+    assert_weights(f, "{\"blue\": 100, \"green\": 0}");
+    run_env_free(&e);
+
+    run_env_init(f, &e, "blue");
+    f->continues = 4;
+    f->lock_lost = 1;
+    assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_STOPPED);
+    assert_weights(f, "{\"blue\": 50, \"green\": 50}");
+    run_env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_rollout_good),
         cmocka_unit_test(test_rollout_bad),
         cmocka_unit_test(test_rollout_cancel),
+        cmocka_unit_test(test_rollout_stopped),
     };
     int rc;
 

@@ -128,6 +128,13 @@ static int job_continue(void *ctx)
     return !*j->ex->stop && !dq_lock_lost(j->lock);
 }
 
+/* A canary's lock_held (canary.h): this run still holds the target's lock. */
+static int job_lock_held(void *ctx)
+{
+    job_ctx *j = ctx;
+    return !dq_lock_lost(j->lock);
+}
+
 /* dq_exec.cancel_requested: `deployq cancel` marked this deployment (opstate.h). Redis
  * unreachable counts as no: the next poll asks again. */
 static int job_cancel_requested(void *ctx, char *by, size_t bylen)
@@ -393,6 +400,7 @@ static int canary_before_succeeded(void *ctx, const dq_chain_result *res, char *
     ro.sink_ctx = b->jc;
     ro.should_continue = job_continue;
     ro.cancel_requested = job_cancel_requested;
+    ro.lock_held = job_lock_held;
     ro.ctx = b->jc;
     switch (dq_canary_run(&ro, &out)) {
     case DQ_CANARY_PROMOTED:
