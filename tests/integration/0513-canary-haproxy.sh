@@ -141,22 +141,54 @@ assert_eq "$(hap_weights)" "blue=100 green=0" "haproxy after v1"
 assert_eq "$(through_edge)" "v1: ok" "v1 serves through haproxy"
 
 log "2. v2, good: 5, 25, 50, 100 - haproxy says each weight while its step holds - promoted"
+# a poller asks HAProxy for both weights every 50 ms ("epoch_ms blue green"), so each step's
+# weight is checked over the whole time it holds, however late this shell reads the events
+"$PY" - "$SOCK" "$T/poll.stop" >"$T/poll.txt" 2>/dev/null <<'PY' &
+import os, socket, sys, time
+def ask(line):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(1)
+    s.connect(sys.argv[1])
+    s.sendall(line.encode())
+    out = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        out += b
+    s.close()
+    return out.decode().split()[0]
+while not os.path.exists(sys.argv[2]):
+    try:
+        b, g = ask("get weight web/web_blue\n"), ask("get weight web/web_green\n")
+        print(int(time.time() * 1000), b, g, flush=True)
+    except OSError:
+        pass
+    time.sleep(0.05)
+PY
+POLL_PID=$!
+PIDS+=("$POLL_PID")
 d2=$(submit --service web --env production --version v2)
-for k in 1 2 3 4; do
-    st=""
-    end=$((SECONDS + 30))
-    until st=$(events_for "$d2" canary.step | jq -c --argjson k $k 'select(.data.step == $k)' | head -n1) && [ -n "$st" ]; do
-        [ $SECONDS -lt $end ] || fail "no canary.step $k for v2"
-        sleep 0.1
-    done
-    w=$(jq -r .data.weight <<<"$st")
-    got=$(hap_weights)
-    log "v2 step $k/4: canary.step weight $w, haproxy $got"
-    assert_eq "$got" "blue=$((100 - w)) green=$w" "haproxy during v2's step $k"
-done
 ev=$(terminal "$d2" 30) || fail "no outcome for v2"
 assert_eq "$(jq -r .type <<<"$ev")" deploy.succeeded "v2 outcome"
 assert_eq "$(steps_of "$d2")" "1/4:5,2/4:25,3/4:50,4/4:100" "v2's steps"
+touch "$T/poll.stop"
+wait "$POLL_PID" 2>/dev/null || true
+# each step's window: from its canary.step to the next one's (promotion for the last),
+# less 100 ms at each end (the poller's two reads are not one instant)
+ms_of() { "$PY" -c 'import sys, datetime; print(int(datetime.datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00")).timestamp() * 1000))' "$1"; }
+bounds=()
+while read -r at; do bounds+=("$(ms_of "$at")"); done < <(events_for "$d2" canary.step | jq -r .at)
+bounds+=("$(ms_of "$(events_for "$d2" canary.promoted | jq -r .at)")")
+k=0
+for w in 5 25 50 100; do
+    lo=$((bounds[k] + 100)) hi=$((bounds[k + 1] - 100))
+    seen=$(awk -v lo=$lo -v hi=$hi '$1 >= lo && $1 <= hi { print "blue=" $2 " green=" $3 }' "$T/poll.txt" | sort | uniq -c | awk '{print $2 " " $3 " x" $1}' | paste -sd, -)
+    log "v2 step $((k + 1))/4 at $w%: haproxy said $seen"
+    [ -n "$seen" ] || fail "no haproxy reading during v2's step $((k + 1))"
+    assert_eq "$(sed 's/ x[0-9]*//' <<<"$seen")" "blue=$((100 - w)) green=$w" "haproxy during v2's step $((k + 1))"
+    k=$((k + 1))
+done
 assert_eq "$(events_for "$d2" canary.step | jq -r '"\(.data.kind) \(.data.canary_color) \(.data.stable_color) \(.data.stable_version) \(.data.router)"' | sort -u | paste -sd, -)" \
     "analysis green blue v1 edge,pause green blue v1 edge" "v2's canary.step data"
 assert_eq "$(events_for "$d2" canary.analysis | jq -r '"\(.data.step):\(.data.passed)"' | paste -sd, -)" \
@@ -167,8 +199,16 @@ assert_eq "$(events_for "$d2" canary.promoted | jq -r '.data | "\(.steps) \(.can
 assert_eq "$(hap_weights)" "blue=0 green=100" "haproxy after v2"
 assert_eq "$(through_edge)" "v2: ok" "v2 serves through haproxy"
 
-log "3. v3, errors: aborted at its first step, the canary's weight back to 0"
-d3=$(submit --service web --env production --version v3)
+log "3. v3, errors: aborted at its first step, the canary's weight back to 0 (followed with submit --wait)"
+rc=0
+submit --wait --timeout 60 --service web --env production --version v3 >"$T/v3.out" 2>"$T/v3.err" || rc=$?
+d3=$(head -n1 "$T/v3.out")
+assert_eq "$rc" 4 "submit --wait's exit code for an aborted canary (rolled back)"
+grep -q "canary.step  *web/production v3  step 1/4: 5% to blue$" "$T/v3.out" || fail "submit --wait: no step line: $(cat "$T/v3.out")"
+grep -q "canary.analysis  *web/production v3  step 1/4 at 5% failed: errors" "$T/v3.out" ||
+    fail "submit --wait: no verdict line: $(cat "$T/v3.out")"
+grep -q "canary.aborted  *web/production v3  aborted at 5% (step 1): analysis: .*; traffic back on the stable version in [0-9]* ms$" "$T/v3.out" ||
+    fail "submit --wait: no abort line: $(cat "$T/v3.out")"
 ev=$(terminal "$d3" 30) || fail "no outcome for v3"
 assert_eq "$(jq -r .type <<<"$ev")" deploy.failed "v3 outcome"
 assert_eq "$(jq -r .data.reason <<<"$ev")" canary_aborted "v3's deploy.failed reason"
@@ -211,10 +251,11 @@ assert_eq "$(hap_weights)" "blue=0 green=100" "haproxy after v4"
 
 log "5. v5: haproxy killed during step 2, started again 2 s later: stopped, weight back to stable"
 d5=$(submit --service web --env production --version v5)
+# step 2 is under way once HAProxy says so (asked directly: reading the events is slower)
 end=$((SECONDS + 30))
-until [ -n "$(events_for "$d5" canary.step | jq -c 'select(.data.step == 2)')" ]; do
-    [ $SECONDS -lt $end ] || fail "no canary.step 2 for v5"
-    sleep 0.1
+until [ "$(hap_weights 2>/dev/null)" = "blue=25 green=75" ]; do
+    [ $SECONDS -lt $end ] || fail "v5's step 2 never reached haproxy"
+    sleep 0.05
 done
 kill -KILL "$HAPROXY_PID"
 wait "$HAPROXY_PID" 2>/dev/null || true
@@ -232,6 +273,21 @@ log "v5: router gone to weight 0 confirmed: ${ttz} ms"
 assert_eq "$(hap_weights)" "blue=0 green=100" "haproxy after v5: the stable has it all"
 assert_eq "$(through_edge)" "v2: ok" "the stable v2 serves after v5"
 assert_eq "$(events_for "$d5" rollback.succeeded | jq -r .data.method)" canary_abort "v5's rollback"
+
+log "6. the registry: status, replay --at during v2's step 2, report's canary catches"
+. "$(dirname "$0")/helpers-registry.sh"
+start_registry a
+nev=$(events | wc -l)
+wait_for 30 registry_has "$nev" || fail "the registry holds $(registry_records) of $nev events"
+"$DEPLOYQ" status --dir "$REG_DIR" --service web --env production >"$T/status.txt"
+grep -q "canary: aborted at 25%: router" "$T/status.txt" || fail "status has no canary line: $(cat "$T/status.txt")"
+at=$(events_for "$d2" canary.step | jq -r 'select(.data.step == 2) | .at')
+"$DEPLOYQ" replay --dir "$REG_DIR" --at "$at" --json >"$T/replay.json"
+assert_eq "$(jq -r '.targets[] | select(.service == "web") | .canary | "\(.status) \(.step)/\(.steps) \(.weight) \(.canary_color)"' "$T/replay.json")" \
+    "running 2/4 25 green" "replay --at v2's step 2"
+"$DEPLOYQ" report --dir "$REG_DIR" --json >"$T/report.json"
+assert_eq "$(jq -c '[.deployments.caught_by_canary, .caught_by_canary_share.n, .caught_by_canary_share.median, .caught_by_canary_share.max]' "$T/report.json")" "[3,3,5,25]" \
+    "report: v3, v4 and v5 caught by their canary (at 5%, 5% and 25% of the traffic)"
 
 events | jq -c 'select(.type | test("^canary|^traffic|^rollback|^deploy"))' >"$T/canary-events.jsonl"
 n=$(wc -l <"$T/canary-events.jsonl")
