@@ -848,16 +848,32 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < ex.cfg->n_services; i++) {
         const dq_service *s = &ex.cfg->services[i];
         for (size_t k = 0; k < s->n_envs; k++) {
+            const char *e = s->envs[k].name;
             dq_provider **ps;
             size_t np;
             dq_canary cn;
+            dq_bluegreen *bg;
 
-            if (dq_exec_chain_load(ex.cfg, s->name, s->envs[k].name, &ps, &np, err, sizeof err) == 0)
-                dq_exec_chain_free(ps, np);
-            else
-                dq_warn("%s (deploys to it will fail)", err);
-            if (dq_canary_configured(ex.cfg, s->name, s->envs[k].name) &&
-                dq_canary_load(ex.cfg, s->name, s->envs[k].name, &cn, err, sizeof err) != 0)
+            /* a blue-green or canary target deploys through its colors' chains */
+            if (!dq_bg_applies(ex.cfg, s->name, e, NULL) && !dq_canary_applies(ex.cfg, s->name, e, NULL)) {
+                if (dq_exec_chain_load(ex.cfg, s->name, e, &ps, &np, err, sizeof err) == 0)
+                    dq_exec_chain_free(ps, np);
+                else
+                    dq_warn("%s (deploys to it will fail)", err);
+            }
+            if (dq_bg_configured(ex.cfg, s->name, e)) {
+                if (!(bg = dq_bg_load(ex.cfg, s->name, e, err, sizeof err)))
+                    dq_warn("%s (blue-green and canary deploys to it will fail)", err);
+                for (int c = 0; bg && c < 2; c++) {
+                    if (dq_bg_color_chain(bg, c ? "green" : "blue", &ps, &np, err, sizeof err) == 0)
+                        dq_exec_chain_free(ps, np);
+                    else
+                        dq_warn("%s (deploys to it will fail)", err);
+                }
+                dq_bg_free(bg);
+            }
+            if (dq_canary_configured(ex.cfg, s->name, e) &&
+                dq_canary_load(ex.cfg, s->name, e, &cn, err, sizeof err) != 0)
                 dq_warn("%s (canary deploys to it will fail)", err);
         }
     }
