@@ -646,7 +646,9 @@ static int router_http(const dq_bluegreen *bg, const char *method, const char *u
     o.headers = headers;
     o.body = body;
     o.timeout_ms = (long)bg->router_timeout_ms;
-    o.max_retries = 2;              /* connection errors only: idempotent stays 0 */
+    /* connection errors, 429 and 5xx are tried twice more; a timeout is not (idempotent
+     * stays 0). A switch or a weights request sets a state, so a repeat is harmless. */
+    o.max_retries = 2;
     o.retry_budget_ms = bg->router_timeout_ms * 3;
     if (dq_http_request(&o, resp) != 0) {
         snprintf(err, errlen, "router %s: %s", bg->router_name, resp->errstr);
