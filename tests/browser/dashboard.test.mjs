@@ -7,6 +7,8 @@
 //   SUBMIT_CMD   shell command that submits a deploy and prints its deployment id
 //   SUBMIT_VERSION  the version that command deploys (looked for on the page)
 //   SUBMIT_TARGET   "service/environment" it deploys to
+//   CANARY_TARGET, CANARY_TEXT, CANARY_BOXES   (optional) a target with a canary under way,
+//                   the text its step tracker must contain, and its boxes' classes ("done,current,,")
 //   SCREENSHOT   optional path: a PNG of the page at the end
 //   CHROMIUM     browser binary (default /usr/bin/chromium)
 //   TOKEN        optional: the registry wants this bearer token; the test types it into
@@ -64,6 +66,17 @@ try {
   await page.waitForSelector(`[data-testid="grid"] table`, { timeout: 30000 });
   const loadedAt = await page.evaluate(() => window.deployqDashboard.loadedAt);
   console.log("# dashboard loaded and live");
+
+  // a canary under way: its target's cell has the step tracker (one box per step)
+  if (process.env.CANARY_TARGET) {
+    const sel = `[data-target="${process.env.CANARY_TARGET}"] [data-testid="canary"]`;
+    await page.waitForSelector(sel, { timeout: 10000 });
+    const text = (await page.textContent(sel)).replace(/\s+/g, " ").trim();
+    if (!text.includes(process.env.CANARY_TEXT)) fail(`canary tracker '${text}', expected '${process.env.CANARY_TEXT}'`);
+    const boxes = await page.$$eval(`${sel} i`, is => is.map(i => i.className).join(","));
+    if (boxes !== process.env.CANARY_BOXES) fail(`canary boxes '${boxes}', expected '${process.env.CANARY_BOXES}'`);
+    console.log(`# canary tracker: ${text} [${boxes}]`);
+  }
 
   const id = execFileSync("bash", ["-c", SUBMIT_CMD], { encoding: "utf8" }).trim();
   if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`submit printed '${id}', not a deployment id`);
