@@ -22,6 +22,7 @@ void dq_analysis_defaults(dq_analysis_criteria *c)
     c->max_error_rate = 0.05;
     c->alpha = 0.05;
     c->latency_tolerance = 0.10;
+    c->latency_min_delta_ms = 5;
     c->min_samples = 20;
 }
 
@@ -237,7 +238,8 @@ int dq_analysis_judge(const double *canary_ms, size_t nc, size_t canary_errors,
             return -1;
         }
         v->latency_tested = 1;
-        latency_bad = v->p_value < c->alpha && v->median_ratio > 1 + c->latency_tolerance;
+        latency_bad = v->p_value < c->alpha && v->median_ratio > 1 + c->latency_tolerance &&
+                      v->canary.p50_ms - v->stable.p50_ms > c->latency_min_delta_ms;
         if (latency_bad)
             append(v->reason, sizeof v->reason,
                    "%slatency: canary p50 %s ms vs stable %s ms (x%.2f), Mann-Whitney U p=%.2g < %g",
@@ -307,6 +309,7 @@ cJSON *dq_analysis_verdict_json(const dq_analysis_verdict *v, const dq_analysis_
     num(lat, "alpha", c->alpha, &ok);
     num(lat, "median_ratio", v->median_ratio, &ok);
     num(lat, "tolerance", c->latency_tolerance, &ok);
+    num(lat, "min_delta_ms", c->latency_min_delta_ms, &ok);
     crit = cJSON_AddObjectToObject(o, "criteria");
     num(crit, "error_tolerance", c->error_tolerance, &ok);
     if (c->max_error_rate >= 0)

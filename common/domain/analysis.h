@@ -33,6 +33,7 @@ typedef struct dq_analysis_criteria {
     double max_error_rate;    /* absolute limit on the canary; default 0.05; < 0: none */
     double alpha;             /* default 0.05 */
     double latency_tolerance; /* relative, default 0.10 (canary median > stable median * 1.10) */
+    double latency_min_delta_ms; /* absolute, default 5: and canary median > stable median + 5 ms */
     size_t min_samples;       /* per side, default 20; at least 8 (less is taken as 8) */
 } dq_analysis_criteria;
 
@@ -91,7 +92,9 @@ int dq_mann_whitney(const double *x, size_t nx, const double *y, size_t ny, doub
  *     min samples - already fails one of those two comparisons (with the stable's rate
  *     so far);
  *   latency, both sides at min samples and min latencies: p_value < alpha and
- *     median_ratio > 1 + latency_tolerance.
+ *     median_ratio > 1 + latency_tolerance and the canary's p50 above the stable's by more
+ *     than latency_min_delta_ms (at a millisecond clock, 2 ms against 1 ms is "twice as
+ *     slow" and certain, and means nothing).
  * reason, one line: "errors: canary 12/20 (60.0%) vs stable 0/20 (0.0%), tolerance 1.0
  * points" (or "..., above the 5.0% limit"; "errors (early, before 20 samples): ..."),
  * "latency: canary p50 182 ms vs stable 41 ms (x4.44), Mann-Whitney U p=3.4e-08 < 0.05",

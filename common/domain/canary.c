@@ -99,7 +99,7 @@ static int load_analysis(const dq_config *cfg, const cJSON *a, const char *where
 {
     static const char *const known[] = {"duration", "interval", "min_samples", "error_tolerance",
                                         "max_error_rate", "latency", NULL};
-    static const char *const lat_known[] = {"alpha", "tolerance", NULL};
+    static const char *const lat_known[] = {"alpha", "tolerance", "min_delta", NULL};
     const cJSON *v, *lat;
     char w[600];
     int n;
@@ -123,7 +123,7 @@ static int load_analysis(const dq_config *cfg, const cJSON *a, const char *where
         return 0;
     snprintf(w, sizeof w, "%s.latency", where);
     if (!cJSON_IsObject(lat))
-        return dq_config_fail(cfg, lat, err, errlen, "%s: expected a mapping {alpha, tolerance}", w);
+        return dq_config_fail(cfg, lat, err, errlen, "%s: expected a mapping {alpha, tolerance, min_delta}", w);
     if (dq_config_check_keys(cfg, lat, lat_known, w, err, errlen) != 0)
         return -1;
     if ((v = dq_json_get(lat, "alpha"))) {
@@ -140,6 +140,14 @@ static int load_analysis(const dq_config *cfg, const cJSON *a, const char *where
         if (!t || end == t || !(d >= 0.0) || (*end == '%' ? end[1] != '\0' : (*end != '\0' || !cJSON_IsNumber(v))))
             return dq_config_fail(cfg, v, err, errlen, "%s.tolerance: expected a percentage such as 10%%", w);
         c->criteria.latency_tolerance = *end == '%' ? d / 100.0 : d;
+    }
+    {
+        int64_t ms;
+
+        if (dq_config_duration_key(cfg, lat, w, "min_delta", 0, "5ms", &ms, err, errlen) != 0)
+            return -1;
+        if (dq_json_get(lat, "min_delta"))
+            c->criteria.latency_min_delta_ms = (double)ms;
     }
     return 0;
 }

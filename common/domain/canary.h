@@ -55,7 +55,7 @@
  *       min_samples: 20               # per side before a verdict (default 20, at least 8)
  *       error_tolerance: 1%           # analysis.h (a percentage "1%" or a fraction 0.01)
  *       max_error_rate: 5%
- *       latency: {alpha: 0.05, tolerance: 10%}
+ *       latency: {alpha: 0.05, tolerance: 10%, min_delta: 5ms}
  */
 #ifndef DQ_CANARY_H
 #define DQ_CANARY_H

@@ -144,6 +144,9 @@ static void test_tolerance_stops_tiny_shift(void **state)
 
     c.latency_tolerance = 0.01;
     assert_int_equal(dq_analysis_judge(canary, 20, 0, stable, 20, 0, &c, &v), 0);
+    assert_int_equal(v.result, DQ_ANALYSIS_PASS); /* 4 ms: not above min_delta's 5 ms */
+    c.latency_min_delta_ms = 3;
+    assert_int_equal(dq_analysis_judge(canary, 20, 0, stable, 20, 0, &c, &v), 0);
     assert_int_equal(v.result, DQ_ANALYSIS_FAIL);
     assert_non_null(strstr(v.reason, "latency: canary p50 104 ms vs stable 100 ms (x1.04)"));
 }
@@ -170,6 +173,31 @@ static void test_stable_under_a_millisecond(void **state)
     assert_int_equal(v.result, DQ_ANALYSIS_FAIL);
     assert_string_equal(v.reason, "latency: canary p50 150 ms vs stable 0 ms (x150.00), "
                                   "Mann-Whitney U p=2.3e-10 < 0.05");
+}
+
+/* The failure seen under ASan on loopback: canary 2 ms against stable 1 ms is "twice as
+ * slow" (x2.00, well over the 10% tolerance) and significant, yet means nothing; the
+ * median must also be above the stable's by more than latency_min_delta_ms (5 ms). Same
+ * ties as above with 1 and 2: z = 6.2293855, p = 2.3413e-10. */
+static void test_min_delta_stops_a_millisecond(void **state)
+{
+    double one[20], two[20];
+    dq_analysis_criteria c;
+    dq_analysis_verdict v;
+
+    fill(one, 20, 1, 0);
+    fill(two, 20, 2, 0);
+    dq_analysis_defaults(&c);
+    assert_float_equal(c.latency_min_delta_ms, 5, EPS);
+    assert_int_equal(dq_analysis_judge(two, 20, 0, one, 20, 0, &c, &v), 0);
+    assert_true(v.p_value < 1e-9);
+    assert_float_equal(v.median_ratio, 2, EPS);
+    assert_int_equal(v.result, DQ_ANALYSIS_PASS);
+
+    c.latency_min_delta_ms = 0;
+    assert_int_equal(dq_analysis_judge(two, 20, 0, one, 20, 0, &c, &v), 0);
+    assert_int_equal(v.result, DQ_ANALYSIS_FAIL);
+    assert_string_equal(v.reason, "latency: canary p50 2 ms vs stable 1 ms (x2.00), Mann-Whitney U p=2.3e-10 < 0.05");
 }
 
 static void test_errors_fail(void **state)
@@ -339,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_latency_regression),
         cmocka_unit_test(test_tolerance_stops_tiny_shift),
         cmocka_unit_test(test_stable_under_a_millisecond),
+        cmocka_unit_test(test_min_delta_stops_a_millisecond),
         cmocka_unit_test(test_errors_fail),
         cmocka_unit_test(test_errors_fail_early),
         cmocka_unit_test(test_wait_before_min_samples),
