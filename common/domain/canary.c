@@ -559,7 +559,7 @@ static int restore(rollout *r, char *err, size_t errlen)
     }
 }
 
-static void add_rollback_fields(const rollout *r, cJSON *d, int64_t detected_ms)
+static void add_rollback_fields(const rollout *r, cJSON *d, int64_t detected_ms, int64_t decided_ms)
 {
     const dq_canary_rollout *ro = r->ro;
 
@@ -571,6 +571,7 @@ static void add_rollback_fields(const rollout *r, cJSON *d, int64_t detected_ms)
         cJSON_AddStringToObject(d, "to_version", ro->stable_version);
     cJSON_AddStringToObject(d, "provider", dq_bg_router_name(ro->bg));
     add_time(d, "detected_at", detected_ms);
+    add_time(d, "decided_at", decided_ms);
 }
 
 /* The router back to stable, then canary.aborted and the rollback's events. */
@@ -617,12 +618,12 @@ static dq_canary_status abort_rollout(rollout *r, int64_t decided_ms)
         return DQ_CANARY_ABORTED;
     ev = new_event(r, DQ_EV_ROLLBACK_STARTED, o->step);
     if (ev)
-        add_rollback_fields(r, ev->data, detected);
+        add_rollback_fields(r, ev->data, detected, decided_ms);
     if (send_event(r, ev) != 0)
         return DQ_CANARY_STOPPED;
     ev = new_event(r, o->weight_restored ? DQ_EV_ROLLBACK_SUCCEEDED : DQ_EV_ROLLBACK_FAILED, o->step);
     if (ev) {
-        add_rollback_fields(r, ev->data, detected);
+        add_rollback_fields(r, ev->data, detected, decided_ms);
         if (o->weight_restored) {
             add_time(ev->data, "restored_at", o->restored_ms);
             cJSON_AddNumberToObject(ev->data, "mttr_ms", (double)(o->restored_ms - detected));

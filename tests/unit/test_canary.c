@@ -539,6 +539,10 @@ static void test_rollout_bad(void **state)
     assert_string_equal(dq_json_str(ev->data, "to_version"), "v1");
     assert_string_equal(dq_json_str(ev->data, "provider"), "lb");
     assert_true(dq_json_num(ev->data, "mttr_ms", -1) >= 0);
+    /* what a notification's MTTR line shows: detected, decided, restored */
+    assert_non_null(dq_json_str(ev->data, "detected_at"));
+    assert_non_null(dq_json_str(ev->data, "decided_at"));
+    assert_non_null(dq_json_str(ev->data, "restored_at"));
     run_env_free(&e);
 }
 
