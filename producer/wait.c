@@ -16,10 +16,34 @@
 #include "kafka.h"
 #include "util.h"
 
+/* The ids of the deployment's events already shown: a redelivered event (the same id,
+ * e.g. a verdict judged again after its delivery failed) is shown and counted once, as
+ * every consumer of deployq.events deduplicates by id. A deployment has few events; past
+ * SEEN_MAX the oldest ids are forgotten. */
+#define SEEN_MAX 256
+typedef struct seen_ids {
+    char id[SEEN_MAX][DQ_UUID_LEN + 1];
+    size_t n, next;
+} seen_ids;
+
+/* 1 when id was seen before; otherwise remembers it and returns 0. */
+static int seen_before(seen_ids *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->id[i], id) == 0)
+            return 1;
+    snprintf(s->id[s->next], sizeof s->id[s->next], "%s", id);
+    s->next = (s->next + 1) % SEEN_MAX;
+    if (s->n < SEEN_MAX)
+        s->n++;
+    return 0;
+}
+
 struct dq_follow {
     const dq_config *cfg;
     rd_kafka_t *rk;
     rd_kafka_topic_partition_list_t *start;
+    seen_ids seen;
 };
 
 const char *dq_wait_outcome_name(int code)
@@ -292,7 +316,8 @@ int dq_follow_run(dq_follow *f, const char *deployment_id, int64_t timeout_ms, i
         rd_kafka_message_destroy(msg);
         if (!ev)
             continue;
-        if (!ev->deployment_id || strcmp(ev->deployment_id, deployment_id) != 0) {
+        if (!ev->deployment_id || strcmp(ev->deployment_id, deployment_id) != 0 ||
+            (ev->id[0] && seen_before(&f->seen, ev->id))) {
             dq_event_free(ev);
             continue;
         }

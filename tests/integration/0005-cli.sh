@@ -78,8 +78,9 @@ assert_eq "$(head -n1 "$T/err")" "deployq: broker: --count must be 1..5" "broker
 assert_eq "$rc" 2 "missing options exit"
 assert_eq "$(head -n1 "$T/err")" "deployq: submit: --service, --env and --version are required" "usage reason"
 "$DEPLOYQ" submit --bogus 2>/dev/null; assert_eq "$?" 2 "bad option exit"
-"$DEPLOYQ" submit -s api -e staging -v v1 --strategy canary 2>"$T/err"; rc=$?
+"$DEPLOYQ" submit -s api -e staging -v v1 --strategy linear 2>"$T/err"; rc=$?
 assert_eq "$rc" 2 "bad strategy exit"
+assert_eq "$(head -n1 "$T/err")" "deployq: submit: --strategy must be rolling, blue-green or canary" "bad strategy message"
 
 "$DEPLOYQ" keygen --out "$T/k.key" --id k1 >"$T/keygen.out"; assert_eq "$?" 0 "keygen"
 grep -q '^- id: k1$' "$T/keygen.out" || fail "keygen output"

@@ -98,7 +98,9 @@ wait_event "$id" deploy.validated 60 >/dev/null || fail "not validated"
 inject deploy.succeeded mon production v3 "$id" "$succeeded" >/dev/null
 sleep 1
 alive "$PID_rb" || fail "exited at deploy.succeeded although the target is monitored"
-inject health.degraded mon production v3 "$id" '{"state":"degraded","probe":"http"}' >/dev/null
+hd=$(inject health.degraded mon production v3 "$id" '{"state":"degraded","probe":"http"}')
+# the same event again (a redelivery: same id): shown once, as consumers deduplicate by id
+inject health.degraded mon production v3 "$id" '{"state":"degraded","probe":"http"}' "$hd" >/dev/null
 inject rollback.succeeded mon production v3 "$id" \
     '{"to_version":"v2","method":"redeploy","restored_at":"2026-11-26T10:00:00.000Z"}' >/dev/null
 exit_of rb; assert_eq "$RC" 4 "exit code, rolled back"
