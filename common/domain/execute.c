@@ -2,7 +2,9 @@
  * execute.c - one deploy run (execute.h): chain from the configuration, idempotency
  * records in Redis, deterministic events through a sink.
  *
- * The order of side effects is what makes a crash at any point harmless: the record of a
+ * The order of side effects is what makes a crash at any point harmless: an intent record
+ * is written before a provider is asked to deploy (a later run that finds only that waits
+ * for the record the asking process may hold, runrecord.h), the record of a
  * started provider deployment is written before the first poll (a restart resumes, never
  * deploys twice), and the terminal record only after the terminal event was delivered (a
  * restart before that re-emits the same event id).
@@ -19,6 +21,7 @@
 #include "util.h"
 
 #define RECORD_WRITE_TRIES 3 /* losing a started record would let a restart deploy twice */
+#define INTENT_POLL_MS 200   /* how often a run waiting for an earlier run's record reads it */
 
 /* ---- configuration ---- */
 
@@ -585,6 +588,27 @@ static dq_exec_status conclude(run *r, dq_event *ev, dq_exec_outcome *out, char 
     return DQ_EXEC_DONE;
 }
 
+/* Before a provider is asked to deploy: the intent record ({"intent": true, fence,
+ * resume_from?}), so that a later run that finds no started record can tell "nobody
+ * asked a provider" from "a provider may have accepted while Redis was down". Not
+ * written, nothing is asked. 0, or -1 with the reason in err. */
+static int write_intent(run *r, int resume_from, char *err, size_t errlen)
+{
+    char json[160];
+
+    if (resume_from > 1)
+        snprintf(json, sizeof json, "{\"intent\":true,\"fence\":%lld,\"resume_from\":%d}", (long long)r->x->fence,
+                 resume_from);
+    else
+        snprintf(json, sizeof json, "{\"intent\":true,\"fence\":%lld}", (long long)r->x->fence);
+    if (dq_runrecord_write(r->record, json) != 0) {
+        snprintf(err, errlen, "cannot record the intent to deploy (nothing asked of a provider): %s",
+                 dq_runrecord_errstr(r->record));
+        return -1;
+    }
+    return 0;
+}
+
 static const dq_runrecord_opts record_opts = {
     .prefix = DQ_RUNRECORD_KEY_EXEC,
     .noun = "deploy",
@@ -627,6 +651,39 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
         snprintf(err, errlen, "%s", dq_runrecord_errstr(r.record));
         dq_runrecord_free(r.record);
         return DQ_EXEC_ERROR;
+    }
+    if (dq_runrecord_is_intent(rec) && (int64_t)dq_json_num(rec, "fence", 0) != x->fence &&
+        x->intent_wait_ms > 0) {
+        /* An earlier run (another lock holder) asked a provider to deploy and left no
+         * record of what it accepted: its process may hold it, unwritten while Redis was
+         * down, and writes it when it can (dq_runrecord_flush). Deploying before that
+         * would deploy twice. */
+        int64_t until = dq_mono_ms() + x->intent_wait_ms;
+
+        dq_warn("deploy %s: an earlier run (fence %lld) asked a provider to deploy and left no record of the "
+                "outcome: waiting up to %lld ms for the record its process keeps",
+                req.deployment_id, (long long)dq_json_num(rec, "fence", 0), (long long)x->intent_wait_ms);
+        while (dq_runrecord_is_intent(rec) && dq_mono_ms() < until) {
+            if (x->should_continue && !x->should_continue(x->ctx)) {
+                cJSON_Delete(rec);
+                dq_runrecord_free(r.record);
+                snprintf(err, errlen, "stopped while waiting for an earlier run's record");
+                return DQ_EXEC_STOPPED;
+            }
+            dq_sleep_ms(INTENT_POLL_MS);
+            cJSON_Delete(rec);
+            if (dq_runrecord_read(r.record, &rec) != 0) {
+                snprintf(err, errlen, "%s", dq_runrecord_errstr(r.record));
+                dq_runrecord_free(r.record);
+                return DQ_EXEC_ERROR;
+            }
+        }
+        if (dq_runrecord_is_intent(rec))
+            dq_error("deploy %s: no record of the earlier run came within %lld ms: deploying (if its process "
+                     "died after a provider accepted, this deploys a second time)",
+                     req.deployment_id, (long long)x->intent_wait_ms);
+        else
+            dq_info("deploy %s: the earlier run's record came: going on from it", req.deployment_id);
     }
     terminal = dq_json_str(rec, "terminal");
     if (terminal) {
@@ -680,6 +737,10 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
                 out->resumed = 1;
             cJSON_Delete(rec);
             rec = NULL;
+            if (write_intent(&r, resume_from, err, errlen) != 0) {
+                st = DQ_EXEC_ERROR;
+                goto out;
+            }
             dq_chain_resume_at(providers, n, (size_t)resume_from - 1, NULL, 0, &req, &cb, &x->chain, &res);
             goto outcome;
         }
@@ -733,6 +794,10 @@ dq_exec_status dq_execute(const dq_exec *x, const dq_provider_request *req_in, d
         dq_info("deploy %s: %s", req.deployment_id, res.reason);
         goto outcome;
     }
+    if (write_intent(&r, 0, err, errlen) != 0) {
+        st = DQ_EXEC_ERROR;
+        goto out;
+    }
     dq_chain_run(providers, n, &req, &cb, &x->chain, &res);
 
 outcome:
@@ -774,6 +839,7 @@ outcome:
         st = DQ_EXEC_STOPPED;
         break;
     }
+out:
     dq_chain_result_clear(&res);
     dq_exec_chain_free(providers, n);
     dq_runrecord_free(r.record);

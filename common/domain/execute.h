@@ -72,6 +72,12 @@ typedef struct dq_exec {
     void *sink_ctx;
     /* Polled while the run waits; 0 stops it (shutdown, lease lost). NULL: never stop. */
     int (*should_continue)(void *ctx);
+    /* A run finds the intent record of an earlier run (another fence) and nothing else:
+     * that run asked a provider to deploy and may have had it accepted while Redis was
+     * down, its record only in its process's memory (runrecord.h). Wait this long for
+     * that process to write it (dq_runrecord_flush: its orphan scanner, within about one
+     * scan of Redis' return) before deploying; 0 never waits. */
+    int64_t intent_wait_ms;
     /* Called with ctx: 1 when an operator asked for this deployment to be cancelled
      * (`deployq cancel`, opstate.h; the key that asked in by), 0 not. Asked before a
      * fresh run deploys (then it ends at once as deploy.failed reason cancelled, nothing

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "runrecord.h"
 #include "util.h"
 
 #define KEY_LEN 512
@@ -277,6 +278,10 @@ static void *scanner_main(void *arg)
 
         if (!r)
             r = dq_redis_connect(s->o.redis_url, s->o.redis_timeout_ms, err, sizeof err);
+        /* First what this process could not record while Redis was down (runrecord.h):
+         * another process that adopts such a run waits for it. */
+        if (r)
+            dq_runrecord_flush(r);
         n = r ? dq_runlease_scan(r, s->o.kind, s->o.claimant, s->o.claim_ms, s->o.skip, s->o.adopt,
                                  s->o.ctx, err, sizeof err)
               : -1;

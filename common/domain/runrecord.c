@@ -37,12 +37,14 @@ typedef struct memo {
     struct memo *next;
     char *key;
     char *json;
+    long ttl_s;  /* of the record's key */
+    int written; /* Redis took json (or a newer record): nothing left to flush */
 } memo;
 
 static pthread_mutex_t memo_mu = PTHREAD_MUTEX_INITIALIZER;
 static memo *memo_head;
 
-static int memo_put(const char *key, const char *json)
+static int memo_put(const char *key, const char *json, long ttl_s)
 {
     char *copy;
     int rc = 0;
@@ -61,8 +63,11 @@ static int memo_put(const char *key, const char *json)
         if (m) {
             free(m->json);
             m->json = copy;
+            m->ttl_s = ttl_s;
+            m->written = 0;
         } else if ((m = calloc(1, sizeof *m)) != NULL && (m->key = strdup(key)) != NULL) {
             m->json = copy;
+            m->ttl_s = ttl_s;
             m->next = memo_head;
             memo_head = m;
         } else {
@@ -90,6 +95,20 @@ static char *memo_get(const char *key)
     }
     pthread_mutex_unlock(&memo_mu);
     return copy;
+}
+
+/* Redis took json for key: when that is what the memory holds, nothing is left to flush. */
+static void memo_written(const char *key, const char *json)
+{
+    pthread_mutex_lock(&memo_mu);
+    for (memo *m = memo_head; m; m = m->next) {
+        if (strcmp(m->key, key) == 0) {
+            if (strcmp(m->json, json) == 0)
+                m->written = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&memo_mu);
 }
 
 static void memo_drop(const char *key)
@@ -193,13 +212,17 @@ int dq_runrecord_read(dq_runrecord *rr, cJSON **rec)
             dq_warn("%s %s: ignoring unreadable %s: %s", rr->noun, rr->id, rr->key, rr->errstr);
         free(text);
     }
-    if (!*rec) {
-        /* Redis has no record, but this process may have seen a provider accept this run
-         * while Redis was down: resume that deployment, and record it now (or, when Redis
-         * still refuses, while polling). */
+    if (!*rec || dq_runrecord_is_intent(*rec)) {
+        /* Redis has no record (or only the intent written before the deploy call), but
+         * this process may have seen a provider accept this run while Redis was down:
+         * resume that deployment, and record it now (or, when Redis still refuses, while
+         * polling). */
         char *mem = memo_get(rr->key);
+        cJSON *m = mem ? dq_runrecord_parse(rr, mem) : NULL;
 
-        if (mem && (*rec = dq_runrecord_parse(rr, mem)) != NULL) {
+        if (m) {
+            cJSON_Delete(*rec);
+            *rec = m;
             dq_warn("%s %s: not recorded in redis but started by this process: recording it now",
                     rr->noun, rr->id);
             dq_runrecord_write(rr, mem);
@@ -231,9 +254,10 @@ static int set_once(dq_runrecord *rr, const char *json)
         snprintf(rr->errstr, sizeof rr->errstr, "%s", dq_redis_errstr(rr->redis));
         return -1;
     }
-    if (rep->type == REDIS_REPLY_STATUS)
+    if (rep->type == REDIS_REPLY_STATUS) {
         rc = 0;
-    else
+        memo_written(rr->key, json);
+    } else
         snprintf(rr->errstr, sizeof rr->errstr, "redis %s: SET: %.300s", dq_redis_where(rr->redis),
                  rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "unexpected reply");
     freeReplyObject(rep);
@@ -291,7 +315,7 @@ int dq_runrecord_start(dq_runrecord *rr, const char *json)
 {
     /* Kept in memory first: whatever Redis does, a later run in this process (after the
      * lease was lost and the lock taken again) resumes this provider deployment. */
-    if (!json || memo_put(rr->key, json) != 0)
+    if (!json || memo_put(rr->key, json, rr->ttl_s) != 0)
         dq_error("%s %s: provider deployment under way but not remembered (out of memory)",
                  rr->noun, rr->id);
     return dq_runrecord_write(rr, json);
@@ -309,4 +333,78 @@ int dq_runrecord_finish(dq_runrecord *rr, const char *json)
 void dq_runrecord_forget(dq_runrecord *rr)
 {
     memo_drop(rr->key);
+}
+
+int dq_runrecord_is_intent(const cJSON *rec)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "intent"));
+}
+
+/* KEYS[1] the record; ARGV json, ttl s. Written over nothing or an intent only: anything
+ * else is newer than what a process remembers (another run's outcome or deployment).
+ * 1 written, 0 left as it was. */
+static const char flush_script[] =
+    "local v = redis.call('get', KEYS[1]) "
+    "if v then "
+    "  local ok, d = pcall(cjson.decode, v) "
+    "  if not (ok and type(d) == 'table' and d.intent == true) then return 0 end "
+    "end "
+    "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return 1";
+
+int dq_runrecord_flush(dq_redis *redis)
+{
+    int n = 0;
+
+    if (!redis)
+        return 0;
+    for (;;) {
+        char *key = NULL, *json = NULL, ttl[32];
+        redisReply *rep;
+
+        /* one unwritten memory at a time, copied out: no Redis call under the mutex */
+        pthread_mutex_lock(&memo_mu);
+        for (memo *m = memo_head; m; m = m->next) {
+            if (!m->written) {
+                key = strdup(m->key);
+                json = strdup(m->json);
+                snprintf(ttl, sizeof ttl, "%ld", m->ttl_s > 0 ? m->ttl_s : 1);
+                if (!key || !json)
+                    m->written = 1; /* out of memory: not again in this loop */
+                break;
+            }
+        }
+        pthread_mutex_unlock(&memo_mu);
+        if (!key && !json)
+            return n;
+        if (!key || !json) {
+            free(key);
+            free(json);
+            continue;
+        }
+        {
+            const char *argv[] = {"EVAL", flush_script, "1", key, json, ttl};
+            size_t argvlen[6];
+
+            for (int i = 0; i < 6; i++)
+                argvlen[i] = strlen(argv[i]);
+            rep = dq_redis_commandv(redis, 6, argv, argvlen);
+        }
+        if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+            if (rep)
+                freeReplyObject(rep);
+            free(key);
+            free(json);
+            return -1; /* Redis is not back: the next call tries again */
+        }
+        if (rep->integer == 1) {
+            dq_warn("%s: recorded now, from this process' memory (a provider accepted it while Redis was down)",
+                    key);
+            n++;
+        }
+        freeReplyObject(rep);
+        memo_written(key, json);
+        free(key);
+        free(json);
+    }
 }

@@ -124,6 +124,21 @@ void dq_runrecord_forget(dq_runrecord *rr);
  *       from now. */
 int dq_runrecord_poll(dq_runrecord *rr);
 
+/* 1 when rec is an intent record ({"intent": true, ...}): written before a provider is
+ * asked to deploy, replaced by the started record once one accepted. Finding one (and no
+ * memory of the run in this process) means an earlier run may have had a deployment
+ * accepted that it could not record yet (Redis was down): execute.c waits for it. */
+int dq_runrecord_is_intent(const cJSON *rec);
+
+/* Write every record this process remembers (dq_runrecord_start) that Redis never took,
+ * wherever Redis holds no record of that run or only its intent (one Lua script per
+ * record: a newer record of another run is never written over). For a thread that talks
+ * to Redis regularly whatever runs (the orphan scanner, runlease.c), so that a run that
+ * ended or lost its lease while Redis was down is recorded as soon as Redis is back, before
+ * another process's wait for it (execute.h, intent_wait_ms) ends. The number written, or
+ * -1 when Redis could not be asked (the rest is tried at the next call). */
+int dq_runrecord_flush(dq_redis *redis);
+
 /* The pending record (borrowed, valid until the next write, poll or free), or NULL. */
 const char *dq_runrecord_pending(const dq_runrecord *rr);
 

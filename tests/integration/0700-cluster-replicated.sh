@@ -39,7 +39,9 @@ done
 KC=$T/kafka-cluster
 CLUSTER="$DEPLOYQ_SOURCE/scripts/kafka-cluster.sh"
 stop_cluster() {
+    local rc=$?
     "$CLUSTER" stop --dir "$KC" >/dev/null 2>&1 || true
+    (exit "$rc") # cleanup keeps $T (the run's logs, DQ_KEEP) by the test's exit status
     cleanup
 }
 trap stop_cluster EXIT

@@ -27,6 +27,7 @@
 #define STARTED_1 "{\"provider\":\"wh\",\"provider_id\":\"p-1\",\"attempt\":1}"
 #define RESUME_2 "{\"resume_from\":2,\"fence\":7}"
 #define STARTED_2 "{\"provider\":\"wh2\",\"provider_id\":\"p-2\",\"attempt\":2}"
+#define INTENT_1 "{\"intent\":true,\"fence\":1}"
 #define TERMINAL "{\"terminal\":\"{\\\"type\\\":\\\"deploy.succeeded\\\"}\"}"
 
 #define AFTER_RETRY_MS (DQ_RUNRECORD_RETRY_MS + 150)
@@ -353,6 +354,73 @@ static void test_process_memory_resumes_the_next_run(void **state)
     dq_runrecord_free(rr);
 }
 
+/* CI's 0700, seed 13438933: a provider accepted while Redis was down, the run ended (or
+ * lost its lease) without Redis taking its record, and another executor adopted the run
+ * and deployed again. The process that saw the acceptance writes what it remembers as soon
+ * as Redis is back (the orphan scanner calls dq_runrecord_flush), over the run's intent
+ * record but never over a newer record; and its own next run prefers it to the intent. */
+static void test_flush_writes_what_redis_missed(void **state)
+{
+    fixture *f = *state;
+    dq_runrecord *rr;
+    cJSON *rec = NULL;
+
+    /* d-20: the intent went in before the deploy call; then Redis refused everything */
+    rr = dq_runrecord_new(f->r, &opts, "d-20");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_write(rr, INTENT_1), 0);
+    refuse(f, 1);
+    assert_int_equal(dq_runrecord_start(rr, STARTED_1), -1);
+    assert_int_equal(dq_runrecord_finish(rr, TERMINAL), -1); /* the run ended all the same */
+    dq_runrecord_free(rr);
+    /* d-21: the same, but meanwhile another run recorded an outcome: left alone */
+    rr = dq_runrecord_new(f->r, &opts, "d-21");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_start(rr, STARTED_2), -1);
+    dq_runrecord_free(rr);
+    refuse(f, 0);
+    rr = dq_runrecord_new(f->r, &opts, "d-21");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_write(rr, TERMINAL), 0);
+    dq_runrecord_free(rr);
+    assert_stored(f, "deployq:exec:d-20", INTENT_1);
+
+    /* d-22: this process's own next run prefers what it remembers to the intent */
+    rr = dq_runrecord_new(f->r, &opts, "d-22");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_write(rr, INTENT_1), 0);
+    refuse(f, 1);
+    assert_int_equal(dq_runrecord_start(rr, STARTED_1), -1);
+    dq_runrecord_free(rr);
+    refuse(f, 0);
+    rr = dq_runrecord_new(f->r, &opts, "d-22");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_read(rr, &rec), 0);
+    assert_non_null(rec);
+    assert_false(dq_runrecord_is_intent(rec));
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(rec, "provider_id")), "p-1");
+    cJSON_Delete(rec);
+    dq_runrecord_free(rr);
+    assert_stored(f, "deployq:exec:d-22", STARTED_1);
+
+    /* Redis is back: the scanner's flush writes d-20's started record over its intent */
+    assert_true(dq_runrecord_flush(f->r) >= 1);
+    assert_stored(f, "deployq:exec:d-20", STARTED_1);
+    assert_stored(f, "deployq:exec:d-21", TERMINAL);
+    assert_int_equal(dq_runrecord_flush(f->r), 0); /* once */
+    assert_int_equal(dq_runrecord_flush(NULL), 0);
+
+    /* an adopter that reads d-20 now resumes p-1 instead of deploying again */
+    rr = dq_runrecord_new(f->r, &opts, "d-20");
+    assert_non_null(rr);
+    assert_int_equal(dq_runrecord_read(rr, &rec), 0);
+    assert_non_null(rec);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(rec, "provider_id")), "p-1");
+    cJSON_Delete(rec);
+    dq_runrecord_forget(rr);
+    dq_runrecord_free(rr);
+}
+
 static void test_without_redis(void **state)
 {
     dq_runrecord *rr = dq_runrecord_new(NULL, &opts, "d-7");
@@ -387,6 +455,7 @@ int main(void)
         cmocka_unit_test_setup(test_newer_record_replaces_pending, flush),
         cmocka_unit_test_setup(test_pending_started_never_overwrites_terminal, flush),
         cmocka_unit_test_setup(test_process_memory_resumes_the_next_run, flush),
+        cmocka_unit_test_setup(test_flush_writes_what_redis_missed, flush),
         cmocka_unit_test(test_without_redis),
     };
     dq_log_init("test_runrecord", DQ_LOG_OFF, 1);

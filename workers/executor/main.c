@@ -495,6 +495,9 @@ static int run_job(executor *ex, dq_redis **redis, target *t, job *jb)
     x.sink = kafka_sink;
     x.sink_ctx = &jc;
     x.should_continue = job_continue;
+    /* an earlier holder's unrecorded deployment: its orphan scanner writes it within about
+     * a scan of Redis' return (runrecord.h) */
+    x.intent_wait_ms = ex->settings.lock_ttl_ms + 2 * ex->settings.orphan_scan_ms + 1000;
     x.cancel_requested = job_cancel_requested;
     x.ctx = &jc;
     x.chain.cancel_on_timeout = ex->settings.cancel_on_timeout;
