@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 int dq_json_depth(const char *buf, size_t len, int limit)
 {
     int depth = 0, max = 0, in_string = 0;
@@ -170,4 +172,12 @@ double dq_json_num(const cJSON *obj, const char *name, double fallback)
 char *dq_json_print(const cJSON *item)
 {
     return item != NULL ? cJSON_PrintUnformatted(item) : NULL;
+}
+
+void dq_json_add_time(cJSON *o, const char *name, int64_t ms)
+{
+    char t[DQ_TIME_LEN + 1];
+
+    if (ms)
+        cJSON_AddStringToObject(o, name, dq_time_format(ms, t));
 }

@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define DQ_JSON_MAX_BYTES_DEFAULT (64 * 1024)
 #define DQ_JSON_MAX_DEPTH_DEFAULT 16
@@ -35,6 +36,10 @@ int dq_json_depth(const char *buf, size_t len, int limit);
 const cJSON *dq_json_get(const cJSON *obj, const char *name);
 const char *dq_json_str(const cJSON *obj, const char *name);
 double dq_json_num(const cJSON *obj, const char *name, double fallback);
+
+/* Add name: ms as RFC 3339 UTC with milliseconds (dq_time_format) to o; nothing when ms
+ * is 0 (not known). */
+void dq_json_add_time(cJSON *o, const char *name, int64_t ms);
 
 /* Print compactly; returns a malloc'd string (free with free()). */
 char *dq_json_print(const cJSON *item);

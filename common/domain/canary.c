@@ -344,14 +344,6 @@ static int send_event(rollout *r, dq_event *ev)
     return rc;
 }
 
-static void add_time(cJSON *o, const char *key, int64_t ms)
-{
-    char t[DQ_TIME_LEN + 1];
-
-    if (ms > 0)
-        cJSON_AddStringToObject(o, key, dq_time_format(ms, t));
-}
-
 static int emit_step(rollout *r, int step, int steps, const dq_canary_step *s)
 {
     const dq_canary_rollout *ro = r->ro;
@@ -387,7 +379,7 @@ static int emit_analysis(rollout *r, int step, const dq_analysis_verdict *v)
         cJSON_AddBoolToObject(ev->data, "passed", v->result == DQ_ANALYSIS_PASS);
         while ((it = vj->child) != NULL)
             cJSON_AddItemToObject(ev->data, it->string, cJSON_DetachItemViaPointer(vj, it));
-        add_time(ev->data, "first_bad_at", r->out->first_bad_ms);
+        dq_json_add_time(ev->data, "first_bad_at", r->out->first_bad_ms);
     } else if (!vj) {
         dq_event_free(ev);
         ev = NULL;
@@ -570,8 +562,8 @@ static void add_rollback_fields(const rollout *r, cJSON *d, int64_t detected_ms,
     if (ro->stable_version && ro->stable_version[0])
         cJSON_AddStringToObject(d, "to_version", ro->stable_version);
     cJSON_AddStringToObject(d, "provider", dq_bg_router_name(ro->bg));
-    add_time(d, "detected_at", detected_ms);
-    add_time(d, "decided_at", decided_ms);
+    dq_json_add_time(d, "detected_at", detected_ms);
+    dq_json_add_time(d, "decided_at", decided_ms);
 }
 
 /* The router back to stable, then canary.aborted and the rollback's events. */
@@ -607,8 +599,8 @@ static dq_canary_status abort_rollout(rollout *r, int64_t decided_ms)
         cJSON_AddStringToObject(d, "canary_color", ro->canary_color);
         cJSON_AddStringToObject(d, "stable_color", r->stable_color);
         cJSON_AddBoolToObject(d, "weight_restored", o->weight_restored);
-        add_time(d, "first_bad_at", o->first_bad_ms);
-        add_time(d, "restored_at", o->restored_ms);
+        dq_json_add_time(d, "first_bad_at", o->first_bad_ms);
+        dq_json_add_time(d, "restored_at", o->restored_ms);
         if (o->first_bad_ms && o->restored_ms)
             cJSON_AddNumberToObject(d, "time_to_zero_ms", (double)(o->restored_ms - o->first_bad_ms));
     }
@@ -625,7 +617,7 @@ static dq_canary_status abort_rollout(rollout *r, int64_t decided_ms)
     if (ev) {
         add_rollback_fields(r, ev->data, detected, decided_ms);
         if (o->weight_restored) {
-            add_time(ev->data, "restored_at", o->restored_ms);
+            dq_json_add_time(ev->data, "restored_at", o->restored_ms);
             cJSON_AddNumberToObject(ev->data, "mttr_ms", (double)(o->restored_ms - detected));
         } else {
             cJSON_DeleteItemFromObjectCaseSensitive(ev->data, "reason");

@@ -1104,14 +1104,6 @@ void dq_fold_state_hash(const dq_fold *f, char out[DQ_FOLD_HASH_HEX_LEN + 1])
 
 /* ---- JSON views ----------------------------------------------------------------------- */
 
-static void add_time(cJSON *o, const char *name, int64_t ms)
-{
-    char buf[DQ_TIME_LEN + 1];
-
-    if (ms)
-        cJSON_AddStringToObject(o, name, dq_time_format(ms, buf));
-}
-
 static void add_str(cJSON *o, const char *name, const char *s)
 {
     if (s)
@@ -1134,11 +1126,11 @@ cJSON *dq_fold_rollback_json(const dq_fold_rollback *r)
     add_str(o, "to_version", r->to_version);
     add_str(o, "reason", r->reason);
     add_str(o, "requested_by", r->requested_by);
-    add_time(o, "requested_at", r->requested_at_ms);
-    add_time(o, "detected_at", r->detected_at_ms);
-    add_time(o, "started_at", r->started_at_ms);
-    add_time(o, "finished_at", r->finished_at_ms);
-    add_time(o, "restored_at", r->restored_at_ms);
+    dq_json_add_time(o, "requested_at", r->requested_at_ms);
+    dq_json_add_time(o, "detected_at", r->detected_at_ms);
+    dq_json_add_time(o, "started_at", r->started_at_ms);
+    dq_json_add_time(o, "finished_at", r->finished_at_ms);
+    dq_json_add_time(o, "restored_at", r->restored_at_ms);
     if (r->status == DQ_ROLLBACK_SUCCEEDED && r->detected_at_ms)
         cJSON_AddNumberToObject(o, "time_to_restore_ms",
                                 (double)(r->restored_at_ms - r->detected_at_ms));
@@ -1160,18 +1152,18 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
     add_str(o, "retry_of", d->retry_of);
     add_str(o, "outcome", dq_deploy_outcome_name(d->outcome));
     add_str(o, "step", d->step);
-    add_time(o, "first_at", d->first_at_ms);
-    add_time(o, "last_at", d->last_at_ms);
-    add_time(o, "commit_at", d->commit_at_ms);
-    add_time(o, "validated_at", d->validated_at_ms);
-    add_time(o, "started_at", d->started_at_ms);
-    add_time(o, "succeeded_at", d->succeeded_at_ms);
-    add_time(o, "failed_at", d->failed_at_ms);
-    add_time(o, "rejected_at", d->rejected_at_ms);
+    dq_json_add_time(o, "first_at", d->first_at_ms);
+    dq_json_add_time(o, "last_at", d->last_at_ms);
+    dq_json_add_time(o, "commit_at", d->commit_at_ms);
+    dq_json_add_time(o, "validated_at", d->validated_at_ms);
+    dq_json_add_time(o, "started_at", d->started_at_ms);
+    dq_json_add_time(o, "succeeded_at", d->succeeded_at_ms);
+    dq_json_add_time(o, "failed_at", d->failed_at_ms);
+    dq_json_add_time(o, "rejected_at", d->rejected_at_ms);
     if (d->reject_kind)
         add_str(o, "rejected_as", dq_reject_kind_name(d->reject_kind));
-    add_time(o, "verified_at", d->verified_at_ms);
-    add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
+    dq_json_add_time(o, "verified_at", d->verified_at_ms);
+    dq_json_add_time(o, "rollback_requested_at", d->rollback_requested_at_ms);
     if (d->unwatched)
         cJSON_AddFalseToObject(o, "watch");
     if (d->cost != DQ_FOLD_COST_NONE) {
@@ -1203,7 +1195,7 @@ cJSON *dq_fold_deployment_json(const dq_fold_deployment *d, int with_timeline)
             if (!x)
                 break;
             add_str(x, "type", e->type);
-            add_time(x, "at", e->at_ms);
+            dq_json_add_time(x, "at", e->at_ms);
             cJSON_AddNumberToObject(x, "partition", e->partition);
             cJSON_AddNumberToObject(x, "offset", (double)e->offset);
             cJSON_AddNumberToObject(x, "fence", (double)e->fence);
@@ -1223,7 +1215,7 @@ static void add_mark(cJSON *o, const char *name, const char *by, const char *rea
 
     if (!by || !(m = cJSON_AddObjectToObject(o, name)))
         return;
-    add_time(m, "since", since_ms);
+    dq_json_add_time(m, "since", since_ms);
     add_str(m, "by", by);
     add_str(m, "reason", reason);
 }
@@ -1244,7 +1236,7 @@ static void add_canary(cJSON *o, const dq_fold_canary *c)
     cJSON_AddNumberToObject(x, "weight", c->weight);
     add_str(x, "canary_color", c->canary_color);
     add_str(x, "stable_color", c->stable_color);
-    add_time(x, "since", c->since_ms);
+    dq_json_add_time(x, "since", c->since_ms);
     add_str(x, "reason", c->reason);
     add_str(x, "detail", c->detail);
 }
@@ -1259,9 +1251,9 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
     add_str(o, "environment", t->environment);
     add_str(o, "current_version", t->current_version);
     add_str(o, "current_deployment_id", t->current_deployment_id);
-    add_time(o, "current_since", t->current_since_ms);
+    dq_json_add_time(o, "current_since", t->current_since_ms);
     add_str(o, "last_verified_version", t->last_verified_version);
-    add_time(o, "last_verified_at", t->last_verified_at_ms);
+    dq_json_add_time(o, "last_verified_at", t->last_verified_at_ms);
     if (t->inflight) {
         cJSON *x = cJSON_AddObjectToObject(o, "in_flight");
 
@@ -1271,8 +1263,8 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
             add_str(x, "version", t->inflight->version);
             add_str(x, "step", t->inflight->step);
             add_str(x, "outcome", dq_deploy_outcome_name(t->inflight->outcome));
-            add_time(x, "since", t->inflight->first_at_ms);
-            add_time(x, "last_at", t->inflight->last_at_ms);
+            dq_json_add_time(x, "since", t->inflight->first_at_ms);
+            dq_json_add_time(x, "last_at", t->inflight->last_at_ms);
         }
     }
     if (t->last_rollback)
@@ -1283,14 +1275,14 @@ cJSON *dq_fold_target_json(const dq_fold_target *t)
         if (u) {
             add_str(u, "deployment_id", t->unknown_deployment_id);
             add_str(u, "version", t->unknown_version);
-            add_time(u, "since", t->unknown_since_ms);
+            dq_json_add_time(u, "since", t->unknown_since_ms);
         }
     }
     add_mark(o, "paused", t->paused_by, t->paused_reason, t->paused_since_ms);
     add_mark(o, "held", t->held_by, t->held_reason, t->held_since_ms);
     add_canary(o, &t->canary);
     cJSON_AddNumberToObject(o, "fence", (double)t->max_fence);
-    add_time(o, "last_event_at", t->last_event_at_ms);
+    dq_json_add_time(o, "last_event_at", t->last_event_at_ms);
     c = cJSON_AddObjectToObject(o, "counts");
     if (c) {
         cJSON_AddNumberToObject(c, "events", (double)t->n_events);
@@ -1329,8 +1321,8 @@ cJSON *dq_fold_state_json(dq_fold *f)
         cJSON_AddNumberToObject(tot, "targets", (double)f->totals.targets);
         cJSON_AddNumberToObject(tot, "deployments", (double)f->totals.deployments);
         cJSON_AddNumberToObject(tot, "rollbacks", (double)f->totals.rollbacks);
-        add_time(tot, "first_at", f->totals.first_at_ms);
-        add_time(tot, "last_at", f->totals.last_at_ms);
+        dq_json_add_time(tot, "first_at", f->totals.first_at_ms);
+        dq_json_add_time(tot, "last_at", f->totals.last_at_ms);
     }
     arr = cJSON_AddArrayToObject(o, "targets");
     targets = dq_fold_targets(f, &n);
@@ -1351,7 +1343,7 @@ cJSON *dq_fold_state_json(dq_fold *f)
         cJSON_AddNumberToObject(x, "offset", (double)s->offset);
         cJSON_AddNumberToObject(x, "fence", (double)s->fence);
         cJSON_AddNumberToObject(x, "newest_fence", (double)s->newest_fence);
-        add_time(x, "at", s->at_ms);
+        dq_json_add_time(x, "at", s->at_ms);
         cJSON_AddItemToArray(st, x);
     }
     return o;

@@ -413,14 +413,6 @@ static uint64_t ring_seq(dq_httpapi *api)
     return s;
 }
 
-static void add_time(cJSON *o, const char *name, int64_t ms)
-{
-    char t[DQ_TIME_LEN + 1];
-
-    if (ms)
-        cJSON_AddStringToObject(o, name, dq_time_format(ms, t));
-}
-
 /* ---- /api/targets, /api/deployments/{id}, /api/rollbacks ---------------------------- */
 
 static enum MHD_Result h_targets(dq_httpapi *api, struct MHD_Connection *c)
@@ -462,8 +454,8 @@ static enum MHD_Result h_targets(dq_httpapi *api, struct MHD_Connection *c)
         cJSON_AddNumberToObject(t, "targets", (double)tot.targets);
         cJSON_AddNumberToObject(t, "deployments", (double)tot.deployments);
         cJSON_AddNumberToObject(t, "rollbacks", (double)tot.rollbacks);
-        add_time(t, "first_at", tot.first_at_ms);
-        add_time(t, "last_at", tot.last_at_ms);
+        dq_json_add_time(t, "first_at", tot.first_at_ms);
+        dq_json_add_time(t, "last_at", tot.last_at_ms);
     }
     cJSON_AddItemToObject(o, "targets", arr ? arr : cJSON_CreateArray());
     return send_json(c, MHD_HTTP_OK, o);
@@ -620,8 +612,8 @@ static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
     o = cJSON_CreateObject();
     if (!o)
         goto out;
-    add_time(o, "since", since);
-    add_time(o, "until", until);
+    dq_json_add_time(o, "since", since);
+    dq_json_add_time(o, "until", until);
     cJSON_AddNumberToObject(o, "bucket_ms", (double)width);
     arr = cJSON_AddArrayToObject(o, "buckets");
     for (long long i = 0; arr && i < nb; i++) {
@@ -633,7 +625,7 @@ static enum MHD_Result h_series(dq_httpapi *api, struct MHD_Connection *c)
         if (__builtin_mul_overflow((int64_t)i, width, &start) ||
             __builtin_add_overflow(start, since, &start))
             start = 0; /* not reached with bounded arguments; no time rather than a wrong one */
-        add_time(x, "start", start);
+        dq_json_add_time(x, "start", start);
         cJSON_AddNumberToObject(x, "deploys", (double)deploys[i]);
         cJSON_AddNumberToObject(x, "failed", (double)failed[i]);
         cJSON_AddNumberToObject(x, "rollbacks", (double)rollbacks[i]);

@@ -65,18 +65,9 @@ static int teardown(void **state)
 /* A configuration whose target api/prod has the given environment keys. */
 static dq_config *config_with(const char *env_yaml)
 {
-    char yaml[4096], err[512];
-    dq_config *cfg;
+    char err[512];
+    dq_config *cfg = dq_test_config_env(env_yaml, "bg.yaml", err, sizeof err);
 
-    snprintf(yaml, sizeof yaml,
-             "services:\n"
-             "  api:\n"
-             "    environments:\n"
-             "      prod:\n"
-             "%s"
-             "      plain: {}\n",
-             env_yaml);
-    cfg = dq_config_load_string(yaml, strlen(yaml), "bg.yaml", err, sizeof err);
     if (!cfg)
         fail_msg("config: %s", err);
     return cfg;

@@ -27,18 +27,9 @@
 /* A configuration whose target api/prod has the given environment keys (from line 5). */
 static dq_config *config_with(const char *env_yaml)
 {
-    char yaml[8192], err[512];
-    dq_config *cfg;
+    char err[512];
+    dq_config *cfg = dq_test_config_env(env_yaml, "canary.yaml", err, sizeof err);
 
-    snprintf(yaml, sizeof yaml,
-             "services:\n"
-             "  api:\n"
-             "    environments:\n"
-             "      prod:\n"
-             "%s"
-             "      plain: {}\n",
-             env_yaml);
-    cfg = dq_config_load_string(yaml, strlen(yaml), "canary.yaml", err, sizeof err);
     if (!cfg)
         fail_msg("config: %s", err);
     return cfg;
@@ -460,6 +451,16 @@ static void assert_weights(const fixture *f, const char *want)
     free(text);
 }
 
+/* The stable (blue) answers 200, the canary (green) status. */
+static void colors_answer(fixture *f, int status)
+{
+    char script[64];
+
+    snprintf(script, sizeof script, "{\"status\": %d}", status);
+    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
+    assert_int_equal(dq_fake_script(&f->colors[1], script), 0);
+}
+
 static void test_rollout_first(void **state)
 {
     fixture *f = *state;
@@ -486,8 +487,7 @@ static void test_rollout_good(void **state)
     char types[512];
     const dq_event *ev;
 
-    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
-    assert_int_equal(dq_fake_script(&f->colors[1], "{\"status\": 200}"), 0);
+    colors_answer(f, 200);
     run_env_init(f, &e, "blue");
     assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_PROMOTED);
     event_types(f, types, sizeof types);
@@ -513,8 +513,7 @@ static void test_rollout_bad(void **state)
     char types[512];
     const dq_event *ev;
 
-    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
-    assert_int_equal(dq_fake_script(&f->colors[1], "{\"status\": 500}"), 0);
+    colors_answer(f, 500);
     run_env_init(f, &e, "blue");
     assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_ABORTED);
     event_types(f, types, sizeof types);
@@ -553,8 +552,7 @@ static void test_rollout_cancel(void **state)
     dq_canary_outcome out;
     char types[512];
 
-    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
-    assert_int_equal(dq_fake_script(&f->colors[1], "{\"status\": 200}"), 0);
+    colors_answer(f, 200);
     run_env_init(f, &e, "blue");
     f->cancel = 1;
     assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_ABORTED);
@@ -577,8 +575,7 @@ static void test_rollout_stopped(void **state)
     dq_canary_outcome out;
     char types[512];
 
-    assert_int_equal(dq_fake_script(&f->colors[0], "{\"status\": 200}"), 0);
-    assert_int_equal(dq_fake_script(&f->colors[1], "{\"status\": 200}"), 0);
+    colors_answer(f, 200);
     run_env_init(f, &e, "blue");
     f->continues = 4; /* past the step's weights, into its hold */
     assert_int_equal(dq_canary_run(&e.ro, &out), DQ_CANARY_STOPPED);

@@ -1,6 +1,6 @@
 /*
  * testutil.h - helpers shared by the cmocka unit tests: a free TCP port, a throwaway
- * redis-server of the test's own, and temporary directories.
+ * redis-server of the test's own, temporary directories, and a one-target configuration.
  *
  * Header-only (static inline) so that each test program stays one .c file in the build.
  * Every helper returns 0 / a value on success and -1 on failure; the test asserts on it.
@@ -23,7 +23,28 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
+
 #define DQ_TEST_REDIS_SERVER "redis-server"
+
+/* A configuration whose one service "api" has the environment "prod" with the keys in
+ * env_yaml (indented for it, from line 5 of the file named name) and an empty "plain".
+ * NULL with the reason in err. */
+static inline dq_config *dq_test_config_env(const char *env_yaml, const char *name, char *err,
+                                            size_t errlen)
+{
+    char yaml[8192];
+
+    snprintf(yaml, sizeof yaml,
+             "services:\n"
+             "  api:\n"
+             "    environments:\n"
+             "      prod:\n"
+             "%s"
+             "      plain: {}\n",
+             env_yaml);
+    return dq_config_load_string(yaml, strlen(yaml), name, err, errlen);
+}
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it). */
 static inline int dq_test_free_port(void)
