@@ -63,22 +63,8 @@ GREEN=http://127.0.0.1:$(cat "$T/green.port")
 # HAProxy
 FRONT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 SOCK=$T/admin.sock
-cat >"$T/haproxy.cfg" <<CFG
-global
-    stats socket $SOCK level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-frontend edge
-    bind 127.0.0.1:$FRONT
-    default_backend web
-backend web
-    balance roundrobin
-    server web_blue 127.0.0.1:$(cat "$T/blue.port") weight 100
-    server web_green 127.0.0.1:$(cat "$T/green.port") weight 0
-CFG
+python3 tests/fakes/haproxy.py config --socket "$SOCK" --front "$FRONT" --blue "$(cat "$T/blue.port")" \
+    --green "$(cat "$T/green.port")" >"$T/haproxy.cfg"
 "$HAPROXY" -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
@@ -135,25 +121,16 @@ jq -se 'any(.[]; .type == "canary.promoted")' "$T/v1.jsonl" >/dev/null ||
 # flip_and_watch: wait for HAProxy to give green 10, FLIP_AFTER s later make green answer
 # 500, then poll green's weight until 0; prints "<flip ms> <zero ms>" (epoch ms).
 flip_and_watch() {
-    python3 - "$SOCK" "$GREEN" "$FLIP_AFTER" <<'PY'
-import socket, sys, time, urllib.request
+    python3 - "$SOCK" "$GREEN" "$FLIP_AFTER" "$root/tests/fakes" <<'PY'
+import sys, time, urllib.request
 sock, green, after = sys.argv[1], sys.argv[2], float(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+import haproxy
 def weight():
-    s = socket.socket(socket.AF_UNIX)
     try:
-        s.connect(sock)
-        s.sendall(b"get weight web/web_green\n")
-        out = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            out += b
-        return int(out.split()[0])
+        return haproxy.weight(sock, "web_green")
     except (OSError, ValueError, IndexError):
         return -1
-    finally:
-        s.close()
 end = time.time() + 60
 while weight() != 10:
     if time.time() > end:

@@ -19,23 +19,8 @@ start_fake GREEN health --script '{"body": "green"}'
 FRONT=$(free_port)
 ADMIN_PORT=$(free_port)
 SOCK="$T/admin.sock"
-cat >"$T/haproxy.cfg" <<CFG
-global
-    stats socket $SOCK level admin
-    stats socket ipv4@127.0.0.1:$ADMIN_PORT level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-frontend edge
-    bind 127.0.0.1:$FRONT
-    default_backend web
-backend web
-    balance roundrobin
-    server web_blue 127.0.0.1:$FAKE_PORT_BLUE weight 100
-    server web_green 127.0.0.1:$FAKE_PORT_GREEN weight 0
-CFG
+"$PY" "$DEPLOYQ_SOURCE/tests/fakes/haproxy.py" config --socket "$SOCK" --admin-port "$ADMIN_PORT" \
+    --front "$FRONT" --blue "$FAKE_PORT_BLUE" --green "$FAKE_PORT_GREEN" >"$T/haproxy.cfg"
 "$HAPROXY" -db -f "$T/haproxy.cfg" >"$T/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 PIDS+=("$HAPROXY_PID")
@@ -44,21 +29,13 @@ wait_for 10 test -S "$SOCK" || fail "haproxy did not start"
 # A relay in front of the runtime API that plays "someone else": after each weight set
 # on web_green it puts web_green back to 0, before deployq reads the weights back.
 RELAY="$T/relay.sock"
-"$PY" - "$SOCK" "$RELAY" >"$T/relay.log" 2>&1 <<'PY' &
+"$PY" - "$SOCK" "$RELAY" "$DEPLOYQ_SOURCE/tests/fakes" >"$T/relay.log" 2>&1 <<'PY' &
 import socket, sys
 real, path = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+import haproxy
 def ask(line):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(real)
-    s.sendall(line)
-    out = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        out += b
-    s.close()
-    return out
+    return haproxy.ask(real, line)
 srv = socket.socket(socket.AF_UNIX)
 srv.bind(path)
 srv.listen(8)

@@ -30,22 +30,9 @@ start_fake GREEN health
 # ---- HAProxy in front of the two colors ----
 FRONT=$(free_port)
 SOCK="$T/admin.sock"
-cat >"$T/haproxy.cfg" <<CFG
-global
-    stats socket $SOCK level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
-frontend edge
-    bind 127.0.0.1:$FRONT
-    default_backend web
-backend web
-    balance roundrobin
-    server web_blue 127.0.0.1:$FAKE_PORT_BLUE weight 100
-    server web_green 127.0.0.1:$FAKE_PORT_GREEN weight 0
-CFG
+HAPROXY_PY="$DEPLOYQ_SOURCE/tests/fakes/haproxy.py"
+"$PY" "$HAPROXY_PY" config --socket "$SOCK" --front "$FRONT" --blue "$FAKE_PORT_BLUE" \
+    --green "$FAKE_PORT_GREEN" >"$T/haproxy.cfg"
 start_haproxy() {
     rm -f "$SOCK"
     "$HAPROXY" -db -f "$T/haproxy.cfg" >>"$T/haproxy.log" 2>&1 &
@@ -55,24 +42,7 @@ start_haproxy() {
 }
 start_haproxy
 # hap_weights: "blue=N green=N" as HAProxy's runtime API says (get weight)
-hap_weights() {
-    "$PY" - "$SOCK" <<'PY'
-import socket, sys
-def ask(line):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sys.argv[1])
-    s.sendall(line.encode())
-    out = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        out += b
-    s.close()
-    return out.decode().split()[0]
-print("blue=%s green=%s" % (ask("get weight web/web_blue\n"), ask("get weight web/web_green\n")))
-PY
-}
+hap_weights() { "$PY" "$HAPROXY_PY" weights "$SOCK"; }
 through_edge() { curl -fsS "http://127.0.0.1:$FRONT/health"; }
 
 # ---- the deploy: a version's behaviour comes from $T/versions/<version>.json ----
@@ -143,29 +113,7 @@ assert_eq "$(through_edge)" "v1: ok" "v1 serves through haproxy"
 log "2. v2, good: 5, 25, 50, 100 - haproxy says each weight while its step holds - promoted"
 # a poller asks HAProxy for both weights every 50 ms ("epoch_ms blue green"), so each step's
 # weight is checked over the whole time it holds, however late this shell reads the events
-"$PY" - "$SOCK" "$T/poll.stop" >"$T/poll.txt" 2>/dev/null <<'PY' &
-import os, socket, sys, time
-def ask(line):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(1)
-    s.connect(sys.argv[1])
-    s.sendall(line.encode())
-    out = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        out += b
-    s.close()
-    return out.decode().split()[0]
-while not os.path.exists(sys.argv[2]):
-    try:
-        b, g = ask("get weight web/web_blue\n"), ask("get weight web/web_green\n")
-        print(int(time.time() * 1000), b, g, flush=True)
-    except OSError:
-        pass
-    time.sleep(0.05)
-PY
+"$PY" "$HAPROXY_PY" poll "$SOCK" "$T/poll.stop" >"$T/poll.txt" 2>/dev/null &
 POLL_PID=$!
 PIDS+=("$POLL_PID")
 d2=$(submit --service web --env production --version v2)
